@@ -1,0 +1,254 @@
+"""One codec for every message on every link: tagged, frozen dataclasses over msgpack.
+
+A frame is the msgpack array ``[protocol, tag, field1, field2, ...]``. Fields travel by position
+(compact, and the dataclass is the single definition of the order). Decoding validates every
+field against the dataclass's type hints, so an invalid message cannot get past ``decode``: a
+peer's bad frame is a ``PeerError`` (log it and drop the peer), never a crash or a guess.
+
+Supported field types: ``int``, ``float``, ``str``, ``bytes``, ``bool``, ``None``,
+``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``, ``dict[K, V]`` and nested
+message-like dataclasses (registered or not). Bulk data (task keys, counters) travels as
+``bytes`` holding packed arrays, so a batch costs one field, not one object per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from cluster.errors import LocalProtocolError, PeerError, VersionMismatch
+
+T = TypeVar("T")
+Converter = Callable[[Any], Any]
+
+# Upper bound on any single frame we agree to decode. ZeroMQ enforces it earlier on the sockets
+# (ZMQ_MAXMSGSIZE); this is the codec's own guard for frames from other sources.
+MAX_FRAME = 256 * 1024 * 1024
+
+
+class Registry:
+    """A set of message classes sharing one protocol number (one per link)."""
+
+    def __init__(self, name: str, protocol: int) -> None:
+        self.name = name
+        self.protocol = protocol
+        self._by_tag: dict[int, type] = {}
+        self._decoders: dict[int, Converter] = {}
+        self._encoders: dict[type, Callable[[Any], list[Any]]] = {}
+
+    def message(self, cls: type[T]) -> type[T]:
+        """Class decorator: register a frozen dataclass with a unique ``TAG``."""
+        tag = cls.__dict__.get("TAG")
+        if not isinstance(tag, int):
+            raise LocalProtocolError(f"{cls.__name__} has no integer TAG")
+        if tag in self._by_tag:
+            raise LocalProtocolError(
+                f"tag {tag} used by {self._by_tag[tag].__name__} and {cls.__name__}"
+            )
+        self._by_tag[tag] = cls
+        self._decoders[tag] = _struct_decoder(cls)
+        self._encoders[cls] = _struct_encoder(cls)
+        return cls
+
+    def encode(self, msg: Any) -> bytes:
+        encoder = self._encoders.get(type(msg))
+        if encoder is None:
+            raise LocalProtocolError(f"{type(msg).__name__} is not a {self.name} message")
+        return msgpack.packb(
+            [self.protocol, type(msg).TAG, *encoder(msg)], use_bin_type=True
+        )
+
+    def decode(self, frame: bytes) -> Any:
+        """Decode and validate one frame. Refuse, never guess."""
+        if len(frame) > MAX_FRAME:
+            raise PeerError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME}")
+        try:
+            # unpackb never allocates beyond what the frame can hold: lengths are checked
+            # against the remaining input, so the frame bound above bounds memory too.
+            data = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise PeerError(f"undecodable {self.name} frame: {exc}") from None
+        if not isinstance(data, list) or len(data) < 2:
+            raise PeerError(f"malformed {self.name} frame")
+        protocol, tag = data[0], data[1]
+        if protocol != self.protocol:
+            raise VersionMismatch(self.protocol, protocol if isinstance(protocol, int) else -1)
+        decoder = self._decoders.get(tag) if isinstance(tag, int) else None
+        if decoder is None:
+            raise PeerError(f"unknown {self.name} message tag {tag!r}")
+        return decoder(data[2:])
+
+
+def _struct_encoder(cls: type) -> Callable[[Any], list[Any]]:
+    fields = dataclasses.fields(cls)
+    hints = typing.get_type_hints(cls)
+    names_and_encoders = [(f.name, _value_encoder(hints[f.name])) for f in fields]
+
+    def encode(msg: Any) -> list[Any]:
+        return [enc(getattr(msg, name)) for name, enc in names_and_encoders]
+
+    return encode
+
+
+def _value_encoder(hint: Any) -> Converter:
+    """Only nested dataclasses need work on the way out; plain values pass through."""
+    if dataclasses.is_dataclass(hint):
+        inner = _struct_encoder(hint)
+        return inner
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1 and dataclasses.is_dataclass(non_none[0]):
+            inner = _struct_encoder(non_none[0])
+            return lambda v: None if v is None else inner(v)
+        return _identity
+    if origin in (tuple, list) and args:
+        item_hints = [a for a in args if a is not Ellipsis]
+        if any(_needs_encoding(a) for a in item_hints):
+            if len(args) == 2 and args[1] is Ellipsis:
+                item = _value_encoder(args[0])
+                return lambda v: [item(x) for x in v]
+            items = [_value_encoder(a) for a in args]
+            return lambda v: [enc(x) for enc, x in zip(items, v, strict=False)]
+        return _identity
+    if origin is dict and args and _needs_encoding(args[1]):
+        value = _value_encoder(args[1])
+        return lambda v: {k: value(x) for k, x in v.items()}
+    return _identity
+
+
+def _needs_encoding(hint: Any) -> bool:
+    if dataclasses.is_dataclass(hint):
+        return True
+    return any(_needs_encoding(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _struct_decoder(cls: type) -> Converter:
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    hints = typing.get_type_hints(cls)
+    converters = [(f.name, _value_decoder(hints[f.name], f"{cls.__name__}.{f.name}")) for f in fields]
+    n_required = sum(
+        1
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    name = cls.__name__
+
+    def decode(values: Any) -> Any:
+        if not isinstance(values, list) or not n_required <= len(values) <= len(converters):
+            raise PeerError(f"{name}: expected {len(converters)} fields")
+        kwargs = {}
+        for (field_name, conv), value in zip(converters, values, strict=False):
+            kwargs[field_name] = conv(value)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:  # __post_init__ validation
+            raise PeerError(f"{name}: {exc}") from None
+
+    return decode
+
+
+def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one branch per type form
+    if hint is Any:
+        return _identity
+    if hint is type(None) or hint is None:
+        return _expect(lambda v: v is None, where, "null")
+    if hint is bool:
+        return _expect(lambda v: isinstance(v, bool), where, "a boolean")
+    if hint is int:
+        return _expect(lambda v: isinstance(v, int) and not isinstance(v, bool), where, "an integer")
+    if hint is float:
+
+        def to_float(v: Any) -> float:
+            if isinstance(v, float):
+                return v
+            if isinstance(v, int) and not isinstance(v, bool):
+                return float(v)
+            raise PeerError(f"{where}: expected a number")
+
+        return to_float
+    if hint is str:
+        return _expect(lambda v: isinstance(v, str), where, "a string")
+    if hint is bytes:
+        return _expect(lambda v: isinstance(v, bytes), where, "bytes")
+    if dataclasses.is_dataclass(hint):
+        return _struct_decoder(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [_value_decoder(a, where) for a in args]
+
+        def union(v: Any) -> Any:
+            if v is None and type(None) in args:
+                return None
+            for option in options:
+                try:
+                    return option(v)
+                except PeerError:
+                    continue
+            raise PeerError(f"{where}: no alternative of {hint} matches")
+
+        return union
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _value_decoder(args[0], where)
+
+            def var_tuple(v: Any) -> tuple[Any, ...]:
+                if not isinstance(v, list):
+                    raise PeerError(f"{where}: expected an array")
+                return tuple(item(x) for x in v)
+
+            return var_tuple
+        items = [_value_decoder(a, where) for a in args]
+
+        def fixed_tuple(v: Any) -> tuple[Any, ...]:
+            if not isinstance(v, list) or len(v) != len(items):
+                raise PeerError(f"{where}: expected an array of {len(items)}")
+            return tuple(conv(x) for conv, x in zip(items, v, strict=False))
+
+        return fixed_tuple
+    if origin is list:
+        item = _value_decoder(args[0], where) if args else _identity
+
+        def as_list(v: Any) -> list[Any]:
+            if not isinstance(v, list):
+                raise PeerError(f"{where}: expected an array")
+            return [item(x) for x in v]
+
+        return as_list
+    if origin is dict:
+        key = _value_decoder(args[0], where) if args else _identity
+        value = _value_decoder(args[1], where) if args else _identity
+
+        def as_dict(v: Any) -> dict[Any, Any]:
+            if not isinstance(v, dict):
+                raise PeerError(f"{where}: expected a map")
+            return {key(k): value(x) for k, x in v.items()}
+
+        return as_dict
+    raise LocalProtocolError(f"{where}: unsupported field type {hint!r}")
+
+
+def _expect(check: Callable[[Any], bool], where: str, what: str) -> Converter:
+    def convert(v: Any) -> Any:
+        if not check(v):
+            raise PeerError(f"{where}: expected {what}")
+        return v
+
+    return convert
+
+
+class Message:
+    """Marker base for message dataclasses; subclasses define ``TAG``."""
+
+    TAG: ClassVar[int]

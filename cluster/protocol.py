@@ -1,0 +1,178 @@
+"""Messages between the server and its nodes, and their codec.
+
+One message type per direction of the link; every message is a frozen, slotted dataclass with a
+``TAG``. Tasks are identified by a ``TaskKey`` (job id in the upper 32 bits, the job's task id in
+the lower 32) so batches are flat integers; a task's program travels once per node and group as
+an opaque ``body`` that the product defines and the node runtime interprets.
+
+Ordering that matters:
+- ``DefineGroup`` always precedes the first ``ComputeTasks`` of that group on a link.
+- A node reports a task at most once as started and exactly once as ended (finished/failed),
+  unless the server retracted or canceled it first; ends of canceled tasks may still arrive and
+  are ignored by the server.
+- ``TasksRetracted`` lists only tasks that had not started; those will never start on that node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cluster.codec import Registry
+from cluster.resources import ResourceDescriptor, ResourceRequest
+
+PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
+
+NODE_LINK = Registry("node", PROTOCOL)
+
+# (key, instance, started_at, variant)
+Started = tuple[int, int, float, int]
+# (key, instance, started_at, ended_at, variant)
+Finished = tuple[int, int, float, float, int]
+# (key, instance, started_at, ended_at, variant, error)
+Failed = tuple[int, int, float, float, int, str]
+
+
+def task_key(job_id: int, task_id: int) -> int:
+    return (job_id << 32) | task_id
+
+
+def split_key(key: int) -> tuple[int, int]:
+    return key >> 32, key & 0xFFFF_FFFF
+
+
+# --- node -> server -------------------------------------------------------------------------
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class RegisterNode:
+    """First message of a node. ``info`` is the product's own worker configuration."""
+
+    TAG: ClassVar[int] = 1
+    version: str
+    hostname: str
+    resources: ResourceDescriptor
+    group: str
+    time_limit: float | None  # seconds of life left at registration, None = unlimited
+    heartbeat: float
+    idle_timeout: float | None
+    info: bytes
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskUpdates:
+    """Everything that happened to tasks since the last update, in one frame."""
+
+    TAG: ClassVar[int] = 2
+    started: tuple[Started, ...] = ()
+    finished: tuple[Finished, ...] = ()
+    failed: tuple[Failed, ...] = ()
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class TasksRetracted:
+    """Answer to ``RetractTasks``: the subset that had not started and is given back."""
+
+    TAG: ClassVar[int] = 3
+    keys: tuple[int, ...]
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    TAG: ClassVar[int] = 4
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class NodeStopping:
+    """The node leaves on its own; ``reason`` is a ``StopReason`` value."""
+
+    TAG: ClassVar[int] = 5
+    reason: str
+
+
+# --- server -> node -------------------------------------------------------------------------
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class NodeRegistered:
+    TAG: ClassVar[int] = 101
+    worker_id: int
+    server_uid: str
+    idle_timeout: float | None  # the server's default, used when the node has none
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class DefineGroup:
+    """The shape shared by a batch of tasks: request, priority and the product's body."""
+
+    TAG: ClassVar[int] = 102
+    gid: int
+    request: ResourceRequest
+    priority: int
+    body: bytes
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class ComputeTasks:
+    """Run these tasks of a group. Empty ``instances`` means all 0; ``entries`` align with keys."""
+
+    TAG: ClassVar[int] = 103
+    gid: int
+    keys: tuple[int, ...]
+    instances: tuple[int, ...] = ()
+    entries: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.instances and len(self.instances) != len(self.keys):
+            raise ValueError("instances do not align with keys")
+        if self.entries and len(self.entries) != len(self.keys):
+            raise ValueError("entries do not align with keys")
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class CancelTasks:
+    """Kill these tasks if running, drop them if queued; no answer beyond normal updates."""
+
+    TAG: ClassVar[int] = 104
+    keys: tuple[int, ...]
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class RetractTasks:
+    """Give back whichever of these tasks has not started (work stealing, time limits)."""
+
+    TAG: ClassVar[int] = 105
+    keys: tuple[int, ...]
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class StopNode:
+    TAG: ClassVar[int] = 106
+    reason: str
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class ServerHeartbeat:
+    TAG: ClassVar[int] = 107
+
+
+class StopReason:
+    """Why a node left; the product maps these to its worker states."""
+
+    STOPPED = "stopped"
+    IDLE_TIMEOUT = "idle-timeout"
+    TIME_LIMIT = "time-limit"
+    CONNECTION_LOST = "connection-lost"
+    HEARTBEAT_LOST = "heartbeat-lost"

@@ -1,0 +1,136 @@
+"""Which pending task goes to which worker: prefill in batches, then work stealing.
+
+A pure function of the core's state and ``now``; it writes its decisions to the outbox.
+
+Three passes, in order of group priority (higher priority, then older job, then older submit):
+
+1. **Fill**: give each worker what it can start right now (its free resources). Lower-priority
+   groups may use capacity that higher-priority groups cannot use, so different resource
+   shapes never block each other.
+2. **Prefill**: queue a little more on each worker, up to ``PREFILL`` times its capacity, so a
+   node always has its next task at hand when one ends instead of waiting a round trip to
+   the server. That is what keeps short tasks flowing.
+3. **Steal**: a worker that still has free capacity while others hold queued, unstarted tasks
+   it could run asks them to give some back (``RetractTasks``); when they come back they go
+   straight to it. Only unstarted tasks move, so a task never runs twice for one instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cluster.core import Core, Group, Outbox, Worker, assign, reserve, retract
+
+# Queue depth beyond free capacity, as a multiple of the worker's capacity. One full extra
+# round of tasks hides the server round trip for tasks of a millisecond or more; deeper queues
+# only make work stealing do more.
+PREFILL = 1.0
+
+
+def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> int:
+    """How many more tasks of these amounts fit, with room up to limit_factor x capacity."""
+    n: int | None = None
+    for name, amount in amounts.items():
+        if amount <= 0:
+            continue
+        room = int(worker.totals.get(name, 0) * limit_factor) - worker.committed.get(name, 0)
+        fit = room // amount if room > 0 else 0
+        n = fit if n is None else min(n, fit)
+    if n is None:
+        # A request of nothing (e.g. only zero amounts): one at a time per capacity unit.
+        return 1 if not worker.assigned and not worker.running else 0
+    return n
+
+
+def _eligible(worker: Worker, group: Group, now: float) -> dict[str, int] | None:
+    if worker.stopping:
+        return None
+    amounts = worker.amounts_for(group)
+    if amounts is None:
+        return None
+    remaining = worker.remaining(now)
+    if remaining is not None:
+        variant = group.request.variants[0]
+        if variant.min_time > remaining:
+            return None
+    return amounts
+
+
+def schedule(core: Core, out: Outbox, now: float) -> None:
+    core.needs_scheduling = False
+    groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
+    workers = sorted(core.workers.values(), key=lambda w: w.wid)
+    for limit in (1.0, 1.0 + PREFILL):
+        for group in groups:
+            if group.request.is_multi_node:
+                continue  # multi-node placement is not part of this scheduler yet
+            for worker in workers:
+                if group.pending == 0:
+                    break
+                amounts = _eligible(worker, group, now)
+                if amounts is None:
+                    continue
+                n = min(group.pending, _fit_count(worker, amounts, limit))
+                if n > 0:
+                    assign(core, out, worker, group, group.take(n))
+    steal(core, out, workers, now)
+    retract_expired(core, out, workers, now)
+
+
+def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
+    """Let idle capacity pull queued tasks from loaded workers."""
+    for thief in workers:
+        if thief.stopping:
+            continue
+        for victim in sorted(workers, key=lambda w: -_stealable(w)):
+            if victim is thief or _stealable(victim) == 0:
+                continue
+            keys: list[int] = []
+            candidates = [
+                (k, g) for k, g in reversed(victim.assigned.items()) if k not in victim.retracting
+            ]
+            budget = (len(candidates) + 1) // 2  # at most half of what the victim has queued
+            for key, gid in candidates:
+                if len(keys) >= budget:
+                    break
+                group = core.groups.get(gid)
+                if group is None:
+                    continue
+                amounts = _eligible(thief, group, now)
+                if amounts is None:
+                    continue
+                if _fit_count(thief, amounts, 1.0) <= 0:
+                    continue
+                # Reserve room on the thief now, so that neither this pass nor the next ones
+                # promise it more than it can start while the retraction is in flight.
+                reserve(core, thief, key, gid)
+                keys.append(key)
+            if keys:
+                retract(out, victim, keys, thief.wid)
+            if _has_free_room(thief, core) is False:
+                break
+
+
+def _stealable(worker: Worker) -> int:
+    return len(worker.assigned) - len(worker.retracting)
+
+
+def _has_free_room(worker: Worker, core: Core) -> bool:
+    return any(worker.committed.get(n, 0) < t for n, t in worker.totals.items())
+
+
+def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
+    """Queued tasks a worker can no longer start in its remaining lifetime go elsewhere."""
+    for worker in workers:
+        remaining = worker.remaining(now)
+        if remaining is None:
+            continue
+        keys = []
+        for key, gid in worker.assigned.items():
+            if key in worker.retracting:
+                continue
+            group = core.groups.get(gid)
+            if group is not None and group.request.variants[0].min_time > remaining:
+                keys.append(key)
+        if keys:
+            retract(out, worker, keys, None)

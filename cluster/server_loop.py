@@ -1,0 +1,298 @@
+"""The server's event loop: reads the node socket, calls the core, writes its decisions out.
+
+One thread, one ``zmq.Poller``. Each turn reads everything that is ready, then schedules once:
+a burst of task updates from many nodes costs one scheduling pass, not one per message.
+The product adds its own sockets (clients) and periodic work through ``add_reader`` and
+``call_every``, and learns about nodes through ``ServerHooks``.
+
+Node loss is noticed two ways: a TCP disconnect (ZeroMQ's socket monitor reports the file
+descriptor, which we map to the node that registered on it) within milliseconds, and silence
+beyond ``HEARTBEAT_MISSES`` heartbeats for a node that hangs with its connection open.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from cluster import core as core_mod
+from cluster.codec import MAX_FRAME
+from cluster.core import Core, TaskEvents, Worker
+from cluster.errors import PeerError, VersionMismatch
+from cluster.protocol import (
+    NODE_LINK,
+    PROTOCOL,
+    Heartbeat,
+    NodeRegistered,
+    NodeStopping,
+    RegisterNode,
+    ServerHeartbeat,
+    StopNode,
+    StopReason,
+    TasksRetracted,
+    TaskUpdates,
+)
+from cluster.scheduler import schedule
+from cluster.security import EndpointKeys, ZapResponder, secure_server_socket
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods is lost
+MAX_READS_PER_TURN = 512  # bound one socket's share of a turn so others are not starved
+
+
+class ServerHooks(Protocol):
+    """What the product learns about nodes; tasks go through ``TaskEvents`` instead."""
+
+    def node_registered(self, worker: Worker, msg: RegisterNode, now: float) -> str | None:
+        """Accept (None) or refuse (a reason) a node that asks to join."""
+        ...
+
+    def node_left(self, wid: int, reason: str, now: float) -> None: ...
+
+    def before_turn(self, now: float) -> None: ...
+
+    def after_turn(self, now: float) -> None: ...
+
+
+@dataclass
+class SocketOutbox:
+    """Collects messages during a turn and sends them at its end."""
+
+    events: TaskEvents
+    pending: list[tuple[int, object]] = field(default_factory=list)
+
+    def send(self, worker: int, message: object) -> None:
+        self.pending.append((worker, message))
+
+
+@dataclass
+class _Link:
+    routing_id: bytes
+    fd: int
+    heartbeat: float
+
+
+class ServerLoop:
+    def __init__(self, context: zmq.Context, core: Core, events: TaskEvents,
+                 hooks: ServerHooks, zap: ZapResponder) -> None:
+        self.context = context
+        self.core = core
+        self.hooks = hooks
+        self.zap = zap
+        self.out = SocketOutbox(events)
+        self.poller = zmq.Poller()
+        self.readers: dict[object, Callable[[], None]] = {}
+        self.timers: list[list] = []  # [next_due, period, fn]
+        self.links: dict[int, _Link] = {}  # worker id -> link
+        self.by_routing_id: dict[bytes, int] = {}
+        self.by_fd: dict[int, int] = {}
+        self.running = False
+        self.worker_socket: zmq.Socket | None = None
+        self.add_reader(zap.socket, zap.handle_ready)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def bind_workers(self, host: str, port: int, keys: EndpointKeys | None) -> int:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME
+        sock.router_mandatory = False
+        secure_server_socket(sock, keys, "worker")
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        endpoint = f"tcp://{host}:{port}" if port else f"tcp://{host}:*"
+        sock.bind(endpoint)
+        self.worker_socket = sock
+        self.add_reader(sock, self._read_nodes)
+        self.add_reader(monitor, lambda: self._read_monitor(monitor))
+        return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+    def add_reader(self, sock: object, callback: Callable[[], None]) -> None:
+        self.readers[sock] = callback
+        self.poller.register(sock, zmq.POLLIN)
+
+    def call_every(self, period: float, fn: Callable[[float], None]) -> None:
+        self.timers.append([time.monotonic() + period, period, fn])
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.running = True
+        self.call_every(1.0, self._check_heartbeats)
+        while self.running:
+            timeout = self._next_timeout()
+            ready = dict(self.poller.poll(timeout))
+            now = time.time()
+            self.hooks.before_turn(now)
+            for sock in ready:
+                self.readers[sock]()
+            self._run_timers()
+            self.turn_end(now)
+
+    def turn_end(self, now: float) -> None:
+        """Schedule if anything changed, send what the turn decided, let the product react."""
+        if self.core.needs_scheduling:
+            schedule(self.core, self.out, now)
+        self.hooks.after_turn(now)
+        self.flush()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def stop_nodes(self, reason: str) -> None:
+        for wid in list(self.links):
+            self.out.send(wid, StopNode(reason))
+        self.flush()
+
+    def flush(self) -> None:
+        assert self.worker_socket is not None
+        pending, self.out.pending = self.out.pending, []
+        for wid, message in pending:
+            link = self.links.get(wid)
+            if link is None:
+                continue
+            try:
+                self.worker_socket.send_multipart(
+                    [link.routing_id, NODE_LINK.encode(message)], zmq.NOBLOCK
+                )
+            except zmq.Again:
+                logger.warning("Worker %d is not reading; message dropped", wid)
+
+    def _next_timeout(self) -> int:
+        if not self.timers:
+            return 1000
+        due = min(t[0] for t in self.timers)
+        return max(0, min(1000, int((due - time.monotonic()) * 1000) + 1))
+
+    def _run_timers(self) -> None:
+        mono = time.monotonic()
+        for timer in self.timers:
+            if timer[0] <= mono:
+                timer[0] = mono + timer[1]
+                timer[2](time.time())
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    def _read_nodes(self) -> None:
+        assert self.worker_socket is not None
+        now = time.time()
+        for _ in range(MAX_READS_PER_TURN):
+            try:
+                frames = self.worker_socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue
+            routing_id = frames[0].bytes
+            try:
+                message = NODE_LINK.decode(frames[1].bytes)
+            except VersionMismatch as exc:
+                logger.warning("Refused a node speaking protocol %d (ours %d)", exc.theirs,
+                               PROTOCOL)
+                continue
+            except PeerError as exc:
+                self._bad_peer(routing_id, str(exc), now)
+                continue
+            wid = self.by_routing_id.get(routing_id)
+            if wid is None:
+                if isinstance(message, RegisterNode):
+                    self._register(routing_id, frames[1].get(zmq.SRCFD), message, now)
+                continue
+            self._dispatch(wid, message, now)
+
+    def _dispatch(self, wid: int, message: object, now: float) -> None:
+        worker = self.core.workers.get(wid)
+        if worker is None:
+            return
+        worker.last_seen = now
+        if isinstance(message, TaskUpdates):
+            core_mod.on_task_updates(self.core, self.out, wid, message, now)
+        elif isinstance(message, TasksRetracted):
+            core_mod.on_tasks_retracted(self.core, self.out, wid, message.keys, now)
+        elif isinstance(message, Heartbeat):
+            pass
+        elif isinstance(message, NodeStopping):
+            self.drop_worker(wid, message.reason, now)
+        else:
+            self._bad_peer_wid(wid, f"unexpected {type(message).__name__}", now)
+
+    def _register(self, routing_id: bytes, fd: int, msg: RegisterNode, now: float) -> None:
+        worker = core_mod.add_worker(
+            self.core, msg.hostname, msg.resources, msg.group, msg.time_limit, now
+        )
+        link = _Link(routing_id, fd, msg.heartbeat)
+        self.links[worker.wid] = link
+        refusal = self.hooks.node_registered(worker, msg, now)
+        if refusal is not None:
+            self.out.send(worker.wid, StopNode(refusal))
+            self.flush()
+            del self.links[worker.wid]
+            self.core.workers.pop(worker.wid, None)
+            return
+        self.by_routing_id[routing_id] = worker.wid
+        self.by_fd[fd] = worker.wid
+        self.out.send(worker.wid, NodeRegistered(worker.wid, self._server_uid(), None))
+
+    def _server_uid(self) -> str:
+        return getattr(self.hooks, "server_uid", "")
+
+    def drop_worker(self, wid: int, reason: str, now: float) -> None:
+        """Forget a node and give its tasks back (the core counts crashes by reason)."""
+        link = self.links.pop(wid, None)
+        if link is None:
+            return
+        self.by_routing_id.pop(link.routing_id, None)
+        if self.by_fd.get(link.fd) == wid:
+            del self.by_fd[link.fd]
+        core_mod.on_worker_lost(self.core, self.out, wid, reason, now)
+        self.hooks.node_left(wid, reason, now)
+
+    def stop_worker(self, wid: int, now: float) -> None:
+        """`hq worker stop`: tell the node, and treat its tasks as returned (not crashed)."""
+        if wid in self.links:
+            self.out.send(wid, StopNode(StopReason.STOPPED))
+            self.flush()
+            self.drop_worker(wid, StopReason.STOPPED, now)
+
+    def _read_monitor(self, monitor: zmq.Socket) -> None:
+        now = time.time()
+        while True:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                wid = self.by_fd.pop(int(event["value"]), None)
+                if wid is not None:
+                    self.drop_worker(wid, StopReason.CONNECTION_LOST, now)
+
+    def _check_heartbeats(self, now: float) -> None:
+        for wid, link in list(self.links.items()):
+            worker = self.core.workers.get(wid)
+            if worker is None:
+                continue
+            if now - worker.last_seen > HEARTBEAT_MISSES * link.heartbeat + 1.0:
+                logger.warning("Worker %d missed its heartbeats", wid)
+                self.drop_worker(wid, StopReason.HEARTBEAT_LOST, now)
+            else:
+                self.out.send(wid, ServerHeartbeat())
+
+    def _bad_peer(self, routing_id: bytes, why: str, now: float) -> None:
+        wid = self.by_routing_id.get(routing_id)
+        if wid is None:
+            logger.warning("Dropped an invalid message from an unregistered node: %s", why)
+            return
+        self._bad_peer_wid(wid, why, now)
+
+    def _bad_peer_wid(self, wid: int, why: str, now: float) -> None:
+        logger.warning("Worker %d sent an invalid message (%s); disconnecting it", wid, why)
+        self.out.send(wid, StopNode("protocol error"))
+        self.flush()
+        self.drop_worker(wid, StopReason.CONNECTION_LOST, now)

@@ -1,0 +1,113 @@
+"""`hq server start|stop|info|wait|generate-access` (spec/cli.md §3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from hqshm import __version__, access
+from hqshm.cli.commands.context import Context
+from hqshm.durations import format_humantime, parse_hms_or_human
+from hqshm.errors import UserError
+from hqshm.requests import ServerInfo, ServerInfoRequest, StopServerRequest
+
+logger = logging.getLogger("hqshm.cli")
+
+
+class WaitTimeout(UserError):  # spec/cli.md §3, hq server wait
+    template = ("Timeout after {duration}: Could not connect to server at `{dir}`. "
+                "Make sure that the server is running.")
+
+
+def run(ctx: Context, command: str) -> int:
+    return {
+        "start": start,
+        "stop": stop,
+        "info": info,
+        "wait": wait,
+        "generate-access": generate_access,
+    }[command](ctx)
+
+
+def start(ctx: Context) -> int:
+    from hqshm.server.process import Server, ServerConfig, check_not_online
+
+    args = ctx.args
+    server_dir = ctx.server_dir
+    idle = parse_hms_or_human(args.idle_timeout) if args.idle_timeout else None
+    config = ServerConfig(
+        server_dir=server_dir,
+        host=args.host,
+        client_port=args.client_port,
+        worker_port=args.worker_port,
+        idle_timeout=idle,
+        access_file=Path(args.access_file) if args.access_file else None,
+        disable_client_auth=args.disable_client_authentication_and_encryption,
+        disable_worker_auth=args.disable_worker_authentication_and_encryption,
+        journal=None,
+    )
+    if args.journal:
+        logger.warning("--journal is not supported yet; the server keeps no journal")
+    check_not_online(server_dir)
+    logger.info("No online server found, starting a new server")
+    server = Server(config)
+    server.run(on_ready=lambda i: ctx.out.server_info(i, server_dir=str(server_dir)))
+    return 0
+
+
+def stop(ctx: Context) -> int:
+    ctx.request(StopServerRequest())
+    logger.info("Stopping server")
+    ctx.out.empty()
+    return 0
+
+
+def info(ctx: Context) -> int:
+    response = ctx.request(ServerInfoRequest())
+    assert isinstance(response, ServerInfo)
+    ctx.out.server_info(response)
+    return 0
+
+
+def wait(ctx: Context) -> int:
+    timeout = parse_hms_or_human(ctx.args.timeout)
+    logger.info("Waiting for server to become available (timeout: %s)...",
+                format_humantime(timeout))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with ctx.connect() as conn:
+                conn.request(ServerInfoRequest(), timeout=5.0)
+            logger.info("Successfully connected to server")
+            ctx.out.empty()
+            return 0
+        except UserError:
+            pass
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(duration=format_humantime(timeout), dir=ctx.server_dir)
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def generate_access(ctx: Context) -> int:
+    import socket
+
+    args = ctx.args
+    host = args.host or socket.gethostname()
+    record = access.generate(
+        __version__,
+        client_host=args.client_host or host,
+        client_port=args.client_port,
+        worker_host=args.worker_host or host,
+        worker_port=args.worker_port,
+    )
+    access.write_access_file(args.access_file, record)
+    if args.client_file:
+        access.write_access_file(args.client_file, record, part="client")
+    if args.worker_file:
+        access.write_access_file(args.worker_file, record, part="worker")
+    ctx.out.empty()
+    return 0
+
+
+__all__ = ["run", "ServerInfo"]

@@ -1,0 +1,252 @@
+"""`hq submit` / `hq job submit` (spec/cli.md §5, jobs.md §3-§5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from hqshm import placeholders, resourcespec
+from hqshm.arrays import parse_array
+from hqshm.cli.commands.context import Context, id_ranges
+from hqshm.cli.render import Output
+from hqshm.durations import parse_hms_or_human
+from hqshm.errors import UsageError, UserError
+from hqshm.requests import (
+    JobProgressRequest,
+    JobProgressResponse,
+    Selector,
+    StdioDesc,
+    SubmitRequest,
+    SubmitResponse,
+    TaskTemplate,
+    WaitJobsRequest,
+)
+
+logger = logging.getLogger("hqshm.cli")
+
+DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
+DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+RM_IF_FINISHED = ":rm-if-finished"
+MANY_FILES = 999
+PROGRESS_PERIOD = 0.5
+
+
+def _usage(parser_hint: str) -> UsageError:
+    return UsageError(f"error: {parser_hint}\n\nFor more information, try '--help'.")
+
+
+def parse_stdio(text: str | None, default: str) -> StdioDesc:
+    """`none`, `PATH`, `PATH:rm-if-finished` or `:rm-if-finished` (jobs.md §4.3)."""
+    if text is None:
+        return StdioDesc("file", default)
+    if text == "none":
+        return StdioDesc("none")
+    if text.endswith(RM_IF_FINISHED):
+        path = text[: -len(RM_IF_FINISHED)] or default
+        if ":" in path and path != default:
+            raise _usage(f"invalid value '{text}' for output path")
+        return StdioDesc("file", path, rm_if_finished=True)
+    if ":" in text:
+        raise _usage(f"invalid value '{text}' for output path: the only suffix is "
+                     f"`{RM_IF_FINISHED}`")
+    return StdioDesc("file", text)
+
+
+def parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    duplicate = False
+    for item in items:
+        key, _, value = item.partition("=")
+        if key in env:
+            duplicate = True
+            continue
+        env[key] = value
+    if duplicate:
+        logger.warning("Some environment variables were ignored. Check if you haven't used "
+                       "duplicate keys.")
+    return env
+
+
+def parse_crash_limit(text: str | None) -> int:
+    if text is None:
+        return 5
+    if text == "never-restart":
+        return -1
+    if text == "unlimited":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise _usage(f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>': a number, "
+                     "never-restart or unlimited") from None
+    if value == 0:
+        raise UserError("Crash limit cannot be 0. Use `never-restart` or `unlimited` instead.")
+    if value < 0:
+        raise _usage(f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>'")
+    return value
+
+
+def read_entries(args: object) -> list[str] | None:
+    each_line = getattr(args, "each_line", None)
+    from_json = getattr(args, "from_json", None)
+    if each_line:
+        logger.info("Reading file: %s", each_line)
+        data = _read(each_line)
+        if len(data) > 100 * 1024 * 1024:
+            logger.warning("The file %s is larger than 100 MB", each_line)
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        return [line.decode("utf-8", "surrogateescape").encode("utf-8", "replace")
+                .decode("utf-8") for line in lines]
+    if from_json:
+        logger.info("Reading json file: %s", from_json)
+        try:
+            document = json.loads(_read(from_json))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{from_json}: invalid JSON: {exc}") from None
+        if not isinstance(document, list):
+            raise UserError(
+                f"{from_json}: The top element of the provided JSON file has to be an array")
+        return [json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+                for e in document]
+    return None
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"Cannot read {path}: {exc.strerror}") from None
+
+
+def build_request(ctx: Context) -> SubmitRequest:
+    args = ctx.args
+    command = list(args.program)
+    if command and command[0] == "--":
+        command = command[1:]
+    elif command and command[0].startswith("-") and command[0] != "-":
+        raise _usage(f"unexpected argument '{command[0]}' found")
+    if not command:
+        raise _usage("the following required arguments were not provided:\n  <COMMANDS>...")
+    if args.job is not None:
+        if args.name is not None:
+            raise UserError("Parameter --name is not allowed when submitting to an open job.")
+        if args.max_fails is not None:
+            raise UserError("Parameter --max-fails is not allowed when submitting to an "
+                            "open job.")
+    name = args.name if args.name is not None else (os.path.basename(command[0]) or "job")
+    if "\n" in name or "\t" in name:
+        raise UserError("name cannot have a newline or a tab")
+    if args.nodes and (args.cpus is not None or args.pin):
+        raise UserError("--nodes cannot be combined with --cpus or --pin")
+    request = resourcespec.parse_submit_resources(args.cpus, args.resource)
+    if args.time_request or args.nodes or args.weight is not None:
+        from dataclasses import replace
+
+        from cluster.resources import FRACTIONS
+
+        min_time = parse_hms_or_human(args.time_request) if args.time_request else 0.0
+        weight = FRACTIONS
+        if args.weight is not None:
+            if args.weight <= 0:
+                raise UserError("Resource weight has to be positive number")
+            weight = round(args.weight * FRACTIONS)
+        variants = tuple(
+            replace(v, min_time=min_time, weight=weight,
+                    n_nodes=args.nodes, entries=() if args.nodes else v.entries)
+            for v in request.variants)
+        request = replace(request, variants=variants)
+    cwd = args.cwd if args.cwd is not None else "%{SUBMIT_DIR}"
+    placeholders.check_cwd(cwd)
+    stdout = parse_stdio(args.stdout, DEFAULT_STDOUT)
+    stderr = parse_stdio(args.stderr, DEFAULT_STDERR)
+    stdin = b""
+    if args.stdin:
+        sys.stdout.write("Reading data from stdin. In the interactive mode press Ctrl-D to "
+                         "submit.\n")
+        sys.stdout.flush()
+        stdin = sys.stdin.buffer.read()
+    ids = id_ranges(parse_array(args.array)) if args.array else ()
+    entries = read_entries(args)
+    template = TaskTemplate(
+        args=tuple(command),
+        env=parse_env(args.env),
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        request=request,
+        priority=args.priority or 0,
+        time_limit=parse_hms_or_human(args.time_limit) if args.time_limit else None,
+        crash_limit=parse_crash_limit(args.crash_limit),
+        pin=args.pin or "none",
+        task_dir=args.task_dir,
+        stdin=stdin,
+    )
+    _warn(template, ids, entries, cwd)
+    return SubmitRequest(
+        name=name,
+        max_fails=args.max_fails,
+        submit_dir=os.getcwd(),
+        template=template,
+        ids=ids,
+        entries=tuple(entries) if entries is not None else None,
+        job_id=args.job,
+    )
+
+
+def _warn(template: TaskTemplate, ids: tuple, entries: list[str] | None, cwd: str) -> None:
+    """The client-side warnings of spec/cli.md §5.3."""
+    n_tasks = sum((e - s) // st + 1 for s, e, st in ids) if ids else (
+        len(entries) if entries is not None else 1)
+    is_array = bool(ids) or entries is not None
+    channels = [name for name, s in (("stdout", template.stdout), ("stderr", template.stderr))
+                if s.kind == "file"]
+    if n_tasks * len(channels) > MANY_FILES and channels:
+        logger.warning(
+            "The job will create %d files for %s. Consider using the `--stream` option to "
+            "stream all outputs into a single file", n_tasks * len(channels),
+            " and ".join(channels))
+    for channel, stdio in (("stdout", template.stdout), ("stderr", template.stderr)):
+        if stdio.kind != "file":
+            continue
+        warning = placeholders.unknown_placeholder_warning(stdio.path, f"{channel} path")
+        if warning:
+            logger.warning("%s", warning)
+        if is_array:
+            warning = placeholders.missing_task_id_warning(stdio.path, channel, cwd)
+            if warning:
+                logger.warning("%s", warning)
+    warning = placeholders.unknown_placeholder_warning(cwd, "working directory path")
+    if warning:
+        logger.warning("%s", warning)
+
+
+def run(ctx: Context) -> int:
+    request = build_request(ctx)
+    with ctx.connect() as conn:
+        response = conn.request(request)
+        assert isinstance(response, SubmitResponse)
+        ctx.out.submitted(response.job_id)
+        selector = Selector("ids", ((response.job_id, response.job_id, 1),))
+        if ctx.args.wait:
+            conn.request(WaitJobsRequest(selector), timeout=None)
+        elif ctx.args.progress:
+            show_progress(conn, selector, ctx.out)
+    return 0
+
+
+def show_progress(conn: object, selector: Selector, out: Output) -> None:
+    """Redraw the progress line until every selected job is done."""
+    while True:
+        response = conn.request(JobProgressRequest(selector))  # type: ignore[attr-defined]
+        assert isinstance(response, JobProgressResponse)
+        done = all(j.counts[0] + j.counts[1] == 0 and not j.is_open for j in response.jobs)
+        out.progress(response.jobs, final=done)
+        if done:
+            return
+        time.sleep(PROGRESS_PERIOD)

@@ -1,0 +1,52 @@
+"""`hq task list|info` (spec/cli.md §7)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from hqshm.arrays import parse_array
+from hqshm.cli.commands.context import Context, id_ranges, selector
+from hqshm.cli.commands.jobs import parse_state_filter
+from hqshm.errors import UserError
+from hqshm.jobstate import STATE_NAMES
+from hqshm.requests import (
+    TaskInfoRequest,
+    TaskInfoResponse,
+    TaskListRequest,
+    TaskListResponse,
+)
+
+logger = logging.getLogger("hqshm.cli")
+
+
+def run(ctx: Context, command: str) -> int:
+    return {"list": list_tasks, "info": info}[command](ctx)
+
+
+def list_tasks(ctx: Context) -> int:
+    args = ctx.args
+    tasks = id_ranges(parse_array(args.tasks)) if args.tasks else None
+    states = parse_state_filter(args.task_status, tuple(STATE_NAMES)) if args.task_status else ()
+    request = TaskListRequest(selector(args.selector, allow_all=False), tasks, states)
+    response = ctx.request(request)
+    assert isinstance(response, TaskListResponse)
+    for job_id in response.missing_jobs:
+        logger.warning("Job %d not found", job_id)
+    ctx.out.task_list(response.jobs, bool(args.verbose), time.time())
+    return 0
+
+
+def info(ctx: Context) -> int:
+    args = ctx.args
+    job = selector(args.job, allow_all=False)
+    if job.kind == "ids" and (len(job.ranges) != 1 or job.ranges[0][0] != job.ranges[0][1]):
+        raise UserError(f"invalid job id '{args.job}': a single id or `last` is expected")
+    response = ctx.request(TaskInfoRequest(job, id_ranges(parse_array(args.tasks))))
+    assert isinstance(response, TaskInfoResponse)
+    if response.job_id is None:
+        raise UserError(f"Cannot find job {args.job}")
+    for task_id in response.missing_tasks:
+        logger.warning("Task %d not found", task_id)
+    ctx.out.task_info(response.tasks, response.submits, bool(args.verbose), time.time())
+    return 0

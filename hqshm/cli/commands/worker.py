@@ -1,0 +1,153 @@
+"""`hq worker start|stop|list|info|address|wait` (spec/cli.md §4); `hq-node` is `worker start`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from hqshm import resourcespec
+from hqshm.arrays import parse_single
+from hqshm.cli.commands.context import Context, selector
+from hqshm.durations import parse_hms_or_human
+from hqshm.errors import UserError
+from hqshm.requests import (
+    Selector,
+    StopWorkersRequest,
+    StopWorkersResponse,
+    WorkerConfiguration,
+    WorkerInfoRequest,
+    WorkerListRequest,
+    WorkerListResponse,
+    WorkerView,
+)
+
+logger = logging.getLogger("hqshm.cli")
+
+DETECT_ALL = ("cpus", "mem", "gpus/nvidia", "gpus/amd")
+
+
+def run(ctx: Context, command: str) -> int:
+    return {
+        "start": start,
+        "stop": stop,
+        "list": list_workers,
+        "info": info,
+        "address": address,
+        "wait": wait,
+    }[command](ctx)
+
+
+def _detect(text: str) -> frozenset[str]:
+    if text == "all":
+        return frozenset(DETECT_ALL)
+    if text == "none":
+        return frozenset()
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    for item in items:
+        if item not in DETECT_ALL:
+            raise UserError(f"invalid value '{item}' for --detect-resources: use all, none, "
+                            f"or a comma list of {', '.join(DETECT_ALL)}")
+    return frozenset(items)
+
+
+def start(ctx: Context) -> int:
+    from hqshm.node.config import NodeOptions
+    from hqshm.node.loop import Node
+
+    args = ctx.args
+    resources = []
+    for arg in args.resource:
+        name, definition = resourcespec.parse_resource_arg(arg)
+        if name == "cpus" and args.cpus is not None:
+            raise UserError("Parameters --cpus and --resource cpus=... cannot be combined")
+        pool = (resourcespec.parse_cpus(definition) if name == "cpus"
+                else resourcespec.parse_pool(name, definition))
+        resources.append(pool)
+    names = [p.name for p in resources]
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(f"Resource {name} defined twice")
+    detect = _detect(args.detect_resources)
+    cpus = resourcespec.parse_cpus(args.cpus) if args.cpus else None
+    if cpus is None and "cpus" not in names and "cpus" not in detect:
+        raise UserError(
+            "You have to specify --cpus explicitly when opting out of CPU automatic detection")
+    if not 0.0 <= args.min_utilization <= 1.0:
+        raise UserError("Minimal utilization has to be in the interval [0.0, 1.0].")
+    options = NodeOptions(
+        server_dir=ctx.server_dir,
+        cpus=cpus,
+        resources=tuple(resources),
+        detect=detect,
+        no_hyper_threading=args.no_hyper_threading,
+        hostname=args.hostname,
+        work_dir=args.work_dir,
+        heartbeat=parse_hms_or_human(args.heartbeat),
+        idle_timeout=parse_hms_or_human(args.idle_timeout) if args.idle_timeout else None,
+        time_limit=parse_hms_or_human(args.time_limit) if args.time_limit else None,
+        on_server_lost=args.on_server_lost,
+        group=args.group,
+        manager=args.manager,
+        min_utilization=args.min_utilization,
+        pin=not args.no_pin,
+        env=ctx.env,
+    )
+
+    def registered(worker_id: int, config: WorkerConfiguration) -> None:
+        ctx.out.worker_info([WorkerView(worker_id, "RUNNING", config, time.time(), None)])
+
+    node = Node(options, on_registered=registered)
+    return node.run()
+
+
+def stop(ctx: Context) -> int:
+    response = ctx.request(StopWorkersRequest(selector(ctx.args.selector)))
+    assert isinstance(response, StopWorkersResponse)
+    for wid, outcome in response.results:
+        if outcome == "stopped":
+            logger.info("Worker %d stopped", wid)
+        elif outcome == "already-stopped":
+            logger.warning("Stopping worker %d failed; worker is already stopped", wid)
+        else:
+            logger.error("Stopping worker %d failed; worker not found", wid)
+    ctx.out.empty()
+    return 0
+
+
+def list_workers(ctx: Context) -> int:
+    args = ctx.args
+    offline = args.all or args.filter == "offline"
+    online = args.filter != "offline"
+    response = ctx.request(WorkerListRequest(include_offline=offline, include_online=online))
+    assert isinstance(response, WorkerListResponse)
+    ctx.out.worker_list(response.workers)
+    return 0
+
+
+def info(ctx: Context) -> int:
+    response = ctx.request(WorkerInfoRequest(selector(ctx.args.selector)))
+    assert isinstance(response, WorkerListResponse)
+    for wid in response.missing:
+        logger.error("Worker %d not found", wid)
+    ctx.out.worker_info(response.workers)
+    return 0
+
+
+def address(ctx: Context) -> int:
+    wid = parse_single(ctx.args.worker_id)
+    response = ctx.request(WorkerInfoRequest(Selector("ids", ((wid, wid, 1),))))
+    assert isinstance(response, WorkerListResponse)
+    if not response.workers:
+        raise UserError(f"Worker {wid} not found")
+    ctx.out.line(response.workers[0].config.hostname)
+    return 0
+
+
+def wait(ctx: Context) -> int:
+    while True:
+        response = ctx.request(WorkerListRequest())
+        assert isinstance(response, WorkerListResponse)
+        if len(response.workers) >= ctx.args.count:
+            ctx.out.empty()
+            return 0
+        time.sleep(1.0)

@@ -1,0 +1,282 @@
+"""The `hq` command tree, with HQ's flag names and clap's error texts and exit code (2).
+
+argparse does the parsing; ``HqParser.error`` rewrites its messages into the clap forms that
+HQ users' scripts and HQ's tests match (``unexpected argument '--foo' found``, ``the following
+required arguments were not provided: --time-limit <TIME_LIMIT>``). Global options are added to
+every sub-parser so they may appear anywhere before a task's own arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import NoReturn
+
+from hqshm import __version__
+from hqshm.errors import UsageError
+
+OUTPUT_MODES = ("cli", "json", "quiet")
+COLOR_POLICIES = ("auto", "always", "never")
+
+
+class HqParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(_clap_message(message, self))
+
+
+def _metavar(option: str) -> str:
+    return f"<{option.lstrip('-').replace('-', '_').upper()}>"
+
+
+def _clap_message(message: str, parser: argparse.ArgumentParser) -> str:
+    unknown = re.match(r"unrecognized arguments: (\S+)", message)
+    if unknown:
+        text = f"error: unexpected argument '{unknown.group(1)}' found"
+    elif message.startswith("the following arguments are required: "):
+        names = message.split(": ", 1)[1].split(", ")
+        listed = "\n  ".join(f"{n} {_metavar(n)}" if n.startswith("-") else f"<{n.upper()}>"
+                             for n in names)
+        text = f"error: the following required arguments were not provided:\n  {listed}"
+    else:
+        choice = re.match(r"argument (\S+?)(?:/\S+)?: invalid choice: '?([^' ]*)'?", message)
+        if choice:
+            name = choice.group(1)
+            shown = f"{name} {_metavar(name)}" if name.startswith("-") else f"<{name.upper()}>"
+            text = f"error: invalid value '{choice.group(2)}' for '{shown}'"
+        else:
+            text = f"error: {message}"
+    usage = parser.format_usage().strip().replace("usage: ", "Usage: ", 1)
+    return f"{text}\n\n{usage}\n\nFor more information, try '--help'."
+
+
+def _add_globals(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    default = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group("global options")
+    group.add_argument("--server-dir", metavar="PATH", default=default,
+                       help="Directory of the server's instances and access files "
+                            "[env: HQ_SERVER_DIR] (default: ~/.hq-server)")
+    group.add_argument("--output-mode", choices=OUTPUT_MODES, default=default,
+                       help="How to print results [env: HQ_OUTPUT_MODE] (default: cli)")
+    group.add_argument("--colors", choices=COLOR_POLICIES, default=default,
+                       help="Use colours: auto (on a terminal), always or never")
+    group.add_argument("--debug", action="store_true", default=default,
+                       help="Debug logging with millisecond timestamps [env: HQ_DEBUG]")
+
+
+def _sub(subparsers: argparse._SubParsersAction, name: str, help_text: str,
+         aliases: tuple[str, ...] = ()) -> HqParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text,
+                                   aliases=list(aliases))
+    _add_globals(parser)
+    return parser
+
+
+def build_parser() -> HqParser:
+    parser = HqParser(
+        prog="hq",
+        description="hqshm: a HyperQueue-compatible task runtime for HPC clusters and laptops.",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"hq {__version__}")
+    _add_globals(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HqParser)
+    commands.required = True
+    _server_commands(_sub(commands, "server", "Commands for the server"))
+    _worker_commands(_sub(commands, "worker", "Commands for workers"))
+    add_submit_options(_sub(commands, "submit", "Submit a job (alias of `hq job submit`)"))
+    _job_commands(_sub(commands, "job", "Commands for jobs"))
+    _task_commands(_sub(commands, "task", "Commands for tasks"))
+    _local_commands(_sub(commands, "local",
+                         "Laptop mode: a server and a node on this machine, in the background"))
+    return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+    sub = parser.add_subparsers(dest=dest, metavar="COMMAND", parser_class=HqParser)
+    sub.required = True
+    return sub
+
+
+def _server_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "server_command")
+    start = _sub(sub, "start", "Start the server (runs until stopped)")
+    start.add_argument("--host", help="Hostname advertised to clients and workers")
+    start.add_argument("--idle-timeout", metavar="DURATION",
+                       help="Default idle timeout of workers that set none")
+    start.add_argument("--client-port", type=_port, default=0, help="Port for clients")
+    start.add_argument("--worker-port", type=_port, default=0, help="Port for workers")
+    start.add_argument("--journal", metavar="PATH", help="Event journal (not yet supported)")
+    start.add_argument("--journal-flush-period", metavar="DURATION", help=argparse.SUPPRESS)
+    start.add_argument("--access-file", metavar="PATH",
+                       help="Use a pre-generated access file (hq server generate-access)")
+    start.add_argument("--disable-client-authentication-and-encryption", action="store_true",
+                       help="Clients need no key (anyone reaching the port can act as you)")
+    start.add_argument("--disable-worker-authentication-and-encryption", action="store_true",
+                       help="Workers need no key (anyone reaching the port can join)")
+    start.add_argument("--scheduler-time-limit", metavar="DURATION", help=argparse.SUPPRESS)
+    _sub(sub, "stop", "Stop the server")
+    _sub(sub, "info", "Show the server's connection details")
+    wait = _sub(sub, "wait", "Wait until a server is reachable")
+    wait.add_argument("--timeout", default="5m", metavar="DURATION",
+                      help="How long to wait (default 5m)")
+    gen = _sub(sub, "generate-access", "Generate an access file for a later `server start`")
+    gen.add_argument("access_file", metavar="ACCESS_FILE")
+    gen.add_argument("--client-port", type=_port, required=True)
+    gen.add_argument("--worker-port", type=_port, required=True)
+    gen.add_argument("--host")
+    gen.add_argument("--client-host")
+    gen.add_argument("--worker-host")
+    gen.add_argument("--client-file", metavar="PATH")
+    gen.add_argument("--worker-file", metavar="PATH")
+
+
+def add_worker_start_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpus", help="CPUs: a count (4), a list ([0,1]), groups (2x4, "
+                                       "[[0,1],[2,3]]) or range(0-3); detected by default")
+    parser.add_argument("--resource", action="append", default=[], metavar="NAME=DEF",
+                        help="A generic resource pool, e.g. gpus=[0,1] or mem=sum(4096)")
+    parser.add_argument("--group", help="Worker group (for multi-node tasks)")
+    parser.add_argument("--coupling", help=argparse.SUPPRESS)
+    parser.add_argument("--detect-resources", default="all", metavar="LIST",
+                        help="all, none, or a comma list of cpus, mem, gpus/nvidia, gpus/amd")
+    parser.add_argument("--no-hyper-threading", action="store_true",
+                        help="Use only the first hardware thread of each core")
+    parser.add_argument("--idle-timeout", metavar="DURATION",
+                        help="Stop after having nothing to do for this long")
+    parser.add_argument("--overview-interval", metavar="DURATION", help=argparse.SUPPRESS)
+    parser.add_argument("--min-utilization", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat", default="8s", metavar="DURATION",
+                        help="Heartbeat period (default 8s)")
+    parser.add_argument("--time-limit", metavar="DURATION", help="Stop after this long")
+    parser.add_argument("--manager", choices=("detect", "none", "pbs", "slurm"),
+                        default="detect", help=argparse.SUPPRESS)
+    parser.add_argument("--hostname", help="Hostname reported to the server")
+    parser.add_argument("--on-server-lost", choices=("stop", "finish-running"), default="stop",
+                        help="When the server is lost: stop at once, or finish running tasks")
+    parser.add_argument("--work-dir", metavar="PATH", help="The worker's private directory")
+    parser.add_argument("--retract-check-interval", metavar="DURATION", help=argparse.SUPPRESS)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="Do not pin tasks to their CPUs (HQ's behaviour without --pin)")
+
+
+def _worker_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "worker_command")
+    add_worker_start_options(_sub(sub, "start", "Start a worker (the same program as hq-node)"))
+    stop = _sub(sub, "stop", "Stop workers")
+    stop.add_argument("selector", metavar="SELECTOR", help="Worker ids, `last` or `all`")
+    lst = _sub(sub, "list", "List workers")
+    excl = lst.add_mutually_exclusive_group()
+    excl.add_argument("--all", action="store_true", help="Include offline workers")
+    excl.add_argument("--filter", choices=("running", "offline"), help="Only these workers")
+    info = _sub(sub, "info", "Show details of workers")
+    info.add_argument("selector", metavar="SELECTOR")
+    address = _sub(sub, "address", "Print a worker's hostname")
+    address.add_argument("worker_id", metavar="WORKER_ID")
+    wait = _sub(sub, "wait", "Wait until this many workers are connected")
+    wait.add_argument("count", type=int, metavar="COUNT")
+
+
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="Job name (default: the program's file name)")
+    parser.add_argument("--max-fails", type=int, metavar="N",
+                        help="Abort the job's other tasks once more than N tasks failed")
+    parser.add_argument("--job", type=int, metavar="JOB_ID", help="Submit into an open job")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--each-line", metavar="FILE", help="One task per line of FILE")
+    src.add_argument("--from-json", metavar="FILE", help="One task per element of a JSON array")
+    parser.add_argument("--array", metavar="IDS", help="Task ids, e.g. 1-10 or 1,3,5-9:2")
+    parser.add_argument("--cpus", metavar="REQUEST", help="CPUs per task (default 1)")
+    parser.add_argument("--resource", action="append", default=[], metavar="NAME=REQUEST",
+                        help="A resource per task, e.g. gpus=1")
+    parser.add_argument("--nodes", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--time-request", metavar="DURATION",
+                        help="Run only on workers that live at least this long")
+    parser.add_argument("--weight", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--pin", choices=("taskset", "omp"),
+                        help="taskset: run under taskset -c; omp: set OMP_PLACES")
+    parser.add_argument("--cwd", metavar="PATH", help="Working directory (default: here)")
+    parser.add_argument("--stdout", metavar="SPEC",
+                        help="none, PATH, PATH:rm-if-finished (default "
+                             "%%{CWD}/job-%%{JOB_ID}/%%{TASK_ID}.stdout)")
+    parser.add_argument("--stderr", metavar="SPEC", help="As --stdout")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VAL",
+                        help="An environment variable of the tasks")
+    parser.add_argument("--priority", type=int, default=None, help="Higher runs first")
+    parser.add_argument("--time-limit", metavar="DURATION", help="Kill tasks after this long")
+    parser.add_argument("--stream", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--task-dir", action="store_true",
+                        help="Give each task a temporary directory (HQ_TASK_DIR)")
+    parser.add_argument("--crash-limit", metavar="N",
+                        help="N, never-restart or unlimited (default 5)")
+    wait = parser.add_mutually_exclusive_group()
+    wait.add_argument("--wait", action="store_true", help="Wait until the job completes")
+    wait.add_argument("--progress", action="store_true", help="Show progress until it completes")
+    parser.add_argument("--stdin", action="store_true", help="Feed this stdin to every task")
+    parser.add_argument("--directives", choices=("auto", "file", "stdin", "off"),
+                        default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--on-notify", help=argparse.SUPPRESS)
+    parser.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="The program and its arguments")
+
+
+def _job_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "job_command")
+    lst = _sub(sub, "list", "List jobs")
+    excl = lst.add_mutually_exclusive_group()
+    excl.add_argument("--all", action="store_true", help="Include completed jobs")
+    excl.add_argument("--filter", metavar="STATES",
+                      help="Comma list of waiting, running, finished, failed, canceled, "
+                           "aborted, opened")
+    lst.add_argument("--verbose", action="store_true", help="Show cancel reasons")
+    info = _sub(sub, "info", "Show details of jobs")
+    info.add_argument("selector", metavar="SELECTOR")
+    cancel = _sub(sub, "cancel", "Cancel jobs")
+    cancel.add_argument("selector", metavar="SELECTOR")
+    cancel.add_argument("--reason", help="Why (shown by job list --verbose)")
+    wait = _sub(sub, "wait", "Wait until jobs complete")
+    wait.add_argument("selector", metavar="SELECTOR")
+    wait.add_argument("--without-close", action="store_true",
+                      help="Do not wait for open jobs to be closed")
+    progress = _sub(sub, "progress", "Show the progress of jobs until they complete")
+    progress.add_argument("selector", metavar="SELECTOR")
+    add_submit_options(_sub(sub, "submit", "Submit a job"))
+
+
+def _task_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "task_command")
+    lst = _sub(sub, "list", "List tasks of jobs")
+    lst.add_argument("selector", metavar="JOB_SELECTOR")
+    lst.add_argument("--tasks", metavar="IDS", help="Only these task ids")
+    lst.add_argument("--task-status", metavar="STATES", help="Only tasks in these states")
+    lst.add_argument("-v", "--verbose", action="count", default=0,
+                     help="Do not truncate errors")
+    info = _sub(sub, "info", "Show details of tasks")
+    info.add_argument("job", metavar="JOB")
+    info.add_argument("tasks", metavar="TASK_IDS")
+    info.add_argument("-v", "--verbose", action="count", default=0,
+                      help="Do not truncate errors")
+
+
+def _local_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "local_command")
+    start = _sub(sub, "start", "Start a server and a node here, in the background")
+    start.add_argument("--cpus", help="CPUs for the node (default: all of this machine)")
+    _sub(sub, "stop", "Stop the laptop-mode server and node")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port '{text}'") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535")
+    return value
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(parse(sys.argv[1:]))

@@ -1,0 +1,140 @@
+"""A client's connection to the server: find the access file, connect with CURVE, ask, answer.
+
+The ZeroMQ socket monitor tells us what TCP cannot: a refused connection (server gone: fail at
+once rather than retry forever), a refused handshake (wrong keys), and a dropped connection while
+we wait for a long answer such as `hq job wait`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from cluster.codec import MAX_FRAME
+from cluster.errors import PeerError, VersionMismatch
+from cluster.security import derive_keys, secure_client_socket
+from hqshm import __version__, access, serverdir
+from hqshm.errors import UserError
+from hqshm.requests import CLIENT_LINK, ErrorResponse
+
+CONNECT_TIMEOUT = 10.0
+_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+)
+
+
+class ServerError(UserError):
+    """The server answered with an error: its text, as is."""
+
+
+class AuthenticationRefused(UserError):
+    template = (
+        "The HQ server at {host}:{port} refused this client's credentials.\n"
+        "Check that {path} belongs to the running server (it may have been restarted)."
+    )
+
+
+class ConnectionLost(UserError):
+    template = "Lost the connection to the HQ server at {host}:{port}."
+
+
+class NoClientAccess(UserError):
+    template = "The access file {path} holds no client credentials (it is a worker-only file)."
+
+
+class ClientConnection:
+    def __init__(self, server_dir: Path, *, env: Mapping[str, str] | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        env = os.environ if env is None else env
+        default = serverdir.default_server_dir(env)
+        self.access_path = serverdir.find_access_file(server_dir, default_dir=default)
+        record = access.read_access_file(self.access_path)
+        access.check_version(record, __version__)
+        if record.client is None:
+            raise NoClientAccess(path=self.access_path)
+        self.record = record
+        self.host = record.client.host
+        self.port = record.client.port
+        secret = access.secret_bytes(record.client)
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.linger = 0
+        self.socket.maxmsgsize = MAX_FRAME
+        secure_client_socket(self.socket, derive_keys(secret) if secret else None)
+        self.monitor = self.socket.get_monitor_socket(_EVENTS)
+        self.socket.connect(f"tcp://{self.host}:{self.port}")
+        self._await_handshake(connect_timeout)
+
+    def _unreachable(self) -> UserError:
+        return serverdir.ServerUnreachable(host=self.host, port=self.port)
+
+    def _await_handshake(self, timeout: float) -> None:
+        if not self.monitor.poll(int(timeout * 1000)):
+            self.close()
+            raise self._unreachable()
+        while True:
+            event = parse_monitor_message(self.monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.close()
+                raise AuthenticationRefused(host=self.host, port=self.port,
+                                            path=self.access_path)
+            if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_DISCONNECTED):
+                self.close()
+                raise self._unreachable()
+            if not self.monitor.poll(int(timeout * 1000)):
+                self.close()
+                raise self._unreachable()
+
+    def request(self, message: object, timeout: float | None = None) -> object:
+        """Send one request and return its response; a server-side error raises ServerError."""
+        self.socket.send(CLIENT_LINK.encode(message))
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        remaining_ms = None if timeout is None else int(timeout * 1000)
+        while True:
+            ready = dict(poller.poll(remaining_ms))
+            if not ready:
+                raise UserError(f"The HQ server at {self.host}:{self.port} did not answer "
+                                f"within {timeout:g} s.")
+            if self.socket in ready:
+                frame = self.socket.recv()
+                try:
+                    response = CLIENT_LINK.decode(frame)
+                except VersionMismatch as exc:
+                    raise UserError(f"The server speaks client protocol {exc.theirs}, this "
+                                    f"client speaks {exc.ours}") from None
+                except PeerError as exc:
+                    raise UserError(f"Invalid answer from the server: {exc}") from None
+                if isinstance(response, ErrorResponse):
+                    raise ServerError(response.message)
+                return response
+            if self.monitor in ready:
+                event = parse_monitor_message(self.monitor.recv_multipart())["event"]
+                if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+                    raise ConnectionLost(host=self.host, port=self.port)
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.socket.disable_monitor()
+        self.monitor.close(linger=0)
+        self.socket.close(linger=0)
+
+    def __enter__(self) -> ClientConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

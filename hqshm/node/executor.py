@@ -1,0 +1,404 @@
+"""Executors: small pre-forked processes that start programs, one task at a time each.
+
+An executor blocks on its submission ring, resolves the task's paths and environment (so the
+node's loop never does per-task string work), creates output files and directories, spawns the
+program through the affinity module (vfork semantics, pinned, in its own session), reports the
+pid, waits for it, and reports how it ended. Executors stay small so spawning stays cheap.
+
+The node forks them before it opens any socket. Each executor dies with the node (parent-death
+signal); each task dies with its executor the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+
+from hqshm import errors
+from hqshm.node import affinity, launch
+from hqshm.node.ring import Record, RecordKind, Ring, open_doorbell
+from hqshm.program import ProgramSpec, decode_program
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+MAX_PROGRAMS = 256  # programs an executor keeps decoded; older ones are sent again if needed
+ERROR_FILE_LIMIT = 2048
+
+# ENDED record statuses
+OK = 0
+FAILED = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPayload:
+    """The per-task part of a RUN record (the program itself comes once per group)."""
+
+    gid: int
+    entry: str | None
+    resource_env: dict[str, str]
+    cpu_labels: list[str]
+    whole_cpus: bool
+    pin: bool  # apply the record's CPU mask to the process
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [self.gid, self.entry, self.resource_env, self.cpu_labels, self.whole_cpus, self.pin]
+        )
+
+    @staticmethod
+    def decode(data: bytes) -> TaskPayload:
+        gid, entry, env, labels, whole, pin = msgpack.unpackb(data)
+        return TaskPayload(gid, entry, env, labels, whole, pin)
+
+
+class Executor:
+    """The executor's side: runs in the forked process until a STOP record."""
+
+    def __init__(self, sub: Ring, done: Ring, doorbell: int, node: launch.NodeContext) -> None:
+        self.sub = sub
+        self.done = done
+        self.doorbell = doorbell
+        self.node = node
+        self.programs: dict[int, ProgramSpec] = {}
+        self.stdin_files: dict[int, str] = {}
+        self.made_dirs: set[str] = set()
+
+    def serve(self) -> None:
+        while True:
+            record = self.sub.pop()
+            if record is None:
+                continue
+            if record.kind == RecordKind.STOP:
+                return
+            if record.kind == RecordKind.DEFINE:
+                self._define(record)
+            elif record.kind == RecordKind.RUN:
+                self._run(record)
+
+    def _define(self, record: Record) -> None:
+        if len(self.programs) >= MAX_PROGRAMS:
+            oldest = next(iter(self.programs))
+            del self.programs[oldest]
+            path = self.stdin_files.pop(oldest, None)
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self.programs[record.key] = decode_program(record.payload)
+
+    def _ended(self, record: Record, status: int, t0: float, t1: float, error: str = "",
+               pid: int = 0) -> None:
+        self.done.push(key=record.key, instance=record.instance, kind=RecordKind.ENDED,
+                       status=status, t_start=t0, t_end=t1, pid=pid,
+                       payload=error.encode("utf-8", "replace"))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.doorbell, b"\x01")
+
+    def _run(self, record: Record) -> None:
+        t0 = time.time()
+        task = TaskPayload.decode(record.payload)
+        spec = self.programs[task.gid]
+        task_id = record.key & 0xFFFF_FFFF
+        task_dir = None
+        if spec.task_dir:
+            try:
+                task_dir = tempfile.mkdtemp(prefix="t", dir=self.node.work_dir)
+            except OSError as exc:
+                self._ended(record, FAILED, t0, time.time(),
+                            f"Cannot create task_dir in worker's workdir at "
+                            f"{self.node.work_dir}: {exc}")
+                return
+        try:
+            plan = launch.plan(spec, task_id=task_id, instance=record.instance,
+                               entry=task.entry, resource_env=task.resource_env,
+                               cpus=task.cpu_labels, node=self.node,
+                               whole_cpus=task.whole_cpus, task_dir=task_dir)
+            problem = self._prepare(plan, spec)
+            if problem:
+                self._ended(record, FAILED, t0, time.time(), problem)
+                return
+            if spec.pin != "none" and not task.cpu_labels:
+                self._ended(record, FAILED, t0, time.time(), errors.PIN_WITHOUT_CPUS)
+                return
+            try:
+                pid = affinity.spawn(affinity.SpawnSpec(
+                    argv=plan.argv,
+                    env=plan.env,
+                    cwd=plan.cwd,
+                    stdin_path=self._stdin_path(task.gid, spec),
+                    stdout_path=plan.stdout,
+                    stderr_path=plan.stderr,
+                    cpus=record.cpus if task.pin and record.cpus else None,
+                    mem_node=record.numa if record.numa >= 0 else None,
+                ))
+            except affinity.SpawnError as exc:
+                self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
+                return
+            self.done.push(key=record.key, instance=record.instance, kind=RecordKind.STARTED,
+                           pid=pid, t_start=t0)
+            status = _wait(pid)
+            t1 = time.time()
+            if status == 0:
+                _remove_outputs(plan)
+                self._ended(record, OK, t0, t1, pid=pid)
+            else:
+                self._ended(record, FAILED, t0, t1, _failure_text(status, task_dir), pid=pid)
+        finally:
+            if task_dir is not None:
+                shutil.rmtree(task_dir, ignore_errors=True)
+
+    def _prepare(self, plan: launch.LaunchPlan, spec: ProgramSpec) -> str:
+        """Create the working directory and the output files' directories; "" when all is well."""
+        if plan.cwd not in self.made_dirs:
+            try:
+                os.makedirs(plan.cwd, exist_ok=True)
+            except OSError as exc:
+                return f"Could not create working directory: {exc}"
+            self.made_dirs.add(plan.cwd)
+        for channel, path in (("stdout", plan.stdout), ("stderr", plan.stderr)):
+            if path is None:
+                continue
+            parent = os.path.dirname(path)
+            if parent in self.made_dirs:
+                continue
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                return f"Cannot create {channel} directory at {parent}: {exc}"
+            self.made_dirs.add(parent)
+        if len(self.made_dirs) > 4096:
+            self.made_dirs.clear()
+        return ""
+
+    def _stdin_path(self, gid: int, spec: ProgramSpec) -> str | None:
+        """Stdin data goes through a file, so a task that does not read it never blocks us."""
+        if not spec.stdin:
+            return None
+        path = self.stdin_files.get(gid)
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="stdin-", dir=self.node.work_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(spec.stdin)
+            self.stdin_files[gid] = path
+        return path
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def _remove_outputs(plan: launch.LaunchPlan) -> None:
+    for remove, path in ((plan.rm_stdout, plan.stdout), (plan.rm_stderr, plan.stderr)):
+        if remove and path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _failure_text(status: int, task_dir: str | None) -> str:
+    if task_dir is not None:
+        custom = _read_error_file(os.path.join(task_dir, "hq-error"))
+        if custom is not None:
+            return custom
+    if os.WIFSIGNALED(status):
+        return errors.signal_error(os.WTERMSIG(status))
+    return errors.exit_code_error(os.WEXITSTATUS(status))
+
+
+def _read_error_file(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(ERROR_FILE_LIMIT + 1)
+    except OSError:
+        return None
+    if not data:
+        return errors.ERROR_FILE_EMPTY
+    if len(data) > ERROR_FILE_LIMIT - 1 and len(data) >= ERROR_FILE_LIMIT:
+        return data[:ERROR_FILE_LIMIT].decode("utf-8", "replace") + errors.ERROR_FILE_TRUNCATED
+    return data.decode("utf-8", "replace")
+
+
+def _spawn_failure(exc: affinity.SpawnError, plan: launch.LaunchPlan) -> str:
+    stage = exc.stage
+    if stage == affinity.SpawnStage.CWD:
+        return f"Could not create working directory: {errors.os_error_text(exc.errno)}"
+    if stage == affinity.SpawnStage.STDOUT:
+        return f"Cannot create stdout file at {plan.stdout}: {errors.os_error_text(exc.errno)}"
+    if stage == affinity.SpawnStage.STDERR:
+        return f"Cannot create stderr file at {plan.stderr}: {errors.os_error_text(exc.errno)}"
+    return errors.spawn_error(plan.argv, exc.errno, plan.cwd)
+
+
+# --- the node's side ------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ExecutorHandle:
+    index: int
+    pid: int
+    sub: Ring
+    done: Ring
+    pidfd: int = -1
+    key: int | None = None  # task being run
+    task_pid: int = 0
+    defined: set[int] = field(default_factory=set)
+
+
+class ExecutorPool:
+    """Forks executors, hands them tasks, collects their reports, replaces the dead."""
+
+    def __init__(self, size: int, node: launch.NodeContext,
+                 before_serve: Callable[[], None] | None = None) -> None:
+        self.node = node
+        self.doorbell_r, self.doorbell_w = open_doorbell()
+        self.handles: list[ExecutorHandle] = []
+        self.before_serve = before_serve
+        for index in range(size):
+            self.handles.append(self._start(index))
+
+    def _start(self, index: int) -> ExecutorHandle:
+        sub = Ring.create("hqshm-sub", capacity=4)
+        done = Ring.create("hqshm-done", capacity=8)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the executor
+            code = 0
+            try:
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(1)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.close(self.doorbell_r)
+                if self.before_serve is not None:
+                    self.before_serve()
+                Executor(sub, done, self.doorbell_w, self.node).serve()
+            except BaseException:  # noqa: BLE001 - report and leave, never return to the node
+                logger.exception("Executor %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        handle = ExecutorHandle(index, pid, sub, done)
+        with contextlib.suppress(OSError, AttributeError):
+            handle.pidfd = os.pidfd_open(pid)
+        return handle
+
+    def grow(self) -> ExecutorHandle:
+        """One more executor (fractional requests can run more tasks than CPUs)."""
+        handle = self._start(len(self.handles))
+        self.handles.append(handle)
+        return handle
+
+    def free(self) -> ExecutorHandle | None:
+        for handle in self.handles:
+            if handle.key is None:
+                return handle
+        return None
+
+    def dispatch(self, handle: ExecutorHandle, key: int, instance: int, gid: int, body: bytes,
+                 cpus: list[int], numa: int, payload: bytes) -> None:
+        if gid not in handle.defined:
+            handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
+            handle.defined.add(gid)
+        handle.key = key
+        handle.task_pid = 0
+        handle.sub.push(key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa,
+                        payload=payload)
+
+    def drain(self) -> list[tuple[ExecutorHandle, Record]]:
+        """Every report waiting in the completion rings (call after the doorbell rang)."""
+        from hqshm.node.ring import drain_doorbell
+
+        drain_doorbell(self.doorbell_r)
+        reports = []
+        for handle in self.handles:
+            if handle.key is None:
+                continue
+            while True:
+                record = handle.done.pop(0)
+                if record is None:
+                    break
+                if record.kind == RecordKind.STARTED:
+                    handle.task_pid = record.pid
+                elif record.kind == RecordKind.ENDED:
+                    handle.key = None
+                reports.append((handle, record))
+        return reports
+
+    def reap(self) -> list[tuple[ExecutorHandle, int]]:
+        """Executors that died: replaced, and returned with the task they held (or None)."""
+        dead = []
+        for i, handle in enumerate(self.handles):
+            try:
+                pid, status = os.waitpid(handle.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = handle.pid, 0
+            if pid == 0:
+                continue
+            logger.warning("Executor %d (pid %d) died; starting a new one", i, handle.pid)
+            self._discard(handle)
+            fresh = self._start(i)
+            self.handles[i] = fresh
+            dead.append((handle, status))
+        return dead
+
+    def _discard(self, handle: ExecutorHandle) -> None:
+        if handle.pidfd >= 0:
+            os.close(handle.pidfd)
+        handle.sub.close()
+        handle.done.close()
+
+    def pidfds(self) -> list[int]:
+        return [h.pidfd for h in self.handles if h.pidfd >= 0]
+
+    def kill_task(self, handle: ExecutorHandle, signum: int) -> bool:
+        """Signal the task's process group; False while its pid is not known yet."""
+        if handle.task_pid <= 0:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(handle.task_pid, signum)
+        return True
+
+    def stop(self, timeout: float = 2.0) -> None:
+        for handle in self.handles:
+            with contextlib.suppress(Exception):
+                handle.sub.push(key=0, instance=0, kind=RecordKind.STOP, timeout=0.1)
+        deadline = time.monotonic() + timeout
+        for handle in self.handles:
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(handle.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.005)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(handle.pid, 0)
+            self._discard(handle)
+        os.close(self.doorbell_r)
+        os.close(self.doorbell_w)

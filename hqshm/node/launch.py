@@ -1,0 +1,98 @@
+"""What exactly to start for one task: argv, environment and fully resolved paths.
+
+Pure: the executor calls it with the group's program, the task's ids and what the node
+allocated, and gets a plan; creating directories and spawning are the executor's job.
+Variables follow spec/jobs.md §6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hqshm import placeholders
+from hqshm.program import PinMode, ProgramSpec, Stdio
+
+# Variables the user may set themselves; HQ then leaves them alone (spec/jobs.md §4.4).
+USER_OWNED = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What every task of this node shares."""
+
+    worker_id: int
+    hostname: str
+    work_dir: str
+    hq_path: str
+    base_env: Mapping[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    cwd: str
+    stdout: str | None  # None: discard
+    stderr: str | None
+    rm_stdout: bool
+    rm_stderr: bool
+
+
+def stdio_template(stdio: Stdio) -> str | None:
+    return stdio.path if stdio.kind == Stdio.FILE else None
+
+
+def plan(spec: ProgramSpec, *, task_id: int, instance: int, entry: str | None,
+         resource_env: Mapping[str, str], cpus: list[str], node: NodeContext,
+         whole_cpus: bool = True, task_dir: str | None = None) -> LaunchPlan:
+    """``whole_cpus`` is False for a fractional CPU request: then no OMP_NUM_THREADS."""
+    paths = placeholders.resolve_at_start(
+        placeholders.SubmitPaths(spec.cwd, stdio_template(spec.stdout),
+                                 stdio_template(spec.stderr)),
+        task_id=task_id,
+        instance_id=instance,
+        job_id=spec.job_id,
+        submit_dir=spec.submit_dir,
+        server_uid=spec.server_uid,
+    )
+    env = dict(node.base_env)
+    env.update(spec.env)
+    user_set = {name for name in USER_OWNED if name in spec.env or name in node.base_env}
+    env.update(resource_env)
+    env["HQ_JOB_ID"] = str(spec.job_id)
+    env["HQ_TASK_ID"] = str(task_id)
+    env["HQ_INSTANCE_ID"] = str(instance)
+    env["HQ_SUBMIT_DIR"] = spec.submit_dir
+    env["HQ"] = node.hq_path
+    if entry is not None:
+        env["HQ_ENTRY"] = entry
+    if cpus:
+        env["HQ_CPUS"] = ",".join(cpus)
+        if "OMP_NUM_THREADS" not in user_set and whole_cpus:
+            env["OMP_NUM_THREADS"] = str(len(cpus))
+    argv = list(spec.args)
+    if spec.pin != PinMode.NONE:
+        env["HQ_PIN"] = spec.pin
+        if spec.pin == PinMode.TASKSET and cpus:
+            argv = ["taskset", "-c", ",".join(cpus), *argv]
+        elif spec.pin == PinMode.OMP and cpus:
+            if "OMP_PLACES" not in user_set:
+                env["OMP_PLACES"] = "{" + ",".join(cpus) + "}"
+            if "OMP_PROC_BIND" not in user_set:
+                env["OMP_PROC_BIND"] = "close"
+    if task_dir is not None:
+        env["HQ_TASK_DIR"] = task_dir
+        env["HQ_ERROR_FILENAME"] = f"{task_dir}/hq-error"
+    for name in USER_OWNED:
+        if name in user_set and name in spec.env:
+            env[name] = spec.env[name]
+    return LaunchPlan(
+        argv=argv,
+        env=env,
+        cwd=paths.cwd,
+        stdout=paths.stdout,
+        stderr=paths.stderr,
+        rm_stdout=spec.stdout.rm_if_finished,
+        rm_stderr=spec.stderr.rm_if_finished,
+    )

@@ -1,0 +1,639 @@
+"""The node: registers with the server, keeps a local queue, starts tasks on executors.
+
+One thread and one poller over the server socket, its monitor, the executors' doorbell and their
+pidfds. Each turn reads everything that is ready, starts what fits, and sends one ``TaskUpdates``
+with everything that happened, so a burst of short tasks costs one frame, not one per task.
+
+What the node owns: the allocator (which CPUs a task gets), the executors (which process runs
+it), and time (limits, kill escalation, heartbeats, idle timeout). The server only says what to
+run, what to cancel and what to give back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from cluster.codec import MAX_FRAME
+from cluster.errors import PeerError, VersionMismatch
+from cluster.protocol import (
+    NODE_LINK,
+    CancelTasks,
+    ComputeTasks,
+    DefineGroup,
+    Failed,
+    Finished,
+    Heartbeat,
+    NodeRegistered,
+    NodeStopping,
+    RegisterNode,
+    RetractTasks,
+    ServerHeartbeat,
+    Started,
+    StopNode,
+    StopReason,
+    TasksRetracted,
+    TaskUpdates,
+)
+from cluster.resources import FRACTIONS, PoolKind, RequestVariant, ResourceDescriptor
+from cluster.security import derive_keys, secure_client_socket
+from hqshm import __version__, access, errors, serverdir
+from hqshm.errors import UserError
+from hqshm.node import affinity, launch
+from hqshm.node.allocator import Allocation, Allocator
+from hqshm.node.config import NodeOptions, cpu_ids, node_pools
+from hqshm.node.executor import OK, ExecutorHandle, ExecutorPool, TaskPayload
+from hqshm.node.ring import RecordKind
+from hqshm.requests import CLIENT_LINK, WorkerConfigBlob, WorkerConfiguration
+from hqshm.resourcespec import env_name, format_request
+
+logger = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 20  # spec/deployment.md §4.1: 20 tries, 2 s apart
+CONNECT_INTERVAL = 2.0
+KILL_GRACE = 1.0  # SIGINT, then SIGKILL after this long (spec/jobs.md §7)
+SERVER_SILENCE_LIMIT = 3  # heartbeats without a word from the server: it is lost
+MAX_EXTRA_EXECUTORS = 4  # per CPU, for tasks that need less than one CPU
+
+
+class ServerNotConnected(UserError):
+    template = "Server could not be connected"
+
+
+@dataclass(eq=False)
+class GroupInfo:
+    request_variants: tuple[RequestVariant, ...]
+    priority: int
+    body: bytes
+    request_env: list[dict[str, str]]  # per variant: HQ_RESOURCE_REQUEST_* values
+    time_limit: float | None
+
+
+@dataclass(eq=False)
+class Queued:
+    key: int
+    instance: int
+    gid: int
+    entry: str | None
+
+
+@dataclass(eq=False)
+class Running:
+    key: int
+    instance: int
+    gid: int
+    handle: ExecutorHandle
+    allocation: Allocation
+    started: float
+    deadline: float | None
+    canceled: bool = False
+    timed_out: bool = False
+    kill_at: float | None = None  # when to escalate to SIGKILL
+    signal_pending: int = 0  # a signal to send once the pid is known
+
+
+@dataclass
+class Updates:
+    started: list[Started] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.finished or self.failed)
+
+
+class Node:
+    def __init__(self, options: NodeOptions,
+                 on_registered: Callable[[int, WorkerConfiguration], None] | None = None) -> None:
+        self.options = options
+        self.on_registered = on_registered
+        self.hostname = options.hostname or socket.gethostname()
+        self.work_dir = options.work_dir or os.path.join(
+            tempfile.mkdtemp(prefix="hq-worker"), "work")
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.access_record = self._read_access()
+        pools, self.numa_of_group = node_pools(options)
+        if not any(p.name == "cpus" for p in pools):
+            raise UserError(
+                "You have to specify --cpus explicitly when opting out of CPU automatic detection")
+        self.descriptor = ResourceDescriptor(tuple(pools))
+        self.allocator = Allocator(self.descriptor)
+        cpu_pool = self.descriptor.pool("cpus")
+        assert cpu_pool is not None
+        self.n_cpus = cpu_pool.count
+        self.pinnable = options.pin and self._labels_are_cpus(cpu_pool.labels)
+        if not affinity.C_MODULE:
+            logger.warning("The C affinity module is not available (%s); using Python's os "
+                           "functions, which spawn tasks more slowly",
+                           affinity.FALLBACK_REASON)
+        self.started_at = time.time()
+        self.deadline = (None if options.time_limit is None
+                         else time.monotonic() + options.time_limit)
+        self.node_ctx = launch.NodeContext(
+            worker_id=0, hostname=self.hostname, work_dir=self.work_dir,
+            hq_path=_hq_path(), base_env=dict(options.env))
+        # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
+        self.pool = ExecutorPool(max(1, self.n_cpus), self.node_ctx)
+        self.groups: dict[int, GroupInfo] = {}
+        self.queue: list[tuple[int, int, int]] = []  # (-priority, key, seq)
+        self.queued: dict[int, Queued] = {}
+        self.running: dict[int, Running] = {}
+        self.updates = Updates()
+        self.seq = 0
+        self.worker_id = 0
+        self.server_uid = ""
+        self.exit_code = 0
+        self.stopping = False
+        self.finishing = False  # server lost with finish-running: no new tasks
+        self.last_heard = time.monotonic()
+        self.last_beat = time.monotonic()
+        self.idle_since: float | None = time.monotonic()
+        self.idle_timeout = options.idle_timeout
+        self.context: zmq.Context | None = None
+        self.socket: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _read_access(self) -> access.AccessRecord:
+        server_dir = self.options.server_dir
+        path = serverdir.find_access_file(
+            server_dir, default_dir=serverdir.default_server_dir(self.options.env))
+        record = access.read_access_file(path)
+        access.check_version(record, __version__)
+        if record.worker is None:
+            raise UserError(f"The access file {path} holds no worker credentials "
+                            "(it is a client-only file)")
+        return record
+
+    @staticmethod
+    def _labels_are_cpus(labels: tuple[str, ...]) -> bool:
+        ids = cpu_ids(labels)
+        if ids is None:
+            return False
+        allowed = set(affinity.get_affinity())
+        return all(i in allowed for i in ids)
+
+    def configuration(self) -> WorkerConfiguration:
+        return WorkerConfiguration(
+            hostname=self.hostname,
+            work_dir=self.work_dir,
+            heartbeat=self.options.heartbeat,
+            idle_timeout=self.idle_timeout,
+            time_limit=self.options.time_limit,
+            on_server_lost=self.options.on_server_lost,
+            group=self.options.group or "default",
+            pid=os.getpid(),
+            listen_address=f"{self.hostname}:0",
+            resources=self.descriptor,
+            overview_interval=self.options.overview_interval,
+            min_utilization=self.options.min_utilization,
+        )
+
+    def connect(self) -> None:
+        endpoint = self.access_record.worker
+        assert endpoint is not None
+        secret = access.secret_bytes(endpoint)
+        self.context = zmq.Context()
+        sock = self.context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME
+        secure_client_socket(sock, derive_keys(secret) if secret else None)
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        sock.connect(f"tcp://{endpoint.host}:{endpoint.port}")
+        self.socket = sock
+        config = self.configuration()
+        register = RegisterNode(
+            version=__version__,
+            hostname=self.hostname,
+            resources=self.descriptor,
+            group=config.group,
+            time_limit=self.options.time_limit,
+            heartbeat=self.options.heartbeat,
+            idle_timeout=self.idle_timeout,
+            info=CLIENT_LINK.encode(WorkerConfigBlob(config)),
+        )
+        self._send(register)
+        for attempt in range(CONNECT_ATTEMPTS):
+            if sock.poll(int(CONNECT_INTERVAL * 1000)):
+                reply = self._decode(sock.recv())
+                if isinstance(reply, NodeRegistered):
+                    self._registered(reply, config)
+                    return
+                if isinstance(reply, StopNode):
+                    raise UserError(f"The server refused this worker: {reply.reason}")
+            else:
+                logger.warning("Could not connect to server, error: no answer "
+                               "(attempt %d of %d)", attempt + 1, CONNECT_ATTEMPTS)
+        raise ServerNotConnected()
+
+    def _registered(self, reply: NodeRegistered, config: WorkerConfiguration) -> None:
+        self.worker_id = reply.worker_id
+        self.server_uid = reply.server_uid
+        if self.idle_timeout is None and reply.idle_timeout is not None:
+            self.idle_timeout = reply.idle_timeout
+        self.last_heard = time.monotonic()
+        logger.info("Worker %d registered at the server", self.worker_id)
+        if self.on_registered is not None:
+            self.on_registered(self.worker_id, config)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous = signal.set_wakeup_fd(wake_w.fileno())
+        signals: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            signals.append(signum)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.connect()
+            poller = zmq.Poller()
+            assert self.socket is not None and self.monitor is not None
+            poller.register(self.socket, zmq.POLLIN)
+            poller.register(self.monitor, zmq.POLLIN)
+            poller.register(self.pool.doorbell_r, zmq.POLLIN)
+            poller.register(wake_r.fileno(), zmq.POLLIN)
+            registered_fds = set()
+            while True:
+                for fd in self.pool.pidfds():
+                    if fd not in registered_fds:
+                        poller.register(fd, zmq.POLLIN)
+                        registered_fds.add(fd)
+                ready = dict(poller.poll(self._timeout_ms()))
+                if wake_r.fileno() in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_r.recv(4096)
+                if signals:
+                    logger.info("Received signal %d, stopping", signals[0])
+                    self.exit_code = 1
+                    break
+                if self.socket in ready:
+                    self._read_server()
+                if self.monitor in ready:
+                    self._read_monitor()
+                self._collect()
+                if any(fd in ready for fd in registered_fds):
+                    for fd in [fd for fd in registered_fds if fd in ready]:
+                        poller.unregister(fd)
+                        registered_fds.discard(fd)
+                    self._reap()
+                self._timers()
+                if self.stopping:
+                    break
+                if not self.finishing:
+                    self._start_tasks()
+                self._flush()
+                if self.finishing and not self.running:
+                    break
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            signal.set_wakeup_fd(previous)
+            wake_r.close()
+            wake_w.close()
+            self._shutdown()
+        return self.exit_code
+
+    def _timeout_ms(self) -> int:
+        timeout = 1.0
+        now = time.monotonic()
+        for task in self.running.values():
+            for due in (task.deadline, task.kill_at):
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - now))
+        return int(timeout * 1000) + 1
+
+    # --- server messages ------------------------------------------------------------------
+
+    def _send(self, message: object) -> None:
+        assert self.socket is not None
+        self.socket.send(NODE_LINK.encode(message))
+
+    def _decode(self, frame: bytes) -> object | None:
+        try:
+            return NODE_LINK.decode(frame)
+        except VersionMismatch as exc:
+            raise UserError(
+                f"The server speaks node protocol {exc.theirs}, this worker {exc.ours}; "
+                "use the same hqshm version on both") from None
+        except PeerError as exc:
+            logger.warning("Invalid message from the server: %s", exc)
+            return None
+
+    def _read_server(self) -> None:
+        assert self.socket is not None
+        self.last_heard = time.monotonic()
+        for _ in range(512):
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            message = self._decode(frame)
+            if isinstance(message, ComputeTasks):
+                self._compute(message)
+            elif isinstance(message, DefineGroup):
+                self._define(message)
+            elif isinstance(message, CancelTasks):
+                self._cancel(message.keys)
+            elif isinstance(message, RetractTasks):
+                self._retract(message.keys)
+            elif isinstance(message, StopNode):
+                self._stop_requested(message.reason)
+                return
+            elif isinstance(message, ServerHeartbeat):
+                pass
+
+    def _define(self, msg: DefineGroup) -> None:
+        from hqshm.program import decode_program
+
+        program = decode_program(msg.body)
+        request_env = []
+        for variant in msg.request.variants:
+            request_env.append({
+                f"HQ_RESOURCE_REQUEST_{env_name(e.name)}": format_request(e)
+                for e in variant.entries
+            })
+        self.groups[msg.gid] = GroupInfo(msg.request.variants, msg.priority, msg.body,
+                                         request_env, program.time_limit)
+
+    def _compute(self, msg: ComputeTasks) -> None:
+        group = self.groups.get(msg.gid)
+        if group is None:
+            logger.warning("Tasks of an undefined group %d ignored", msg.gid)
+            return
+        for i, key in enumerate(msg.keys):
+            instance = msg.instances[i] if msg.instances else 0
+            entry = msg.entries[i].decode("utf-8", "replace") if msg.entries else None
+            self.queued[key] = Queued(key, instance, msg.gid, entry)
+            self.seq += 1
+            heapq.heappush(self.queue, (-group.priority, key, self.seq))
+        self.idle_since = None
+
+    def _cancel(self, keys: tuple[int, ...]) -> None:
+        for key in keys:
+            if self.queued.pop(key, None) is not None:
+                continue
+            task = self.running.get(key)
+            if task is not None and not task.canceled:
+                task.canceled = True
+                self._kill(task)
+
+    def _retract(self, keys: tuple[int, ...]) -> None:
+        given = tuple(k for k in keys if self.queued.pop(k, None) is not None)
+        self._send(TasksRetracted(given))
+
+    def _stop_requested(self, reason: str) -> None:
+        if reason == StopReason.STOPPED:
+            logger.info("Worker stopped by the server")
+            self.exit_code = 0
+            self.stopping = True
+        else:
+            logger.info("The server stopped (%s)", reason)
+            self._server_lost()
+
+    def _read_monitor(self) -> None:
+        assert self.monitor is not None
+        while True:
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_DISCONNECTED and not self.stopping:
+                logger.warning("Connection to the server was lost")
+                self._server_lost()
+
+    def _server_lost(self) -> None:
+        self.exit_code = 1
+        if self.options.on_server_lost == "finish-running" and self.running:
+            if not self.finishing:
+                logger.info("Waiting for finishing running tasks")
+            self.finishing = True
+            self.queued.clear()
+            self.queue.clear()
+        else:
+            self.stopping = True
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def _start_tasks(self) -> None:
+        if not self.queue:
+            return
+        blocked: set[int] = set()
+        deferred = []
+        while self.queue:
+            item = heapq.heappop(self.queue)
+            key = item[1]
+            queued = self.queued.get(key)
+            if queued is None:
+                continue  # canceled or retracted
+            if queued.gid in blocked:
+                deferred.append(item)
+                continue
+            handle = self.pool.free()
+            if handle is None and len(self.pool.handles) >= self.n_cpus * MAX_EXTRA_EXECUTORS:
+                deferred.append(item)
+                break
+            group = self.groups[queued.gid]
+            allocation = self.allocator.try_allocate(group.request_variants)
+            if allocation is None:
+                blocked.add(queued.gid)
+                deferred.append(item)
+                continue
+            if handle is None:
+                handle = self.pool.grow()
+            del self.queued[key]
+            self._launch(queued, group, allocation, handle)
+        for item in deferred:
+            heapq.heappush(self.queue, item)
+
+    def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation,
+                handle: ExecutorHandle) -> None:
+        now = time.time()
+        env = dict(group.request_env[allocation.variant])
+        if len(group.request_variants) > 1:
+            env["HQ_RESOURCE_VARIANT"] = str(allocation.variant)
+        cpu_labels: list[str] = []
+        whole_cpus = True
+        numa = -1
+        for taken in allocation.taken:
+            if taken.name not in self.allocator.indexed:
+                continue
+            labels = self.allocator.labels(taken.name, taken)
+            env[f"HQ_RESOURCE_VALUES_{env_name(taken.name)}"] = ",".join(labels)
+            if taken.name == "cpus":
+                cpu_labels = labels
+                whole_cpus = all(amount == FRACTIONS for _, amount in taken.items)
+                groups = self.allocator.group_of_items("cpus", taken)
+                if len(groups) == 1 and len(self.numa_of_group) > 1:
+                    numa = self.numa_of_group[next(iter(groups))]
+            elif taken.name == "gpus/nvidia":
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(labels)
+                env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            elif taken.name == "gpus/amd":
+                env["ROCR_VISIBLE_DEVICES"] = ",".join(labels)
+        mask = [int(c) for c in cpu_labels] if self.pinnable else []
+        payload = TaskPayload(queued.gid, queued.entry, env, cpu_labels, whole_cpus,
+                              bool(mask)).encode()
+        self.pool.dispatch(handle, queued.key, queued.instance, queued.gid, group.body,
+                           mask, numa, payload)
+        deadline = None if group.time_limit is None else time.monotonic() + group.time_limit
+        self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, handle,
+                                           allocation, now, deadline)
+        self.updates.started.append((queued.key, queued.instance, now, allocation.variant))
+
+    def _collect(self) -> None:
+        for handle, record in self.pool.drain():
+            task = self.running.get(record.key)
+            if task is None or task.handle is not handle:
+                continue
+            if record.kind == RecordKind.STARTED:
+                if task.signal_pending:
+                    self.pool.kill_task(handle, task.signal_pending)
+                    task.signal_pending = 0
+            elif record.kind == RecordKind.ENDED:
+                error = record.payload.decode("utf-8", "replace")
+                self._ended(task, record.status == OK, record.t_start, record.t_end, error)
+
+    def _ended(self, task: Running, ok: bool, t0: float, t1: float, error: str) -> None:
+        del self.running[task.key]
+        self.allocator.release(task.allocation)
+        if not self.running and not self.queued:
+            self.idle_since = time.monotonic()
+        if task.canceled:
+            return
+        if task.timed_out:
+            self.updates.failed.append((task.key, task.instance, task.started, t1,
+                                        task.allocation.variant, errors.TIME_LIMIT_REACHED))
+        elif ok:
+            self.updates.finished.append((task.key, task.instance, task.started, t1,
+                                          task.allocation.variant))
+        else:
+            self.updates.failed.append((task.key, task.instance, task.started, t1,
+                                        task.allocation.variant, error))
+
+    def _reap(self) -> None:
+        self._collect()  # an executor may have reported its last task before dying
+        for handle, status in self.pool.reap():
+            key = handle.key
+            if key is None or key not in self.running:
+                continue
+            task = self.running[key]
+            cause = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                     else f"exit code {os.WEXITSTATUS(status)}")
+            self._ended(task, False, task.started, time.time(),
+                        f"The executor running the task on worker {self.worker_id} "
+                        f"({self.hostname}) died ({cause})")
+
+    def _kill(self, task: Running) -> None:
+        """SIGINT to the task's process group now, SIGKILL after the grace period."""
+        task.kill_at = time.monotonic() + KILL_GRACE
+        if not self.pool.kill_task(task.handle, signal.SIGINT):
+            task.signal_pending = signal.SIGINT
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        for task in list(self.running.values()):
+            if task.deadline is not None and now >= task.deadline and task.kill_at is None:
+                task.timed_out = True
+                self._kill(task)
+            elif task.kill_at is not None and now >= task.kill_at:
+                task.kill_at = now + KILL_GRACE
+                if not self.pool.kill_task(task.handle, signal.SIGKILL):
+                    task.signal_pending = signal.SIGKILL
+        if now - self.last_beat >= self.options.heartbeat:
+            self.last_beat = now
+            self._send(Heartbeat())
+        silence = max(SERVER_SILENCE_LIMIT * self.options.heartbeat, 10.0)
+        if now - self.last_heard > silence and not self.stopping:
+            logger.warning("The server has not answered for %.0f s", now - self.last_heard)
+            self.last_heard = now
+            self._server_lost()
+        if self.deadline is not None and now >= self.deadline and not self.stopping:
+            logger.info("Worker time limit reached")
+            self._leave(StopReason.TIME_LIMIT)
+        if (self.idle_timeout is not None and self.idle_since is not None
+                and not self.running and not self.queued
+                and now - self.idle_since >= self.idle_timeout and not self.stopping):
+            logger.info("Idle timeout reached")
+            self._leave(StopReason.IDLE_TIMEOUT)
+
+    def _leave(self, reason: str) -> None:
+        self._flush()
+        self._send(NodeStopping(reason))
+        self.exit_code = 0
+        self.stopping = True
+
+    def _flush(self) -> None:
+        if not self.updates:
+            return
+        updates, self.updates = self.updates, Updates()
+        ended = {item[0] for item in updates.finished} | {item[0] for item in updates.failed}
+        started = tuple(s for s in updates.started if s[0] not in ended)
+        with contextlib.suppress(zmq.ZMQError):
+            self._send(TaskUpdates(started, tuple(updates.finished), tuple(updates.failed)))
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        """Kill what still runs (SIGINT, then SIGKILL), stop executors, close the link."""
+        for task in self.running.values():
+            self._kill(task)
+        deadline = time.monotonic() + KILL_GRACE + 1.0
+        escalated = False
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self._collect()
+            if not escalated and time.monotonic() > deadline - 1.0:
+                for task in self.running.values():
+                    self.pool.kill_task(task.handle, signal.SIGKILL)
+                escalated = True
+        if self.socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._flush()
+            self.socket.close(linger=500)
+        if self.monitor is not None:
+            self.monitor.close(linger=0)
+        self.pool.stop()
+        if self.context is not None:
+            self.context.term()
+
+
+def _hq_path() -> str:
+    """Absolute path of the `hq` program, for tasks that call `$HQ ...`."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "hq"
+    if os.path.basename(argv0) in ("hq", "hq-node"):
+        found = argv0 if os.sep in argv0 else None
+        if found is None:
+            import shutil
+
+            found = shutil.which(argv0)
+        if found:
+            return str(Path(found).absolute().parent / "hq")
+    import shutil
+
+    return shutil.which("hq") or "hq"
+
+
+__all__ = ["Node", "NodeOptions", "PoolKind"]

@@ -1,0 +1,370 @@
+"""Client <-> server messages: one request type per command, one response type per answer.
+
+Same codec as the node link (``cluster.codec``), its own protocol number. The server answers
+every request with exactly one response (or ``ErrorResponse``); ``WaitJobs`` is answered when the
+jobs are done, so a waiting client costs the server nothing while it waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from cluster.codec import Registry
+from cluster.resources import ResourceDescriptor, ResourceRequest
+
+CLIENT_PROTOCOL = 1
+CLIENT_LINK = Registry("client", CLIENT_PROTOCOL)
+
+Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """``all``, ``last`` or explicit ids (ranges), as given on the command line."""
+
+    kind: str  # "all" | "last" | "ids"
+    ranges: Ranges = ()
+
+
+# --- shared records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StdioDesc:
+    kind: str  # "file" | "none" | "stream"
+    path: str = ""
+    rm_if_finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTemplate:
+    """What a user asked to run, before the server resolves placeholders."""
+
+    args: tuple[str, ...]
+    env: dict[str, str] = field(repr=False)
+    cwd: str
+    stdout: StdioDesc
+    stderr: StdioDesc
+    request: ResourceRequest
+    priority: int = 0
+    time_limit: float | None = None
+    crash_limit: int = 5  # 0 = unlimited, -1 = never-restart
+    pin: str = "none"
+    task_dir: bool = False
+    stdin: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfiguration:
+    """A worker's settings, as it reported them when it registered (worker info rows)."""
+
+    hostname: str
+    work_dir: str
+    heartbeat: float
+    idle_timeout: float | None
+    time_limit: float | None
+    on_server_lost: str
+    group: str
+    pid: int
+    listen_address: str
+    resources: ResourceDescriptor
+    manager: str = "None"  # "None" | "PBS" | "SLURM"
+    manager_job_id: str | None = None
+    overview_interval: float | None = None
+    min_utilization: float = 0.0
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WorkerConfigBlob:
+    """Wrapper so the node can send its configuration as the opaque ``info`` of registration."""
+
+    TAG: ClassVar[int] = 90
+    config: WorkerConfiguration
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ServerInfoRequest:
+    TAG: ClassVar[int] = 1
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class StopServerRequest:
+    TAG: ClassVar[int] = 2
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    TAG: ClassVar[int] = 3
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    template: TaskTemplate
+    ids: Ranges  # explicit task ids; with entries, selects which entries become tasks
+    entries: tuple[str, ...] | None = None
+    job_id: int | None = None  # submit into an open job
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobListRequest:
+    TAG: ClassVar[int] = 4
+    states: tuple[str, ...] = ()  # empty = default listing
+    all: bool = False
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobInfoRequest:
+    TAG: ClassVar[int] = 5
+    selector: Selector
+    include_tasks: bool = False
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class CancelJobsRequest:
+    TAG: ClassVar[int] = 6
+    selector: Selector
+    reason: str | None = None
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WaitJobsRequest:
+    TAG: ClassVar[int] = 7
+    selector: Selector
+    without_close: bool = False
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobProgressRequest:
+    TAG: ClassVar[int] = 8
+    selector: Selector
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskListRequest:
+    TAG: ClassVar[int] = 9
+    jobs: Selector
+    tasks: Ranges | None = None
+    states: tuple[str, ...] = ()
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskInfoRequest:
+    TAG: ClassVar[int] = 10
+    job: Selector  # a single id or last
+    tasks: Ranges
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WorkerListRequest:
+    TAG: ClassVar[int] = 11
+    include_offline: bool = False
+    include_online: bool = True
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WorkerInfoRequest:
+    TAG: ClassVar[int] = 12
+    selector: Selector
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class StopWorkersRequest:
+    TAG: ClassVar[int] = 13
+    selector: Selector
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    TAG: ClassVar[int] = 100
+    message: str
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    TAG: ClassVar[int] = 101
+    server_uid: str
+    client_host: str
+    client_port: int
+    worker_host: str
+    worker_port: int
+    version: str
+    pid: int
+    start_date: float
+    journal_path: str | None = None
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class Ack:
+    TAG: ClassVar[int] = 102
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class SubmitResponse:
+    TAG: ClassVar[int] = 103
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    id: int
+    name: str
+    is_open: bool
+    cancel_reason: str | None
+    task_count: int
+    counts: tuple[int, int, int, int, int, int]  # waiting running finished failed canceled aborted
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobListResponse:
+    TAG: ClassVar[int] = 104
+    jobs: tuple[JobSummary, ...]
+    total: int  # all jobs the server knows, for the "use --all" footer
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitView:
+    """One submit of a job as `job info` shows it (paths after stage-1 resolution)."""
+
+    template: TaskTemplate
+    stdout: str | None  # resolved path text, None for none, "<Stream>" when streamed
+    stderr: str | None
+    cwd: str
+    ids: Ranges
+    is_array: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    id: int
+    state: str
+    instance: int
+    worker_ids: tuple[int, ...]
+    hostnames: tuple[str, ...]
+    started_at: float | None
+    ended_at: float | None
+    error: str
+    cwd: str | None = None  # fully resolved once started
+    stdout: str | None = None
+    stderr: str | None = None
+    stdout_kind: str = "file"
+    stderr_kind: str = "file"
+    submit_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    summary: JobSummary
+    max_fails: int | None
+    submitted_at: float
+    finished_at: float | None
+    submit_dir: str
+    submits: tuple[SubmitView, ...]
+    task_ids: Ranges
+    workers: tuple[str, ...]  # hostnames of workers that ran tasks, by worker id
+    n_workers: int
+    failed: tuple[TaskView, ...]  # first failed tasks (CLI shows 5)
+    n_failed: int
+    tasks: tuple[TaskView, ...] = ()  # all tasks, only when asked (JSON)
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobInfoResponse:
+    TAG: ClassVar[int] = 105
+    jobs: tuple[JobDetail, ...]
+    missing: tuple[int, ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class CancelJobsResponse:
+    TAG: ClassVar[int] = 106
+    canceled: tuple[tuple[int, int, int], ...]  # job id, tasks canceled, tasks already finished
+    already_finished: tuple[int, ...]
+    missing: tuple[int, ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WaitJobsResponse:
+    TAG: ClassVar[int] = 107
+    jobs: tuple[JobSummary, ...]
+    missing: tuple[int, ...] = ()
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobProgressResponse:
+    TAG: ClassVar[int] = 108
+    jobs: tuple[JobSummary, ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskListResponse:
+    TAG: ClassVar[int] = 109
+    jobs: tuple[tuple[int, tuple[TaskView, ...]], ...]
+    missing_jobs: tuple[int, ...] = ()
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskInfoResponse:
+    TAG: ClassVar[int] = 110
+    job_id: int | None  # None: the job was not found
+    tasks: tuple[TaskView, ...]
+    submits: tuple[SubmitView, ...]
+    missing_tasks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    id: int
+    state: str
+    config: WorkerConfiguration
+    started_at: float
+    ended_at: float | None
+    assigned_tasks: int = 0
+    running_tasks: int = 0
+    last_task: tuple[int, int, float] | None = None  # job, task, time
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class WorkerListResponse:
+    TAG: ClassVar[int] = 111
+    workers: tuple[WorkerView, ...]
+    missing: tuple[int, ...] = ()
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class StopWorkersResponse:
+    TAG: ClassVar[int] = 112
+    # (worker id, outcome) with outcome "stopped" | "already-stopped" | "not-found"
+    results: tuple[tuple[int, str], ...]

@@ -1,0 +1,243 @@
+"""`hq server start`: refuse a live server, bind, publish the access file, serve until stopped.
+
+Runs in the process the user started, so `hq server info`'s Pid is that process (HQ's tests
+signal it). SIGINT and SIGTERM stop it like `hq server stop` does: nodes are told to stop,
+``hq-current`` is removed, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from cluster import core as core_mod
+from cluster.core import Core, Worker
+from cluster.protocol import RegisterNode, StopReason
+from cluster.security import ZapResponder, derive_keys
+from cluster.server_loop import ServerLoop
+from hqshm import __version__, access, serverdir
+from hqshm.client import ClientConnection
+from hqshm.errors import UserError
+from hqshm.requests import CLIENT_LINK, ServerInfo, WorkerConfigBlob
+from hqshm.server.jobbook import Job, JobBook
+from hqshm.server.rpc import ClientService, ServerControl
+from hqshm.server.workers import WorkerBook
+
+logger = logging.getLogger(__name__)
+
+
+class ServerOnline(UserError):  # spec/cli.md §3, hq server start
+    template = (
+        "Server at {dir} is already online, please stop it first"
+        " using `hq server stop --server-dir {dir}`"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    server_dir: Path
+    host: str | None = None
+    client_port: int = 0
+    worker_port: int = 0
+    idle_timeout: float | None = None
+    access_file: Path | None = None
+    disable_client_auth: bool = False
+    disable_worker_auth: bool = False
+    journal: Path | None = None
+
+
+def check_not_online(server_dir: Path) -> None:
+    """Fail if a server answers from this dir; a stale access file (dead server) is fine."""
+    try:
+        conn = ClientConnection(server_dir, connect_timeout=3.0)
+    except UserError:
+        return
+    conn.close()
+    raise ServerOnline(dir=server_dir)
+
+
+class Server(ServerControl):
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.context = zmq.Context()
+        self.host = config.host or socket.gethostname()
+        self.instance: Path | None = None
+        self.core = Core()
+        self.workers = WorkerBook()
+        record = self._access_record()
+        self.record = record
+        self.server_uid = record.server_uid or ""
+        self.book = JobBook(self.server_uid, self.workers)
+        self.book.cancel_groups = self._cancel_groups
+        client_secret = access.secret_bytes(record.client) if record.client else None
+        worker_secret = access.secret_bytes(record.worker) if record.worker else None
+        client_keys = derive_keys(client_secret) if client_secret else None
+        worker_keys = derive_keys(worker_secret) if worker_secret else None
+        self.zap = ZapResponder(self.context, {"client": client_keys, "worker": worker_keys})
+        self.loop = ServerLoop(self.context, self.core, self.book, self, self.zap)
+        self.info = ServerInfo("", "", 0, "", 0, __version__, os.getpid(), time.time())
+        self.clients = ClientService(self.context, self.book, self.workers, self.info, self)
+        assert record.client is not None and record.worker is not None
+        self.client_port = self.clients.bind("*", record.client.port, client_keys)
+        self.worker_port = self.loop.bind_workers("*", record.worker.port, worker_keys)
+        self.loop.add_reader(self.clients.socket, self.clients.read)
+        self.info = ServerInfo(
+            server_uid=self.server_uid,
+            client_host=record.client.host,
+            client_port=self.client_port,
+            worker_host=record.worker.host,
+            worker_port=self.worker_port,
+            version=__version__,
+            pid=os.getpid(),
+            start_date=time.time(),
+            journal_path=str(config.journal) if config.journal else None,
+        )
+        self.clients.info = self.info
+        if config.disable_client_auth:
+            logger.warning("Server is started with unprotected client connections. "
+                           "Anyone can connect as a client.")
+        if config.disable_worker_auth:
+            logger.warning("Server is started with unprotected worker connections. "
+                           "Anyone can connect as a worker.")
+
+    def _access_record(self) -> access.AccessRecord:
+        if self.config.access_file is not None:
+            record = access.read_access_file(self.config.access_file)
+            if record.client is None or record.worker is None or record.server_uid is None:
+                raise UserError(f"The access file {self.config.access_file} must be a full "
+                                "file (with server_uid, client and worker parts)")
+            return record
+        return access.generate(
+            __version__,
+            client_host=self.host,
+            client_port=self.config.client_port or _free_port(),
+            worker_host=self.host,
+            worker_port=self.config.worker_port or _free_port(),
+            client_secret=not self.config.disable_client_auth,
+            worker_secret=not self.config.disable_worker_auth,
+        )
+
+    def publish(self) -> Path:
+        """Create the instance dir with its access file and point ``hq-current`` at it."""
+        root = self.config.server_dir
+        self.instance = serverdir.create_instance_dir(root)
+        record = access.AccessRecord(
+            self.record.version, self.server_uid,
+            access.Endpoint(self.info.client_host, self.client_port,
+                            self.record.client.secret_key if self.record.client else None),
+            access.Endpoint(self.info.worker_host, self.worker_port,
+                            self.record.worker.secret_key if self.record.worker else None),
+        )
+        access.write_access_file(self.instance / serverdir.ACCESS_FILE, record)
+        serverdir.link_current(root, self.instance)
+        return self.instance
+
+    def run(self, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
+        self.publish()
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous = signal.set_wakeup_fd(wake_w.fileno())
+        stop_signal = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop_signal.append(signum)
+            self.loop.stop()
+
+        old_int = signal.signal(signal.SIGINT, on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        self.loop.add_reader(wake_r.fileno(), lambda: _drain(wake_r))
+        self.loop.call_every(1.0, lambda now: None)
+        try:
+            if on_ready is not None:
+                on_ready(self.info)
+            self.loop.run()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.set_wakeup_fd(previous)
+            wake_r.close()
+            wake_w.close()
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        logger.info("Stopping server")
+        self.loop.stop_nodes(StopReason.STOPPED)
+        # Give the stop messages a moment to leave before the sockets close.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and self.loop.links:
+            time.sleep(0.01)
+            break
+        if self.instance is not None:
+            serverdir.unlink_current(self.config.server_dir, self.instance)
+        self.zap.close()
+        self.context.destroy(linger=200)
+
+    # --- ServerHooks ----------------------------------------------------------------------
+
+    def node_registered(self, worker: Worker, msg: RegisterNode, now: float) -> str | None:
+        try:
+            blob = CLIENT_LINK.decode(msg.info)
+        except Exception:
+            return "invalid worker configuration"
+        if not isinstance(blob, WorkerConfigBlob):
+            return "invalid worker configuration"
+        config = blob.config
+        if config.idle_timeout is None and self.config.idle_timeout is not None:
+            from dataclasses import replace
+            config = replace(config, idle_timeout=self.config.idle_timeout)
+        self.workers.joined(worker.wid, config, now)
+        logger.info("Worker %d registered from %s", worker.wid, msg.hostname)
+        return None
+
+    def node_left(self, wid: int, reason: str, now: float) -> None:
+        self.workers.left(wid, reason, now)
+
+    def before_turn(self, now: float) -> None:
+        self.book.now = now
+
+    def after_turn(self, now: float) -> None:
+        self.clients.answer_waiters()
+
+    # --- ServerControl --------------------------------------------------------------------
+
+    def add_group(self, job: Job, group: object) -> None:
+        core_mod.add_group(self.core, group)  # type: ignore[arg-type]
+
+    def stop_server(self) -> None:
+        self.loop.stop()
+
+    def stop_worker(self, wid: int) -> None:
+        self.loop.stop_worker(wid, time.time())
+
+    def worker_load(self, wid: int) -> tuple[int, int]:
+        worker = self.core.workers.get(wid)
+        if worker is None:
+            return 0, 0
+        return len(worker.assigned) + len(worker.running), len(worker.running)
+
+    def _cancel_groups(self, gids: object) -> None:
+        core_mod.cancel_groups(self.core, self.loop.out, gids)  # type: ignore[arg-type]
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _free_port() -> int:
+    """A port the OS considers free now; binding it right after is the usual small race."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])

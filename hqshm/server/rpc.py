@@ -1,0 +1,320 @@
+"""Client requests: one handler per request type, each returning its response.
+
+``WaitJobsRequest`` is the one deferred answer: the handler parks the client and
+``answer_waiters`` replies once the jobs are done, so a waiting `hq` costs nothing while it waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import zmq
+
+from cluster.codec import MAX_FRAME
+from cluster.errors import PeerError, VersionMismatch
+from cluster.security import EndpointKeys, secure_server_socket
+from hqshm.errors import UserError
+from hqshm.jobstate import TaskState, parse_states
+from hqshm.requests import (
+    CLIENT_LINK,
+    Ack,
+    CancelJobsRequest,
+    CancelJobsResponse,
+    ErrorResponse,
+    JobInfoRequest,
+    JobInfoResponse,
+    JobListRequest,
+    JobListResponse,
+    JobProgressRequest,
+    JobProgressResponse,
+    Selector,
+    ServerInfo,
+    ServerInfoRequest,
+    StopServerRequest,
+    StopWorkersRequest,
+    StopWorkersResponse,
+    SubmitRequest,
+    SubmitResponse,
+    TaskInfoRequest,
+    TaskInfoResponse,
+    TaskListRequest,
+    TaskListResponse,
+    WaitJobsRequest,
+    WaitJobsResponse,
+    WorkerInfoRequest,
+    WorkerListRequest,
+    WorkerListResponse,
+)
+from hqshm.server.jobbook import Job, JobBook, expand_ranges
+from hqshm.server.workers import WorkerBook
+
+logger = logging.getLogger(__name__)
+
+DEFERRED = object()  # a handler's answer that will come later
+
+
+@dataclass(eq=False)
+class Waiter:
+    identity: bytes
+    job_ids: tuple[int, ...]
+    missing: tuple[int, ...]
+    without_close: bool
+
+
+class ServerControl:
+    """What request handlers may do to the running server beyond the job book."""
+
+    def add_group(self, job: Job, group: object) -> None: ...
+    def stop_server(self) -> None: ...
+    def stop_worker(self, wid: int) -> None: ...
+    def worker_load(self, wid: int) -> tuple[int, int]: ...
+
+
+def resolve_ids(selector: Selector, existing: Iterable[int]) -> tuple[list[int], list[int]]:
+    """Ids a selector names: (present ones in order, missing ones)."""
+    known = sorted(existing)
+    if selector.kind == "all":
+        return known, []
+    if selector.kind == "last":
+        return known[-1:], []
+    wanted = expand_ranges(selector.ranges).tolist()
+    present = set(known)
+    return [i for i in wanted if i in present], [i for i in wanted if i not in present]
+
+
+class ClientService:
+    def __init__(self, context: zmq.Context, book: JobBook, workers: WorkerBook,
+                 info: ServerInfo, control: ServerControl) -> None:
+        self.context = context
+        self.book = book
+        self.workers = workers
+        self.info = info
+        self.control = control
+        self.socket: zmq.Socket | None = None
+        self.waiters: list[Waiter] = []
+        self.handlers: dict[type, Callable[[object], object]] = {
+            ServerInfoRequest: lambda r: self.info,
+            StopServerRequest: self.stop_server,
+            SubmitRequest: self.submit,
+            JobListRequest: self.job_list,
+            JobInfoRequest: self.job_info,
+            CancelJobsRequest: self.cancel,
+            JobProgressRequest: self.progress,
+            TaskListRequest: self.task_list,
+            TaskInfoRequest: self.task_info,
+            WorkerListRequest: self.worker_list,
+            WorkerInfoRequest: self.worker_info,
+            StopWorkersRequest: self.stop_workers,
+        }
+        self._identity = b""
+
+    def bind(self, host: str, port: int, keys: EndpointKeys | None) -> int:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME
+        secure_server_socket(sock, keys, "client")
+        sock.bind(f"tcp://{host}:{port}" if port else f"tcp://{host}:*")
+        self.socket = sock
+        return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+    def read(self) -> None:
+        assert self.socket is not None
+        for _ in range(256):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue
+            identity, payload = frames
+            self._identity = identity
+            try:
+                request = CLIENT_LINK.decode(payload)
+            except VersionMismatch as exc:
+                self.reply(identity, ErrorResponse(
+                    f"client protocol {exc.theirs} is not supported by this server "
+                    f"(protocol {exc.ours}, version {self.info.version})"))
+                continue
+            except PeerError as exc:
+                logger.warning("Invalid client request: %s", exc)
+                self.reply(identity, ErrorResponse(f"invalid request: {exc}"))
+                continue
+            if isinstance(request, WaitJobsRequest):
+                self.wait(identity, request)
+                continue
+            handler = self.handlers.get(type(request))
+            if handler is None:
+                self.reply(identity, ErrorResponse(f"unexpected request {type(request).__name__}"))
+                continue
+            try:
+                response = handler(request)
+            except UserError as exc:
+                response = ErrorResponse(str(exc))
+            except Exception:  # a bug: log it, answer, keep serving
+                logger.exception("Request %s failed", type(request).__name__)
+                response = ErrorResponse("internal server error, see the server log")
+            self.reply(identity, response)
+
+    def reply(self, identity: bytes, response: object) -> None:
+        assert self.socket is not None
+        try:
+            self.socket.send_multipart([identity, CLIENT_LINK.encode(response)], zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("Client is not reading its answer; dropped")
+
+    # --- handlers -------------------------------------------------------------------------
+
+    def stop_server(self, request: StopServerRequest) -> Ack:
+        self.control.stop_server()
+        return Ack()
+
+    def submit(self, request: SubmitRequest) -> SubmitResponse:
+        job, group = self.book.submit(request)
+        self.control.add_group(job, group)
+        return SubmitResponse(job.id)
+
+    def job_list(self, request: JobListRequest) -> JobListResponse:
+        jobs = [self.book.jobs[i] for i in sorted(self.book.jobs)]
+        if request.states:
+            wanted = {s.upper() for s in request.states}
+            shown = [j for j in jobs if j.state in wanted]
+        elif request.all:
+            shown = jobs
+        else:
+            shown = [j for j in jobs if j.is_open or j.state in ("WAITING", "RUNNING", "OPENED")]
+        return JobListResponse(tuple(j.summary() for j in shown), len(jobs))
+
+    def job_info(self, request: JobInfoRequest) -> JobInfoResponse:
+        present, missing = resolve_ids(request.selector, self.book.jobs)
+        details = tuple(
+            self.book.detail(self.book.jobs[i], request.include_tasks) for i in present
+        )
+        return JobInfoResponse(details, tuple(missing))
+
+    def cancel(self, request: CancelJobsRequest) -> CancelJobsResponse:
+        if request.selector.kind == "all":
+            ids = [i for i in sorted(self.book.jobs)
+                   if self.book.jobs[i].state in ("WAITING", "RUNNING")]
+            missing: list[int] = []
+        else:
+            ids, missing = resolve_ids(request.selector, self.book.jobs)
+        canceled = []
+        finished = []
+        for job_id in ids:
+            job = self.book.jobs[job_id]
+            n, done = self.book.cancel(job, request.reason)
+            if n:
+                canceled.append((job_id, n, done))
+                logger.info("Job %d canceled (%d tasks canceled)", job_id, n)
+            else:
+                finished.append(job_id)
+        return CancelJobsResponse(tuple(canceled), tuple(finished), tuple(missing))
+
+    def progress(self, request: JobProgressRequest) -> JobProgressResponse:
+        present, _missing = resolve_ids(request.selector, self.book.jobs)
+        return JobProgressResponse(tuple(self.book.jobs[i].summary() for i in present))
+
+    def wait(self, identity: bytes, request: WaitJobsRequest) -> None:
+        present, missing = resolve_ids(request.selector, self.book.jobs)
+        waiter = Waiter(identity, tuple(present), tuple(missing), request.without_close)
+        if not self._waiter_done(waiter):
+            self.waiters.append(waiter)
+        else:
+            self._answer(waiter)
+
+    def _waiter_done(self, waiter: Waiter) -> bool:
+        for job_id in waiter.job_ids:
+            job = self.book.jobs.get(job_id)
+            if job is None:
+                continue
+            if not job.terminated or (job.is_open and not waiter.without_close):
+                return False
+        return True
+
+    def _answer(self, waiter: Waiter) -> None:
+        jobs = tuple(self.book.jobs[i].summary() for i in waiter.job_ids if i in self.book.jobs)
+        self.reply(waiter.identity, WaitJobsResponse(jobs, waiter.missing))
+
+    def answer_waiters(self) -> None:
+        if not self.book.changed:
+            return
+        self.book.changed.clear()
+        still = []
+        for waiter in self.waiters:
+            if self._waiter_done(waiter):
+                self._answer(waiter)
+            else:
+                still.append(waiter)
+        self.waiters = still
+
+    def task_list(self, request: TaskListRequest) -> TaskListResponse:
+        present, missing = resolve_ids(request.jobs, self.book.jobs)
+        states = parse_states(request.states) if request.states else None
+        wanted = set(expand_ranges(request.tasks).tolist()) if request.tasks else None
+        out = []
+        for job_id in present:
+            job = self.book.jobs[job_id]
+            views = []
+            for index, submit in enumerate(job.submits):
+                table = submit.table
+                for row in range(len(table)):
+                    if wanted is not None and int(table.ids[row]) not in wanted:
+                        continue
+                    if states is not None and TaskState(int(table.state[row])) not in states:
+                        continue
+                    views.append(self.book.task_view(job, submit, row, index))
+            views.sort(key=lambda v: v.id)
+            out.append((job_id, tuple(views)))
+        return TaskListResponse(tuple(out), tuple(missing))
+
+    def task_info(self, request: TaskInfoRequest) -> TaskInfoResponse:
+        present, _missing = resolve_ids(request.job, self.book.jobs)
+        if not present:
+            return TaskInfoResponse(None, (), ())
+        job = self.book.jobs[present[0]]
+        views = []
+        missing = []
+        for task_id in expand_ranges(request.tasks).tolist():
+            found = job.locate(task_id)
+            if found is None:
+                missing.append(task_id)
+                continue
+            submit, row = found
+            views.append(self.book.task_view(job, submit, row, job.submits.index(submit)))
+        submits = tuple(self.book.submit_view(s) for s in job.submits)
+        return TaskInfoResponse(job.id, tuple(views), submits, tuple(missing))
+
+    def worker_list(self, request: WorkerListRequest) -> WorkerListResponse:
+        records = [
+            r for _, r in sorted(self.workers.workers.items())
+            if (r.online and request.include_online) or (not r.online and request.include_offline)
+        ]
+        return WorkerListResponse(tuple(self._worker_view(r.id) for r in records))
+
+    def worker_info(self, request: WorkerInfoRequest) -> WorkerListResponse:
+        present, missing = resolve_ids(request.selector, self.workers.workers)
+        return WorkerListResponse(tuple(self._worker_view(i) for i in present), tuple(missing))
+
+    def _worker_view(self, wid: int):  # noqa: ANN202 - WorkerView
+        record = self.workers.workers[wid]
+        assigned, running = self.control.worker_load(wid) if record.online else (0, 0)
+        return self.workers.view(record, assigned, running)
+
+    def stop_workers(self, request: StopWorkersRequest) -> StopWorkersResponse:
+        if request.selector.kind == "all":
+            present = [w for w, r in sorted(self.workers.workers.items()) if r.online]
+            missing: list[int] = []
+        else:
+            present, missing = resolve_ids(request.selector, self.workers.workers)
+        results = []
+        for wid in present:
+            record = self.workers.workers[wid]
+            if not record.online:
+                results.append((wid, "already-stopped"))
+                continue
+            self.control.stop_worker(wid)
+            results.append((wid, "stopped"))
+        results.extend((wid, "not-found") for wid in missing)
+        return StopWorkersResponse(tuple(results))

@@ -1,0 +1,66 @@
+"""Workers as users see them: configuration, state word, start and end, last task.
+
+The cluster core forgets a worker when it leaves; this book keeps it (offline workers stay
+listed with their final state, spec/deployment.md §4.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.protocol import StopReason
+from hqshm.requests import WorkerConfiguration, WorkerView
+
+STATE_OF_REASON = {
+    StopReason.STOPPED: "STOPPED",
+    StopReason.IDLE_TIMEOUT: "IDLE TIMEOUT",
+    StopReason.TIME_LIMIT: "TIME LIMIT REACHED",
+    StopReason.CONNECTION_LOST: "CONNECTION LOST",
+    StopReason.HEARTBEAT_LOST: "HEARTBEAT LOST",
+}
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    id: int
+    config: WorkerConfiguration
+    started_at: float
+    state: str = "RUNNING"
+    ended_at: float | None = None
+    last_task: tuple[int, int, float] | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.ended_at is None
+
+
+class WorkerBook:
+    def __init__(self) -> None:
+        self.workers: dict[int, WorkerRecord] = {}
+
+    def joined(self, wid: int, config: WorkerConfiguration, now: float) -> WorkerRecord:
+        record = WorkerRecord(wid, config, now)
+        self.workers[wid] = record
+        return record
+
+    def left(self, wid: int, reason: str, now: float) -> None:
+        record = self.workers.get(wid)
+        if record is not None and record.online:
+            record.state = STATE_OF_REASON.get(reason, "CONNECTION LOST")
+            record.ended_at = now
+
+    def hostname(self, wid: int) -> str:
+        record = self.workers.get(wid)
+        return record.config.hostname if record is not None else ""
+
+    def view(self, record: WorkerRecord, assigned: int = 0, running: int = 0) -> WorkerView:
+        return WorkerView(
+            id=record.id,
+            state=record.state,
+            config=record.config,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            assigned_tasks=assigned,
+            running_tasks=running,
+            last_task=record.last_task,
+        )

@@ -1,0 +1,151 @@
+"""The server directory (spec/deployment.md §1): numbered instance dirs and ``hq-current``.
+
+Each ``hq server start`` gets its own ``<root>/<NNN>``, which stays after the server exits;
+``<root>/hq-current`` points at the running one. Lookups accept the root, an instance dir or any
+directory holding a copied ``access.json``, because nodes on another file system get the file
+by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from hqshm.errors import UserError
+
+CURRENT_LINK: Final = "hq-current"
+ACCESS_FILE: Final = "access.json"
+_INSTANCE_NAME = re.compile(r"[0-9]+")
+_MAX_CREATE_ATTEMPTS: Final = 1000
+
+
+class NoRunningInstance(UserError):  # spec/deployment.md §1
+    template = (
+        'No running instance of HQ found at "{dir}".\n'
+        "Try to start the server: `hq server start{dir_arg}` or use a different server directory."
+    )
+
+    def __init__(self, server_dir: Path, *, is_default: bool) -> None:
+        super().__init__(
+            dir=server_dir, dir_arg="" if is_default else f" --server-dir {server_dir}"
+        )
+
+
+class ServerUnreachable(UserError):  # spec/deployment.md §1
+    template = (
+        "Access token found but HQ server {host}:{port} is unreachable.\n"
+        "Try to (re)start the server using `hq server start`"
+    )
+
+
+class ServerDirUnreadable(UserError):
+    template = 'Cannot read server directory "{dir}": {reason}'
+
+
+def default_server_dir(env: Mapping[str, str]) -> Path:
+    """HQ's default: ``HQ_SERVER_DIR``, else ``$HOME/.hq-server``, else the temp dir's."""
+    if env.get("HQ_SERVER_DIR"):
+        return Path(env["HQ_SERVER_DIR"])
+    base = env.get("HOME") or env.get("TMPDIR") or "/tmp"
+    return Path(base) / ".hq-server"
+
+
+def resolve_server_dir(arg: str | None, env: Mapping[str, str]) -> Path:
+    """The server dir to use, made absolute (the spec's ``--server-dir`` rule)."""
+    chosen = Path(arg) if arg else default_server_dir(env)
+    return Path(os.path.abspath(chosen))
+
+
+def create_instance_dir(root: Path) -> Path:
+    """Create ``<root>/<NNN>``, one past the largest numeric name; safe against a racing start."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    number = 1 + max(
+        (
+            int(entry.name)
+            for entry in os.scandir(root)
+            if _INSTANCE_NAME.fullmatch(entry.name) and entry.is_dir()
+        ),
+        default=0,
+    )
+    for _ in range(_MAX_CREATE_ATTEMPTS):
+        instance = root / f"{number:03d}"
+        try:
+            instance.mkdir(mode=0o700)
+        except FileExistsError:
+            number += 1
+            continue
+        return instance
+    raise FileExistsError(f"cannot find a free instance directory in {root}")
+
+
+def link_current(root: Path, instance: Path) -> None:
+    """Point ``<root>/hq-current`` at ``instance`` atomically (a reader never sees it missing).
+
+    The link is relative when the instance lives in the root, so that the root can be reached
+    through another mount point (or moved) without breaking it.
+    """
+    target = instance.name if instance.parent == root else os.path.abspath(instance)
+    temporary = root / f".{CURRENT_LINK}.{secrets.token_hex(8)}"
+    os.symlink(target, temporary)
+    try:
+        os.replace(temporary, root / CURRENT_LINK)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def unlink_current(root: Path, instance: Path) -> None:
+    """Remove ``<root>/hq-current`` if it still points at ``instance`` (a newer server keeps it).
+
+    Between the check and the removal another server could replace the link; the window is a
+    few microseconds and closing it needs a lock that HQ does not use either.
+    """
+    link = root / CURRENT_LINK
+    try:
+        target = os.readlink(link)
+    except OSError:  # missing, or not a link: nothing of ours to remove
+        return
+    if os.path.realpath(os.path.join(root, target)) == os.path.realpath(instance):
+        link.unlink(missing_ok=True)
+
+
+def find_access_file(server_dir: Path, *, default_dir: Path | None = None) -> Path:
+    """The access file for ``server_dir``: that of ``hq-current`` if it resolves, else its own.
+
+    ``default_dir`` is the directory used without ``--server-dir``; when ``server_dir`` is
+    another one, the "no running instance" hint names it, as HQ does.
+    """
+    current = server_dir / CURRENT_LINK
+    directory = current if _is_dir(current, server_dir) else server_dir
+    access = directory / ACCESS_FILE
+    try:
+        os.stat(access)
+    except (FileNotFoundError, NotADirectoryError):
+        is_default = default_dir is None or os.path.abspath(server_dir) == os.path.abspath(
+            default_dir
+        )
+        raise NoRunningInstance(server_dir, is_default=is_default) from None
+    except OSError as error:
+        raise ServerDirUnreadable(dir=directory, reason=_reason(error)) from None
+    return access
+
+
+def _is_dir(path: Path, server_dir: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return False
+        raise ServerDirUnreadable(dir=server_dir, reason=_reason(error)) from None
+
+
+def _reason(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno is not None else str(error)
