@@ -1,0 +1,345 @@
+"""Drive hqshm as a user does: real `hq` processes in a temporary server dir.
+
+``HqEnv`` starts servers and workers in their own sessions, runs `hq` commands with stdout and
+stderr merged (as HQ's own test harness does, since many messages are log lines), parses HQ's
+tables, waits for states by polling, and at the end kills every process it started and checks
+that nothing of them is left (processes or shared-memory segments).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TIMEOUT = 20.0
+
+
+def hq_executable() -> list[str]:
+    """The installed `hq` next to this interpreter (the README installs it there)."""
+    candidate = Path(sys.executable).parent / "hq"
+    if candidate.exists():
+        return [str(candidate)]
+    found = shutil.which("hq")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "hqshm.cli.main"]
+
+
+class Table:
+    """An HQ table split the way HQ's tests split it (spec/conformance.md "Parse")."""
+
+    def __init__(self, rows: list[list[str]], header: list[str] | None) -> None:
+        self.rows = rows
+        self.header = header
+
+    @staticmethod
+    def parse(text: str) -> Table:
+        rows: list[list[str]] = []
+        header = None
+        separators = 0
+        for line in text.splitlines():
+            if line.startswith("+-"):
+                separators += 1
+                if separators == 2 and rows and header is None:
+                    header = rows.pop()
+                continue
+            if not line.startswith("|"):
+                if rows or separators:
+                    break
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if rows and cells and cells[0] == "" and any(cells[1:]):
+                previous = rows[-1]
+                for i, cell in enumerate(cells[1:], start=1):
+                    if cell and i < len(previous):
+                        previous[i] = f"{previous[i]}\n{cell}" if previous[i] else cell
+                continue
+            rows.append(cells)
+        return Table(rows, header)
+
+    def get(self, key: str) -> str:
+        """Value of a row of a vertical table."""
+        for row in self.rows:
+            if row[0] == key:
+                return row[1]
+        raise KeyError(f"no row {key!r} in {self.rows}")
+
+    def column(self, name: str) -> list[str]:
+        assert self.header is not None, "not a horizontal table"
+        index = self.header.index(name)
+        return [row[index] for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def parse_tables(text: str) -> list[Table]:
+    """Several tables printed back to back (e.g. `worker info 1-3`)."""
+    chunks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if not line.startswith(("+", "|")):
+            if chunks[-1]:
+                chunks.append([])
+            continue
+        if line.startswith("+-") and chunks[-1] and chunks[-1][-1].startswith("+-"):
+            pass
+        chunks[-1].append(line)
+    return [Table.parse("\n".join(c)) for c in chunks if c]
+
+
+class HqEnv:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.server_dir = root / "hq-server"
+        self.work = root / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.server: subprocess.Popen | None = None
+        self.next_worker = 1
+        self.hq = hq_executable()
+        self.logs = root / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    # --- environment ----------------------------------------------------------------------
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HQ_SERVER_DIR"] = str(self.server_dir)
+        env.pop("HQ_OUTPUT_MODE", None)
+        env.pop("HQ_DEBUG", None)
+        if extra:
+            env.update(extra)
+        return env
+
+    # --- commands -------------------------------------------------------------------------
+
+    def command(self, args: Sequence[str], *, expect_fail: str | None = None,
+                cwd: Path | str | None = None, env: dict[str, str] | None = None,
+                as_table: bool = False, stdin: bytes | None = None,
+                timeout: float = 60.0, ignore_stderr: bool = False) -> Any:
+        """Run `hq ARGS`; output is stdout+stderr (or stdout only with ignore_stderr)."""
+        proc = subprocess.run(
+            [*self.hq, *args],
+            cwd=cwd or self.work,
+            env=self.env(env),
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if ignore_stderr else subprocess.STDOUT,
+            timeout=timeout,
+        )
+        output = proc.stdout.decode("utf-8", "replace")
+        if expect_fail is not None:
+            assert proc.returncode != 0, f"`hq {' '.join(args)}` should fail:\n{output}"
+            assert expect_fail in output, f"{expect_fail!r} not in:\n{output}"
+            return output
+        assert proc.returncode == 0, (
+            f"`hq {' '.join(args)}` exited with {proc.returncode}:\n{output}")
+        if as_table:
+            return Table.parse(output)
+        return output
+
+    def run(self, args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        """Run `hq ARGS` and return the completed process, whatever its exit code."""
+        return subprocess.run([*self.hq, *args], cwd=kwargs.pop("cwd", self.work),
+                              env=self.env(kwargs.pop("env", None)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=kwargs.pop("timeout", 60.0), **kwargs)
+
+    def json(self, args: Sequence[str], **kwargs: Any) -> Any:
+        return json.loads(self.command(["--output-mode=json", *args], ignore_stderr=True,
+                                       **kwargs))
+
+    # --- processes ------------------------------------------------------------------------
+
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the env
+        proc = subprocess.Popen([*self.hq, *args], cwd=cwd or self.work, env=self.env(env),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        log.close()
+        self.processes.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def start_server(self, args: Sequence[str] = (), wait: bool = True) -> subprocess.Popen:
+        self.server = self.spawn("server", ["server", "start", *args])
+        if wait:
+            self.wait_until(self._server_up, "the server to start",
+                            check=lambda: self._alive_or_fail("server", self.server))
+        return self.server
+
+    def _server_up(self) -> bool:
+        if not (self.server_dir / "hq-current" / "access.json").exists():
+            return False
+        return self.run(["server", "info"]).returncode == 0
+
+    def start_worker(self, cpus: int | str | None = 1, *, hostname: str | None = None,
+                     args: Sequence[str] = (), wait: bool = True,
+                     env: dict[str, str] | None = None,
+                     on_server_lost: str = "stop") -> subprocess.Popen:
+        index = self.next_worker
+        self.next_worker += 1
+        hostname = hostname or f"worker{index}"
+        full = ["worker", "start", "--detect-resources=none", f"--hostname={hostname}",
+                f"--work-dir={self.root / f'worker{index}'}",
+                f"--on-server-lost={on_server_lost}"]
+        if cpus is not None:
+            full.append(f"--cpus={cpus}")
+        full += list(args)
+        proc = self.spawn(f"worker{index}", full, env=env)
+        self.workers[index] = proc
+        if wait:
+            self.wait_until(lambda: hostname in self._worker_hostnames(),
+                            f"worker {hostname} to connect",
+                            check=lambda: self._alive_or_fail(f"worker{index}", proc))
+        return proc
+
+    def _worker_hostnames(self) -> list[str]:
+        result = self.run(["worker", "list"])
+        if result.returncode != 0:
+            return []
+        table = Table.parse(result.stdout.decode())
+        return table.column("Hostname") if table.header else []
+
+    def _alive_or_fail(self, name: str, proc: subprocess.Popen | None) -> None:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+
+    def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers[index]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=10)
+
+    def kill_server(self, sig: int = signal.SIGKILL) -> None:
+        assert self.server is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.server.pid, sig)
+        self.server.wait(timeout=10)
+
+    # --- waiting --------------------------------------------------------------------------
+
+    def wait_until(self, predicate: Callable[[], Any], what: str,
+                   timeout: float = DEFAULT_TIMEOUT, check: Callable[[], None] | None = None,
+                   interval: float = 0.05) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if check is not None:
+                check()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(interval)
+
+    def job_states(self) -> dict[int, str]:
+        table = self.command(["job", "list", "--all"], as_table=True)
+        return {int(row[0].lstrip("*")): row[2] for row in table.rows}
+
+    def wait_for_job_state(self, job_ids: int | Sequence[int], states: str | Sequence[str],
+                           timeout: float = DEFAULT_TIMEOUT) -> None:
+        ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+        wanted = {states} if isinstance(states, str) else set(states)
+
+        def done() -> bool:
+            current = self.job_states()
+            return all(current.get(i) in wanted for i in ids)
+
+        self.wait_until(done, f"jobs {ids} to reach {wanted}", timeout)
+
+    def worker_states(self) -> dict[int, str]:
+        table = self.command(["worker", "list", "--all"], as_table=True)
+        return {int(row[0]): row[1] for row in table.rows}
+
+    def wait_for_worker_state(self, worker_id: int, state: str,
+                              timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.wait_until(lambda: self.worker_states().get(worker_id) == state,
+                        f"worker {worker_id} to be {state}", timeout)
+
+    def task_states(self, job_id: int) -> dict[int, str]:
+        data = self.json(["task", "list", str(job_id)])
+        return {t["id"]: t["state"] for t in data.get(str(job_id), [])}
+
+    def wait_for_tasks(self, job_id: int, state: str, count: int | None = None,
+                       timeout: float = DEFAULT_TIMEOUT) -> dict[int, str]:
+        def done() -> dict[int, str] | None:
+            states = self.task_states(job_id)
+            n = sum(1 for s in states.values() if s == state)
+            if (count is None and states and n == len(states)) or (count is not None
+                                                                   and n >= count):
+                return states
+            return None
+
+        return self.wait_until(done, f"tasks of job {job_id} to be {state}", timeout)
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop everything we started: SIGINT, a grace period, then SIGKILL of the group."""
+        for _name, proc in self.processes:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 5.0
+        for _name, proc in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for _name, proc in self.processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    def leftover_processes(self) -> list[str]:
+        """Processes whose command line mentions this env's directory (tasks, workers...)."""
+        marker = str(self.root)
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in cmd and state != "Z":
+                found.append(f"{pid}: {cmd}")
+        return found
+
+
+def wait_for_pid_exit(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
