@@ -79,9 +79,15 @@ class Group:
     instances: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
     crashes: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
     active: int = 0  # tasks not ended yet
+    ran: int = 0  # tasks that ended after running, and their total run time: the mean
+    ran_time: float = 0.0  # duration decides how deep nodes are prefilled
 
     def __post_init__(self) -> None:
         self.active = len(self.keys)
+
+    @property
+    def mean_duration(self) -> float | None:
+        return self.ran_time / self.ran if self.ran else None
 
     @property
     def order(self) -> tuple[int, int, int]:
@@ -278,7 +284,11 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
                 if gid is None:
                     continue  # canceled meanwhile
             _drop_reservation(core, worker.retracting.pop(key, None), key)
-            _end(core, _release(core, worker, key, gid))
+            group = _release(core, worker, key, gid)
+            if group is not None:
+                group.ran += 1
+                group.ran_time += max(0.0, item[3] - item[2])
+            _end(core, group)
             ended.append(item)
         if ended:
             report(wid, ended)  # type: ignore[operator]

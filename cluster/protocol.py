@@ -171,7 +171,8 @@ class ServerHeartbeat:
 class StopReason:
     """Why a node left; the product maps these to its worker states."""
 
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # `hq worker stop`: the node exits 0
+    SERVER_STOPPED = "server-stopped"  # the server shuts down: nodes treat it as a lost server
     IDLE_TIMEOUT = "idle-timeout"
     TIME_LIMIT = "time-limit"
     CONNECTION_LOST = "connection-lost"

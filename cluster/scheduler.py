@@ -7,9 +7,10 @@ Three passes, in order of group priority (higher priority, then older job, then 
 1. **Fill**: give each worker what it can start right now (its free resources). Lower-priority
    groups may use capacity that higher-priority groups cannot use, so different resource
    shapes never block each other.
-2. **Prefill**: queue a little more on each worker, up to ``PREFILL`` times its capacity, so a
-   node always has its next task at hand when one ends instead of waiting a round trip to
-   the server. That is what keeps short tasks flowing.
+2. **Prefill**: queue more on each worker, so a node always has its next task at hand when one
+   ends instead of waiting a round trip to the server. One extra round of tasks for long or
+   unknown tasks; for short ones, enough to cover ``PREFILL_BUFFER`` seconds (at most
+   ``MAX_PREFILL`` rounds), since nodes batch their reports for a few milliseconds.
 3. **Steal**: a worker that still has free capacity while others hold queued, unstarted tasks
    it could run asks them to give some back (``RetractTasks``); when they come back they go
    straight to it. Only unstarted tasks move, so a task never runs twice for one instance.
@@ -21,10 +22,20 @@ from collections.abc import Sequence
 
 from cluster.core import Core, Group, Outbox, Worker, assign, reserve, retract
 
-# Queue depth beyond free capacity, as a multiple of the worker's capacity. One full extra
-# round of tasks hides the server round trip for tasks of a millisecond or more; deeper queues
-# only make work stealing do more.
+# Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
+# hides the server's round trip for tasks that take a while; short tasks get enough rounds to
+# cover PREFILL_BUFFER seconds of work. Deeper queues only give work stealing more to do.
 PREFILL = 1.0
+PREFILL_BUFFER = 0.05
+MAX_PREFILL = 32.0
+
+
+def prefill_factor(group: Group) -> float:
+    """How many rounds of this group's tasks a worker may hold beyond what it runs."""
+    mean = group.mean_duration
+    if mean is None or mean >= PREFILL_BUFFER:
+        return PREFILL
+    return min(MAX_PREFILL, max(PREFILL, PREFILL_BUFFER / max(mean, 1e-6)))
 
 
 def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> int:
@@ -60,10 +71,11 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     core.needs_scheduling = False
     groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
     workers = sorted(core.workers.values(), key=lambda w: w.wid)
-    for limit in (1.0, 1.0 + PREFILL):
+    for prefill in (False, True):
         for group in groups:
             if group.request.is_multi_node:
                 continue  # multi-node placement is not part of this scheduler yet
+            limit = 1.0 + prefill_factor(group) if prefill else 1.0
             for worker in workers:
                 if group.pending == 0:
                     break

@@ -86,12 +86,15 @@ class ClientConnection:
             event = parse_monitor_message(self.monitor.recv_multipart())["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            # A failed handshake means that TCP got through: someone listens but does not
+            # take our keys. A CURVE server that cannot open our HELLO (other secret, hence
+            # another server key) drops us without a word, which libzmq reports as NO_DETAIL.
+            if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                 self.close()
                 raise AuthenticationRefused(host=self.host, port=self.port,
                                             path=self.access_path)
-            if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_DISCONNECTED):
+            if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_DISCONNECTED):
                 self.close()
                 raise self._unreachable()
             if not self.monitor.poll(int(timeout * 1000)):

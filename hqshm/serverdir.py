@@ -48,6 +48,10 @@ class ServerDirUnreadable(UserError):
     template = 'Cannot read server directory "{dir}": {reason}'
 
 
+class ServerDirUnusable(UserError):
+    template = 'Cannot create a server instance in "{dir}": {reason}'
+
+
 def default_server_dir(env: Mapping[str, str]) -> Path:
     """HQ's default: ``HQ_SERVER_DIR``, else ``$HOME/.hq-server``, else the temp dir's."""
     if env.get("HQ_SERVER_DIR"):
@@ -64,15 +68,20 @@ def resolve_server_dir(arg: str | None, env: Mapping[str, str]) -> Path:
 
 def create_instance_dir(root: Path) -> Path:
     """Create ``<root>/<NNN>``, one past the largest numeric name; safe against a racing start."""
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    number = 1 + max(
-        (
-            int(entry.name)
-            for entry in os.scandir(root)
-            if _INSTANCE_NAME.fullmatch(entry.name) and entry.is_dir()
-        ),
-        default=0,
-    )
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        number = 1 + max(
+            (
+                int(entry.name)
+                for entry in os.scandir(root)
+                if _INSTANCE_NAME.fullmatch(entry.name) and entry.is_dir()
+            ),
+            default=0,
+        )
+    except FileExistsError:  # mkdir's answer when the root is a file
+        raise ServerDirUnusable(dir=root, reason=os.strerror(errno.ENOTDIR)) from None
+    except OSError as error:
+        raise ServerDirUnusable(dir=root, reason=_reason(error)) from None
     for _ in range(_MAX_CREATE_ATTEMPTS):
         instance = root / f"{number:03d}"
         try:
@@ -80,8 +89,10 @@ def create_instance_dir(root: Path) -> Path:
         except FileExistsError:
             number += 1
             continue
+        except OSError as error:
+            raise ServerDirUnusable(dir=root, reason=_reason(error)) from None
         return instance
-    raise FileExistsError(f"cannot find a free instance directory in {root}")
+    raise ServerDirUnusable(dir=root, reason="no free instance number")
 
 
 def link_current(root: Path, instance: Path) -> None:

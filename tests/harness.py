@@ -50,7 +50,9 @@ class Table:
         for line in text.splitlines():
             if line.startswith("+-"):
                 separators += 1
-                if separators == 2 and rows and header is None:
+                # A header is the single row between the first two separators; in a vertical
+                # table the second separator is the bottom border, after many rows.
+                if separators == 2 and len(rows) == 1 and header is None:
                     header = rows.pop()
                 continue
             if not line.startswith("|"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from hqshm import __version__
@@ -21,8 +22,33 @@ COLOR_POLICIES = ("auto", "always", "never")
 
 
 class HqParser(argparse.ArgumentParser):
+    _argv: tuple[str, ...] = ()
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None,
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        self._argv = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
+        # argparse checks required arguments before it reports unknown ones; clap stops at the
+        # first unknown flag, so `hq --foo` must say so rather than ask for a subcommand.
+        if message.startswith("the following arguments are required: "):
+            unknown = self._unknown_option()
+            if unknown is not None:
+                message = f"unrecognized arguments: {unknown}"
         raise UsageError(_clap_message(message, self))
+
+    def _unknown_option(self) -> str | None:
+        for arg in self._argv:
+            if arg == "--":
+                return None
+            if not arg.startswith("-") or arg == "-" or self._negative_number_matcher.match(arg):
+                continue
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if name not in self._option_string_actions:
+                return arg
+        return None
 
 
 def _metavar(option: str) -> str:

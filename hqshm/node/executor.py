@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import mmap
 import os
 import shutil
 import signal
+import struct
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +41,40 @@ ERROR_FILE_LIMIT = 2048
 # ENDED record statuses
 OK = 0
 FAILED = 1
+SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
+
+
+class Control:
+    """A small shared page the node writes and executors read before each spawn.
+
+    Word 0 is the node's stop flag; word 1+i is the key executor i must skip if it pops it.
+    It lets the node take back a task already queued in an executor's ring (a hand-off
+    successor being canceled, or everything at shutdown) without a round trip.
+    """
+
+    _WORD = struct.Struct("<Q")
+
+    def __init__(self, executors: int) -> None:
+        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (executors + 64)))
+
+    def _get(self, index: int) -> int:
+        return self._WORD.unpack_from(self.page, 8 * index)[0]
+
+    def _set(self, index: int, value: int) -> None:
+        self._WORD.pack_into(self.page, 8 * index, value)
+
+    def stop(self) -> None:
+        self._set(0, 1)
+
+    @property
+    def stopping(self) -> bool:
+        return self._get(0) != 0
+
+    def skip(self, executor: int, key: int) -> None:
+        self._set(1 + executor, key + 1)  # +1 so that key 0 differs from "nothing"
+
+    def must_skip(self, executor: int, key: int) -> bool:
+        return self._get(0) != 0 or self._get(1 + executor) == key + 1
 
 
 def _die_with_parent() -> None:
@@ -70,11 +107,14 @@ class TaskPayload:
 class Executor:
     """The executor's side: runs in the forked process until a STOP record."""
 
-    def __init__(self, sub: Ring, done: Ring, doorbell: int, node: launch.NodeContext) -> None:
+    def __init__(self, sub: Ring, done: Ring, doorbell: int, node: launch.NodeContext,
+                 control: Control, index: int) -> None:
         self.sub = sub
         self.done = done
         self.doorbell = doorbell
         self.node = node
+        self.control = control
+        self.index = index
         self.programs: dict[int, ProgramSpec] = {}
         self.stdin_files: dict[int, str] = {}
         self.made_dirs: set[str] = set()
@@ -106,11 +146,18 @@ class Executor:
         self.done.push(key=record.key, instance=record.instance, kind=RecordKind.ENDED,
                        status=status, t_start=t0, t_end=t1, pid=pid,
                        payload=error.encode("utf-8", "replace"))
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.doorbell, b"\x01")
+        # With its next task already queued the executor goes on at once, and the node
+        # collects this report on its next tick; only an executor about to idle, or a failure
+        # the node should hear about promptly, rings the bell.
+        if status != OK or not self.sub.pending():
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.doorbell, b"\x01")
 
     def _run(self, record: Record) -> None:
         t0 = time.time()
+        if self.control.must_skip(self.index, record.key):
+            self._ended(record, SKIPPED, t0, t0)
+            return
         task = TaskPayload.decode(record.payload)
         spec = self.programs[task.gid]
         task_id = record.key & 0xFFFF_FFFF
@@ -260,9 +307,13 @@ class ExecutorHandle:
     sub: Ring
     done: Ring
     pidfd: int = -1
-    key: int | None = None  # task being run
-    task_pid: int = 0
+    inflight: deque[int] = field(default_factory=deque)  # keys sent, in order; first runs
+    task_pid: int = 0  # pid of the first in-flight task, once it has started
     defined: set[int] = field(default_factory=set)
+
+    @property
+    def key(self) -> int | None:
+        return self.inflight[0] if self.inflight else None
 
 
 class ExecutorPool:
@@ -274,12 +325,15 @@ class ExecutorPool:
         self.doorbell_r, self.doorbell_w = open_doorbell()
         self.handles: list[ExecutorHandle] = []
         self.before_serve = before_serve
+        self.control = Control(size * 8)
         for index in range(size):
             self.handles.append(self._start(index))
 
     def _start(self, index: int) -> ExecutorHandle:
-        sub = Ring.create("hqshm-sub", capacity=4)
-        done = Ring.create("hqshm-done", capacity=8)
+        # No spinning: on a node with as many executors as CPUs, a spinning executor takes a
+        # CPU from the tasks; a sleeping one wakes within tens of microseconds.
+        sub = Ring.create("hqshm-sub", capacity=4, spin=0.0)
+        done = Ring.create("hqshm-done", capacity=8, spin=0.0)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the executor
@@ -293,12 +347,16 @@ class ExecutorPool:
                 os.close(self.doorbell_r)
                 if self.before_serve is not None:
                     self.before_serve()
-                Executor(sub, done, self.doorbell_w, self.node).serve()
+                Executor(sub, done, self.doorbell_w, self.node, self.control, index).serve()
             except BaseException:  # noqa: BLE001 - report and leave, never return to the node
                 logger.exception("Executor %d failed", index)
                 code = 1
             finally:
                 os._exit(code)
+        # Both sides hold the rings now: drop their names so that not even a SIGKILL of the
+        # node can leave them behind in /dev/shm.
+        sub.unlink_names()
+        done.unlink_names()
         handle = ExecutorHandle(index, pid, sub, done)
         with contextlib.suppress(OSError, AttributeError):
             handle.pidfd = os.pidfd_open(pid)
@@ -312,19 +370,25 @@ class ExecutorPool:
 
     def free(self) -> ExecutorHandle | None:
         for handle in self.handles:
-            if handle.key is None:
+            if not handle.inflight:
                 return handle
         return None
 
     def dispatch(self, handle: ExecutorHandle, key: int, instance: int, gid: int, body: bytes,
                  cpus: list[int], numa: int, payload: bytes) -> None:
+        """Queue a task on an executor (behind the one it runs, for a hand-off)."""
         if gid not in handle.defined:
             handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
             handle.defined.add(gid)
-        handle.key = key
-        handle.task_pid = 0
+        if not handle.inflight:
+            handle.task_pid = 0
+        handle.inflight.append(key)
         handle.sub.push(key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa,
                         payload=payload)
+
+    def skip(self, handle: ExecutorHandle, key: int) -> None:
+        """Ask the executor not to start a queued task (it reports it SKIPPED)."""
+        self.control.skip(handle.index, key)
 
     def drain(self) -> list[tuple[ExecutorHandle, Record]]:
         """Every report waiting in the completion rings (call after the doorbell rang)."""
@@ -333,7 +397,7 @@ class ExecutorPool:
         drain_doorbell(self.doorbell_r)
         reports = []
         for handle in self.handles:
-            if handle.key is None:
+            if not handle.inflight:
                 continue
             while True:
                 record = handle.done.pop(0)
@@ -342,7 +406,9 @@ class ExecutorPool:
                 if record.kind == RecordKind.STARTED:
                     handle.task_pid = record.pid
                 elif record.kind == RecordKind.ENDED:
-                    handle.key = None
+                    if handle.inflight and handle.inflight[0] == record.key:
+                        handle.inflight.popleft()
+                    handle.task_pid = 0
                 reports.append((handle, record))
         return reports
 
@@ -372,15 +438,8 @@ class ExecutorPool:
     def pidfds(self) -> list[int]:
         return [h.pidfd for h in self.handles if h.pidfd >= 0]
 
-    def kill_task(self, handle: ExecutorHandle, signum: int) -> bool:
-        """Signal the task's process group; False while its pid is not known yet."""
-        if handle.task_pid <= 0:
-            return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(handle.task_pid, signum)
-        return True
-
     def stop(self, timeout: float = 2.0) -> None:
+        self.control.stop()
         for handle in self.handles:
             with contextlib.suppress(Exception):
                 handle.sub.push(key=0, instance=0, kind=RecordKind.STOP, timeout=0.1)
@@ -402,3 +461,4 @@ class ExecutorPool:
             self._discard(handle)
         os.close(self.doorbell_r)
         os.close(self.doorbell_w)
+        self.control.page.close()

@@ -12,7 +12,6 @@ run, what to cancel and what to give back.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,7 @@ from hqshm.errors import UserError
 from hqshm.node import affinity, launch
 from hqshm.node.allocator import Allocation, Allocator
 from hqshm.node.config import NodeOptions, cpu_ids, node_pools
-from hqshm.node.executor import OK, ExecutorHandle, ExecutorPool, TaskPayload
+from hqshm.node.executor import OK, SKIPPED, ExecutorHandle, ExecutorPool, TaskPayload
 from hqshm.node.ring import RecordKind
 from hqshm.requests import CLIENT_LINK, WorkerConfigBlob, WorkerConfiguration
 from hqshm.resourcespec import env_name, format_request
@@ -67,6 +67,17 @@ CONNECT_INTERVAL = 2.0
 KILL_GRACE = 1.0  # SIGINT, then SIGKILL after this long (spec/jobs.md §7)
 SERVER_SILENCE_LIMIT = 3  # heartbeats without a word from the server: it is lost
 MAX_EXTRA_EXECUTORS = 4  # per CPU, for tasks that need less than one CPU
+# Task updates wait this long to share a frame: each frame wakes ZeroMQ's I/O thread and the
+# server's loop, which costs more than the task itself when tasks are short. An update is sent
+# at once when the node has nothing left to start, since then the server must refill it.
+FLUSH_DELAY = 0.005
+# Tasks of a group whose mean run time is below HANDOFF_MAX are handed off: the next one waits
+# in the executor's ring behind the running one and inherits its CPUs, so the executor goes on
+# without waiting for this loop, and the loop collects reports every DRAIN_TICK instead of
+# waking for every task. Longer tasks are dispatched one at a time, so that a task is reported
+# RUNNING only when it runs.
+HANDOFF_MAX = 0.02
+DRAIN_TICK = 0.002
 
 
 class ServerNotConnected(UserError):
@@ -80,6 +91,12 @@ class GroupInfo:
     body: bytes
     request_env: list[dict[str, str]]  # per variant: HQ_RESOURCE_REQUEST_* values
     time_limit: float | None
+    ran: int = 0
+    ran_time: float = 0.0
+
+    @property
+    def short(self) -> bool:
+        return self.ran > 0 and self.ran_time / self.ran < HANDOFF_MAX
 
 
 @dataclass(eq=False)
@@ -96,9 +113,12 @@ class Running:
     instance: int
     gid: int
     handle: ExecutorHandle
-    allocation: Allocation
+    allocation: Allocation  # shared with its hand-off successor, which inherits it
     started: float
     deadline: float | None
+    reported: bool = True  # started reported to the server (hand-offs: once they start)
+    heir: int | None = None  # the hand-off successor that takes over the allocation
+    pid: int = 0
     canceled: bool = False
     timed_out: bool = False
     kill_at: float | None = None  # when to escalate to SIGKILL
@@ -148,11 +168,13 @@ class Node:
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
         self.pool = ExecutorPool(max(1, self.n_cpus), self.node_ctx)
         self.groups: dict[int, GroupInfo] = {}
-        self.queue: list[tuple[int, int, int]] = []  # (-priority, key, seq)
+        # The local queue: FIFO per group; groups run by priority, then job (the key's upper
+        # half), as the server orders them. ``queued`` is the truth: an entry of a deque whose
+        # key is no longer there was canceled or retracted and is skipped.
+        self.queue: dict[int, deque[Queued]] = {}
         self.queued: dict[int, Queued] = {}
         self.running: dict[int, Running] = {}
         self.updates = Updates()
-        self.seq = 0
         self.worker_id = 0
         self.server_uid = ""
         self.exit_code = 0
@@ -160,6 +182,7 @@ class Node:
         self.finishing = False  # server lost with finish-running: no new tasks
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
+        self.last_flush = time.monotonic()
         self.idle_since: float | None = time.monotonic()
         self.idle_timeout = options.idle_timeout
         self.context: zmq.Context | None = None
@@ -303,7 +326,9 @@ class Node:
                     break
                 if not self.finishing:
                     self._start_tasks()
-                self._flush()
+                # Report at once when capacity is idle and nothing is queued: the server must
+                # refill us. Otherwise reports wait up to FLUSH_DELAY to share a frame.
+                self._flush(urgent=not self.queued and self.pool.free() is not None)
                 if self.finishing and not self.running:
                     break
         finally:
@@ -318,6 +343,10 @@ class Node:
     def _timeout_ms(self) -> int:
         timeout = 1.0
         now = time.monotonic()
+        if self.updates:
+            timeout = max(0.0, self.last_flush + FLUSH_DELAY - now)
+        if any(not t.reported for t in self.running.values()):
+            timeout = min(timeout, DRAIN_TICK)
         for task in self.running.values():
             for due in (task.deadline, task.kill_at):
                 if due is not None:
@@ -385,9 +414,9 @@ class Node:
         for i, key in enumerate(msg.keys):
             instance = msg.instances[i] if msg.instances else 0
             entry = msg.entries[i].decode("utf-8", "replace") if msg.entries else None
-            self.queued[key] = Queued(key, instance, msg.gid, entry)
-            self.seq += 1
-            heapq.heappush(self.queue, (-group.priority, key, self.seq))
+            queued = Queued(key, instance, msg.gid, entry)
+            self.queued[key] = queued
+            self.queue.setdefault(msg.gid, deque()).append(queued)
         self.idle_since = None
 
     def _cancel(self, keys: tuple[int, ...]) -> None:
@@ -397,6 +426,8 @@ class Node:
             task = self.running.get(key)
             if task is not None and not task.canceled:
                 task.canceled = True
+                if task.handle.key != key:
+                    self.pool.skip(task.handle, key)  # queued behind another: do not start
                 self._kill(task)
 
     def _retract(self, keys: tuple[int, ...]) -> None:
@@ -437,39 +468,71 @@ class Node:
 
     # --- tasks ----------------------------------------------------------------------------
 
+    def _group_order(self) -> list[int]:
+        """Groups with queued tasks, best first: higher priority, then the older job."""
+        order = []
+        for gid, tasks in self.queue.items():
+            while tasks and tasks[0].key not in self.queued:
+                tasks.popleft()  # canceled or retracted meanwhile
+            if tasks:
+                order.append((-self.groups[gid].priority, tasks[0].key, gid))
+        order.sort()
+        return [gid for _, _, gid in order]
+
     def _start_tasks(self) -> None:
-        if not self.queue:
+        """Start what fits, best group first; a group that does not fit now does not block
+        the groups after it (different resource shapes never wait for each other)."""
+        if not self.queued:
             return
-        blocked: set[int] = set()
-        deferred = []
-        while self.queue:
-            item = heapq.heappop(self.queue)
-            key = item[1]
-            queued = self.queued.get(key)
-            if queued is None:
-                continue  # canceled or retracted
-            if queued.gid in blocked:
-                deferred.append(item)
+        for gid in self._group_order():
+            tasks = self.queue[gid]
+            group = self.groups[gid]
+            while tasks:
+                queued = tasks[0]
+                if queued.key not in self.queued:
+                    tasks.popleft()
+                    continue
+                handle = self.pool.free()
+                if handle is None and len(self.pool.handles) >= self.n_cpus * MAX_EXTRA_EXECUTORS:
+                    break
+                allocation = self.allocator.try_allocate(group.request_variants)
+                if allocation is None:
+                    break
+                if handle is None:
+                    handle = self.pool.grow()
+                tasks.popleft()
+                del self.queued[queued.key]
+                self._launch(queued, group, allocation, handle, handoff=False)
+        self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Queue the next task of a short group behind each running one of the same group."""
+        if not self.queued:
+            return
+        order = self._group_order()
+        best = order[0] if order else None
+        for handle in self.pool.handles:
+            if len(handle.inflight) != 1:
                 continue
-            handle = self.pool.free()
-            if handle is None and len(self.pool.handles) >= self.n_cpus * MAX_EXTRA_EXECUTORS:
-                deferred.append(item)
+            current = self.running.get(handle.inflight[0])
+            if current is None or current.canceled or current.kill_at is not None:
+                continue
+            group = self.groups[current.gid]
+            # Never let a hand-off jump over a better group's task.
+            if not group.short or current.gid != best:
+                continue
+            tasks = self.queue[best]
+            while tasks and tasks[0].key not in self.queued:
+                tasks.popleft()
+            if not tasks:
                 break
-            group = self.groups[queued.gid]
-            allocation = self.allocator.try_allocate(group.request_variants)
-            if allocation is None:
-                blocked.add(queued.gid)
-                deferred.append(item)
-                continue
-            if handle is None:
-                handle = self.pool.grow()
-            del self.queued[key]
-            self._launch(queued, group, allocation, handle)
-        for item in deferred:
-            heapq.heappush(self.queue, item)
+            queued = tasks.popleft()
+            del self.queued[queued.key]
+            current.heir = queued.key
+            self._launch(queued, group, current.allocation, handle, handoff=True)
 
     def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation,
-                handle: ExecutorHandle) -> None:
+                handle: ExecutorHandle, handoff: bool) -> None:
         now = time.time()
         env = dict(group.request_env[allocation.variant])
         if len(group.request_variants) > 1:
@@ -498,6 +561,11 @@ class Node:
                               bool(mask)).encode()
         self.pool.dispatch(handle, queued.key, queued.instance, queued.gid, group.body,
                            mask, numa, payload)
+        if handoff:
+            # Reported, and timed, when the executor says it started.
+            self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, handle,
+                                               allocation, now, None, reported=False)
+            return
         deadline = None if group.time_limit is None else time.monotonic() + group.time_limit
         self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, handle,
                                            allocation, now, deadline)
@@ -509,16 +577,34 @@ class Node:
             if task is None or task.handle is not handle:
                 continue
             if record.kind == RecordKind.STARTED:
+                task.pid = record.pid
+                if not task.reported:
+                    self._report_start(task, record.t_start)
                 if task.signal_pending:
-                    self.pool.kill_task(handle, task.signal_pending)
+                    self._signal(task, task.signal_pending)
                     task.signal_pending = 0
             elif record.kind == RecordKind.ENDED:
+                group = self.groups.get(task.gid)
+                if group is not None and record.status != SKIPPED:
+                    group.ran += 1
+                    group.ran_time += max(0.0, record.t_end - record.t_start)
+                if not task.reported and record.status != SKIPPED:
+                    self._report_start(task, record.t_start)
                 error = record.payload.decode("utf-8", "replace")
                 self._ended(task, record.status == OK, record.t_start, record.t_end, error)
 
+    def _report_start(self, task: Running, started: float) -> None:
+        task.reported = True
+        task.started = started
+        limit = self.groups[task.gid].time_limit
+        if limit is not None:
+            task.deadline = time.monotonic() + limit - max(0.0, time.time() - started)
+        self.updates.started.append((task.key, task.instance, started, task.allocation.variant))
+
     def _ended(self, task: Running, ok: bool, t0: float, t1: float, error: str) -> None:
         del self.running[task.key]
-        self.allocator.release(task.allocation)
+        if task.heir is None or task.heir not in self.running:
+            self.allocator.release(task.allocation)  # else the hand-off successor keeps it
         if not self.running and not self.queued:
             self.idle_since = time.monotonic()
         if task.canceled:
@@ -536,21 +622,29 @@ class Node:
     def _reap(self) -> None:
         self._collect()  # an executor may have reported its last task before dying
         for handle, status in self.pool.reap():
-            key = handle.key
-            if key is None or key not in self.running:
-                continue
-            task = self.running[key]
             cause = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                      else f"exit code {os.WEXITSTATUS(status)}")
-            self._ended(task, False, task.started, time.time(),
-                        f"The executor running the task on worker {self.worker_id} "
-                        f"({self.hostname}) died ({cause})")
+            for key in list(handle.inflight):
+                task = self.running.get(key)
+                if task is None:
+                    continue
+                handle.inflight.popleft()
+                self._ended(task, False, task.started, time.time(),
+                            f"The executor running the task on worker {self.worker_id} "
+                            f"({self.hostname}) died ({cause})")
 
     def _kill(self, task: Running) -> None:
         """SIGINT to the task's process group now, SIGKILL after the grace period."""
         task.kill_at = time.monotonic() + KILL_GRACE
-        if not self.pool.kill_task(task.handle, signal.SIGINT):
-            task.signal_pending = signal.SIGINT
+        self._signal(task, signal.SIGINT)
+
+    def _signal(self, task: Running, signum: int) -> None:
+        """Signal the task's process group, or as soon as it has one."""
+        if task.pid <= 0:
+            task.signal_pending = signum
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(task.pid, signum)
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -560,8 +654,7 @@ class Node:
                 self._kill(task)
             elif task.kill_at is not None and now >= task.kill_at:
                 task.kill_at = now + KILL_GRACE
-                if not self.pool.kill_task(task.handle, signal.SIGKILL):
-                    task.signal_pending = signal.SIGKILL
+                self._signal(task, signal.SIGKILL)
         if now - self.last_beat >= self.options.heartbeat:
             self.last_beat = now
             self._send(Heartbeat())
@@ -585,9 +678,13 @@ class Node:
         self.exit_code = 0
         self.stopping = True
 
-    def _flush(self) -> None:
+    def _flush(self, urgent: bool = True) -> None:
         if not self.updates:
             return
+        now = time.monotonic()
+        if not urgent and now - self.last_flush < FLUSH_DELAY:
+            return
+        self.last_flush = now
         updates, self.updates = self.updates, Updates()
         ended = {item[0] for item in updates.finished} | {item[0] for item in updates.failed}
         started = tuple(s for s in updates.started if s[0] not in ended)
@@ -598,6 +695,7 @@ class Node:
 
     def _shutdown(self) -> None:
         """Kill what still runs (SIGINT, then SIGKILL), stop executors, close the link."""
+        self.pool.control.stop()  # queued hand-offs must not start now
         for task in self.running.values():
             self._kill(task)
         deadline = time.monotonic() + KILL_GRACE + 1.0
@@ -607,7 +705,7 @@ class Node:
             self._collect()
             if not escalated and time.monotonic() > deadline - 1.0:
                 for task in self.running.values():
-                    self.pool.kill_task(task.handle, signal.SIGKILL)
+                    self._signal(task, signal.SIGKILL)
                 escalated = True
         if self.socket is not None:
             with contextlib.suppress(zmq.ZMQError):

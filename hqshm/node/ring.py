@@ -316,6 +316,20 @@ class Ring:
         assert self._mm is not None, "ring is closed"
         return np.ndarray((self._capacity,), RECORD_DTYPE, self._mm, HEADER_SIZE)
 
+    def unlink_names(self) -> None:
+        """Remove the segment's and semaphores' names now; the ring keeps working.
+
+        Processes that mapped the segment and opened the semaphores (the owner and the children
+        it forked) keep them until they exit, so once every user holds the ring its names are
+        only a leak waiting for a SIGKILL. Spill files still go away on ``close``.
+        """
+        if self._unlink is not None:
+            _unlink_names(self.names.shm, (self.names.items, self.names.free))
+
+    def pending(self) -> int:
+        """Records published and not yet popped (exact for the consumer, a hint otherwise)."""
+        return int(self._items.value)
+
     def set_doorbell(self, write_fd: int | None) -> None:
         """Producer side: write one byte to ``write_fd`` after every push (None: stop)."""
         if write_fd is None:

@@ -170,16 +170,13 @@ class Server(ServerControl):
 
     def shutdown(self) -> None:
         logger.info("Stopping server")
-        self.loop.stop_nodes(StopReason.STOPPED)
-        # Give the stop messages a moment to leave before the sockets close.
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline and self.loop.links:
-            time.sleep(0.01)
-            break
+        # Not STOPPED, which means `hq worker stop` (exit 0): to a node a stopping server is a
+        # lost one, as in HQ, so it exits 1 (after its running tasks with finish-running).
+        self.loop.stop_nodes(StopReason.SERVER_STOPPED)
         if self.instance is not None:
             serverdir.unlink_current(self.config.server_dir, self.instance)
         self.zap.close()
-        self.context.destroy(linger=200)
+        self.context.destroy(linger=200)  # lets the stop messages leave before sockets close
 
     # --- ServerHooks ----------------------------------------------------------------------
 

@@ -171,7 +171,7 @@ def build_request(ctx: Context) -> SubmitRequest:
                          "submit.\n")
         sys.stdout.flush()
         stdin = sys.stdin.buffer.read()
-    ids = id_ranges(parse_array(args.array)) if args.array else ()
+    ids = id_ranges(parse_array(args.array)) if args.array is not None else ()
     entries = read_entries(args)
     template = TaskTemplate(
         args=tuple(command),
