@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from cluster import core as core_mod
 from cluster.codec import MAX_FRAME
 from cluster.core import Core, TaskEvents, Worker
 from cluster.errors import PeerError, VersionMismatch
+from cluster.monitor import monitor_event
 from cluster.protocol import (
     NODE_LINK,
     PROTOCOL,
@@ -267,9 +267,9 @@ class ServerLoop:
                 frames = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            event = parse_monitor_message(frames)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                wid = self.by_fd.pop(int(event["value"]), None)
+            event, value = monitor_event(frames)
+            if event == zmq.EVENT_DISCONNECTED:
+                wid = self.by_fd.pop(value, None)
                 if wid is not None:
                     self.drop_worker(wid, StopReason.CONNECTION_LOST, now)
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from cluster.codec import MAX_FRAME
 from cluster.errors import PeerError, VersionMismatch
+from cluster.monitor import monitor_event
 from cluster.security import derive_keys, secure_client_socket
 from hqshm import __version__, access, serverdir
 from hqshm.errors import UserError
@@ -83,7 +83,7 @@ class ClientConnection:
             self.close()
             raise self._unreachable()
         while True:
-            event = parse_monitor_message(self.monitor.recv_multipart())["event"]
+            event = monitor_event(self.monitor.recv_multipart())[0]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return
             # A failed handshake means that TCP got through: someone listens but does not
@@ -126,7 +126,7 @@ class ClientConnection:
                     raise ServerError(response.message)
                 return response
             if self.monitor in ready:
-                event = parse_monitor_message(self.monitor.recv_multipart())["event"]
+                event = monitor_event(self.monitor.recv_multipart())[0]
                 if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
                     raise ConnectionLost(host=self.host, port=self.port)
 

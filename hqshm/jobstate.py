@@ -8,36 +8,15 @@ reads six integers. Pure: no I/O and no clock; callers pass times in.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hqshm.states import COMPLETED, STATE_NAMES, TaskState, job_state, parse_states
 
-class TaskState(enum.IntEnum):
-    WAITING = 0
-    RUNNING = 1
-    FINISHED = 2
-    FAILED = 3
-    CANCELED = 4
-    ABORTED = 5
-
-    @property
-    def word(self) -> str:
-        return self.name
-
-    @property
-    def json(self) -> str:
-        return self.name.lower()
-
-
-STATE_NAMES = [s.name.lower() for s in TaskState]
-COMPLETED = (TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELED, TaskState.ABORTED)
-
-
-def parse_states(names: Iterable[str]) -> set[TaskState]:
-    return {TaskState[name.upper()] for name in names}
+__all__ = ["COMPLETED", "STATE_NAMES", "TaskState", "TaskTable", "job_state", "merge_counts",
+           "parse_states"]
 
 
 @dataclass(eq=False)
@@ -98,23 +77,6 @@ class TaskTable:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.ids, self.state, self.instance, self.worker,
                                       self.started, self.ended))
-
-
-def job_state(counts: Sequence[int], is_open: bool) -> str:
-    """The job state word from its task counts (spec/jobs.md §2.2, first match wins)."""
-    if counts[TaskState.RUNNING]:
-        return "RUNNING"
-    if counts[TaskState.WAITING]:
-        return "WAITING"
-    if counts[TaskState.FAILED]:
-        return "FAILED"
-    if counts[TaskState.ABORTED]:
-        return "ABORTED"
-    if counts[TaskState.CANCELED]:
-        return "CANCELED"
-    if is_open:
-        return "OPENED"
-    return "FINISHED"
 
 
 def merge_counts(tables: Iterable[TaskTable]) -> tuple[int, int, int, int, int, int]:

@@ -155,7 +155,7 @@ class HqEnv:
         """Run `hq ARGS` and return the completed process, whatever its exit code."""
         return subprocess.run([*self.hq, *args], cwd=kwargs.pop("cwd", self.work),
                               env=self.env(kwargs.pop("env", None)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              capture_output=True,
                               timeout=kwargs.pop("timeout", 60.0), **kwargs)
 
     def json(self, args: Sequence[str], **kwargs: Any) -> Any:

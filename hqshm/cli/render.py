@@ -59,7 +59,7 @@ def crash_limit_text(limit: int) -> str:
 
 
 def job_state_word(summary: JobSummary) -> str:
-    from hqshm.jobstate import job_state
+    from hqshm.states import job_state
 
     return job_state(summary.counts, summary.is_open)
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from cluster.codec import MAX_FRAME
 from cluster.errors import PeerError, VersionMismatch
+from cluster.monitor import monitor_event
 from cluster.protocol import (
     NODE_LINK,
     CancelTasks,
@@ -82,6 +82,15 @@ DRAIN_TICK = 0.002
 
 class ServerNotConnected(UserError):
     template = "Server could not be connected"
+
+
+class WorkerRefused(UserError):
+    template = ("The HQ server at {host}:{port} refused this worker's credentials.\n"
+                "Check that the access file belongs to the running server.")
+
+
+class Interrupted(Exception):
+    """A signal arrived while the node was still connecting."""
 
 
 @dataclass(eq=False)
@@ -226,7 +235,8 @@ class Node:
             min_utilization=self.options.min_utilization,
         )
 
-    def connect(self) -> None:
+    def connect(self, wake_fd: int, signals: list[int]) -> None:
+        """Register, retrying as HQ does; a refused handshake or a signal ends it at once."""
         endpoint = self.access_record.worker
         assert endpoint is not None
         secret = access.secret_bytes(endpoint)
@@ -252,17 +262,29 @@ class Node:
             info=CLIENT_LINK.encode(WorkerConfigBlob(config)),
         )
         self._send(register)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(wake_fd, zmq.POLLIN)
         for attempt in range(CONNECT_ATTEMPTS):
-            if sock.poll(int(CONNECT_INTERVAL * 1000)):
-                reply = self._decode(sock.recv())
-                if isinstance(reply, NodeRegistered):
-                    self._registered(reply, config)
-                    return
-                if isinstance(reply, StopNode):
-                    raise UserError(f"The server refused this worker: {reply.reason}")
-            else:
-                logger.warning("Could not connect to server, error: no answer "
-                               "(attempt %d of %d)", attempt + 1, CONNECT_ATTEMPTS)
+            deadline = time.monotonic() + CONNECT_INTERVAL
+            while (left := deadline - time.monotonic()) > 0:
+                ready = dict(poller.poll(int(left * 1000) + 1))
+                if signals:
+                    raise Interrupted()
+                if self.monitor in ready:
+                    frames = self.monitor.recv_multipart()
+                    if monitor_event(frames)[0] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                        raise WorkerRefused(host=endpoint.host, port=endpoint.port)
+                if sock in ready:
+                    reply = self._decode(sock.recv())
+                    if isinstance(reply, NodeRegistered):
+                        self._registered(reply, config)
+                        return
+                    if isinstance(reply, StopNode):
+                        raise UserError(f"The server refused this worker: {reply.reason}")
+            logger.warning("Could not connect to server, error: no answer (attempt %d of %d)",
+                           attempt + 1, CONNECT_ATTEMPTS)
         raise ServerNotConnected()
 
     def _registered(self, reply: NodeRegistered, config: WorkerConfiguration) -> None:
@@ -290,7 +312,11 @@ class Node:
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self.connect()
+            try:
+                self.connect(wake_r.fileno(), signals)
+            except Interrupted:
+                logger.info("Received signal %d while connecting, stopping", signals[0])
+                return 1
             poller = zmq.Poller()
             assert self.socket is not None and self.monitor is not None
             poller.register(self.socket, zmq.POLLIN)
@@ -450,7 +476,7 @@ class Node:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            event = parse_monitor_message(frames)["event"]
+            event = monitor_event(frames)[0]
             if event == zmq.EVENT_DISCONNECTED and not self.stopping:
                 logger.warning("Connection to the server was lost")
                 self._server_lost()

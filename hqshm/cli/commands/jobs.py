@@ -8,7 +8,6 @@ import time
 from hqshm.cli.commands.context import Context, selector
 from hqshm.cli.commands.submit import show_progress
 from hqshm.errors import UserError
-from hqshm.jobstate import STATE_NAMES
 from hqshm.requests import (
     CancelJobsRequest,
     CancelJobsResponse,
@@ -20,6 +19,7 @@ from hqshm.requests import (
     JobProgressResponse,
     WaitJobsRequest,
 )
+from hqshm.states import STATE_NAMES
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -9,13 +9,13 @@ from hqshm.arrays import parse_array
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.cli.commands.jobs import parse_state_filter
 from hqshm.errors import UserError
-from hqshm.jobstate import STATE_NAMES
 from hqshm.requests import (
     TaskInfoRequest,
     TaskInfoResponse,
     TaskListRequest,
     TaskListResponse,
 )
+from hqshm.states import STATE_NAMES
 
 logger = logging.getLogger("hqshm.cli")
 
