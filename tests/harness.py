@@ -93,8 +93,9 @@ def parse_tables(text: str) -> list[Table]:
             if chunks[-1]:
                 chunks.append([])
             continue
-        if line.startswith("+-") and chunks[-1] and chunks[-1][-1].startswith("+-"):
-            pass
+        if line.startswith("+-") and chunks[-1] and chunks[-1][-1].startswith("+-") \
+                and len(chunks[-1]) > 1:
+            chunks.append([])  # a bottom border followed by the next table's top border
         chunks[-1].append(line)
     return [Table.parse("\n".join(c)) for c in chunks if c]
 

@@ -215,7 +215,7 @@ class Executor:
             try:
                 os.makedirs(plan.cwd, exist_ok=True)
             except OSError as exc:
-                return f"Could not create working directory: {exc}"
+                return f"Could not create working directory: {_os_error(exc)}"
             self.made_dirs.add(plan.cwd)
         for channel, path in (("stdout", plan.stdout), ("stderr", plan.stderr)):
             if path is None:
@@ -226,7 +226,7 @@ class Executor:
             try:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
-                return f"Cannot create {channel} directory at {parent}: {exc}"
+                return f"Cannot create {channel} directory at {parent}: {_os_error(exc)}"
             self.made_dirs.add(parent)
         if len(self.made_dirs) > 4096:
             self.made_dirs.clear()
@@ -243,6 +243,11 @@ class Executor:
                 f.write(spec.stdin)
             self.stdin_files[gid] = path
         return path
+
+
+def _os_error(exc: OSError) -> str:
+    """HQ renders OS errors the Rust way: `File exists (os error 17)`."""
+    return errors.os_error_text(exc.errno) if exc.errno else str(exc)
 
 
 def _wait(pid: int) -> int:

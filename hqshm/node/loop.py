@@ -164,6 +164,9 @@ class Node:
         assert cpu_pool is not None
         self.n_cpus = cpu_pool.count
         self.pinnable = options.pin and self._labels_are_cpus(cpu_pool.labels)
+        if options.pin and not self.pinnable:
+            logger.warning("The CPU labels of this worker (%s) are not all CPUs it may use; "
+                           "tasks will not be pinned", ",".join(cpu_pool.labels[:16]))
         if not affinity.C_MODULE:
             logger.warning("The C affinity module is not available (%s); using Python's os "
                            "functions, which spawn tasks more slowly",

@@ -32,6 +32,7 @@ DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 RM_IF_FINISHED = ":rm-if-finished"
 MANY_FILES = 999
 PROGRESS_PERIOD = 0.5
+DIRECTIVES_SCAN = 32 * 1024  # only the head of a script is read (jobs.md §11)
 
 
 def _usage(parser_hint: str) -> UsageError:
@@ -124,6 +125,25 @@ def _read(path: str) -> bytes:
         raise UserError(f"Cannot read {path}: {exc.strerror}") from None
 
 
+def shebang_command(command: list[str], mode: str) -> list[str]:
+    """Prepend a script's `#!` words (jobs.md §11), so a non-executable script still runs.
+
+    Mode `auto` looks at `.sh` files only, `file` at any first word, `off` never; `#HQ`
+    directive lines are not interpreted yet.
+    """
+    if mode == "off" or mode == "stdin" or (mode == "auto" and not command[0].endswith(".sh")):
+        return command
+    try:
+        with open(command[0], "rb") as f:
+            first = f.readline(DIRECTIVES_SCAN)
+    except OSError:
+        return command  # the worker reports what is wrong with the program
+    if not first.startswith(b"#!"):
+        return command
+    words = first[2:].decode("utf-8", "replace").split()
+    return [*words, *command] if words else command
+
+
 def build_request(ctx: Context) -> SubmitRequest:
     args = ctx.args
     command = list(args.program)
@@ -133,6 +153,8 @@ def build_request(ctx: Context) -> SubmitRequest:
         raise _usage(f"unexpected argument '{command[0]}' found")
     if not command:
         raise _usage("the following required arguments were not provided:\n  <COMMANDS>...")
+    if not args.stdin:
+        command = shebang_command(command, args.directives)
     if args.job is not None:
         if args.name is not None:
             raise UserError("Parameter --name is not allowed when submitting to an open job.")
