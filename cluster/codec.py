@@ -79,11 +79,12 @@ class Registry:
         if not isinstance(data, list) or len(data) < 2:
             raise PeerError(f"malformed {self.name} frame")
         protocol, tag = data[0], data[1]
-        if protocol != self.protocol:
-            raise VersionMismatch(self.protocol, protocol if isinstance(protocol, int) else -1)
-        decoder = self._decoders.get(tag) if isinstance(tag, int) else None
+        # `type(...) is int`: True == 1 == 1.0 in Python, and neither is a protocol or a tag.
+        if type(protocol) is not int or protocol != self.protocol:
+            raise VersionMismatch(self.protocol, protocol if type(protocol) is int else -1)
+        decoder = self._decoders.get(tag) if type(tag) is int else None
         if decoder is None:
-            cls = self._by_tag.get(tag) if isinstance(tag, int) else None
+            cls = self._by_tag.get(tag) if type(tag) is int else None
             if cls is None:
                 raise PeerError(f"unknown {self.name} message tag {tag!r}")
             decoder = self._decoders[tag] = _struct_decoder(cls)

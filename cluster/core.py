@@ -132,8 +132,8 @@ class Worker:
     incoming: dict[int, int] = field(default_factory=dict)  # stolen for us, in flight: key -> gid
     sent_groups: set[int] = field(default_factory=set)
     variant_amounts: dict[int, dict[str, int] | None] = field(default_factory=dict)
+    variant_index: dict[int, int] = field(default_factory=dict)  # gid -> variant placed here
     last_seen: float = 0.0
-    stopping: bool = False  # leaving: take no new tasks
 
     def __post_init__(self) -> None:
         self.totals = self.resources.totals()
@@ -148,13 +148,20 @@ class Worker:
         if cached is not ...:
             return cached  # type: ignore[return-value]
         amounts = None
-        for variant in group.request.variants:
+        for index, variant in enumerate(group.request.variants):
             if variant.n_nodes == 0:
                 amounts = variant.amount_on(self.totals)
                 if amounts is not None:
+                    self.variant_index[group.gid] = index
                     break
         self.variant_amounts[group.gid] = amounts
         return amounts
+
+    def variant_for(self, group: Group) -> RequestVariant | None:
+        """The variant tasks of the group are placed here with (None: it never fits)."""
+        if self.amounts_for(group) is None:
+            return None
+        return group.request.variants[self.variant_index[group.gid]]
 
     def commit(self, amounts: dict[str, int], sign: int) -> None:
         for name, amount in amounts.items():
@@ -240,12 +247,11 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
 
 
 def _release(core: Core, worker: Worker, key: int, gid: int) -> Group | None:
-    group = core.groups.get(gid)
-    if group is not None:
-        amounts = worker.amounts_for(group)
-        if amounts is not None:
-            worker.commit(amounts, -1)
-    return group
+    """Give back what a task held on a worker; works after its group is gone (canceled)."""
+    amounts = worker.variant_amounts.get(gid)
+    if amounts is not None:
+        worker.commit(amounts, -1)
+    return core.groups.get(gid)
 
 
 def _end(core: Core, group: Group | None) -> None:
@@ -321,7 +327,7 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
             if thief is not None:
                 for key in group_keys:
                     _drop_reservation(core, thief_id, key)
-            if thief is not None and not thief.stopping and thief.amounts_for(group) is not None:
+            if thief is not None and thief.amounts_for(group) is not None:
                 assign(core, out, thief, group, group_keys)
             else:
                 group.give_back(group_keys)
@@ -375,6 +381,14 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
     worker = core.workers.pop(wid, None)
     if worker is None:
         return
+    # Reservations first: the events below may cancel groups (max-fails), and the thieves
+    # must have their room back whatever happens to the tasks.
+    for other in core.workers.values():
+        for key, thief in other.retracting.items():
+            if thief == wid:
+                other.retracting[key] = None
+    for key, thief in worker.retracting.items():
+        _drop_reservation(core, thief, key)
     crash = reason in (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
     requeued_keys: list[int] = []
     requeued_instances: list[int] = []
@@ -404,14 +418,6 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
         out.events.tasks_requeued(requeued_keys, requeued_instances)
     for never, (keys, counts) in crashed.items():
         out.events.tasks_crashed(wid, keys, counts, never)
-    # Tasks other nodes were asked to give to this one go back to the pool when they return;
-    # tasks this one was asked to give to others are requeued above, so free their thieves.
-    for other in core.workers.values():
-        for key, thief in other.retracting.items():
-            if thief == wid:
-                other.retracting[key] = None
-    for key, thief in worker.retracting.items():
-        _drop_reservation(core, thief, key)
     logger.info(
         "Worker %d lost (%s); %d running and %d queued tasks returned",
         wid, reason, len(worker.running), len(worker.assigned),

@@ -54,15 +54,13 @@ def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> 
 
 
 def _eligible(worker: Worker, group: Group, now: float) -> dict[str, int] | None:
-    if worker.stopping:
-        return None
     amounts = worker.amounts_for(group)
     if amounts is None:
         return None
     remaining = worker.remaining(now)
     if remaining is not None:
-        variant = group.request.variants[0]
-        if variant.min_time > remaining:
+        variant = worker.variant_for(group)
+        if variant is not None and variant.min_time > remaining:
             return None
     return amounts
 
@@ -92,8 +90,6 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
 def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Let idle capacity pull queued tasks from loaded workers."""
     for thief in workers:
-        if thief.stopping:
-            continue
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
                 continue
@@ -124,6 +120,13 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
 
 
 def _stealable(worker: Worker) -> int:
+    """Tasks a worker holds that it cannot start now: only those are worth taking away.
+
+    A worker that was just sent tasks it can start at once (nothing over-committed) is not a
+    victim, even though it has not reported them started yet.
+    """
+    if all(worker.committed.get(n, 0) <= t for n, t in worker.totals.items()):
+        return 0
     return len(worker.assigned) - len(worker.retracting)
 
 
@@ -142,7 +145,8 @@ def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: flo
             if key in worker.retracting:
                 continue
             group = core.groups.get(gid)
-            if group is not None and group.request.variants[0].min_time > remaining:
+            variant = worker.variant_for(group) if group is not None else None
+            if variant is not None and variant.min_time > remaining:
                 keys.append(key)
         if keys:
             retract(out, worker, keys, None)

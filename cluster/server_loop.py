@@ -81,8 +81,11 @@ class _Link:
 
 class ServerLoop:
     def __init__(self, context: zmq.Context, core: Core, events: TaskEvents,
-                 hooks: ServerHooks, zap: ZapResponder) -> None:
+                 hooks: ServerHooks, zap: ZapResponder, server_uid: str = "",
+                 default_idle_timeout: float | None = None) -> None:
         self.context = context
+        self.server_uid = server_uid
+        self.default_idle_timeout = default_idle_timeout  # for nodes that set none
         self.core = core
         self.hooks = hooks
         self.zap = zap
@@ -237,10 +240,8 @@ class ServerLoop:
             return
         self.by_routing_id[routing_id] = worker.wid
         self.by_fd[fd] = worker.wid
-        self.out.send(worker.wid, NodeRegistered(worker.wid, self._server_uid(), None))
-
-    def _server_uid(self) -> str:
-        return getattr(self.hooks, "server_uid", "")
+        self.out.send(worker.wid, NodeRegistered(worker.wid, self.server_uid,
+                                                 self.default_idle_timeout))
 
     def drop_worker(self, wid: int, reason: str, now: float) -> None:
         """Forget a node and give its tasks back (the core counts crashes by reason)."""
@@ -278,6 +279,9 @@ class ServerLoop:
             worker = self.core.workers.get(wid)
             if worker is None:
                 continue
+            if worker.deadline is not None and worker.assigned:
+                # Its remaining lifetime shrinks: tasks it can no longer start must move.
+                self.core.needs_scheduling = True
             if now - worker.last_seen > HEARTBEAT_MISSES * link.heartbeat + 1.0:
                 logger.warning("Worker %d missed its heartbeats", wid)
                 self.drop_worker(wid, StopReason.HEARTBEAT_LOST, now)

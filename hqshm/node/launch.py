@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from hqshm import placeholders
 from hqshm.program import PinMode, ProgramSpec, Stdio
 
-# Variables the user may set themselves; HQ then leaves them alone (spec/jobs.md §4.4).
+# Variables the user may set for a task (with --env); HQ then leaves them alone (spec/jobs.md
+# §4.4). Values merely inherited from the worker's environment are overridden, as in HQ.
 USER_OWNED = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND")
 
 
@@ -58,7 +59,7 @@ def plan(spec: ProgramSpec, *, task_id: int, instance: int, entry: str | None,
     )
     env = dict(node.base_env)
     env.update(spec.env)
-    user_set = {name for name in USER_OWNED if name in spec.env or name in node.base_env}
+    user_set = {name for name in USER_OWNED if name in spec.env}
     env.update(resource_env)
     env["HQ_JOB_ID"] = str(spec.job_id)
     env["HQ_TASK_ID"] = str(task_id)
@@ -84,9 +85,8 @@ def plan(spec: ProgramSpec, *, task_id: int, instance: int, entry: str | None,
     if task_dir is not None:
         env["HQ_TASK_DIR"] = task_dir
         env["HQ_ERROR_FILENAME"] = f"{task_dir}/hq-error"
-    for name in USER_OWNED:
-        if name in user_set and name in spec.env:
-            env[name] = spec.env[name]
+    for name in user_set:
+        env[name] = spec.env[name]
     return LaunchPlan(
         argv=argv,
         env=env,

@@ -150,8 +150,9 @@ class Node:
         self.options = options
         self.on_registered = on_registered
         self.hostname = options.hostname or socket.gethostname()
-        self.work_dir = options.work_dir or os.path.join(
-            tempfile.mkdtemp(prefix="hq-worker"), "work")
+        # HQ's default work dir is a fresh /tmp/hq-worker<random>/work; we remove it at exit.
+        self.own_work_root = None if options.work_dir else tempfile.mkdtemp(prefix="hq-worker")
+        self.work_dir = options.work_dir or os.path.join(self.own_work_root or "", "work")
         os.makedirs(self.work_dir, exist_ok=True)
         self.access_record = self._read_access()
         pools, self.numa_of_group = node_pools(options)
@@ -619,6 +620,11 @@ class Node:
                     group.ran_time += max(0.0, record.t_end - record.t_start)
                 if not task.reported and record.status != SKIPPED:
                     self._report_start(task, record.t_start)
+                if task.kill_at is not None and task.pid > 0:
+                    # Killed (cancel, time limit, shutdown): its main process is gone; whatever
+                    # else lives in its process group (`cmd &` ignores SIGINT) goes too.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(task.pid, signal.SIGKILL)
                 error = record.payload.decode("utf-8", "replace")
                 self._ended(task, record.status == OK, record.t_start, record.t_end, error)
 
@@ -745,6 +751,10 @@ class Node:
         self.pool.stop()
         if self.context is not None:
             self.context.term()
+        if self.own_work_root is not None:
+            import shutil
+
+            shutil.rmtree(self.own_work_root, ignore_errors=True)
 
 
 def _hq_path() -> str:

@@ -82,7 +82,9 @@ class Server(ServerControl):
         client_keys = derive_keys(client_secret) if client_secret else None
         worker_keys = derive_keys(worker_secret) if worker_secret else None
         self.zap = ZapResponder(self.context, {"client": client_keys, "worker": worker_keys})
-        self.loop = ServerLoop(self.context, self.core, self.book, self, self.zap)
+        self.loop = ServerLoop(self.context, self.core, self.book, self, self.zap,
+                               server_uid=self.server_uid,
+                               default_idle_timeout=config.idle_timeout)
         self.info = ServerInfo("", "", 0, "", 0, __version__, os.getpid(), time.time())
         self.clients = ClientService(self.context, self.book, self.workers, self.info, self)
         assert record.client is not None and record.worker is not None

@@ -1,0 +1,401 @@
+"""Scenario environment for the server's task core: builders, a recording outbox, a fake clock.
+
+Tests read as scenarios: ``env.worker(cpus=4)``, ``env.group(10)``, ``env.schedule()``, then
+``env.out.take(to=w, kind=ComputeTasks)`` and ``env.out.assert_empty()``. Ids come from
+counters; builders fill in defaults so a test names only what it is about. Every message the
+core sends, and every message the env delivers on a node's behalf, goes through the real
+``NODE_LINK`` codec, so the protocol is exercised by every scenario. ``SimNode`` plays a node
+that obeys the protocol, for randomized scenarios.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cluster import core as core_mod
+from cluster.core import Core, Group, Worker
+from cluster.protocol import (
+    NODE_LINK,
+    CancelTasks,
+    ComputeTasks,
+    DefineGroup,
+    Failed,
+    Finished,
+    RetractTasks,
+    Started,
+    StopReason,
+    TasksRetracted,
+    TaskUpdates,
+    task_key,
+)
+from cluster.resources import (
+    FRACTIONS,
+    Policy,
+    PoolKind,
+    RequestVariant,
+    ResourceDescriptor,
+    ResourceEntry,
+    ResourcePool,
+    ResourceRequest,
+)
+from cluster.scheduler import schedule
+
+M = TypeVar("M")
+
+
+class FakeClock:
+    """Server time that moves only when the test says so."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        self._now += seconds
+        return self._now
+
+
+def round_trip(message: Any) -> Any:
+    """Encode and decode with the real codec; the decoded copy must equal the original."""
+    decoded = NODE_LINK.decode(NODE_LINK.encode(message))
+    assert decoded == message, (message, decoded)
+    return decoded
+
+
+class RecordingEvents:
+    """``TaskEvents`` that remembers one flat record per task, in order.
+
+    Shapes: ``started``/``finished`` ``(worker, key, instance)``, ``failed`` ``(worker, key,
+    instance, error)``, ``requeued`` ``(key, instance)``, ``crashed`` ``(worker, key, crashes,
+    never_restart)``.
+    """
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, tuple[Any, ...]]] = []
+
+    def tasks_started(self, worker: int, started: Sequence[Started]) -> None:
+        self.log.extend(("started", (worker, s[0], s[1])) for s in started)
+
+    def tasks_finished(self, worker: int, finished: Sequence[Finished]) -> None:
+        self.log.extend(("finished", (worker, f[0], f[1])) for f in finished)
+
+    def tasks_failed(self, worker: int, failed: Sequence[Failed]) -> None:
+        self.log.extend(("failed", (worker, f[0], f[1], f[5])) for f in failed)
+
+    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int]) -> None:
+        assert len(keys) == len(instances)
+        self.log.extend(("requeued", (k, i)) for k, i in zip(keys, instances, strict=True))
+
+    def tasks_crashed(
+        self, worker: int, keys: Sequence[int], crashes: Sequence[int], never_restart: bool
+    ) -> None:
+        assert len(keys) == len(crashes)
+        self.log.extend(
+            ("crashed", (worker, k, c, never_restart)) for k, c in zip(keys, crashes, strict=True)
+        )
+
+    def take(self, kind: str, count: int | None = None) -> list[tuple[Any, ...]]:
+        """Remove and return the records of one kind; with ``count``, insist on how many."""
+        taken = [record for k, record in self.log if k == kind]
+        self.log = [(k, r) for k, r in self.log if k != kind]
+        if count is not None:
+            assert len(taken) == count, f"expected {count} {kind} events, got {taken}"
+        return taken
+
+    def assert_empty(self) -> None:
+        assert not self.log, f"unexpected events: {self.log}"
+
+
+class RecordingOutbox:
+    """The core's ``Outbox``, recording what it sends (after a codec round trip).
+
+    It also checks the link's ordering rule: a ``DefineGroup`` precedes the first
+    ``ComputeTasks`` of its group on each worker's link, and is sent only once there.
+    """
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+        self.sent: list[tuple[int, Any]] = []
+        self._defined: set[tuple[int, int]] = set()
+
+    def send(self, worker: int, message: object) -> None:
+        decoded = round_trip(message)
+        if isinstance(decoded, DefineGroup):
+            assert (worker, decoded.gid) not in self._defined, "group defined twice on a link"
+            self._defined.add((worker, decoded.gid))
+        if isinstance(decoded, ComputeTasks):
+            assert (worker, decoded.gid) in self._defined, "ComputeTasks before DefineGroup"
+        self.sent.append((worker, decoded))
+
+    def take(self, to: int, kind: type[M], count: int | None = None) -> list[M]:
+        """Remove and return the messages of one kind sent to one worker, in order."""
+        taken = [m for w, m in self.sent if w == to and isinstance(m, kind)]
+        self.sent = [(w, m) for w, m in self.sent if not (w == to and isinstance(m, kind))]
+        if count is not None:
+            assert len(taken) == count, f"expected {count} {kind.__name__} to {to}, got {taken}"
+        return taken
+
+    def take_keys(self, to: int, kind: type[Any]) -> list[int]:
+        """The keys of every ``kind`` message (ComputeTasks, RetractTasks...) sent to ``to``."""
+        return [k for m in self.take(to, kind) for k in m.keys]
+
+    def discard(self, kind: type[Any]) -> None:
+        self.sent = [(w, m) for w, m in self.sent if not isinstance(m, kind)]
+
+    def assert_empty(self) -> None:
+        assert not self.sent, f"unexpected messages: {self.sent}"
+
+
+# --- builders -------------------------------------------------------------------------------
+
+
+def cpus_pool(n: int) -> ResourcePool:
+    return ResourcePool("cpus", PoolKind.RANGE, start=0, end=n - 1)
+
+
+def list_pool(name: str, *labels: str) -> ResourcePool:
+    return ResourcePool(name, PoolKind.LIST, (tuple(labels),))
+
+
+def sum_pool(name: str, units: float) -> ResourcePool:
+    return ResourcePool(name, PoolKind.SUM, size=round(units * FRACTIONS))
+
+
+def request(*, cpus: float | None = 1, min_time: float = 0.0, **others: float) -> ResourceRequest:
+    """One variant: ``cpus`` (None: no CPUs) plus other named amounts, in units."""
+    amounts = ({"cpus": cpus} if cpus is not None else {}) | others
+    entries = tuple(
+        ResourceEntry(name, round(units * FRACTIONS), Policy.COMPACT)
+        for name, units in amounts.items()
+    )
+    return ResourceRequest((RequestVariant(entries, min_time=min_time),))
+
+
+@dataclass
+class Env:
+    """One core, its recording outbox and a fake clock; ids come from counters."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    events: RecordingEvents = field(default_factory=RecordingEvents)
+    core: Core = field(default_factory=Core)
+    out: RecordingOutbox = field(init=False)
+    groups: dict[int, Group] = field(default_factory=dict)  # kept after the core forgets one
+    _job_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _gids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.out = RecordingOutbox(self.events)
+
+    # --- building the cluster ---------------------------------------------------------------
+
+    def worker(
+        self,
+        cpus: int = 4,
+        *pools: ResourcePool,
+        time_limit: float | None = None,
+        hostname: str = "",
+    ) -> Worker:
+        all_pools = tuple(sorted((cpus_pool(cpus), *pools), key=lambda p: p.name))
+        wid = self.core.next_worker_id
+        return core_mod.add_worker(
+            self.core,
+            hostname or f"node{wid}",
+            ResourceDescriptor(all_pools),
+            "default",
+            time_limit,
+            self.clock.now(),
+        )
+
+    def workers(self, *cpus: int) -> list[Worker]:
+        return [self.worker(c) for c in cpus]
+
+    def group(
+        self,
+        n: int = 1,
+        *,
+        cpus: float | None = 1,
+        priority: int = 0,
+        job: int | None = None,
+        min_time: float = 0.0,
+        crash_limit: int = 5,
+        req: ResourceRequest | None = None,
+        entries: Sequence[bytes] | None = None,
+        **others: float,
+    ) -> Group:
+        """A submit of ``n`` tasks (ids 0..n-1), in a new job unless ``job`` is given."""
+        job_id = next(self._job_ids) if job is None else job
+        gid = next(self._gids)
+        keys = np.array([task_key(job_id, i) for i in range(n)], dtype=np.uint64)
+        group = Group(
+            gid=gid,
+            job_id=job_id,
+            request=req if req is not None else request(cpus=cpus, min_time=min_time, **others),
+            priority=priority,
+            body=f"program of group {gid}".encode(),
+            keys=keys,
+            crash_limit=crash_limit,
+            entries=list(entries) if entries is not None else None,
+        )
+        core_mod.add_group(self.core, group)
+        self.groups[gid] = group
+        return group
+
+    # --- what the server loop would do ------------------------------------------------------
+
+    def schedule(self) -> None:
+        schedule(self.core, self.out, self.clock.now())
+
+    def lose(self, worker: Worker, reason: str = StopReason.CONNECTION_LOST) -> None:
+        core_mod.on_worker_lost(self.core, self.out, worker.wid, reason, self.clock.now())
+
+    def cancel(self, *groups: Group) -> None:
+        core_mod.cancel_groups(self.core, self.out, [g.gid for g in groups])
+
+    # --- what a node would report (through the codec) ---------------------------------------
+
+    def start(self, worker: Worker, keys: Iterable[int]) -> None:
+        now = self.clock.now()
+        started = tuple((k, self.instance(k), now, 0) for k in keys)
+        self.updates(worker, TaskUpdates(started=started))
+
+    def finish(self, worker: Worker, keys: Iterable[int], duration: float = 1.0) -> None:
+        now = self.clock.now()
+        finished = tuple((k, self.instance(k), now - duration, now, 0) for k in keys)
+        self.updates(worker, TaskUpdates(finished=finished))
+
+    def fail(self, worker: Worker, keys: Iterable[int], error: str = "boom") -> None:
+        now = self.clock.now()
+        failed = tuple((k, self.instance(k), now - 1.0, now, 0, error) for k in keys)
+        self.updates(worker, TaskUpdates(failed=failed))
+
+    def updates(self, worker: Worker, msg: TaskUpdates) -> None:
+        core_mod.on_task_updates(self.core, self.out, worker.wid, round_trip(msg), self.clock.now())
+
+    def give_back(self, worker: Worker, keys: Iterable[int]) -> None:
+        """The node answers ``RetractTasks`` with the keys it had not started."""
+        msg = round_trip(TasksRetracted(tuple(keys)))
+        core_mod.on_tasks_retracted(self.core, self.out, worker.wid, msg.keys, self.clock.now())
+
+    # --- looking ----------------------------------------------------------------------------
+
+    def group_of(self, key: int) -> Group:
+        return next(g for g in self.groups.values() if key in set(g.keys.tolist()))
+
+    def instance(self, key: int) -> int:
+        return self.group_of(key).instances.get(key, 0)
+
+    def held(self, worker: Worker) -> int:
+        """Tasks a worker holds: assigned (queued there) plus running."""
+        return len(worker.assigned) + len(worker.running)
+
+    def check(self) -> None:
+        self.core.check()
+
+
+# --- a node that follows the protocol, for randomized scenarios -------------------------------
+
+
+@dataclass
+class SimNode:
+    """Plays one node: queues what it is sent, starts within its CPUs, answers retractions.
+
+    Reports are buffered until ``flush`` (real nodes batch them), so a ``TasksRetracted``
+    answer can overtake the report that a task started, as it can on a real link.
+    """
+
+    env: Env
+    worker: Worker
+    cpus: int
+    defined: dict[int, DefineGroup] = field(default_factory=dict)
+    queued: list[tuple[int, int, int]] = field(default_factory=list)  # key, instance, gid
+    # key -> (gid, instance, cpu amount)
+    running: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    retract_asks: list[tuple[int, ...]] = field(default_factory=list)
+    killed: list[tuple[int, int]] = field(default_factory=list)  # canceled while running
+    started: list[Started] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    used: int = 0
+
+    def receive(self) -> None:
+        """Take this node's messages out of the outbox and apply them."""
+        for msg in [m for w, m in self.env.out.sent if w == self.worker.wid]:
+            if isinstance(msg, DefineGroup):
+                self.defined[msg.gid] = msg
+            elif isinstance(msg, ComputeTasks):
+                instances = msg.instances or (0,) * len(msg.keys)
+                self.queued.extend(
+                    (k, i, msg.gid) for k, i in zip(msg.keys, instances, strict=True)
+                )
+            elif isinstance(msg, RetractTasks):
+                self.retract_asks.append(msg.keys)
+            elif isinstance(msg, CancelTasks):
+                doomed = set(msg.keys)
+                self.queued = [q for q in self.queued if q[0] not in doomed]
+                for key in doomed & set(self.running):
+                    _, instance, amount = self.running.pop(key)
+                    self.used -= amount
+                    self.killed.append((key, instance))
+        self.env.out.sent = [(w, m) for w, m in self.env.out.sent if w != self.worker.wid]
+
+    def _amount(self, gid: int) -> int:
+        variant = self.defined[gid].request.variants[0]
+        return sum(e.amount for e in variant.entries if e.name == "cpus")
+
+    def start_some(self, n: int) -> list[int]:
+        keys = []
+        for item in list(self.queued):
+            if len(keys) >= n:
+                break
+            key, instance, gid = item
+            amount = self._amount(gid)
+            if self.used + amount > self.cpus * FRACTIONS:
+                continue
+            self.queued.remove(item)
+            self.used += amount
+            self.running[key] = (gid, instance, amount)
+            self.started.append((key, instance, self.env.clock.now(), 0))
+            keys.append(key)
+        return keys
+
+    def end_some(self, n: int, fail: bool = False) -> list[int]:
+        keys = list(self.running)[:n]
+        now = self.env.clock.now()
+        for key in keys:
+            _, instance, amount = self.running.pop(key)
+            self.used -= amount
+            if fail:
+                self.failed.append((key, instance, now - 0.5, now, 0, "boom"))
+            else:
+                self.finished.append((key, instance, now - 0.5, now, 0))
+        return keys
+
+    def report_killed(self) -> None:
+        """Ends of canceled tasks may still arrive; the server must ignore them."""
+        now = self.env.clock.now()
+        self.failed.extend((k, i, now - 0.5, now, 0, "killed") for k, i in self.killed)
+        self.killed.clear()
+
+    def answer_retractions(self) -> None:
+        for keys in self.retract_asks:
+            wanted = set(keys)
+            back = [q for q in self.queued if q[0] in wanted]
+            self.queued = [q for q in self.queued if q[0] not in wanted]
+            self.env.give_back(self.worker, [q[0] for q in back])
+        self.retract_asks.clear()
+
+    def flush(self) -> None:
+        if self.started or self.finished or self.failed:
+            msg = TaskUpdates(tuple(self.started), tuple(self.finished), tuple(self.failed))
+            self.started, self.finished, self.failed = [], [], []
+            self.env.updates(self.worker, msg)
+
+    def holds(self) -> set[int]:
+        return {q[0] for q in self.queued} | set(self.running)

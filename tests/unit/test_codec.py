@@ -1,0 +1,451 @@
+"""The codec of both links: every message round-trips, and a bad frame is always refused as the
+peer's fault (``PeerError``, or ``VersionMismatch`` for another protocol), never a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cluster.codec
+import cluster.protocol as protocol
+import hqshm.requests as requests
+from cluster.codec import Registry
+from cluster.errors import LocalProtocolError, PeerError, VersionMismatch
+from cluster.protocol import NODE_LINK, PROTOCOL
+from cluster.resources import (
+    FRACTIONS,
+    CouplingWeight,
+    Policy,
+    PoolKind,
+    RequestVariant,
+    ResourceDescriptor,
+    ResourceEntry,
+    ResourcePool,
+    ResourceRequest,
+)
+from hqshm.requests import CLIENT_LINK, CLIENT_PROTOCOL
+
+# --- representative values ------------------------------------------------------------------
+
+DESCRIPTOR = ResourceDescriptor(
+    pools=(
+        ResourcePool("cpus", PoolKind.GROUPS, (("0", "1"), ("2", "3"))),
+        ResourcePool("gpus/nvidia", PoolKind.LIST, (("GPU-a", "GPU-b"),)),
+        ResourcePool("mem", PoolKind.SUM, size=2 * FRACTIONS + 2_000),
+        ResourcePool("ports", PoolKind.RANGE, start=1000, end=1999),
+    ),
+    coupling=(CouplingWeight(0, 0, 1, 0, 64), CouplingWeight(0, 1, 1, 0)),
+)
+REQUEST = ResourceRequest(
+    (
+        RequestVariant(
+            (ResourceEntry("cpus", 25_000, Policy.FORCE_TIGHT), ResourceEntry("mem", 5_000)),
+            min_time=30.5,
+            weight=20_000,
+        ),
+        RequestVariant((ResourceEntry("gpus/nvidia", 0, Policy.COMPACT, all=True),)),
+        RequestVariant(n_nodes=2),
+    )
+)
+CONFIG = requests.WorkerConfiguration(
+    hostname="cn017",
+    work_dir="/tmp/hq-worker",
+    heartbeat=8.0,
+    idle_timeout=None,
+    time_limit=3600.0,
+    on_server_lost="finish-running",
+    group="rack1",
+    pid=4242,
+    listen_address="cn017:0",
+    resources=DESCRIPTOR,
+    manager="SLURM",
+    manager_job_id="991",
+    overview_interval=2.5,
+    min_utilization=0.5,
+)
+TEMPLATE = requests.TaskTemplate(
+    args=("python3", "-c", "print('é')"),
+    env={"TOKEN": "s3cret", "EMPTY": ""},
+    cwd="%{SUBMIT_DIR}/w",
+    stdout=requests.StdioDesc("file", "out-%{TASK_ID}", True),
+    stderr=requests.StdioDesc("none"),
+    request=REQUEST,
+    priority=-3,
+    time_limit=1.5,
+    crash_limit=-1,
+    pin="taskset",
+    task_dir=True,
+    stdin=b"\x00\xffdata",
+)
+IDS = ((0, 9, 1), (20, 30, 5))
+SELECTOR = requests.Selector("ids", IDS)
+SUMMARY = requests.JobSummary(7, "job name", True, "user asked", 12, (1, 2, 3, 4, 1, 1))
+TASK_VIEW = requests.TaskView(
+    id=3,
+    state="FAILED",
+    instance=2,
+    worker_ids=(1, 4),
+    hostnames=("a", "b"),
+    started_at=1.25,
+    ended_at=None,
+    error="Program terminated with exit code 1.",
+    cwd="/w",
+    stdout="/w/3.out",
+    stderr=None,
+    stdout_kind="file",
+    stderr_kind="none",
+    submit_index=1,
+)
+SUBMIT_VIEW = requests.SubmitView(TEMPLATE, "/w/out", None, "/w", IDS, is_array=False)
+DETAIL = requests.JobDetail(
+    summary=SUMMARY,
+    max_fails=None,
+    submitted_at=10.0,
+    finished_at=12.5,
+    submit_dir="/w",
+    submits=(SUBMIT_VIEW,),
+    task_ids=IDS,
+    workers=("a",),
+    n_workers=3,
+    failed=(TASK_VIEW,),
+    n_failed=1,
+    tasks=(TASK_VIEW, TASK_VIEW),
+)
+WORKER_VIEW = requests.WorkerView(2, "RUNNING", CONFIG, 5.0, None, 3, 1, (7, 3, 6.5))
+BIG_KEY = (2**32 - 1) << 32 | (2**32 - 1)
+
+NODE_SAMPLES: list[Any] = [
+    protocol.RegisterNode("0.1.0", "cn017", DESCRIPTOR, "rack1", 3600.0, 8.0, None, b"\x01opaque"),
+    protocol.RegisterNode("0.1.0", "h", DESCRIPTOR, "default", None, 0.5, 300.0, b""),
+    protocol.TaskUpdates(
+        started=((1, 0, 1.5, 0), (BIG_KEY, 3, 2.0, 1)),
+        finished=((1, 0, 1.5, 2.5, 0),),
+        failed=((BIG_KEY, 3, 2.0, 4.0, 1, "Program terminated with exit code 1."),),
+    ),
+    protocol.TaskUpdates(),
+    protocol.TasksRetracted((5, BIG_KEY)),
+    protocol.Heartbeat(),
+    protocol.NodeStopping(protocol.StopReason.IDLE_TIMEOUT),
+    protocol.NodeRegistered(3, "aB3xQ9", 30.0),
+    protocol.DefineGroup(9, REQUEST, -5, b"\x00body"),
+    protocol.ComputeTasks(9, (1, 2, BIG_KEY)),
+    protocol.ComputeTasks(9, (1, 2), (0, 4), (b"line a", b"")),
+    protocol.CancelTasks((1, 2)),
+    protocol.RetractTasks((BIG_KEY,)),
+    protocol.StopNode(protocol.StopReason.STOPPED),
+    protocol.ServerHeartbeat(),
+]
+
+CLIENT_SAMPLES: list[Any] = [
+    requests.WorkerConfigBlob(CONFIG),
+    requests.ServerInfoRequest(),
+    requests.StopServerRequest(),
+    requests.SubmitRequest("array", 3, "/home/u", TEMPLATE, IDS, ("a", "b"), 4),
+    requests.SubmitRequest("plain", None, "/home/u", TEMPLATE, ()),
+    requests.JobListRequest(("running", "failed"), True),
+    requests.JobInfoRequest(requests.Selector("last"), include_tasks=True),
+    requests.CancelJobsRequest(SELECTOR, "because"),
+    requests.WaitJobsRequest(requests.Selector("all"), without_close=True),
+    requests.JobProgressRequest(SELECTOR),
+    requests.TaskListRequest(SELECTOR, IDS, ("waiting",)),
+    requests.TaskListRequest(SELECTOR),
+    requests.TaskInfoRequest(requests.Selector("ids", ((4, 4, 1),)), IDS),
+    requests.WorkerListRequest(include_offline=True, include_online=False),
+    requests.WorkerInfoRequest(SELECTOR),
+    requests.StopWorkersRequest(requests.Selector("all")),
+    requests.ErrorResponse("Job 123 not found."),
+    requests.ServerInfo(
+        "aB3xQ9", "login1", 6789, "login1", 6790, "0.1.0", 77, 1.7e9, "/var/journal"
+    ),
+    requests.Ack(),
+    requests.SubmitResponse(7),
+    requests.JobListResponse((SUMMARY, SUMMARY), 40),
+    requests.JobInfoResponse((DETAIL,), (8, 9)),
+    requests.CancelJobsResponse(((7, 6, 4),), (3,), (99,)),
+    requests.WaitJobsResponse((SUMMARY,), (5,)),
+    requests.JobProgressResponse((SUMMARY,)),
+    requests.TaskListResponse(((7, (TASK_VIEW,)), (8, ())), (9,)),
+    requests.TaskInfoResponse(7, (TASK_VIEW,), (SUBMIT_VIEW,), (11,)),
+    requests.TaskInfoResponse(None, (), ()),
+    requests.WorkerListResponse((WORKER_VIEW,), (12,)),
+    requests.StopWorkersResponse(((1, "stopped"), (2, "not-found"))),
+]
+
+LINKS = [(NODE_LINK, NODE_SAMPLES, protocol), (CLIENT_LINK, CLIENT_SAMPLES, requests)]
+ALL_SAMPLES = [(NODE_LINK, s) for s in NODE_SAMPLES] + [(CLIENT_LINK, s) for s in CLIENT_SAMPLES]
+
+
+def _ids(samples: list[tuple[Registry, Any]]) -> list[str]:
+    return [f"{link.name}-{type(s).__name__}-{i}" for i, (link, s) in enumerate(samples)]
+
+
+def frame(*items: Any) -> bytes:
+    return msgpack.packb(list(items), use_bin_type=True)
+
+
+def fields_of(link: Registry, message: Any) -> list[Any]:
+    """The raw field values of a message as they travel (after the protocol and tag)."""
+    return msgpack.unpackb(link.encode(message), raw=False)[2:]
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("link", "samples", "module"), LINKS, ids=["node", "client"])
+def test_samples_cover_every_message_of_the_link(
+    link: Registry, samples: list[Any], module: Any
+) -> None:
+    registered = {
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and "TAG" in v.__dict__ and dataclasses.is_dataclass(v)
+    }
+    assert registered == {type(s) for s in samples}
+
+
+@pytest.mark.parametrize(("link", "message"), ALL_SAMPLES, ids=_ids(ALL_SAMPLES))
+def test_every_message_round_trips(link: Registry, message: Any) -> None:
+    decoded = link.decode(link.encode(message))
+    assert type(decoded) is type(message)
+    assert decoded == message
+
+
+@pytest.mark.parametrize(("link", "message"), ALL_SAMPLES, ids=_ids(ALL_SAMPLES))
+def test_every_truncation_and_any_trailing_byte_is_refused(link: Registry, message: Any) -> None:
+    data = link.encode(message)
+    for end in range(len(data)):
+        with pytest.raises(PeerError):
+            link.decode(data[:end])
+    with pytest.raises(PeerError):
+        link.decode(data + b"\xc0")
+
+
+def test_tags_are_unique_and_integers_per_link() -> None:
+    link = Registry("test", 1)
+
+    @link.message
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class One:
+        TAG = 1
+
+    with pytest.raises(LocalProtocolError, match="tag 1 used by One and Two"):
+
+        @link.message
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class Two:
+            TAG = 1
+
+    with pytest.raises(LocalProtocolError, match="no integer TAG"):
+        link.message(dataclasses.dataclass(type("NoTag", (), {})))
+
+
+def test_encoding_a_message_of_another_link_is_our_bug() -> None:
+    with pytest.raises(LocalProtocolError, match="is not a node message"):
+        NODE_LINK.encode(requests.Ack())
+    with pytest.raises(LocalProtocolError):
+        CLIENT_LINK.encode(protocol.Heartbeat())
+
+
+def test_optional_trailing_fields_may_be_omitted() -> None:
+    msg = NODE_LINK.decode(frame(PROTOCOL, protocol.ComputeTasks.TAG, 9, [1, 2]))
+    assert msg == protocol.ComputeTasks(9, (1, 2))
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("link", "ours"), [(NODE_LINK, PROTOCOL), (CLIENT_LINK, CLIENT_PROTOCOL)])
+def test_another_protocol_number_is_a_version_mismatch_naming_both(
+    link: Registry, ours: int
+) -> None:
+    with pytest.raises(VersionMismatch) as caught:
+        link.decode(frame(ours + 1, 4))
+    assert (caught.value.ours, caught.value.theirs) == (ours, ours + 1)
+    assert str(caught.value) == f"protocol version mismatch: ours {ours}, theirs {ours + 1}"
+
+
+def test_a_non_integer_protocol_number_is_a_version_mismatch() -> None:
+    with pytest.raises(VersionMismatch) as caught:
+        NODE_LINK.decode(frame("1", 4))
+    assert caught.value.theirs == -1
+
+
+@pytest.mark.parametrize("protocol_number", [True, 1.0], ids=["bool", "float"])
+def test_protocol_number_must_be_an_integer(protocol_number: Any) -> None:
+    with pytest.raises((PeerError, VersionMismatch)):
+        NODE_LINK.decode(frame(protocol_number, protocol.Heartbeat.TAG))
+
+
+def test_a_boolean_tag_is_not_tag_one() -> None:
+    fields = fields_of(NODE_LINK, NODE_SAMPLES[0])
+    with pytest.raises(PeerError):
+        NODE_LINK.decode(frame(PROTOCOL, True, *fields))
+
+
+@pytest.mark.parametrize("tag", [999, -1, "4", None, 4.0, [4]])
+def test_unknown_tags_are_refused(tag: Any) -> None:
+    with pytest.raises(PeerError, match="unknown node message tag"):
+        NODE_LINK.decode(frame(PROTOCOL, tag))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        msgpack.packb({"protocol": 1, "tag": 4}),
+        msgpack.packb(4),
+        msgpack.packb("frame"),
+        msgpack.packb(None),
+        msgpack.packb(b"\x01\x04"),
+        msgpack.packb([]),
+        msgpack.packb([1]),
+        b"",
+        b"\xc1",  # never used by msgpack
+        b"\x92\x01\xd4",  # fixext without its data
+    ],
+)
+def test_frames_that_are_not_messages_are_refused(data: bytes) -> None:
+    with pytest.raises(PeerError):
+        NODE_LINK.decode(data)
+
+
+# (message, index of the field, bad raw value): each must be refused as the peer's fault.
+BAD_FIELDS = [
+    (protocol.NodeRegistered(3, "u", 1.0), 0, True),  # bool for int
+    (protocol.NodeRegistered(3, "u", 1.0), 0, 3.0),  # float for int
+    (protocol.NodeRegistered(3, "u", 1.0), 0, "3"),
+    (protocol.NodeRegistered(3, "u", 1.0), 0, None),  # null for a required int
+    (protocol.NodeRegistered(3, "u", 1.0), 1, b"u"),  # bytes for str
+    (protocol.NodeRegistered(3, "u", 1.0), 2, "soon"),  # str for float | None
+    (protocol.NodeRegistered(3, "u", 1.0), 2, False),  # bool for float
+    (NODE_SAMPLES[0], 7, "opaque"),  # str for bytes
+    (NODE_SAMPLES[0], 2, {"pools": []}),  # map for a nested message
+    (NODE_SAMPLES[0], 2, [[["cpus"]]]),  # a nested pool without its kind
+    (protocol.TasksRetracted((1,)), 0, 5),  # int for tuple
+    (protocol.TasksRetracted((1,)), 0, [1, "2"]),
+    (protocol.TasksRetracted((1,)), 0, {"1": 1}),
+    (protocol.TaskUpdates(), 0, [[1, 0, 1.0]]),  # started triple missing its variant
+    (protocol.TaskUpdates(), 0, [[1, 0, 1.0, 0, 9]]),  # one too many
+    (protocol.TaskUpdates(), 2, [[1, 0, 1.0, 2.0, 0, b"err"]]),
+    (CLIENT_SAMPLES[3], 3, "template"),
+    (requests.ErrorResponse("x"), 0, ["x"]),
+    (requests.JobListRequest(), 0, [1]),  # tuple[str, ...] with an int
+    (requests.StopWorkersResponse(()), 0, [[1, 2]]),  # (int, str) with an int
+]
+
+
+@pytest.mark.parametrize(("message", "index", "bad"), BAD_FIELDS)
+def test_wrongly_typed_fields_are_refused(message: Any, index: int, bad: Any) -> None:
+    link = NODE_LINK if type(message).__module__ == protocol.__name__ else CLIENT_LINK
+    fields = fields_of(link, message)
+    fields[index] = bad
+    with pytest.raises(PeerError):
+        link.decode(frame(link.protocol, type(message).TAG, *fields))
+
+
+def test_wrongly_typed_map_entries_are_refused() -> None:
+    fields = fields_of(CLIENT_LINK, CLIENT_SAMPLES[3])
+    fields[3][1] = {"TOKEN": 1}  # TaskTemplate.env: dict[str, str]
+    with pytest.raises(PeerError):
+        CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, requests.SubmitRequest.TAG, *fields))
+
+
+@pytest.mark.parametrize(("link", "message"), ALL_SAMPLES, ids=_ids(ALL_SAMPLES))
+def test_missing_and_extra_fields_are_refused(link: Registry, message: Any) -> None:
+    fields = fields_of(link, message)
+    required = sum(
+        1
+        for f in dataclasses.fields(message)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if required:
+        with pytest.raises(PeerError, match="expected"):
+            link.decode(frame(link.protocol, message.TAG, *fields[: required - 1]))
+    with pytest.raises(PeerError, match="expected"):
+        link.decode(frame(link.protocol, message.TAG, *fields, 0))
+
+
+def test_validation_in_post_init_becomes_a_peer_error() -> None:
+    data = frame(PROTOCOL, protocol.ComputeTasks.TAG, 9, [1, 2], [0])
+    with pytest.raises(PeerError, match="ComputeTasks: instances do not align with keys"):
+        NODE_LINK.decode(data)
+    with pytest.raises(PeerError, match="entries do not align"):
+        NODE_LINK.decode(frame(PROTOCOL, protocol.ComputeTasks.TAG, 9, [1], [], [b"a", b"b"]))
+
+
+def test_frames_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = NODE_LINK.encode(NODE_SAMPLES[2])
+    monkeypatch.setattr(cluster.codec, "MAX_FRAME", len(data))
+    assert NODE_LINK.decode(data) == NODE_SAMPLES[2]  # exactly at the limit: fine
+    monkeypatch.setattr(cluster.codec, "MAX_FRAME", len(data) - 1)
+    with pytest.raises(PeerError, match="exceeds the limit"):
+        NODE_LINK.decode(data)
+
+
+def test_invalid_utf8_in_a_string_is_refused() -> None:
+    data = bytearray(NODE_LINK.encode(protocol.StopNode("stopped")))
+    data[-1] = 0xFF  # last byte of the reason string
+    with pytest.raises(PeerError):
+        NODE_LINK.decode(bytes(data))
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_only_ever_raise_peer_errors(data: bytes) -> None:
+    for link in (NODE_LINK, CLIENT_LINK):
+        with contextlib.suppress(PeerError, VersionMismatch):
+            link.decode(data)
+
+
+MSGPACK_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5)
+    | st.binary(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=3) | st.integers(0, 9), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+ALL_TAGS = sorted({(link, type(s).TAG) for link, s in ALL_SAMPLES}, key=lambda x: (x[0].name, x[1]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(ALL_TAGS), st.lists(MSGPACK_VALUES, max_size=12))
+def test_random_fields_are_refused_or_give_a_valid_message(
+    link_tag: tuple[Registry, int], fields: list[Any]
+) -> None:
+    link, tag = link_tag
+    try:
+        msg = link.decode(frame(link.protocol, tag, *fields))
+    except PeerError:
+        return
+    assert link.decode(link.encode(msg)) == msg  # anything accepted is a valid message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(ALL_SAMPLES), st.data())
+def test_mutated_sample_fields_are_refused_or_give_a_valid_message(
+    sample: tuple[Registry, Any], data: st.DataObject
+) -> None:
+    link, message = sample
+    fields = fields_of(link, message)
+    if fields:
+        index = data.draw(st.integers(0, len(fields) - 1))
+        fields[index] = data.draw(MSGPACK_VALUES)
+    try:
+        msg = link.decode(frame(link.protocol, message.TAG, *fields))
+    except PeerError:
+        return
+    assert link.decode(link.encode(msg)) == msg

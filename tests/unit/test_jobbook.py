@@ -1,0 +1,492 @@
+"""Scenarios of the job book: submit ids, task events, max-fails, cancel, crash texts, views,
+memory, and the book driven by the real cluster core."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from core_env import Env
+
+from cluster import core as core_mod
+from cluster.core import NEVER_RESTART, Group
+from cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
+from cluster.resources import cpus_request
+from hqshm.errors import UserError
+from hqshm.jobstate import TaskState
+from hqshm.requests import StdioDesc, SubmitRequest, TaskTemplate
+from hqshm.server.jobbook import (
+    NEVER_RESTART_ERROR,
+    Job,
+    JobBook,
+    JobNotFound,
+    JobNotOpened,
+    TaskDefinedTwice,
+    TaskExists,
+    crash_error,
+)
+from hqshm.server.workers import WorkerBook
+
+W, R, F, X, C, A = (
+    TaskState.WAITING,
+    TaskState.RUNNING,
+    TaskState.FINISHED,
+    TaskState.FAILED,
+    TaskState.CANCELED,
+    TaskState.ABORTED,
+)
+UID = "aB3xQ9"
+
+
+class Book:
+    """A ``JobBook`` with builders: ``book.submit(ids=...)`` and per-task event helpers."""
+
+    def __init__(self) -> None:
+        self.book = JobBook(UID, WorkerBook())
+        self.book.now = 100.0
+        self.canceled_gids: list[list[int]] = []
+        self.book.cancel_groups = lambda gids: self.canceled_gids.append(sorted(gids))
+        self._worker_ids = itertools.count(1)
+
+    def submit(
+        self,
+        ids: Sequence[tuple[int, int, int]] = (),
+        *,
+        entries: Sequence[str] | None = None,
+        job_id: int | None = None,
+        max_fails: int | None = None,
+        crash_limit: int = 5,
+    ) -> tuple[Job, Group]:
+        return self.book.submit(
+            request(
+                ids, entries=entries, job_id=job_id, max_fails=max_fails, crash_limit=crash_limit
+            )
+        )
+
+    def open_job(self) -> Job:
+        """An open job, as `hq job open` makes one (the book has no handler for it yet)."""
+        job = Job(self.book.next_job_id, "session", None, "/work", self.book.now, is_open=True)
+        self.book.jobs[job.id] = job
+        self.book.next_job_id += 1
+        return job
+
+    def start(self, job: Job, *task_ids: int, worker: int = 1, instance: int = 0) -> None:
+        self.book.tasks_started(worker, [(key(job, t), instance, 10.0, 0) for t in task_ids])
+
+    def finish(self, job: Job, *task_ids: int, worker: int = 1, instance: int = 0) -> None:
+        self.book.tasks_finished(worker, [(key(job, t), instance, 10.0, 12.0, 0) for t in task_ids])
+
+    def fail(self, job: Job, *task_ids: int, worker: int = 1, error: str = "boom") -> None:
+        self.book.tasks_failed(worker, [(key(job, t), 0, 10.0, 12.0, 0, error) for t in task_ids])
+
+
+def request(
+    ids: Sequence[tuple[int, int, int]] = (),
+    *,
+    entries: Sequence[str] | None = None,
+    job_id: int | None = None,
+    max_fails: int | None = None,
+    crash_limit: int = 5,
+) -> SubmitRequest:
+    template = TaskTemplate(
+        args=("sleep", "1"),
+        env={},
+        cwd="%{SUBMIT_DIR}",
+        stdout=StdioDesc("file", "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"),
+        stderr=StdioDesc("file", "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"),
+        request=cpus_request(),
+        crash_limit=crash_limit,
+    )
+    return SubmitRequest(
+        "job",
+        max_fails,
+        "/work",
+        template,
+        tuple(ids),
+        tuple(entries) if entries is not None else None,
+        job_id,
+    )
+
+
+def key(job: Job, task_id: int) -> int:
+    return (job.id << 32) | task_id
+
+
+def task_ids(job: Job) -> list[int]:
+    return sorted(int(i) for s in job.submits for i in s.table.ids)
+
+
+def state_of(job: Job, task_id: int) -> TaskState:
+    located = job.locate(task_id)
+    assert located is not None
+    submit, row = located
+    return TaskState(int(submit.table.state[row]))
+
+
+def check(job: Job) -> None:
+    """Counts kept incrementally must equal what the state columns say."""
+    for submit in job.submits:
+        table = submit.table
+        assert table.counts == np.bincount(table.state, minlength=len(TaskState)).tolist()
+
+
+@pytest.fixture
+def book() -> Book:
+    return Book()
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+def test_a_plain_submit_is_one_task_with_id_zero_in_job_one(book: Book) -> None:
+    job, group = book.submit()
+    assert job.id == 1 and task_ids(job) == [0]
+    assert group.keys.tolist() == [key(job, 0)]
+    assert group.keys.dtype == np.uint64
+    assert group.entries is None and group.crash_limit == 5
+    job2, _ = book.submit()
+    assert job2.id == 2 and book.book.last_job_id() == 2
+    check(job)
+
+
+def test_explicit_ids_are_sorted_with_steps(book: Book) -> None:
+    job, group = book.submit(((10, 12, 1), (0, 6, 3)))
+    assert task_ids(job) == [0, 3, 6, 10, 11, 12]
+    assert group.keys.tolist() == [key(job, i) for i in (0, 3, 6, 10, 11, 12)]
+
+
+def test_an_id_given_twice_is_refused(book: Book) -> None:
+    with pytest.raises(TaskDefinedTwice) as caught:
+        book.submit(((0, 5, 1), (3, 3, 1)))
+    assert str(caught.value) == "Task 3 is defined more than once."
+    assert book.book.jobs == {}  # nothing half-created
+    assert book.submit()[0].id == 1
+
+
+def test_entries_number_tasks_from_zero(book: Book) -> None:
+    job, group = book.submit(entries=["a", "b", "c"])
+    assert task_ids(job) == [0, 1, 2]
+    assert group.entries == [b"a", b"b", b"c"]
+    assert group.entry_of(key(job, 1)) == b"b"
+
+
+def test_an_array_filters_entries_by_index(book: Book) -> None:
+    job, group = book.submit(((1, 2, 1), (9, 9, 1)), entries=["a", "b", "c", "d"])
+    assert task_ids(job) == [1, 2]  # 9 has no entry
+    assert group.entries == [b"b", b"c"]
+
+
+def test_open_job_ids_continue_after_the_largest(book: Book) -> None:
+    """spec/jobs.md §10: four plain submits give Ids 0-3; arrays keep their ids."""
+    job = book.open_job()
+    for _ in range(4):
+        book.submit(job_id=job.id)
+    assert task_ids(job) == [0, 1, 2, 3]
+    book.submit(entries=["x", "y"], job_id=job.id)
+    assert task_ids(job) == [0, 1, 2, 3, 4, 5]
+    assert job.state == "WAITING"
+    for t in range(6):
+        book.finish(job, t)
+    assert job.state == "OPENED" and not job.completed
+    job.is_open = False
+    assert job.state == "FINISHED" and job.completed
+    check(job)
+
+
+def test_open_job_arrays_merge_into_one_id_set(book: Book) -> None:
+    """spec/jobs.md §10: 10-20, then 1,3,5, then 2,4,6 give Tasks 17; Ids 1-6,10-20."""
+    job = book.open_job()
+    book.submit(((10, 20, 1),), job_id=job.id)
+    book.submit(((1, 5, 2),), job_id=job.id)
+    book.submit(((2, 6, 2),), job_id=job.id)
+    detail = book.book.detail(job, include_tasks=False)
+    assert detail.summary.task_count == 17
+    assert detail.task_ids == ((1, 6, 1), (10, 20, 1))
+    assert len(detail.submits) == 3
+
+
+def test_submit_errors_name_the_job_and_task(book: Book) -> None:
+    job = book.open_job()
+    book.submit(job_id=job.id)
+    with pytest.raises(TaskExists) as exists:
+        book.submit(((0, 0, 1),), job_id=job.id)
+    assert str(exists.value) == f"Task 0 already exists in job {job.id}."
+    with pytest.raises(JobNotFound) as missing:
+        book.submit(job_id=123)
+    assert str(missing.value) == "Job 123 not found."
+    closed, _ = book.submit()
+    with pytest.raises(JobNotOpened) as not_open:
+        book.submit(job_id=closed.id)
+    assert str(not_open.value) == f"Job {closed.id} is not opened."
+
+
+def test_a_submit_without_tasks_is_refused(book: Book) -> None:
+    with pytest.raises(UserError):
+        book.submit(((5, 9, 1),), entries=["only one"])
+    assert book.book.jobs == {}
+
+
+def test_a_million_tasks_cost_under_64_bytes_each_and_submit_fast(book: Book) -> None:
+    n = 1_000_000
+    t0 = time.perf_counter()
+    job, group = book.submit(((0, n - 1, 1),))
+    elapsed = time.perf_counter() - t0
+    table = job.submits[0].table
+    per_task = (table.nbytes() + group.keys.nbytes) / n
+    assert len(table) == n and job.counts[W] == n
+    assert per_task <= 64, per_task
+    assert elapsed < 2.0, elapsed
+
+
+# --- task events ----------------------------------------------------------------------------
+
+
+def test_events_move_tasks_and_counts_follow(book: Book) -> None:
+    job, _ = book.submit(((0, 4, 1),))
+    book.start(job, 0, 1, 2, worker=3)
+    assert job.counts == (2, 3, 0, 0, 0, 0) and job.state == "RUNNING"
+    book.finish(job, 0, worker=3)
+    book.fail(job, 1, worker=3, error="Program terminated with exit code 1.")
+    book.fail(job, 3, worker=4)  # WAITING -> FAILED: it never ran
+    book.book.tasks_requeued([key(job, 2)], [1])  # its worker was lost
+    assert [state_of(job, t) for t in range(5)] == [F, X, W, X, W]
+    assert job.counts == (2, 0, 1, 2, 0, 0)
+    table = job.submits[0].table
+    assert table.instance[2] == 1 and np.isnan(table.started[2])
+    assert table.errors == {1: "Program terminated with exit code 1.", 3: "boom"}
+    assert sorted(job.worker_ids) == [3, 4]
+    check(job)
+    book.start(job, 2, 4, worker=5, instance=1)
+    book.finish(job, 2, 4, worker=5, instance=1)
+    assert job.state == "FAILED" and job.terminated
+    assert job.finished_at == 100.0
+    check(job)
+
+
+def test_news_for_unknown_jobs_and_tasks_is_ignored(book: Book) -> None:
+    job, _ = book.submit()
+    book.book.tasks_started(1, [((99 << 32) | 0, 0, 1.0, 0), (key(job, 7), 0, 1.0, 0)])
+    book.book.tasks_finished(1, [((99 << 32), 0, 1.0, 2.0, 0)])
+    assert job.counts == (1, 0, 0, 0, 0, 0)
+
+
+def test_crash_texts_are_hqs(book: Book) -> None:
+    """spec/jobs.md §16."""
+    assert crash_error(5) == (
+        "Task was running on a worker that was lost; the task has occurred 5 times in this "
+        "situation and limit was reached."
+    )
+    assert NEVER_RESTART_ERROR == (
+        "Task was running on a lost worker while never restart flag was set."
+    )
+    job, _ = book.submit(((0, 1, 1),))
+    book.start(job, 0, 1)
+    book.book.tasks_crashed(1, [key(job, 0)], [5], False)
+    book.book.tasks_crashed(1, [key(job, 1)], [1], True)
+    errors = job.submits[0].table.errors
+    assert errors == {0: crash_error(5), 1: NEVER_RESTART_ERROR}
+    assert job.counts[X] == 2
+    check(job)
+
+
+# --- max fails ------------------------------------------------------------------------------
+
+
+def test_max_fails_zero_aborts_the_rest_at_the_first_failure(book: Book) -> None:
+    """spec/jobs.md §8.1: 1-2 with --max-fails 0, task 1 fails, task 2 sleeps."""
+    job, group = book.submit(((1, 2, 1),), max_fails=0)
+    book.start(job, 1, 2)
+    book.fail(job, 1)
+    assert [state_of(job, 1), state_of(job, 2)] == [X, A]
+    assert book.canceled_gids == [[group.gid]]  # the running one is killed
+    assert job.state == "FAILED"
+    check(job)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_ten_failures_with_max_fails_three_end_four_failed_six_aborted(
+    book: Book, batched: bool
+) -> None:
+    job, _ = book.submit(((0, 9, 1),), max_fails=3)
+    if batched:
+        book.fail(job, *range(10))
+    else:
+        for t in range(10):
+            book.fail(job, t)
+    assert job.counts == (0, 0, 0, 4, 0, 6)
+    assert len(book.canceled_gids) == 1
+    check(job)
+
+
+def test_failures_up_to_max_fails_abort_nothing(book: Book) -> None:
+    job, _ = book.submit(((1, 200, 1),), max_fails=1)
+    book.fail(job, 7)
+    book.finish(job, *(t for t in range(1, 201) if t != 7))
+    assert job.counts == (0, 0, 199, 1, 0, 0)
+    assert book.canceled_gids == []
+
+
+def test_crashes_count_towards_max_fails(book: Book) -> None:
+    job, _ = book.submit(((0, 2, 1),), max_fails=0)
+    book.start(job, 0)
+    book.book.tasks_crashed(1, [key(job, 0)], [1], True)
+    assert job.counts == (0, 0, 0, 1, 0, 2)
+    check(job)
+
+
+def test_max_fails_counts_the_whole_job_across_submits(book: Book) -> None:
+    job = book.open_job()
+    job.max_fails = 1
+    _, g1 = book.submit(job_id=job.id)
+    _, g2 = book.submit(((5, 7, 1),), job_id=job.id)
+    book.fail(job, 0)
+    book.fail(job, 5)
+    assert job.counts == (0, 0, 0, 2, 0, 2)
+    assert book.canceled_gids == [[g2.gid]]  # only submits with unfinished tasks
+    check(job)
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel_counts_canceled_and_already_finished(book: Book) -> None:
+    """spec/jobs.md §2.2: a 10-task array with 4 finished shows FINISHED (4), CANCELED (6)."""
+    job, group = book.submit(((0, 9, 1),))
+    book.start(job, 0, 1, 2, 3, 4)
+    book.finish(job, 0, 1, 2, 3)
+    assert book.book.cancel(job, "enough") == (6, 4)
+    assert job.counts == (0, 0, 4, 0, 6, 0)
+    assert job.state == "CANCELED" and job.cancel_reason == "enough"
+    assert book.canceled_gids == [[group.gid]]
+    assert job.finished_at == 100.0
+    # Nothing left to cancel: the reason stays, the core is not bothered again.
+    assert book.book.cancel(job, "again") == (0, 10)
+    assert job.cancel_reason == "enough"
+    assert book.canceled_gids == [[group.gid]]
+    check(job)
+
+
+def test_late_events_for_canceled_tasks_are_ignored(book: Book) -> None:
+    job, _ = book.submit(((0, 3, 1),))
+    book.start(job, 0, 1)
+    book.book.cancel(job, None)
+    assert job.cancel_reason is None
+    before = job.counts
+    book.start(job, 2)
+    book.finish(job, 0)
+    book.fail(job, 1)
+    book.book.tasks_requeued([key(job, 3)], [1])
+    book.book.tasks_crashed(1, [key(job, 0)], [5], False)
+    assert job.counts == before == (0, 0, 0, 0, 4, 0)
+    assert job.submits[0].table.errors == {}
+    check(job)
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def test_task_view_shows_paths_only_once_a_task_ran(book: Book) -> None:
+    job, _ = book.submit(((0, 1, 1),))
+    book.start(job, 1, worker=2, instance=0)
+    submit = job.submits[0]
+    waiting = book.book.task_view(job, submit, 0, 0)
+    assert waiting.state == "WAITING"
+    assert waiting.cwd is waiting.stdout is waiting.ended_at is None
+    running = book.book.task_view(job, submit, 1, 0)
+    assert running.state == "RUNNING" and running.worker_ids == (2,)
+    assert running.cwd == "/work"
+    assert running.stdout == "/work/job-1/1.stdout"
+    assert running.started_at == 10.0
+
+
+def test_detail_lists_at_most_five_failed_tasks(book: Book) -> None:
+    job, _ = book.submit(((0, 9, 1),))
+    book.fail(job, *range(7))
+    detail = book.book.detail(job, include_tasks=True)
+    assert detail.n_failed == 7
+    assert [t.id for t in detail.failed] == [0, 1, 2, 3, 4]
+    assert len(detail.tasks) == 10
+    assert detail.summary.counts == (3, 0, 0, 7, 0, 0)
+    assert detail.finished_at is None  # not terminated yet
+    view = book.book.submit_view(job.submits[0])
+    assert view.stdout == "/work/job-1/%{TASK_ID}.stdout"
+    assert view.ids == ((0, 9, 1),)
+
+
+# --- the book driven by the cluster core ----------------------------------------------------
+
+
+def wired(book: Book) -> Env:
+    """An env whose core reports to the real book, and whose book cancels in that core."""
+    env = Env()
+    env.out.events = book.book
+    book.book.cancel_groups = lambda gids: core_mod.cancel_groups(env.core, env.out, gids)
+    return env
+
+
+def add(env: Env, group: Group) -> Group:
+    core_mod.add_group(env.core, group)
+    env.groups[group.gid] = group
+    return group
+
+
+def test_max_fails_through_the_core_kills_the_rest_on_their_nodes(book: Book) -> None:
+    env = wired(book)
+    w1, w2 = env.workers(1, 1)
+    job, group = book.submit(((0, 3, 1),), max_fails=0)
+    add(env, group)
+    env.schedule()
+    k1 = env.out.take_keys(w1.wid, ComputeTasks)
+    k2 = env.out.take_keys(w2.wid, ComputeTasks)
+    env.out.discard(DefineGroup)
+    env.start(w1, k1[:1])
+    env.start(w2, k2[:1])
+    env.fail(w1, k1[:1])
+    assert job.counts == (0, 0, 0, 1, 0, 3)
+    assert sorted(env.out.take_keys(w1.wid, CancelTasks)) == sorted(k1[1:])
+    assert sorted(env.out.take_keys(w2.wid, CancelTasks)) == sorted(k2)
+    env.finish(w2, k2[:1])  # too late: it was aborted
+    assert job.counts == (0, 0, 0, 1, 0, 3)
+    assert w1.committed["cpus"] == w2.committed["cpus"] == 0
+    env.out.assert_empty()
+    env.check()
+
+
+def test_worker_loss_through_the_core_requeues_and_then_fails_the_task(book: Book) -> None:
+    env = wired(book)
+    job, group = book.submit(crash_limit=2)
+    add(env, group)
+    for _ in range(2):
+        w = env.worker(1)
+        env.schedule()
+        env.out.discard(ComputeTasks)
+        env.out.discard(DefineGroup)
+        env.start(w, group.keys.tolist())
+        assert job.counts[R] == 1
+        env.lose(w, StopReason.HEARTBEAT_LOST)
+    table = job.submits[0].table
+    assert job.counts == (0, 0, 0, 1, 0, 0)
+    assert table.errors == {0: crash_error(2)}
+    assert table.instance[0] == 1  # the instance that ran last
+    env.check()
+
+
+def test_abort_from_a_crash_during_a_steal_gives_the_thief_its_room_back(book: Book) -> None:
+    env = wired(book)
+    victim = env.worker(1)
+    job, group = book.submit(((0, 1, 1),), max_fails=0, crash_limit=NEVER_RESTART)
+    add(env, group)
+    env.schedule()
+    running, queued = env.out.take_keys(victim.wid, ComputeTasks)
+    env.start(victim, [running])
+    thief = env.worker(1)
+    env.schedule()
+    assert env.out.take_keys(victim.wid, RetractTasks) == [queued]
+    assert thief.committed["cpus"] > 0
+    env.lose(victim, StopReason.STOPPED)  # never-restart: FAILED, then max-fails aborts
+    assert job.counts == (0, 0, 0, 1, 0, 1)
+    assert thief.committed["cpus"] == 0
+    env.check()
