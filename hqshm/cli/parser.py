@@ -90,6 +90,28 @@ def _add_globals(parser: argparse.ArgumentParser, top: bool = False) -> None:
                        help="Debug logging with millisecond timestamps [env: HQ_DEBUG]")
 
 
+# Only the branch of the tree a command line selects is filled in: building every command's
+# options costs a few milliseconds of every `hq` call. No (or an unknown) command: all of it.
+_GLOBALS_WITH_VALUE = ("--server-dir", "--output-mode", "--colors")
+_COMMANDS = ("server", "worker", "submit", "job", "task", "local")
+
+
+def _selected(argv: list[str]) -> str | None:
+    """The command word of a command line (skipping global options and their values)."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token == "--":
+            break
+        if token.startswith("-"):
+            skip = token in _GLOBALS_WITH_VALUE
+            continue
+        return token
+    return None
+
+
 def _sub(subparsers: argparse._SubParsersAction, name: str, help_text: str,
          aliases: tuple[str, ...] = ()) -> HqParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text,
@@ -98,7 +120,8 @@ def _sub(subparsers: argparse._SubParsersAction, name: str, help_text: str,
     return parser
 
 
-def build_parser() -> HqParser:
+def build_parser(argv: list[str] | None = None) -> HqParser:
+    selected = _selected(argv) if argv is not None else None
     parser = HqParser(
         prog="hq",
         description="hqshm: a HyperQueue-compatible task runtime for HPC clusters and laptops.",
@@ -107,13 +130,18 @@ def build_parser() -> HqParser:
     _add_globals(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=HqParser)
     commands.required = True
-    _server_commands(_sub(commands, "server", "Commands for the server"))
-    _worker_commands(_sub(commands, "worker", "Commands for workers"))
-    add_submit_options(_sub(commands, "submit", "Submit a job (alias of `hq job submit`)"))
-    _job_commands(_sub(commands, "job", "Commands for jobs"))
-    _task_commands(_sub(commands, "task", "Commands for tasks"))
-    _local_commands(_sub(commands, "local",
-                         "Laptop mode: a server and a node on this machine, in the background"))
+    for name, help_text, fill in (
+        ("server", "Commands for the server", _server_commands),
+        ("worker", "Commands for workers", _worker_commands),
+        ("submit", "Submit a job (alias of `hq job submit`)", add_submit_options),
+        ("job", "Commands for jobs", _job_commands),
+        ("task", "Commands for tasks", _task_commands),
+        ("local", "Laptop mode: a server and a node on this machine, in the background",
+         _local_commands),
+    ):
+        sub = _sub(commands, name, help_text)
+        if selected is None or selected == name or selected not in _COMMANDS:
+            fill(sub)
     return parser
 
 
@@ -301,7 +329,7 @@ def _port(text: str) -> int:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return build_parser(argv).parse_args(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from hqshm import resourcespec
 from hqshm.arrays import compress_ids
 from hqshm.cli import formats, tables
 from hqshm.durations import format_humantime, format_short_duration
@@ -30,6 +29,13 @@ from hqshm.requests import (
 )
 
 logger = logging.getLogger("hqshm.cli")
+
+
+def _resources():  # noqa: ANN202 - the resourcespec module
+    """Imported on first use: job and task lists never show resources (start-up time)."""
+    from hqshm import resourcespec
+
+    return resourcespec
 
 STATE_ORDER_INFO = ("RUNNING", "FAILED", "FINISHED", "CANCELED", "WAITING", "ABORTED")
 COUNT_INDEX = {"WAITING": 0, "RUNNING": 1, "FINISHED": 2, "FAILED": 3, "CANCELED": 4,
@@ -145,7 +151,7 @@ class Output:
             return
         rows = [
             [str(w.id), self.state(w.state, "worker"), w.config.hostname,
-             resourcespec.descriptor_summary(w.config.resources, multiline=False),
+             _resources().descriptor_summary(w.config.resources, multiline=False),
              w.config.manager, w.config.manager_job_id or "N/A"]
             for w in workers
         ]
@@ -316,7 +322,7 @@ def worker_rows(w: WorkerView, state_text: str) -> list[tuple[str, str]]:
         ("Idle timeout", format_humantime(c.idle_timeout) if c.idle_timeout else "None"),
         ("Overview interval",
          format_humantime(c.overview_interval) if c.overview_interval else "None"),
-        ("Resources", resourcespec.descriptor_summary(c.resources, multiline=True)),
+        ("Resources", _resources().descriptor_summary(c.resources, multiline=True)),
         ("Time Limit", format_humantime(c.time_limit) if c.time_limit else "None"),
         ("Process pid", str(c.pid) if c.pid else "N/A"),
         ("Group", c.group),
@@ -344,7 +350,7 @@ def worker_json(w: WorkerView) -> dict[str, Any]:
             "hostname": c.hostname,
             "group": c.group,
             "listen_address": c.listen_address,
-            "resources": resourcespec.descriptor_json(c.resources),
+            "resources": _resources().descriptor_json(c.resources),
             "on_server_lost": c.on_server_lost,
             "min_utilization": c.min_utilization,
         },
@@ -423,7 +429,7 @@ def job_rows(job: JobDetail, now: float, color: bool) -> list[tuple[str, str]]:
         sub = job.submits[0]
         t = sub.template
         rows += [
-            ("Resources", resourcespec.request_lines(t.request)),
+            ("Resources", _resources().request_lines(t.request)),
             ("Pin", t.pin),
             ("Priority", str(t.priority)),
             ("Command", command_text(t.args)),
@@ -473,7 +479,7 @@ def task_rows(t: TaskView, template: TaskTemplate, error: str, now: float,
         ("Stdout", _stdio_cell(t.stdout_kind, t.stdout) if started else ""),
         ("Stderr", _stdio_cell(t.stderr_kind, t.stderr) if started else ""),
         ("Time limit", format_humantime(template.time_limit) if template.time_limit else "None"),
-        ("Resources", resourcespec.request_lines(template.request)),
+        ("Resources", _resources().request_lines(template.request)),
         ("Priority", str(template.priority)),
         ("Pin", template.pin),
         ("Task dir", "yes" if template.task_dir else "no"),
@@ -519,7 +525,7 @@ def template_json(sub: SubmitView) -> dict[str, Any]:
             "stdout": _stdio_json(t.stdout.kind, sub.stdout),
             "stderr": _stdio_json(t.stderr.kind, sub.stderr),
         },
-        "resources": resourcespec.request_json(t.request),
+        "resources": _resources().request_json(t.request),
         "pin_mode": {"none": None, "taskset": "taskset", "omp": "openmp"}.get(t.pin),
         "priority": t.priority,
         "time_limit": t.time_limit,

@@ -6,7 +6,6 @@ import logging
 import time
 
 from hqshm.cli.commands.context import Context, selector
-from hqshm.cli.commands.submit import show_progress
 from hqshm.errors import UserError
 from hqshm.requests import (
     CancelJobsRequest,
@@ -94,6 +93,8 @@ def wait(ctx: Context) -> int:
 
 
 def progress(ctx: Context) -> int:
+    from hqshm.cli.commands.submit import show_progress
+
     sel = selector(ctx.args.selector)
     with ctx.connect() as conn:
         response = conn.request(JobProgressRequest(sel))
