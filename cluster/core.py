@@ -175,9 +175,6 @@ class Core:
     next_worker_id: int = 1
     needs_scheduling: bool = False
 
-    def group_of_key(self, key: int, gid: int) -> Group | None:
-        return self.groups.get(gid)
-
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""
         seen: set[int] = set()

@@ -16,8 +16,7 @@ from math import gcd
 from typing import ClassVar
 
 from hqshm.errors import UserError
-
-U32_MAX = 2**32 - 1
+from hqshm.scanner import U32_MAX, Scanner
 
 
 class InvalidIdSet(UserError):
@@ -293,48 +292,12 @@ def _runs(ranges: Iterable[IdRange]) -> Iterator[tuple[int, int]]:
 # -- parsing -------------------------------------------------------------------------------
 
 
-class _Scanner:
-    __slots__ = ("text", "pos", "what")
-
-    def __init__(self, text: str, what: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.what = what
-
-    def fail(self, detail: str, position: int | None = None) -> InvalidIdSet:
-        return InvalidIdSet(
-            what=self.what,
-            text=self.text,
-            detail=detail,
-            position=self.pos if position is None else position,
-        )
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def number(self) -> int:
-        """A u32 in decimal; `_` may separate digits (`1_000_000`), as in HQ."""
-        begin = self.pos
-        if not ("0" <= self.peek() <= "9"):
-            raise self.fail("expected a number")
-        while self.pos < len(self.text) and (
-            "0" <= self.text[self.pos] <= "9" or self.text[self.pos] == "_"
-        ):
-            self.pos += 1
-        value = int(self.text[begin : self.pos].replace("_", ""))
-        if value > U32_MAX:
-            raise self.fail(f"number {value} is larger than {U32_MAX}", begin)
-        return value
+def _scanner(text: str, what: str) -> Scanner:
+    return Scanner(text, lambda detail, position: InvalidIdSet(
+        what=what, text=text, detail=detail, position=position))
 
 
-def _parse_item(scanner: _Scanner) -> tuple[IdRange, str]:
+def _parse_item(scanner: Scanner) -> tuple[IdRange, str]:
     """One `N | N-M | N-M:STEP`, and what may follow it (for the error text)."""
     scanner.skip_space()
     start = scanner.number()
@@ -364,7 +327,7 @@ def _parse_item(scanner: _Scanner) -> tuple[IdRange, str]:
     return IdRange.clipped(start, end, step), '","'
 
 
-def _parse_ranges(scanner: _Scanner) -> tuple[IdRange, ...]:
+def _parse_ranges(scanner: Scanner) -> tuple[IdRange, ...]:
     items = []
     while True:
         item, may_follow = _parse_item(scanner)
@@ -384,7 +347,7 @@ def _parse_ranges(scanner: _Scanner) -> tuple[IdRange, ...]:
 
 def parse_ranges(text: str) -> tuple[IdRange, ...]:
     """Ranges in the user's order (`output-log cat --task=3-4,2` prints 3, 4, 2)."""
-    return _parse_ranges(_Scanner(text, "array"))
+    return _parse_ranges(_scanner(text, "array"))
 
 
 def parse_array(text: str) -> IdSet:
@@ -424,12 +387,12 @@ def parse_selector(text: str, *, allow_all: bool = True) -> Selector:
         raise InvalidIdSet(
             what="selector", text=text, detail="`all` is not accepted here", position=0
         )
-    return Ids(IdSet.from_ranges(_parse_ranges(_Scanner(text, "selector"))))
+    return Ids(IdSet.from_ranges(_parse_ranges(_scanner(text, "selector"))))
 
 
 def parse_single(text: str) -> int:
     """*N*: one u32."""
-    scanner = _Scanner(text, "ID")
+    scanner = _scanner(text, "ID")
     scanner.skip_space()
     value = scanner.number()
     scanner.skip_space()

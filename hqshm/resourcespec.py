@@ -28,8 +28,8 @@ from cluster.resources import (
 )
 from hqshm.cli import formats
 from hqshm.errors import UsageError, UserError
+from hqshm.scanner import Scanner
 
-U32_MAX = 2**32 - 1
 FRACTION_DIGITS = 4
 # `NxM` is expanded into labels; beyond this a typo would exhaust memory (use `range(...)`).
 MAX_LISTED_ITEMS = 1_000_000
@@ -134,27 +134,13 @@ class CpusRequestedTwice(UserError):
 # -- scanning --------------------------------------------------------------------------------
 
 
-class _Scanner:
-    __slots__ = ("text", "pos", "error")
+class _Scanner(Scanner):
+    """The resource grammar's tokens on top of the shared scanner."""
+
+    __slots__ = ()
 
     def __init__(self, text: str, error: Callable[[str], UserError]) -> None:
-        self.text = text
-        self.pos = 0
-        self.error = error
-
-    def fail(self, detail: str, position: int | None = None) -> UserError:
-        where = self.pos if position is None else position
-        return self.error(f"{detail} at position {where}")
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
+        super().__init__(text, lambda detail, where: error(f"{detail} at position {where}"))
 
     def expect(self, char: str) -> None:
         self.skip_space()
@@ -173,20 +159,6 @@ class _Scanner:
             return False
         self.pos = after + 1
         return True
-
-    def number(self) -> int:
-        """A u32 in decimal; `_` may separate digits (`1000_1000`), as in HQ."""
-        begin = self.pos
-        if not ("0" <= self.peek() <= "9"):
-            raise self.fail("expected a number")
-        while self.pos < len(self.text) and (
-            "0" <= self.text[self.pos] <= "9" or self.text[self.pos] == "_"
-        ):
-            self.pos += 1
-        value = int(self.text[begin : self.pos].replace("_", ""))
-        if value > U32_MAX:
-            raise self.fail(f"number {value} is larger than {U32_MAX}", begin)
-        return value
 
     def amount(self) -> int:
         """`INT[.DIGITS]` in fixed point; more than four fractional digits are HQ's error."""

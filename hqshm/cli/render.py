@@ -283,7 +283,7 @@ class Output:
         for j in jobs:
             for i, c in enumerate(j.counts):
                 counts[i] += c
-            if counts and j.counts[0] + j.counts[1] == 0:
+            if j.counts[0] + j.counts[1] == 0 and not j.is_open:
                 done_jobs += 1
         total = sum(counts)
         done = counts[2] + counts[3] + counts[4] + counts[5]

@@ -28,6 +28,7 @@ from enum import IntEnum
 from typing import Any
 
 from hqshm.errors import HqError
+from hqshm.node.cpumask import bits_of
 
 try:
     if os.environ.get("HQSHM_NO_CMODULE") == "1":
@@ -141,13 +142,7 @@ def _cpu_mask(cpus: Iterable[int]) -> bytes:
 
 
 def _mask_bits(data: bytes) -> list[int]:
-    mask = int.from_bytes(data, "little")
-    bits = []
-    while mask:
-        low = mask & -mask
-        bits.append(low.bit_length() - 1)
-        mask ^= low
-    return bits
+    return bits_of(int.from_bytes(data, "little"))
 
 
 def _os_error(err: int) -> OSError:

@@ -286,7 +286,7 @@ def _read_error_file(path: str) -> str | None:
         return None
     if not data:
         return errors.ERROR_FILE_EMPTY
-    if len(data) > ERROR_FILE_LIMIT - 1 and len(data) >= ERROR_FILE_LIMIT:
+    if len(data) >= ERROR_FILE_LIMIT:  # spec/jobs.md §7: 2048 bytes or more are cut
         return data[:ERROR_FILE_LIMIT].decode("utf-8", "replace") + errors.ERROR_FILE_TRUNCATED
     return data.decode("utf-8", "replace")
 

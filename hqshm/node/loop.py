@@ -48,7 +48,7 @@ from cluster.protocol import (
     TasksRetracted,
     TaskUpdates,
 )
-from cluster.resources import FRACTIONS, PoolKind, RequestVariant, ResourceDescriptor
+from cluster.resources import FRACTIONS, RequestVariant, ResourceDescriptor
 from cluster.security import derive_keys, secure_client_socket
 from hqshm import __version__, access, errors, serverdir
 from hqshm.errors import UserError
@@ -772,5 +772,3 @@ def _hq_path() -> str:
 
     return shutil.which("hq") or "hq"
 
-
-__all__ = ["Node", "NodeOptions", "PoolKind"]

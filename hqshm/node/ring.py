@@ -55,6 +55,7 @@ import numpy as np
 import posix_ipc
 
 from hqshm.errors import HqError
+from hqshm.node.cpumask import bits_of
 
 logger = logging.getLogger(__name__)
 
@@ -517,12 +518,7 @@ def _decode_cpus(maskbytes: bytes) -> list[int]:
     if mask.bit_count() > _MANY_CPUS:
         bits = np.unpackbits(np.frombuffer(maskbytes, np.uint8), bitorder="little")
         return np.flatnonzero(bits).tolist()
-    cpus = []
-    while mask:
-        low = mask & -mask
-        cpus.append(low.bit_length() - 1)
-        mask ^= low
-    return cpus
+    return bits_of(mask)
 
 
 def _unspill(path: bytes) -> bytes:

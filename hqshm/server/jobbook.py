@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cluster.core import NEVER_RESTART, Group
+from cluster.core import Group
 from cluster.protocol import Failed, Finished, Started, split_key
 from hqshm import placeholders
 from hqshm.errors import UserError
@@ -503,5 +503,3 @@ def _display_path(stdio: Stdio) -> str | None:
         return "<Stream>"
     return None
 
-
-__all__ = ["Job", "JobBook", "Submit", "NEVER_RESTART"]

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zmq
@@ -191,7 +191,6 @@ class Server(ServerControl):
             return "invalid worker configuration"
         config = blob.config
         if config.idle_timeout is None and self.config.idle_timeout is not None:
-            from dataclasses import replace
             config = replace(config, idle_timeout=self.config.idle_timeout)
         self.workers.joined(worker.wid, config, now)
         logger.info("Worker %d registered from %s", worker.wid, msg.hostname)

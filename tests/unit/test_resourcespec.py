@@ -21,7 +21,6 @@ from cluster.resources import (
 )
 from hqshm.errors import UsageError, UserError
 from hqshm.resourcespec import (
-    U32_MAX,
     CpusMissing,
     CpusRequestedTwice,
     CpusWithoutIdentity,
@@ -53,6 +52,7 @@ from hqshm.resourcespec import (
     request_json,
     request_lines,
 )
+from hqshm.scanner import U32_MAX
 
 
 def listed(name: str, *labels: str) -> ResourcePool:

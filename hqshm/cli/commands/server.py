@@ -109,5 +109,3 @@ def generate_access(ctx: Context) -> int:
     ctx.out.empty()
     return 0
 
-
-__all__ = ["run", "ServerInfo"]

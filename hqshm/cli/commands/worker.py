@@ -10,6 +10,7 @@ from hqshm.arrays import parse_single
 from hqshm.cli.commands.context import Context, selector
 from hqshm.durations import parse_hms_or_human
 from hqshm.errors import UserError
+from hqshm.node.config import DETECTABLE
 from hqshm.requests import (
     Selector,
     StopWorkersRequest,
@@ -23,7 +24,7 @@ from hqshm.requests import (
 
 logger = logging.getLogger("hqshm.cli")
 
-DETECT_ALL = ("cpus", "mem", "gpus/nvidia", "gpus/amd")
+DETECT_ALL = DETECTABLE
 
 
 def run(ctx: Context, command: str) -> int:
