@@ -53,6 +53,7 @@ class TaskTemplate:
     pin: str = "none"
     task_dir: bool = False
     stdin: bytes = field(default=b"", repr=False)
+    retries: int = 0  # beyond HQ: re-run a task that exits non-zero up to this many times
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,95 @@ class SubmitRequest:
     ids: Ranges  # explicit task ids; with entries, selects which entries become tasks
     entries: tuple[str, ...] | None = None
     job_id: int | None = None  # submit into an open job
+    stream_dir: str | None = None  # --stream DIR (placeholders unresolved)
+    after: tuple[TaskRef, ...] = ()  # beyond HQ: start only once these tasks finished
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Tasks of an earlier job: all of them (``tasks`` None) or the given ids."""
+
+    job_id: int
+    tasks: Ranges | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTask:
+    """One task of a job file: its own template, explicit id, dependencies and entry."""
+
+    id: int
+    template: TaskTemplate
+    deps: tuple[int, ...] = ()
+    entry: str | None = None
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class SubmitGraphRequest:
+    """Individual tasks with dependencies between them (`hq job submit-file` with [[task]])."""
+
+    TAG: ClassVar[int] = 14
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    tasks: tuple[GraphTask, ...]
+    job_id: int | None = None
+    stream_dir: str | None = None
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class OpenJobRequest:
+    TAG: ClassVar[int] = 15
+    name: str
+    max_fails: int | None = None
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class CloseJobsRequest:
+    TAG: ClassVar[int] = 16
+    selector: Selector
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ForgetJobsRequest:
+    TAG: ClassVar[int] = 17
+    selector: Selector
+    states: tuple[str, ...] = ("finished", "failed", "aborted", "canceled")
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobSummaryRequest:
+    TAG: ClassVar[int] = 18
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskIdsRequest:
+    TAG: ClassVar[int] = 19
+    selector: Selector
+    states: tuple[str, ...] = ()
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskExplainRequest:
+    TAG: ClassVar[int] = 20
+    job: Selector  # a single id or last
+    task_id: int
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ResubmitRequest:
+    """Beyond HQ (older releases had it): a new job of a job's tasks in the given states."""
+
+    TAG: ClassVar[int] = 21
+    job_id: int
+    states: tuple[str, ...] = ("failed", "canceled")
 
 
 @CLIENT_LINK.message
@@ -368,3 +458,63 @@ class StopWorkersResponse:
     TAG: ClassVar[int] = 112
     # (worker id, outcome) with outcome "stopped" | "already-stopped" | "not-found"
     results: tuple[tuple[int, str], ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class CloseJobsResponse:
+    TAG: ClassVar[int] = 113
+    # (job id, outcome) with outcome "closed" | "already-closed" | "not-found"
+    results: tuple[tuple[int, str], ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class ForgetJobsResponse:
+    TAG: ClassVar[int] = 114
+    forgotten: int
+    ignored: int
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JobSummaryResponse:
+    TAG: ClassVar[int] = 115
+    counts: tuple[tuple[str, int], ...]  # job state word -> number of jobs
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskIdsResponse:
+    TAG: ClassVar[int] = 116
+    jobs: tuple[tuple[int, Ranges], ...]
+    missing: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainVariant:
+    """Why one resource variant of a task can or cannot run on one worker."""
+
+    items: tuple[tuple[str, str, int, int], ...]  # (kind, name, worker amount, request amount)
+    runnable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainWorker:
+    worker_id: int
+    variants: tuple[ExplainVariant, ...]
+    remaining_time: float | None = None
+    group_size: int = 0
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskExplainResponse:
+    TAG: ClassVar[int] = 117
+    job_id: int
+    task_id: int
+    n_deps: int
+    n_waiting_deps: int
+    workers: tuple[ExplainWorker, ...]
+    min_times: tuple[float, ...] = ()  # per variant
+    n_nodes: tuple[int, ...] = ()  # per variant

@@ -93,7 +93,7 @@ def _add_globals(parser: argparse.ArgumentParser, top: bool = False) -> None:
 # Only the branch of the tree a command line selects is filled in: building every command's
 # options costs a few milliseconds of every `hq` call. No (or an unknown) command: all of it.
 _GLOBALS_WITH_VALUE = ("--server-dir", "--output-mode", "--colors")
-_COMMANDS = ("server", "worker", "submit", "job", "task", "local")
+_COMMANDS = ("server", "worker", "submit", "job", "task", "output-log", "local")
 
 
 def _selected(argv: list[str]) -> str | None:
@@ -136,6 +136,7 @@ def build_parser(argv: list[str] | None = None) -> HqParser:
         ("submit", "Submit a job (alias of `hq job submit`)", add_submit_options),
         ("job", "Commands for jobs", _job_commands),
         ("task", "Commands for tasks", _task_commands),
+        ("output-log", "Read the output streamed with `--stream`", _output_log_commands),
         ("local", "Laptop mode: a server and a node on this machine, in the background",
          _local_commands),
     ):
@@ -257,11 +258,18 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
                         help="An environment variable of the tasks")
     parser.add_argument("--priority", type=int, default=None, help="Higher runs first")
     parser.add_argument("--time-limit", metavar="DURATION", help="Kill tasks after this long")
-    parser.add_argument("--stream", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--stream", metavar="DIR",
+                        help="Stream all tasks' stdout/stderr into a few files in DIR "
+                             "(read them with `hq output-log DIR`)")
     parser.add_argument("--task-dir", action="store_true",
                         help="Give each task a temporary directory (HQ_TASK_DIR)")
     parser.add_argument("--crash-limit", metavar="N",
                         help="N, never-restart or unlimited (default 5)")
+    parser.add_argument("--retries", type=int, default=0, metavar="N",
+                        help="Re-run a task that exits non-zero up to N times (not in HQ)")
+    parser.add_argument("--after", action="append", default=[], metavar="JOB[@TASKS]",
+                        help="Start only after these tasks of an earlier job finished; a failed "
+                             "one aborts this job's tasks (repeatable; not in HQ)")
     wait = parser.add_mutually_exclusive_group()
     wait.add_argument("--wait", action="store_true", help="Wait until the job completes")
     wait.add_argument("--progress", action="store_true", help="Show progress until it completes")
@@ -294,6 +302,35 @@ def _job_commands(parser: argparse.ArgumentParser) -> None:
     progress = _sub(sub, "progress", "Show the progress of jobs until they complete")
     progress.add_argument("selector", metavar="SELECTOR")
     add_submit_options(_sub(sub, "submit", "Submit a job"))
+    submit_file = _sub(sub, "submit-file", "Submit a job described by a TOML file")
+    submit_file.add_argument("path", metavar="PATH")
+    submit_file.add_argument("--job", type=int, metavar="JOB_ID",
+                             help="Add the tasks to this open job")
+    _sub(sub, "summary", "Count jobs by state")
+    forget = _sub(sub, "forget", "Remove completed jobs from the server's memory")
+    forget.add_argument("selector", metavar="SELECTOR")
+    forget.add_argument("--filter", default="finished,failed,aborted,canceled", metavar="STATES",
+                        help="Only jobs in these states (default: all completed ones)")
+    ids = _sub(sub, "task-ids", "Print the task ids of jobs, compressed")
+    ids.add_argument("selector", metavar="SELECTOR")
+    ids.add_argument("--filter", metavar="STATES", help="Only tasks in these states")
+    cat = _sub(sub, "cat", "Print the stdout or stderr files of a job's tasks")
+    cat.add_argument("selector", metavar="SELECTOR")
+    cat.add_argument("stream", choices=("stdout", "stderr"))
+    cat.add_argument("--tasks", metavar="IDS", help="Only these task ids")
+    cat.add_argument("--task-status", metavar="STATES", help="Only tasks in these states")
+    cat.add_argument("--print-task-header", action="store_true",
+                     help="Print `# Job <id>, task <id>` before each task's output")
+    opened = _sub(sub, "open", "Open a job that later submits add tasks to")
+    opened.add_argument("--name", default="job", help="Job name (default: job)")
+    opened.add_argument("--max-fails", type=int, metavar="N")
+    close = _sub(sub, "close", "Close open jobs")
+    close.add_argument("selector", metavar="SELECTOR")
+    resubmit = _sub(sub, "resubmit", "Submit a job's failed and canceled tasks again, as a new "
+                                     "job (not in HQ 0.2x)")
+    resubmit.add_argument("job_id", type=int, metavar="JOB_ID")
+    resubmit.add_argument("--filter", default="failed,canceled", metavar="STATES",
+                          help="Tasks in these states (default: failed,canceled)")
 
 
 def _task_commands(parser: argparse.ArgumentParser) -> None:
@@ -309,6 +346,29 @@ def _task_commands(parser: argparse.ArgumentParser) -> None:
     info.add_argument("tasks", metavar="TASK_IDS")
     info.add_argument("-v", "--verbose", action="count", default=0,
                       help="Do not truncate errors")
+    explain = _sub(sub, "explain", "Why a waiting task runs, or does not run, on each worker")
+    explain.add_argument("job", metavar="JOB")
+    explain.add_argument("task", metavar="TASK_ID")
+
+
+def _output_log_commands(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="DIR", help="The stream directory (`--stream DIR`)")
+    parser.add_argument("--server-uid", help="Read only the streams of this server instance")
+    sub = _subcommands(parser, "log_command")
+    _sub(sub, "summary", "Sizes and counts of the streams")
+    _sub(sub, "jobs", "Job ids found in the streams")
+    show = _sub(sub, "show", "All output, ordered by time, each chunk prefixed `job.task:channel>`")
+    show.add_argument("--job", type=int, metavar="ID")
+    show.add_argument("--channel", choices=("stdout", "stderr"))
+    cat = _sub(sub, "cat", "The raw output of a job's tasks, by task id")
+    cat.add_argument("job", type=int, metavar="JOB")
+    cat.add_argument("channel", choices=("stdout", "stderr"))
+    cat.add_argument("--task", metavar="IDS", help="These tasks, in this order")
+    cat.add_argument("--allow-unfinished", action="store_true",
+                     help="Also print streams of tasks that have not finished")
+    export = _sub(sub, "export", "A job's stdout per task, as JSON")
+    export.add_argument("job", type=int, metavar="JOB")
+    export.add_argument("--task", metavar="IDS", help="These tasks, in this order")
 
 
 def _local_commands(parser: argparse.ArgumentParser) -> None:

@@ -237,7 +237,7 @@ class JobBook:
             t.cwd,
             _stdio_path(t.stdout),
             _stdio_path(t.stderr),
-            None,
+            req.stream_dir,
             job_id=job_id,
             submit_dir=req.submit_dir,
             server_uid=self.server_uid,
@@ -255,6 +255,7 @@ class JobBook:
             task_dir=t.task_dir,
             pin=t.pin,
             time_limit=t.time_limit,
+            stream_dir=paths.stream or "",
         )
 
     # --- TaskEvents -----------------------------------------------------------------------

@@ -23,6 +23,10 @@ def dispatch(args: argparse.Namespace, out: Output) -> int:
         from hqshm.cli.commands import submit
 
         return submit.run(ctx)
+    if command == "job" and args.job_command == "submit-file":
+        from hqshm.cli.commands import jobfile
+
+        return jobfile.run(ctx)
     if command == "job":
         from hqshm.cli.commands import jobs
 
@@ -31,6 +35,10 @@ def dispatch(args: argparse.Namespace, out: Output) -> int:
         from hqshm.cli.commands import tasks
 
         return tasks.run(ctx, args.task_command)
+    if command == "output-log":
+        from hqshm.cli.commands import outputlog
+
+        return outputlog.run(ctx, args.log_command)
     if command == "local":
         from hqshm.cli.commands import local
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from hqshm import placeholders, resourcespec
-from hqshm.arrays import parse_array
+from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges
 from hqshm.cli.render import Output
 from hqshm.durations import parse_hms_or_human
@@ -21,6 +21,7 @@ from hqshm.requests import (
     StdioDesc,
     SubmitRequest,
     SubmitResponse,
+    TaskRef,
     TaskTemplate,
     WaitJobsRequest,
 )
@@ -187,6 +188,17 @@ def build_request(ctx: Context) -> SubmitRequest:
     placeholders.check_cwd(cwd)
     stdout = parse_stdio(args.stdout, DEFAULT_STDOUT)
     stderr = parse_stdio(args.stderr, DEFAULT_STDERR)
+    if args.stream is not None:
+        # Streamed unless redirected explicitly (jobs.md §9: partial streaming).
+        if args.stdout is None:
+            stdout = StdioDesc("stream")
+        if args.stderr is None:
+            stderr = StdioDesc("stream")
+        warning = placeholders.unknown_placeholder_warning(args.stream, "log path")
+        if warning:
+            logger.warning("%s", warning)
+    if args.retries < 0:
+        raise UserError("--retries must be 0 or more")
     stdin = b""
     if args.stdin:
         sys.stdout.write("Reading data from stdin. In the interactive mode press Ctrl-D to "
@@ -208,6 +220,7 @@ def build_request(ctx: Context) -> SubmitRequest:
         pin=args.pin or "none",
         task_dir=args.task_dir,
         stdin=stdin,
+        retries=args.retries,
     )
     _warn(template, ids, entries, cwd)
     return SubmitRequest(
@@ -218,7 +231,20 @@ def build_request(ctx: Context) -> SubmitRequest:
         ids=ids,
         entries=tuple(entries) if entries is not None else None,
         job_id=args.job,
+        stream_dir=args.stream,
+        after=tuple(parse_after(text) for text in args.after),
     )
+
+
+def parse_after(text: str) -> TaskRef:
+    """`JOB` (all its tasks) or `JOB@TASKS` (an id list), for --after."""
+    job_text, _, tasks_text = text.partition("@")
+    try:
+        job_id = parse_single(job_text)
+    except UserError:
+        raise UserError(f"invalid --after value '{text}': expected JOB or JOB@TASKS, e.g. "
+                        "`--after 3` or `--after 3@0-9`") from None
+    return TaskRef(job_id, id_ranges(parse_array(tasks_text)) if tasks_text else None)
 
 
 def _warn(template: TaskTemplate, ids: tuple, entries: list[str] | None, cwd: str) -> None:
