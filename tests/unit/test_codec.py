@@ -175,6 +175,28 @@ CLIENT_SAMPLES: list[Any] = [
     requests.TaskInfoResponse(None, (), ()),
     requests.WorkerListResponse((WORKER_VIEW,), (12,)),
     requests.StopWorkersResponse(((1, "stopped"), (2, "not-found"))),
+    requests.SubmitRequest("after", None, "/home/u", TEMPLATE, IDS, None, None, "log-%{JOB_ID}",
+                           (requests.TaskRef(1), requests.TaskRef(2, ((0, 9, 1),)))),
+    requests.SubmitGraphRequest(
+        "graph", 1, "/home/u",
+        (requests.GraphTask(1, TEMPLATE), requests.GraphTask(2, TEMPLATE, (1,), "entry")),
+        job_id=3, stream_dir="/tmp/s"),
+    requests.OpenJobRequest("job", 2),
+    requests.CloseJobsRequest(requests.Selector("all")),
+    requests.ForgetJobsRequest(requests.Selector("ids", ((1, 3, 1),)), ("finished",)),
+    requests.JobSummaryRequest(),
+    requests.TaskIdsRequest(requests.Selector("last"), ("failed",)),
+    requests.TaskExplainRequest(requests.Selector("ids", ((1, 1, 1),)), 0),
+    requests.ResubmitRequest(1, ("failed", "canceled")),
+    requests.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
+    requests.ForgetJobsResponse(2, 1),
+    requests.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
+    requests.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
+    requests.TaskExplainResponse(
+        1, 0, 2, 1,
+        (requests.ExplainWorker(1, (requests.ExplainVariant((("Resources", "cpus", 40000,
+                                                               10000),), True),), 12.5, 0),),
+        (0.0,), (0,)),
 ]
 
 LINKS = [(NODE_LINK, NODE_SAMPLES, protocol), (CLIENT_LINK, CLIENT_SAMPLES, requests)]
