@@ -6,6 +6,15 @@ the core forgets ended tasks, the product keeps their history). Tasks of one sub
 ``Group`` and are stored as a sorted key array plus a cursor, so a million-task array costs
 eight bytes a task here and nothing per task until it is assigned.
 
+Each placed task records the request variant it was placed with, so a group's later variants
+add capacity where the first one is used up; the node reports the variant it really chose.
+
+Dependencies come in two shapes. Tasks of a job file depend on other tasks one by one
+(``deps_waiting``/``dependants``). A whole group can wait for a set of earlier tasks (a barrier,
+``hq submit --after``): one counter for the group, nothing per task, so a million-task array
+waiting for another job costs nothing extra. A task that fails, is canceled or is aborted aborts
+what depends on it, transitively.
+
 Handlers are functions of (core, outbox, input, now): no sockets and no clock inside, so tests
 drive them directly. Scheduling decisions live in ``cluster.scheduler``.
 """
@@ -14,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,12 +40,14 @@ from cluster.protocol import (
     StopReason,
     TaskUpdates,
 )
-from cluster.resources import RequestVariant, ResourceDescriptor, ResourceRequest
+from cluster.resources import ResourceDescriptor, ResourceRequest
 
 logger = logging.getLogger(__name__)
 
 UNLIMITED_CRASHES = 0
 NEVER_RESTART = -1
+
+Placed = tuple[int, int]  # (gid, variant index) of a task placed on a worker
 
 
 class TaskEvents(Protocol):
@@ -52,6 +63,10 @@ class TaskEvents(Protocol):
 
     def tasks_crashed(self, worker: int, keys: Sequence[int], crashes: Sequence[int],
                       never_restart: bool) -> None: ...
+
+    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
+        """These tasks, and every unfinished task of these groups, lost a dependency."""
+        ...
 
 
 class Outbox(Protocol):
@@ -73,11 +88,14 @@ class Group:
     body: bytes
     keys: np.ndarray  # uint64, sorted ascending
     crash_limit: int = 5
+    retries: int = 0  # re-runs of a task whose program exited non-zero
     entries: Sequence[bytes] | None = None
     cursor: int = 0
     requeued: deque[int] = field(default_factory=deque)
     instances: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
     crashes: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
+    attempts: dict[int, int] = field(default_factory=dict)  # sparse: retries used
+    barrier: int = 0  # unfinished tasks the whole group waits for (--after)
     active: int = 0  # tasks not ended yet
     ran: int = 0  # tasks that ended after running, and their total run time: the mean
     ran_time: float = 0.0  # duration decides how deep nodes are prefilled
@@ -96,7 +114,13 @@ class Group:
 
     @property
     def pending(self) -> int:
+        if self.barrier:
+            return 0
         return len(self.keys) - self.cursor + len(self.requeued)
+
+    def holds(self, key: int) -> bool:
+        i = int(np.searchsorted(self.keys, np.uint64(key)))
+        return i < len(self.keys) and int(self.keys[i]) == key
 
     def take(self, n: int) -> list[int]:
         """Up to n pending keys: given-back ones first, so they do not starve."""
@@ -126,13 +150,14 @@ class Worker:
     deadline: float | None  # server-clock time at which the worker ends; None = never
     totals: dict[str, int] = field(default_factory=dict)
     committed: dict[str, int] = field(default_factory=dict)  # assigned + running
-    assigned: dict[int, int] = field(default_factory=dict)  # key -> gid, not started yet
-    running: dict[int, int] = field(default_factory=dict)  # key -> gid
+    # key -> (gid, variant): sent but not started / running / stolen for us and in flight
+    assigned: dict[int, Placed] = field(default_factory=dict)
+    running: dict[int, Placed] = field(default_factory=dict)
     retracting: dict[int, int | None] = field(default_factory=dict)  # key -> thief or None
-    incoming: dict[int, int] = field(default_factory=dict)  # stolen for us, in flight: key -> gid
+    incoming: dict[int, Placed] = field(default_factory=dict)
     sent_groups: set[int] = field(default_factory=set)
-    variant_amounts: dict[int, dict[str, int] | None] = field(default_factory=dict)
-    variant_index: dict[int, int] = field(default_factory=dict)  # gid -> variant placed here
+    amounts_cache: dict[Placed, dict[str, int] | None] = field(default_factory=dict)
+    fitting: dict[int, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
     last_seen: float = 0.0
 
     def __post_init__(self) -> None:
@@ -142,26 +167,28 @@ class Worker:
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now
 
-    def amounts_for(self, group: Group) -> dict[str, int] | None:
-        """The amounts a task of the group takes here (first variant that can ever fit)."""
-        cached = self.variant_amounts.get(group.gid, ...)
-        if cached is not ...:
-            return cached  # type: ignore[return-value]
-        amounts = None
-        for index, variant in enumerate(group.request.variants):
-            if variant.n_nodes == 0:
-                amounts = variant.amount_on(self.totals)
-                if amounts is not None:
-                    self.variant_index[group.gid] = index
-                    break
-        self.variant_amounts[group.gid] = amounts
-        return amounts
+    def variants_for(self, group: Group) -> tuple[int, ...]:
+        """Indices of the group's variants that can ever run here, in order of preference."""
+        fitting = self.fitting.get(group.gid)
+        if fitting is None:
+            fitting = tuple(v for v in range(len(group.request.variants))
+                            if self.amounts(group, v) is not None)
+            self.fitting[group.gid] = fitting
+        return fitting
 
-    def variant_for(self, group: Group) -> RequestVariant | None:
-        """The variant tasks of the group are placed here with (None: it never fits)."""
-        if self.amounts_for(group) is None:
-            return None
-        return group.request.variants[self.variant_index[group.gid]]
+    def amounts(self, group: Group, variant: int) -> dict[str, int] | None:
+        """What one task of the group takes here with this variant (None: never fits)."""
+        placed = (group.gid, variant)
+        if placed not in self.amounts_cache:
+            v = group.request.variants[variant]
+            self.amounts_cache[placed] = None if v.n_nodes else v.amount_on(self.totals)
+        return self.amounts_cache[placed]
+
+    def amounts_of(self, placed: Placed) -> dict[str, int]:
+        """What a placed task holds; known even after its group is gone (canceled)."""
+        amounts = self.amounts_cache.get(placed)
+        assert amounts is not None, placed
+        return amounts
 
     def commit(self, amounts: dict[str, int], sign: int) -> None:
         for name, amount in amounts.items():
@@ -174,6 +201,12 @@ class Core:
     workers: dict[int, Worker] = field(default_factory=dict)
     next_worker_id: int = 1
     needs_scheduling: bool = False
+    # per-task dependencies (job files): unfinished prerequisites, and who waits on a task
+    deps_waiting: dict[int, int] = field(default_factory=dict)
+    dependants: dict[int, list[int]] = field(default_factory=dict)
+    blocked_group: dict[int, int] = field(default_factory=dict)  # blocked key -> its gid
+    # group barriers (--after): prerequisite key -> groups waiting for it
+    barrier_dependants: dict[int, list[int]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""
@@ -183,20 +216,19 @@ class Core:
                 assert key not in seen, f"task {key} is in two places"
                 seen.add(key)
             expected = dict.fromkeys(worker.totals, 0)
-            held = [*worker.assigned.items(), *worker.running.items(), *worker.incoming.items()]
-            for _key, gid in held:
-                amounts = worker.amounts_for(self.groups[gid])
-                assert amounts is not None
-                for name, amount in amounts.items():
+            held = [*worker.assigned.values(), *worker.running.values(),
+                    *worker.incoming.values()]
+            for placed in held:
+                for name, amount in worker.amounts_of(placed).items():
                     expected[name] += amount
             assert expected == worker.committed, (expected, worker.committed)
         for group in self.groups.values():
             assert not seen.intersection(group.requeued), "requeued task is also placed"
+            assert not self.blocked_group.keys() & set(group.requeued), "blocked task is ready"
+        for key, count in self.deps_waiting.items():
+            assert count > 0 and key in self.blocked_group, key
 
 
-def variant_fits_time(variant: RequestVariant, worker: Worker, now: float) -> bool:
-    remaining = worker.remaining(now)
-    return remaining is None or variant.min_time <= remaining
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -214,22 +246,44 @@ def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: 
     return worker
 
 
-def add_group(core: Core, group: Group) -> None:
+def add_group(core: Core, group: Group, deps: Mapping[int, Sequence[int]] | None = None,
+              after: Sequence[int] = ()) -> None:
+    """Add a group; ``deps`` and ``after`` name only prerequisites that have not finished yet.
+
+    With ``deps`` (per-task prerequisites, job files) every task without any is ready at once
+    and the others wait; ``after`` holds the whole group until all those tasks finished.
+    """
     core.groups[group.gid] = group
+    if deps is not None:
+        group.cursor = len(group.keys)
+        for key in group.keys.tolist():
+            prerequisites = deps.get(key, ())
+            if not prerequisites:
+                group.requeued.append(key)
+                continue
+            core.deps_waiting[key] = len(prerequisites)
+            core.blocked_group[key] = group.gid
+            for prerequisite in prerequisites:
+                core.dependants.setdefault(prerequisite, []).append(key)
+    group.barrier = len(after)
+    for prerequisite in after:
+        core.barrier_dependants.setdefault(prerequisite, []).append(group.gid)
     core.needs_scheduling = True
 
 
-def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int]) -> None:
+def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int],
+           variant: int = 0) -> None:
     """Send tasks to a worker (defining the group on that link first)."""
     if not keys:
         return
-    amounts = worker.amounts_for(group)
+    amounts = worker.amounts(group, variant)
     assert amounts is not None
     if group.gid not in worker.sent_groups:
         worker.sent_groups.add(group.gid)
         out.send(worker.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
+    placed = (group.gid, variant)
     for key in keys:
-        worker.assigned[key] = group.gid
+        worker.assigned[key] = placed
     for name, amount in amounts.items():
         worker.committed[name] += amount * len(keys)
     instances: tuple[int, ...] = ()
@@ -243,12 +297,10 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
     out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
 
 
-def _release(core: Core, worker: Worker, key: int, gid: int) -> Group | None:
+def _release(core: Core, worker: Worker, placed: Placed) -> Group | None:
     """Give back what a task held on a worker; works after its group is gone (canceled)."""
-    amounts = worker.variant_amounts.get(gid)
-    if amounts is not None:
-        worker.commit(amounts, -1)
-    return core.groups.get(gid)
+    worker.commit(worker.amounts_of(placed), -1)
+    return core.groups.get(placed[0])
 
 
 def _end(core: Core, group: Group | None) -> None:
@@ -266,36 +318,137 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
     started: list[Started] = []
     for item in msg.started:
         key = item[0]
-        gid = worker.assigned.pop(key, None)
-        if gid is None:
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
             continue  # canceled meanwhile, or already retracted
         _drop_reservation(core, worker.retracting.pop(key, None), key)
-        worker.running[key] = gid
+        worker.running[key] = _as_chosen(core, worker, placed, item[3])
         started.append(item)
     if started:
         out.events.tasks_started(wid, started)
-    for batch, report in ((msg.finished, out.events.tasks_finished),
-                          (msg.failed, out.events.tasks_failed)):
-        if not batch:
-            continue
-        ended = []
-        for item in batch:
-            key = item[0]
-            gid = worker.running.pop(key, None)
-            if gid is None:
-                gid = worker.assigned.pop(key, None)
-                if gid is None:
-                    continue  # canceled meanwhile
-            _drop_reservation(core, worker.retracting.pop(key, None), key)
-            group = _release(core, worker, key, gid)
-            if group is not None:
-                group.ran += 1
-                group.ran_time += max(0.0, item[3] - item[2])
-            _end(core, group)
-            ended.append(item)
-        if ended:
-            report(wid, ended)  # type: ignore[operator]
+    if msg.finished:
+        finished = [item for item in msg.finished if _ended(core, worker, item)]
+        if finished:
+            out.events.tasks_finished(wid, finished)
+            for item in finished:
+                _task_done(core, item[0])
+    if msg.failed:
+        failed = []
+        for item in msg.failed:
+            placed = worker.running.get(item[0]) or worker.assigned.get(item[0])
+            if placed is None or not _ended(core, worker, item):
+                continue
+            group = core.groups.get(placed[0])
+            if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
+                _retry(core, out, group, item[0])
+            else:
+                failed.append(item[:6])
+        if failed:
+            out.events.tasks_failed(wid, failed)
+            _tasks_dead(core, out, [item[0] for item in failed], ())
     core.needs_scheduling = True
+
+
+def _as_chosen(core: Core, worker: Worker, placed: Placed, variant: int) -> Placed:
+    """The node may start a task with another variant than we counted: count what it uses."""
+    group = core.groups.get(placed[0])
+    if variant == placed[1] or group is None or variant >= len(group.request.variants):
+        return placed
+    chosen = worker.amounts(group, variant)
+    if chosen is None:
+        return placed  # a variant that never fits here: a confused node; keep our count
+    worker.commit(worker.amounts_of(placed), -1)
+    worker.commit(chosen, +1)
+    return (placed[0], variant)
+
+
+def _ended(core: Core, worker: Worker, item: tuple) -> bool:  # type: ignore[type-arg]
+    """Take an ended task off its worker; False if it was no longer there (canceled)."""
+    key = item[0]
+    placed = worker.running.pop(key, None)
+    if placed is None:
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
+            return False
+    _drop_reservation(core, worker.retracting.pop(key, None), key)
+    group = _release(core, worker, placed)
+    if group is not None:
+        group.ran += 1
+        group.ran_time += max(0.0, item[3] - item[2])
+    _end(core, group)
+    return True
+
+
+def _retry(core: Core, out: Outbox, group: Group, key: int) -> None:
+    """Run a task that exited non-zero again, under a new instance id."""
+    group.attempts[key] = group.attempts.get(key, 0) + 1
+    instance = group.instances.get(key, 0) + 1
+    group.instances[key] = instance
+    group.active += 1  # _ended counted it as ended
+    if group.gid not in core.groups:
+        core.groups[group.gid] = group
+    group.give_back([key])
+    out.events.tasks_requeued([key], [instance])
+
+
+def _task_done(core: Core, key: int) -> None:
+    """A task finished: release what waited for it."""
+    for dependant in core.dependants.pop(key, ()):
+        left = core.deps_waiting.get(dependant)
+        if left is None:
+            continue
+        if left > 1:
+            core.deps_waiting[dependant] = left - 1
+            continue
+        del core.deps_waiting[dependant]
+        group = core.groups.get(core.blocked_group.pop(dependant))
+        if group is not None:
+            group.requeued.append(dependant)
+    for gid in core.barrier_dependants.pop(key, ()):
+        group = core.groups.get(gid)
+        if group is not None and group.barrier > 0:
+            group.barrier -= 1
+    core.needs_scheduling = True
+
+
+def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[Group]) -> None:
+    """Tasks and whole groups that will never finish: abort everything that depends on them.
+
+    Aborted tasks die in turn, so this walks the dependants transitively. Groups held by a
+    barrier die whole. The product hears once, with every aborted task and group.
+    """
+    stack = list(keys)
+    dead = list(groups)
+    aborted_keys: list[int] = []
+    aborted: list[Group] = []
+    while stack or dead:
+        while dead:
+            group = dead.pop()
+            # Its blocked tasks die with it, and what others wait for inside it is dead too.
+            for key in [k for k, g in core.blocked_group.items() if g == group.gid]:
+                del core.blocked_group[key]
+                core.deps_waiting.pop(key, None)
+            stack.extend(k for k in [*core.dependants, *core.barrier_dependants]
+                         if group.holds(k))
+        if not stack:
+            break
+        key = stack.pop()
+        for dependant in core.dependants.pop(key, ()):
+            if core.deps_waiting.pop(dependant, None) is None:
+                continue
+            gid = core.blocked_group.pop(dependant)
+            aborted_keys.append(dependant)
+            stack.append(dependant)
+            _end(core, core.groups.get(gid))
+        for gid in core.barrier_dependants.pop(key, ()):
+            group = core.groups.get(gid)
+            if group is not None and group not in aborted:
+                aborted.append(group)
+                dead.append(group)
+    if aborted:
+        _drop_groups(core, out, [g.gid for g in aborted])
+    if aborted_keys or aborted:
+        out.events.tasks_aborted(aborted_keys, [g.gid for g in aborted])
 
 
 def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
@@ -306,14 +459,13 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
         return
     by_target: dict[int | None, dict[int, list[int]]] = {}
     for key in keys:
-        gid = worker.assigned.pop(key, None)
-        if gid is None:
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
             continue
         thief = worker.retracting.pop(key, None)
-        group = _release(core, worker, key, gid)
-        if group is None:
+        if _release(core, worker, placed) is None:
             continue
-        by_target.setdefault(thief, {}).setdefault(gid, []).append(key)
+        by_target.setdefault(thief, {}).setdefault(placed[0], []).append(key)
     # Keys asked for but not returned have started there: the thief's reservation lapses.
     for key in [k for k in worker.retracting if k not in worker.assigned]:
         _drop_reservation(core, worker.retracting.pop(key), key)
@@ -321,21 +473,25 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
         thief = core.workers.get(thief_id) if thief_id is not None else None
         for gid, group_keys in per_group.items():
             group = core.groups[gid]
+            variant = None
             if thief is not None:
                 for key in group_keys:
+                    incoming = thief.incoming.get(key)
+                    if incoming is not None:
+                        variant = incoming[1]
                     _drop_reservation(core, thief_id, key)
-            if thief is not None and thief.amounts_for(group) is not None:
-                assign(core, out, thief, group, group_keys)
+            if thief is not None and variant is not None:
+                assign(core, out, thief, group, group_keys, variant)
             else:
                 group.give_back(group_keys)
     core.needs_scheduling = True
 
 
-def reserve(core: Core, thief: Worker, key: int, gid: int) -> None:
+def reserve(core: Core, thief: Worker, key: int, gid: int, variant: int) -> None:
     """Hold room on a thief for a task that is being retracted elsewhere for it."""
-    amounts = thief.amounts_for(core.groups[gid])
+    amounts = thief.amounts(core.groups[gid], variant)
     assert amounts is not None
-    thief.incoming[key] = gid
+    thief.incoming[key] = (gid, variant)
     thief.commit(amounts, +1)
 
 
@@ -343,29 +499,37 @@ def _drop_reservation(core: Core, thief_id: int | None, key: int) -> None:
     thief = core.workers.get(thief_id) if thief_id is not None else None
     if thief is None:
         return
-    gid = thief.incoming.pop(key, None)
-    if gid is not None:
-        _release(core, thief, key, gid)
+    placed = thief.incoming.pop(key, None)
+    if placed is not None:
+        _release(core, thief, placed)
 
 
-def cancel_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
-    """Drop every unfinished task of these groups, killing the running ones on their nodes."""
+def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+    """Forget every unfinished task of these groups, killing the running ones on their nodes."""
     gid_set = set(gids)
     for worker in core.workers.values():
-        doomed = [k for k, g in worker.assigned.items() if g in gid_set]
-        doomed += [k for k, g in worker.running.items() if g in gid_set]
+        doomed = [k for k, p in worker.assigned.items() if p[0] in gid_set]
+        doomed += [k for k, p in worker.running.items() if p[0] in gid_set]
         if not doomed:
             continue
         for key in doomed:
-            gid = worker.assigned.pop(key, None)
-            if gid is None:
-                gid = worker.running.pop(key)
+            placed = worker.assigned.pop(key, None) or worker.running.pop(key)
             _drop_reservation(core, worker.retracting.pop(key, None), key)
-            _release(core, worker, key, gid)
+            _release(core, worker, placed)
         out.send(worker.wid, CancelTasks(tuple(doomed)))
+    for key in [k for k, g in core.blocked_group.items() if g in gid_set]:
+        del core.blocked_group[key]
+        core.deps_waiting.pop(key, None)
     for gid in gid_set:
         core.groups.pop(gid, None)
     core.needs_scheduling = True
+
+
+def cancel_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+    """The product ends these groups (cancel, max-fails): their dependants are aborted."""
+    groups = [core.groups[g] for g in gids if g in core.groups]
+    _drop_groups(core, out, [g.gid for g in groups])
+    _tasks_dead(core, out, (), groups)
 
 
 def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -> None:
@@ -390,8 +554,8 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
     requeued_keys: list[int] = []
     requeued_instances: list[int] = []
     crashed: dict[bool, tuple[list[int], list[int]]] = {}
-    for key, gid, was_running in [(k, g, False) for k, g in worker.assigned.items()] + [
-        (k, g, True) for k, g in worker.running.items()
+    for key, gid, was_running in [(k, p[0], False) for k, p in worker.assigned.items()] + [
+        (k, p[0], True) for k, p in worker.running.items()
     ]:
         group = core.groups.get(gid)
         if group is None:
@@ -415,6 +579,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
         out.events.tasks_requeued(requeued_keys, requeued_instances)
     for never, (keys, counts) in crashed.items():
         out.events.tasks_crashed(wid, keys, counts, never)
+        _tasks_dead(core, out, keys, ())
     logger.info(
         "Worker %d lost (%s); %d running and %d queued tasks returned",
         wid, reason, len(worker.running), len(worker.assigned),

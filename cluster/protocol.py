@@ -29,8 +29,9 @@ NODE_LINK = Registry("node", PROTOCOL)
 Started = tuple[int, int, float, int]
 # (key, instance, started_at, ended_at, variant)
 Finished = tuple[int, int, float, float, int]
-# (key, instance, started_at, ended_at, variant, error)
-Failed = tuple[int, int, float, float, int, str]
+# (key, instance, started_at, ended_at, variant, error, retryable). Retryable: the program ran
+# and exited non-zero (not killed for its time limit, not unable to start): --retries applies.
+Failed = tuple[int, int, float, float, int, str, bool]
 
 
 def task_key(job_id: int, task_id: int) -> int:

@@ -53,15 +53,14 @@ def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> 
     return n
 
 
-def _eligible(worker: Worker, group: Group, now: float) -> dict[str, int] | None:
-    amounts = worker.amounts_for(group)
+def _eligible(worker: Worker, group: Group, variant: int, now: float) -> dict[str, int] | None:
+    """What a task of the group takes here with this variant, if it may run here now."""
+    amounts = worker.amounts(group, variant)
     if amounts is None:
         return None
     remaining = worker.remaining(now)
-    if remaining is not None:
-        variant = worker.variant_for(group)
-        if variant is not None and variant.min_time > remaining:
-            return None
+    if remaining is not None and group.request.variants[variant].min_time > remaining:
+        return None
     return amounts
 
 
@@ -75,14 +74,16 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                 continue  # multi-node placement is not part of this scheduler yet
             limit = 1.0 + prefill_factor(group) if prefill else 1.0
             for worker in workers:
-                if group.pending == 0:
-                    break
-                amounts = _eligible(worker, group, now)
-                if amounts is None:
-                    continue
-                n = min(group.pending, _fit_count(worker, amounts, limit))
-                if n > 0:
-                    assign(core, out, worker, group, group.take(n))
+                # Earlier variants first; a later one takes what the earlier left unused.
+                for variant in worker.variants_for(group):
+                    if group.pending == 0:
+                        break
+                    amounts = _eligible(worker, group, variant, now)
+                    if amounts is None:
+                        continue
+                    n = min(group.pending, _fit_count(worker, amounts, limit))
+                    if n > 0:
+                        assign(core, out, worker, group, group.take(n), variant)
     steal(core, out, workers, now)
     retract_expired(core, out, workers, now)
 
@@ -95,7 +96,8 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
                 continue
             keys: list[int] = []
             candidates = [
-                (k, g) for k, g in reversed(victim.assigned.items()) if k not in victim.retracting
+                (k, p[0]) for k, p in reversed(victim.assigned.items())
+                if k not in victim.retracting
             ]
             budget = (len(candidates) + 1) // 2  # at most half of what the victim has queued
             for key, gid in candidates:
@@ -104,19 +106,25 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
                 group = core.groups.get(gid)
                 if group is None:
                     continue
-                amounts = _eligible(thief, group, now)
-                if amounts is None:
-                    continue
-                if _fit_count(thief, amounts, 1.0) <= 0:
+                variant = _variant_with_room(thief, group, now)
+                if variant is None:
                     continue
                 # Reserve room on the thief now, so that neither this pass nor the next ones
                 # promise it more than it can start while the retraction is in flight.
-                reserve(core, thief, key, gid)
+                reserve(core, thief, key, gid, variant)
                 keys.append(key)
             if keys:
                 retract(out, victim, keys, thief.wid)
             if _has_free_room(thief, core) is False:
                 break
+
+
+def _variant_with_room(worker: Worker, group: Group, now: float) -> int | None:
+    for variant in worker.variants_for(group):
+        amounts = _eligible(worker, group, variant, now)
+        if amounts is not None and _fit_count(worker, amounts, 1.0) > 0:
+            return variant
+    return None
 
 
 def _stealable(worker: Worker) -> int:
@@ -141,12 +149,11 @@ def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: flo
         if remaining is None:
             continue
         keys = []
-        for key, gid in worker.assigned.items():
+        for key, (gid, variant) in worker.assigned.items():
             if key in worker.retracting:
                 continue
             group = core.groups.get(gid)
-            variant = worker.variant_for(group) if group is not None else None
-            if variant is not None and variant.min_time > remaining:
+            if group is not None and group.request.variants[variant].min_time > remaining:
                 keys.append(key)
         if keys:
             retract(out, worker, keys, None)

@@ -364,6 +364,7 @@ class TaskView:
     stdout_kind: str = "file"
     stderr_kind: str = "file"
     submit_index: int = 0
+    deps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +381,7 @@ class JobDetail:
     failed: tuple[TaskView, ...]  # first failed tasks (CLI shows 5)
     n_failed: int
     tasks: tuple[TaskView, ...] = ()  # all tasks, only when asked (JSON)
+    batches: int = 1  # requests that added tasks (a job file is one, with several submits)
 
 
 @CLIENT_LINK.message

@@ -441,7 +441,7 @@ def job_rows(job: JobDetail, now: float, color: bool) -> list[tuple[str, str]]:
             ("Crash limit", crash_limit_text(t.crash_limit)),
         ]
     rows.append(("Submission date", formats.format_utc_date(job.submitted_at)))
-    if len(job.submits) == 1:
+    if job.batches == 1 and job.submits:
         rows.append(("Submission directory", job.submit_dir))
     end = job.finished_at if job.finished_at is not None else now
     rows.append(("Makespan", format_short_duration(max(0.0, end - job.submitted_at))))
@@ -484,7 +484,7 @@ def task_rows(t: TaskView, template: TaskTemplate, error: str, now: float,
         ("Pin", template.pin),
         ("Task dir", "yes" if template.task_dir else "no"),
         ("Crash limit", crash_limit_text(template.crash_limit)),
-        ("Dependencies", ""),
+        ("Dependencies", ",".join(str(d) for d in t.deps)),
         ("Error", error),
     ]
 
@@ -535,6 +535,19 @@ def template_json(sub: SubmitView) -> dict[str, Any]:
     }
 
 
+def _submits_json(submits: Sequence[SubmitView]) -> list[dict[str, Any]]:
+    """Array submits as `{"array": ...}`; job-file tasks of one request as one `{"graph"}`."""
+    out: list[dict[str, Any]] = []
+    for submit in submits:
+        if submit.is_array:
+            out.append({"array": template_json(submit)})
+        elif out and "graph" in out[-1]:
+            out[-1]["graph"].append(template_json(submit))
+        else:
+            out.append({"graph": [template_json(submit)]})
+    return out
+
+
 def job_detail_json(job: JobDetail) -> dict[str, Any]:
     return {
         "info": job_summary_json(job.summary),
@@ -542,7 +555,7 @@ def job_detail_json(job: JobDetail) -> dict[str, Any]:
         "started_at": formats.format_rfc3339(job.submitted_at),
         "finished_at": None if job.finished_at is None
         else formats.format_rfc3339(job.finished_at),
-        "submits": [{"array": template_json(s)} for s in job.submits],
+        "submits": _submits_json(job.submits),
         "tasks": [task_json(t) for t in job.tasks],
     }
 

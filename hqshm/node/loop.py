@@ -644,15 +644,16 @@ class Node:
             self.idle_since = time.monotonic()
         if task.canceled:
             return
+        variant = task.allocation.variant
         if task.timed_out:
-            self.updates.failed.append((task.key, task.instance, task.started, t1,
-                                        task.allocation.variant, errors.TIME_LIMIT_REACHED))
+            self.updates.failed.append((task.key, task.instance, task.started, t1, variant,
+                                        errors.TIME_LIMIT_REACHED, False))
         elif ok:
-            self.updates.finished.append((task.key, task.instance, task.started, t1,
-                                          task.allocation.variant))
+            self.updates.finished.append((task.key, task.instance, task.started, t1, variant))
         else:
-            self.updates.failed.append((task.key, task.instance, task.started, t1,
-                                        task.allocation.variant, error))
+            # Retryable only if the program itself ran and failed (it had a pid).
+            self.updates.failed.append((task.key, task.instance, task.started, t1, variant,
+                                        error, task.pid > 0))
 
     def _reap(self) -> None:
         self._collect()  # an executor may have reported its last task before dying

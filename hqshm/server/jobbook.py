@@ -7,11 +7,13 @@ server loop sets ``now`` before each batch of work and sends what the book decid
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import msgpack
 import numpy as np
 
 from cluster.core import Group
@@ -21,12 +23,15 @@ from hqshm.errors import UserError
 from hqshm.jobstate import TaskState, TaskTable, job_state, merge_counts
 from hqshm.program import ProgramSpec, Stdio
 from hqshm.requests import (
+    GraphTask,
     JobDetail,
     JobSummary,
     Ranges,
     StdioDesc,
+    SubmitGraphRequest,
     SubmitRequest,
     SubmitView,
+    TaskRef,
     TaskTemplate,
     TaskView,
 )
@@ -70,6 +75,19 @@ class Submit:
     program: ProgramSpec
     table: TaskTable
     entries: list[str] | None = None
+    batch: int = 0  # submits made by one request share it (a job file makes several)
+    is_array: bool = True  # one template for all its tasks (CLI submit, job-file [array])
+    deps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # task id -> its deps
+    attempts: dict[int, int] = field(default_factory=dict)  # row -> retries used
+
+
+@dataclass(frozen=True, slots=True)
+class NewGroup:
+    """A core group to add, with the prerequisites it still waits for."""
+
+    group: Group
+    deps: dict[int, list[int]] | None = None  # key -> unfinished prerequisite keys
+    after: tuple[int, ...] = ()  # unfinished keys the whole group waits for
 
 
 @dataclass(eq=False)
@@ -129,6 +147,31 @@ class Job:
         )
 
 
+def _template_key(template: TaskTemplate) -> bytes:
+    """Tasks with equal templates share a core group (and are sent to nodes once)."""
+    return msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
+
+
+def _check_acyclic(deps: dict[int, tuple[int, ...]]) -> None:
+    """Kahn's algorithm over the submitted tasks; the text is HQ's (spec/jobs.md §12)."""
+    indegree = {task: sum(1 for d in ds if d in deps) for task, ds in deps.items()}
+    users: dict[int, list[int]] = {}
+    for task, ds in deps.items():
+        for d in ds:
+            if d in deps:
+                users.setdefault(d, []).append(task)
+    ready = [t for t, n in indegree.items() if n == 0]
+    while ready:
+        for user in users.get(ready.pop(), ()):
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                ready.append(user)
+    stuck = sorted(t for t, n in indegree.items() if n > 0)
+    if stuck:
+        raise UserError(f"Task {stuck[0]} is part of dependency cycle or has an invalid "
+                        "dependencies")
+
+
 def expand_ranges(ranges: Ranges) -> np.ndarray:
     parts = [np.arange(s, e + 1, st, dtype=np.uint32) for s, e, st in ranges]
     if not parts:
@@ -158,46 +201,171 @@ class JobBook:
         self.next_gid = 1
         self.now = 0.0
         self.changed: set[int] = set()  # jobs whose counts changed since the loop last looked
+        self.by_gid: dict[int, Submit] = {}
         # Set by the server: drop every unfinished task of these core groups.
         self.cancel_groups: Callable[[Iterable[int]], None] = lambda gids: None
 
     # --- submit ---------------------------------------------------------------------------
 
-    def submit(self, req: SubmitRequest) -> tuple[Job, Group]:
-        if req.job_id is not None:
-            job = self.jobs.get(req.job_id)
+    def _target_job(self, job_id: int | None, name: str, max_fails: int | None,
+                    submit_dir: str) -> Job:
+        if job_id is not None:
+            job = self.jobs.get(job_id)
             if job is None:
-                raise JobNotFound(job_id=req.job_id)
+                raise JobNotFound(job_id=job_id)
             if not job.is_open:
-                raise JobNotOpened(job_id=req.job_id)
-        else:
-            job = Job(self.next_job_id, req.name, req.max_fails, req.submit_dir, self.now)
-        ids, entries = self._task_ids(job, req)
-        if len(ids) == 0:
-            raise UserError("The submission contains no tasks.")
+                raise JobNotOpened(job_id=job_id)
+            return job
+        return Job(self.next_job_id, name, max_fails, submit_dir, self.now)
+
+    def _register(self, job: Job) -> None:
         if job.id not in self.jobs:
             self.jobs[job.id] = job
             self.next_job_id += 1
-        program = self._program(job.id, req)
-        table = TaskTable(ids)
-        submit = Submit(self.next_gid, req.template, program, table, entries)
-        self.next_gid += 1
-        job.submits.append(submit)
         job.finished_at = None
+        self.changed.add(job.id)
+
+    def _new_submit(self, job: Job, template: TaskTemplate, program: ProgramSpec,
+                    ids: np.ndarray, entries: list[str] | None, batch: int,
+                    is_array: bool) -> Submit:
+        submit = Submit(self.next_gid, template, program, TaskTable(ids), entries, batch,
+                        is_array)
+        self.next_gid += 1
+        self.by_gid[submit.gid] = submit
+        job.submits.append(submit)
+        return submit
+
+    def _group(self, job: Job, submit: Submit, ids: np.ndarray) -> Group:
+        template = submit.template
         keys = (np.uint64(job.id) << np.uint64(32)) | ids.astype(np.uint64)
-        group = Group(
+        entries = None
+        if submit.entries is not None:
+            rows = np.searchsorted(submit.table.ids, ids)
+            entries = [submit.entries[r].encode() for r in rows.tolist()]
+        return Group(
             gid=submit.gid,
             job_id=job.id,
-            request=req.template.request,
-            priority=req.template.priority,
-            body=program.encode(),
+            request=template.request,
+            priority=template.priority,
+            body=submit.program.encode(),
             keys=keys,
-            crash_limit=req.template.crash_limit,
-            entries=[e.encode() for e in entries] if entries is not None else None,
+            crash_limit=template.crash_limit,
+            retries=template.retries,
+            entries=entries,
         )
-        self.changed.add(job.id)
+
+    def submit(self, req: SubmitRequest) -> tuple[Job, list[NewGroup]]:
+        """An array-style submit: one template, many ids (hq submit, job-file [array])."""
+        job = self._target_job(req.job_id, req.name, req.max_fails, req.submit_dir)
+        job.submit_dir = job.submit_dir or req.submit_dir
+        ids, entries = self._task_ids(job, req)
+        if len(ids) == 0:
+            raise UserError("The submission contains no tasks.")
+        after, dead = self._prerequisites(job, req.after)
+        self._register(job)
+        batch = self.next_gid
+        submit = self._new_submit(job, req.template, self._program(job.id, req.template,
+                                                                   req.submit_dir,
+                                                                   req.stream_dir),
+                                  ids, entries, batch, True)
         logger.info("Job %d submitted with %d tasks", job.id, len(ids))
-        return job, group
+        if dead:
+            # A prerequisite already failed: these tasks can never run (spec/jobs.md §8.2).
+            submit.table.set_states(np.arange(len(ids)), TaskState.ABORTED)
+            submit.table.ended[:] = self.now
+            self._after_change(job)
+            return job, []
+        return job, [NewGroup(self._group(job, submit, ids), None, tuple(after))]
+
+    def _prerequisites(self, job: Job, refs: Sequence[TaskRef]) -> tuple[list[int], bool]:
+        """Unfinished keys of `--after` tasks, and whether one of them already failed."""
+        unfinished: list[int] = []
+        dead = False
+        for ref in refs:
+            target = job if ref.job_id == job.id else self.jobs.get(ref.job_id)
+            if target is None:
+                raise JobNotFound(job_id=ref.job_id)
+            wanted = expand_ranges(ref.tasks) if ref.tasks is not None else None
+            for submit in target.submits:
+                table = submit.table
+                rows = np.arange(len(table)) if wanted is None else \
+                    np.nonzero(np.isin(table.ids, wanted))[0]
+                states = table.state[rows]
+                dead |= bool(np.isin(states, (TaskState.FAILED, TaskState.CANCELED,
+                                              TaskState.ABORTED)).any())
+                pending = rows[np.isin(states, (TaskState.WAITING, TaskState.RUNNING))]
+                base = target.id << 32
+                unfinished.extend(base | int(i) for i in table.ids[pending].tolist())
+            if wanted is not None:
+                known = np.concatenate([s.table.ids for s in target.submits]) \
+                    if target.submits else np.zeros(0, dtype=np.uint32)
+                missing = np.setdiff1d(wanted, known)
+                if len(missing):
+                    raise UserError(f"Invalid dependency on task {int(missing[0])} of job "
+                                    f"{target.id}: the job has no such task")
+        return unfinished, dead
+
+    def submit_graph(self, req: SubmitGraphRequest) -> tuple[Job, list[NewGroup]]:
+        """Individual tasks with dependencies (job files' [[task]]): one group per template."""
+        job = self._target_job(req.job_id, req.name, req.max_fails, req.submit_dir)
+        job.submit_dir = job.submit_dir or req.submit_dir
+        ids = [t.id for t in req.tasks]
+        if not ids:
+            raise UserError("No tasks defined")
+        seen: set[int] = set()
+        for task_id in ids:
+            if task_id in seen:
+                raise TaskDefinedTwice(task_id=task_id)
+            seen.add(task_id)
+        existing = {int(i): s for s in job.submits for i in s.table.ids.tolist()}
+        for task_id in ids:
+            if task_id in existing:
+                raise TaskExists(task_id=task_id, job_id=job.id)
+        for task in req.tasks:
+            for dep in task.deps:
+                if dep not in seen and dep not in existing:
+                    raise UserError(f"Invalid dependency on {dep}")
+        _check_acyclic({t.id: t.deps for t in req.tasks})
+        self._register(job)
+        batch = self.next_gid
+        by_template: dict[bytes, list[GraphTask]] = {}
+        for task in req.tasks:
+            by_template.setdefault(_template_key(task.template), []).append(task)
+        created: list[tuple[Submit, np.ndarray]] = []
+        for tasks in by_template.values():
+            tasks.sort(key=lambda t: t.id)
+            group_ids = np.array([t.id for t in tasks], dtype=np.uint32)
+            entries = [t.entry or "" for t in tasks] if any(t.entry is not None
+                                                             for t in tasks) else None
+            program = self._program(job.id, tasks[0].template, req.submit_dir, req.stream_dir)
+            submit = self._new_submit(job, tasks[0].template, program, group_ids, entries,
+                                      batch, False)
+            submit.deps = {t.id: t.deps for t in tasks if t.deps}
+            created.append((submit, group_ids))
+        base = job.id << 32
+        dead: set[int] = set()
+        deps: dict[int, list[int]] = {}
+        for task in req.tasks:
+            unfinished = []
+            for dep in task.deps:
+                if dep in seen:
+                    unfinished.append(base | dep)
+                    continue
+                located = job.locate(dep)
+                assert located is not None
+                state = TaskState(int(located[0].table.state[located[1]]))
+                if state in (TaskState.WAITING, TaskState.RUNNING):
+                    unfinished.append(base | dep)
+                elif state != TaskState.FINISHED:
+                    dead.add(task.id)
+            if unfinished:
+                deps[base | task.id] = unfinished
+        logger.info("Job %d submitted with %d tasks", job.id, len(ids))
+        groups = [NewGroup(self._group(job, submit, group_ids), deps) for submit, group_ids
+                  in created]
+        if dead:
+            self.tasks_aborted([base | t for t in dead], ())
+        return job, groups
 
     def _task_ids(self, job: Job, req: SubmitRequest) -> tuple[np.ndarray, list[str] | None]:
         explicit = expand_ranges(req.ids) if req.ids else None
@@ -231,15 +399,15 @@ class JobBook:
                 raise TaskExists(task_id=int(clash[0]), job_id=job.id)
         return ids, entries
 
-    def _program(self, job_id: int, req: SubmitRequest) -> ProgramSpec:
-        t = req.template
+    def _program(self, job_id: int, t: TaskTemplate, submit_dir: str,
+                 stream_dir: str | None) -> ProgramSpec:
         paths = placeholders.resolve_at_submit(
             t.cwd,
             _stdio_path(t.stdout),
             _stdio_path(t.stderr),
-            req.stream_dir,
+            stream_dir,
             job_id=job_id,
-            submit_dir=req.submit_dir,
+            submit_dir=submit_dir,
             server_uid=self.server_uid,
         )
         return ProgramSpec(
@@ -249,7 +417,7 @@ class JobBook:
             stdout=_stdio(t.stdout, paths.stdout),
             stderr=_stdio(t.stderr, paths.stderr),
             job_id=job_id,
-            submit_dir=req.submit_dir,
+            submit_dir=submit_dir,
             server_uid=self.server_uid,
             stdin=t.stdin,
             task_dir=t.task_dir,
@@ -342,6 +510,31 @@ class JobBook:
             self._after_change(job)
             self._check_max_fails(job)
 
+    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
+        """Dependencies failed: these tasks, and whole submits, will never run."""
+        touched: set[int] = set()
+        for key in keys:
+            found = self._find(key)
+            if found is None:
+                continue
+            job, submit, row = found
+            if submit.table.state[row] in (TaskState.WAITING, TaskState.RUNNING):
+                submit.table.set_state(row, TaskState.ABORTED)
+                submit.table.ended[row] = self.now
+                touched.add(job.id)
+        for gid in gids:
+            submit = self.by_gid.get(gid)
+            if submit is None:
+                continue
+            rows = submit.table.rows_in_states((TaskState.WAITING, TaskState.RUNNING))
+            submit.table.set_states(rows, TaskState.ABORTED)
+            submit.table.ended[rows] = self.now
+            touched.add(submit.program.job_id)
+        for job_id in touched:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                self._after_change(job)
+
     def _end(self, job: Job, submit: Submit, row: int, worker: int, instance: int,
              start: float, end: float, state: TaskState) -> bool:
         table = submit.table
@@ -373,6 +566,94 @@ class JobBook:
         if job.max_fails is None or job.counts[TaskState.FAILED] <= job.max_fails:
             return
         self._stop_unfinished(job, TaskState.ABORTED)
+
+    # --- job management -------------------------------------------------------------------
+
+    def open_job(self, name: str, max_fails: int | None) -> Job:
+        job = Job(self.next_job_id, name, max_fails, "", self.now, is_open=True)
+        self._register(job)
+        return job
+
+    def close(self, job: Job) -> bool:
+        """Close an open job; False if it was closed already."""
+        if not job.is_open:
+            return False
+        job.is_open = False
+        self._after_change(job)
+        return True
+
+    def forget(self, job_ids: Sequence[int], states: Iterable[str]) -> tuple[int, int]:
+        """Drop completed jobs in these states from memory: (forgotten, ignored)."""
+        wanted = {s.upper() for s in states}
+        forgotten = 0
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None or not job.completed or job.state not in wanted:
+                continue
+            for submit in job.submits:
+                self.by_gid.pop(submit.gid, None)
+            del self.jobs[job_id]
+            forgotten += 1
+        return forgotten, len(job_ids) - forgotten
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(("RUNNING", "WAITING", "FINISHED", "FAILED", "ABORTED",
+                                "CANCELED"), 0)
+        for job in self.jobs.values():
+            state = job.state
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def task_ids(self, job: Job, states: set[TaskState] | None) -> Ranges:
+        parts = []
+        for submit in job.submits:
+            table = submit.table
+            rows = np.arange(len(table)) if states is None else table.rows_in_states(states)
+            parts.append(table.ids[rows])
+        ids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint32)
+        return compress_ranges(ids)
+
+    def resubmit(self, job: Job, states: set[TaskState], submit_dir: str
+                 ) -> SubmitRequest | SubmitGraphRequest:
+        """The tasks of a job in these states, as a new submit of the same programs.
+
+        Array submits keep their template and ids; job-file tasks keep their own template and
+        the dependencies among the tasks that are submitted again.
+        """
+        arrays: list[SubmitRequest] = []
+        graph: list[GraphTask] = []
+        for submit in job.submits:
+            rows = submit.table.rows_in_states(states)
+            if not len(rows):
+                continue
+            ids = submit.table.ids[rows]
+            entries = None if submit.entries is None else tuple(
+                submit.entries[r] for r in rows.tolist())
+            if submit.is_array:
+                arrays.append(SubmitRequest(job.name, job.max_fails, submit_dir,
+                                            submit.template, compress_ranges(ids), entries))
+            else:
+                for i, task_id in enumerate(ids.tolist()):
+                    graph.append(GraphTask(task_id, submit.template, submit.deps.get(task_id, ()),
+                                           entries[i] if entries else None))
+        if not arrays and not graph:
+            raise UserError(f"Job {job.id} has no tasks in the given states")
+        if graph or len(arrays) > 1:
+            chosen = {t.id for t in graph}
+            for request in arrays:
+                rows = expand_ranges(request.ids).tolist()
+                chosen.update(rows)
+                for i, task_id in enumerate(rows):
+                    graph.append(GraphTask(task_id, request.template, (),
+                                           request.entries[i] if request.entries else None))
+            graph = [dataclasses.replace(t, deps=tuple(d for d in t.deps if d in chosen))
+                     for t in graph]
+            return SubmitGraphRequest(job.name, job.max_fails, submit_dir, tuple(graph))
+        request = arrays[0]
+        if request.entries is not None:
+            # With explicit ids, entries are selected by id (spec/jobs.md §3).
+            return _entries_request(request)
+        return request
 
     # --- cancel ---------------------------------------------------------------------------
 
@@ -437,6 +718,7 @@ class JobBook:
             stdout_kind=submit.program.stdout.kind,
             stderr_kind=submit.program.stderr.kind,
             submit_index=index,
+            deps=submit.deps.get(task_id, ()),
         )
 
     def submit_view(self, submit: Submit) -> SubmitView:
@@ -447,6 +729,7 @@ class JobBook:
             stderr=_display_path(program.stderr),
             cwd=program.cwd,
             ids=compress_ranges(submit.table.ids),
+            is_array=submit.is_array,
         )
 
     def detail(self, job: Job, include_tasks: bool) -> JobDetail:
@@ -477,10 +760,21 @@ class JobBook:
             failed=tuple(failed),
             n_failed=n_failed,
             tasks=tuple(tasks),
+            batches=len({s.batch for s in job.submits}),
         )
 
     def last_job_id(self) -> int | None:
         return max(self.jobs) if self.jobs else None
+
+
+def _entries_request(request: SubmitRequest) -> SubmitRequest:
+    """An array with entries again: entries are indexed by id, so spread them out to the ids."""
+    ids = expand_ranges(request.ids).tolist()
+    assert request.entries is not None
+    full = [""] * (max(ids) + 1)
+    for task_id, entry in zip(ids, request.entries, strict=True):
+        full[task_id] = entry
+    return dataclasses.replace(request, entries=tuple(full))
 
 
 def _stdio_path(desc: StdioDesc) -> str | None:

@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,8 +26,9 @@ from cluster.server_loop import ServerLoop
 from hqshm import __version__, access, serverdir
 from hqshm.client import ClientConnection
 from hqshm.errors import UserError
-from hqshm.requests import CLIENT_LINK, ServerInfo, WorkerConfigBlob
-from hqshm.server.jobbook import Job, JobBook
+from hqshm.requests import CLIENT_LINK, ServerInfo, TaskExplainResponse, WorkerConfigBlob
+from hqshm.server.explain import explain_task
+from hqshm.server.jobbook import Job, JobBook, NewGroup
 from hqshm.server.rpc import ClientService, ServerControl
 from hqshm.server.workers import WorkerBook
 
@@ -207,8 +208,12 @@ class Server(ServerControl):
 
     # --- ServerControl --------------------------------------------------------------------
 
-    def add_group(self, job: Job, group: object) -> None:
-        core_mod.add_group(self.core, group)  # type: ignore[arg-type]
+    def add_groups(self, groups: Sequence[NewGroup]) -> None:
+        for new in groups:
+            core_mod.add_group(self.core, new.group, new.deps, new.after)
+
+    def explain(self, job: Job, task_id: int) -> TaskExplainResponse:
+        return explain_task(self.core, self.book, job, task_id, time.time())
 
     def stop_server(self) -> None:
         self.loop.stop()

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -22,21 +22,34 @@ from hqshm.requests import (
     Ack,
     CancelJobsRequest,
     CancelJobsResponse,
+    CloseJobsRequest,
+    CloseJobsResponse,
     ErrorResponse,
+    ForgetJobsRequest,
+    ForgetJobsResponse,
     JobInfoRequest,
     JobInfoResponse,
     JobListRequest,
     JobListResponse,
     JobProgressRequest,
     JobProgressResponse,
+    JobSummaryRequest,
+    JobSummaryResponse,
+    OpenJobRequest,
+    ResubmitRequest,
     Selector,
     ServerInfo,
     ServerInfoRequest,
     StopServerRequest,
     StopWorkersRequest,
     StopWorkersResponse,
+    SubmitGraphRequest,
     SubmitRequest,
     SubmitResponse,
+    TaskExplainRequest,
+    TaskExplainResponse,
+    TaskIdsRequest,
+    TaskIdsResponse,
     TaskInfoRequest,
     TaskInfoResponse,
     TaskListRequest,
@@ -47,7 +60,7 @@ from hqshm.requests import (
     WorkerListRequest,
     WorkerListResponse,
 )
-from hqshm.server.jobbook import Job, JobBook, expand_ranges
+from hqshm.server.jobbook import Job, JobBook, NewGroup, expand_ranges
 from hqshm.server.workers import WorkerBook
 
 logger = logging.getLogger(__name__)
@@ -66,7 +79,9 @@ class Waiter:
 class ServerControl:
     """What request handlers may do to the running server beyond the job book."""
 
-    def add_group(self, job: Job, group: object) -> None: ...
+    def add_groups(self, groups: Sequence[NewGroup]) -> None: ...
+
+    def explain(self, job: Job, task_id: int) -> TaskExplainResponse: ...
     def stop_server(self) -> None: ...
     def stop_worker(self, wid: int) -> None: ...
     def worker_load(self, wid: int) -> tuple[int, int]: ...
@@ -104,6 +119,14 @@ class ClientService:
             JobProgressRequest: self.progress,
             TaskListRequest: self.task_list,
             TaskInfoRequest: self.task_info,
+            SubmitGraphRequest: self.submit_graph,
+            OpenJobRequest: self.open_job,
+            CloseJobsRequest: self.close_jobs,
+            ForgetJobsRequest: self.forget,
+            JobSummaryRequest: self.summary,
+            TaskIdsRequest: self.task_ids,
+            TaskExplainRequest: self.explain,
+            ResubmitRequest: self.resubmit,
             WorkerListRequest: self.worker_list,
             WorkerInfoRequest: self.worker_info,
             StopWorkersRequest: self.stop_workers,
@@ -171,9 +194,58 @@ class ClientService:
         return Ack()
 
     def submit(self, request: SubmitRequest) -> SubmitResponse:
-        job, group = self.book.submit(request)
-        self.control.add_group(job, group)
+        job, groups = self.book.submit(request)
+        self.control.add_groups(groups)
         return SubmitResponse(job.id)
+
+    def submit_graph(self, request: SubmitGraphRequest) -> SubmitResponse:
+        job, groups = self.book.submit_graph(request)
+        self.control.add_groups(groups)
+        return SubmitResponse(job.id)
+
+    def open_job(self, request: OpenJobRequest) -> SubmitResponse:
+        return SubmitResponse(self.book.open_job(request.name, request.max_fails).id)
+
+    def close_jobs(self, request: CloseJobsRequest) -> CloseJobsResponse:
+        if request.selector.kind == "all":
+            ids = [i for i, j in sorted(self.book.jobs.items()) if j.is_open]
+            missing: list[int] = []
+        else:
+            ids, missing = resolve_ids(request.selector, self.book.jobs)
+        results = [(i, "closed" if self.book.close(self.book.jobs[i]) else "already-closed")
+                   for i in ids]
+        results.extend((i, "not-found") for i in missing)
+        return CloseJobsResponse(tuple(results))
+
+    def forget(self, request: ForgetJobsRequest) -> ForgetJobsResponse:
+        ids, missing = resolve_ids(request.selector, self.book.jobs)
+        forgotten, ignored = self.book.forget(ids, request.states)
+        return ForgetJobsResponse(forgotten, ignored + len(missing))
+
+    def summary(self, request: JobSummaryRequest) -> JobSummaryResponse:
+        return JobSummaryResponse(tuple(self.book.summary().items()))
+
+    def task_ids(self, request: TaskIdsRequest) -> TaskIdsResponse:
+        present, missing = resolve_ids(request.selector, self.book.jobs)
+        states = parse_states(request.states) if request.states else None
+        return TaskIdsResponse(
+            tuple((i, self.book.task_ids(self.book.jobs[i], states)) for i in present),
+            tuple(missing))
+
+    def explain(self, request: TaskExplainRequest) -> TaskExplainResponse:
+        present, _missing = resolve_ids(request.job, self.book.jobs)
+        if not present:
+            raise UserError("Job not found")
+        return self.control.explain(self.book.jobs[present[0]], request.task_id)
+
+    def resubmit(self, request: ResubmitRequest) -> SubmitResponse:
+        job = self.book.jobs.get(request.job_id)
+        if job is None:
+            raise UserError(f"Job {request.job_id} not found")
+        new = self.book.resubmit(job, parse_states(request.states), job.submit_dir)
+        if isinstance(new, SubmitGraphRequest):
+            return self.submit_graph(new)
+        return self.submit(new)
 
     def job_list(self, request: JobListRequest) -> JobListResponse:
         jobs = [self.book.jobs[i] for i in sorted(self.book.jobs)]

@@ -101,6 +101,10 @@ class RecordingEvents:
             ("crashed", (worker, k, c, never_restart)) for k, c in zip(keys, crashes, strict=True)
         )
 
+    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
+        self.log.extend(("aborted", (k,)) for k in keys)
+        self.log.extend(("aborted_group", (g,)) for g in gids)
+
     def take(self, kind: str, count: int | None = None) -> list[tuple[Any, ...]]:
         """Remove and return the records of one kind; with ``count``, insist on how many."""
         taken = [record for k, record in self.log if k == kind]
@@ -270,9 +274,10 @@ class Env:
         finished = tuple((k, self.instance(k), now - duration, now, 0) for k in keys)
         self.updates(worker, TaskUpdates(finished=finished))
 
-    def fail(self, worker: Worker, keys: Iterable[int], error: str = "boom") -> None:
+    def fail(self, worker: Worker, keys: Iterable[int], error: str = "boom",
+             retryable: bool = True) -> None:
         now = self.clock.now()
-        failed = tuple((k, self.instance(k), now - 1.0, now, 0, error) for k in keys)
+        failed = tuple((k, self.instance(k), now - 1.0, now, 0, error, retryable) for k in keys)
         self.updates(worker, TaskUpdates(failed=failed))
 
     def updates(self, worker: Worker, msg: TaskUpdates) -> None:
@@ -372,7 +377,7 @@ class SimNode:
             _, instance, amount = self.running.pop(key)
             self.used -= amount
             if fail:
-                self.failed.append((key, instance, now - 0.5, now, 0, "boom"))
+                self.failed.append((key, instance, now - 0.5, now, 0, "boom", True))
             else:
                 self.finished.append((key, instance, now - 0.5, now, 0))
         return keys

@@ -126,7 +126,7 @@ NODE_SAMPLES: list[Any] = [
     protocol.TaskUpdates(
         started=((1, 0, 1.5, 0), (BIG_KEY, 3, 2.0, 1)),
         finished=((1, 0, 1.5, 2.5, 0),),
-        failed=((BIG_KEY, 3, 2.0, 4.0, 1, "Program terminated with exit code 1."),),
+        failed=((BIG_KEY, 3, 2.0, 4.0, 1, "Program terminated with exit code 1.", True),),
     ),
     protocol.TaskUpdates(),
     protocol.TasksRetracted((5, BIG_KEY)),

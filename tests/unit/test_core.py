@@ -253,7 +253,7 @@ def test_mean_duration_comes_from_ended_tasks(env: Env) -> None:
     k1, k2 = env.out.take_keys(w.wid, ComputeTasks)[:2]
     assert g.mean_duration is None
     env.finish(w, [k1], duration=1.0)
-    env.updates(w, TaskUpdates(failed=((k2, 0, 10.0, 13.0, 0, "x"),)))
+    env.updates(w, TaskUpdates(failed=((k2, 0, 10.0, 13.0, 0, "x", True),)))
     assert g.mean_duration == pytest.approx(2.0)
     env.events.take("finished", count=1)
     env.events.take("failed", count=1)

@@ -60,18 +60,17 @@ class Book:
         max_fails: int | None = None,
         crash_limit: int = 5,
     ) -> tuple[Job, Group]:
-        return self.book.submit(
+        job, groups = self.book.submit(
             request(
                 ids, entries=entries, job_id=job_id, max_fails=max_fails, crash_limit=crash_limit
             )
         )
+        assert len(groups) == 1
+        return job, groups[0].group
 
     def open_job(self) -> Job:
-        """An open job, as `hq job open` makes one (the book has no handler for it yet)."""
-        job = Job(self.book.next_job_id, "session", None, "/work", self.book.now, is_open=True)
-        self.book.jobs[job.id] = job
-        self.book.next_job_id += 1
-        return job
+        """An open job, as `hq job open` makes one."""
+        return self.book.open_job("session", None)
 
     def start(self, job: Job, *task_ids: int, worker: int = 1, instance: int = 0) -> None:
         self.book.tasks_started(worker, [(key(job, t), instance, 10.0, 0) for t in task_ids])

@@ -248,15 +248,6 @@ def test_time_request_of_the_variant_actually_used_is_honoured(env: Env) -> None
     env.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the core counts every task by its first variant that can ever fit (Worker.amounts_for), "
-        "so on 16 CPUs with x=[0,1] only tasks of variant {cpus 1, x 1} are placed (2 + 2 "
-        "prefilled) and the fifth task waits, where spec/resources.md §3.2 runs 2 with variant 0 "
-        "and 3 with variant 1 at once"
-    ),
-)
 def test_later_variants_let_more_tasks_run_at_once(env: Env) -> None:
     w = env.worker(16, list_pool("x", "0", "1"))
     v0 = RequestVariant((ResourceEntry("cpus", FRACTIONS), ResourceEntry("x", FRACTIONS)))
