@@ -336,9 +336,10 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
         failed = []
         for item in msg.failed:
             placed = worker.running.get(item[0]) or worker.assigned.get(item[0])
+            # Looked up before _ended, which forgets a group whose last task ended.
+            group = core.groups.get(placed[0]) if placed is not None else None
             if placed is None or not _ended(core, worker, item):
                 continue
-            group = core.groups.get(placed[0])
             if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
                 _retry(core, out, group, item[0])
             else:

@@ -23,6 +23,7 @@ from hqshm.requests import (
     Ranges,
     ServerInfo,
     SubmitView,
+    TaskExplainResponse,
     TaskTemplate,
     TaskView,
     WorkerView,
@@ -179,6 +180,91 @@ class Output:
         else:
             ok = tables.paint("successfully", "green") if self.color else "successfully"
             self.line(f"Job submitted {ok}, job ID: {job_id}")
+
+    def opened(self, job_id: int) -> None:
+        if self.mode == "json":
+            self.json({"id": job_id})
+        elif self.mode == "quiet":
+            self.line(str(job_id))
+        else:
+            self.line(f"Job {job_id} is open.")
+
+    def job_summary(self, counts: dict[str, int]) -> None:
+        order = ("RUNNING", "WAITING", "FINISHED", "FAILED", "ABORTED", "CANCELED")
+        if self.mode == "json":
+            self.json({state.capitalize(): n for state, n in counts.items()})
+        elif self.mode == "quiet":
+            for state in order:
+                self.line(f"{state} {counts.get(state, 0)}")
+        else:
+            self.horizontal(["Status", "Count"],
+                            [[self.state(s), str(counts.get(s, 0))] for s in order], right=(1,))
+
+    def task_ids(self, jobs: Sequence[tuple[int, Ranges]]) -> None:
+        if self.mode == "json":
+            self.json({str(job_id): [i for s, e, st in ranges for i in range(s, e + 1, st)]
+                       for job_id, ranges in jobs})
+        elif self.mode == "cli" or self.mode == "quiet":
+            if len(jobs) == 1:
+                self.line(ranges_text(jobs[0][1]))
+            else:
+                for job_id, ranges in jobs:
+                    self.line(f"{job_id}: {ranges_text(ranges)}")
+
+    def explain(self, e: TaskExplainResponse) -> None:
+        if self.mode == "json":
+            self.json(explain_json(e))
+            return
+        if self.mode == "quiet":
+            return
+        task = f"{e.job_id}@{e.task_id}"
+        if e.n_deps == 0:
+            self.line(f"Task {task} is ready to run because it has no dependencies.")
+        elif e.n_waiting_deps:
+            self.line(f"Task {task} is not ready to run, because {e.n_waiting_deps}/{e.n_deps} "
+                      "dependencies are not finished.")
+        else:
+            self.line(f"Task {task} is ready to run because its all {e.n_deps} dependencies "
+                      "are finished.")
+        able = [w.worker_id for w in e.workers if any(v.runnable for v in w.variants)]
+        if not able:
+            self.line("There is no worker where the task can run.")
+        else:
+            noun = "worker" if len(able) == 1 else "workers"
+            self.line(f"The task can run on {len(able)} {noun}: {compress_ids(able)}")
+        if not e.workers:
+            return
+        rows = []
+        for w in e.workers:
+            enabled = sum(v.runnable for v in w.variants)
+            if not enabled:
+                runnable = "No"
+            elif len(w.variants) == 1:
+                runnable = "Yes"
+            else:
+                runnable = f"Yes ({enabled}/{len(w.variants)})"
+            for index, variant in enumerate(w.variants):
+                types, provides, requests = [], [], []
+                for kind, name, worker_amount, request in variant.items:
+                    if kind == "Time":
+                        types.append("time")
+                        provides.append("unknown" if worker_amount < 0
+                                        else format_short_duration(worker_amount / 1e3))
+                        requests.append(format_humantime(request / 1e3))
+                    elif kind == "WorkerGroup":
+                        types.append("nodes")
+                        provides.append(f"group size {worker_amount}")
+                        requests.append(str(request))
+                    else:
+                        types.append(name)
+                        provides.append(formats.format_amount(worker_amount))
+                        requests.append("all" if request == 0 else formats.format_amount(request))
+                first = index == 0
+                rows.append([str(w.worker_id) if first else "", runnable if first else "",
+                             str(index), "\n".join(types), "\n".join(provides),
+                             "\n".join(requests)])
+        self.horizontal(["Worker Id", "Runnable", "Variant", "Type", "Provides", "Request"],
+                        rows)
 
     def job_list(self, jobs: Sequence[JobSummary], total: int, verbose: bool) -> None:
         if self.mode == "json":
@@ -558,6 +644,36 @@ def job_detail_json(job: JobDetail) -> dict[str, Any]:
         "submits": _submits_json(job.submits),
         "tasks": [task_json(t) for t in job.tasks],
     }
+
+
+def _duration_json(seconds: float) -> dict[str, int]:
+    whole = int(seconds)
+    return {"secs": whole, "nanos": int(round((seconds - whole) * 1e9))}
+
+
+def explain_json(e: TaskExplainResponse) -> dict[str, Any]:
+    workers = []
+    for w in e.workers:
+        variants = []
+        for variant in w.variants:
+            items: list[dict[str, Any]] = []
+            for kind, name, worker_amount, request in variant.items:
+                if kind == "Time":
+                    items.append({"Time": {
+                        "min_time": _duration_json(request / 1e3),
+                        "remaining_time": None if worker_amount < 0
+                        else _duration_json(worker_amount / 1e3)}})
+                elif kind == "WorkerGroup":
+                    items.append({"WorkerGroup": {"n_nodes": request,
+                                                  "group_size": worker_amount}})
+                else:
+                    items.append({"Resources": {"resource": name, "request_amount": request,
+                                                "worker_amount": worker_amount}})
+            variants.append(items)
+        workers.append({"worker_id": w.worker_id, "variants": variants})
+    return {"task_id": {"job_id": e.job_id, "job_task_id": e.task_id},
+            "explanation": {"n_task_deps": e.n_deps, "n_waiting_deps": e.n_waiting_deps,
+                            "workers": workers}}
 
 
 def now() -> float:

@@ -231,12 +231,19 @@ class Env:
         crash_limit: int = 5,
         req: ResourceRequest | None = None,
         entries: Sequence[bytes] | None = None,
+        retries: int = 0,
+        deps: dict[int, list[int]] | None = None,
+        after: Sequence[int] = (),
+        first_id: int = 0,
         **others: float,
     ) -> Group:
-        """A submit of ``n`` tasks (ids 0..n-1), in a new job unless ``job`` is given."""
+        """A submit of ``n`` tasks (ids first_id.., default 0..n-1), in a new job unless ``job``
+        is given; ``deps`` (key -> prerequisite keys) and ``after`` (keys the whole group waits
+        for) as the product passes them to ``add_group``."""
         job_id = next(self._job_ids) if job is None else job
         gid = next(self._gids)
-        keys = np.array([task_key(job_id, i) for i in range(n)], dtype=np.uint64)
+        keys = np.array([task_key(job_id, i) for i in range(first_id, first_id + n)],
+                        dtype=np.uint64)
         group = Group(
             gid=gid,
             job_id=job_id,
@@ -245,9 +252,10 @@ class Env:
             body=f"program of group {gid}".encode(),
             keys=keys,
             crash_limit=crash_limit,
+            retries=retries,
             entries=list(entries) if entries is not None else None,
         )
-        core_mod.add_group(self.core, group)
+        core_mod.add_group(self.core, group, deps, after)
         self.groups[gid] = group
         return group
 

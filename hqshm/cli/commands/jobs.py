@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
-from hqshm.cli.commands.context import Context, selector
+from hqshm.arrays import parse_array
+from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.errors import UserError
 from hqshm.requests import (
     CancelJobsRequest,
     CancelJobsResponse,
+    CloseJobsRequest,
+    CloseJobsResponse,
+    ForgetJobsRequest,
+    ForgetJobsResponse,
     JobInfoRequest,
     JobInfoResponse,
     JobListRequest,
     JobListResponse,
     JobProgressRequest,
     JobProgressResponse,
+    JobSummaryRequest,
+    JobSummaryResponse,
+    OpenJobRequest,
+    ResubmitRequest,
+    SubmitResponse,
+    TaskIdsRequest,
+    TaskIdsResponse,
+    TaskListRequest,
+    TaskListResponse,
     WaitJobsRequest,
 )
 from hqshm.states import STATE_NAMES
@@ -23,6 +38,7 @@ from hqshm.states import STATE_NAMES
 logger = logging.getLogger("hqshm.cli")
 
 JOB_FILTER_STATES = (*STATE_NAMES, "opened")
+FORGET_STATES = ("finished", "failed", "aborted", "canceled")
 MAX_CANCEL_REASON = 200
 
 
@@ -33,6 +49,13 @@ def run(ctx: Context, command: str) -> int:
         "cancel": cancel,
         "wait": wait,
         "progress": progress,
+        "open": open_job,
+        "close": close,
+        "forget": forget,
+        "summary": summary,
+        "task-ids": task_ids,
+        "resubmit": resubmit,
+        "cat": cat,
     }[command](ctx)
 
 
@@ -107,3 +130,115 @@ def progress(ctx: Context) -> int:
                     sum(j.task_count for j in pending))
         show_progress(conn, sel, ctx.out)
     return 0
+
+
+def open_job(ctx: Context) -> int:
+    response = ctx.request(OpenJobRequest(ctx.args.name, ctx.args.max_fails))
+    assert isinstance(response, SubmitResponse)
+    ctx.out.opened(response.job_id)
+    return 0
+
+
+def close(ctx: Context) -> int:
+    response = ctx.request(CloseJobsRequest(selector(ctx.args.selector)))
+    assert isinstance(response, CloseJobsResponse)
+    if not response.results:
+        logger.info("There is nothing to close")
+    for job_id, outcome in response.results:
+        if outcome == "closed":
+            logger.info("Job %d closed", job_id)
+        elif outcome == "already-closed":
+            logger.error("Closing job %d failed; job is already closed", job_id)
+        else:
+            logger.error("Closing job %d failed; job not found", job_id)
+    ctx.out.empty()
+    return 0
+
+
+def forget(ctx: Context) -> int:
+    states = parse_state_filter(ctx.args.filter, FORGET_STATES)
+    response = ctx.request(ForgetJobsRequest(selector(ctx.args.selector), states))
+    assert isinstance(response, ForgetJobsResponse)
+    message = f"{response.forgotten} job(s) were forgotten"
+    if response.ignored:
+        message += f", {response.ignored} were ignored due to wrong state or invalid ID"
+    logger.info("%s", message)
+    ctx.out.empty()
+    return 0
+
+
+def summary(ctx: Context) -> int:
+    response = ctx.request(JobSummaryRequest())
+    assert isinstance(response, JobSummaryResponse)
+    ctx.out.job_summary(dict(response.counts))
+    return 0
+
+
+def task_ids(ctx: Context) -> int:
+    states = parse_state_filter(ctx.args.filter, STATE_NAMES) if ctx.args.filter else ()
+    response = ctx.request(TaskIdsRequest(selector(ctx.args.selector), states))
+    assert isinstance(response, TaskIdsResponse)
+    for job_id in response.missing:
+        logger.error("Job %d not found", job_id)
+    ctx.out.task_ids(response.jobs)
+    return 0
+
+
+def resubmit(ctx: Context) -> int:
+    states = parse_state_filter(ctx.args.filter, STATE_NAMES)
+    response = ctx.request(ResubmitRequest(ctx.args.job_id, states))
+    assert isinstance(response, SubmitResponse)
+    ctx.out.submitted(response.job_id)
+    return 0
+
+
+def cat(ctx: Context) -> int:
+    """`hq job cat`: the output files of tasks, in task order (spec/cli.md §6)."""
+    if ctx.out.mode == "json":
+        raise UserError("JSON output mode doesn't support job output")
+    args = ctx.args
+    sel = selector(args.selector, allow_all=False)
+    wanted = id_ranges(parse_array(args.tasks)) if args.tasks else None
+    states = parse_state_filter(args.task_status, STATE_NAMES) if args.task_status else ()
+    response = ctx.request(TaskListRequest(sel, wanted, states))
+    assert isinstance(response, TaskListResponse)
+    for job_id in response.missing_jobs:
+        logger.error("Job %d was not found", job_id)
+    if not response.jobs:
+        if not response.missing_jobs:
+            logger.error("No jobs were found")
+        return 0
+    out = sys.stdout.buffer
+    for job_id, views in response.jobs:
+        if wanted is not None:
+            found = {v.id for v in views}
+            for task_id in expand_ids(wanted):
+                if task_id not in found and not states:
+                    logger.warning("Task %d of job %d not found", task_id, job_id)
+        if not views:
+            logger.warning("No tasks were selected for job %d, there is nothing to print",
+                           job_id)
+            continue
+        for view in views:
+            kind = view.stdout_kind if args.stream == "stdout" else view.stderr_kind
+            path = view.stdout if args.stream == "stdout" else view.stderr
+            if kind != "file":
+                logger.warning("Task %d has no `%s` stream associated with it", view.id,
+                               args.stream)
+                continue
+            if args.print_task_header:
+                out.write(f"# Job {job_id}, task {view.id}\n".encode())
+            if path is None:
+                continue  # not started yet: no file
+            try:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 16):
+                        out.write(chunk)
+            except OSError:
+                continue  # never written (e.g. failed before spawning), or removed
+    out.flush()
+    return 0
+
+
+def expand_ids(ranges: tuple[tuple[int, int, int], ...]) -> list[int]:
+    return [i for start, end, step in ranges for i in range(start, end + 1, step)]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import time
 
-from hqshm.arrays import parse_array
+from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.cli.commands.jobs import parse_state_filter
 from hqshm.errors import UserError
 from hqshm.requests import (
+    Selector,
+    TaskExplainRequest,
+    TaskExplainResponse,
     TaskInfoRequest,
     TaskInfoResponse,
     TaskListRequest,
@@ -21,7 +24,7 @@ logger = logging.getLogger("hqshm.cli")
 
 
 def run(ctx: Context, command: str) -> int:
-    return {"list": list_tasks, "info": info}[command](ctx)
+    return {"list": list_tasks, "info": info, "explain": explain}[command](ctx)
 
 
 def list_tasks(ctx: Context) -> int:
@@ -39,9 +42,7 @@ def list_tasks(ctx: Context) -> int:
 
 def info(ctx: Context) -> int:
     args = ctx.args
-    job = selector(args.job, allow_all=False)
-    if job.kind == "ids" and (len(job.ranges) != 1 or job.ranges[0][0] != job.ranges[0][1]):
-        raise UserError(f"invalid job id '{args.job}': a single id or `last` is expected")
+    job = _single_job(args.job)
     response = ctx.request(TaskInfoRequest(job, id_ranges(parse_array(args.tasks))))
     assert isinstance(response, TaskInfoResponse)
     if response.job_id is None:
@@ -50,3 +51,19 @@ def info(ctx: Context) -> int:
         logger.warning("Task %d not found", task_id)
     ctx.out.task_info(response.tasks, response.submits, bool(args.verbose), time.time())
     return 0
+
+
+def explain(ctx: Context) -> int:
+    args = ctx.args
+    job = _single_job(args.job)
+    response = ctx.request(TaskExplainRequest(job, parse_single(args.task)))
+    assert isinstance(response, TaskExplainResponse)
+    ctx.out.explain(response)
+    return 0
+
+
+def _single_job(text: str) -> Selector:
+    job = selector(text, allow_all=False)
+    if job.kind == "ids" and (len(job.ranges) != 1 or job.ranges[0][0] != job.ranges[0][1]):
+        raise UserError(f"invalid job id '{text}': a single id or `last` is expected")
+    return job
