@@ -393,7 +393,7 @@ class SimNode:
     def report_killed(self) -> None:
         """Ends of canceled tasks may still arrive; the server must ignore them."""
         now = self.env.clock.now()
-        self.failed.extend((k, i, now - 0.5, now, 0, "killed") for k, i in self.killed)
+        self.failed.extend((k, i, now - 0.5, now, 0, "killed", False) for k, i in self.killed)
         self.killed.clear()
 
     def answer_retractions(self) -> None:
