@@ -572,6 +572,8 @@ def task_rows(t: TaskView, template: TaskTemplate, error: str, now: float,
         ("Crash limit", crash_limit_text(template.crash_limit)),
         ("Dependencies", ",".join(str(d) for d in t.deps)),
         ("Error", error),
+        # Not in HQ: how many times the task started again (worker loss, --retries).
+        ("Instance", str(t.instance)),
     ]
 
 
