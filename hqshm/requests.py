@@ -113,6 +113,9 @@ class SubmitRequest:
     job_id: int | None = None  # submit into an open job
     stream_dir: str | None = None  # --stream DIR (placeholders unresolved)
     after: tuple[TaskRef, ...] = ()  # beyond HQ: start only once these tasks finished
+    # Job files' [array] pairs ids[i] with entries[i] and keeps the ids as given; `hq submit`
+    # selects entries by index and numbers them on from the open job's tasks.
+    entries_by_position: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+# Test modules are imported by path (--import-mode=importlib, so that tests/unit and
+# tests/integration may hold files of the same name); their helper modules by these paths.
+for _folder in ("", "unit", "integration"):
+    sys.path.insert(0, str(Path(__file__).parent / _folder))
 
 from harness import HqEnv  # noqa: E402
 

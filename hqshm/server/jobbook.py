@@ -379,7 +379,14 @@ class JobBook:
         if job.submits:
             first_free = max(int(s.table.ids[-1]) for s in job.submits if len(s.table)) + 1
         entries: list[str] | None = None
-        if req.entries is not None:
+        if req.entries is not None and req.entries_by_position:
+            given = expand_ranges(req.ids)
+            if explicit is None or len(given) != len(req.entries):
+                raise UserError("Items 'ids' and 'entries' does not match")
+            order = np.argsort(given, kind="stable")
+            ids = given[order]
+            entries = [req.entries[i] for i in order.tolist()]
+        elif req.entries is not None:
             n = len(req.entries)
             if explicit is not None:
                 ids = explicit[explicit < n]

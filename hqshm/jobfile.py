@@ -1,0 +1,684 @@
+"""Job definition files of `hq job submit-file FILE.toml` (spec/jobs.md §12).
+
+Pure: the file's text in, the submit request out; the command reads the file. Every error names
+the file and, where one line is at fault, that line (`job.toml:7: ...`), with HQ's own text after
+the location so that scripts matching HQ's messages still find them. tomllib drops positions,
+so a small scanner of the raw text (``key_lines``) maps each key and table header to its line.
+
+Task IDs not given in the file are assigned in file order from (largest explicit `id` + 1), so
+from 1 when no task has an `id`: HQ's implementation does this (its documentation says 0).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar
+
+from cluster.resources import (
+    FRACTIONS,
+    Policy,
+    RequestVariant,
+    ResourceEntry,
+    ResourceRequest,
+    cpus_request,
+)
+from hqshm import placeholders, resourcespec
+from hqshm.arrays import IdRange, IdSet, parse_ranges
+from hqshm.durations import parse_human
+from hqshm.errors import UserError
+from hqshm.requests import (
+    GraphTask,
+    StdioDesc,
+    SubmitGraphRequest,
+    SubmitRequest,
+    TaskTemplate,
+)
+from hqshm.scanner import U32_MAX
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+# Those of `hq submit` (hqshm/cli/commands/submit.py, which imports the client; a test keeps
+# them equal).
+DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
+DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+
+_T = TypeVar("_T")
+Path = tuple[str | int, ...]  # a key in the document: table names, keys and array indices
+
+TOP_KEYS = ("name", "max_fails", "stream", "task", "array")
+TEMPLATE_KEYS = (
+    "command", "env", "cwd", "stdout", "stderr", "stdin", "task_dir", "pin", "time_limit",
+    "priority", "crash_limit", "request",
+)  # fmt: skip
+TASK_KEYS = ("id", "deps", *TEMPLATE_KEYS)
+ARRAY_KEYS = (*TEMPLATE_KEYS, "ids", "entries")
+REQUEST_KEYS = ("resources", "n_nodes", "time_request", "weight")
+STDIO_KEYS = ("path", "on_close", "mode")  # `mode` is the name HQ's documentation uses
+PIN_MODES = ("none", "taskset", "omp")
+ON_CLOSE = ("none", "rm-if-finished")
+
+
+# -- errors (HQ's texts: spec/jobs.md §12) ---------------------------------------------------
+
+
+class CannotRead(UserError):
+    template: ClassVar[str] = "Cannot read {path}: {error}"
+
+
+class JobFileError(UserError):
+    """Anything wrong with the file's content; ``line`` is None when no single line is at
+    fault (a TOML error at the end of the text, no tasks at all)."""
+
+    template: ClassVar[str] = "{location}: {message}"
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        location = path if line is None else f"{path}:{line}"
+        super().__init__(location=location, message=message)
+        self.line = line
+
+    @property
+    def detail(self) -> str:
+        """The text after the location (HQ's text where HQ has one)."""
+        return str(self.fields["message"])
+
+
+MIXED = "Definition of array job and individual task cannot be mixed"
+NO_TASKS = "No tasks defined"
+IDS_ENTRIES_MISMATCH = "Items 'ids' and 'entries' does not match"
+IDS_OR_ENTRIES = "One of attributes of array must be defined: 'ids', 'entries'"
+CRASH_LIMIT_ZERO = "Crash limit cannot be 0. Use `never-restart` or `unlimited` instead."
+
+
+def defined_twice(task_id: int) -> str:
+    return f"Task {task_id} is defined multiple times"
+
+
+def invalid_dependencies(task_id: int) -> str:
+    return f"Task {task_id} is part of dependency cycle or has an invalid dependencies"
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def parse_job_file(
+    text: str, path: str, submit_dir: str, job_id: int | None = None
+) -> SubmitRequest | SubmitGraphRequest:
+    """The request of `hq job submit-file PATH [--job JOB_ID]`; `path` is only for errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(path, str(exc), text) from None
+    doc = _Doc(path, key_lines(text))
+    top = _Table(doc, data, (), TOP_KEYS)
+    tasks, array = data.get("task"), data.get("array")
+    if tasks is not None and array is not None:
+        later = max(("task", "array"), key=lambda key: doc.line_of((key,)) or 0)
+        raise doc.error((later,), MIXED)
+    if array is None and not tasks:
+        raise JobFileError(path, None, NO_TASKS)
+    name = top.string("name") or ""
+    if "\n" in name or "\t" in name:
+        raise doc.error(("name",), "name cannot have a newline or a tab")
+    max_fails = top.integer("max_fails", 0, U32_MAX)
+    stream = top.string("stream")
+    if array is not None:
+        return _array_request(
+            top.table("array", ARRAY_KEYS), name, max_fails, stream, submit_dir, job_id
+        )
+    graph = [_graph_task(t, stream is not None) for t in top.tables("task", TASK_KEYS)]
+    return SubmitGraphRequest(
+        name=name,
+        max_fails=max_fails,
+        submit_dir=submit_dir,
+        tasks=_number_and_check(graph),
+        job_id=job_id,
+        stream_dir=stream,
+    )
+
+
+def _syntax_error(path: str, message: str, text: str) -> JobFileError:
+    """tomllib's message ends with `(at line N, column M)`, or `(at end of document)` for
+    what is still open at the end (the last line, then); the line goes to the front too."""
+    marker = message.rfind("(at line ")
+    if marker >= 0:
+        line = message[marker + len("(at line ") :].split(",", 1)[0]
+        if line.isdigit():
+            return JobFileError(path, int(line), message)
+    if message.endswith("(at end of document)"):
+        return JobFileError(path, max(1, len(text.splitlines())), message)
+    return JobFileError(path, None, message)
+
+
+def _array_request(
+    t: _Table,
+    name: str,
+    max_fails: int | None,
+    stream: str | None,
+    submit_dir: str,
+    job_id: int | None,
+) -> SubmitRequest | SubmitGraphRequest:
+    template = _template(t, stream is not None)
+    ids_text = t.string("ids")
+    entries = t.strings("entries") or None  # HQ treats `entries = []` as not given
+    if ids_text is None and entries is None:
+        raise t.error(IDS_OR_ENTRIES)
+    ranges = t.wrap("ids", lambda: parse_ranges(ids_text)) if ids_text is not None else ()
+    ids = IdSet.from_ranges(ranges)  # refuses overlaps
+    by_position = bool(ranges) and entries is not None
+    if by_position and len(ids) != len(entries):
+        raise t.error(IDS_ENTRIES_MISMATCH, "entries")
+    return SubmitRequest(
+        name=name,
+        max_fails=max_fails,
+        submit_dir=submit_dir,
+        template=template,
+        # With entries, the n-th id in the file's order gets the n-th entry: keep that order.
+        ids=_wire_ranges(ranges if by_position else ids.ranges),
+        entries=tuple(entries) if entries is not None else None,
+        job_id=job_id,
+        stream_dir=stream,
+        entries_by_position=by_position,
+    )
+
+
+def _wire_ranges(ranges: Sequence[IdRange]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((r.start, r.end, r.step) for r in ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A `[[task]]` before IDs are assigned; its table says where it was, for errors."""
+
+    table: _Table
+    id: int | None
+    deps: tuple[int, ...]
+    template: TaskTemplate
+
+
+def _graph_task(t: _Table, streamed: bool) -> _Parsed:
+    task_id = t.integer("id", 0, U32_MAX)
+    deps = t.integers("deps", 0, U32_MAX) or ()
+    return _Parsed(t, task_id, tuple(dict.fromkeys(deps)), _template(t, streamed))
+
+
+def _number_and_check(parsed: list[_Parsed]) -> tuple[GraphTask, ...]:
+    """Assign missing IDs, refuse duplicates, then dependencies outside the file and cycles."""
+    next_id = max((p.id for p in parsed if p.id is not None), default=0) + 1
+    tasks: list[GraphTask] = []
+    where: dict[int, _Table] = {}
+    for p in parsed:
+        if p.id is None:
+            task_id, next_id = next_id, next_id + 1
+        else:
+            task_id = p.id
+            if task_id in where:
+                raise p.table.error(defined_twice(task_id), "id")
+        where[task_id] = p.table
+        tasks.append(GraphTask(task_id, p.template, p.deps))
+    for task in tasks:
+        if any(dep not in where for dep in task.deps):
+            raise where[task.id].error(invalid_dependencies(task.id), "deps")
+    blocked = _in_cycles(tasks)
+    if blocked is not None:
+        raise where[blocked].error(invalid_dependencies(blocked), "deps")
+    return tuple(tasks)
+
+
+def _in_cycles(tasks: Sequence[GraphTask]) -> int | None:
+    """The first task (file order) that can never start because its deps form a cycle."""
+    waiting = {task.id: len(task.deps) for task in tasks}
+    dependants: dict[int, list[int]] = {}
+    for task in tasks:
+        for dep in task.deps:
+            dependants.setdefault(dep, []).append(task.id)
+    ready = [task_id for task_id, count in waiting.items() if count == 0]
+    while ready:
+        for dependant in dependants.get(ready.pop(), ()):
+            waiting[dependant] -= 1
+            if waiting[dependant] == 0:
+                ready.append(dependant)
+    return next((task.id for task in tasks if waiting[task.id] > 0), None)
+
+
+# -- task templates --------------------------------------------------------------------------
+
+
+def _template(t: _Table, streamed: bool) -> TaskTemplate:
+    command = t.strings("command")
+    if command is None:
+        raise t.error(f"missing field `{t.name('command')}`")
+    if not command:
+        raise t.key_error("command", "the command cannot be empty")
+    cwd = t.string("cwd")
+    if cwd is not None:
+        t.wrap("cwd", lambda: placeholders.check_cwd(cwd))
+    time_limit = t.string("time_limit")
+    stdin = t.string("stdin")
+    variants = tuple(_variant(r) for r in t.tables("request", REQUEST_KEYS))
+    return TaskTemplate(
+        args=tuple(command),
+        env=t.string_table("env"),
+        cwd=cwd if cwd is not None else "%{SUBMIT_DIR}",
+        stdout=_stdio(t, "stdout", DEFAULT_STDOUT, streamed),
+        stderr=_stdio(t, "stderr", DEFAULT_STDERR, streamed),
+        request=ResourceRequest(variants) if variants else cpus_request(),
+        priority=t.integer("priority", I32_MIN, I32_MAX) or 0,
+        time_limit=(
+            t.wrap("time_limit", lambda: parse_human(time_limit))
+            if time_limit is not None
+            else None
+        ),
+        crash_limit=_crash_limit(t),
+        pin=t.choice("pin", PIN_MODES) or "none",
+        task_dir=bool(t.boolean("task_dir")),
+        stdin=stdin.encode() if stdin is not None else b"",
+    )
+
+
+def _stdio(t: _Table, key: str, default: str, streamed: bool) -> StdioDesc:
+    """`"none"`, a path, or `{path = ..., on_close = "none" | "rm-if-finished"}`."""
+    value = t.data.get(key)
+    if value is None:
+        return StdioDesc("stream") if streamed else StdioDesc("file", default)
+    if isinstance(value, str):
+        return StdioDesc("none") if value == "none" else StdioDesc("file", value)
+    if not isinstance(value, dict):
+        raise t.type_error(key, 'a path, "none" or a table {path = ..., on_close = ...}')
+    table = _Table(t.doc, value, (*t.where, key), STDIO_KEYS)
+    on_close = table.choice("on_close", ON_CLOSE)
+    mode = table.choice("mode", ON_CLOSE)
+    if on_close is not None and mode is not None:
+        raise table.key_error("mode", "give `on_close` or its alias `mode`, not both")
+    path = table.string("path")
+    rm = (on_close or mode) == "rm-if-finished"
+    return StdioDesc("file", path if path is not None else default, rm_if_finished=rm)
+
+
+def _crash_limit(t: _Table) -> int:
+    """A count (at least 1), `never-restart` (-1 on the wire) or `unlimited` (0)."""
+    value = t.data.get("crash_limit")
+    if value is None:
+        return 5
+    if value == "never-restart":
+        return -1
+    if value == "unlimited":
+        return 0
+    if not _is_int(value) or value < 0 or value > U32_MAX:
+        raise t.type_error("crash_limit", 'a positive integer, "never-restart" or "unlimited"')
+    if value == 0:
+        raise t.key_error("crash_limit", CRASH_LIMIT_ZERO)
+    return int(value)
+
+
+def _variant(t: _Table) -> RequestVariant:
+    entries = tuple(_amount(t, name, value) for name, value in t.sub_table("resources").items())
+    n_nodes = t.integer("n_nodes", 0, U32_MAX) or 0
+    if n_nodes and entries:
+        raise t.key_error("n_nodes", "a multi-node request (`n_nodes` > 0) cannot list `resources`")
+    time_request = t.string("time_request")
+    min_time = (
+        t.wrap("time_request", lambda: parse_human(time_request))
+        if time_request is not None
+        else 0.0
+    )
+    weight = t.data.get("weight")
+    if weight is None:
+        units = FRACTIONS
+    elif not (_is_int(weight) or isinstance(weight, float)) or not math.isfinite(weight):
+        raise t.type_error("weight", "a positive number")
+    elif weight <= 0:
+        raise t.key_error("weight", "Resource weight has to be positive number")
+    else:
+        units = max(1, round(weight * FRACTIONS))  # a positive weight never becomes 0
+    return RequestVariant(entries, n_nodes, min_time, units)
+
+
+def _amount(t: _Table, name: str, value: object) -> ResourceEntry:
+    """An integer or float amount (compact), or a request text such as `"4 compact!"`.
+
+    A float is rounded up to 1/10000 from the decimal the user wrote, so only digits beyond
+    the fourth round up (`0.0051` is 51 units; in binary floating point 0.0051 * 10000 is
+    51.00000000000001, which would round up to 52).
+    """
+    key = f"resources.{name}"
+    t.wrap(key, lambda: resourcespec.check_resource_name(name))
+    if isinstance(value, str):
+        return t.wrap(key, lambda: resourcespec.parse_request_amount(value, name))
+    if _is_int(value):
+        if value > U32_MAX:
+            raise t.key_error(key, f"the amount {value} is larger than {U32_MAX}")
+        units = value * FRACTIONS
+    elif isinstance(value, float) and math.isfinite(value):
+        if value > U32_MAX:
+            raise t.key_error(key, f"the amount {value} is larger than {U32_MAX}")
+        units = math.ceil(Decimal(repr(value)) * FRACTIONS)
+    else:
+        raise t.type_error(key, 'an amount (an integer, a float or a text such as "2 compact")')
+    if units < 0:
+        raise t.key_error(key, "a resource amount cannot be negative")
+    if units == 0:
+        raise t.key_error(key, resourcespec.ZeroRequest().message)
+    return ResourceEntry(name, units, Policy.COMPACT)
+
+
+# -- typed access with locations -------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(value: object) -> str:
+    """serde's wording of what was found: `integer `5``, `string "x"`, `array`."""
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"float `{value}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return "date-time"
+
+
+class _Doc:
+    """The file's name and the lines of its keys, for errors."""
+
+    __slots__ = ("path", "lines")
+
+    def __init__(self, path: str, lines: dict[Path, int]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def line_of(self, where: Path) -> int | None:
+        """The line of the key, else of its nearest enclosing key or table that has one."""
+        for end in range(len(where), 0, -1):
+            line = self.lines.get(where[:end])
+            if line is not None:
+                return line
+        return None
+
+    def error(self, where: Path, message: str) -> JobFileError:
+        return JobFileError(self.path, self.line_of(where), message)
+
+
+class _Table:
+    """One TOML table of the schema: refuses unknown keys, reads typed values with errors
+    that name the line and the key (`task.request.weight`)."""
+
+    __slots__ = ("doc", "data", "where")
+
+    def __init__(
+        self, doc: _Doc, data: dict[str, Any], where: Path, allowed: Sequence[str]
+    ) -> None:
+        self.doc = doc
+        self.data = data
+        self.where = where
+        for key in data:
+            if key not in allowed:
+                expected = ", ".join(f"`{k}`" for k in allowed)
+                raise doc.error(
+                    (*where, key), f"unknown field `{self.name(key)}`, expected one of {expected}"
+                )
+
+    def name(self, key: str) -> str:
+        return ".".join([*(part for part in self.where if isinstance(part, str)), key])
+
+    def error(self, message: str, key: str | None = None) -> JobFileError:
+        """At the table, or at one of its keys (a dotted key is a path: `resources.gpus`)."""
+        where = self.where if key is None else (*self.where, *key.split("."))
+        return self.doc.error(where, message)
+
+    def key_error(self, key: str, detail: str) -> JobFileError:
+        """What is wrong with the value of `key`, named in the text (`task.priority`)."""
+        return self.error(f"`{self.name(key)}`: {detail}", key)
+
+    def type_error(self, key: str, expected: str) -> JobFileError:
+        value: Any = self.data
+        for part in key.split("."):
+            value = value.get(part)
+        found = _describe(value)
+        return self.key_error(key, f"invalid type: {found}, expected {expected}")
+
+    def wrap(self, key: str, parse: Callable[[], _T]) -> _T:
+        """Run a parser of the value of `key`; its user error gets the location and key."""
+        try:
+            return parse()
+        except UserError as exc:
+            raise self.key_error(key, str(exc)) from None
+
+    def string(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.type_error(key, "a string")
+        return value
+
+    def choice(self, key: str, choices: Sequence[str]) -> str | None:
+        value = self.string(key)
+        if value is not None and value not in choices:
+            options = ", ".join(f'"{c}"' for c in choices)
+            raise self.key_error(key, f'unknown value "{value}", expected one of {options}')
+        return value
+
+    def boolean(self, key: str) -> bool | None:
+        value = self.data.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.type_error(key, "a boolean")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not _is_int(value):
+            raise self.type_error(key, "an integer")
+        if not low <= value <= high:
+            raise self.key_error(key, f"{value} is out of range {low}..{high}")
+        return value
+
+    def strings(self, key: str) -> list[str] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.type_error(key, "an array of strings")
+        return value
+
+    def integers(self, key: str, low: int, high: int) -> list[int] | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(_is_int(v) for v in value):
+            raise self.type_error(key, "an array of integers")
+        for v in value:
+            if not low <= v <= high:
+                raise self.key_error(key, f"{v} is out of range {low}..{high}")
+        return value
+
+    def sub_table(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.type_error(key, "a table")
+        return value
+
+    def string_table(self, key: str) -> dict[str, str]:
+        table = self.sub_table(key)
+        for name, value in table.items():
+            if not isinstance(value, str):
+                raise self.key_error(
+                    f"{key}.{name}", f"invalid type: {_describe(value)}, expected a string"
+                )
+        return dict(table)
+
+    def table(self, key: str, allowed: Sequence[str]) -> _Table:
+        value = self.data[key]
+        if not isinstance(value, dict):
+            raise self.type_error(key, f"a table ([{self.name(key)}])")
+        return _Table(self.doc, value, (*self.where, key), allowed)
+
+    def tables(self, key: str, allowed: Sequence[str]) -> list[_Table]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.type_error(key, f"an array of tables ([[{self.name(key)}]])")
+        return [_Table(self.doc, v, (*self.where, key, i), allowed) for i, v in enumerate(value)]
+
+
+# -- lines of keys ---------------------------------------------------------------------------
+
+
+def key_lines(text: str) -> dict[Path, int]:
+    """The line of every table header and key of a valid TOML text.
+
+    Keys are paths as the parsed document nests them: `[[task]]` items are indexed
+    (`("task", 1, "request", 0, "weight")`), so an error found in the parsed data can name its
+    line. Values are skipped (strings, arrays over several lines, inline tables); a key inside
+    an inline table has no line of its own and takes that of the key holding the table.
+    """
+    lines: dict[Path, int] = {}
+    arrays: dict[Path, int] = {}  # array-of-tables path -> number of items so far
+    table: Path = ()
+    cursor = _Cursor(text)
+    while not cursor.at_end():
+        char = cursor.peek()
+        if char in " \t\r\n":
+            cursor.advance()
+        elif char == "#":
+            cursor.skip_comment()
+        elif char == "[":
+            double = cursor.startswith("[[")
+            cursor.advance(2 if double else 1)
+            line = cursor.line
+            keys = cursor.key()
+            cursor.advance(2 if double else 1)
+            parent = _resolve(arrays, keys[:-1])
+            path = (*parent, keys[-1])
+            if double:
+                lines.setdefault(path, line)  # the whole array: its first header
+                index = arrays.get(path, 0)
+                arrays[path] = index + 1
+                path = (*path, index)
+            table = path
+            lines.setdefault(table, line)
+        else:
+            line = cursor.line
+            keys = cursor.key()
+            for end in range(1, len(keys) + 1):
+                lines.setdefault((*table, *keys[:end]), line)
+            cursor.advance()  # the `=`
+            cursor.skip_value()
+    return lines
+
+
+def _resolve(arrays: dict[Path, int], keys: Sequence[str]) -> Path:
+    """A header's parent keys as a path: an array of tables means its latest item."""
+    path: Path = ()
+    for key in keys:
+        path = (*path, key)
+        if path in arrays:
+            path = (*path, arrays[path] - 1)
+    return path
+
+
+class _Cursor:
+    """A position in a TOML text that tomllib has already accepted, with its line number."""
+
+    __slots__ = ("text", "pos", "line")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.line = 1
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def startswith(self, prefix: str) -> bool:
+        return self.text.startswith(prefix, self.pos)
+
+    def advance(self, count: int = 1) -> None:
+        self.line += self.text.count("\n", self.pos, self.pos + count)
+        self.pos += count
+
+    def skip_spaces(self) -> None:
+        while self.peek() in (" ", "\t"):
+            self.pos += 1
+
+    def skip_comment(self) -> None:
+        end = self.text.find("\n", self.pos)
+        self.pos = len(self.text) if end < 0 else end
+
+    def key(self) -> tuple[str, ...]:
+        """A dotted key up to (not including) the `=` or `]` after it."""
+        parts = []
+        while True:
+            self.skip_spaces()
+            start = self.pos
+            if self.peek() in ('"', "'"):
+                self.skip_string()
+                parts.append(tomllib.loads("k = " + self.text[start : self.pos])["k"])
+            else:
+                while self.peek().isalnum() or self.peek() in ("_", "-"):
+                    self.pos += 1
+                parts.append(self.text[start : self.pos])
+            self.skip_spaces()
+            if self.peek() != ".":
+                return tuple(parts)
+            self.pos += 1
+
+    def skip_string(self) -> None:
+        """A basic or literal string, on one line or (tripled quotes) several."""
+        quote = self.peek()
+        if self.startswith(quote * 3):
+            end = self.text.find(quote * 3, self.pos + 3)
+            while quote == '"' and _escaped(self.text, end):
+                end = self.text.find(quote * 3, end + 1)
+            end += 3
+            for _ in range(2):  # up to two quotes of the content may touch the closing ones
+                if self.text.startswith(quote, end):
+                    end += 1
+            self.advance(end - self.pos)
+            return
+        end = self.text.find(quote, self.pos + 1)
+        while quote == '"' and _escaped(self.text, end):
+            end = self.text.find(quote, end + 1)
+        self.pos = end + 1
+
+    def skip_value(self) -> None:
+        """Up to the end of the line the value ends on (arrays may span lines)."""
+        depth = 0
+        while not self.at_end():
+            char = self.peek()
+            if char in ('"', "'"):
+                self.skip_string()
+            elif char == "#":
+                self.skip_comment()
+            elif char == "\n":
+                if depth == 0:
+                    return
+                self.advance()
+            else:
+                if char in "[{":
+                    depth += 1
+                elif char in "]}":
+                    depth -= 1
+                self.pos += 1
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether the quote at `index` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
