@@ -5,6 +5,11 @@ node's loop never does per-task string work), creates output files and directori
 program through the affinity module (vfork semantics, pinned, in its own session), reports the
 pid, waits for it, and reports how it ended. Executors stay small so spawning stays cheap.
 
+A task whose output is streamed (`--stream`) takes a second path: its streamed channels are
+pipes, which the executor copies into the node's stream file while the program runs, so that
+output written before a kill is in the file within moments (spec/jobs.md §9); the end record
+goes in before the task is reported ENDED. Other tasks never pay for it.
+
 The node forks them before it opens any socket. Each executor dies with the node (parent-death
 signal); each task dies with its executor the same way.
 """
@@ -16,13 +21,14 @@ import ctypes
 import logging
 import mmap
 import os
+import select
 import shutil
 import signal
 import struct
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -30,13 +36,18 @@ import msgpack
 from hqshm import errors
 from hqshm.node import affinity, launch
 from hqshm.node.ring import Record, RecordKind, Ring, open_doorbell
-from hqshm.program import ProgramSpec, decode_program
+from hqshm.program import ProgramSpec, Stdio, decode_program
+from hqshm.streaming import READ_SIZE, StreamError, StreamFiles, TaskStream
 
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 MAX_PROGRAMS = 256  # programs an executor keeps decoded; older ones are sent again if needed
 ERROR_FILE_LIMIT = 2048
+# What is read from a streamed task's pipes after it exited: all it wrote fits in the pipes
+# (a writer blocks on a full pipe), unless a child it left behind keeps writing.
+DRAIN_LIMIT = 4 << 20
+EXIT_POLL_MS = 20  # without pidfds (Linux < 5.3): how often a streamed task's exit is checked
 
 # ENDED record statuses
 OK = 0
@@ -47,12 +58,15 @@ SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawn
 class Control:
     """A small shared page the node writes and executors read before each spawn.
 
-    Word 0 is the node's stop flag; word 1+i is the key executor i must skip if it pops it.
-    It lets the node take back a task already queued in an executor's ring (a hand-off
-    successor being canceled, or everything at shutdown) without a round trip.
+    Word 0 is the node's stop flag; word 1 its worker id, known only once it registered,
+    after the executors were forked (it goes into stream file headers); word 2+i is the key
+    executor i must skip if it pops it. It lets the node take back a task already queued in an
+    executor's ring (a hand-off successor being canceled, or everything at shutdown) without a
+    round trip.
     """
 
     _WORD = struct.Struct("<Q")
+    _SKIP = 2
 
     def __init__(self, executors: int) -> None:
         self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (executors + 64)))
@@ -70,11 +84,19 @@ class Control:
     def stopping(self) -> bool:
         return self._get(0) != 0
 
+    @property
+    def worker_id(self) -> int:
+        return self._get(1)
+
+    @worker_id.setter
+    def worker_id(self, value: int) -> None:
+        self._set(1, value)
+
     def skip(self, executor: int, key: int) -> None:
-        self._set(1 + executor, key + 1)  # +1 so that key 0 differs from "nothing"
+        self._set(self._SKIP + executor, key + 1)  # +1 so that key 0 differs from "nothing"
 
     def must_skip(self, executor: int, key: int) -> bool:
-        return self._get(0) != 0 or self._get(1 + executor) == key + 1
+        return self._get(0) != 0 or self._get(self._SKIP + executor) == key + 1
 
 
 def _die_with_parent() -> None:
@@ -87,7 +109,7 @@ class TaskPayload:
     """The per-task part of a RUN record (the program itself comes once per group)."""
 
     gid: int
-    entry: str | None
+    entry: bytes | None  # raw HQ_ENTRY
     resource_env: dict[str, str]
     cpu_labels: list[str]
     whole_cpus: bool
@@ -107,8 +129,15 @@ class TaskPayload:
 class Executor:
     """The executor's side: runs in the forked process until a STOP record."""
 
-    def __init__(self, sub: Ring, done: Ring, doorbell: int, node: launch.NodeContext,
-                 control: Control, index: int) -> None:
+    def __init__(
+        self,
+        sub: Ring,
+        done: Ring,
+        doorbell: int,
+        node: launch.NodeContext,
+        control: Control,
+        index: int,
+    ) -> None:
         self.sub = sub
         self.done = done
         self.doorbell = doorbell
@@ -118,6 +147,7 @@ class Executor:
         self.programs: dict[int, ProgramSpec] = {}
         self.stdin_files: dict[int, str] = {}
         self.made_dirs: set[str] = set()
+        self.streams = StreamFiles(node.stream_key)
 
     def serve(self) -> None:
         while True:
@@ -141,11 +171,19 @@ class Executor:
                     os.unlink(path)
         self.programs[record.key] = decode_program(record.payload)
 
-    def _ended(self, record: Record, status: int, t0: float, t1: float, error: str = "",
-               pid: int = 0) -> None:
-        self.done.push(key=record.key, instance=record.instance, kind=RecordKind.ENDED,
-                       status=status, t_start=t0, t_end=t1, pid=pid,
-                       payload=error.encode("utf-8", "replace"))
+    def _ended(
+        self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0
+    ) -> None:
+        self.done.push(
+            key=record.key,
+            instance=record.instance,
+            kind=RecordKind.ENDED,
+            status=status,
+            t_start=t0,
+            t_end=t1,
+            pid=pid,
+            payload=error.encode("utf-8", "replace"),
+        )
         # With its next task already queued the executor goes on at once, and the node
         # collects this report on its next tick; only an executor about to idle, or a failure
         # the node should hear about promptly, rings the bell.
@@ -166,15 +204,28 @@ class Executor:
             try:
                 task_dir = tempfile.mkdtemp(prefix="t", dir=self.node.work_dir)
             except OSError as exc:
-                self._ended(record, FAILED, t0, time.time(),
-                            f"Cannot create task_dir in worker's workdir at "
-                            f"{self.node.work_dir}: {exc}")
+                self._ended(
+                    record,
+                    FAILED,
+                    t0,
+                    time.time(),
+                    f"Cannot create task_dir in worker's workdir at {self.node.work_dir}: {exc}",
+                )
                 return
         try:
-            plan = launch.plan(spec, task_id=task_id, instance=record.instance,
-                               entry=task.entry, resource_env=task.resource_env,
-                               cpus=task.cpu_labels, node=self.node,
-                               whole_cpus=task.whole_cpus, task_dir=task_dir)
+            plan = launch.plan(
+                spec,
+                task_id=task_id,
+                instance=record.instance,
+                # Bytes as the user gave them; os.fsencode restores them in the environment.
+                entry=None if task.entry is None
+                else task.entry.decode("utf-8", "surrogateescape"),
+                resource_env=task.resource_env,
+                cpus=task.cpu_labels,
+                node=self.node,
+                whole_cpus=task.whole_cpus,
+                task_dir=task_dir,
+            )
             problem = self._prepare(plan, spec)
             if problem:
                 self._ended(record, FAILED, t0, time.time(), problem)
@@ -182,22 +233,32 @@ class Executor:
             if spec.pin != "none" and not task.cpu_labels:
                 self._ended(record, FAILED, t0, time.time(), errors.PIN_WITHOUT_CPUS)
                 return
+            if spec.stream_dir and Stdio.STREAM in (spec.stdout.kind, spec.stderr.kind):
+                self._run_streamed(record, task, spec, plan, t0, task_dir)
+                return
             try:
-                pid = affinity.spawn(affinity.SpawnSpec(
-                    argv=plan.argv,
-                    env=plan.env,
-                    cwd=plan.cwd,
-                    stdin_path=self._stdin_path(task.gid, spec),
-                    stdout_path=plan.stdout,
-                    stderr_path=plan.stderr,
-                    cpus=record.cpus if task.pin and record.cpus else None,
-                    mem_node=record.numa if record.numa >= 0 else None,
-                ))
+                pid = affinity.spawn(
+                    affinity.SpawnSpec(
+                        argv=plan.argv,
+                        env=plan.env,
+                        cwd=plan.cwd,
+                        stdin_path=self._stdin_path(task.gid, spec),
+                        stdout_path=plan.stdout,
+                        stderr_path=plan.stderr,
+                        cpus=record.cpus if task.pin and record.cpus else None,
+                        mem_node=record.numa if record.numa >= 0 else None,
+                    )
+                )
             except affinity.SpawnError as exc:
                 self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
                 return
-            self.done.push(key=record.key, instance=record.instance, kind=RecordKind.STARTED,
-                           pid=pid, t_start=t0)
+            self.done.push(
+                key=record.key,
+                instance=record.instance,
+                kind=RecordKind.STARTED,
+                pid=pid,
+                t_start=t0,
+            )
             status = _wait(pid)
             t1 = time.time()
             if status == 0:
@@ -208,6 +269,71 @@ class Executor:
         finally:
             if task_dir is not None:
                 shutil.rmtree(task_dir, ignore_errors=True)
+
+    def _run_streamed(
+        self,
+        record: Record,
+        task: TaskPayload,
+        spec: ProgramSpec,
+        plan: launch.LaunchPlan,
+        t0: float,
+        task_dir: str | None,
+    ) -> None:
+        try:
+            worker_id = self.control.worker_id or self.node.worker_id
+            fd = self.streams.open(spec.stream_dir, spec.server_uid, worker_id)
+        except StreamError as exc:
+            self._ended(record, FAILED, t0, time.time(), f"Streaming: {exc}")
+            return
+        stream = TaskStream(fd, spec.job_id, record.key & 0xFFFF_FFFF, record.instance)
+        pipes: dict[int, int] = {}  # read end -> channel
+        write_ends = []
+        paths = [plan.stdout, plan.stderr]
+        for channel, stdio in enumerate((spec.stdout, spec.stderr)):
+            if stdio.kind == Stdio.STREAM:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                pipes[r] = channel
+                write_ends.append(w)
+                # SpawnSpec takes paths: the child opens its own copy of the write end.
+                paths[channel] = f"/proc/self/fd/{w}"
+        try:
+            pid = affinity.spawn(
+                affinity.SpawnSpec(
+                    argv=plan.argv,
+                    env=plan.env,
+                    cwd=plan.cwd,
+                    stdin_path=self._stdin_path(task.gid, spec),
+                    stdout_path=paths[0],
+                    stderr_path=paths[1],
+                    cpus=record.cpus if task.pin and record.cpus else None,
+                    mem_node=record.numa if record.numa >= 0 else None,
+                )
+            )
+        except affinity.SpawnError as exc:
+            for r in pipes:
+                os.close(r)
+            error = _spawn_failure(exc, plan, streamed=tuple(pipes.values()))
+            try:
+                stream.finish()
+            except StreamError as failure:
+                error = f"Streaming: {failure}"
+            self._ended(record, FAILED, t0, time.time(), error)
+            return
+        finally:
+            for w in write_ends:
+                os.close(w)
+        self.done.push(
+            key=record.key, instance=record.instance, kind=RecordKind.STARTED, pid=pid, t_start=t0
+        )
+        status, problem = _pump(pid, pipes, stream)
+        t1 = time.time()
+        if problem:
+            self._ended(record, FAILED, t0, t1, problem, pid=pid)
+        elif status == 0:
+            _remove_outputs(plan)
+            self._ended(record, OK, t0, t1, pid=pid)
+        else:
+            self._ended(record, FAILED, t0, t1, _failure_text(status, task_dir), pid=pid)
 
     def _prepare(self, plan: launch.LaunchPlan, spec: ProgramSpec) -> str:
         """Create the working directory and the output files' directories; "" when all is well."""
@@ -261,6 +387,88 @@ def _wait(pid: int) -> int:
             continue
 
 
+def _pump(pid: int, pipes: dict[int, int], stream: TaskStream) -> tuple[int, str]:
+    """Copy a running task's pipes into its stream until it exits, then what is left in them
+    and the end record. Returns the wait status and "" or the streaming failure.
+
+    Data read while the task runs is written at once, one record per read (so a kill loses
+    nothing already read); once the task has exited, the rest goes out with the end record in
+    one write, which for a short task makes the whole stream a single append."""
+    problem = ""
+    pidfd = -1
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)
+    status: int | None = None
+    try:
+        while pipes and status is None:
+            ready = poller.poll(-1 if pidfd >= 0 else EXIT_POLL_MS)
+            if pidfd < 0 or any(fd == pidfd for fd, _ in ready):
+                status = _try_wait(pid)
+                if status is not None:
+                    break  # the drain below reads what is ready
+            for fd, _ in ready:
+                channel = pipes.get(fd)
+                if channel is None:
+                    continue
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    del pipes[fd]
+                elif not problem:
+                    try:
+                        stream.write(channel, data)
+                    except StreamError as exc:
+                        problem = f"Streaming: {exc}"
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, signal.SIGKILL)
+        if status is None:
+            status = _wait(pid)
+        tail = _drain(pipes)
+        if not problem:
+            try:
+                stream.finish(tail)
+            except StreamError as exc:
+                problem = f"Streaming: {exc}"
+    finally:
+        for fd in pipes:
+            os.close(fd)
+        if pidfd >= 0:
+            os.close(pidfd)
+    return status, problem
+
+
+def _try_wait(pid: int) -> int | None:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return status if done else None
+
+
+def _drain(pipes: dict[int, int]) -> list[tuple[int, bytes]]:
+    """What the exited task left in its pipes, without waiting for children that hold them."""
+    tail = []
+    budget = DRAIN_LIMIT
+    for fd, channel in pipes.items():
+        os.set_blocking(fd, False)
+        while budget > 0:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            tail.append((channel, data))
+            budget -= len(data)
+    return tail
+
+
 def _remove_outputs(plan: launch.LaunchPlan) -> None:
     for remove, path in ((plan.rm_stdout, plan.stdout), (plan.rm_stderr, plan.stderr)):
         if remove and path:
@@ -291,8 +499,14 @@ def _read_error_file(path: str) -> str | None:
     return data.decode("utf-8", "replace")
 
 
-def _spawn_failure(exc: affinity.SpawnError, plan: launch.LaunchPlan) -> str:
+def _spawn_failure(
+    exc: affinity.SpawnError, plan: launch.LaunchPlan, streamed: Iterable[int] = ()
+) -> str:
     stage = exc.stage
+    for channel in streamed:
+        if stage == (affinity.SpawnStage.STDOUT, affinity.SpawnStage.STDERR)[channel]:
+            name = ("stdout", "stderr")[channel]
+            return f"Streaming: cannot attach the {name} pipe: {errors.os_error_text(exc.errno)}"
     if stage == affinity.SpawnStage.CWD:
         return f"Could not create working directory: {errors.os_error_text(exc.errno)}"
     if stage == affinity.SpawnStage.STDOUT:
@@ -324,8 +538,9 @@ class ExecutorHandle:
 class ExecutorPool:
     """Forks executors, hands them tasks, collects their reports, replaces the dead."""
 
-    def __init__(self, size: int, node: launch.NodeContext,
-                 before_serve: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, size: int, node: launch.NodeContext, before_serve: Callable[[], None] | None = None
+    ) -> None:
         self.node = node
         self.doorbell_r, self.doorbell_w = open_doorbell()
         self.handles: list[ExecutorHandle] = []
@@ -379,8 +594,17 @@ class ExecutorPool:
                 return handle
         return None
 
-    def dispatch(self, handle: ExecutorHandle, key: int, instance: int, gid: int, body: bytes,
-                 cpus: list[int], numa: int, payload: bytes) -> None:
+    def dispatch(
+        self,
+        handle: ExecutorHandle,
+        key: int,
+        instance: int,
+        gid: int,
+        body: bytes,
+        cpus: list[int],
+        numa: int,
+        payload: bytes,
+    ) -> None:
         """Queue a task on an executor (behind the one it runs, for a hand-off)."""
         if gid not in handle.defined:
             handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
@@ -388,8 +612,13 @@ class ExecutorPool:
         if not handle.inflight:
             handle.task_pid = 0
         handle.inflight.append(key)
-        handle.sub.push(key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa,
-                        payload=payload)
+        handle.sub.push(
+            key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
+        )
+
+    def set_worker_id(self, worker_id: int) -> None:
+        """The id the server gave this node, for executors that start stream files."""
+        self.control.worker_id = worker_id
 
     def skip(self, handle: ExecutorHandle, key: int) -> None:
         """Ask the executor not to start a queued task (it reports it SKIPPED)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hqshm import placeholders
 from hqshm.program import PinMode, ProgramSpec, Stdio
+from hqshm.streaming import new_node_key
 
 # Variables the user may set for a task (with --env); HQ then leaves them alone (spec/jobs.md
 # §4.4). Values merely inherited from the worker's environment are overridden, as in HQ.
@@ -20,13 +21,18 @@ USER_OWNED = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND")
 
 @dataclass(frozen=True, slots=True)
 class NodeContext:
-    """What every task of this node shares."""
+    """What every task of this node shares.
+
+    ``stream_key`` is drawn once, when the node builds its context before forking executors,
+    so that all of them (respawned ones too) name the node's stream file alike
+    (hqshm/streaming.py)."""
 
     worker_id: int
     hostname: str
     work_dir: str
     hq_path: str
     base_env: Mapping[str, str] = field(repr=False)
+    stream_key: str = field(default_factory=new_node_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +50,23 @@ def stdio_template(stdio: Stdio) -> str | None:
     return stdio.path if stdio.kind == Stdio.FILE else None
 
 
-def plan(spec: ProgramSpec, *, task_id: int, instance: int, entry: str | None,
-         resource_env: Mapping[str, str], cpus: list[str], node: NodeContext,
-         whole_cpus: bool = True, task_dir: str | None = None) -> LaunchPlan:
+def plan(
+    spec: ProgramSpec,
+    *,
+    task_id: int,
+    instance: int,
+    entry: str | None,
+    resource_env: Mapping[str, str],
+    cpus: list[str],
+    node: NodeContext,
+    whole_cpus: bool = True,
+    task_dir: str | None = None,
+) -> LaunchPlan:
     """``whole_cpus`` is False for a fractional CPU request: then no OMP_NUM_THREADS."""
     paths = placeholders.resolve_at_start(
-        placeholders.SubmitPaths(spec.cwd, stdio_template(spec.stdout),
-                                 stdio_template(spec.stderr)),
+        placeholders.SubmitPaths(
+            spec.cwd, stdio_template(spec.stdout), stdio_template(spec.stderr)
+        ),
         task_id=task_id,
         instance_id=instance,
         job_id=spec.job_id,

@@ -113,7 +113,7 @@ class Queued:
     key: int
     instance: int
     gid: int
-    entry: str | None
+    entry: bytes | None
 
 
 @dataclass(eq=False)
@@ -294,6 +294,7 @@ class Node:
     def _registered(self, reply: NodeRegistered, config: WorkerConfiguration) -> None:
         self.worker_id = reply.worker_id
         self.server_uid = reply.server_uid
+        self.pool.set_worker_id(reply.worker_id)  # executors name it in stream files
         if self.idle_timeout is None and reply.idle_timeout is not None:
             self.idle_timeout = reply.idle_timeout
         self.last_heard = time.monotonic()
@@ -443,7 +444,7 @@ class Node:
             return
         for i, key in enumerate(msg.keys):
             instance = msg.instances[i] if msg.instances else 0
-            entry = msg.entries[i].decode("utf-8", "replace") if msg.entries else None
+            entry = msg.entries[i] if msg.entries else None  # raw: the executor decodes it
             queued = Queued(key, instance, msg.gid, entry)
             self.queued[key] = queued
             self.queue.setdefault(msg.gid, deque()).append(queued)
