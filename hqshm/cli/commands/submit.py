@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
 import time
 
-from hqshm import placeholders, resourcespec
+from hqshm import directives, placeholders, resourcespec
 from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges
 from hqshm.cli.render import Output
@@ -33,7 +34,6 @@ DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 RM_IF_FINISHED = ":rm-if-finished"
 MANY_FILES = 999
 PROGRESS_PERIOD = 0.5
-DIRECTIVES_SCAN = 32 * 1024  # only the head of a script is read (jobs.md §11)
 
 
 def _usage(parser_hint: str) -> UsageError:
@@ -52,8 +52,9 @@ def parse_stdio(text: str | None, default: str) -> StdioDesc:
             raise _usage(f"invalid value '{text}' for output path")
         return StdioDesc("file", path, rm_if_finished=True)
     if ":" in text:
-        raise _usage(f"invalid value '{text}' for output path: the only suffix is "
-                     f"`{RM_IF_FINISHED}`")
+        raise _usage(
+            f"invalid value '{text}' for output path: the only suffix is `{RM_IF_FINISHED}`"
+        )
     return StdioDesc("file", text)
 
 
@@ -67,8 +68,9 @@ def parse_env(items: list[str]) -> dict[str, str]:
             continue
         env[key] = value
     if duplicate:
-        logger.warning("Some environment variables were ignored. Check if you haven't used "
-                       "duplicate keys.")
+        logger.warning(
+            "Some environment variables were ignored. Check if you haven't used duplicate keys."
+        )
     return env
 
 
@@ -82,8 +84,10 @@ def parse_crash_limit(text: str | None) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise _usage(f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>': a number, "
-                     "never-restart or unlimited") from None
+        raise _usage(
+            f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>': a number, "
+            "never-restart or unlimited"
+        ) from None
     if value == 0:
         raise UserError("Crash limit cannot be 0. Use `never-restart` or `unlimited` instead.")
     if value < 0:
@@ -91,7 +95,8 @@ def parse_crash_limit(text: str | None) -> int:
     return value
 
 
-def read_entries(args: object) -> list[str] | None:
+def read_entries(args: object) -> list[bytes] | None:
+    """Task entries, as bytes: HQ hands --each-line lines to tasks exactly as they are."""
     each_line = getattr(args, "each_line", None)
     from_json = getattr(args, "from_json", None)
     if each_line:
@@ -102,8 +107,7 @@ def read_entries(args: object) -> list[str] | None:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        return [line.decode("utf-8", "surrogateescape").encode("utf-8", "replace")
-                .decode("utf-8") for line in lines]
+        return lines
     if from_json:
         logger.info("Reading json file: %s", from_json)
         try:
@@ -112,9 +116,12 @@ def read_entries(args: object) -> list[str] | None:
             raise UserError(f"{from_json}: invalid JSON: {exc}") from None
         if not isinstance(document, list):
             raise UserError(
-                f"{from_json}: The top element of the provided JSON file has to be an array")
-        return [json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-                for e in document]
+                f"{from_json}: The top element of the provided JSON file has to be an array"
+            )
+        return [
+            json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+            for e in document
+        ]
     return None
 
 
@@ -126,23 +133,33 @@ def _read(path: str) -> bytes:
         raise UserError(f"Cannot read {path}: {exc.strerror}") from None
 
 
-def shebang_command(command: list[str], mode: str) -> list[str]:
-    """Prepend a script's `#!` words (jobs.md §11), so a non-executable script still runs.
+def apply_directives(
+    args: argparse.Namespace, command: list[str], stdin: bytes
+) -> tuple[argparse.Namespace, list[str]]:
+    """The options and command after a script's `#HQ` lines and shebang (jobs.md §11)."""
+    if args.directives == "stdin":
+        head = directives.scan(stdin)
+    elif directives.reads_file(args.directives, command):
+        data = _read_head(command[0])
+        if data is None:
+            return args, command  # the worker reports what is wrong with the program
+        logger.debug("Extracting directives from file: %s", command[0])
+        head = directives.scan(data)
+    else:
+        return args, command
+    if head.arguments:
+        args = directives.merge(args, directives.parse_arguments(head.arguments))
+    if not args.stdin:
+        command = directives.with_shebang(command, head)
+    return args, command
 
-    Mode `auto` looks at `.sh` files only, `file` at any first word, `off` never; `#HQ`
-    directive lines are not interpreted yet.
-    """
-    if mode == "off" or mode == "stdin" or (mode == "auto" and not command[0].endswith(".sh")):
-        return command
+
+def _read_head(path: str) -> bytes | None:
     try:
-        with open(command[0], "rb") as f:
-            first = f.readline(DIRECTIVES_SCAN)
+        with open(path, "rb") as f:
+            return f.read(directives.SCAN_LIMIT)
     except OSError:
-        return command  # the worker reports what is wrong with the program
-    if not first.startswith(b"#!"):
-        return command
-    words = first[2:].decode("utf-8", "replace").split()
-    return [*words, *command] if words else command
+        return None
 
 
 def build_request(ctx: Context) -> SubmitRequest:
@@ -154,14 +171,15 @@ def build_request(ctx: Context) -> SubmitRequest:
         raise _usage(f"unexpected argument '{command[0]}' found")
     if not command:
         raise _usage("the following required arguments were not provided:\n  <COMMANDS>...")
-    if not args.stdin:
-        command = shebang_command(command, args.directives)
+    if args.directives == "stdin" and not args.stdin:
+        raise directives.DirectivesNeedStdin()
+    stdin = _read_stdin() if args.stdin else b""
+    args, command = apply_directives(args, command, stdin)
     if args.job is not None:
         if args.name is not None:
             raise UserError("Parameter --name is not allowed when submitting to an open job.")
         if args.max_fails is not None:
-            raise UserError("Parameter --max-fails is not allowed when submitting to an "
-                            "open job.")
+            raise UserError("Parameter --max-fails is not allowed when submitting to an open job.")
     name = args.name if args.name is not None else (os.path.basename(command[0]) or "job")
     if "\n" in name or "\t" in name:
         raise UserError("name cannot have a newline or a tab")
@@ -180,9 +198,15 @@ def build_request(ctx: Context) -> SubmitRequest:
                 raise UserError("Resource weight has to be positive number")
             weight = round(args.weight * FRACTIONS)
         variants = tuple(
-            replace(v, min_time=min_time, weight=weight,
-                    n_nodes=args.nodes, entries=() if args.nodes else v.entries)
-            for v in request.variants)
+            replace(
+                v,
+                min_time=min_time,
+                weight=weight,
+                n_nodes=args.nodes,
+                entries=() if args.nodes else v.entries,
+            )
+            for v in request.variants
+        )
         request = replace(request, variants=variants)
     cwd = args.cwd if args.cwd is not None else "%{SUBMIT_DIR}"
     placeholders.check_cwd(cwd)
@@ -199,12 +223,6 @@ def build_request(ctx: Context) -> SubmitRequest:
             logger.warning("%s", warning)
     if args.retries < 0:
         raise UserError("--retries must be 0 or more")
-    stdin = b""
-    if args.stdin:
-        sys.stdout.write("Reading data from stdin. In the interactive mode press Ctrl-D to "
-                         "submit.\n")
-        sys.stdout.flush()
-        stdin = sys.stdin.buffer.read()
     ids = id_ranges(parse_array(args.array)) if args.array is not None else ()
     entries = read_entries(args)
     template = TaskTemplate(
@@ -236,29 +254,45 @@ def build_request(ctx: Context) -> SubmitRequest:
     )
 
 
+def _read_stdin() -> bytes:
+    sys.stdout.write("Reading data from stdin. In the interactive mode press Ctrl-D to submit.\n")
+    sys.stdout.flush()
+    return sys.stdin.buffer.read()
+
+
 def parse_after(text: str) -> TaskRef:
     """`JOB` (all its tasks) or `JOB@TASKS` (an id list), for --after."""
     job_text, _, tasks_text = text.partition("@")
     try:
         job_id = parse_single(job_text)
     except UserError:
-        raise UserError(f"invalid --after value '{text}': expected JOB or JOB@TASKS, e.g. "
-                        "`--after 3` or `--after 3@0-9`") from None
+        raise UserError(
+            f"invalid --after value '{text}': expected JOB or JOB@TASKS, e.g. "
+            "`--after 3` or `--after 3@0-9`"
+        ) from None
     return TaskRef(job_id, id_ranges(parse_array(tasks_text)) if tasks_text else None)
 
 
-def _warn(template: TaskTemplate, ids: tuple, entries: list[str] | None, cwd: str) -> None:
+def _warn(template: TaskTemplate, ids: tuple, entries: list[bytes] | None, cwd: str) -> None:
     """The client-side warnings of spec/cli.md §5.3."""
-    n_tasks = sum((e - s) // st + 1 for s, e, st in ids) if ids else (
-        len(entries) if entries is not None else 1)
+    n_tasks = (
+        sum((e - s) // st + 1 for s, e, st in ids)
+        if ids
+        else (len(entries) if entries is not None else 1)
+    )
     is_array = bool(ids) or entries is not None
-    channels = [name for name, s in (("stdout", template.stdout), ("stderr", template.stderr))
-                if s.kind == "file"]
+    channels = [
+        name
+        for name, s in (("stdout", template.stdout), ("stderr", template.stderr))
+        if s.kind == "file"
+    ]
     if n_tasks * len(channels) > MANY_FILES and channels:
         logger.warning(
             "The job will create %d files for %s. Consider using the `--stream` option to "
-            "stream all outputs into a single file", n_tasks * len(channels),
-            " and ".join(channels))
+            "stream all outputs into a single file",
+            n_tasks * len(channels),
+            " and ".join(channels),
+        )
     for channel, stdio in (("stdout", template.stdout), ("stderr", template.stderr)):
         if stdio.kind != "file":
             continue
