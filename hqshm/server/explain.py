@@ -33,6 +33,9 @@ def explain_task(core: Core, book: JobBook, job: Job, task_id: int,
         if located is None or TaskState(int(located[0].table.state[located[1]])) \
                 != TaskState.FINISHED:
             waiting += 1
+    # `--after` prerequisites hold the whole group; the core counts the unfinished ones.
+    group = core.groups.get(submit.gid)
+    waiting += group.barrier if group is not None else 0
     variants = submit.template.request.variants
     group_sizes: dict[str, int] = {}
     for worker in core.workers.values():
@@ -65,7 +68,7 @@ def explain_task(core: Core, book: JobBook, job: Job, task_id: int,
     return TaskExplainResponse(
         job_id=job.id,
         task_id=task_id,
-        n_deps=len(deps),
+        n_deps=len(deps) + submit.after,
         n_waiting_deps=waiting,
         workers=tuple(workers),
         min_times=tuple(v.min_time for v in variants),

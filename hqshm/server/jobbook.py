@@ -74,11 +74,12 @@ class Submit:
     template: TaskTemplate
     program: ProgramSpec
     table: TaskTable
-    entries: list[str] | None = None
+    entries: list[bytes] | None = None  # HQ_ENTRY of each row, raw
     batch: int = 0  # submits made by one request share it (a job file makes several)
     is_array: bool = True  # one template for all its tasks (CLI submit, job-file [array])
     deps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # task id -> its deps
     attempts: dict[int, int] = field(default_factory=dict)  # row -> retries used
+    after: int = 0  # `--after` prerequisite tasks, finished or not (task explain counts them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +227,7 @@ class JobBook:
         self.changed.add(job.id)
 
     def _new_submit(self, job: Job, template: TaskTemplate, program: ProgramSpec,
-                    ids: np.ndarray, entries: list[str] | None, batch: int,
+                    ids: np.ndarray, entries: list[bytes] | None, batch: int,
                     is_array: bool) -> Submit:
         submit = Submit(self.next_gid, template, program, TaskTable(ids), entries, batch,
                         is_array)
@@ -241,7 +242,7 @@ class JobBook:
         entries = None
         if submit.entries is not None:
             rows = np.searchsorted(submit.table.ids, ids)
-            entries = [submit.entries[r].encode() for r in rows.tolist()]
+            entries = [submit.entries[r] for r in rows.tolist()]
         return Group(
             gid=submit.gid,
             job_id=job.id,
@@ -261,13 +262,14 @@ class JobBook:
         ids, entries = self._task_ids(job, req)
         if len(ids) == 0:
             raise UserError("The submission contains no tasks.")
-        after, dead = self._prerequisites(job, req.after)
+        after, dead, n_after = self._prerequisites(job, req.after)
         self._register(job)
         batch = self.next_gid
         submit = self._new_submit(job, req.template, self._program(job.id, req.template,
                                                                    req.submit_dir,
                                                                    req.stream_dir),
                                   ids, entries, batch, True)
+        submit.after = n_after
         logger.info("Job %d submitted with %d tasks", job.id, len(ids))
         if dead:
             # A prerequisite already failed: these tasks can never run (spec/jobs.md §8.2).
@@ -277,10 +279,13 @@ class JobBook:
             return job, []
         return job, [NewGroup(self._group(job, submit, ids), None, tuple(after))]
 
-    def _prerequisites(self, job: Job, refs: Sequence[TaskRef]) -> tuple[list[int], bool]:
-        """Unfinished keys of `--after` tasks, and whether one of them already failed."""
+    def _prerequisites(self, job: Job, refs: Sequence[TaskRef]
+                       ) -> tuple[list[int], bool, int]:
+        """Unfinished keys of `--after` tasks, whether one of them already failed, and how
+        many tasks they name."""
         unfinished: list[int] = []
         dead = False
+        named = 0
         for ref in refs:
             target = job if ref.job_id == job.id else self.jobs.get(ref.job_id)
             if target is None:
@@ -291,6 +296,7 @@ class JobBook:
                 rows = np.arange(len(table)) if wanted is None else \
                     np.nonzero(np.isin(table.ids, wanted))[0]
                 states = table.state[rows]
+                named += len(rows)
                 dead |= bool(np.isin(states, (TaskState.FAILED, TaskState.CANCELED,
                                               TaskState.ABORTED)).any())
                 pending = rows[np.isin(states, (TaskState.WAITING, TaskState.RUNNING))]
@@ -303,7 +309,7 @@ class JobBook:
                 if len(missing):
                     raise UserError(f"Invalid dependency on task {int(missing[0])} of job "
                                     f"{target.id}: the job has no such task")
-        return unfinished, dead
+        return unfinished, dead, named
 
     def submit_graph(self, req: SubmitGraphRequest) -> tuple[Job, list[NewGroup]]:
         """Individual tasks with dependencies (job files' [[task]]): one group per template."""
@@ -335,7 +341,7 @@ class JobBook:
         for tasks in by_template.values():
             tasks.sort(key=lambda t: t.id)
             group_ids = np.array([t.id for t in tasks], dtype=np.uint32)
-            entries = [t.entry or "" for t in tasks] if any(t.entry is not None
+            entries = [t.entry or b"" for t in tasks] if any(t.entry is not None
                                                              for t in tasks) else None
             program = self._program(job.id, tasks[0].template, req.submit_dir, req.stream_dir)
             submit = self._new_submit(job, tasks[0].template, program, group_ids, entries,
@@ -378,7 +384,7 @@ class JobBook:
         first_free = 0
         if job.submits:
             first_free = max(int(s.table.ids[-1]) for s in job.submits if len(s.table)) + 1
-        entries: list[str] | None = None
+        entries: list[bytes] | None = None
         if req.entries is not None and req.entries_by_position:
             given = expand_ranges(req.ids)
             if explicit is None or len(given) != len(req.entries):
@@ -658,8 +664,8 @@ class JobBook:
             return SubmitGraphRequest(job.name, job.max_fails, submit_dir, tuple(graph))
         request = arrays[0]
         if request.entries is not None:
-            # With explicit ids, entries are selected by id (spec/jobs.md §3).
-            return _entries_request(request)
+            # The rows' entries, in the order of their (sorted) ids: pair them by position.
+            return dataclasses.replace(request, entries_by_position=True)
         return request
 
     # --- cancel ---------------------------------------------------------------------------
@@ -772,16 +778,6 @@ class JobBook:
 
     def last_job_id(self) -> int | None:
         return max(self.jobs) if self.jobs else None
-
-
-def _entries_request(request: SubmitRequest) -> SubmitRequest:
-    """An array with entries again: entries are indexed by id, so spread them out to the ids."""
-    ids = expand_ranges(request.ids).tolist()
-    assert request.entries is not None
-    full = [""] * (max(ids) + 1)
-    for task_id, entry in zip(ids, request.entries, strict=True):
-        full[task_id] = entry
-    return dataclasses.replace(request, entries=tuple(full))
 
 
 def _stdio_path(desc: StdioDesc) -> str | None:
