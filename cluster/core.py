@@ -242,7 +242,7 @@ def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: 
     worker = Worker(wid, hostname, resources, group, deadline, last_seen=now)
     core.workers[wid] = worker
     core.needs_scheduling = True
-    logger.info("Worker %d registered from %s", wid, hostname)
+    logger.debug("Worker %d added to the core", wid)
     return worker
 
 

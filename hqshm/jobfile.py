@@ -177,7 +177,7 @@ def _array_request(
         template=template,
         # With entries, the n-th id in the file's order gets the n-th entry: keep that order.
         ids=_wire_ranges(ranges if by_position else ids.ranges),
-        entries=tuple(entries) if entries is not None else None,
+        entries=tuple(e.encode() for e in entries) if entries is not None else None,
         job_id=job_id,
         stream_dir=stream,
         entries_by_position=by_position,

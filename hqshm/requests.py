@@ -109,7 +109,7 @@ class SubmitRequest:
     submit_dir: str
     template: TaskTemplate
     ids: Ranges  # explicit task ids; with entries, selects which entries become tasks
-    entries: tuple[str, ...] | None = None
+    entries: tuple[bytes, ...] | None = None  # raw: --each-line passes bytes (HQ_ENTRY)
     job_id: int | None = None  # submit into an open job
     stream_dir: str | None = None  # --stream DIR (placeholders unresolved)
     after: tuple[TaskRef, ...] = ()  # beyond HQ: start only once these tasks finished
@@ -133,7 +133,7 @@ class GraphTask:
     id: int
     template: TaskTemplate
     deps: tuple[int, ...] = ()
-    entry: str | None = None
+    entry: bytes | None = None
 
 
 @CLIENT_LINK.message

@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hqshm import __version__
 from hqshm.errors import UsageError
@@ -22,7 +22,13 @@ COLOR_POLICIES = ("auto", "always", "never")
 
 
 class HqParser(argparse.ArgumentParser):
+    """argparse with clap's manners: no abbreviated options, clap's error texts."""
+
     _argv: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None,

@@ -146,11 +146,13 @@ def _command_paths() -> list[list[str]]:
 
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "hq")
 def test_help_of_every_command(hq_env: HqEnv, path: list[str]) -> None:
+    # `hq output-log DIR <subcommand>`: the directory comes before the subcommand.
+    words = [*path[:1], "DIR", *path[1:]] if path[:1] == ["output-log"] and path[1:] else path
     for flag in ("--help", "-h"):
-        result = hq(hq_env, [*path, flag])
+        result = hq(hq_env, [*words, flag])
         assert result.returncode == 0, result.output
         assert "usage" in result.stdout.lower()
-        assert " ".join(["hq", *path]) in " ".join(result.stdout.split())
+        assert " ".join(["hq", *words]) in " ".join(result.stdout.split())
         assert "--help" in result.stdout
         assert "Traceback" not in result.output
 

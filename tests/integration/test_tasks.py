@@ -172,6 +172,7 @@ def test_task_info_rows_before_and_after_start(hq_env: HqEnv) -> None:
         "Crash limit",
         "Dependencies",
         "Error",
+        "Instance",  # ours: HQ's table ends with Error
     ]
     assert before.get("State") == "WAITING"
     assert before.get("Command") == "bash\n-c\necho out; echo err >&2"

@@ -146,7 +146,7 @@ CLIENT_SAMPLES: list[Any] = [
     requests.WorkerConfigBlob(CONFIG),
     requests.ServerInfoRequest(),
     requests.StopServerRequest(),
-    requests.SubmitRequest("array", 3, "/home/u", TEMPLATE, IDS, ("a", "b"), 4),
+    requests.SubmitRequest("array", 3, "/home/u", TEMPLATE, IDS, (b"a", b"b"), 4),
     requests.SubmitRequest("plain", None, "/home/u", TEMPLATE, ()),
     requests.JobListRequest(("running", "failed"), True),
     requests.JobInfoRequest(requests.Selector("last"), include_tasks=True),
@@ -179,7 +179,7 @@ CLIENT_SAMPLES: list[Any] = [
                            (requests.TaskRef(1), requests.TaskRef(2, ((0, 9, 1),)))),
     requests.SubmitGraphRequest(
         "graph", 1, "/home/u",
-        (requests.GraphTask(1, TEMPLATE), requests.GraphTask(2, TEMPLATE, (1,), "entry")),
+        (requests.GraphTask(1, TEMPLATE), requests.GraphTask(2, TEMPLATE, (1,), b"entry")),
         job_id=3, stream_dir="/tmp/s"),
     requests.OpenJobRequest("job", 2),
     requests.CloseJobsRequest(requests.Selector("all")),

@@ -166,14 +166,14 @@ def test_an_id_given_twice_is_refused(book: Book) -> None:
 
 
 def test_entries_number_tasks_from_zero(book: Book) -> None:
-    job, group = book.submit(entries=["a", "b", "c"])
+    job, group = book.submit(entries=[b"a", b"b", b"c"])
     assert task_ids(job) == [0, 1, 2]
     assert group.entries == [b"a", b"b", b"c"]
     assert group.entry_of(key(job, 1)) == b"b"
 
 
 def test_an_array_filters_entries_by_index(book: Book) -> None:
-    job, group = book.submit(((1, 2, 1), (9, 9, 1)), entries=["a", "b", "c", "d"])
+    job, group = book.submit(((1, 2, 1), (9, 9, 1)), entries=[b"a", b"b", b"c", b"d"])
     assert task_ids(job) == [1, 2]  # 9 has no entry
     assert group.entries == [b"b", b"c"]
 

@@ -51,7 +51,7 @@ def error(text: str) -> JobFileError:
     return info.value
 
 
-def task_entries(request: SubmitRequest) -> dict[int, str | None]:
+def task_entries(request: SubmitRequest) -> dict[int, bytes | None]:
     """What the server makes of an array request (jobbook): with `entries_by_position` the n-th
     id gets the n-th entry, otherwise ids select entries by index."""
     ids = [i for start, end, step in request.ids for i in range(start, end + 1, step)]
@@ -550,7 +550,7 @@ def test_array_ids() -> None:
 def test_array_entries_number_tasks_from_zero() -> None:
     request = array('[array]\nentries = ["a", "bb", "ccc"]\ncommand = ["echo"]\n')
     assert request.ids == ()
-    assert task_entries(request) == {0: "a", 1: "bb", 2: "ccc"}
+    assert task_entries(request) == {0: b"a", 1: b"bb", 2: b"ccc"}
 
 
 def test_array_ids_and_entries_pair_by_position() -> None:
@@ -560,19 +560,19 @@ def test_array_ids_and_entries_pair_by_position() -> None:
         entries = ["a", "bb", "ccc", "x"]
         command = ["echo"]
     """)
-    assert task_entries(request) == {2: "a", 10: "bb", 11: "ccc", 12: "x"}
+    assert task_entries(request) == {2: b"a", 10: b"bb", 11: b"ccc", 12: b"x"}
 
 
 def test_array_ids_in_the_files_order_pair_with_entries() -> None:
     request = array('[array]\nids = "10-11,2"\nentries = ["a", "b", "c"]\ncommand = ["e"]\n')
-    assert task_entries(request) == {2: "c", 10: "a", 11: "b"}
+    assert task_entries(request) == {2: b"c", 10: b"a", 11: b"b"}
 
 
 def test_sparse_array_with_entries_stays_one_small_array() -> None:
     far = 4_000_000_000
     request = array(f'[array]\nids = "1, {far}"\nentries = ["a", "b"]\ncommand = ["e"]\n')
-    assert request.entries == ("a", "b") and request.entries_by_position
-    assert task_entries(request) == {1: "a", far: "b"}
+    assert request.entries == (b"a", b"b") and request.entries_by_position
+    assert task_entries(request) == {1: b"a", far: b"b"}
 
 
 def test_array_keeps_every_template_key() -> None:
