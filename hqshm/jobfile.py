@@ -40,10 +40,6 @@ from hqshm.requests import (
 from hqshm.scanner import U32_MAX
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
-# Those of `hq submit` (hqshm/cli/commands/submit.py, which imports the client; a test keeps
-# them equal).
-DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
-DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 
 _T = TypeVar("_T")
 Path = tuple[str | int, ...]  # a key in the document: table names, keys and array indices
@@ -262,8 +258,8 @@ def _template(t: _Table, streamed: bool) -> TaskTemplate:
         args=tuple(command),
         env=t.string_table("env"),
         cwd=cwd if cwd is not None else "%{SUBMIT_DIR}",
-        stdout=_stdio(t, "stdout", DEFAULT_STDOUT, streamed),
-        stderr=_stdio(t, "stderr", DEFAULT_STDERR, streamed),
+        stdout=_stdio(t, "stdout", placeholders.DEFAULT_STDOUT, streamed),
+        stderr=_stdio(t, "stderr", placeholders.DEFAULT_STDERR, streamed),
         request=ResourceRequest(variants) if variants else cpus_request(),
         priority=t.integer("priority", I32_MIN, I32_MAX) or 0,
         time_limit=(

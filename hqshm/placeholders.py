@@ -36,6 +36,11 @@ class CwdPlaceholderInCwd(UserError):
     )
 
 
+# Where a task's output goes unless told otherwise (spec/cli.md §5.2), for every way to submit.
+DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
+DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitPaths:
     """Paths after stage 1; `None` stdout/stderr means no file, `None` stream no streaming."""

@@ -11,9 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.resources import FRACTIONS, Policy, RequestVariant, ResourceEntry, cpus_request
-from hqshm import jobfile
 from hqshm.cli.commands import jobfile as command
-from hqshm.cli.commands.submit import DEFAULT_STDERR, DEFAULT_STDOUT
 from hqshm.durations import format_humantime
 from hqshm.errors import UserError
 from hqshm.jobfile import (
@@ -22,6 +20,7 @@ from hqshm.jobfile import (
     key_lines,
     parse_job_file,
 )
+from hqshm.placeholders import DEFAULT_STDERR, DEFAULT_STDOUT
 from hqshm.requests import GraphTask, StdioDesc, SubmitGraphRequest, SubmitRequest
 from hqshm.resourcespec import request_lines
 
@@ -92,9 +91,6 @@ def test_minimal_task_gets_the_defaults_of_hq_submit() -> None:
     assert (t.priority, t.time_limit, t.crash_limit) == (0, None, 5)
     assert (t.pin, t.task_dir) == ("none", False)
 
-
-def test_default_output_paths_are_those_of_hq_submit() -> None:
-    assert (jobfile.DEFAULT_STDOUT, jobfile.DEFAULT_STDERR) == (DEFAULT_STDOUT, DEFAULT_STDERR)
 
 
 def test_parser_stays_off_the_client_and_numpy() -> None:

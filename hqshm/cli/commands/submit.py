@@ -29,8 +29,6 @@ from hqshm.requests import (
 
 logger = logging.getLogger("hqshm.cli")
 
-DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
-DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 RM_IF_FINISHED = ":rm-if-finished"
 MANY_FILES = 999
 PROGRESS_PERIOD = 0.5
@@ -210,8 +208,8 @@ def build_request(ctx: Context) -> SubmitRequest:
         request = replace(request, variants=variants)
     cwd = args.cwd if args.cwd is not None else "%{SUBMIT_DIR}"
     placeholders.check_cwd(cwd)
-    stdout = parse_stdio(args.stdout, DEFAULT_STDOUT)
-    stderr = parse_stdio(args.stderr, DEFAULT_STDERR)
+    stdout = parse_stdio(args.stdout, placeholders.DEFAULT_STDOUT)
+    stderr = parse_stdio(args.stderr, placeholders.DEFAULT_STDERR)
     if args.stream is not None:
         # Streamed unless redirected explicitly (jobs.md §9: partial streaming).
         if args.stdout is None:
