@@ -22,6 +22,7 @@ from cluster.codec import Registry
 from cluster.resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
+MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 
 NODE_LINK = Registry("node", PROTOCOL)
 
@@ -85,6 +86,21 @@ class TasksRetracted:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     TAG: ClassVar[int] = 4
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class TaskNotification:
+    """A running task's message (`hq task notify`), for clients listening live."""
+
+    TAG: ClassVar[int] = 6
+    key: int
+    instance: int
+    message: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.message) > MAX_NOTIFICATION:
+            raise ValueError("notification too long")
 
 
 @NODE_LINK.message

@@ -35,6 +35,7 @@ from cluster.protocol import (
     ServerHeartbeat,
     StopNode,
     StopReason,
+    TaskNotification,
     TasksRetracted,
     TaskUpdates,
 )
@@ -55,6 +56,8 @@ class ServerHooks(Protocol):
         ...
 
     def node_left(self, wid: int, reason: str, now: float) -> None: ...
+
+    def task_notified(self, wid: int, msg: TaskNotification) -> None: ...
 
     def before_turn(self, now: float) -> None: ...
 
@@ -220,6 +223,8 @@ class ServerLoop:
             core_mod.on_tasks_retracted(self.core, self.out, wid, message.keys, now)
         elif isinstance(message, Heartbeat):
             pass
+        elif isinstance(message, TaskNotification):
+            self.hooks.task_notified(wid, message)
         elif isinstance(message, NodeStopping):
             self.drop_worker(wid, message.reason, now)
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import zmq
@@ -20,7 +20,7 @@ from cluster.monitor import monitor_event
 from cluster.security import derive_keys, secure_client_socket
 from hqshm import __version__, access, serverdir
 from hqshm.errors import UserError
-from hqshm.requests import CLIENT_LINK, ErrorResponse
+from hqshm.requests import CLIENT_LINK, ErrorResponse, Notification
 
 CONNECT_TIMEOUT = 10.0
 _EVENTS = (
@@ -101,9 +101,29 @@ class ClientConnection:
                 self.close()
                 raise self._unreachable()
 
-    def request(self, message: object, timeout: float | None = None) -> object:
-        """Send one request and return its response; a server-side error raises ServerError."""
+    def request(self, message: object, timeout: float | None = None,
+                on_notification: Callable[[Notification], None] | None = None) -> object:
+        """Send one request and return its response; a server-side error raises ServerError.
+
+        Notifications that arrive before the response go to ``on_notification``.
+        """
+        self.send(message)
+        while True:
+            response = self.receive(timeout)
+            if response is None:
+                raise UserError(f"The HQ server at {self.host}:{self.port} did not answer "
+                                f"within {timeout:g} s.")
+            if isinstance(response, Notification):
+                if on_notification is not None:
+                    on_notification(response)
+                continue
+            return response
+
+    def send(self, message: object) -> None:
         self.socket.send(CLIENT_LINK.encode(message))
+
+    def receive(self, timeout: float | None) -> object | None:
+        """The next message from the server, or None after ``timeout`` seconds."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
@@ -111,8 +131,7 @@ class ClientConnection:
         while True:
             ready = dict(poller.poll(remaining_ms))
             if not ready:
-                raise UserError(f"The HQ server at {self.host}:{self.port} did not answer "
-                                f"within {timeout:g} s.")
+                return None
             if self.socket in ready:
                 frame = self.socket.recv()
                 try:

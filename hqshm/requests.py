@@ -235,6 +235,7 @@ class WaitJobsRequest:
     TAG: ClassVar[int] = 7
     selector: Selector
     without_close: bool = False
+    notifications: bool = False  # also send each Notification of these jobs while waiting
 
 
 @CLIENT_LINK.message
@@ -463,6 +464,18 @@ class StopWorkersResponse:
     TAG: ClassVar[int] = 112
     # (worker id, outcome) with outcome "stopped" | "already-stopped" | "not-found"
     results: tuple[tuple[int, str], ...]
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """Sent to a waiting client before its WaitJobsResponse, once per task notification."""
+
+    TAG: ClassVar[int] = 118
+    job_id: int
+    task_id: int
+    worker_id: int
+    message: bytes
 
 
 @CLIENT_LINK.message

@@ -282,7 +282,9 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stdin", action="store_true", help="Feed this stdin to every task")
     parser.add_argument("--directives", choices=("auto", "file", "stdin", "off"),
                         default="auto", help=argparse.SUPPRESS)
-    parser.add_argument("--on-notify", help=argparse.SUPPRESS)
+    parser.add_argument("--on-notify", metavar="CMD",
+                        help="With --wait or --progress: run CMD with each `hq task notify` "
+                             "message of the job's tasks as its last argument")
     parser.add_argument("program", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="The program and its arguments")
 
@@ -352,6 +354,9 @@ def _task_commands(parser: argparse.ArgumentParser) -> None:
     info.add_argument("tasks", metavar="TASK_IDS")
     info.add_argument("-v", "--verbose", action="count", default=0,
                       help="Do not truncate errors")
+    notify = _sub(sub, "notify", "Send a message from inside a running task to clients that "
+                                 "wait with --on-notify")
+    notify.add_argument("message", metavar="MESSAGE")
     explain = _sub(sub, "explain", "Why a waiting task runs, or does not run, on each worker")
     explain.add_argument("job", metavar="JOB")
     explain.add_argument("task", metavar="TASK_ID")

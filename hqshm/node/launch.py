@@ -33,6 +33,7 @@ class NodeContext:
     hq_path: str
     base_env: Mapping[str, str] = field(repr=False)
     stream_key: str = field(default_factory=new_node_key)
+    access_key: str = field(default="", repr=False)  # HQ_ACCESS_KEY, for `hq task notify`
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ def plan(
     env["HQ_INSTANCE_ID"] = str(instance)
     env["HQ_SUBMIT_DIR"] = spec.submit_dir
     env["HQ"] = node.hq_path
+    if node.access_key:
+        env["HQ_ACCESS_KEY"] = node.access_key
     if entry is not None:
         env["HQ_ENTRY"] = entry
     if cpus:

@@ -45,14 +45,16 @@ from cluster.protocol import (
     Started,
     StopNode,
     StopReason,
+    TaskNotification,
     TasksRetracted,
     TaskUpdates,
+    task_key,
 )
 from cluster.resources import FRACTIONS, RequestVariant, ResourceDescriptor
 from cluster.security import derive_keys, secure_client_socket
 from hqshm import __version__, access, errors, serverdir
 from hqshm.errors import UserError
-from hqshm.node import affinity, launch
+from hqshm.node import affinity, launch, notify
 from hqshm.node.allocator import Allocation, Allocator
 from hqshm.node.config import NodeOptions, cpu_ids, node_pools
 from hqshm.node.executor import OK, SKIPPED, ExecutorHandle, ExecutorPool, TaskPayload
@@ -175,9 +177,11 @@ class Node:
         self.started_at = time.time()
         self.deadline = (None if options.time_limit is None
                          else time.monotonic() + options.time_limit)
+        self.notify = notify.Listener()
         self.node_ctx = launch.NodeContext(
             worker_id=0, hostname=self.hostname, work_dir=self.work_dir,
-            hq_path=_hq_path(), base_env=dict(options.env))
+            hq_path=_hq_path(), base_env=dict(options.env),
+            access_key=self.notify.access_key)
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
         self.pool = ExecutorPool(max(1, self.n_cpus), self.node_ctx)
         self.groups: dict[int, GroupInfo] = {}
@@ -328,6 +332,7 @@ class Node:
             poller.register(self.monitor, zmq.POLLIN)
             poller.register(self.pool.doorbell_r, zmq.POLLIN)
             poller.register(wake_r.fileno(), zmq.POLLIN)
+            poller.register(self.notify.fileno(), zmq.POLLIN)
             registered_fds = set()
             while True:
                 for fd in self.pool.pidfds():
@@ -346,6 +351,8 @@ class Node:
                     self._read_server()
                 if self.monitor in ready:
                     self._read_monitor()
+                if self.notify.fileno() in ready:
+                    self._read_notifications()
                 self._collect()
                 if any(fd in ready for fd in registered_fds):
                     for fd in [fd for fd in registered_fds if fd in ready]:
@@ -464,6 +471,17 @@ class Node:
     def _retract(self, keys: tuple[int, ...]) -> None:
         given = tuple(k for k in keys if self.queued.pop(k, None) is not None)
         self._send(TasksRetracted(given))
+
+    def _read_notifications(self) -> None:
+        """Tasks' `hq task notify` messages: checked, forwarded, answered."""
+        for request in self.notify.receive():
+            key = task_key(request.job_id, request.task_id)
+            task = self.running.get(key)
+            if task is None or task.instance != request.instance:
+                self.notify.answer(request.sender, "the task is not running on this worker")
+                continue
+            self._send(TaskNotification(key, request.instance, request.message))
+            self.notify.answer(request.sender)
 
     def _stop_requested(self, reason: str) -> None:
         if reason == StopReason.STOPPED:
@@ -751,6 +769,7 @@ class Node:
         if self.monitor is not None:
             self.monitor.close(linger=0)
         self.pool.stop()
+        self.notify.close()
         if self.context is not None:
             self.context.term()
         if self.own_work_root is not None:

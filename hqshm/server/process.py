@@ -20,7 +20,7 @@ import zmq
 
 from cluster import core as core_mod
 from cluster.core import Core, Worker
-from cluster.protocol import RegisterNode, StopReason
+from cluster.protocol import RegisterNode, StopReason, TaskNotification, split_key
 from cluster.security import ZapResponder, derive_keys
 from cluster.server_loop import ServerLoop
 from hqshm import __version__, access, serverdir
@@ -199,6 +199,10 @@ class Server(ServerControl):
 
     def node_left(self, wid: int, reason: str, now: float) -> None:
         self.workers.left(wid, reason, now)
+
+    def task_notified(self, wid: int, msg: TaskNotification) -> None:
+        job_id, task_id = split_key(msg.key)
+        self.clients.notify(job_id, task_id, wid, msg.message)
 
     def before_turn(self, now: float) -> None:
         self.book.now = now

@@ -35,6 +35,7 @@ from hqshm.requests import (
     JobProgressResponse,
     JobSummaryRequest,
     JobSummaryResponse,
+    Notification,
     OpenJobRequest,
     ResubmitRequest,
     Selector,
@@ -74,6 +75,7 @@ class Waiter:
     job_ids: tuple[int, ...]
     missing: tuple[int, ...]
     without_close: bool
+    notifications: bool = False
 
 
 class ServerControl:
@@ -290,7 +292,8 @@ class ClientService:
 
     def wait(self, identity: bytes, request: WaitJobsRequest) -> None:
         present, missing = resolve_ids(request.selector, self.book.jobs)
-        waiter = Waiter(identity, tuple(present), tuple(missing), request.without_close)
+        waiter = Waiter(identity, tuple(present), tuple(missing), request.without_close,
+                        request.notifications)
         if not self._waiter_done(waiter):
             self.waiters.append(waiter)
         else:
@@ -308,6 +311,12 @@ class ClientService:
     def _answer(self, waiter: Waiter) -> None:
         jobs = tuple(self.book.jobs[i].summary() for i in waiter.job_ids if i in self.book.jobs)
         self.reply(waiter.identity, WaitJobsResponse(jobs, waiter.missing))
+
+    def notify(self, job_id: int, task_id: int, worker_id: int, message: bytes) -> None:
+        """A task's notification, to every client waiting on its job that asked for them."""
+        for waiter in self.waiters:
+            if waiter.notifications and job_id in waiter.job_ids:
+                self.reply(waiter.identity, Notification(job_id, task_id, worker_id, message))
 
     def answer_waiters(self) -> None:
         if not self.book.changed:

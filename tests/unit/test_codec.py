@@ -140,6 +140,7 @@ NODE_SAMPLES: list[Any] = [
     protocol.RetractTasks((BIG_KEY,)),
     protocol.StopNode(protocol.StopReason.STOPPED),
     protocol.ServerHeartbeat(),
+    protocol.TaskNotification(BIG_KEY, 2, b"hello"),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
@@ -190,6 +191,7 @@ CLIENT_SAMPLES: list[Any] = [
     requests.ResubmitRequest(1, ("failed", "canceled")),
     requests.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
     requests.ForgetJobsResponse(2, 1),
+    requests.Notification(1, 2, 3, b"message"),
     requests.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
     requests.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
     requests.TaskExplainResponse(

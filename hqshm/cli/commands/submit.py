@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import subprocess
 import sys
 import time
 
@@ -13,11 +15,13 @@ from hqshm import directives, placeholders, resourcespec
 from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges
 from hqshm.cli.render import Output
+from hqshm.client import ClientConnection
 from hqshm.durations import parse_hms_or_human
 from hqshm.errors import UsageError, UserError
 from hqshm.requests import (
     JobProgressRequest,
     JobProgressResponse,
+    Notification,
     Selector,
     StdioDesc,
     SubmitRequest,
@@ -25,6 +29,7 @@ from hqshm.requests import (
     TaskRef,
     TaskTemplate,
     WaitJobsRequest,
+    WaitJobsResponse,
 )
 
 logger = logging.getLogger("hqshm.cli")
@@ -307,6 +312,10 @@ def _warn(template: TaskTemplate, ids: tuple, entries: list[bytes] | None, cwd: 
 
 
 def run(ctx: Context) -> int:
+    on_notify = OnNotify(ctx.args.on_notify) if ctx.args.on_notify else None
+    if on_notify is not None and not (ctx.args.wait or ctx.args.progress):
+        raise UserError("--on-notify needs --wait or --progress: notifications reach a client "
+                        "only while it waits for the job")
     request = build_request(ctx)
     with ctx.connect() as conn:
         response = conn.request(request)
@@ -314,19 +323,66 @@ def run(ctx: Context) -> int:
         ctx.out.submitted(response.job_id)
         selector = Selector("ids", ((response.job_id, response.job_id, 1),))
         if ctx.args.wait:
-            conn.request(WaitJobsRequest(selector), timeout=None)
+            conn.request(WaitJobsRequest(selector, notifications=on_notify is not None),
+                         timeout=None, on_notification=on_notify)
         elif ctx.args.progress:
-            show_progress(conn, selector, ctx.out)
+            show_progress(conn, selector, ctx.out, on_notify)
     return 0
 
 
-def show_progress(conn: object, selector: Selector, out: Output) -> None:
-    """Redraw the progress line until every selected job is done."""
+def show_progress(conn: ClientConnection, selector: Selector, out: Output,
+                  on_notify: OnNotify | None = None) -> None:
+    """Redraw the progress line until every selected job is done.
+
+    With ``on_notify`` a waiting request (with notifications) runs alongside the polling, so
+    notifications are handled as they come; its answer is drained at the end.
+    """
+    waiting = on_notify is not None  # the WaitJobsResponse is still to come
+    if waiting:
+        conn.send(WaitJobsRequest(selector, notifications=True))
     while True:
-        response = conn.request(JobProgressRequest(selector))  # type: ignore[attr-defined]
+        response = conn.request(JobProgressRequest(selector), on_notification=on_notify)
         assert isinstance(response, JobProgressResponse)
         done = all(j.counts[0] + j.counts[1] == 0 and not j.is_open for j in response.jobs)
         out.progress(response.jobs, final=done)
         if done:
+            break
+        if on_notify is None:
+            time.sleep(PROGRESS_PERIOD)
+            continue
+        deadline = time.monotonic() + PROGRESS_PERIOD
+        while (left := deadline - time.monotonic()) > 0:
+            message = conn.receive(left)
+            if isinstance(message, Notification):
+                on_notify(message)
+            elif isinstance(message, WaitJobsResponse):
+                waiting = False
+    while waiting:
+        message = conn.receive(None)
+        if isinstance(message, Notification):
+            on_notify(message)  # type: ignore[misc]
+        waiting = not isinstance(message, WaitJobsResponse)
+
+
+class OnNotify:
+    """`--on-notify CMD`: run CMD with the message as its last argument, one at a time."""
+
+    def __init__(self, command: str) -> None:
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as exc:
+            raise UserError(f"invalid --on-notify command: {exc}") from None
+        if not self.argv:
+            raise UserError("--on-notify needs a command")
+
+    def __call__(self, note: Notification) -> None:
+        env = dict(os.environ, HQ_JOB_ID=str(note.job_id), HQ_TASK_ID=str(note.task_id),
+                   HQ_WORKER_ID=str(note.worker_id))
+        argv = [*self.argv, note.message.decode("utf-8", "replace")]
+        try:
+            result = subprocess.run(argv, env=env, check=False)
+        except OSError as exc:
+            logger.warning("Cannot run the --on-notify command %s: %s", self.argv[0], exc)
             return
-        time.sleep(PROGRESS_PERIOD)
+        if result.returncode != 0:
+            logger.warning("The --on-notify command exited with code %d", result.returncode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from hqshm.arrays import parse_array, parse_single
@@ -24,7 +25,7 @@ logger = logging.getLogger("hqshm.cli")
 
 
 def run(ctx: Context, command: str) -> int:
-    return {"list": list_tasks, "info": info, "explain": explain}[command](ctx)
+    return {"list": list_tasks, "info": info, "explain": explain, "notify": notify_task}[command](ctx)
 
 
 def list_tasks(ctx: Context) -> int:
@@ -67,3 +68,20 @@ def _single_job(text: str) -> Selector:
     if job.kind == "ids" and (len(job.ranges) != 1 or job.ranges[0][0] != job.ranges[0][1]):
         raise UserError(f"invalid job id '{text}': a single id or `last` is expected")
     return job
+
+
+def notify_task(ctx: Context) -> int:
+    """`hq task notify MESSAGE`, from inside a task: to its worker, no server connection."""
+    from hqshm.node import notify
+
+    env = ctx.env
+    key = env.get("HQ_ACCESS_KEY")
+    notify.parse_key(key)
+    try:
+        ids = [int(env[name]) for name in ("HQ_JOB_ID", "HQ_TASK_ID", "HQ_INSTANCE_ID")]
+    except (KeyError, ValueError):
+        raise UserError("HQ_JOB_ID, HQ_TASK_ID and HQ_INSTANCE_ID must be set as in a "
+                        "task") from None
+    notify.send(key, *ids, os.fsencode(ctx.args.message))
+    ctx.out.empty()
+    return 0
