@@ -35,6 +35,7 @@ from cluster.protocol import (
     DefineGroup,
     Failed,
     Finished,
+    ReserveNode,
     RetractTasks,
     Started,
     StopReason,
@@ -66,6 +67,10 @@ class TaskEvents(Protocol):
 
     def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
         """These tasks, and every unfinished task of these groups, lost a dependency."""
+        ...
+
+    def task_nodes(self, key: int, workers: Sequence[int]) -> None:
+        """A multi-node task was placed on these workers (the first runs it)."""
         ...
 
 
@@ -158,6 +163,7 @@ class Worker:
     sent_groups: set[int] = field(default_factory=set)
     amounts_cache: dict[Placed, dict[str, int] | None] = field(default_factory=dict)
     fitting: dict[int, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
+    reserved_for: int | None = None  # key of the multi-node task this worker belongs to
     last_seen: float = 0.0
 
     def __post_init__(self) -> None:
@@ -207,6 +213,8 @@ class Core:
     blocked_group: dict[int, int] = field(default_factory=dict)  # blocked key -> its gid
     # group barriers (--after): prerequisite key -> groups waiting for it
     barrier_dependants: dict[int, list[int]] = field(default_factory=dict)
+    # multi-node tasks: key -> the workers it holds, its root (which runs it) first
+    multinode: dict[int, list[int]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""
@@ -297,6 +305,40 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
     out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
 
 
+def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: Group,
+                     key: int, variant: int) -> None:
+    """Reserve whole workers for one multi-node task; the first (root) runs it."""
+    root = members[0]
+    placed = (group.gid, variant)
+    root.amounts_cache[placed] = {}  # it holds the node as a whole, not amounts of it
+    if group.gid not in root.sent_groups:
+        root.sent_groups.add(group.gid)
+        out.send(root.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
+    root.assigned[key] = placed
+    instance = group.instances.get(key, 0)
+    entries = (group.entry_of(key),) if group.entries is not None else ()
+    out.send(root.wid, ComputeTasks(group.gid, (key,), (instance,) if instance else (),
+                                    entries, tuple(w.hostname for w in members)))
+    for member in members:
+        member.reserved_for = key
+        if member is not root:
+            out.send(member.wid, ReserveNode(key))
+    core.multinode[key] = [w.wid for w in members]
+    out.events.task_nodes(key, [w.wid for w in members])
+
+
+def release_nodes(core: Core, out: Outbox, key: int) -> None:
+    """A multi-node task ended or went back: its workers are free again."""
+    for index, wid in enumerate(core.multinode.pop(key, ())):
+        worker = core.workers.get(wid)
+        if worker is None or worker.reserved_for != key:
+            continue
+        worker.reserved_for = None
+        if index:  # the root knows: its task ended; secondary nodes are told
+            out.send(wid, ReserveNode(0))
+    core.needs_scheduling = True
+
+
 def _release(core: Core, worker: Worker, placed: Placed) -> Group | None:
     """Give back what a task held on a worker; works after its group is gone (canceled)."""
     worker.commit(worker.amounts_of(placed), -1)
@@ -327,7 +369,7 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
     if started:
         out.events.tasks_started(wid, started)
     if msg.finished:
-        finished = [item for item in msg.finished if _ended(core, worker, item)]
+        finished = [item for item in msg.finished if _ended(core, out, worker, item)]
         if finished:
             out.events.tasks_finished(wid, finished)
             for item in finished:
@@ -338,7 +380,7 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
             placed = worker.running.get(item[0]) or worker.assigned.get(item[0])
             # Looked up before _ended, which forgets a group whose last task ended.
             group = core.groups.get(placed[0]) if placed is not None else None
-            if placed is None or not _ended(core, worker, item):
+            if placed is None or not _ended(core, out, worker, item):
                 continue
             if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
                 _retry(core, out, group, item[0])
@@ -363,7 +405,8 @@ def _as_chosen(core: Core, worker: Worker, placed: Placed, variant: int) -> Plac
     return (placed[0], variant)
 
 
-def _ended(core: Core, worker: Worker, item: tuple) -> bool:  # type: ignore[type-arg]
+def _ended(core: Core, out: Outbox, worker: Worker,
+           item: tuple) -> bool:  # type: ignore[type-arg]
     """Take an ended task off its worker; False if it was no longer there (canceled)."""
     key = item[0]
     placed = worker.running.pop(key, None)
@@ -377,6 +420,7 @@ def _ended(core: Core, worker: Worker, item: tuple) -> bool:  # type: ignore[typ
         group.ran += 1
         group.ran_time += max(0.0, item[3] - item[2])
     _end(core, group)
+    release_nodes(core, out, key)
     return True
 
 
@@ -518,6 +562,8 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
             _drop_reservation(core, worker.retracting.pop(key, None), key)
             _release(core, worker, placed)
         out.send(worker.wid, CancelTasks(tuple(doomed)))
+        for key in doomed:
+            release_nodes(core, out, key)
     for key in [k for k, g in core.blocked_group.items() if g in gid_set]:
         del core.blocked_group[key]
         core.deps_waiting.pop(key, None)
@@ -551,6 +597,15 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
                 other.retracting[key] = None
     for key, thief in worker.retracting.items():
         _drop_reservation(core, thief, key)
+    # A lost secondary node leaves its multi-node task alone (spec/jobs.md §8.3); a lost root
+    # gives the task back below, and its other nodes are free again.
+    held = worker.reserved_for
+    if held is not None and held not in worker.assigned and held not in worker.running:
+        members = core.multinode.get(held)
+        if members is not None and wid in members:
+            members.remove(wid)
+    for key in [*worker.assigned, *worker.running]:
+        release_nodes(core, out, key)
     crash = reason in (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
     requeued_keys: list[int] = []
     requeued_instances: list[int] = []

@@ -146,12 +146,16 @@ class ComputeTasks:
     keys: tuple[int, ...]
     instances: tuple[int, ...] = ()
     entries: tuple[bytes, ...] = ()
+    # A multi-node task (one key): the hostnames of its nodes, this (root) node first.
+    nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.instances and len(self.instances) != len(self.keys):
             raise ValueError("instances do not align with keys")
         if self.entries and len(self.entries) != len(self.keys):
             raise ValueError("entries do not align with keys")
+        if self.nodes and len(self.keys) != 1:
+            raise ValueError("a multi-node task travels alone")
 
 
 @NODE_LINK.message
@@ -177,6 +181,15 @@ class RetractTasks:
 class StopNode:
     TAG: ClassVar[int] = 106
     reason: str
+
+
+@NODE_LINK.message
+@dataclass(frozen=True, slots=True)
+class ReserveNode:
+    """This node is a secondary node of a multi-node task (key), or is free again (0)."""
+
+    TAG: ClassVar[int] = 108
+    key: int
 
 
 @NODE_LINK.message

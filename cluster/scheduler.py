@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cluster.core import Core, Group, Outbox, Worker, assign, reserve, retract
+from cluster.core import Core, Group, Outbox, Worker, assign, assign_multinode, reserve, retract
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
 # hides the server's round trip for tasks that take a while; short tasks get enough rounds to
@@ -55,6 +55,8 @@ def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> 
 
 def _eligible(worker: Worker, group: Group, variant: int, now: float) -> dict[str, int] | None:
     """What a task of the group takes here with this variant, if it may run here now."""
+    if worker.reserved_for is not None:
+        return None  # held whole by a multi-node task
     amounts = worker.amounts(group, variant)
     if amounts is None:
         return None
@@ -71,7 +73,9 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     for prefill in (False, True):
         for group in groups:
             if group.request.is_multi_node:
-                continue  # multi-node placement is not part of this scheduler yet
+                if not prefill:
+                    place_multinode(core, out, group, workers, now)
+                continue
             limit = 1.0 + prefill_factor(group) if prefill else 1.0
             for worker in workers:
                 # Earlier variants first; a later one takes what the earlier left unused.
@@ -127,12 +131,37 @@ def _variant_with_room(worker: Worker, group: Group, now: float) -> int | None:
     return None
 
 
+def place_multinode(core: Core, out: Outbox, group: Group, workers: Sequence[Worker],
+                    now: float) -> None:
+    """Give each waiting multi-node task N idle workers of one worker group, if there are.
+
+    Only workers with nothing assigned are taken, so a multi-node task waits for whole nodes
+    rather than sharing them; every member must live long enough for the time request.
+    """
+    variant = next(i for i, v in enumerate(group.request.variants) if v.n_nodes > 0)
+    wanted = group.request.variants[variant]
+    while group.pending:
+        free: dict[str, list[Worker]] = {}
+        for worker in workers:
+            remaining = worker.remaining(now)
+            if (worker.reserved_for is None and not worker.assigned and not worker.running
+                    and not worker.incoming
+                    and (remaining is None or remaining >= wanted.min_time)):
+                free.setdefault(worker.group, []).append(worker)
+        chosen = next((ws for ws in free.values() if len(ws) >= wanted.n_nodes), None)
+        if chosen is None:
+            return
+        assign_multinode(core, out, chosen[:wanted.n_nodes], group, group.take(1)[0], variant)
+
+
 def _stealable(worker: Worker) -> int:
     """Tasks a worker holds that it cannot start now: only those are worth taking away.
 
     A worker that was just sent tasks it can start at once (nothing over-committed) is not a
-    victim, even though it has not reported them started yet.
+    victim, even though it has not reported them started yet; nor is a multi-node task's node.
     """
+    if worker.reserved_for is not None:
+        return 0
     if all(worker.committed.get(n, 0) <= t for n, t in worker.totals.items()):
         return 0
     return len(worker.assigned) - len(worker.retracting)
@@ -146,7 +175,7 @@ def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: flo
     """Queued tasks a worker can no longer start in its remaining lifetime go elsewhere."""
     for worker in workers:
         remaining = worker.remaining(now)
-        if remaining is None:
+        if remaining is None or worker.reserved_for is not None:
             continue
         keys = []
         for key, (gid, variant) in worker.assigned.items():

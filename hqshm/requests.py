@@ -448,6 +448,7 @@ class WorkerView:
     assigned_tasks: int = 0
     running_tasks: int = 0
     last_task: tuple[int, int, float] | None = None  # job, task, time
+    multinode: str = ""  # "main" | "secondary" while it holds a multi-node task
 
 
 @CLIENT_LINK.message

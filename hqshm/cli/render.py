@@ -417,9 +417,12 @@ def worker_rows(w: WorkerView, state_text: str) -> list[tuple[str, str]]:
         ("Last task started", last),
     ]
     if w.ended_at is None:
-        info = f"assigned tasks: {w.assigned_tasks}"
-        if w.running_tasks:
-            info += f"; running tasks: {w.running_tasks}"
+        if w.multinode:
+            info = f"running multinode task; {w.multinode} node"
+        else:
+            info = f"assigned tasks: {w.assigned_tasks}"
+            if w.running_tasks:
+                info += f"; running tasks: {w.running_tasks}"
         rows.append(("Runtime Info", info))
     return rows
 
@@ -442,9 +445,10 @@ def worker_json(w: WorkerView) -> dict[str, Any]:
         },
         "allocation": None if c.manager == "None" else {
             "manager": "PBS" if c.manager == "PBS" else "Slurm", "id": c.manager_job_id},
-        "runtime_info": None if w.ended_at is not None else {"SingleNodeTasks": {
-            "assigned_tasks": w.assigned_tasks, "running_tasks": w.running_tasks,
-            "is_reserved": False}},
+        "runtime_info": None if w.ended_at is not None else (
+            {"MultiNodeTask": {"main_node": w.multinode == "main"}} if w.multinode else
+            {"SingleNodeTasks": {"assigned_tasks": w.assigned_tasks,
+                                 "running_tasks": w.running_tasks, "is_reserved": False}}),
         "last_task_started": None if w.last_task is None else {
             "task_id": {"job_id": w.last_task[0], "job_task_id": w.last_task[1]},
             "time": formats.format_rfc3339(w.last_task[2])},

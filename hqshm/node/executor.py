@@ -114,16 +114,18 @@ class TaskPayload:
     cpu_labels: list[str]
     whole_cpus: bool
     pin: bool  # apply the record's CPU mask to the process
+    nodes: list[str] = field(default_factory=list)  # a multi-node task's hostnames, root first
 
     def encode(self) -> bytes:
         return msgpack.packb(
-            [self.gid, self.entry, self.resource_env, self.cpu_labels, self.whole_cpus, self.pin]
+            [self.gid, self.entry, self.resource_env, self.cpu_labels, self.whole_cpus, self.pin,
+             self.nodes]
         )
 
     @staticmethod
     def decode(data: bytes) -> TaskPayload:
-        gid, entry, env, labels, whole, pin = msgpack.unpackb(data)
-        return TaskPayload(gid, entry, env, labels, whole, pin)
+        gid, entry, env, labels, whole, pin, nodes = msgpack.unpackb(data)
+        return TaskPayload(gid, entry, env, labels, whole, pin, nodes)
 
 
 class Executor:
@@ -200,9 +202,11 @@ class Executor:
         spec = self.programs[task.gid]
         task_id = record.key & 0xFFFF_FFFF
         task_dir = None
-        if spec.task_dir:
+        if spec.task_dir or task.nodes:  # multi-node tasks always get one (jobs.md §15)
             try:
                 task_dir = tempfile.mkdtemp(prefix="t", dir=self.node.work_dir)
+                if task.nodes:
+                    launch.write_node_files(task_dir, task.nodes)
             except OSError as exc:
                 self._ended(
                     record,
@@ -225,6 +229,7 @@ class Executor:
                 node=self.node,
                 whole_cpus=task.whole_cpus,
                 task_dir=task_dir,
+                nodes=task.nodes,
             )
             problem = self._prepare(plan, spec)
             if problem:
@@ -247,6 +252,7 @@ class Executor:
                         stderr_path=plan.stderr,
                         cpus=record.cpus if task.pin and record.cpus else None,
                         mem_node=record.numa if record.numa >= 0 else None,
+                        mem_mode=self.node.memory_mode,
                     )
                 )
             except affinity.SpawnError as exc:
@@ -307,6 +313,7 @@ class Executor:
                     stderr_path=paths[1],
                     cpus=record.cpus if task.pin and record.cpus else None,
                     mem_node=record.numa if record.numa >= 0 else None,
+                    mem_mode=self.node.memory_mode,
                 )
             )
         except affinity.SpawnError as exc:

@@ -7,7 +7,8 @@ Variables follow spec/jobs.md §6.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hqshm import placeholders
@@ -34,6 +35,9 @@ class NodeContext:
     base_env: Mapping[str, str] = field(repr=False)
     stream_key: str = field(default_factory=new_node_key)
     access_key: str = field(default="", repr=False)  # HQ_ACCESS_KEY, for `hq task notify`
+    # set_mempolicy mode for a task whose CPUs lie in one NUMA node (hqshm.node.affinity's
+    # MemPolicy value: 2 bind, 1 preferred); the node sends the node id with each task.
+    memory_mode: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,7 @@ def plan(
     node: NodeContext,
     whole_cpus: bool = True,
     task_dir: str | None = None,
+    nodes: Sequence[str] = (),
 ) -> LaunchPlan:
     """``whole_cpus`` is False for a fractional CPU request: then no OMP_NUM_THREADS."""
     paths = placeholders.resolve_at_start(
@@ -104,6 +109,10 @@ def plan(
     if task_dir is not None:
         env["HQ_TASK_DIR"] = task_dir
         env["HQ_ERROR_FILENAME"] = f"{task_dir}/hq-error"
+    if nodes:
+        env["HQ_NUM_NODES"] = str(len(nodes))
+        env["HQ_NODE_FILE"] = f"{task_dir}/hq-nodefile"
+        env["HQ_HOST_FILE"] = f"{task_dir}/hq-hostfile"
     for name in user_set:
         env[name] = spec.env[name]
     return LaunchPlan(
@@ -115,3 +124,20 @@ def plan(
         rm_stdout=spec.stdout.rm_if_finished,
         rm_stderr=spec.stderr.rm_if_finished,
     )
+
+
+def short_hostname(hostname: str) -> str:
+    """The text before the first dot, unless the name is an IP address (jobs.md §15)."""
+    try:
+        ipaddress.ip_address(hostname)
+        return hostname
+    except ValueError:
+        return hostname.split(".", 1)[0]
+
+
+def write_node_files(task_dir: str, nodes: Sequence[str]) -> None:
+    """`hq-nodefile` (short names) and `hq-hostfile` (full names), the root node first."""
+    with open(f"{task_dir}/hq-nodefile", "w") as f:
+        f.write("".join(f"{short_hostname(n)}\n" for n in nodes))
+    with open(f"{task_dir}/hq-hostfile", "w") as f:
+        f.write("".join(f"{n}\n" for n in nodes))

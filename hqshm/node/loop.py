@@ -40,6 +40,7 @@ from cluster.protocol import (
     NodeRegistered,
     NodeStopping,
     RegisterNode,
+    ReserveNode,
     RetractTasks,
     ServerHeartbeat,
     Started,
@@ -116,6 +117,7 @@ class Queued:
     instance: int
     gid: int
     entry: bytes | None
+    nodes: tuple[str, ...] = ()  # a multi-node task's hostnames, this node first
 
 
 @dataclass(eq=False)
@@ -157,7 +159,7 @@ class Node:
         self.work_dir = options.work_dir or os.path.join(self.own_work_root or "", "work")
         os.makedirs(self.work_dir, exist_ok=True)
         self.access_record = self._read_access()
-        pools, self.numa_of_group = node_pools(options)
+        pools, _numa_of_group = node_pools(options)
         if not any(p.name == "cpus" for p in pools):
             raise UserError(
                 "You have to specify --cpus explicitly when opting out of CPU automatic detection")
@@ -167,6 +169,8 @@ class Node:
         assert cpu_pool is not None
         self.n_cpus = cpu_pool.count
         self.pinnable = options.pin and self._labels_are_cpus(cpu_pool.labels)
+        # NUMA node of each real CPU (from this machine's topology, whatever --cpus says).
+        self.cpu_numa = self._real_numa() if self.pinnable else {}
         if options.pin and not self.pinnable:
             logger.warning("The CPU labels of this worker (%s) are not all CPUs it may use; "
                            "tasks will not be pinned", ",".join(cpu_pool.labels[:16]))
@@ -181,7 +185,10 @@ class Node:
         self.node_ctx = launch.NodeContext(
             worker_id=0, hostname=self.hostname, work_dir=self.work_dir,
             hq_path=_hq_path(), base_env=dict(options.env),
-            access_key=self.notify.access_key)
+            access_key=self.notify.access_key,
+            memory_mode=(affinity.MemPolicy.PREFERRED
+                         if getattr(options, "memory_binding", "bind") == "prefer"
+                         else affinity.MemPolicy.BIND))
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
         self.pool = ExecutorPool(max(1, self.n_cpus), self.node_ctx)
         self.groups: dict[int, GroupInfo] = {}
@@ -197,6 +204,7 @@ class Node:
         self.exit_code = 0
         self.stopping = False
         self.finishing = False  # server lost with finish-running: no new tasks
+        self.reserved_for = 0  # key of the multi-node task this node is a secondary of
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
         self.last_flush = time.monotonic()
@@ -218,6 +226,16 @@ class Node:
             raise UserError(f"The access file {path} holds no worker credentials "
                             "(it is a client-only file)")
         return record
+
+    def _real_numa(self) -> dict[int, int]:
+        binding = getattr(self.options, "memory_binding", "bind")
+        if binding == "none":
+            return {}
+        try:
+            topology = affinity.read_topology("/sys")
+        except OSError:
+            return {}
+        return {cpu.id: max(cpu.numa, 0) for cpu in topology}
 
     @staticmethod
     def _labels_are_cpus(labels: tuple[str, ...]) -> bool:
@@ -428,6 +446,10 @@ class Node:
             elif isinstance(message, StopNode):
                 self._stop_requested(message.reason)
                 return
+            elif isinstance(message, ReserveNode):
+                self.reserved_for = message.key
+                if not message.key and not self.running and not self.queued:
+                    self.idle_since = time.monotonic()
             elif isinstance(message, ServerHeartbeat):
                 pass
 
@@ -452,7 +474,7 @@ class Node:
         for i, key in enumerate(msg.keys):
             instance = msg.instances[i] if msg.instances else 0
             entry = msg.entries[i] if msg.entries else None  # raw: the executor decodes it
-            queued = Queued(key, instance, msg.gid, entry)
+            queued = Queued(key, instance, msg.gid, entry, msg.nodes)
             self.queued[key] = queued
             self.queue.setdefault(msg.gid, deque()).append(queued)
         self.idle_since = None
@@ -544,7 +566,11 @@ class Node:
                 handle = self.pool.free()
                 if handle is None and len(self.pool.handles) >= self.n_cpus * MAX_EXTRA_EXECUTORS:
                     break
-                allocation = self.allocator.try_allocate(group.request_variants)
+                if queued.nodes:
+                    # The server reserved this whole node for it: nothing to allocate.
+                    allocation: Allocation | None = Allocation(_multinode_variant(group), ())
+                else:
+                    allocation = self.allocator.try_allocate(group.request_variants)
                 if allocation is None:
                     break
                 if handle is None:
@@ -583,8 +609,9 @@ class Node:
     def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation,
                 handle: ExecutorHandle, handoff: bool) -> None:
         now = time.time()
-        env = dict(group.request_env[allocation.variant])
-        if len(group.request_variants) > 1:
+        # Multi-node tasks get none of the resource variables (spec/jobs.md §6).
+        env = {} if queued.nodes else dict(group.request_env[allocation.variant])
+        if len(group.request_variants) > 1 and not queued.nodes:
             env["HQ_RESOURCE_VARIANT"] = str(allocation.variant)
         cpu_labels: list[str] = []
         whole_cpus = True
@@ -597,17 +624,20 @@ class Node:
             if taken.name == "cpus":
                 cpu_labels = labels
                 whole_cpus = all(amount == FRACTIONS for _, amount in taken.items)
-                groups = self.allocator.group_of_items("cpus", taken)
-                if len(groups) == 1 and len(self.numa_of_group) > 1:
-                    numa = self.numa_of_group[next(iter(groups))]
+
             elif taken.name == "gpus/nvidia":
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(labels)
                 env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
             elif taken.name == "gpus/amd":
                 env["ROCR_VISIBLE_DEVICES"] = ",".join(labels)
         mask = [int(c) for c in cpu_labels] if self.pinnable else []
+        if mask and self.cpu_numa:
+            # Memory goes where the CPUs are: bound to their NUMA node when they share one.
+            numas = {self.cpu_numa.get(c) for c in mask}
+            if len(numas) == 1 and None not in numas:
+                numa = numas.pop()  # type: ignore[assignment]
         payload = TaskPayload(queued.gid, queued.entry, env, cpu_labels, whole_cpus,
-                              bool(mask)).encode()
+                              bool(mask), list(queued.nodes)).encode()
         self.pool.dispatch(handle, queued.key, queued.instance, queued.gid, group.body,
                            mask, numa, payload)
         if handoff:
@@ -722,7 +752,7 @@ class Node:
             logger.info("Worker time limit reached")
             self._leave(StopReason.TIME_LIMIT)
         if (self.idle_timeout is not None and self.idle_since is not None
-                and not self.running and not self.queued
+                and not self.running and not self.queued and not self.reserved_for
                 and now - self.idle_since >= self.idle_timeout and not self.stopping):
             logger.info("Idle timeout reached")
             self._leave(StopReason.IDLE_TIMEOUT)
@@ -776,6 +806,10 @@ class Node:
             import shutil
 
             shutil.rmtree(self.own_work_root, ignore_errors=True)
+
+
+def _multinode_variant(group: GroupInfo) -> int:
+    return next((i for i, v in enumerate(group.request_variants) if v.n_nodes), 0)
 
 
 def _hq_path() -> str:

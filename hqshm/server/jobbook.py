@@ -78,6 +78,7 @@ class Submit:
     batch: int = 0  # submits made by one request share it (a job file makes several)
     is_array: bool = True  # one template for all its tasks (CLI submit, job-file [array])
     deps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # task id -> its deps
+    nodes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # row -> multi-node workers
     attempts: dict[int, int] = field(default_factory=dict)  # row -> retries used
     after: int = 0  # `--after` prerequisite tasks, finished or not (task explain counts them)
 
@@ -505,7 +506,19 @@ class JobBook:
                 table.set_state(row, TaskState.WAITING)
                 table.instance[row] = instance
                 table.started[row] = np.nan
+                submit.nodes.pop(row, None)
                 self.changed.add(job.id)
+
+    def task_nodes(self, key: int, workers: Sequence[int]) -> None:
+        found = self._find(key)
+        if found is not None:
+            job, submit, row = found
+            submit.nodes[row] = tuple(workers)
+            job.worker_ids.update(workers)
+            # Every node of the task shows it as its last task (HQ's worker info).
+            last = (job.id, int(submit.table.ids[row]), self.now)
+            for worker in workers:
+                self._note_last_task(worker, last)
 
     def tasks_crashed(self, worker: int, keys: Sequence[int], crashes: Sequence[int],
                       never_restart: bool) -> None:
@@ -702,6 +715,7 @@ class JobBook:
         ended = float(table.ended[row])
         cwd = stdout = stderr = None
         task_id = int(table.ids[row])
+        workers = submit.nodes.get(row) or ((wid,) if wid else ())
         if not math.isnan(started) or wid:
             paths = placeholders.resolve_at_start(
                 placeholders.SubmitPaths(
@@ -720,8 +734,8 @@ class JobBook:
             id=task_id,
             state=state.name,
             instance=int(table.instance[row]),
-            worker_ids=(wid,) if wid else (),
-            hostnames=(self.workers.hostname(wid),) if wid else (),
+            worker_ids=workers,
+            hostnames=tuple(self.workers.hostname(w) for w in workers),
             started_at=None if math.isnan(started) else started,
             ended_at=None if math.isnan(ended) or state == TaskState.WAITING else ended,
             error=table.errors.get(row, ""),

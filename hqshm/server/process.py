@@ -225,11 +225,15 @@ class Server(ServerControl):
     def stop_worker(self, wid: int) -> None:
         self.loop.stop_worker(wid, time.time())
 
-    def worker_load(self, wid: int) -> tuple[int, int]:
+    def worker_load(self, wid: int) -> tuple[int, int, str]:
         worker = self.core.workers.get(wid)
         if worker is None:
-            return 0, 0
-        return len(worker.assigned) + len(worker.running), len(worker.running)
+            return 0, 0, ""
+        role = ""
+        if worker.reserved_for is not None:
+            members = self.core.multinode.get(worker.reserved_for, [])
+            role = "main" if members[:1] == [wid] else "secondary"
+        return len(worker.assigned) + len(worker.running), len(worker.running), role
 
     def _cancel_groups(self, gids: object) -> None:
         core_mod.cancel_groups(self.core, self.loop.out, gids)  # type: ignore[arg-type]

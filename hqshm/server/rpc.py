@@ -86,7 +86,7 @@ class ServerControl:
     def explain(self, job: Job, task_id: int) -> TaskExplainResponse: ...
     def stop_server(self) -> None: ...
     def stop_worker(self, wid: int) -> None: ...
-    def worker_load(self, wid: int) -> tuple[int, int]: ...
+    def worker_load(self, wid: int) -> tuple[int, int, str]: ...
 
 
 def resolve_ids(selector: Selector, existing: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -380,8 +380,8 @@ class ClientService:
 
     def _worker_view(self, wid: int):  # noqa: ANN202 - WorkerView
         record = self.workers.workers[wid]
-        assigned, running = self.control.worker_load(wid) if record.online else (0, 0)
-        return self.workers.view(record, assigned, running)
+        load = self.control.worker_load(wid) if record.online else (0, 0, "")
+        return self.workers.view(record, *load)
 
     def stop_workers(self, request: StopWorkersRequest) -> StopWorkersResponse:
         if request.selector.kind == "all":

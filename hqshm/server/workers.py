@@ -53,7 +53,8 @@ class WorkerBook:
         record = self.workers.get(wid)
         return record.config.hostname if record is not None else ""
 
-    def view(self, record: WorkerRecord, assigned: int = 0, running: int = 0) -> WorkerView:
+    def view(self, record: WorkerRecord, assigned: int = 0, running: int = 0,
+             multinode: str = "") -> WorkerView:
         return WorkerView(
             id=record.id,
             state=record.state,
@@ -63,4 +64,5 @@ class WorkerBook:
             assigned_tasks=assigned,
             running_tasks=running,
             last_task=record.last_task,
+            multinode=multinode,
         )

@@ -378,11 +378,6 @@ def test_variants_choose_what_the_worker_has(hq_env: HqEnv) -> None:
     assert "\n\n# Variant 3\ncpus: 4 compact\nx: 1 compact" in resources
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server-side: cluster/scheduler.py skips multi-node groups ('multi-node placement "
-    "is not part of this scheduler yet'), so an n_nodes = 2 task stays WAITING forever",
-)
 def test_multi_node_task_gets_its_nodes(hq_env: HqEnv) -> None:
     hq_env.start_server()
     hq_env.start_worker(cpus=1, hostname="node-a")

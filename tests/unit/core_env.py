@@ -101,6 +101,9 @@ class RecordingEvents:
             ("crashed", (worker, k, c, never_restart)) for k, c in zip(keys, crashes, strict=True)
         )
 
+    def task_nodes(self, key: int, workers: Sequence[int]) -> None:
+        self.log.append(("nodes", (key, tuple(workers))))
+
     def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
         self.log.extend(("aborted", (k,)) for k in keys)
         self.log.extend(("aborted_group", (g,)) for g in gids)

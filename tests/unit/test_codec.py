@@ -141,6 +141,8 @@ NODE_SAMPLES: list[Any] = [
     protocol.StopNode(protocol.StopReason.STOPPED),
     protocol.ServerHeartbeat(),
     protocol.TaskNotification(BIG_KEY, 2, b"hello"),
+    protocol.ReserveNode(BIG_KEY),
+    protocol.ComputeTasks(7, (BIG_KEY,), (), (), ("root.cluster", "node2")),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
