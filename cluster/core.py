@@ -164,6 +164,7 @@ class Worker:
     amounts_cache: dict[Placed, dict[str, int] | None] = field(default_factory=dict)
     fitting: dict[int, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
     reserved_for: int | None = None  # key of the multi-node task this worker belongs to
+    min_utilization: float = 0.0  # spec/resources.md §2.2
     last_seen: float = 0.0
 
     def __post_init__(self) -> None:
@@ -243,11 +244,12 @@ class Core:
 
 
 def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: str,
-               time_limit: float | None, now: float) -> Worker:
+               time_limit: float | None, now: float, min_utilization: float = 0.0) -> Worker:
     wid = core.next_worker_id
     core.next_worker_id += 1
     deadline = None if time_limit is None else now + time_limit
-    worker = Worker(wid, hostname, resources, group, deadline, last_seen=now)
+    worker = Worker(wid, hostname, resources, group, deadline, last_seen=now,
+                    min_utilization=min_utilization)
     core.workers[wid] = worker
     core.needs_scheduling = True
     logger.debug("Worker %d added to the core", wid)

@@ -60,6 +60,7 @@ class RegisterNode:
     heartbeat: float
     idle_timeout: float | None
     info: bytes
+    min_utilization: float = 0.0  # take only task sets that use this share of the CPUs
 
 
 @NODE_LINK.message

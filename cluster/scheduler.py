@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cluster.core import Core, Group, Outbox, Worker, assign, assign_multinode, reserve, retract
+from cluster.utilization import Candidate, choose
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
 # hides the server's round trip for tasks that take a while; short tasks get enough rounds to
@@ -78,6 +79,8 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                 continue
             limit = 1.0 + prefill_factor(group) if prefill else 1.0
             for worker in workers:
+                if worker.min_utilization > 0:
+                    continue  # chooses its whole set below
                 # Earlier variants first; a later one takes what the earlier left unused.
                 for variant in worker.variants_for(group):
                     if group.pending == 0:
@@ -88,13 +91,44 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                     n = min(group.pending, _fit_count(worker, amounts, limit))
                     if n > 0:
                         assign(core, out, worker, group, group.take(n), variant)
+    for worker in workers:
+        if worker.min_utilization > 0:
+            fill_min_utilization(core, out, worker, groups, now)
     steal(core, out, workers, now)
     retract_expired(core, out, workers, now)
+
+
+def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequence[Group],
+                         now: float) -> None:
+    """Start the most valuable set of tasks that keeps the worker busy enough, or none."""
+    total = worker.totals.get("cpus", 0)
+    used = worker.committed.get("cpus", 0)
+    candidates = []
+    options: list[tuple[Group, int]] = []
+    for group in groups:
+        if group.pending == 0 or group.request.is_multi_node:
+            continue
+        for variant in worker.variants_for(group):
+            amounts = _eligible(worker, group, variant, now)
+            if amounts is None or not amounts.get("cpus"):
+                continue
+            count = min(group.pending, _fit_count(worker, amounts, 1.0))
+            if count > 0:
+                weight = group.request.variants[variant].weight
+                candidates.append(Candidate(len(options), amounts["cpus"], weight, count))
+                options.append((group, variant))
+            break
+    chosen = choose(candidates, total - used, used, int(worker.min_utilization * total))
+    for index, count in chosen.items():
+        group, variant = options[index]
+        assign(core, out, worker, group, group.take(count), variant)
 
 
 def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Let idle capacity pull queued tasks from loaded workers."""
     for thief in workers:
+        if thief.min_utilization > 0:
+            continue  # it takes whole sets only (fill_min_utilization)
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
                 continue

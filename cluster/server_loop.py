@@ -232,7 +232,8 @@ class ServerLoop:
 
     def _register(self, routing_id: bytes, fd: int, msg: RegisterNode, now: float) -> None:
         worker = core_mod.add_worker(
-            self.core, msg.hostname, msg.resources, msg.group, msg.time_limit, now
+            self.core, msg.hostname, msg.resources, msg.group, msg.time_limit, now,
+            msg.min_utilization,
         )
         link = _Link(routing_id, fd, msg.heartbeat)
         self.links[worker.wid] = link

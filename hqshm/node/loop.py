@@ -286,6 +286,7 @@ class Node:
             heartbeat=self.options.heartbeat,
             idle_timeout=self.idle_timeout,
             info=CLIENT_LINK.encode(WorkerConfigBlob(config)),
+            min_utilization=self.options.min_utilization,
         )
         self._send(register)
         poller = zmq.Poller()
