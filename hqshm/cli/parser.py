@@ -197,7 +197,9 @@ def add_worker_start_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resource", action="append", default=[], metavar="NAME=DEF",
                         help="A generic resource pool, e.g. gpus=[0,1] or mem=sum(4096)")
     parser.add_argument("--group", help="Worker group (for multi-node tasks)")
-    parser.add_argument("--coupling", help=argparse.SUPPRESS)
+    parser.add_argument("--coupling", metavar="SPEC",
+                        help="Prefer these groups together, e.g. cpus[0]:gpus[0],cpus[1]:gpus[1]"
+                             " (optional weight: cpus[0]:gpus[0]=64; default 256)")
     parser.add_argument("--detect-resources", default="all", metavar="LIST",
                         help="all, none, or a comma list of cpus, mem, gpus/nvidia, gpus/amd")
     parser.add_argument("--no-hyper-threading", action="store_true",
@@ -216,6 +218,9 @@ def add_worker_start_options(parser: argparse.ArgumentParser) -> None:
                         help="When the server is lost: stop at once, or finish running tasks")
     parser.add_argument("--work-dir", metavar="PATH", help="The worker's private directory")
     parser.add_argument("--retract-check-interval", metavar="DURATION", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-binding", choices=("bind", "prefer", "none"), default="bind",
+                        help="Memory of a task whose CPUs lie in one NUMA node: bound to it "
+                             "(default), preferred there, or left alone (not in HQ)")
     parser.add_argument("--no-pin", action="store_true",
                         help="Do not pin tasks to their CPUs (HQ's behaviour without --pin)")
 
@@ -235,6 +240,9 @@ def _worker_commands(parser: argparse.ArgumentParser) -> None:
     address.add_argument("worker_id", metavar="WORKER_ID")
     wait = _sub(sub, "wait", "Wait until this many workers are connected")
     wait.add_argument("count", type=int, metavar="COUNT")
+    hwdetect = _sub(sub, "hwdetect", "Show the resources a worker would detect here")
+    hwdetect.add_argument("--no-hyper-threading", action="store_true",
+                          help="Use only the first hardware thread of each core")
 
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:

@@ -51,13 +51,13 @@ from cluster.protocol import (
     TaskUpdates,
     task_key,
 )
-from cluster.resources import FRACTIONS, RequestVariant, ResourceDescriptor
+from cluster.resources import FRACTIONS, RequestVariant
 from cluster.security import derive_keys, secure_client_socket
 from hqshm import __version__, access, errors, serverdir
 from hqshm.errors import UserError
 from hqshm.node import affinity, launch, notify
 from hqshm.node.allocator import Allocation, Allocator
-from hqshm.node.config import NodeOptions, cpu_ids, node_pools
+from hqshm.node.config import NodeOptions, cpu_ids, node_resources
 from hqshm.node.executor import OK, SKIPPED, ExecutorHandle, ExecutorPool, TaskPayload
 from hqshm.node.ring import RecordKind
 from hqshm.requests import CLIENT_LINK, WorkerConfigBlob, WorkerConfiguration
@@ -159,11 +159,7 @@ class Node:
         self.work_dir = options.work_dir or os.path.join(self.own_work_root or "", "work")
         os.makedirs(self.work_dir, exist_ok=True)
         self.access_record = self._read_access()
-        pools, _numa_of_group = node_pools(options)
-        if not any(p.name == "cpus" for p in pools):
-            raise UserError(
-                "You have to specify --cpus explicitly when opting out of CPU automatic detection")
-        self.descriptor = ResourceDescriptor(tuple(pools))
+        self.descriptor = node_resources(options).descriptor  # coupling included
         self.allocator = Allocator(self.descriptor)
         cpu_pool = self.descriptor.pool("cpus")
         assert cpu_pool is not None
@@ -186,8 +182,7 @@ class Node:
             worker_id=0, hostname=self.hostname, work_dir=self.work_dir,
             hq_path=_hq_path(), base_env=dict(options.env),
             access_key=self.notify.access_key,
-            memory_mode=(affinity.MemPolicy.PREFERRED
-                         if getattr(options, "memory_binding", "bind") == "prefer"
+            memory_mode=(affinity.MemPolicy.PREFERRED if options.memory_binding == "prefer"
                          else affinity.MemPolicy.BIND))
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
         self.pool = ExecutorPool(max(1, self.n_cpus), self.node_ctx)
@@ -228,8 +223,7 @@ class Node:
         return record
 
     def _real_numa(self) -> dict[int, int]:
-        binding = getattr(self.options, "memory_binding", "bind")
-        if binding == "none":
+        if self.options.memory_binding == "none":
             return {}
         try:
             topology = affinity.read_topology("/sys")

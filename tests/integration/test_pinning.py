@@ -69,3 +69,17 @@ def test_no_pin_leaves_affinity_and_memory_policy_alone(hq_env: HqEnv) -> None:
     [probe] = probes(hq_env, 1)
     assert probe["mode"] == 0  # MPOL_DEFAULT
     assert len(probe["affinity"]) == len(__import__("os").sched_getaffinity(0))
+
+
+def test_memory_binding_can_be_preferred_or_left_alone(hq_env: HqEnv) -> None:
+    hq_env.start_server()
+    hq_env.start_worker(cpus=1, args=["--memory-binding", "prefer"])
+    hq_env.command(["submit", "--wait", "--", sys.executable, "-c", PROBE])
+    [probe] = probes(hq_env, 1)
+    assert probe["mode"] == 1  # MPOL_PREFERRED
+    hq_env.command(["worker", "stop", "1"])
+    hq_env.start_worker(cpus=1, args=["--memory-binding", "none"])
+    hq_env.command(["submit", "--wait", "--", sys.executable, "-c", PROBE])
+    [probe] = probes(hq_env, 2)
+    assert probe["mode"] == 0  # MPOL_DEFAULT
+    assert probe["affinity"] == cpu_list(probe["hq_cpus"])  # still pinned

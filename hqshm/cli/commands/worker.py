@@ -1,4 +1,5 @@
-"""`hq worker start|stop|list|info|address|wait` (spec/cli.md §4); `hq-node` is `worker start`."""
+"""`hq worker start|stop|list|info|address|wait|hwdetect` (spec/cli.md §4); `hq-node` is
+`worker start`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from hqshm import resourcespec
 from hqshm.arrays import parse_single
 from hqshm.cli.commands.context import Context, selector
 from hqshm.durations import parse_hms_or_human
-from hqshm.errors import UserError
-from hqshm.node.config import DETECTABLE
+from hqshm.errors import UsageError, UserError
+from hqshm.node.config import DETECTABLE, system_root
 from hqshm.requests import (
     Selector,
     StopWorkersRequest,
@@ -35,6 +36,7 @@ def run(ctx: Context, command: str) -> int:
         "info": info,
         "address": address,
         "wait": wait,
+        "hwdetect": hwdetect,
     }[command](ctx)
 
 
@@ -46,8 +48,11 @@ def _detect(text: str) -> frozenset[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     for item in items:
         if item not in DETECT_ALL:
-            raise UserError(f"invalid value '{item}' for --detect-resources: use all, none, "
-                            f"or a comma list of {', '.join(DETECT_ALL)}")
+            raise UsageError(
+                f"error: invalid value '{text}' for '--detect-resources "
+                f"<DETECT_RESOURCES>': unknown component '{item}' (use all, none, "
+                f"or a comma list of {', '.join(DETECT_ALL)})"
+            )
     return frozenset(items)
 
 
@@ -61,8 +66,11 @@ def start(ctx: Context) -> int:
         name, definition = resourcespec.parse_resource_arg(arg)
         if name == "cpus" and args.cpus is not None:
             raise UserError("Parameters --cpus and --resource cpus=... cannot be combined")
-        pool = (resourcespec.parse_cpus(definition) if name == "cpus"
-                else resourcespec.parse_pool(name, definition))
+        pool = (
+            resourcespec.parse_cpus(definition)
+            if name == "cpus"
+            else resourcespec.parse_pool(name, definition)
+        )
         resources.append(pool)
     names = [p.name for p in resources]
     for name in names:
@@ -72,13 +80,16 @@ def start(ctx: Context) -> int:
     cpus = resourcespec.parse_cpus(args.cpus) if args.cpus else None
     if cpus is None and "cpus" not in names and "cpus" not in detect:
         raise UserError(
-            "You have to specify --cpus explicitly when opting out of CPU automatic detection")
+            "You have to specify --cpus explicitly when opting out of CPU automatic detection"
+        )
     if not 0.0 <= args.min_utilization <= 1.0:
         raise UserError("Minimal utilization has to be in the interval [0.0, 1.0].")
+    coupling = resourcespec.parse_coupling(args.coupling) if args.coupling is not None else ()
     options = NodeOptions(
         server_dir=ctx.server_dir,
         cpus=cpus,
         resources=tuple(resources),
+        coupling=coupling,
         detect=detect,
         no_hyper_threading=args.no_hyper_threading,
         hostname=args.hostname,
@@ -91,6 +102,8 @@ def start(ctx: Context) -> int:
         manager=args.manager,
         min_utilization=args.min_utilization,
         pin=not args.no_pin,
+        memory_binding=args.memory_binding,
+        system_root=system_root(ctx.env),
         env=ctx.env,
     )
 
@@ -99,6 +112,30 @@ def start(ctx: Context) -> int:
 
     node = Node(options, on_registered=registered)
     return node.run()
+
+
+def hwdetect(ctx: Context) -> int:
+    """What `worker start` would detect with default detection; no server needed (§3.4)."""
+    from hqshm.node.config import detect_resources
+
+    detected = detect_resources(
+        DETECT_ALL,
+        ctx.env,
+        root=system_root(ctx.env),
+        no_hyper_threading=ctx.args.no_hyper_threading,
+    )
+    desc = resourcespec.build_descriptor(detected.pools)
+    if ctx.out.mode == "json":
+        ctx.out.json(resourcespec.descriptor_json(desc))
+    elif ctx.out.mode == "cli":
+        full = "\n".join(
+            f"{pool.name}: {resourcespec.pool_full_description(pool)}" for pool in desc.pools
+        )
+        ctx.out.line(
+            f"Summary:\n{resourcespec.descriptor_summary(desc, multiline=True)}\n\n"
+            f"Full Description:\n{full}"
+        )
+    return 0
 
 
 def stop(ctx: Context) -> int:
