@@ -6,7 +6,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
 from harness import HqEnv
 from job_helpers import SUBMITTED, job_info, task_info
 

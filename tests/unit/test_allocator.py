@@ -1,32 +1,34 @@
-"""The node's allocator: policies and fractions of spec/resources.md §3, and a property test that
-allocations and releases in any order never over-commit an item and leave it whole again."""
+"""The node's allocator: policies, fractions, variants and coupling of spec/resources.md §3, as
+scenarios. The properties (random nodes, requests and release orders) are in
+test_allocator_properties.py."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from cluster.resources import (
-    FRACTIONS,
-    Policy,
-    RequestVariant,
-    ResourceDescriptor,
-    ResourceEntry,
-)
+from cluster.resources import FRACTIONS, CouplingWeight, RequestVariant, ResourceDescriptor
 from hqshm.node.allocator import Allocation, Allocator
 from hqshm.resourcespec import parse_cpus, parse_pool, parse_request_amount
 
 THREE_BY_FOUR = "[[1,2,3,4],[11,12,13,14],[21,22,23,24]]"
 
 
-def allocator(**pools: str) -> Allocator:
-    """``allocator(cpus="3x4", foo="[a,b]")``: pools written as on `hq worker start`."""
-    parsed = [
-        parse_cpus(text) if name == "cpus" else parse_pool(name, text)
-        for name, text in pools.items()
-    ]
-    return Allocator(ResourceDescriptor(tuple(sorted(parsed, key=lambda p: p.name))))
+def allocator(coupling: str = "", **pools: str) -> Allocator:
+    """``allocator(cpus="3x4", foo="[a,b]")``: pools written as on `hq worker start`;
+    ``coupling="cpus[0]:foo[0]=64,cpus[1]:foo[1]"`` as `--coupling` (weight 256 by default)."""
+    parsed = sorted(
+        [parse_cpus(t) if n == "cpus" else parse_pool(n, t) for n, t in pools.items()],
+        key=lambda p: p.name,
+    )
+    names = [p.name for p in parsed]
+    weights = []
+    for pair in filter(None, coupling.split(",")):
+        link, _, weight = pair.partition("=")
+        (r1, g1), (r2, g2) = (side.rstrip("]").split("[") for side in link.split(":"))
+        weights.append(
+            CouplingWeight(names.index(r1), int(g1), names.index(r2), int(g2), int(weight or 256))
+        )
+    return Allocator(ResourceDescriptor(tuple(parsed), tuple(weights)))
 
 
 def variant(**requests: str) -> RequestVariant:
@@ -230,112 +232,187 @@ def test_multi_node_variants_are_not_for_the_node_allocator() -> None:
     assert got is not None and got.variant == 1
 
 
-# --- property: any order of allocate and release --------------------------------------------
-
-SHAPES = ["4", "3x4", "[[1,2,3],[11,12,13]]", "[[a,b,c],[i,j,k],[x,y],[v,w]]", "[a,b]"]
-POLICIES = [Policy.COMPACT, Policy.FORCE_COMPACT, Policy.TIGHT, Policy.FORCE_TIGHT, Policy.SCATTER]
-
-
-def _min_groups(sizes: list[int], whole: int) -> int:
-    """Fewest groups holding ``whole`` items, given each group's count."""
-    total = k = 0
-    for size in sorted(sizes, reverse=True):
-        if total >= whole:
-            break
-        total += size
-        k += 1
-    return max(k, 1)
-
-
-def _state(alloc: Allocator) -> tuple[list[int], list[list[int]]]:
-    pool = alloc.indexed["cpus"]
-    return list(pool.free), [list(g) for g in pool.groups]
-
-
-@st.composite
-def entries(draw: st.DrawFn) -> ResourceEntry:
-    if draw(st.integers(0, 15)) == 0:
-        return ResourceEntry("cpus", 0, all=True)
-    amount = draw(st.sampled_from([1, 2, 3, 4, 5, 6]) | st.sampled_from([0.3, 0.5, 1.5, 2.5]))
-    return ResourceEntry("cpus", round(amount * FRACTIONS), draw(st.sampled_from(POLICIES)))
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.sampled_from(SHAPES),
-    st.lists(st.tuples(st.booleans(), entries(), st.integers(0, 99)), max_size=25),
-)
-def test_any_order_of_allocations_and_releases(
-    shape: str,
-    ops: list[tuple[bool, ResourceEntry, int]],
-) -> None:
-    alloc = allocator(cpus=shape)
-    held: list[Allocation] = []
-    for allocate, entry, pick in ops:
-        if allocate or not held:
-            free, groups = _state(alloc)
-            got = alloc.try_allocate([RequestVariant((entry,))])
-            alloc.check()
-            _check_answer(entry, got, free, groups)
-            if got is not None:
-                held.append(got)
-        else:
-            alloc.release(held.pop(pick % len(held)))
-            alloc.check()
-        _check_no_item_over_committed(alloc, held)
-    for allocation in reversed(held):
-        alloc.release(allocation)
-    assert alloc.is_idle()
-
-
-def _check_no_item_over_committed(alloc: Allocator, held: list[Allocation]) -> None:
-    pool = alloc.indexed["cpus"]
-    used = [0] * len(pool.free)
-    for allocation in held:
-        taken = allocation.of("cpus")
-        assert taken is not None
-        items = [i for i, _ in taken.items]
-        assert len(items) == len(set(items)), "an allocation holds an item twice"
-        for item, amount in taken.items:
-            used[item] += amount
-    assert [FRACTIONS - u for u in used] == pool.free
-
-
-def _check_answer(
-    entry: ResourceEntry, got: Allocation | None, free: list[int], groups: list[list[int]]
-) -> None:
-    """What the allocator answered, judged against the free state it answered from."""
-    fully_free = [i for i, f in enumerate(free) if f == FRACTIONS]
-    if entry.all:
-        assert (got is not None) == (len(fully_free) == len(free))
-        return
-    whole, fraction = divmod(entry.amount, FRACTIONS)
-    free_per_group = [sum(1 for i in items if free[i] == FRACTIONS) for items in groups]
-    strict = entry.policy in (Policy.FORCE_COMPACT, Policy.FORCE_TIGHT)
-    idle_minimum = _min_groups([len(g) for g in groups], whole)
-    if got is None:
-        # "Not now" must be true: too few whole items (within the idle minimum of groups for
-        # the strict policies), or no item left for the fraction.
-        placeable = (
-            sorted(free_per_group, reverse=True)[:idle_minimum] if strict else free_per_group
-        )
-        spare = len(fully_free) > whole or any(fraction <= f < FRACTIONS for f in free)
-        assert sum(placeable) < whole or (fraction and not spare), (free, entry)
-        return
-    taken = got.of("cpus")
+def groups_of(alloc: Allocator, allocation: Allocation | None, name: str) -> set[int]:
+    assert allocation is not None
+    taken = allocation.of(name)
     assert taken is not None
-    assert sum(a for _, a in taken.items) == entry.amount
-    whole_items = [i for i, a in taken.items if a == FRACTIONS]
-    assert len(whole_items) == whole
-    assert all(free[i] == FRACTIONS for i in whole_items), "a whole item was not free"
-    assert all(free[i] >= a for i, a in taken.items)
-    group_of = {i: g for g, items in enumerate(groups) for i in items}
-    used = {group_of[i] for i in whole_items}
-    if not whole:
-        return
-    if entry.policy in (Policy.COMPACT, Policy.TIGHT):
-        assert len(used) == _min_groups(free_per_group, whole)
-    elif strict:
-        assert len(used) <= idle_minimum
-    else:  # scatter: as many groups as it can
-        assert len(used) == min(whole, sum(1 for n in free_per_group if n))
+    return alloc.group_of_items(name, taken)
+
+
+# --- fractions inside groups ----------------------------------------------------------------
+
+
+def test_compact_counts_the_fractional_item_when_it_evens_out() -> None:
+    """3.5 needs four items and no single group of three holds them: compact takes 2 + 2
+    (the shared item in the emptier share), tight fills the first group: 3 + 1."""
+    alloc = allocator(cpus="[[1,2,3],[11,12,13]]")
+    assert group_sizes(alloc, take(alloc, cpus="3.5 compact")) == [2, 2]
+    alloc = allocator(cpus="[[1,2,3],[11,12,13]]")
+    assert labels(alloc, take(alloc, cpus="3.5 tight")) == ["1", "2", "3", "11"]
+
+
+def test_fraction_uses_a_partly_used_item_of_the_chosen_group() -> None:
+    alloc = allocator(cpus="1", foo="[[a,b],[c,d]]")
+    assert labels(alloc, take(alloc, foo="0.5"), "foo") == ["a"]
+    # b whole and half of a: one group, instead of breaking c or d.
+    assert labels(alloc, take(alloc, foo="1.5"), "foo") == ["b", "a"]
+
+
+def test_fraction_takes_the_tightest_fit() -> None:
+    alloc = allocator(cpus="1", foo="[a,b,c]")
+    assert labels(alloc, take(alloc, foo="0.7"), "foo") == ["a"]  # 0.3 left
+    assert labels(alloc, take(alloc, foo="0.4"), "foo") == ["b"]  # 0.6 left
+    assert labels(alloc, take(alloc, foo="0.3"), "foo") == ["a"]  # fits exactly
+    assert labels(alloc, take(alloc, foo="0.5"), "foo") == ["b"]  # c stays whole
+    assert alloc.indexed["foo"].free == [0, 1_000, FRACTIONS]
+
+
+def test_strict_fraction_waits_for_one_group() -> None:
+    alloc = allocator(cpus="[[a,b],[c,d]]")
+    first, second = take(alloc, cpus="1"), take(alloc, cpus="1")
+    assert groups_of(alloc, first, "cpus") != groups_of(alloc, second, "cpus")
+    assert take(alloc, cpus="1.5 compact!") is None  # one whole item in each group
+    assert group_sizes(alloc, take(alloc, cpus="1.5 compact")) == [1, 1]
+    alloc = allocator(cpus="[[a,b],[c,d]]")
+    held = take(alloc, cpus="0.5")
+    assert group_sizes(alloc, take(alloc, cpus="1.5 compact!")) == [2]  # b + half of a
+    alloc.release(held)  # type: ignore[arg-type]
+
+
+def test_idle_and_check() -> None:
+    alloc = allocator(cpus="3x4", mem="sum(2)")
+    assert alloc.is_idle()
+    bit = take(alloc, cpus="0.1", mem="0.5")
+    assert not alloc.is_idle()
+    alloc.release(bit)  # type: ignore[arg-type]
+    assert alloc.is_idle()
+    alloc.indexed["cpus"].whole[1] -= 1  # the books no longer match the items
+    with pytest.raises(AssertionError):
+        alloc.check()
+
+
+# --- coupling (spec/resources.md §3.3) ------------------------------------------------------
+
+PAIRS = "cpus[0]:foo[0],cpus[1]:foo[1]"
+TRIPLES = "cpus[0]:foo[0],cpus[1]:foo[1],cpus[2]:foo[2]"
+
+
+def test_coupled_pairs_with_a_strict_foo_request() -> None:
+    """Every `--cpus=1 --resource=foo=3 compact!` task gets CPU and foo from one NUMA pair."""
+    alloc = allocator(PAIRS, cpus="[[1,2,3],[4,5,6]]", foo="[[10,20,30,40],[50,60,70,80]]")
+    running = [take(alloc, cpus="1", foo="3 compact!") for _ in range(3)]
+    assert running[2] is None  # foo has three of four left in neither group
+    for allocation in running[:2]:
+        assert groups_of(alloc, allocation, "cpus") == groups_of(alloc, allocation, "foo")
+    assert groups_of(alloc, running[0], "foo") != groups_of(alloc, running[1], "foo")
+
+
+def test_coupled_pairs_with_one_foo_each() -> None:
+    """`foo=1 compact!` with the default `cpus=1 compact`: six run, each on one pair, and
+    again after any of them ends."""
+    alloc = allocator(PAIRS, cpus="[[1,2,3],[4,5,6]]", foo="[[10,20,30,40],[50,60,70,80]]")
+    running = [take(alloc, cpus="1", foo="1 compact!") for _ in range(6)]
+    assert take(alloc, cpus="1", foo="1 compact!") is None  # no CPU left
+    for index in (4, 0, 2):
+        alloc.release(running.pop(index))  # type: ignore[arg-type]
+        running.append(take(alloc, cpus="1", foo="1 compact!"))
+    for allocation in running:
+        assert groups_of(alloc, allocation, "cpus") == groups_of(alloc, allocation, "foo")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "foo", "cpu_sizes", "foo_sizes"),
+    [
+        ("6 tight", "2 tight", [4, 2], [2]),
+        ("6 scatter", "2 scatter", [2, 2, 2], [1, 1]),
+        ("6 compact", "2 compact", [3, 3], [2]),
+        ("6 tight", "2 compact", [4, 2], [2]),
+        ("6 compact", "2 tight", [3, 3], [2]),
+        ("6 scatter", "2 tight", [2, 2, 2], [2]),
+        ("6 scatter", "2 compact", [2, 2, 2], [2]),
+    ],
+)
+def test_policies_on_three_coupled_groups(
+    cpus: str, foo: str, cpu_sizes: list[int], foo_sizes: list[int]
+) -> None:
+    """spec/resources.md §3.3: the seven (policy, policy) outcomes; foo sits next to CPUs."""
+    alloc = allocator(TRIPLES, cpus=THREE_BY_FOUR, foo="[[a,b,c],[d,e,f],[g,h,i]]")
+    got = take(alloc, cpus=cpus, foo=foo)
+    assert group_sizes(alloc, got) == cpu_sizes
+    assert group_sizes(alloc, got, "foo") == foo_sizes
+    if "scatter" not in foo:
+        assert groups_of(alloc, got, "foo") <= groups_of(alloc, got, "cpus")
+
+
+def test_coupling_picks_the_coupled_group_over_the_fullest() -> None:
+    alloc = allocator(TRIPLES, cpus=THREE_BY_FOUR, foo="[[a,b,c],[d,e,f],[g,h,i]]")
+    assert groups_of(alloc, take(alloc, cpus="4"), "cpus") == {0}
+    # Alone, foo would take its fullest group 0, whose CPUs are all busy.
+    got = take(alloc, cpus="2", foo="2")
+    assert groups_of(alloc, got, "cpus") == groups_of(alloc, got, "foo") == {1}
+
+
+def test_strict_coupling_waits_for_the_best_pair() -> None:
+    alloc = allocator(TRIPLES, cpus=THREE_BY_FOUR, foo="[[a,b,c],[d,e,f],[g,h,i]]")
+    busy_cpus = [take(alloc, cpus="4") for _ in range(2)]  # CPU groups 0 and 1
+    busy_foo = [take(alloc, foo="3") for _ in range(3)]
+    alloc.release(busy_foo[0])  # type: ignore[arg-type]
+    alloc.release(busy_foo[1])  # type: ignore[arg-type]
+    # CPUs are free in group 2 only, foo in groups 0 and 1 only.
+    assert take(alloc, cpus="1", foo="1 compact!") is None
+    assert take(alloc, cpus="1", foo="1 tight!") is None
+    relaxed = take(alloc, cpus="1", foo="1 compact")
+    assert groups_of(alloc, relaxed, "cpus") == {2} and groups_of(alloc, relaxed, "foo") == {0}
+    alloc.release(busy_cpus[1])  # type: ignore[arg-type]
+    got = take(alloc, cpus="1", foo="1 compact!")
+    assert groups_of(alloc, got, "cpus") == groups_of(alloc, got, "foo") == {1}
+
+
+def test_heaviest_coupling_wins() -> None:
+    alloc = allocator(
+        "cpus[0]:foo[0]=64,cpus[0]:foo[1]=200,cpus[1]:foo[1]=100",
+        cpus="[[0,1],[2,3]]",
+        foo="[[a,b],[c,d]]",
+    )
+    got = take(alloc, cpus="1", foo="1")
+    assert labels(alloc, got) == ["0"] and labels(alloc, got, "foo") == ["c"]
+    # With both CPU groups needed, every foo group is coupled; the heavier one wins.
+    alloc = allocator(
+        "cpus[0]:foo[0]=64,cpus[1]:foo[0]=64,cpus[1]:foo[1]=100",
+        cpus="[[0,1],[2,3]]",
+        foo="[[a,b],[c,d]]",
+    )
+    got = take(alloc, cpus="3", foo="1")
+    assert groups_of(alloc, got, "foo") == {0}
+
+
+def test_scatter_and_all_ignore_coupling() -> None:
+    alloc = allocator(PAIRS, cpus="[[0,1],[2,3]]", foo="[[a,b],[c,d]]")
+    take(alloc, cpus="1")  # CPU group 0 is now the emptier one
+    scattered = take(alloc, cpus="1", foo="1 scatter")
+    assert groups_of(alloc, scattered, "cpus") == {1}
+    assert groups_of(alloc, scattered, "foo") == {0}  # the fullest foo group, not the pair
+    alloc.release(scattered)  # type: ignore[arg-type]
+    coupled = take(alloc, cpus="1", foo="1")
+    assert groups_of(alloc, coupled, "foo") == {1}
+    alloc = allocator(PAIRS, cpus="[[0,1],[2,3]]", foo="[[a,b],[c,d]]")
+    take(alloc, foo="1")
+    everything = take(alloc, cpus="all", foo="1 compact!")
+    assert groups_of(alloc, everything, "foo") == {1}
+
+
+def test_strict_request_no_group_can_hold_runs_on_the_fewest_groups() -> None:
+    """A strict request larger than every group waits for the idle node's minimum only."""
+    alloc = allocator(cpus="[[1,2,3],[11,12,13]]")
+    assert group_sizes(alloc, take(alloc, cpus="4 compact!")) == [2, 2]
+    alloc = allocator(cpus="[[1,2,3],[11,12,13],[21,22,23]]")
+    singles = [take(alloc, cpus="1") for _ in range(2)]  # groups 0 and 1
+    assert group_sizes(alloc, take(alloc, cpus="5 tight!")) == [3, 2]
+    alloc = allocator(cpus="[[1,2,3],[11,12,13],[21,22,23]]")
+    singles = [take(alloc, cpus="1") for _ in range(3)]  # one in each group
+    assert take(alloc, cpus="5 tight!") is None  # 2 + 2 + 2 free: three groups
+    relaxed = take(alloc, cpus="5 tight")
+    assert group_sizes(alloc, relaxed) == [2, 2, 1]
+    alloc.release(relaxed)  # type: ignore[arg-type]
+    alloc.release(singles[1])  # type: ignore[arg-type]
+    assert group_sizes(alloc, take(alloc, cpus="5 tight!")) == [3, 2]
