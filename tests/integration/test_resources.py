@@ -525,3 +525,20 @@ def test_synthetic_cpus_are_not_pinned(hq_env: HqEnv, big_machine: Path) -> None
     mine = sorted(os.sched_getaffinity(0))
     allowed = next(line for line in out.splitlines() if line.startswith("Cpus_allowed_list"))
     assert allowed.split(":")[1].strip() in {",".join(map(str, mine)), f"{mine[0]}-{mine[-1]}"}
+
+
+def test_task_goes_where_it_fits_now(hq_env: HqEnv) -> None:
+    """Both workers could run it some day; the one whose GPU is free now gets it."""
+    hq_env.start_server()
+    hq_env.start_worker(cpus=2, args=["--resource", "gpus/nvidia=[0]"])
+    hq_env.start_worker(cpus=2, args=["--resource", "gpus/nvidia=[0]"])
+    gate = Gate(hq_env)
+    busy = submit(hq_env, ["--resource", "gpus/nvidia=1", "--", *gate.command()])
+    gate.wait_started(1)
+    busy_worker = hq_env.json(["task", "list", str(busy)])[str(busy)][0]["worker"]
+    for _ in range(3):
+        job = submit(hq_env, ["--resource", "gpus/nvidia=1", "--", "true"])
+        hq_env.wait_for_job_state(job, "FINISHED")
+        assert hq_env.json(["task", "list", str(job)])[str(job)][0]["worker"] != busy_worker
+    gate.open()
+    hq_env.wait_for_job_state(busy, "FINISHED")
