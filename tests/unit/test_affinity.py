@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.machines import cpulist
 
 from hqshm.node import affinity
 from hqshm.node.affinity import CpuInfo, MemPolicy, SpawnError, SpawnSpec, SpawnStage
@@ -469,17 +470,6 @@ def test_unknown_node_fails_at_mempolicy(backend: Backend) -> None:
 
 
 # ------------------------------------------------------------------------------ topology
-
-
-def cpulist(ids: list[int]) -> str:
-    """Formats ids as sysfs does: '0-3,8,10-11'."""
-    ranges: list[list[int]] = []
-    for cpu in sorted(ids):
-        if ranges and ranges[-1][1] == cpu - 1:
-            ranges[-1][1] = cpu
-        else:
-            ranges.append([cpu, cpu])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges) + "\n"
 
 
 def make_sysfs(

@@ -18,6 +18,17 @@ def nodes(n: int) -> ResourceRequest:
     return ResourceRequest((RequestVariant(n_nodes=n),))
 
 
+def place_two_node_task(env: Env) -> int:
+    """Submit and place a 2-node task, dropping the messages and events that placing it made."""
+    (key,) = env.group(1, req=nodes(2)).keys.tolist()
+    env.schedule()
+    env.out.discard(ComputeTasks)
+    env.out.discard(DefineGroup)
+    env.out.discard(ReserveNode)
+    env.events.take("nodes")
+    return key
+
+
 def test_a_task_takes_n_idle_workers_of_one_group_and_runs_on_the_first(env: Env) -> None:
     w1, w2, w3 = env.workers(1, 1, 1)
     (key,) = env.group(1, req=nodes(2)).keys.tolist()
@@ -42,12 +53,7 @@ def test_too_few_workers_and_other_groups_do_not_count(env: Env) -> None:
 
 def test_reserved_workers_get_no_other_tasks_until_the_task_ends(env: Env) -> None:
     w1, w2, w3 = env.workers(2, 2, 2)
-    (key,) = env.group(1, req=nodes(2)).keys.tolist()
-    env.schedule()
-    env.out.discard(ComputeTasks)
-    env.out.discard(DefineGroup)
-    env.out.discard(ReserveNode)
-    env.events.take("nodes")
+    key = place_two_node_task(env)
     single = env.group(10)
     env.schedule()
     sent = env.out.take(to=w3.wid, kind=ComputeTasks)
@@ -65,12 +71,7 @@ def test_reserved_workers_get_no_other_tasks_until_the_task_ends(env: Env) -> No
 
 def test_losing_a_secondary_keeps_the_task_and_losing_the_root_requeues_it(env: Env) -> None:
     w1, w2, w3 = env.workers(1, 1, 1)
-    (key,) = env.group(1, req=nodes(2)).keys.tolist()
-    env.schedule()
-    env.out.discard(ComputeTasks)
-    env.out.discard(DefineGroup)
-    env.out.discard(ReserveNode)
-    env.events.take("nodes")
+    key = place_two_node_task(env)
     env.start(w1, [key])
     env.events.take("started")
     env.lose(w2)
