@@ -542,3 +542,59 @@ def test_task_goes_where_it_fits_now(hq_env: HqEnv) -> None:
         assert hq_env.json(["task", "list", str(job)])[str(job)][0]["worker"] != busy_worker
     gate.open()
     hq_env.wait_for_job_state(busy, "FINISHED")
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cpus=sum(4)"],
+            "Resource kind `sum` cannot be used with CPUs. CPUs must have identity",
+        ),
+        (
+            ["--cpus=2", "--resource", "foo=[a]", "--resource", "foo=[b]"],
+            "Resource foo defined twice",
+        ),
+        (["--cpus=2", "--resource", "foo=[]"], "List has to contain at least a single element"),
+        (["--cpus=2", "--resource", "foo=[a,a]"], "List items have to be unique"),
+        (["--cpus=[[0,1],[]]"], "Each group has to contain at least a single element"),
+        (["--cpus=[[0,1],[1,2]]"], "Group items have to be unique"),
+        (["--cpus=2", "--resource", "foo=range(5-2)"], "Invalid resource definition for foo"),
+        (["--cpus=2", "--resource", "foo=sum(x)"], "Invalid resource definition for foo"),
+        (["--cpus=2", "--resource", "1foo=[a]"], 'Invalid resource name "1foo"'),
+        (["--cpus=2", "--resource", "foo_bar=[a]"], 'Invalid resource name "foo_bar"'),
+        (["--resource", "foo=[a]"], "You have to specify --cpus explicitly"),
+    ],
+)
+def test_bad_pools_stop_the_worker_with_a_message(
+    hq_env: HqEnv, args: list[str], message: str
+) -> None:
+    hq_env.start_server()
+    result = hq_env.run(["worker", "start", "--detect-resources=none", *args], timeout=20)
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode != 0, output
+    assert message in output
+    assert "Traceback" not in output
+    assert hq_env.json(["worker", "list", "--all"]) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cpus=0"], "Zero resources cannot be requested"),
+        (["--resource", "foo=0"], "Zero resources cannot be requested"),
+        (["--cpus=1.00001"], "Resource precision exceeded"),
+        (["--resource", "foo=1", "--resource", "foo=2"], "Resource 'foo' defined more than once"),
+        (["--cpus=2 best"], "unknown policy `best`"),
+        (["--resource", "foo"], 'Invalid resource "foo"'),
+        (["--resource", "f_o=1"], 'Invalid resource name "f_o"'),
+    ],
+)
+def test_bad_requests_are_refused_at_submit(hq_env: HqEnv, args: list[str], message: str) -> None:
+    hq_env.start_server()
+    output = hq_env.command(["submit", *args, "--", "true"], expect_fail=message)
+    assert "Traceback" not in output
+    assert hq_env.json(["job", "list", "--all"]) == []
