@@ -308,8 +308,18 @@ class HqEnv:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
-    def leftover_processes(self) -> list[str]:
-        """Processes whose command line mentions this env's directory (tasks, workers...)."""
+    def leftover_processes(self, grace: float = 5.0) -> list[str]:
+        """Processes whose command line mentions this env's directory (tasks, workers...).
+
+        A SIGKILLed executor or task dies asynchronously, after close() has returned, so the
+        check allows a grace period before calling a process left behind.
+        """
+        deadline = time.monotonic() + grace
+        while (found := self._processes_of_env()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    def _processes_of_env(self) -> list[str]:
         marker = str(self.root)
         found = []
         for pid in os.listdir("/proc"):
