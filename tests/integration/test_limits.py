@@ -5,6 +5,7 @@ time limits and requests, priorities, `--max-fails`, crash limits, instance ids 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,26 @@ def test_time_request_picks_workers_that_live_long_enough(hq_env: HqEnv) -> None
     hq_env.wait_for_job_state(1, "FINISHED")
     assert task_workers(hq_env, 1) == {0: "worker2"}
     assert task_workers(hq_env, 2) == {0: "worker1"}
+
+
+@pytest.mark.slow
+def test_tasks_queued_on_a_worker_that_can_no_longer_start_them_move(hq_env: HqEnv) -> None:
+    """A worker whose remaining lifetime drops below the tasks' time request gives back the
+    tasks it holds queued, so a worker that joins later starts them at once."""
+    hq_env.start_server()
+    started = time.monotonic()
+    hq_env.start_worker(cpus=2, args=["--time-limit", "24s"])
+    submit(hq_env, ["--array", "1-50", "--time-request", "18s", "--", "sleep", "100"])
+    hq_env.wait_for_tasks(1, "running", count=2)
+    # From 6 s on, worker1 outlives no further task; wait a little more for its start-up.
+    time.sleep(max(0.0, started + 9.0 - time.monotonic()))
+    hq_env.start_worker(cpus=2)
+    hq_env.wait_for_tasks(1, "running", count=4, timeout=8.0)
+    workers = task_workers(hq_env, 1)
+    assert {t: w for t, w in workers.items() if w} == {
+        1: "worker1", 2: "worker1", 3: "worker2", 4: "worker2"
+    }
+    hq_env.command(["job", "cancel", "1"])
 
 
 # --- --priority -------------------------------------------------------------------------------

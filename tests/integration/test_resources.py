@@ -427,6 +427,28 @@ def test_lower_priority_task_uses_what_waiting_tasks_cannot(hq_env: HqEnv) -> No
     hq_env.wait_for_job_state([1, 2, 3, 4, low], "FINISHED")
 
 
+def test_many_priorities_share_cpus_and_a_scarce_resource(hq_env: HqEnv) -> None:
+    """9 jobs of foo=2 (priorities 10..90) and 12 one-CPU jobs (-5..-2) on 12 CPUs, foo=6.
+
+    foo allows three of the first kind: the three highest run; the other 9 CPUs go to the
+    one-CPU jobs of the highest priorities, whatever waits for foo.
+    """
+    hq_env.start_server()
+    gate = Gate(hq_env)
+    for priority in range(10, 100, 10):
+        submit(hq_env, [f"--priority={priority}", "--resource", "foo=2", "--", *gate.command()])
+    for priority in (-5, -5, -5, -4, -4, -4, -3, -3, -3, -2, -2, -2):
+        submit(hq_env, [f"--priority={priority}", "--", *gate.command()])
+    hq_env.start_worker(cpus=12, args=["--resource", "foo=range(1-6)"])
+    gate.wait_started(12)
+    gate.stays_at(12, seconds=0.5)
+    states = hq_env.job_states()
+    running = sorted(job for job, state in states.items() if state == "RUNNING")
+    assert running == [7, 8, 9, *range(13, 22)]
+    gate.open()
+    hq_env.wait_for_job_state(list(range(1, 22)), "FINISHED")
+
+
 def test_variants_share_out_a_scarce_resource(hq_env: HqEnv) -> None:
     """5 tasks, variants {cpus 1, x 1} / {cpus 4}, 16 CPUs and x=[0,1]: 2 take x, 3 take 4 CPUs."""
     hq_env.start_server()
