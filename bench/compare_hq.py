@@ -21,48 +21,39 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def hq_command() -> list[str]:
-    candidate = Path(sys.executable).parent / "hq"
-    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "hqshm.cli.main"]
+from live_server import hq_command, running_server
 
 
 def run_hqshm(tasks: int, cpus: int, root: Path) -> float:
-    env = dict(os.environ, HQ_SERVER_DIR=str(root / "server"))
     hq = hq_command()
-    procs = []
-    try:
-        procs.append(subprocess.Popen([*hq, "server", "start"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
-        _wait(lambda: subprocess.run([*hq, "server", "info"], env=env, capture_output=True)
-              .returncode == 0)
-        procs.append(subprocess.Popen([*hq, "worker", "start", f"--cpus={cpus}",
-                                       "--detect-resources=none"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True))
-        _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
-                                                   capture_output=True).stdout)
-        start = time.perf_counter()
-        subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none", "--stderr=none",
-                        "--wait", "--", "true"], env=env, check=True, capture_output=True,
-                       cwd=root)
-        elapsed = time.perf_counter() - start
-        info = subprocess.run([*hq, "job", "list", "--all"], env=env, capture_output=True,
-                              text=True).stdout
-        assert "FINISHED" in info, info
-        subprocess.run([*hq, "server", "stop"], env=env, capture_output=True)
-        return elapsed
-    finally:
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+    with running_server(root / "server") as (env, _server):
+        worker = subprocess.Popen([*hq, "worker", "start", f"--cpus={cpus}",
+                                   "--detect-resources=none"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
+                                                       capture_output=True).stdout)
+            start = time.perf_counter()
+            subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none",
+                            "--stderr=none", "--wait", "--", "true"], env=env, check=True,
+                           capture_output=True, cwd=root)
+            elapsed = time.perf_counter() - start
+            info = subprocess.run([*hq, "job", "list", "--all"], env=env, capture_output=True,
+                                  text=True).stdout
+            assert "FINISHED" in info, info
+            return elapsed
+        finally:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(worker.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
 
 
 def run_hq(tasks: int, cpus: int) -> float:

@@ -8,22 +8,15 @@ Run: ``pytest bench/test_array_bench.py -s``.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_server import hq_command, running_server
 
 TASKS = 1_000_000
-
-
-def hq() -> list[str]:
-    candidate = Path(sys.executable).parent / "hq"
-    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "hqshm.cli.main"]
 
 
 def rss_kib(pid: int) -> int:
@@ -36,19 +29,8 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
-    env = dict(os.environ, HQ_SERVER_DIR=str(tmp_path / "server"))
-    proc = subprocess.Popen([*hq(), "server", "start"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([*hq(), "server", "info"], env=env,
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    with running_server(tmp_path / "server") as (env, proc):
         yield env, proc.pid
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=10)
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -61,12 +43,12 @@ def test_million_task_array(server: tuple[dict[str, str], int], tmp_path: Path,
                             record_property: pytest.RecordProperty) -> None:
     env, pid = server
     before = rss_kib(pid)
-    submit = timed([*hq(), "submit", f"--array=1-{TASKS}", "--", "true"], env, tmp_path)
+    submit = timed([*hq_command(), "submit", f"--array=1-{TASKS}", "--", "true"], env, tmp_path)
     time.sleep(0.5)  # let the server finish the turn that added the tasks
     after = rss_kib(pid)
     per_task = (after - before) * 1024 / TASKS
-    job_list = timed([*hq(), "job", "list"], env, tmp_path)
-    job_info = timed([*hq(), "job", "info", "1"], env, tmp_path)
+    job_list = timed([*hq_command(), "job", "list"], env, tmp_path)
+    job_info = timed([*hq_command(), "job", "info", "1"], env, tmp_path)
     print(f"\nsubmit of {TASKS:,} tasks: {submit:.2f} s; server memory {per_task:.0f} bytes/task "
           f"(RSS {before} -> {after} KiB); job list {job_list * 1e3:.0f} ms; job info "
           f"{job_info * 1e3:.0f} ms")

@@ -1,0 +1,45 @@
+"""A real hqshm server for the benchmarks that time `hq` as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def hq_command() -> list[str]:
+    """The installed `hq` next to this interpreter, else the module."""
+    candidate = Path(sys.executable).parent / "hq"
+    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "hqshm.cli.main"]
+
+
+@contextlib.contextmanager
+def running_server(server_dir: Path) -> Iterator[tuple[dict[str, str], subprocess.Popen]]:
+    """Start `hq server start` on server_dir, wait until it answers, stop it (SIGINT) after.
+
+    Yields the environment that points `hq` at it, and the server process.
+    """
+    env = dict(os.environ, HQ_SERVER_DIR=str(server_dir))
+    hq = hq_command()
+    proc = subprocess.Popen([*hq, "server", "start"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([*hq, "server", "info"], env=env,
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield env, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
