@@ -320,38 +320,44 @@ class HqEnv:
         return found
 
     def _processes_of_env(self) -> list[str]:
-        marker = str(self.root)
-        found = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if marker in cmd and state != "Z":
-                found.append(f"{pid}: {cmd}")
-        return found
+        return [f"{pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.root)).items()]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (an exited child can no longer run)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def wait_for_pid_exit(pid: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
+        if not pid_alive(pid):
             return True
         time.sleep(0.02)
     return False
+
+
+def processes_mentioning(marker: str) -> dict[int, str]:
+    """Live processes (not this one) whose command line contains `marker`: pid -> command line.
+
+    Tests pass their private directory, which every process they start carries in its arguments.
+    """
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd and pid_alive(int(entry)):
+            found[int(entry)] = cmd
+    return found
 
 
 def strip_ansi(text: str) -> str:

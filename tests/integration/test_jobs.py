@@ -11,11 +11,10 @@ import re
 import time
 
 import pytest
-from harness import HqEnv
+from harness import HqEnv, pid_alive
 from job_helpers import (
     job_info,
     job_info_tables,
-    pid_alive,
     submit,
     task_json,
     task_list,

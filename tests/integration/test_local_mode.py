@@ -12,12 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import HqEnv, parse_tables
+from harness import HqEnv, parse_tables, pid_alive, processes_mentioning
 from worker_helpers import (
     children_of,
-    is_running,
     kill_pids,
-    pids_mentioning,
     remove_shm_segments_of,
     shm_segments_of,
     worker_table,
@@ -38,7 +36,7 @@ class Laptop:
         return output
 
     def remember(self) -> None:
-        self.pids.update(pids_mentioning(str(self.env.server_dir)))
+        self.pids.update(processes_mentioning(str(self.env.server_dir)))
         listing = self.env.run(["worker", "list"])
         if listing.returncode == 0 and b"RUNNING" in listing.stdout:
             table = worker_table(self.env, 1)
@@ -48,9 +46,9 @@ class Laptop:
             self.pids.update(children_of(node))
 
     def clean_up(self) -> None:
-        if pids_mentioning(str(self.env.server_dir)):
+        if processes_mentioning(str(self.env.server_dir)):
             self.env.run(["local", "stop"], timeout=30)
-        self.pids.update(pids_mentioning(str(self.env.server_dir)))
+        self.pids.update(processes_mentioning(str(self.env.server_dir)))
         kill_pids(sorted(self.pids))
         for pid in self.pids:
             remove_shm_segments_of(pid)
@@ -93,10 +91,10 @@ def test_local_start_runs_an_array_and_local_stop_leaves_nothing(
     stop = hq_env.run(["local", "stop"])
     assert stop.returncode == 0, stop.stderr.decode()
     # `local stop` returns once nothing of them is left.
-    assert not is_running(server_pid)
-    assert not is_running(node_pid)
-    assert not [pid for pid in executors if is_running(pid)]
-    assert pids_mentioning(str(hq_env.server_dir)) == []
+    assert not pid_alive(server_pid)
+    assert not pid_alive(node_pid)
+    assert not [pid for pid in executors if pid_alive(pid)]
+    assert processes_mentioning(str(hq_env.server_dir)) == {}
     assert shm_segments_of(node_pid) == []
     hq_env.command(["server", "info"], expect_fail="No running instance of HQ found")
 
@@ -123,4 +121,4 @@ def test_local_start_with_cpus(hq_env: HqEnv, laptop: Laptop) -> None:
     laptop.start("--cpus", "1")
     assert worker_table(hq_env, 1).get("Resources").splitlines()[0] == "cpus: 1"
     assert hq_env.run(["local", "stop"]).returncode == 0
-    assert pids_mentioning(str(hq_env.server_dir)) == []
+    assert processes_mentioning(str(hq_env.server_dir)) == {}

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import DEFAULT_TIMEOUT, HqEnv, Table, parse_tables
+from harness import DEFAULT_TIMEOUT, HqEnv, Table, parse_tables, pid_alive
 
 SHM_DIR = Path("/dev/shm")
 
@@ -104,17 +104,8 @@ def read_pid(env: HqEnv, path: Path, timeout: float = DEFAULT_TIMEOUT) -> int:
     return env.wait_until(ready, f"a pid in {path}", timeout)
 
 
-def is_running(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def wait_gone(env: HqEnv, pids: Sequence[int], what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-    env.wait_until(lambda: not any(is_running(p) for p in pids), what, timeout)
+    env.wait_until(lambda: not any(pid_alive(p) for p in pids), what, timeout)
 
 
 def children_of(pid: int) -> list[int]:
@@ -154,20 +145,6 @@ def kill_pids(pids: Sequence[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def pids_mentioning(marker: str) -> list[int]:
-    """Live processes whose command line contains `marker` (a test's private directory)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmd and is_running(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def parse_cpu_list(text: str) -> set[int]:

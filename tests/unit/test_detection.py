@@ -20,6 +20,7 @@ from fixtures.machines import (
     write_machine,
     write_tool,
 )
+from harness import wait_for_pid_exit
 
 from cluster.resources import FRACTIONS, CouplingWeight, PoolKind, ResourcePool
 from hqshm.errors import UsageError, UserError
@@ -59,20 +60,6 @@ def no_tools(tmp_path: Path) -> dict[str, str]:
 def fake_tools(bin_dir: Path) -> dict[str, str]:
     """The fakes first, then the system's PATH (for the shell commands the fakes use)."""
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
-
-
-def wait_for_exit(pid: int, timeout: float = 5.0) -> bool:
-    """The process is gone (or a zombie of someone else's, which cannot run)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # -- CPUs ---------------------------------------------------------------------------------------
@@ -267,7 +254,7 @@ def test_hung_tool_is_killed_after_the_timeout(
     assert "nvidia-smi did not answer within 0.3 s" in caplog.text
     assert pool == ResourcePool("gpus/nvidia", PoolKind.RANGE, start=0, end=0)
     sleeper = int(pid_file.read_text())
-    assert wait_for_exit(sleeper), "the tool's child is still alive"
+    assert wait_for_pid_exit(sleeper, timeout=5.0), "the tool's child is still alive"
 
 
 def test_amd_gpus_from_kfd_topology(tmp_path: Path) -> None:
