@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import zmq
 
@@ -31,6 +32,8 @@ _EVENTS = (
     | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_DISCONNECTED
 )
+
+R = TypeVar("R")
 
 
 class ServerError(UserError):
@@ -101,10 +104,11 @@ class ClientConnection:
                 self.close()
                 raise self._unreachable()
 
-    def request(self, message: object, timeout: float | None = None,
-                on_notification: Callable[[Notification], None] | None = None) -> object:
-        """Send one request and return its response; a server-side error raises ServerError.
+    def request(self, message: object, expect: type[R], *, timeout: float | None = None,
+                on_notification: Callable[[Notification], None] | None = None) -> R:
+        """Send one request and return its response, which must be an ``expect``.
 
+        A server-side error raises ServerError, an answer of another type UserError.
         Notifications that arrive before the response go to ``on_notification``.
         """
         self.send(message)
@@ -117,6 +121,9 @@ class ClientConnection:
                 if on_notification is not None:
                     on_notification(response)
                 continue
+            if not isinstance(response, expect):
+                raise UserError(f"Unexpected answer from the server to {type(message).__name__}: "
+                                f"{type(response).__name__}, not {expect.__name__}")
             return response
 
     def send(self, message: object) -> None:

@@ -7,11 +7,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from hqshm import arrays, serverdir
 from hqshm.cli.render import Output
 from hqshm.client import ClientConnection
 from hqshm.requests import Selector
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -27,9 +30,9 @@ class Context:
     def connect(self) -> ClientConnection:
         return ClientConnection(self.server_dir, env=self.env)
 
-    def request(self, message: object, timeout: float | None = 120.0) -> object:
+    def request(self, message: object, expect: type[R], timeout: float | None = 120.0) -> R:
         with self.connect() as conn:
-            return conn.request(message, timeout=timeout)
+            return conn.request(message, expect, timeout=timeout)
 
 
 def selector(text: str, *, allow_all: bool = True) -> Selector:

@@ -28,7 +28,6 @@ def run(ctx: Context) -> int:
     path = ctx.args.path
     request = parse_job_file(read_job_file(path), path, os.getcwd(), job_id=ctx.args.job)
     with ctx.connect() as conn:
-        response = conn.request(request)
-    assert isinstance(response, SubmitResponse)
+        response = conn.request(request, SubmitResponse)
     ctx.out.submitted(response.job_id)
     return 0

@@ -32,6 +32,7 @@ from hqshm.requests import (
     TaskListRequest,
     TaskListResponse,
     WaitJobsRequest,
+    WaitJobsResponse,
 )
 from hqshm.states import STATE_NAMES
 
@@ -71,16 +72,14 @@ def parse_state_filter(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def list_jobs(ctx: Context) -> int:
     args = ctx.args
     states = parse_state_filter(args.filter, JOB_FILTER_STATES) if args.filter else ()
-    response = ctx.request(JobListRequest(states=states, all=args.all))
-    assert isinstance(response, JobListResponse)
+    response = ctx.request(JobListRequest(states=states, all=args.all), JobListResponse)
     ctx.out.job_list(response.jobs, response.total, args.verbose)
     return 0
 
 
 def info(ctx: Context) -> int:
     request = JobInfoRequest(selector(ctx.args.selector), include_tasks=ctx.out.mode == "json")
-    response = ctx.request(request)
-    assert isinstance(response, JobInfoResponse)
+    response = ctx.request(request, JobInfoResponse)
     for job_id in response.missing:
         logger.error("Job %d not found", job_id)
     ctx.out.job_info(response.jobs, time.time())
@@ -92,8 +91,8 @@ def cancel(ctx: Context) -> int:
     if reason is not None and len(reason) > MAX_CANCEL_REASON:
         raise UserError(f"Cancel reason must be shorter than {MAX_CANCEL_REASON} you entered "
                         f"{len(reason)}.")
-    response = ctx.request(CancelJobsRequest(selector(ctx.args.selector), reason))
-    assert isinstance(response, CancelJobsResponse)
+    request = CancelJobsRequest(selector(ctx.args.selector), reason)
+    response = ctx.request(request, CancelJobsResponse)
     if not (response.canceled or response.already_finished or response.missing):
         logger.info("There is nothing to cancel")
     for job_id, n_canceled, n_done in response.canceled:
@@ -110,7 +109,7 @@ def cancel(ctx: Context) -> int:
 def wait(ctx: Context) -> int:
     request = WaitJobsRequest(selector(ctx.args.selector), ctx.args.without_close)
     with ctx.connect() as conn:
-        conn.request(request, timeout=None)
+        conn.request(request, WaitJobsResponse, timeout=None)
     ctx.out.empty()
     return 0
 
@@ -120,8 +119,7 @@ def progress(ctx: Context) -> int:
 
     sel = selector(ctx.args.selector)
     with ctx.connect() as conn:
-        response = conn.request(JobProgressRequest(sel))
-        assert isinstance(response, JobProgressResponse)
+        response = conn.request(JobProgressRequest(sel), JobProgressResponse)
         pending = [j for j in response.jobs if j.counts[0] + j.counts[1] > 0 or j.is_open]
         if not pending:
             logger.warning("There are no jobs to wait for")
@@ -133,15 +131,13 @@ def progress(ctx: Context) -> int:
 
 
 def open_job(ctx: Context) -> int:
-    response = ctx.request(OpenJobRequest(ctx.args.name, ctx.args.max_fails))
-    assert isinstance(response, SubmitResponse)
+    response = ctx.request(OpenJobRequest(ctx.args.name, ctx.args.max_fails), SubmitResponse)
     ctx.out.opened(response.job_id)
     return 0
 
 
 def close(ctx: Context) -> int:
-    response = ctx.request(CloseJobsRequest(selector(ctx.args.selector)))
-    assert isinstance(response, CloseJobsResponse)
+    response = ctx.request(CloseJobsRequest(selector(ctx.args.selector)), CloseJobsResponse)
     if not response.results:
         logger.info("There is nothing to close")
     for job_id, outcome in response.results:
@@ -157,8 +153,8 @@ def close(ctx: Context) -> int:
 
 def forget(ctx: Context) -> int:
     states = parse_state_filter(ctx.args.filter, FORGET_STATES)
-    response = ctx.request(ForgetJobsRequest(selector(ctx.args.selector), states))
-    assert isinstance(response, ForgetJobsResponse)
+    request = ForgetJobsRequest(selector(ctx.args.selector), states)
+    response = ctx.request(request, ForgetJobsResponse)
     message = f"{response.forgotten} job(s) were forgotten"
     if response.ignored:
         message += f", {response.ignored} were ignored due to wrong state or invalid ID"
@@ -168,16 +164,14 @@ def forget(ctx: Context) -> int:
 
 
 def summary(ctx: Context) -> int:
-    response = ctx.request(JobSummaryRequest())
-    assert isinstance(response, JobSummaryResponse)
+    response = ctx.request(JobSummaryRequest(), JobSummaryResponse)
     ctx.out.job_summary(dict(response.counts))
     return 0
 
 
 def task_ids(ctx: Context) -> int:
     states = parse_state_filter(ctx.args.filter, STATE_NAMES) if ctx.args.filter else ()
-    response = ctx.request(TaskIdsRequest(selector(ctx.args.selector), states))
-    assert isinstance(response, TaskIdsResponse)
+    response = ctx.request(TaskIdsRequest(selector(ctx.args.selector), states), TaskIdsResponse)
     for job_id in response.missing:
         logger.error("Job %d not found", job_id)
     ctx.out.task_ids(response.jobs)
@@ -186,8 +180,7 @@ def task_ids(ctx: Context) -> int:
 
 def resubmit(ctx: Context) -> int:
     states = parse_state_filter(ctx.args.filter, STATE_NAMES)
-    response = ctx.request(ResubmitRequest(ctx.args.job_id, states))
-    assert isinstance(response, SubmitResponse)
+    response = ctx.request(ResubmitRequest(ctx.args.job_id, states), SubmitResponse)
     ctx.out.submitted(response.job_id)
     return 0
 
@@ -200,8 +193,7 @@ def cat(ctx: Context) -> int:
     sel = selector(args.selector, allow_all=False)
     wanted = id_ranges(parse_array(args.tasks)) if args.tasks else None
     states = parse_state_filter(args.task_status, STATE_NAMES) if args.task_status else ()
-    response = ctx.request(TaskListRequest(sel, wanted, states))
-    assert isinstance(response, TaskListResponse)
+    response = ctx.request(TaskListRequest(sel, wanted, states), TaskListResponse)
     for job_id in response.missing_jobs:
         logger.error("Job %d was not found", job_id)
     if not response.jobs:

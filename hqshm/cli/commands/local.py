@@ -20,6 +20,7 @@ from pathlib import Path
 from hqshm.cli.commands.context import Context
 from hqshm.errors import UserError
 from hqshm.requests import (
+    Ack,
     ServerInfo,
     ServerInfoRequest,
     StopServerRequest,
@@ -71,7 +72,7 @@ def _poll(what: str, proc: subprocess.Popen, log: Path, ready) -> object:  # noq
 def start(ctx: Context) -> int:
     server_dir = ctx.server_dir
     try:
-        info = ctx.request(ServerInfoRequest(), timeout=5.0)
+        info = ctx.request(ServerInfoRequest(), ServerInfo, timeout=5.0)
     except UserError:
         info = None
     if info is not None:
@@ -84,7 +85,7 @@ def start(ctx: Context) -> int:
 
     def server_ready() -> object:
         try:
-            return ctx.request(ServerInfoRequest(), timeout=2.0)
+            return ctx.request(ServerInfoRequest(), ServerInfo, timeout=2.0)
         except UserError:
             return None
 
@@ -97,15 +98,14 @@ def start(ctx: Context) -> int:
     worker = _spawn(worker_args, worker_log)
 
     def worker_ready() -> object:
-        response = ctx.request(WorkerListRequest(), timeout=2.0)
-        assert isinstance(response, WorkerListResponse)
+        response = ctx.request(WorkerListRequest(), WorkerListResponse, timeout=2.0)
         return response.workers or None
 
     try:
         workers = _poll("worker", worker, worker_log, worker_ready)
     except UserError:
         with contextlib.suppress(UserError):
-            ctx.request(StopServerRequest(), timeout=5.0)
+            ctx.request(StopServerRequest(), Ack, timeout=5.0)
         raise
     view = workers[0]  # type: ignore[index]
     from hqshm import resourcespec
@@ -125,12 +125,10 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    info = ctx.request(ServerInfoRequest(), timeout=10.0)
-    assert isinstance(info, ServerInfo)
-    workers = ctx.request(WorkerListRequest(), timeout=10.0)
-    assert isinstance(workers, WorkerListResponse)
+    info = ctx.request(ServerInfoRequest(), ServerInfo, timeout=10.0)
+    workers = ctx.request(WorkerListRequest(), WorkerListResponse, timeout=10.0)
     pids = [info.pid] + [w.config.pid for w in workers.workers if w.config.pid]
-    ctx.request(StopServerRequest(), timeout=10.0)
+    ctx.request(StopServerRequest(), Ack, timeout=10.0)
     logger.info("Stopping server")
     deadline = time.monotonic() + STOP_TIMEOUT
     left = [p for p in pids if _alive(p)]

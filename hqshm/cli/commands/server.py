@@ -10,7 +10,7 @@ from hqshm import __version__, access
 from hqshm.cli.commands.context import Context
 from hqshm.durations import format_humantime, parse_hms_or_human
 from hqshm.errors import UserError
-from hqshm.requests import ServerInfo, ServerInfoRequest, StopServerRequest
+from hqshm.requests import Ack, ServerInfo, ServerInfoRequest, StopServerRequest
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -57,15 +57,14 @@ def start(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    ctx.request(StopServerRequest())
+    ctx.request(StopServerRequest(), Ack)
     logger.info("Stopping server")
     ctx.out.empty()
     return 0
 
 
 def info(ctx: Context) -> int:
-    response = ctx.request(ServerInfoRequest())
-    assert isinstance(response, ServerInfo)
+    response = ctx.request(ServerInfoRequest(), ServerInfo)
     ctx.out.server_info(response)
     return 0
 
@@ -78,7 +77,7 @@ def wait(ctx: Context) -> int:
     while True:
         try:
             with ctx.connect() as conn:
-                conn.request(ServerInfoRequest(), timeout=5.0)
+                conn.request(ServerInfoRequest(), ServerInfo, timeout=5.0)
             logger.info("Successfully connected to server")
             ctx.out.empty()
             return 0

@@ -318,13 +318,12 @@ def run(ctx: Context) -> int:
                         "only while it waits for the job")
     request = build_request(ctx)
     with ctx.connect() as conn:
-        response = conn.request(request)
-        assert isinstance(response, SubmitResponse)
+        response = conn.request(request, SubmitResponse)
         ctx.out.submitted(response.job_id)
         selector = Selector("ids", ((response.job_id, response.job_id, 1),))
         if ctx.args.wait:
             conn.request(WaitJobsRequest(selector, notifications=on_notify is not None),
-                         timeout=None, on_notification=on_notify)
+                         WaitJobsResponse, timeout=None, on_notification=on_notify)
         elif ctx.args.progress:
             show_progress(conn, selector, ctx.out, on_notify)
     return 0
@@ -341,8 +340,8 @@ def show_progress(conn: ClientConnection, selector: Selector, out: Output,
     if waiting:
         conn.send(WaitJobsRequest(selector, notifications=True))
     while True:
-        response = conn.request(JobProgressRequest(selector), on_notification=on_notify)
-        assert isinstance(response, JobProgressResponse)
+        response = conn.request(JobProgressRequest(selector), JobProgressResponse,
+                                on_notification=on_notify)
         done = all(j.counts[0] + j.counts[1] == 0 and not j.is_open for j in response.jobs)
         out.progress(response.jobs, final=done)
         if done:

@@ -33,8 +33,7 @@ def list_tasks(ctx: Context) -> int:
     tasks = id_ranges(parse_array(args.tasks)) if args.tasks else None
     states = parse_state_filter(args.task_status, tuple(STATE_NAMES)) if args.task_status else ()
     request = TaskListRequest(selector(args.selector, allow_all=False), tasks, states)
-    response = ctx.request(request)
-    assert isinstance(response, TaskListResponse)
+    response = ctx.request(request, TaskListResponse)
     for job_id in response.missing_jobs:
         logger.warning("Job %d not found", job_id)
     ctx.out.task_list(response.jobs, bool(args.verbose), time.time())
@@ -44,8 +43,8 @@ def list_tasks(ctx: Context) -> int:
 def info(ctx: Context) -> int:
     args = ctx.args
     job = _single_job(args.job)
-    response = ctx.request(TaskInfoRequest(job, id_ranges(parse_array(args.tasks))))
-    assert isinstance(response, TaskInfoResponse)
+    request = TaskInfoRequest(job, id_ranges(parse_array(args.tasks)))
+    response = ctx.request(request, TaskInfoResponse)
     if response.job_id is None:
         raise UserError(f"Cannot find job {args.job}")
     for task_id in response.missing_tasks:
@@ -57,8 +56,7 @@ def info(ctx: Context) -> int:
 def explain(ctx: Context) -> int:
     args = ctx.args
     job = _single_job(args.job)
-    response = ctx.request(TaskExplainRequest(job, parse_single(args.task)))
-    assert isinstance(response, TaskExplainResponse)
+    response = ctx.request(TaskExplainRequest(job, parse_single(args.task)), TaskExplainResponse)
     ctx.out.explain(response)
     return 0
 

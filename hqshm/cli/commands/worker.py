@@ -139,8 +139,7 @@ def hwdetect(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
-    response = ctx.request(StopWorkersRequest(selector(ctx.args.selector)))
-    assert isinstance(response, StopWorkersResponse)
+    response = ctx.request(StopWorkersRequest(selector(ctx.args.selector)), StopWorkersResponse)
     for wid, outcome in response.results:
         if outcome == "stopped":
             logger.info("Worker %d stopped", wid)
@@ -156,15 +155,14 @@ def list_workers(ctx: Context) -> int:
     args = ctx.args
     offline = args.all or args.filter == "offline"
     online = args.filter != "offline"
-    response = ctx.request(WorkerListRequest(include_offline=offline, include_online=online))
-    assert isinstance(response, WorkerListResponse)
+    request = WorkerListRequest(include_offline=offline, include_online=online)
+    response = ctx.request(request, WorkerListResponse)
     ctx.out.worker_list(response.workers)
     return 0
 
 
 def info(ctx: Context) -> int:
-    response = ctx.request(WorkerInfoRequest(selector(ctx.args.selector)))
-    assert isinstance(response, WorkerListResponse)
+    response = ctx.request(WorkerInfoRequest(selector(ctx.args.selector)), WorkerListResponse)
     for wid in response.missing:
         logger.error("Worker %d not found", wid)
     ctx.out.worker_info(response.workers)
@@ -173,8 +171,7 @@ def info(ctx: Context) -> int:
 
 def address(ctx: Context) -> int:
     wid = parse_single(ctx.args.worker_id)
-    response = ctx.request(WorkerInfoRequest(Selector("ids", ((wid, wid, 1),))))
-    assert isinstance(response, WorkerListResponse)
+    response = ctx.request(WorkerInfoRequest(Selector("ids", ((wid, wid, 1),))), WorkerListResponse)
     if not response.workers:
         raise UserError(f"Worker {wid} not found")
     ctx.out.line(response.workers[0].config.hostname)
@@ -183,8 +180,7 @@ def address(ctx: Context) -> int:
 
 def wait(ctx: Context) -> int:
     while True:
-        response = ctx.request(WorkerListRequest())
-        assert isinstance(response, WorkerListResponse)
+        response = ctx.request(WorkerListRequest(), WorkerListResponse)
         if len(response.workers) >= ctx.args.count:
             ctx.out.empty()
             return 0
