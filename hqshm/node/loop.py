@@ -619,7 +619,6 @@ class Node:
             if taken.name == "cpus":
                 cpu_labels = labels
                 whole_cpus = all(amount == FRACTIONS for _, amount in taken.items)
-
             elif taken.name == "gpus/nvidia":
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(labels)
                 env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
