@@ -127,8 +127,8 @@ def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequen
 def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Let idle capacity pull queued tasks from loaded workers."""
     for thief in workers:
-        if thief.min_utilization > 0:
-            continue  # it takes whole sets only (fill_min_utilization)
+        if thief.min_utilization > 0 or not _has_free_room(thief):
+            continue  # whole sets only (fill_min_utilization), or no room to steal for
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
                 continue
@@ -153,7 +153,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
                 keys.append(key)
             if keys:
                 retract(out, victim, keys, thief.wid)
-            if _has_free_room(thief, core) is False:
+            if not _has_free_room(thief):
                 break
 
 
@@ -201,7 +201,7 @@ def _stealable(worker: Worker) -> int:
     return len(worker.assigned) - len(worker.retracting)
 
 
-def _has_free_room(worker: Worker, core: Core) -> bool:
+def _has_free_room(worker: Worker) -> bool:
     return any(worker.committed.get(n, 0) < t for n, t in worker.totals.items())
 
 
