@@ -207,9 +207,13 @@ def _has_free_room(worker: Worker) -> bool:
 
 def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Queued tasks a worker can no longer start in its remaining lifetime go elsewhere."""
+    longest = max(
+        (v.min_time for g in core.groups.values() for v in g.request.variants), default=0.0
+    )
     for worker in workers:
         remaining = worker.remaining(now)
-        if remaining is None or worker.reserved_for is not None:
+        # A worker that outlives the longest time request holds nothing to give back.
+        if remaining is None or remaining >= longest or worker.reserved_for is not None:
             continue
         keys = []
         for key, (gid, variant) in worker.assigned.items():
