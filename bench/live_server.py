@@ -15,7 +15,7 @@ from pathlib import Path
 def hq_command() -> list[str]:
     """The installed `hq` next to this interpreter, else the module."""
     candidate = Path(sys.executable).parent / "hq"
-    return [str(candidate)] if candidate.exists() else [sys.executable, "-m", "hqshm.cli.main"]
+    return [str(candidate)] if candidate.exists() else [sys.executable, "-P", "-m", "hqshm.cli.main"]
 
 
 @contextlib.contextmanager

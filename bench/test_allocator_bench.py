@@ -20,11 +20,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from hqshm.cluster.resources import CouplingWeight, RequestVariant, ResourceDescriptor
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from cluster.resources import CouplingWeight, RequestVariant, ResourceDescriptor
+from hqshm.model.resourcespec import parse_cpus, parse_pool, parse_request_amount
 from hqshm.node.allocator import Allocation, Allocator
-from hqshm.resourcespec import parse_cpus, parse_pool, parse_request_amount
 
 TARGET_US = 50.0
 ROUNDS = 2000

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.node import affinity, launch
 from hqshm.node.executor import ExecutorPool, TaskPayload
 from hqshm.node.ring import RecordKind
-from hqshm.program import ProgramSpec, Stdio
 
 pytestmark = pytest.mark.benchmark(max_time=1.0, min_rounds=50)
 

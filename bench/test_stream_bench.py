@@ -20,11 +20,8 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from hqshm.node import launch
-from hqshm.node.executor import ExecutorPool, TaskPayload
-from hqshm.node.ring import RecordKind
-from hqshm.program import ProgramSpec, Stdio
-from hqshm.streaming import (
+from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.model.streamformat import (
     StreamHeader,
     StreamLog,
     encode_header,
@@ -32,6 +29,9 @@ from hqshm.streaming import (
     list_stream_files,
     read_stream_file,
 )
+from hqshm.node import launch
+from hqshm.node.executor import ExecutorPool, TaskPayload
+from hqshm.node.ring import RecordKind
 
 pytestmark = pytest.mark.benchmark(max_time=1.0, min_rounds=50)
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
-from cluster.errors import LocalProtocolError, PeerError, VersionMismatch
+from .errors import LocalProtocolError, PeerError, VersionMismatch
 
 T = TypeVar("T")
 Converter = Callable[[Any], Any]

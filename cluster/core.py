@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cluster.protocol import (
+from .protocol import (
     CancelTasks,
     ComputeTasks,
     DefineGroup,
@@ -41,7 +41,7 @@ from cluster.protocol import (
     StopReason,
     TaskUpdates,
 )
-from cluster.resources import ResourceDescriptor, ResourceRequest
+from .resources import ResourceDescriptor, ResourceRequest
 
 logger = logging.getLogger(__name__)
 

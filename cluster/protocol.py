@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cluster.codec import Registry
-from cluster.resources import ResourceDescriptor, ResourceRequest
+from .codec import Registry
+from .resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cluster.core import Core, Group, Outbox, Worker, assign, assign_multinode, reserve, retract
-from cluster.utilization import Candidate, choose
+from .core import Core, Group, Outbox, Worker, assign, assign_multinode, reserve, retract
+from .utilization import Candidate, choose
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
 # hides the server's round trip for tasks that take a while; short tasks get enough rounds to

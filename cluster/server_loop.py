@@ -20,12 +20,12 @@ from typing import Protocol
 
 import zmq
 
-from cluster import core as core_mod
-from cluster.codec import MAX_FRAME
-from cluster.core import Core, TaskEvents, Worker
-from cluster.errors import PeerError, VersionMismatch
-from cluster.monitor import monitor_event
-from cluster.protocol import (
+from . import core as core_mod
+from .codec import MAX_FRAME
+from .core import Core, TaskEvents, Worker
+from .errors import PeerError, VersionMismatch
+from .monitor import monitor_event
+from .protocol import (
     NODE_LINK,
     PROTOCOL,
     Heartbeat,
@@ -39,8 +39,8 @@ from cluster.protocol import (
     TasksRetracted,
     TaskUpdates,
 )
-from cluster.scheduler import schedule
-from cluster.security import EndpointKeys, ZapResponder, secure_server_socket
+from .scheduler import schedule
+from .security import EndpointKeys, ZapResponder, secure_server_socket
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ def hq_executable() -> list[str]:
     found = shutil.which("hq")
     if found:
         return [found]
-    return [sys.executable, "-m", "hqshm.cli.main"]
+    return [sys.executable, "-P", "-m", "hqshm.cli.main"]
 
 
 class Table:

@@ -14,27 +14,26 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from hqshm.arrays import compress_ids
 from hqshm.cli import formats, tables
-from hqshm.durations import format_humantime, format_short_duration
-from hqshm.requests import (
+from hqshm.link.responses import (
     JobDetail,
     JobSummary,
-    Ranges,
     ServerInfo,
     SubmitView,
     TaskExplainResponse,
-    TaskTemplate,
     TaskView,
     WorkerView,
 )
+from hqshm.model.arrays import compress_ids
+from hqshm.model.durations import format_humantime, format_short_duration
+from hqshm.model.submission import Ranges, TaskTemplate
 
 logger = logging.getLogger("hqshm.cli")
 
 
 def _resources():  # noqa: ANN202 - the resourcespec module
     """Imported on first use: job and task lists never show resources (start-up time)."""
-    from hqshm import resourcespec
+    from hqshm.model import resourcespec
 
     return resourcespec
 
@@ -66,7 +65,7 @@ def crash_limit_text(limit: int) -> str:
 
 
 def job_state_word(summary: JobSummary) -> str:
-    from hqshm.states import job_state
+    from hqshm.model.taskstates import job_state
 
     return job_state(summary.counts, summary.is_open)
 

@@ -40,7 +40,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cluster.resources import (
+from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
     PoolKind,

@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
-from hqshm.arrays import compress_ids
-from hqshm.resourcespec import CouplingLink, build_descriptor
+from hqshm.cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
+from hqshm.model.arrays import compress_ids
+from hqshm.model.resourcespec import CouplingLink, build_descriptor
 
 logger = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 import msgpack
 
 from hqshm import errors
+from hqshm.model.program import ProgramSpec, Stdio, decode_program
+from hqshm.model.streamformat import READ_SIZE, StreamError, StreamFiles, TaskStream
 from hqshm.node import affinity, launch
 from hqshm.node.ring import Record, RecordKind, Ring, open_doorbell
-from hqshm.program import ProgramSpec, Stdio, decode_program
-from hqshm.streaming import READ_SIZE, StreamError, StreamFiles, TaskStream
 
 logger = logging.getLogger(__name__)
 

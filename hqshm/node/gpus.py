@@ -21,7 +21,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
-from cluster.resources import PoolKind, ResourcePool
+from hqshm.cluster.resources import PoolKind, ResourcePool
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hqshm import placeholders
-from hqshm.program import PinMode, ProgramSpec, Stdio
-from hqshm.streaming import new_node_key
+from hqshm.model import placeholders
+from hqshm.model.program import PinMode, ProgramSpec, Stdio
+from hqshm.model.streamformat import new_node_key
 
 # Variables the user may set for a task (with --env); HQ then leaves them alone (spec/jobs.md
 # §4.4). Values merely inherited from the worker's environment are overridden, as in HQ.

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import zmq
 
-from cluster.codec import MAX_FRAME
-from cluster.errors import PeerError, VersionMismatch
-from cluster.monitor import monitor_event
-from cluster.protocol import (
+from hqshm import __version__, errors
+from hqshm.cluster.codec import MAX_FRAME
+from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.monitor import monitor_event
+from hqshm.cluster.protocol import (
     NODE_LINK,
     CancelTasks,
     ComputeTasks,
@@ -51,17 +52,17 @@ from cluster.protocol import (
     TaskUpdates,
     task_key,
 )
-from cluster.resources import FRACTIONS, RequestVariant
-from cluster.security import derive_keys, secure_client_socket
-from hqshm import __version__, access, errors, serverdir
+from hqshm.cluster.resources import FRACTIONS, RequestVariant
+from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
+from hqshm.link import access, serverdir
+from hqshm.model.resourcespec import env_name, format_request
+from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node import affinity, launch, notify
 from hqshm.node.allocator import Allocation, Allocator
 from hqshm.node.config import NodeOptions, cpu_ids, node_resources
 from hqshm.node.executor import OK, SKIPPED, ExecutorHandle, ExecutorPool, TaskPayload
 from hqshm.node.ring import RecordKind
-from hqshm.requests import CLIENT_LINK, WorkerConfigBlob, WorkerConfiguration
-from hqshm.resourcespec import env_name, format_request
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class Node:
             time_limit=self.options.time_limit,
             heartbeat=self.options.heartbeat,
             idle_timeout=self.idle_timeout,
-            info=CLIENT_LINK.encode(WorkerConfigBlob(config)),
+            info=config.encode(),
             min_utilization=self.options.min_utilization,
         )
         self._send(register)
@@ -449,7 +450,7 @@ class Node:
                 pass
 
     def _define(self, msg: DefineGroup) -> None:
-        from hqshm.program import decode_program
+        from hqshm.model.program import decode_program
 
         program = decode_program(msg.body)
         request_env = []

@@ -8,11 +8,11 @@ the worker against the requested amount.
 
 from __future__ import annotations
 
-from cluster.core import Core
+from hqshm.cluster.core import Core
 from hqshm.errors import UserError
-from hqshm.requests import ExplainVariant, ExplainWorker, TaskExplainResponse
+from hqshm.link.responses import ExplainVariant, ExplainWorker, TaskExplainResponse
+from hqshm.model.taskstates import TaskState
 from hqshm.server.jobbook import Job, JobBook
-from hqshm.states import TaskState
 
 # Amount used for `all` in explanations: HQ shows the whole pool is needed, any amount > 0 fits.
 ALL = 0

@@ -16,25 +16,22 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from cluster.core import Group
-from cluster.protocol import Failed, Finished, Started, split_key
-from hqshm import placeholders
+from hqshm.cluster.core import Group
+from hqshm.cluster.protocol import Failed, Finished, Started, split_key
 from hqshm.errors import UserError
-from hqshm.jobstate import TaskState, TaskTable, job_state, merge_counts
-from hqshm.program import ProgramSpec, Stdio
-from hqshm.requests import (
+from hqshm.link.responses import JobDetail, JobSummary, SubmitView, TaskView
+from hqshm.model import placeholders
+from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.model.submission import (
+    ArraySubmission,
+    GraphSubmission,
     GraphTask,
-    JobDetail,
-    JobSummary,
     Ranges,
     StdioDesc,
-    SubmitGraphRequest,
-    SubmitRequest,
-    SubmitView,
     TaskRef,
     TaskTemplate,
-    TaskView,
 )
+from hqshm.model.tasktable import TaskState, TaskTable, job_state, merge_counts
 from hqshm.server.workers import WorkerBook
 
 logger = logging.getLogger(__name__)
@@ -256,7 +253,7 @@ class JobBook:
             entries=entries,
         )
 
-    def submit(self, req: SubmitRequest) -> tuple[Job, list[NewGroup]]:
+    def submit(self, req: ArraySubmission) -> tuple[Job, list[NewGroup]]:
         """An array-style submit: one template, many ids (hq submit, job-file [array])."""
         job = self._target_job(req.job_id, req.name, req.max_fails, req.submit_dir)
         job.submit_dir = job.submit_dir or req.submit_dir
@@ -312,7 +309,7 @@ class JobBook:
                                     f"{target.id}: the job has no such task")
         return unfinished, dead, named
 
-    def submit_graph(self, req: SubmitGraphRequest) -> tuple[Job, list[NewGroup]]:
+    def submit_graph(self, req: GraphSubmission) -> tuple[Job, list[NewGroup]]:
         """Individual tasks with dependencies (job files' [[task]]): one group per template."""
         job = self._target_job(req.job_id, req.name, req.max_fails, req.submit_dir)
         job.submit_dir = job.submit_dir or req.submit_dir
@@ -374,7 +371,7 @@ class JobBook:
             self.tasks_aborted([base | t for t in dead], ())
         return job, groups
 
-    def _task_ids(self, job: Job, req: SubmitRequest) -> tuple[np.ndarray, list[str] | None]:
+    def _task_ids(self, job: Job, req: ArraySubmission) -> tuple[np.ndarray, list[str] | None]:
         explicit = expand_ranges(req.ids) if req.ids else None
         if explicit is not None and len(explicit) > 1:
             order = np.argsort(explicit, kind="stable")
@@ -640,13 +637,13 @@ class JobBook:
         return compress_ranges(ids)
 
     def resubmit(self, job: Job, states: set[TaskState], submit_dir: str
-                 ) -> SubmitRequest | SubmitGraphRequest:
+                 ) -> ArraySubmission | GraphSubmission:
         """The tasks of a job in these states, as a new submit of the same programs.
 
         Array submits keep their template and ids; job-file tasks keep their own template and
         the dependencies among the tasks that are submitted again.
         """
-        arrays: list[SubmitRequest] = []
+        arrays: list[ArraySubmission] = []
         graph: list[GraphTask] = []
         for submit in job.submits:
             rows = submit.table.rows_in_states(states)
@@ -656,7 +653,7 @@ class JobBook:
             entries = None if submit.entries is None else tuple(
                 submit.entries[r] for r in rows.tolist())
             if submit.is_array:
-                arrays.append(SubmitRequest(job.name, job.max_fails, submit_dir,
+                arrays.append(ArraySubmission(job.name, job.max_fails, submit_dir,
                                             submit.template, compress_ranges(ids), entries))
             else:
                 for i, task_id in enumerate(ids.tolist()):
@@ -674,7 +671,7 @@ class JobBook:
                                            request.entries[i] if request.entries else None))
             graph = [dataclasses.replace(t, deps=tuple(d for d in t.deps if d in chosen))
                      for t in graph]
-            return SubmitGraphRequest(job.name, job.max_fails, submit_dir, tuple(graph))
+            return GraphSubmission(job.name, job.max_fails, submit_dir, tuple(graph))
         request = arrays[0]
         if request.entries is not None:
             # The rows' entries, in the order of their (sorted) ids: pair them by position.

@@ -18,15 +18,17 @@ from pathlib import Path
 
 import zmq
 
-from cluster import core as core_mod
-from cluster.core import Core, Worker
-from cluster.protocol import RegisterNode, StopReason, TaskNotification, split_key
-from cluster.security import ZapResponder, derive_keys
-from cluster.server_loop import ServerLoop
-from hqshm import __version__, access, serverdir
-from hqshm.client import ClientConnection
+from hqshm import __version__
+from hqshm.cluster import core as core_mod
+from hqshm.cluster.core import Core, Worker
+from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification, split_key
+from hqshm.cluster.security import ZapResponder, derive_keys
+from hqshm.cluster.server_loop import ServerLoop
 from hqshm.errors import UserError
-from hqshm.requests import CLIENT_LINK, ServerInfo, TaskExplainResponse, WorkerConfigBlob
+from hqshm.link import access, serverdir
+from hqshm.link.client import ClientConnection
+from hqshm.link.responses import ServerInfo, TaskExplainResponse
+from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import Job, JobBook, NewGroup
 from hqshm.server.rpc import ClientService, ServerControl
@@ -185,12 +187,9 @@ class Server(ServerControl):
 
     def node_registered(self, worker: Worker, msg: RegisterNode, now: float) -> str | None:
         try:
-            blob = CLIENT_LINK.decode(msg.info)
+            config = decode_configuration(msg.info)
         except Exception:
             return "invalid worker configuration"
-        if not isinstance(blob, WorkerConfigBlob):
-            return "invalid worker configuration"
-        config = blob.config
         if config.idle_timeout is None and self.config.idle_timeout is not None:
             config = replace(config, idle_timeout=self.config.idle_timeout)
         self.workers.joined(worker.wid, config, now)

@@ -12,55 +12,58 @@ from dataclasses import dataclass
 
 import zmq
 
-from cluster.codec import MAX_FRAME
-from cluster.errors import PeerError, VersionMismatch
-from cluster.security import EndpointKeys, secure_server_socket
+from hqshm.cluster.codec import MAX_FRAME
+from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.security import EndpointKeys, secure_server_socket
 from hqshm.errors import UserError
-from hqshm.jobstate import TaskState, parse_states
-from hqshm.requests import (
+from hqshm.link.requests import (
     CLIENT_LINK,
-    Ack,
     CancelJobsRequest,
-    CancelJobsResponse,
     CloseJobsRequest,
-    CloseJobsResponse,
-    ErrorResponse,
     ForgetJobsRequest,
-    ForgetJobsResponse,
     JobInfoRequest,
-    JobInfoResponse,
     JobListRequest,
-    JobListResponse,
     JobProgressRequest,
-    JobProgressResponse,
     JobSummaryRequest,
-    JobSummaryResponse,
-    Notification,
     OpenJobRequest,
     ResubmitRequest,
     Selector,
-    ServerInfo,
     ServerInfoRequest,
     StopServerRequest,
     StopWorkersRequest,
-    StopWorkersResponse,
     SubmitGraphRequest,
     SubmitRequest,
-    SubmitResponse,
     TaskExplainRequest,
-    TaskExplainResponse,
     TaskIdsRequest,
-    TaskIdsResponse,
     TaskInfoRequest,
-    TaskInfoResponse,
     TaskListRequest,
-    TaskListResponse,
     WaitJobsRequest,
-    WaitJobsResponse,
     WorkerInfoRequest,
     WorkerListRequest,
+)
+from hqshm.link.responses import (
+    Ack,
+    CancelJobsResponse,
+    CloseJobsResponse,
+    ErrorResponse,
+    ForgetJobsResponse,
+    JobInfoResponse,
+    JobListResponse,
+    JobProgressResponse,
+    JobSummaryResponse,
+    Notification,
+    ServerInfo,
+    StopWorkersResponse,
+    SubmitResponse,
+    TaskExplainResponse,
+    TaskIdsResponse,
+    TaskInfoResponse,
+    TaskListResponse,
+    WaitJobsResponse,
     WorkerListResponse,
 )
+from hqshm.model.submission import ArraySubmission, GraphSubmission
+from hqshm.model.tasktable import TaskState, parse_states
 from hqshm.server.jobbook import Job, JobBook, NewGroup, expand_ranges
 from hqshm.server.workers import WorkerBook
 
@@ -121,7 +124,7 @@ class ClientService:
             JobProgressRequest: self.progress,
             TaskListRequest: self.task_list,
             TaskInfoRequest: self.task_info,
-            SubmitGraphRequest: self.submit_graph,
+            SubmitGraphRequest: self.submit,
             OpenJobRequest: self.open_job,
             CloseJobsRequest: self.close_jobs,
             ForgetJobsRequest: self.forget,
@@ -195,13 +198,14 @@ class ClientService:
         self.control.stop_server()
         return Ack()
 
-    def submit(self, request: SubmitRequest) -> SubmitResponse:
-        job, groups = self.book.submit(request)
-        self.control.add_groups(groups)
-        return SubmitResponse(job.id)
+    def submit(self, request: SubmitRequest | SubmitGraphRequest) -> SubmitResponse:
+        return self._submit(request.submission)
 
-    def submit_graph(self, request: SubmitGraphRequest) -> SubmitResponse:
-        job, groups = self.book.submit_graph(request)
+    def _submit(self, submission: ArraySubmission | GraphSubmission) -> SubmitResponse:
+        if isinstance(submission, GraphSubmission):
+            job, groups = self.book.submit_graph(submission)
+        else:
+            job, groups = self.book.submit(submission)
         self.control.add_groups(groups)
         return SubmitResponse(job.id)
 
@@ -244,10 +248,8 @@ class ClientService:
         job = self.book.jobs.get(request.job_id)
         if job is None:
             raise UserError(f"Job {request.job_id} not found")
-        new = self.book.resubmit(job, parse_states(request.states), job.submit_dir)
-        if isinstance(new, SubmitGraphRequest):
-            return self.submit_graph(new)
-        return self.submit(new)
+        return self._submit(self.book.resubmit(job, parse_states(request.states),
+                                               job.submit_dir))
 
     def job_list(self, request: JobListRequest) -> JobListResponse:
         jobs = [self.book.jobs[i] for i in sorted(self.book.jobs)]

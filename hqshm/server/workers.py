@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.protocol import StopReason
-from hqshm.requests import WorkerConfiguration, WorkerView
+from hqshm.cluster.protocol import StopReason
+from hqshm.link.responses import WorkerView
+from hqshm.model.workerconfig import WorkerConfiguration
 
 STATE_OF_REASON = {
     StopReason.STOPPED: "STOPPED",

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-
-from cluster import core as core_mod
-from cluster.core import Core, Group, Worker
-from cluster.protocol import (
+from hqshm.cluster import core as core_mod
+from hqshm.cluster.core import Core, Group, Worker
+from hqshm.cluster.protocol import (
     NODE_LINK,
     CancelTasks,
     ComputeTasks,
@@ -33,7 +32,7 @@ from cluster.protocol import (
     TaskUpdates,
     task_key,
 )
-from cluster.resources import (
+from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
     PoolKind,
@@ -43,7 +42,7 @@ from cluster.resources import (
     ResourcePool,
     ResourceRequest,
 )
-from cluster.scheduler import schedule
+from hqshm.cluster.scheduler import schedule
 
 M = TypeVar("M")
 

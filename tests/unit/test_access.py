@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hqshm.access import (
+from hqshm.link.access import (
     AccessLoadError,
     AccessRecord,
     AccessStoreError,
@@ -108,7 +108,7 @@ def test_full_file_has_exactly_the_schema_and_mode_0400(
 ) -> None:
     record = _record()
     path = tmp_path / "access.json"
-    with caplog.at_level(logging.INFO, logger="hqshm.access"):
+    with caplog.at_level(logging.INFO, logger="hqshm.link.access"):
         write_access_file(path, record)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o400
     document = json.loads(path.read_text())
@@ -301,7 +301,7 @@ def test_file_readable_by_others_loads_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = _write_json(tmp_path / "a.json", _valid_document(), mode=0o644)
-    with caplog.at_level(logging.WARNING, logger="hqshm.access"):
+    with caplog.at_level(logging.WARNING, logger="hqshm.link.access"):
         record = read_access_file(path)
     assert record.server_uid == "aB3dE9"
     assert "644" in caplog.text and str(path) in caplog.text
@@ -310,7 +310,7 @@ def test_file_readable_by_others_loads_with_a_warning(
 
 def test_private_file_loads_silently(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = _write_json(tmp_path / "a.json", _valid_document(), mode=0o600)
-    with caplog.at_level(logging.WARNING, logger="hqshm.access"):
+    with caplog.at_level(logging.WARNING, logger="hqshm.link.access"):
         read_access_file(path)
     assert caplog.records == []
 

@@ -27,7 +27,6 @@ from fixtures.machines import cpulist
 from hqshm.node import affinity
 from hqshm.node.affinity import CpuInfo, MemPolicy, SpawnError, SpawnSpec, SpawnStage
 
-REPO = Path(__file__).resolve().parents[2]
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -345,13 +344,13 @@ def subreaper() -> Iterator[None]:
 
 
 def orphan_of_killed_parent(backend: Backend, pdeathsig: int) -> int:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     if backend is PY_BACKEND:
         env["HQSHM_NO_CMODULE"] = "1"
     else:
         env.pop("HQSHM_NO_CMODULE", None)
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT_SCRIPT, str(pdeathsig)],
+        [sys.executable, "-P", "-c", PARENT_SCRIPT, str(pdeathsig)],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
@@ -596,8 +595,8 @@ def test_c_split_strings_counts_exactly() -> None:
 def test_no_cmodule_switch_selects_the_fallback_silently() -> None:
     code = "from hqshm.node import affinity as a; print(a.C_MODULE, a.FALLBACK_REASON)"
     result = subprocess.run(
-        [sys.executable, "-c", code],
-        env=dict(os.environ, PYTHONPATH=str(REPO), HQSHM_NO_CMODULE="1"),
+        [sys.executable, "-P", "-c", code],
+        env=dict(os.environ, HQSHM_NO_CMODULE="1"),
         capture_output=True,
         text=True,
         check=True,

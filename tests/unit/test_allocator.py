@@ -5,10 +5,10 @@ test_allocator_properties.py."""
 from __future__ import annotations
 
 import pytest
+from hqshm.cluster.resources import FRACTIONS, CouplingWeight, RequestVariant, ResourceDescriptor
 
-from cluster.resources import FRACTIONS, CouplingWeight, RequestVariant, ResourceDescriptor
+from hqshm.model.resourcespec import parse_cpus, parse_pool, parse_request_amount
 from hqshm.node.allocator import Allocation, Allocator
-from hqshm.resourcespec import parse_cpus, parse_pool, parse_request_amount
 
 THREE_BY_FOUR = "[[1,2,3,4],[11,12,13,14],[21,22,23,24]]"
 

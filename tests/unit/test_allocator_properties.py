@@ -14,10 +14,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from cluster.resources import (
+from hqshm.cluster.resources import (
     FRACTIONS,
     CouplingWeight,
     Policy,
@@ -27,6 +24,9 @@ from cluster.resources import (
     ResourceEntry,
     ResourcePool,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hqshm.node.allocator import Allocation, Allocator, Taken
 
 POLICIES = [Policy.COMPACT, Policy.FORCE_COMPACT, Policy.TIGHT, Policy.FORCE_TIGHT, Policy.SCATTER]

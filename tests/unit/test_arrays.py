@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hqshm.arrays import (
+from hqshm.errors import UserError
+from hqshm.model.arrays import (
     U32_MAX,
     All,
     IdRange,
@@ -20,7 +21,6 @@ from hqshm.arrays import (
     parse_single,
     parse_single_or_last,
 )
-from hqshm.errors import UserError
 
 # -- parsing --------------------------------------------------------------------------------
 

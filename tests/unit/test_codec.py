@@ -7,18 +7,14 @@ import contextlib
 import dataclasses
 from typing import Any
 
+import hqshm.cluster.codec
+import hqshm.cluster.protocol as protocol
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import cluster.codec
-import cluster.protocol as protocol
-import hqshm.requests as requests
-from cluster.codec import Registry
-from cluster.errors import LocalProtocolError, PeerError, VersionMismatch
-from cluster.protocol import NODE_LINK, PROTOCOL
-from cluster.resources import (
+from hqshm.cluster.codec import Registry
+from hqshm.cluster.errors import LocalProtocolError, PeerError, VersionMismatch
+from hqshm.cluster.protocol import NODE_LINK, PROTOCOL
+from hqshm.cluster.resources import (
     FRACTIONS,
     CouplingWeight,
     Policy,
@@ -29,7 +25,14 @@ from cluster.resources import (
     ResourcePool,
     ResourceRequest,
 )
-from hqshm.requests import CLIENT_LINK, CLIENT_PROTOCOL
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hqshm.link.requests as requests
+import hqshm.link.responses as responses
+import hqshm.model.submission as submission
+import hqshm.model.workerconfig as workerconfig
+from hqshm.link.requests import CLIENT_LINK, CLIENT_PROTOCOL
 
 # --- representative values ------------------------------------------------------------------
 
@@ -53,7 +56,7 @@ REQUEST = ResourceRequest(
         RequestVariant(n_nodes=2),
     )
 )
-CONFIG = requests.WorkerConfiguration(
+CONFIG = workerconfig.WorkerConfiguration(
     hostname="cn017",
     work_dir="/tmp/hq-worker",
     heartbeat=8.0,
@@ -69,12 +72,12 @@ CONFIG = requests.WorkerConfiguration(
     overview_interval=2.5,
     min_utilization=0.5,
 )
-TEMPLATE = requests.TaskTemplate(
+TEMPLATE = submission.TaskTemplate(
     args=("python3", "-c", "print('é')"),
     env={"TOKEN": "s3cret", "EMPTY": ""},
     cwd="%{SUBMIT_DIR}/w",
-    stdout=requests.StdioDesc("file", "out-%{TASK_ID}", True),
-    stderr=requests.StdioDesc("none"),
+    stdout=submission.StdioDesc("file", "out-%{TASK_ID}", True),
+    stderr=submission.StdioDesc("none"),
     request=REQUEST,
     priority=-3,
     time_limit=1.5,
@@ -85,8 +88,8 @@ TEMPLATE = requests.TaskTemplate(
 )
 IDS = ((0, 9, 1), (20, 30, 5))
 SELECTOR = requests.Selector("ids", IDS)
-SUMMARY = requests.JobSummary(7, "job name", True, "user asked", 12, (1, 2, 3, 4, 1, 1))
-TASK_VIEW = requests.TaskView(
+SUMMARY = responses.JobSummary(7, "job name", True, "user asked", 12, (1, 2, 3, 4, 1, 1))
+TASK_VIEW = responses.TaskView(
     id=3,
     state="FAILED",
     instance=2,
@@ -102,8 +105,8 @@ TASK_VIEW = requests.TaskView(
     stderr_kind="none",
     submit_index=1,
 )
-SUBMIT_VIEW = requests.SubmitView(TEMPLATE, "/w/out", None, "/w", IDS, is_array=False)
-DETAIL = requests.JobDetail(
+SUBMIT_VIEW = responses.SubmitView(TEMPLATE, "/w/out", None, "/w", IDS, is_array=False)
+DETAIL = responses.JobDetail(
     summary=SUMMARY,
     max_fails=None,
     submitted_at=10.0,
@@ -117,7 +120,7 @@ DETAIL = requests.JobDetail(
     n_failed=1,
     tasks=(TASK_VIEW, TASK_VIEW),
 )
-WORKER_VIEW = requests.WorkerView(2, "RUNNING", CONFIG, 5.0, None, 3, 1, (7, 3, 6.5))
+WORKER_VIEW = responses.WorkerView(2, "RUNNING", CONFIG, 5.0, None, 3, 1, (7, 3, 6.5))
 BIG_KEY = (2**32 - 1) << 32 | (2**32 - 1)
 
 NODE_SAMPLES: list[Any] = [
@@ -146,11 +149,12 @@ NODE_SAMPLES: list[Any] = [
 ]
 
 CLIENT_SAMPLES: list[Any] = [
-    requests.WorkerConfigBlob(CONFIG),
+    requests.JobInfoRequest(SELECTOR),
     requests.ServerInfoRequest(),
     requests.StopServerRequest(),
-    requests.SubmitRequest("array", 3, "/home/u", TEMPLATE, IDS, (b"a", b"b"), 4),
-    requests.SubmitRequest("plain", None, "/home/u", TEMPLATE, ()),
+    requests.SubmitRequest(
+        submission.ArraySubmission("array", 3, "/home/u", TEMPLATE, IDS, (b"a", b"b"), 4)),
+    requests.SubmitRequest(submission.ArraySubmission("plain", None, "/home/u", TEMPLATE, ())),
     requests.JobListRequest(("running", "failed"), True),
     requests.JobInfoRequest(requests.Selector("last"), include_tasks=True),
     requests.CancelJobsRequest(SELECTOR, "because"),
@@ -162,28 +166,29 @@ CLIENT_SAMPLES: list[Any] = [
     requests.WorkerListRequest(include_offline=True, include_online=False),
     requests.WorkerInfoRequest(SELECTOR),
     requests.StopWorkersRequest(requests.Selector("all")),
-    requests.ErrorResponse("Job 123 not found."),
-    requests.ServerInfo(
+    responses.ErrorResponse("Job 123 not found."),
+    responses.ServerInfo(
         "aB3xQ9", "login1", 6789, "login1", 6790, "0.1.0", 77, 1.7e9, "/var/journal"
     ),
-    requests.Ack(),
-    requests.SubmitResponse(7),
-    requests.JobListResponse((SUMMARY, SUMMARY), 40),
-    requests.JobInfoResponse((DETAIL,), (8, 9)),
-    requests.CancelJobsResponse(((7, 6, 4),), (3,), (99,)),
-    requests.WaitJobsResponse((SUMMARY,), (5,)),
-    requests.JobProgressResponse((SUMMARY,)),
-    requests.TaskListResponse(((7, (TASK_VIEW,)), (8, ())), (9,)),
-    requests.TaskInfoResponse(7, (TASK_VIEW,), (SUBMIT_VIEW,), (11,)),
-    requests.TaskInfoResponse(None, (), ()),
-    requests.WorkerListResponse((WORKER_VIEW,), (12,)),
-    requests.StopWorkersResponse(((1, "stopped"), (2, "not-found"))),
-    requests.SubmitRequest("after", None, "/home/u", TEMPLATE, IDS, None, None, "log-%{JOB_ID}",
-                           (requests.TaskRef(1), requests.TaskRef(2, ((0, 9, 1),)))),
-    requests.SubmitGraphRequest(
+    responses.Ack(),
+    responses.SubmitResponse(7),
+    responses.JobListResponse((SUMMARY, SUMMARY), 40),
+    responses.JobInfoResponse((DETAIL,), (8, 9)),
+    responses.CancelJobsResponse(((7, 6, 4),), (3,), (99,)),
+    responses.WaitJobsResponse((SUMMARY,), (5,)),
+    responses.JobProgressResponse((SUMMARY,)),
+    responses.TaskListResponse(((7, (TASK_VIEW,)), (8, ())), (9,)),
+    responses.TaskInfoResponse(7, (TASK_VIEW,), (SUBMIT_VIEW,), (11,)),
+    responses.TaskInfoResponse(None, (), ()),
+    responses.WorkerListResponse((WORKER_VIEW,), (12,)),
+    responses.StopWorkersResponse(((1, "stopped"), (2, "not-found"))),
+    requests.SubmitRequest(submission.ArraySubmission(
+        "after", None, "/home/u", TEMPLATE, IDS, None, None, "log-%{JOB_ID}",
+        (submission.TaskRef(1), submission.TaskRef(2, ((0, 9, 1),))))),
+    requests.SubmitGraphRequest(submission.GraphSubmission(
         "graph", 1, "/home/u",
-        (requests.GraphTask(1, TEMPLATE), requests.GraphTask(2, TEMPLATE, (1,), b"entry")),
-        job_id=3, stream_dir="/tmp/s"),
+        (submission.GraphTask(1, TEMPLATE), submission.GraphTask(2, TEMPLATE, (1,), b"entry")),
+        job_id=3, stream_dir="/tmp/s")),
     requests.OpenJobRequest("job", 2),
     requests.CloseJobsRequest(requests.Selector("all")),
     requests.ForgetJobsRequest(requests.Selector("ids", ((1, 3, 1),)), ("finished",)),
@@ -191,20 +196,22 @@ CLIENT_SAMPLES: list[Any] = [
     requests.TaskIdsRequest(requests.Selector("last"), ("failed",)),
     requests.TaskExplainRequest(requests.Selector("ids", ((1, 1, 1),)), 0),
     requests.ResubmitRequest(1, ("failed", "canceled")),
-    requests.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
-    requests.ForgetJobsResponse(2, 1),
-    requests.Notification(1, 2, 3, b"message"),
-    requests.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
-    requests.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
-    requests.TaskExplainResponse(
+    responses.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
+    responses.ForgetJobsResponse(2, 1),
+    responses.Notification(1, 2, 3, b"message"),
+    responses.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
+    responses.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
+    responses.TaskExplainResponse(
         1, 0, 2, 1,
-        (requests.ExplainWorker(1, (requests.ExplainVariant((("Resources", "cpus", 40000,
+        (responses.ExplainWorker(1, (responses.ExplainVariant((("Resources", "cpus", 40000,
                                                                10000),), True),), 12.5, 0),),
         (0.0,), (0,)),
 ]
 
-LINKS = [(NODE_LINK, NODE_SAMPLES, protocol), (CLIENT_LINK, CLIENT_SAMPLES, requests)]
-ALL_SAMPLES = [(NODE_LINK, s) for s in NODE_SAMPLES] + [(CLIENT_LINK, s) for s in CLIENT_SAMPLES]
+LINKS = [(NODE_LINK, NODE_SAMPLES, (protocol,)),
+         (CLIENT_LINK, CLIENT_SAMPLES, (requests, responses)),
+         (workerconfig.WORKER_CONFIG, [CONFIG], (workerconfig,))]
+ALL_SAMPLES = [(link, s) for link, samples, _ in LINKS for s in samples]
 
 
 def _ids(samples: list[tuple[Registry, Any]]) -> list[str]:
@@ -223,14 +230,17 @@ def fields_of(link: Registry, message: Any) -> list[Any]:
 # --- round trips ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("link", "samples", "module"), LINKS, ids=["node", "client"])
+@pytest.mark.parametrize(("link", "samples", "modules"), LINKS,
+                         ids=["node", "client", "worker-config"])
 def test_samples_cover_every_message_of_the_link(
-    link: Registry, samples: list[Any], module: Any
+    link: Registry, samples: list[Any], modules: tuple[Any, ...]
 ) -> None:
     registered = {
         v
+        for module in modules
         for v in vars(module).values()
         if isinstance(v, type) and "TAG" in v.__dict__ and dataclasses.is_dataclass(v)
+        and v.__module__ == module.__name__
     }
     assert registered == {type(s) for s in samples}
 
@@ -273,7 +283,7 @@ def test_tags_are_unique_and_integers_per_link() -> None:
 
 def test_encoding_a_message_of_another_link_is_our_bug() -> None:
     with pytest.raises(LocalProtocolError, match="is not a node message"):
-        NODE_LINK.encode(requests.Ack())
+        NODE_LINK.encode(responses.Ack())
     with pytest.raises(LocalProtocolError):
         CLIENT_LINK.encode(protocol.Heartbeat())
 
@@ -358,10 +368,10 @@ BAD_FIELDS = [
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0]]),  # started triple missing its variant
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0, 0, 9]]),  # one too many
     (protocol.TaskUpdates(), 2, [[1, 0, 1.0, 2.0, 0, b"err"]]),
-    (CLIENT_SAMPLES[3], 3, "template"),
-    (requests.ErrorResponse("x"), 0, ["x"]),
+    (CLIENT_SAMPLES[3], 0, "submission"),
+    (responses.ErrorResponse("x"), 0, ["x"]),
     (requests.JobListRequest(), 0, [1]),  # tuple[str, ...] with an int
-    (requests.StopWorkersResponse(()), 0, [[1, 2]]),  # (int, str) with an int
+    (responses.StopWorkersResponse(()), 0, [[1, 2]]),  # (int, str) with an int
 ]
 
 
@@ -376,7 +386,7 @@ def test_wrongly_typed_fields_are_refused(message: Any, index: int, bad: Any) ->
 
 def test_wrongly_typed_map_entries_are_refused() -> None:
     fields = fields_of(CLIENT_LINK, CLIENT_SAMPLES[3])
-    fields[3][1] = {"TOKEN": 1}  # TaskTemplate.env: dict[str, str]
+    fields[0][3][1] = {"TOKEN": 1}  # ArraySubmission.template.env: dict[str, str]
     with pytest.raises(PeerError):
         CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, requests.SubmitRequest.TAG, *fields))
 
@@ -406,9 +416,9 @@ def test_validation_in_post_init_becomes_a_peer_error() -> None:
 
 def test_frames_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     data = NODE_LINK.encode(NODE_SAMPLES[2])
-    monkeypatch.setattr(cluster.codec, "MAX_FRAME", len(data))
+    monkeypatch.setattr(hqshm.cluster.codec, "MAX_FRAME", len(data))
     assert NODE_LINK.decode(data) == NODE_SAMPLES[2]  # exactly at the limit: fine
-    monkeypatch.setattr(cluster.codec, "MAX_FRAME", len(data) - 1)
+    monkeypatch.setattr(hqshm.cluster.codec, "MAX_FRAME", len(data) - 1)
     with pytest.raises(PeerError, match="exceeds the limit"):
         NODE_LINK.decode(data)
 

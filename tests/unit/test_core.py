@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, SimNode
+from hqshm.cluster.core import NEVER_RESTART, UNLIMITED_CRASHES
+from hqshm.cluster.protocol import (
+    CancelTasks,
+    ComputeTasks,
+    DefineGroup,
+    RetractTasks,
+    StopReason,
+    TaskUpdates,
+)
+from hqshm.cluster.resources import FRACTIONS
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -14,17 +24,6 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-
-from cluster.core import NEVER_RESTART, UNLIMITED_CRASHES
-from cluster.protocol import (
-    CancelTasks,
-    ComputeTasks,
-    DefineGroup,
-    RetractTasks,
-    StopReason,
-    TaskUpdates,
-)
-from cluster.resources import FRACTIONS
 
 COUNTED = (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
 NOT_COUNTED = (

@@ -8,9 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from zmq.utils import z85
-
-from cluster.security import (
+from hqshm.cluster.security import (
     ZAP_ENDPOINT,
     EndpointKeys,
     ZapResponder,
@@ -18,6 +16,7 @@ from cluster.security import (
     secure_client_socket,
     secure_server_socket,
 )
+from zmq.utils import z85
 
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(100, 132))
@@ -197,7 +196,7 @@ def test_zap_refuses_a_peer_that_knows_only_the_server_key(
     zap = ZapResponder(ctx, {"client": keys})
     server = Server(ctx, keys, "client")
     pump = Pump(zap, server)
-    with caplog.at_level(logging.WARNING, logger="cluster.security"):
+    with caplog.at_level(logging.WARNING, logger="hqshm.cluster.security"):
         assert pump.exchange(_client(ctx, _intruder(keys, other), server.port), 1.0) is None
     refusals = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert refusals, "the refusal was not logged"
@@ -330,7 +329,7 @@ def test_handle_ready_does_not_block_when_idle(zap: ZapResponder) -> None:
 def test_refusals_are_logged_on_powers_of_two(
     zap: ZapResponder, asker: zmq.Socket, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="cluster.security"):
+    with caplog.at_level(logging.WARNING, logger="hqshm.cluster.security"):
         for _ in range(9):
             _ask(zap, asker, _request(b"client", b"NULL"))
     counts = [r.args[-1] for r in caplog.records if r.levelno == logging.WARNING]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env
-
-from cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, task_key
+from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, task_key
 
 
 @pytest.fixture

@@ -21,9 +21,19 @@ from fixtures.machines import (
     write_tool,
 )
 from harness import wait_for_pid_exit
+from hqshm.cluster.resources import FRACTIONS, CouplingWeight, PoolKind, ResourcePool
 
-from cluster.resources import FRACTIONS, CouplingWeight, PoolKind, ResourcePool
 from hqshm.errors import UsageError, UserError
+from hqshm.model.resourcespec import (
+    CouplingLink,
+    build_descriptor,
+    descriptor_json,
+    descriptor_summary,
+    parse_coupling,
+    parse_cpus,
+    parse_pool,
+    resolve_coupling,
+)
 from hqshm.node import affinity, gpus
 from hqshm.node.affinity import CpuInfo
 from hqshm.node.config import (
@@ -33,16 +43,6 @@ from hqshm.node.config import (
     detect_memory_mib,
     detect_resources,
     node_resources,
-)
-from hqshm.resourcespec import (
-    CouplingLink,
-    build_descriptor,
-    descriptor_json,
-    descriptor_summary,
-    parse_coupling,
-    parse_cpus,
-    parse_pool,
-    resolve_coupling,
 )
 
 

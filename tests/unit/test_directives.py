@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hqshm import directives
 from hqshm.cli.commands.context import Context
 from hqshm.cli.commands.submit import build_request
 from hqshm.cli.parser import parse
 from hqshm.cli.render import Output
-from hqshm.directives import (
+from hqshm.cli.submit import directives
+from hqshm.cli.submit.directives import (
     SCAN_LIMIT,
     DirectivesNeedStdin,
     InvalidDirective,
@@ -29,8 +29,8 @@ from hqshm.directives import (
     split_arguments,
 )
 from hqshm.errors import UsageError
-from hqshm.requests import SubmitRequest
-from hqshm.resourcespec import request_lines
+from hqshm.model.resourcespec import request_lines
+from hqshm.model.submission import ArraySubmission
 
 INVALID = "You have used invalid parameter(s) after a #HQ directive.\n"
 
@@ -257,7 +257,7 @@ def test_directives_accept_every_submit_option_but_the_rejected_ones() -> None:
 
 def request(
     argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch, stdin: bytes | None = None
-) -> SubmitRequest:
+) -> ArraySubmission:
     monkeypatch.chdir(cwd)
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))

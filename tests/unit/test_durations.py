@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hqshm.durations import (
+from hqshm.errors import UserError
+from hqshm.model.durations import (
     InvalidDuration,
     InvalidWalltime,
     _format_ns,
@@ -15,7 +16,6 @@ from hqshm.durations import (
     parse_hms_or_human,
     parse_human,
 )
-from hqshm.errors import UserError
 
 WALLTIME = "Could not parse PBS walltime. Use either `HH:MM:SS` or humantime format (2hours): "
 UNITS_HINT = (

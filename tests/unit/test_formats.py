@@ -198,10 +198,11 @@ def test_format_worker_resources() -> None:
 def test_client_path_modules_import_nothing_heavy() -> None:
     """`hq` has a start-up budget of ~100 ms: its parsers and renderers stay off numpy/psutil."""
     code = (
-        "import sys, hqshm.arrays, hqshm.durations, hqshm.placeholders, hqshm.cli.tables,"
+        "import sys, hqshm.model.arrays, hqshm.model.durations, hqshm.model.placeholders,"
+        " hqshm.cli.tables,"
         " hqshm.cli.formats; print(sorted({'numpy', 'psutil', 'zmq'} & set(sys.modules)))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert result.stdout.strip() == "[]"

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from core_env import Env
+from hqshm.cluster import core as core_mod
+from hqshm.cluster.core import NEVER_RESTART, Group
+from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
+from hqshm.cluster.resources import cpus_request
 
-from cluster import core as core_mod
-from cluster.core import NEVER_RESTART, Group
-from cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
-from cluster.resources import cpus_request
 from hqshm.errors import UserError
-from hqshm.jobstate import TaskState
-from hqshm.requests import StdioDesc, SubmitRequest, TaskTemplate
+from hqshm.model.submission import ArraySubmission, StdioDesc, TaskTemplate
+from hqshm.model.tasktable import TaskState
 from hqshm.server.jobbook import (
     NEVER_RESTART_ERROR,
     Job,
@@ -89,7 +89,7 @@ def request(
     job_id: int | None = None,
     max_fails: int | None = None,
     crash_limit: int = 5,
-) -> SubmitRequest:
+) -> ArraySubmission:
     template = TaskTemplate(
         args=("sleep", "1"),
         env={},
@@ -99,7 +99,7 @@ def request(
         request=cpus_request(),
         crash_limit=crash_limit,
     )
-    return SubmitRequest(
+    return ArraySubmission(
         "job",
         max_fails,
         "/work",

@@ -7,40 +7,40 @@ import sys
 import textwrap
 
 import pytest
+from hqshm.cluster.resources import FRACTIONS, Policy, RequestVariant, ResourceEntry, cpus_request
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cluster.resources import FRACTIONS, Policy, RequestVariant, ResourceEntry, cpus_request
 from hqshm.cli.commands import jobfile as command
-from hqshm.durations import format_humantime
-from hqshm.errors import UserError
-from hqshm.jobfile import (
+from hqshm.cli.submit.jobfile import (
     CannotRead,
     JobFileError,
     key_lines,
     parse_job_file,
 )
-from hqshm.placeholders import DEFAULT_STDERR, DEFAULT_STDOUT
-from hqshm.requests import GraphTask, StdioDesc, SubmitGraphRequest, SubmitRequest
-from hqshm.resourcespec import request_lines
+from hqshm.errors import UserError
+from hqshm.model.durations import format_humantime
+from hqshm.model.placeholders import DEFAULT_STDERR, DEFAULT_STDOUT
+from hqshm.model.resourcespec import request_lines
+from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask, StdioDesc
 
 PATH = "job.toml"
 SUBMIT_DIR = "/home/user/work"
 
 
-def parse(text: str, job_id: int | None = None) -> SubmitRequest | SubmitGraphRequest:
+def parse(text: str, job_id: int | None = None) -> ArraySubmission | GraphSubmission:
     return parse_job_file(textwrap.dedent(text), PATH, SUBMIT_DIR, job_id)
 
 
 def graph(text: str) -> dict[int, GraphTask]:
     request = parse(text)
-    assert isinstance(request, SubmitGraphRequest)
+    assert isinstance(request, GraphSubmission)
     return {task.id: task for task in request.tasks}
 
 
-def array(text: str) -> SubmitRequest:
+def array(text: str) -> ArraySubmission:
     request = parse(text)
-    assert isinstance(request, SubmitRequest)
+    assert isinstance(request, ArraySubmission)
     return request
 
 
@@ -50,7 +50,7 @@ def error(text: str) -> JobFileError:
     return info.value
 
 
-def task_entries(request: SubmitRequest) -> dict[int, bytes | None]:
+def task_entries(request: ArraySubmission) -> dict[int, bytes | None]:
     """What the server makes of an array request (jobbook): with `entries_by_position` the n-th
     id gets the n-th entry, otherwise ids select entries by index."""
     ids = [i for start, end, step in request.ids for i in range(start, end + 1, step)]
@@ -75,7 +75,7 @@ def test_minimal_task_gets_the_defaults_of_hq_submit() -> None:
         [[task]]
         command = ["sleep", "0"]
     """)
-    assert isinstance(request, SubmitGraphRequest)
+    assert isinstance(request, GraphSubmission)
     assert (request.name, request.max_fails, request.submit_dir) == ("", None, SUBMIT_DIR)
     assert request.job_id is None and request.stream_dir is None
     (task,) = request.tasks
@@ -95,10 +95,10 @@ def test_minimal_task_gets_the_defaults_of_hq_submit() -> None:
 
 def test_parser_stays_off_the_client_and_numpy() -> None:
     code = (
-        "import sys, hqshm.jobfile; print(sorted(m for m in ('numpy', 'psutil', 'zmq') "
+        "import sys, hqshm.cli.submit.jobfile; print(sorted(m for m in ('numpy', 'psutil', 'zmq') "
         "if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
 
 
@@ -278,7 +278,7 @@ def test_long_chain_is_accepted() -> None:
         for i in range(2000)
     )
     request = parse_job_file(text, PATH, SUBMIT_DIR)
-    assert isinstance(request, SubmitGraphRequest)
+    assert isinstance(request, GraphSubmission)
     assert len(request.tasks) == 2000 and request.tasks[-1].deps == (1998,)
 
 
@@ -333,7 +333,7 @@ resources = { "gpus" = 1.1 }
 
 def test_maximal_example() -> None:
     request = parse(MAXIMAL)
-    assert isinstance(request, SubmitGraphRequest)
+    assert isinstance(request, GraphSubmission)
     assert (request.name, request.max_fails) == ("test-job", 11)
     tasks = {t.id: t for t in request.tasks}
     assert list(tasks) == [12, 200, 14]

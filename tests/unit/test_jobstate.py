@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hqshm.jobstate import (
+from hqshm.model.tasktable import (
     COMPLETED,
     STATE_NAMES,
     TaskState,

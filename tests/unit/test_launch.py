@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from hqshm.model.program import PinMode, ProgramSpec, Stdio
 from hqshm.node.launch import LaunchPlan, NodeContext, plan
-from hqshm.program import PinMode, ProgramSpec, Stdio
 
 UID = "aB3xQ9"
 NODE = NodeContext(

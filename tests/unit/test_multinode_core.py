@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env
-
-from cluster.protocol import ComputeTasks, DefineGroup, ReserveNode
-from cluster.resources import RequestVariant, ResourceRequest
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup, ReserveNode
+from hqshm.cluster.resources import RequestVariant, ResourceRequest
 
 
 @pytest.fixture

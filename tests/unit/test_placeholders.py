@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from hqshm.errors import UserError
-from hqshm.placeholders import (
+from hqshm.model.placeholders import (
     CwdPlaceholderInCwd,
     SubmitPaths,
     TaskPaths,

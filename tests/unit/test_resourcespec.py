@@ -5,10 +5,7 @@ import sys
 from itertools import pairwise
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from cluster.resources import (
+from hqshm.cluster.resources import (
     FRACTIONS,
     CouplingWeight,
     Policy,
@@ -19,8 +16,11 @@ from cluster.resources import (
     ResourcePool,
     ResourceRequest,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
 from hqshm.errors import UsageError, UserError
-from hqshm.resourcespec import (
+from hqshm.model.resourcespec import (
     CpusMissing,
     CpusRequestedTwice,
     CpusWithoutIdentity,
@@ -52,7 +52,7 @@ from hqshm.resourcespec import (
     request_json,
     request_lines,
 )
-from hqshm.scanner import U32_MAX
+from hqshm.model.scanner import U32_MAX
 
 
 def listed(name: str, *labels: str) -> ResourcePool:
@@ -794,10 +794,10 @@ def test_request_amount_round_trips(amount: int, policy: Policy, name: str) -> N
 def test_module_stays_light() -> None:
     """`hq submit` imports this module; numpy and psutil must stay out of that path."""
     code = (
-        "import sys, hqshm.resourcespec; "
+        "import sys, hqshm.model.resourcespec; "
         "print(sorted({'numpy', 'psutil', 'zmq'} & set(sys.modules)))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"

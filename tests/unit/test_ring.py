@@ -40,7 +40,6 @@ from hqshm.node.ring import (
 )
 
 PREFIX = "hqshm-test"
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def shm_entries() -> set[str]:
@@ -330,8 +329,8 @@ def test_attach_by_names_from_a_fresh_process(tmp_path: pathlib.Path, ending: st
     down = Ring.create(PREFIX, spill_dir=str(tmp_path))
     up = Ring.create(PREFIX, spill_dir=str(tmp_path))
     names = json.dumps([dataclasses.asdict(down.names), dataclasses.asdict(up.names)])
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, names, ending], env=env)
+    # -P: the installed package, not the checkout that may be the current directory.
+    child = subprocess.Popen([sys.executable, "-P", "-c", CHILD, names, ending])
     try:
         run(down, (1 << 32) | 9, instance=4, cpus=[2, 700], payload=b"hello")
         record = up.pop(timeout=10)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, FakeClock, list_pool, sum_pool
-
-from cluster.protocol import ComputeTasks, DefineGroup, RetractTasks
-from cluster.resources import FRACTIONS, RequestVariant, ResourceEntry, ResourceRequest
-from cluster.scheduler import MAX_PREFILL, PREFILL, PREFILL_BUFFER, prefill_factor
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup, RetractTasks
+from hqshm.cluster.resources import FRACTIONS, RequestVariant, ResourceEntry, ResourceRequest
+from hqshm.cluster.scheduler import MAX_PREFILL, PREFILL, PREFILL_BUFFER, prefill_factor
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hqshm.serverdir import (
+from hqshm.link.serverdir import (
     NoRunningInstance,
     ServerDirUnreadable,
     ServerUnreachable,

@@ -19,11 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hqshm.cli.commands.outputlog import show_lines
-from hqshm.node import launch
-from hqshm.node.executor import FAILED, OK, ExecutorPool, TaskPayload
-from hqshm.node.ring import Record, RecordKind
-from hqshm.program import ProgramSpec, Stdio
-from hqshm.streaming import (
+from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.model.streamformat import (
     MAGIC,
     MAX_DATA,
     Chunk,
@@ -42,6 +39,9 @@ from hqshm.streaming import (
     read_stream_file,
     stream_file_name,
 )
+from hqshm.node import launch
+from hqshm.node.executor import FAILED, OK, ExecutorPool, TaskPayload
+from hqshm.node.ring import Record, RecordKind
 
 HEADER = StreamHeader("aB3xQ9", 7)
 

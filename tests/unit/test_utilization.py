@@ -4,12 +4,11 @@ of it, with the test facts of spec/resources.md §2.2 (a 12-CPU worker, U = 1)."
 from __future__ import annotations
 
 from core_env import Env
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup
+from hqshm.cluster.resources import FRACTIONS, RequestVariant, ResourceEntry, ResourceRequest
+from hqshm.cluster.utilization import Candidate, choose
 from hypothesis import given
 from hypothesis import strategies as st
-
-from cluster.protocol import ComputeTasks, DefineGroup
-from cluster.resources import FRACTIONS, RequestVariant, ResourceEntry, ResourceRequest
-from cluster.utilization import Candidate, choose
 
 CPU = FRACTIONS
 

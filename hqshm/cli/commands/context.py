@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from hqshm import arrays, serverdir
 from hqshm.cli.render import Output
-from hqshm.client import ClientConnection
-from hqshm.requests import Selector
+from hqshm.link import serverdir
+from hqshm.link.client import ClientConnection
+from hqshm.link.requests import Selector
+from hqshm.model import arrays
 
 R = TypeVar("R")
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 
 from hqshm.cli.commands.context import Context
+from hqshm.cli.submit.jobfile import CannotRead, parse_job_file
 from hqshm.errors import os_error_text
-from hqshm.jobfile import CannotRead, parse_job_file
-from hqshm.requests import SubmitResponse
+from hqshm.link.requests import SubmitGraphRequest, SubmitRequest
+from hqshm.link.responses import SubmitResponse
+from hqshm.model.submission import GraphSubmission
 
 
 def read_job_file(path: str) -> str:
@@ -26,7 +28,9 @@ def read_job_file(path: str) -> str:
 
 def run(ctx: Context) -> int:
     path = ctx.args.path
-    request = parse_job_file(read_job_file(path), path, os.getcwd(), job_id=ctx.args.job)
+    submission = parse_job_file(read_job_file(path), path, os.getcwd(), job_id=ctx.args.job)
+    request = (SubmitGraphRequest(submission) if isinstance(submission, GraphSubmission)
+               else SubmitRequest(submission))
     with ctx.connect() as conn:
         response = conn.request(request, SubmitResponse)
     ctx.out.submitted(response.job_id)

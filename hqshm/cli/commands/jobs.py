@@ -6,35 +6,37 @@ import logging
 import sys
 import time
 
-from hqshm.arrays import parse_array
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.errors import UserError
-from hqshm.requests import (
+from hqshm.link.requests import (
     CancelJobsRequest,
-    CancelJobsResponse,
     CloseJobsRequest,
-    CloseJobsResponse,
     ForgetJobsRequest,
-    ForgetJobsResponse,
     JobInfoRequest,
-    JobInfoResponse,
     JobListRequest,
-    JobListResponse,
     JobProgressRequest,
-    JobProgressResponse,
     JobSummaryRequest,
-    JobSummaryResponse,
     OpenJobRequest,
     ResubmitRequest,
-    SubmitResponse,
     TaskIdsRequest,
-    TaskIdsResponse,
     TaskListRequest,
-    TaskListResponse,
     WaitJobsRequest,
+)
+from hqshm.link.responses import (
+    CancelJobsResponse,
+    CloseJobsResponse,
+    ForgetJobsResponse,
+    JobInfoResponse,
+    JobListResponse,
+    JobProgressResponse,
+    JobSummaryResponse,
+    SubmitResponse,
+    TaskIdsResponse,
+    TaskListResponse,
     WaitJobsResponse,
 )
-from hqshm.states import STATE_NAMES
+from hqshm.model.arrays import parse_array
+from hqshm.model.taskstates import STATE_NAMES
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Container, Iterable, Sequence
 from typing import BinaryIO, TextIO
 
-from hqshm.arrays import parse_ranges
 from hqshm.cli.commands.context import Context
 from hqshm.cli.formats import format_bytes
 from hqshm.errors import UserError, os_error_text
-from hqshm.streaming import (
+from hqshm.model.arrays import parse_ranges
+from hqshm.model.streamformat import (
     CorruptStream,
     InstanceStream,
     StreamLog,

@@ -6,11 +6,13 @@ import logging
 import time
 from pathlib import Path
 
-from hqshm import __version__, access
+from hqshm import __version__
 from hqshm.cli.commands.context import Context
-from hqshm.durations import format_humantime, parse_hms_or_human
 from hqshm.errors import UserError
-from hqshm.requests import Ack, ServerInfo, ServerInfoRequest, StopServerRequest
+from hqshm.link import access
+from hqshm.link.requests import ServerInfoRequest, StopServerRequest
+from hqshm.link.responses import Ack, ServerInfo
+from hqshm.model.durations import format_humantime, parse_hms_or_human
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -11,26 +11,17 @@ import subprocess
 import sys
 import time
 
-from hqshm import directives, placeholders, resourcespec
-from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges
 from hqshm.cli.render import Output
-from hqshm.client import ClientConnection
-from hqshm.durations import parse_hms_or_human
+from hqshm.cli.submit import directives
 from hqshm.errors import UsageError, UserError
-from hqshm.requests import (
-    JobProgressRequest,
-    JobProgressResponse,
-    Notification,
-    Selector,
-    StdioDesc,
-    SubmitRequest,
-    SubmitResponse,
-    TaskRef,
-    TaskTemplate,
-    WaitJobsRequest,
-    WaitJobsResponse,
-)
+from hqshm.link.client import ClientConnection
+from hqshm.link.requests import JobProgressRequest, Selector, SubmitRequest, WaitJobsRequest
+from hqshm.link.responses import JobProgressResponse, Notification, SubmitResponse, WaitJobsResponse
+from hqshm.model import placeholders, resourcespec
+from hqshm.model.arrays import parse_array, parse_single
+from hqshm.model.durations import parse_hms_or_human
+from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef, TaskTemplate
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -165,7 +156,7 @@ def _read_head(path: str) -> bytes | None:
         return None
 
 
-def build_request(ctx: Context) -> SubmitRequest:
+def build_request(ctx: Context) -> ArraySubmission:
     args = ctx.args
     command = list(args.program)
     if command and command[0] == "--":
@@ -192,7 +183,7 @@ def build_request(ctx: Context) -> SubmitRequest:
     if args.time_request or args.nodes or args.weight is not None:
         from dataclasses import replace
 
-        from cluster.resources import FRACTIONS
+        from hqshm.cluster.resources import FRACTIONS
 
         min_time = parse_hms_or_human(args.time_request) if args.time_request else 0.0
         weight = FRACTIONS
@@ -244,7 +235,7 @@ def build_request(ctx: Context) -> SubmitRequest:
         retries=args.retries,
     )
     _warn(template, ids, entries, cwd)
-    return SubmitRequest(
+    return ArraySubmission(
         name=name,
         max_fails=args.max_fails,
         submit_dir=os.getcwd(),
@@ -316,7 +307,7 @@ def run(ctx: Context) -> int:
     if on_notify is not None and not (ctx.args.wait or ctx.args.progress):
         raise UserError("--on-notify needs --wait or --progress: notifications reach a client "
                         "only while it waits for the job")
-    request = build_request(ctx)
+    request = SubmitRequest(build_request(ctx))
     with ctx.connect() as conn:
         response = conn.request(request, SubmitResponse)
         ctx.out.submitted(response.job_id)

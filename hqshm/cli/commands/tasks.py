@@ -6,20 +6,13 @@ import logging
 import os
 import time
 
-from hqshm.arrays import parse_array, parse_single
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.cli.commands.jobs import parse_state_filter
 from hqshm.errors import UserError
-from hqshm.requests import (
-    Selector,
-    TaskExplainRequest,
-    TaskExplainResponse,
-    TaskInfoRequest,
-    TaskInfoResponse,
-    TaskListRequest,
-    TaskListResponse,
-)
-from hqshm.states import STATE_NAMES
+from hqshm.link.requests import Selector, TaskExplainRequest, TaskInfoRequest, TaskListRequest
+from hqshm.link.responses import TaskExplainResponse, TaskInfoResponse, TaskListResponse
+from hqshm.model.arrays import parse_array, parse_single
+from hqshm.model.taskstates import STATE_NAMES
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -6,22 +6,15 @@ from __future__ import annotations
 import logging
 import time
 
-from hqshm import resourcespec
-from hqshm.arrays import parse_single
 from hqshm.cli.commands.context import Context, selector
-from hqshm.durations import parse_hms_or_human
 from hqshm.errors import UsageError, UserError
+from hqshm.link.requests import Selector, StopWorkersRequest, WorkerInfoRequest, WorkerListRequest
+from hqshm.link.responses import StopWorkersResponse, WorkerListResponse, WorkerView
+from hqshm.model import resourcespec
+from hqshm.model.arrays import parse_single
+from hqshm.model.durations import parse_hms_or_human
+from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node.config import DETECTABLE, system_root
-from hqshm.requests import (
-    Selector,
-    StopWorkersRequest,
-    StopWorkersResponse,
-    WorkerConfiguration,
-    WorkerInfoRequest,
-    WorkerListRequest,
-    WorkerListResponse,
-    WorkerView,
-)
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cluster.resources import (
+from hqshm.cli import formats
+from hqshm.cluster.resources import (
     FRACTIONS,
     CouplingWeight,
     Policy,
@@ -28,9 +29,8 @@ from cluster.resources import (
     ResourcePool,
     ResourceRequest,
 )
-from hqshm.cli import formats
 from hqshm.errors import UsageError, UserError
-from hqshm.scanner import Scanner
+from hqshm.model.scanner import Scanner
 
 FRACTION_DIGITS = 4
 # `NxM` is expanded into labels; beyond this a typo would exhaust memory (use `range(...)`).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cluster.codec import Registry
+from hqshm.cluster.codec import Registry
 
 PROGRAM = Registry("program", 1)
 

@@ -16,7 +16,7 @@ from math import gcd
 from typing import ClassVar
 
 from hqshm.errors import UserError
-from hqshm.scanner import U32_MAX, Scanner
+from hqshm.model.scanner import U32_MAX, Scanner
 
 
 class InvalidIdSet(UserError):

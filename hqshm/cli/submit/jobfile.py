@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
-from cluster.resources import (
+from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
     RequestVariant,
@@ -26,18 +26,18 @@ from cluster.resources import (
     ResourceRequest,
     cpus_request,
 )
-from hqshm import placeholders, resourcespec
-from hqshm.arrays import IdRange, IdSet, parse_ranges
-from hqshm.durations import parse_human
 from hqshm.errors import UserError
-from hqshm.requests import (
+from hqshm.model import placeholders, resourcespec
+from hqshm.model.arrays import IdRange, IdSet, parse_ranges
+from hqshm.model.durations import parse_human
+from hqshm.model.scanner import U32_MAX
+from hqshm.model.submission import (
+    ArraySubmission,
+    GraphSubmission,
     GraphTask,
     StdioDesc,
-    SubmitGraphRequest,
-    SubmitRequest,
     TaskTemplate,
 )
-from hqshm.scanner import U32_MAX
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
 
@@ -101,8 +101,8 @@ def invalid_dependencies(task_id: int) -> str:
 
 def parse_job_file(
     text: str, path: str, submit_dir: str, job_id: int | None = None
-) -> SubmitRequest | SubmitGraphRequest:
-    """The request of `hq job submit-file PATH [--job JOB_ID]`; `path` is only for errors."""
+) -> ArraySubmission | GraphSubmission:
+    """The submission of `hq job submit-file PATH [--job JOB_ID]`; `path` is only for errors."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -125,7 +125,7 @@ def parse_job_file(
             top.table("array", ARRAY_KEYS), name, max_fails, stream, submit_dir, job_id
         )
     graph = [_graph_task(t, stream is not None) for t in top.tables("task", TASK_KEYS)]
-    return SubmitGraphRequest(
+    return GraphSubmission(
         name=name,
         max_fails=max_fails,
         submit_dir=submit_dir,
@@ -155,7 +155,7 @@ def _array_request(
     stream: str | None,
     submit_dir: str,
     job_id: int | None,
-) -> SubmitRequest | SubmitGraphRequest:
+) -> ArraySubmission | GraphSubmission:
     template = _template(t, stream is not None)
     ids_text = t.string("ids")
     entries = t.strings("entries") or None  # HQ treats `entries = []` as not given
@@ -166,7 +166,7 @@ def _array_request(
     by_position = bool(ranges) and entries is not None
     if by_position and len(ids) != len(entries):
         raise t.error(IDS_ENTRIES_MISMATCH, "entries")
-    return SubmitRequest(
+    return ArraySubmission(
         name=name,
         max_fails=max_fails,
         submit_dir=submit_dir,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hqshm.states import COMPLETED, STATE_NAMES, TaskState, job_state, parse_states
+from hqshm.model.taskstates import COMPLETED, STATE_NAMES, TaskState, job_state, parse_states
 
 __all__ = ["COMPLETED", "STATE_NAMES", "TaskState", "TaskTable", "job_state", "merge_counts",
            "parse_states"]

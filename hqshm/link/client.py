@@ -15,13 +15,15 @@ from typing import TypeVar
 
 import zmq
 
-from cluster.codec import MAX_FRAME
-from cluster.errors import PeerError, VersionMismatch
-from cluster.monitor import monitor_event
-from cluster.security import derive_keys, secure_client_socket
-from hqshm import __version__, access, serverdir
+from hqshm import __version__
+from hqshm.cluster.codec import MAX_FRAME
+from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.monitor import monitor_event
+from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
-from hqshm.requests import CLIENT_LINK, ErrorResponse, Notification
+from hqshm.link import access, serverdir
+from hqshm.link.requests import CLIENT_LINK
+from hqshm.link.responses import ErrorResponse, Notification
 
 CONNECT_TIMEOUT = 10.0
 _EVENTS = (

@@ -1,0 +1,88 @@
+"""What a user submits: task templates and the two shapes of a submission.
+
+A submission is the job model's value; the client wraps it in a request of the client link
+(hqshm/link/requests.py) and the server's job book takes it as it is. Ids travel as ranges, never
+expanded, so a million-task array is a few integers here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hqshm.cluster.resources import ResourceRequest
+
+Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
+
+
+@dataclass(frozen=True, slots=True)
+class StdioDesc:
+    kind: str  # "file" | "none" | "stream"
+    path: str = ""
+    rm_if_finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTemplate:
+    """What a user asked to run, before the server resolves placeholders."""
+
+    args: tuple[str, ...]
+    env: dict[str, str] = field(repr=False)
+    cwd: str
+    stdout: StdioDesc
+    stderr: StdioDesc
+    request: ResourceRequest
+    priority: int = 0
+    time_limit: float | None = None
+    crash_limit: int = 5  # 0 = unlimited, -1 = never-restart
+    pin: str = "none"
+    task_dir: bool = False
+    stdin: bytes = field(default=b"", repr=False)
+    retries: int = 0  # beyond HQ: re-run a task that exits non-zero up to this many times
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """Tasks of an earlier job: all of them (``tasks`` None) or the given ids."""
+
+    job_id: int
+    tasks: Ranges | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTask:
+    """One task of a job file: its own template, explicit id, dependencies and entry."""
+
+    id: int
+    template: TaskTemplate
+    deps: tuple[int, ...] = ()
+    entry: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySubmission:
+    """Many tasks of one template (`hq submit`, a job file's `[array]`), ids as ranges."""
+
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    template: TaskTemplate
+    ids: Ranges  # explicit task ids; with entries, selects which entries become tasks
+    entries: tuple[bytes, ...] | None = None  # raw: --each-line passes bytes (HQ_ENTRY)
+    job_id: int | None = None  # submit into an open job
+    stream_dir: str | None = None  # --stream DIR (placeholders unresolved)
+    after: tuple[TaskRef, ...] = ()  # beyond HQ: start only once these tasks finished
+    # Job files' [array] pairs ids[i] with entries[i] and keeps the ids as given; `hq submit`
+    # selects entries by index and numbers them on from the open job's tasks.
+    entries_by_position: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSubmission:
+    """Individual tasks with dependencies between them (`hq job submit-file` with [[task]])."""
+
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    tasks: tuple[GraphTask, ...]
+    job_id: int | None = None
+    stream_dir: str | None = None

@@ -1,0 +1,49 @@
+"""A worker's settings as it reports them when it registers (the rows of `hq worker info`).
+
+The node sends its configuration to the server as the opaque ``info`` of its registration; it has
+its own small codec so that the node needs nothing of the client link to build it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hqshm.cluster.codec import Registry
+from hqshm.cluster.errors import PeerError
+from hqshm.cluster.resources import ResourceDescriptor
+
+WORKER_CONFIG = Registry("worker configuration", 1)
+
+
+@WORKER_CONFIG.message
+@dataclass(frozen=True, slots=True)
+class WorkerConfiguration:
+    """A worker's settings, as it reported them when it registered (worker info rows)."""
+
+    TAG: ClassVar[int] = 1
+    hostname: str
+    work_dir: str
+    heartbeat: float
+    idle_timeout: float | None
+    time_limit: float | None
+    on_server_lost: str
+    group: str
+    pid: int
+    listen_address: str
+    resources: ResourceDescriptor
+    manager: str = "None"  # "None" | "PBS" | "SLURM"
+    manager_job_id: str | None = None
+    overview_interval: float | None = None
+    min_utilization: float = 0.0
+
+    def encode(self) -> bytes:
+        return WORKER_CONFIG.encode(self)
+
+
+def decode_configuration(data: bytes) -> WorkerConfiguration:
+    """The registration's ``info``; raises ``PeerError`` for anything else."""
+    config = WORKER_CONFIG.decode(data)
+    if not isinstance(config, WorkerConfiguration):
+        raise PeerError("not a worker configuration")
+    return config
