@@ -20,15 +20,9 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from hqshm.cli.streamlog import StreamLog, list_stream_files, read_stream_file
 from hqshm.model.program import ProgramSpec, Stdio
-from hqshm.model.streamformat import (
-    StreamHeader,
-    StreamLog,
-    encode_header,
-    encode_record,
-    list_stream_files,
-    read_stream_file,
-)
+from hqshm.model.streamformat import StreamHeader, encode_header, encode_record
 from hqshm.node import launch
 from hqshm.node.executor import ExecutorPool, TaskPayload
 from hqshm.node.ring import RecordKind

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field
 FRACTIONS = 10_000
 
 
+def format_amount(amount: int) -> str:
+    """A fixed-point amount as users write it: `2`, `0.5`, `105.1` (also weights)."""
+    sign = "-" if amount < 0 else ""
+    whole, fraction = divmod(abs(amount), FRACTIONS)
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{fraction:04d}".rstrip("0")
+
+
 class Policy(enum.IntEnum):
     """Allocation policy of a request on grouped pools (spec/resources.md §3)."""
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .core import Core, Group, Outbox, Worker, assign, assign_multinode, reserve, retract
+from .core import Core, Group, Outbox, Worker
+from .reactor import assign, assign_multinode, reserve, retract
 from .utilization import Candidate, choose
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import zmq
 
-from . import core as core_mod
+from . import reactor
 from .codec import MAX_FRAME
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
@@ -218,9 +218,9 @@ class ServerLoop:
             return
         worker.last_seen = now
         if isinstance(message, TaskUpdates):
-            core_mod.on_task_updates(self.core, self.out, wid, message, now)
+            reactor.on_task_updates(self.core, self.out, wid, message, now)
         elif isinstance(message, TasksRetracted):
-            core_mod.on_tasks_retracted(self.core, self.out, wid, message.keys, now)
+            reactor.on_tasks_retracted(self.core, self.out, wid, message.keys, now)
         elif isinstance(message, Heartbeat):
             pass
         elif isinstance(message, TaskNotification):
@@ -231,7 +231,7 @@ class ServerLoop:
             self._bad_peer_wid(wid, f"unexpected {type(message).__name__}", now)
 
     def _register(self, routing_id: bytes, fd: int, msg: RegisterNode, now: float) -> None:
-        worker = core_mod.add_worker(
+        worker = reactor.add_worker(
             self.core, msg.hostname, msg.resources, msg.group, msg.time_limit, now,
             msg.min_utilization,
         )
@@ -257,7 +257,7 @@ class ServerLoop:
         self.by_routing_id.pop(link.routing_id, None)
         if self.by_fd.get(link.fd) == wid:
             del self.by_fd[link.fd]
-        core_mod.on_worker_lost(self.core, self.out, wid, reason, now)
+        reactor.on_worker_lost(self.core, self.out, wid, reason, now)
         self.hooks.node_left(wid, reason, now)
 
     def stop_worker(self, wid: int, now: float) -> None:

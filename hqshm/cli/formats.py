@@ -12,8 +12,8 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from hqshm.cli.tables import paint
+from hqshm.cluster.resources import FRACTIONS, format_amount
 
-AMOUNT_UNIT = 10_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -45,15 +45,6 @@ def format_mem_mib(mib: float) -> str:
     if mib < 512:
         return f"{mib:.2f} MiB"
     return f"{mib / 1024:.2f} GiB"
-
-
-def format_amount(amount: int) -> str:
-    """A fixed-point amount: `2`, `0.5`, `105.1`; also used for weights (`[weight: 2.5]`)."""
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), AMOUNT_UNIT)
-    if not fraction:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{fraction:04d}".rstrip("0")
 
 
 def format_local_datetime(ts: float) -> str:
@@ -131,7 +122,7 @@ def format_stdio(path: str | None, streamed: bool = False) -> str:
 
 def format_request(
     entries: Sequence[tuple[str, int | None, str]],
-    weight: int = AMOUNT_UNIT,
+    weight: int = FRACTIONS,
     n_nodes: int = 0,
 ) -> str:
     """One resource variant: `(name, fixed-point amount or None for all, policy word)` entries
@@ -143,7 +134,7 @@ def format_request(
         f"{name}: all" if amount is None else f"{name}: {format_amount(amount)} {policy}"
         for name, amount, policy in sorted(entries, key=lambda entry: entry[0])
     ]
-    if weight != AMOUNT_UNIT:
+    if weight != FRACTIONS:
         lines.append(f"[weight: {format_amount(weight)}]")
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 """Worker resource definitions and task resource requests as users write them, and back.
 
 Parsers (spec/resources.md §1-2, cli.md §4-5) turn `--cpus`/`--resource` values into the values
-of cluster/resources.py; formatters give HQ's display forms (output.md §1.5, §3.4, §4.2, §4.6).
-Everything here is pure and on the `hq submit` path, so it imports nothing heavy.
+of cluster/resources.py, and ``format_request`` gives a request back in HQ's words (a task's
+`HQ_RESOURCE_REQUEST_*`). Everything here is pure and on the `hq submit` path, so it imports
+nothing heavy. A worker's pools are checked together in hqshm/model/descriptor.py; the CLI's
+display forms are in hqshm/cli/resourceview.py.
 
 A range pool keeps only `start`/`end` (its `groups` are empty), so that `range(1-1000000)` is
 two integers until a node allocates from it; code here reads ranges through `start`/`end`.
@@ -14,20 +16,17 @@ parsers; errors found when the parsed values are checked together are plain `Use
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from hqshm.cli import formats
 from hqshm.cluster.resources import (
     FRACTIONS,
-    CouplingWeight,
     Policy,
     PoolKind,
     RequestVariant,
-    ResourceDescriptor,
     ResourceEntry,
     ResourcePool,
     ResourceRequest,
+    format_amount,
 )
 from hqshm.errors import UsageError, UserError
 from hqshm.model.scanner import Scanner
@@ -44,20 +43,6 @@ POLICY_WORDS: dict[int, str] = {
     Policy.SCATTER: "scatter",
 }
 _POLICY_BY_WORD = {word: Policy(policy) for policy, word in POLICY_WORDS.items()}
-# Names of HQ's `AllocationRequest` variants in JSON (output.md §4.6).
-_POLICY_JSON = {
-    Policy.COMPACT: "Compact",
-    Policy.FORCE_COMPACT: "ForceCompact",
-    Policy.TIGHT: "Tight",
-    Policy.FORCE_TIGHT: "ForceTight",
-    Policy.SCATTER: "Scatter",
-}
-_KIND_JSON = {
-    PoolKind.LIST: "list",
-    PoolKind.RANGE: "range",
-    PoolKind.GROUPS: "groups",
-    PoolKind.SUM: "sum",
-}
 # Characters that end a bare list item (spec/resources.md §1); whitespace ends it too.
 _BARE_STOPS = frozenset(',[]"')
 
@@ -101,44 +86,6 @@ class CpusWithoutIdentity(UsageError):
 
 class ResourceEmpty(UserError):
     template: ClassVar[str] = "Resource {name} is empty"
-
-
-class ResourceDefinedTwice(UserError):
-    template: ClassVar[str] = "Resource {name} defined twice"
-
-
-class CpusMissing(UserError):
-    template: ClassVar[str] = "Resource 'cpus' is missing"
-
-
-class InvalidCoupling(UsageError):
-    """A `--coupling` value that does not parse; clap's wording, HQ's details (§3.3)."""
-
-    template: ClassVar[str] = "error: invalid value '{text}' for '--coupling <COUPLING>': {detail}"
-
-
-class CouplingResourceNotFound(UserError):
-    template: ClassVar[str] = "Resource not found: {name}"
-
-
-class CouplingSingleGroup(UserError):
-    template: ClassVar[str] = "Resource '{name}' has only a single group"
-
-
-class CouplingInvalidGroup(UserError):
-    template: ClassVar[str] = "Invalid group id {group} for resource '{name}'"
-
-
-class CouplingWithItself(UserError):
-    """Ours: HQ's spec is silent; a group cannot prefer another group of its own pool."""
-
-    template: ClassVar[str] = "Resource '{name}' cannot be coupled with itself"
-
-
-class CouplingDefinedTwice(UserError):
-    """Ours: two weights for one pair of groups would make the preference ambiguous."""
-
-    template: ClassVar[str] = "Coupling {link} is defined more than once"
 
 
 class InvalidResourceRequest(UsageError):
@@ -218,14 +165,14 @@ class _Scanner(Scanner):
             self.pos = end + 1
             return value
         begin = self.pos
-        while self.pos < len(self.text) and not _ends_bare_word(self.text[self.pos]):
+        while self.pos < len(self.text) and not ends_bare_word(self.text[self.pos]):
             self.pos += 1
         if self.pos == begin:
             raise self.fail("expected an item")
         return self.text[begin : self.pos]
 
 
-def _ends_bare_word(char: str) -> bool:
+def ends_bare_word(char: str) -> bool:
     return char in _BARE_STOPS or char.isspace()
 
 
@@ -288,7 +235,7 @@ def _parse_definition(name: str, text: str, bare_count: bool) -> ResourcePool:
         raise scanner.fail("unexpected text after the definition")
     if name == "cpus" and pool.kind == PoolKind.SUM:
         raise CpusWithoutIdentity()
-    if _is_empty(pool):
+    if is_empty(pool):
         raise ResourceEmpty(name=name)
     return pool
 
@@ -385,138 +332,16 @@ def _counted(scanner: _Scanner, name: str, bare_count: bool) -> ResourcePool:
     return ResourcePool(name, PoolKind.GROUPS, groups)
 
 
-def _item_count(pool: ResourcePool) -> int:
+def item_count(pool: ResourcePool) -> int:
     if pool.kind == PoolKind.RANGE:
         return pool.end - pool.start + 1
     return sum(len(group) for group in pool.groups)
 
 
-def _is_empty(pool: ResourcePool) -> bool:
-    return pool.size <= 0 if pool.kind == PoolKind.SUM else _item_count(pool) <= 0
+def is_empty(pool: ResourcePool) -> bool:
+    return pool.size <= 0 if pool.kind == PoolKind.SUM else item_count(pool) <= 0
 
 
-def build_descriptor(
-    pools: Sequence[ResourcePool], coupling: Sequence[CouplingLink] = ()
-) -> ResourceDescriptor:
-    """A worker's pools sorted by name, as HQ checks them at worker start, and its coupling."""
-    ordered = sorted(pools, key=lambda pool: pool.name)
-    for index, pool in enumerate(ordered):
-        if index and ordered[index - 1].name == pool.name:
-            raise ResourceDefinedTwice(name=pool.name)
-        if _is_empty(pool):
-            raise ResourceEmpty(name=pool.name)
-    if not any(pool.name == "cpus" for pool in ordered):
-        raise CpusMissing()
-    return ResourceDescriptor(tuple(ordered), resolve_coupling(coupling, ordered))
-
-
-# -- coupling (spec/resources.md §3.3, output.md §4.2) ----------------------------------------
-
-DEFAULT_COUPLING_WEIGHT = 256
-MAX_COUPLING_WEIGHT = 0xFFFF  # HQ's weights are positive 16-bit integers
-# Characters that end a resource name or a group index of `--coupling`.
-_COUPLING_STOPS = frozenset("[]:,=")
-
-
-@dataclass(frozen=True, slots=True)
-class CouplingLink:
-    """One `res[g]:res[g][=weight]` item as written, before the worker's pools are known."""
-
-    resource1: str
-    group1: int
-    resource2: str
-    group2: int
-    weight: int = DEFAULT_COUPLING_WEIGHT
-
-    def __str__(self) -> str:
-        return f"{self.resource1}[{self.group1}]:{self.resource2}[{self.group2}]"
-
-
-def parse_coupling(text: str) -> tuple[CouplingLink, ...]:
-    """`--coupling cpus[0]:gpus[0],cpus[1]:gpus[1]=64` into links; names are checked later,
-    against the pools the worker ends up with (detection runs after parsing)."""
-    # HQ's details are bare ("Missing '['"), without the position other grammars add.
-    scanner = Scanner(text, lambda detail, _where: InvalidCoupling(text=text, detail=detail))
-    links = []
-    while True:
-        resource1, group1 = _coupling_end(scanner)
-        scanner.skip_space()
-        if scanner.peek() != ":":
-            raise scanner.fail("Missing ':'")
-        scanner.pos += 1
-        resource2, group2 = _coupling_end(scanner)
-        scanner.skip_space()
-        weight = DEFAULT_COUPLING_WEIGHT
-        if scanner.peek() == "=":
-            scanner.pos += 1
-            scanner.skip_space()
-            token = _coupling_token(scanner)
-            if not (token.isascii() and token.isdigit()) or not (
-                0 < int(token) <= MAX_COUPLING_WEIGHT
-            ):
-                raise scanner.fail(f"Invalid weight: {token}")
-            weight = int(token)
-            scanner.skip_space()
-        links.append(CouplingLink(resource1, group1, resource2, group2, weight))
-        if scanner.at_end():
-            return tuple(links)
-        if scanner.peek() != ",":
-            raise scanner.fail("Missing ','")
-        scanner.pos += 1
-
-
-def _coupling_end(scanner: Scanner) -> tuple[str, int]:
-    """`name[index]`."""
-    scanner.skip_space()
-    try:
-        name = check_resource_name(_coupling_token(scanner))
-    except InvalidResourceName as exc:
-        raise scanner.fail(str(exc)) from None
-    if scanner.peek() != "[":
-        raise scanner.fail("Missing '['")
-    scanner.pos += 1
-    token = _coupling_token(scanner).strip()
-    if not (token.isascii() and token.isdigit()):
-        raise scanner.fail(f"Invalid group index: {token}")
-    if scanner.peek() != "]":
-        raise scanner.fail("Missing ']'")
-    scanner.pos += 1
-    return name, int(token)
-
-
-def _coupling_token(scanner: Scanner) -> str:
-    begin = scanner.pos
-    while not scanner.at_end() and scanner.peek() not in _COUPLING_STOPS:
-        scanner.pos += 1
-    return scanner.text[begin : scanner.pos].rstrip()
-
-
-def resolve_coupling(
-    links: Sequence[CouplingLink], pools: Sequence[ResourcePool]
-) -> tuple[CouplingWeight, ...]:
-    """Links as weights between indices of the name-sorted `pools` (HQ's descriptor form):
-    each pair normalised to the smaller resource index first, then sorted."""
-    index = {pool.name: i for i, pool in enumerate(pools)}
-    weights: dict[tuple[int, int, int, int], int] = {}
-    for link in links:
-        for name in (link.resource1, link.resource2):
-            if name not in index:
-                raise CouplingResourceNotFound(name=name)
-        if link.resource1 == link.resource2:
-            raise CouplingWithItself(name=link.resource1)
-        ends = []
-        for name, group in ((link.resource1, link.group1), (link.resource2, link.group2)):
-            pool = pools[index[name]]
-            if pool.kind != PoolKind.GROUPS or len(pool.groups) < 2:
-                raise CouplingSingleGroup(name=name)
-            if group >= len(pool.groups):
-                raise CouplingInvalidGroup(group=group, name=name)
-            ends.append((index[name], group))
-        (r1, g1), (r2, g2) = sorted(ends)
-        if (r1, g1, r2, g2) in weights:
-            raise CouplingDefinedTwice(link=str(link))
-        weights[(r1, g1, r2, g2)] = link.weight
-    return tuple(CouplingWeight(*key, weight) for key, weight in sorted(weights.items()))
 
 
 # -- task resource requests (spec/resources.md §2) -------------------------------------------
@@ -574,138 +399,14 @@ def parse_submit_resources(
     return ResourceRequest((RequestVariant(tuple(entries), 0, min_time, weight),))
 
 
-# -- display (spec/output.md §1.5, §3.4) -----------------------------------------------------
+# -- environment of a task (spec/jobs.md §6) ---------------------------------------------------
 
 
 def format_request(entry: ResourceEntry) -> str:
     """`1 compact`, `2 scatter`, `1.1 compact`, `all` (also `HQ_RESOURCE_REQUEST_<name>`)."""
     if entry.all:
         return "all"
-    return f"{formats.format_amount(entry.amount)} {POLICY_WORDS[entry.policy]}"
-
-
-def request_lines(request: ResourceRequest) -> str:
-    """The `Resources` cell of job and task info: one block per variant."""
-    return formats.format_request_variants(
-        [
-            formats.format_request(
-                [
-                    (entry.name, None if entry.all else entry.amount, POLICY_WORDS[entry.policy])
-                    for entry in variant.entries
-                ],
-                weight=variant.weight,
-                n_nodes=variant.n_nodes,
-            )
-            for variant in request.variants
-        ]
-    )
-
-
-def pool_summary(pool: ResourcePool) -> str:
-    """Item count, group shape (`4x2`, `1x1 1x2 1x3`), amount, or memory for `mem`."""
-    if pool.kind == PoolKind.SUM:
-        if pool.name == "mem":
-            return formats.format_mem_mib(pool.size / FRACTIONS)
-        return formats.format_amount(pool.size)
-    if pool.kind == PoolKind.GROUPS:
-        return formats.format_group_sizes([len(group) for group in pool.groups])
-    return str(_item_count(pool))
-
-
-def descriptor_summary(desc: ResourceDescriptor, multiline: bool) -> str:
-    """`cpus 4x2; fairy 10001000` (worker list) or `cpus: 4x2\\nfairy: 10001000` (worker
-    info, hwdetect); coupled resources get ` [coupled]`."""
-    coupled = {
-        desc.pools[index].name
-        for weight in desc.coupling
-        for index in (weight.resource1_idx, weight.resource2_idx)
-        if 0 <= index < len(desc.pools)
-    }
-    return formats.format_worker_resources(
-        [(pool.name, pool_summary(pool)) for pool in desc.pools], multiline, coupled
-    )
-
-
-def pool_full_description(pool: ResourcePool) -> str:
-    """hwdetect's "Full Description" of a pool, which `parse_pool` reads back.
-
-    HQ prints labels bare; a label that a bare word cannot hold is quoted here so that the
-    text stays a valid definition.
-    """
-    if pool.kind == PoolKind.SUM:
-        return f"sum({formats.format_amount(pool.size)})"
-    if pool.kind == PoolKind.RANGE:
-        if pool.start == pool.end:
-            return f"[{pool.start}]"
-        return f"range({pool.start}-{pool.end})"
-    if pool.kind == PoolKind.GROUPS:
-        return "[" + ",".join(_label_list(group) for group in pool.groups) + "]"
-    return _label_list(tuple(label for group in pool.groups for label in group))
-
-
-def _label_list(labels: Sequence[str]) -> str:
-    return "[" + ",".join(_quoted(label) for label in labels) + "]"
-
-
-def _quoted(label: str) -> str:
-    if label and not any(_ends_bare_word(char) for char in label):
-        return label
-    return f'"{label}"'
-
-
-# -- JSON (spec/output.md §4.2, §4.6) ----------------------------------------------------------
-
-
-def descriptor_json(desc: ResourceDescriptor) -> dict[str, Any]:
-    """The resource descriptor of `worker list/info/start` and `worker hwdetect` in JSON."""
-    return {
-        "resources": [_pool_json(pool) for pool in desc.pools],
-        "coupling": {
-            "weights": [
-                {
-                    "resource1_idx": weight.resource1_idx,
-                    "group1_idx": weight.group1_idx,
-                    "resource2_idx": weight.resource2_idx,
-                    "group2_idx": weight.group2_idx,
-                    "weight": weight.weight,
-                }
-                for weight in desc.coupling
-            ]
-        },
-    }
-
-
-def _pool_json(pool: ResourcePool) -> dict[str, Any]:
-    item: dict[str, Any] = {"name": pool.name, "kind": _KIND_JSON[PoolKind(pool.kind)]}
-    if pool.kind == PoolKind.LIST:
-        item["values"] = [label for group in pool.groups for label in group]
-    elif pool.kind == PoolKind.RANGE:
-        item["start"] = pool.start
-        item["end"] = pool.end
-    elif pool.kind == PoolKind.GROUPS:
-        item["groups"] = [list(group) for group in pool.groups]
-    else:
-        item["size"] = pool.size
-    return item
-
-
-def request_json(request: ResourceRequest) -> list[dict[str, Any]]:
-    """The `resources` list of a task description in `job info` JSON, one item per variant."""
-    return [
-        {
-            "n_nodes": variant.n_nodes,
-            "min_time": float(variant.min_time),
-            "weight": variant.weight,
-            "resources": [
-                {
-                    "resource": entry.name,
-                    "request": "All" if entry.all else {_POLICY_JSON[entry.policy]: entry.amount},
-                }
-                for entry in variant.entries
-            ],
-        }
-        for variant in request.variants
-    ]
+    return f"{format_amount(entry.amount)} {POLICY_WORDS[entry.policy]}"
 
 
 def env_name(resource_name: str) -> str:

@@ -18,11 +18,10 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hqshm.cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
 from hqshm.model.arrays import compress_ids
-from hqshm.model.resourcespec import CouplingLink, build_descriptor
+from hqshm.model.descriptor import CouplingLink, build_descriptor
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +30,18 @@ SYSTEM_ROOT_VARIABLE = "HQSHM_SYSFS_ROOT"
 
 
 @dataclass(frozen=True, slots=True)
+class ServerEndpoint:
+    """Where the node connects, and the worker secret of the server's access file (None: the
+    server accepts workers without authentication). The node's caller reads the access file."""
+
+    host: str
+    port: int
+    secret: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeOptions:
-    server_dir: Path
+    server: ServerEndpoint
     cpus: ResourcePool | None = None
     resources: tuple[ResourcePool, ...] = ()
     coupling: tuple[CouplingLink, ...] = ()

@@ -35,9 +35,10 @@ import msgpack
 
 from hqshm import errors
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
-from hqshm.model.streamformat import READ_SIZE, StreamError, StreamFiles, TaskStream
+from hqshm.model.streamformat import READ_SIZE
 from hqshm.node import affinity, launch
 from hqshm.node.ring import Record, RecordKind, Ring, open_doorbell
+from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
 logger = logging.getLogger(__name__)
 

@@ -55,7 +55,6 @@ from hqshm.cluster.protocol import (
 from hqshm.cluster.resources import FRACTIONS, RequestVariant
 from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
-from hqshm.link import access, serverdir
 from hqshm.model.resourcespec import env_name, format_request
 from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node import affinity, launch, notify
@@ -159,7 +158,6 @@ class Node:
         self.own_work_root = None if options.work_dir else tempfile.mkdtemp(prefix="hq-worker")
         self.work_dir = options.work_dir or os.path.join(self.own_work_root or "", "work")
         os.makedirs(self.work_dir, exist_ok=True)
-        self.access_record = self._read_access()
         self.descriptor = node_resources(options).descriptor  # coupling included
         self.allocator = Allocator(self.descriptor)
         cpu_pool = self.descriptor.pool("cpus")
@@ -212,17 +210,6 @@ class Node:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    def _read_access(self) -> access.AccessRecord:
-        server_dir = self.options.server_dir
-        path = serverdir.find_access_file(
-            server_dir, default_dir=serverdir.default_server_dir(self.options.env))
-        record = access.read_access_file(path)
-        access.check_version(record, __version__)
-        if record.worker is None:
-            raise UserError(f"The access file {path} holds no worker credentials "
-                            "(it is a client-only file)")
-        return record
-
     def _real_numa(self) -> dict[int, int]:
         if self.options.memory_binding == "none":
             return {}
@@ -258,9 +245,8 @@ class Node:
 
     def connect(self, wake_fd: int, signals: list[int]) -> None:
         """Register, retrying as HQ does; a refused handshake or a signal ends it at once."""
-        endpoint = self.access_record.worker
-        assert endpoint is not None
-        secret = access.secret_bytes(endpoint)
+        endpoint = self.options.server
+        secret = endpoint.secret
         self.context = zmq.Context()
         sock = self.context.socket(zmq.DEALER)
         sock.linger = 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import zmq
 
 from hqshm import __version__
-from hqshm.cluster import core as core_mod
+from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
 from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification, split_key
 from hqshm.cluster.security import ZapResponder, derive_keys
@@ -213,7 +213,7 @@ class Server(ServerControl):
 
     def add_groups(self, groups: Sequence[NewGroup]) -> None:
         for new in groups:
-            core_mod.add_group(self.core, new.group, new.deps, new.after)
+            reactor.add_group(self.core, new.group, new.deps, new.after)
 
     def explain(self, job: Job, task_id: int) -> TaskExplainResponse:
         return explain_task(self.core, self.book, job, task_id, time.time())
@@ -235,7 +235,7 @@ class Server(ServerControl):
         return len(worker.assigned) + len(worker.running), len(worker.running), role
 
     def _cancel_groups(self, gids: object) -> None:
-        core_mod.cancel_groups(self.core, self.loop.out, gids)  # type: ignore[arg-type]
+        reactor.cancel_groups(self.core, self.loop.out, gids)  # type: ignore[arg-type]
 
 
 def _drain(sock: socket.socket) -> None:

@@ -329,7 +329,7 @@ def test_damaged_files_are_reported_and_the_rest_is_read(hq_env: HqEnv) -> None:
 
 
 def test_stream_file_header_names_the_worker(hq_env: HqEnv) -> None:
-    from hqshm.model.streamformat import read_header
+    from hqshm.cli.streamlog import read_header
 
     hq_env.start_server()
     hq_env.start_worker()

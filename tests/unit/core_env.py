@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from hqshm.cluster import core as core_mod
+from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Group, Worker
 from hqshm.cluster.protocol import (
     NODE_LINK,
@@ -210,7 +210,7 @@ class Env:
     ) -> Worker:
         all_pools = tuple(sorted((cpus_pool(cpus), *pools), key=lambda p: p.name))
         wid = self.core.next_worker_id
-        return core_mod.add_worker(
+        return reactor.add_worker(
             self.core,
             hostname or f"node{wid}",
             ResourceDescriptor(all_pools),
@@ -257,7 +257,7 @@ class Env:
             retries=retries,
             entries=list(entries) if entries is not None else None,
         )
-        core_mod.add_group(self.core, group, deps, after)
+        reactor.add_group(self.core, group, deps, after)
         self.groups[gid] = group
         return group
 
@@ -267,10 +267,10 @@ class Env:
         schedule(self.core, self.out, self.clock.now())
 
     def lose(self, worker: Worker, reason: str = StopReason.CONNECTION_LOST) -> None:
-        core_mod.on_worker_lost(self.core, self.out, worker.wid, reason, self.clock.now())
+        reactor.on_worker_lost(self.core, self.out, worker.wid, reason, self.clock.now())
 
     def cancel(self, *groups: Group) -> None:
-        core_mod.cancel_groups(self.core, self.out, [g.gid for g in groups])
+        reactor.cancel_groups(self.core, self.out, [g.gid for g in groups])
 
     # --- what a node would report (through the codec) ---------------------------------------
 
@@ -291,12 +291,12 @@ class Env:
         self.updates(worker, TaskUpdates(failed=failed))
 
     def updates(self, worker: Worker, msg: TaskUpdates) -> None:
-        core_mod.on_task_updates(self.core, self.out, worker.wid, round_trip(msg), self.clock.now())
+        reactor.on_task_updates(self.core, self.out, worker.wid, round_trip(msg), self.clock.now())
 
     def give_back(self, worker: Worker, keys: Iterable[int]) -> None:
         """The node answers ``RetractTasks`` with the keys it had not started."""
         msg = round_trip(TasksRetracted(tuple(keys)))
-        core_mod.on_tasks_retracted(self.core, self.out, worker.wid, msg.keys, self.clock.now())
+        reactor.on_tasks_retracted(self.core, self.out, worker.wid, msg.keys, self.clock.now())
 
     # --- looking ----------------------------------------------------------------------------
 

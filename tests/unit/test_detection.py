@@ -23,22 +23,16 @@ from fixtures.machines import (
 from harness import wait_for_pid_exit
 from hqshm.cluster.resources import FRACTIONS, CouplingWeight, PoolKind, ResourcePool
 
+from hqshm.cli.resourceview import descriptor_json, descriptor_summary
 from hqshm.errors import UsageError, UserError
-from hqshm.model.resourcespec import (
-    CouplingLink,
-    build_descriptor,
-    descriptor_json,
-    descriptor_summary,
-    parse_coupling,
-    parse_cpus,
-    parse_pool,
-    resolve_coupling,
-)
+from hqshm.model.descriptor import CouplingLink, build_descriptor, parse_coupling, resolve_coupling
+from hqshm.model.resourcespec import parse_cpus, parse_pool
 from hqshm.node import affinity, gpus
 from hqshm.node.affinity import CpuInfo
 from hqshm.node.config import (
     DETECTABLE,
     NodeOptions,
+    ServerEndpoint,
     detect_cpus,
     detect_memory_mib,
     detect_resources,
@@ -349,7 +343,7 @@ def test_synthetic_root_gives_gpus_of_its_proc_and_kfd(tmp_path: Path) -> None:
 
 def options(tmp_path: Path, **fields: object) -> NodeOptions:
     fields.setdefault("env", no_tools(tmp_path))
-    return NodeOptions(server_dir=tmp_path / "server", system_root=str(tmp_path), **fields)
+    return NodeOptions(server=ServerEndpoint("localhost", 1), system_root=str(tmp_path), **fields)
 
 
 def test_node_detects_only_what_was_not_given(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from hqshm.cli.commands.context import Context
 from hqshm.cli.commands.submit import build_request
 from hqshm.cli.parser import parse
 from hqshm.cli.render import Output
+from hqshm.cli.resourceview import request_lines
 from hqshm.cli.submit import directives
 from hqshm.cli.submit.directives import (
     SCAN_LIMIT,
@@ -29,7 +30,6 @@ from hqshm.cli.submit.directives import (
     split_arguments,
 )
 from hqshm.errors import UsageError
-from hqshm.model.resourcespec import request_lines
 from hqshm.model.submission import ArraySubmission
 
 INVALID = "You have used invalid parameter(s) after a #HQ directive.\n"

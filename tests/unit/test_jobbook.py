@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from core_env import Env
-from hqshm.cluster import core as core_mod
+from hqshm.cluster import reactor
 from hqshm.cluster.core import NEVER_RESTART, Group
 from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
 from hqshm.cluster.resources import cpus_request
@@ -422,12 +422,12 @@ def wired(book: Book) -> Env:
     """An env whose core reports to the real book, and whose book cancels in that core."""
     env = Env()
     env.out.events = book.book
-    book.book.cancel_groups = lambda gids: core_mod.cancel_groups(env.core, env.out, gids)
+    book.book.cancel_groups = lambda gids: reactor.cancel_groups(env.core, env.out, gids)
     return env
 
 
 def add(env: Env, group: Group) -> Group:
-    core_mod.add_group(env.core, group)
+    reactor.add_group(env.core, group)
     env.groups[group.gid] = group
     return group
 

@@ -12,16 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hqshm.cli.commands import jobfile as command
-from hqshm.cli.submit.jobfile import (
-    CannotRead,
-    JobFileError,
-    key_lines,
-    parse_job_file,
-)
+from hqshm.cli.resourceview import request_lines
+from hqshm.cli.submit.jobfile import CannotRead, JobFileError, parse_job_file
+from hqshm.cli.submit.tomlkeys import key_lines
 from hqshm.errors import UserError
 from hqshm.model.durations import format_humantime
 from hqshm.model.placeholders import DEFAULT_STDERR, DEFAULT_STDOUT
-from hqshm.model.resourcespec import request_lines
 from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask, StdioDesc
 
 PATH = "job.toml"

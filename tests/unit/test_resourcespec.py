@@ -19,9 +19,17 @@ from hqshm.cluster.resources import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hqshm.cli.resourceview import (
+    descriptor_json,
+    descriptor_summary,
+    pool_full_description,
+    pool_summary,
+    request_json,
+    request_lines,
+)
 from hqshm.errors import UsageError, UserError
+from hqshm.model.descriptor import CpusMissing, ResourceDefinedTwice, build_descriptor
 from hqshm.model.resourcespec import (
-    CpusMissing,
     CpusRequestedTwice,
     CpusWithoutIdentity,
     EmptyGroup,
@@ -34,12 +42,8 @@ from hqshm.model.resourcespec import (
     ListItemsNotUnique,
     PrecisionExceeded,
     RequestDefinedTwice,
-    ResourceDefinedTwice,
     ResourceEmpty,
     ZeroRequest,
-    build_descriptor,
-    descriptor_json,
-    descriptor_summary,
     env_name,
     format_request,
     parse_cpus,
@@ -47,10 +51,6 @@ from hqshm.model.resourcespec import (
     parse_request_amount,
     parse_resource_arg,
     parse_submit_resources,
-    pool_full_description,
-    pool_summary,
-    request_json,
-    request_lines,
 )
 from hqshm.model.scanner import U32_MAX
 

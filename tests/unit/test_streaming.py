@@ -19,6 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hqshm.cli.commands.outputlog import show_lines
+from hqshm.cli.streamlog import (
+    StreamLog,
+    list_stream_files,
+    read_header,
+    read_stream,
+    read_stream_file,
+)
 from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.model.streamformat import (
     MAGIC,
@@ -26,22 +33,15 @@ from hqshm.model.streamformat import (
     Chunk,
     CorruptStream,
     StreamDecoder,
-    StreamError,
-    StreamFiles,
     StreamHeader,
-    StreamLog,
-    TaskStream,
     encode_header,
     encode_record,
-    list_stream_files,
-    read_header,
-    read_stream,
-    read_stream_file,
     stream_file_name,
 )
 from hqshm.node import launch
 from hqshm.node.executor import FAILED, OK, ExecutorPool, TaskPayload
 from hqshm.node.ring import Record, RecordKind
+from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
 HEADER = StreamHeader("aB3xQ9", 7)
 

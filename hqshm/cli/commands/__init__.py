@@ -1,4 +1,8 @@
-"""`hq` commands, one module per group; ``dispatch`` picks the function for parsed arguments."""
+"""`hq` commands, one module per group; ``dispatch`` picks the function for parsed arguments.
+
+Each command reads its arguments from a ``Context``, reaches the server through ``hqshm.link``
+(or runs a server or node itself) and prints only through ``hqshm.cli.render``.
+"""
 
 from __future__ import annotations
 

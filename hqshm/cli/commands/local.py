@@ -104,9 +104,9 @@ def start(ctx: Context) -> int:
             ctx.request(StopServerRequest(), Ack, timeout=5.0)
         raise
     view = workers[0]  # type: ignore[index]
-    from hqshm.model import resourcespec
+    from hqshm.cli.resourceview import descriptor_summary
 
-    cpus = resourcespec.descriptor_summary(view.config.resources, multiline=False)
+    cpus = descriptor_summary(view.config.resources, multiline=False)
     if ctx.out.mode == "json":
         ctx.out.json({"server_dir": str(server_dir), "server_pid": info.pid,
                       "worker_pid": view.config.pid, "worker_id": view.id})

@@ -15,16 +15,16 @@ from typing import BinaryIO, TextIO
 
 from hqshm.cli.commands.context import Context
 from hqshm.cli.formats import format_bytes
-from hqshm.errors import UserError, os_error_text
-from hqshm.model.arrays import parse_ranges
-from hqshm.model.streamformat import (
-    CorruptStream,
+from hqshm.cli.streamlog import (
     InstanceStream,
     StreamLog,
     list_stream_files,
     read_header,
     read_stream_file,
 )
+from hqshm.errors import UserError, os_error_text
+from hqshm.model.arrays import parse_ranges
+from hqshm.model.streamformat import CorruptStream
 
 logger = logging.getLogger("hqshm.cli")
 

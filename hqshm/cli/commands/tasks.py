@@ -11,10 +11,13 @@ from hqshm.cli.commands.jobs import parse_state_filter
 from hqshm.errors import UserError
 from hqshm.link.requests import Selector, TaskExplainRequest, TaskInfoRequest, TaskListRequest
 from hqshm.link.responses import TaskExplainResponse, TaskInfoResponse, TaskListResponse
+from hqshm.model import notification
 from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.taskstates import STATE_NAMES
 
 logger = logging.getLogger("hqshm.cli")
+
+NOTIFY_REPLY_TIMEOUT = 10.0
 
 
 def run(ctx: Context, command: str) -> int:
@@ -63,16 +66,36 @@ def _single_job(text: str) -> Selector:
 
 def notify_task(ctx: Context) -> int:
     """`hq task notify MESSAGE`, from inside a task: to its worker, no server connection."""
-    from hqshm.node import notify
-
     env = ctx.env
     key = env.get("HQ_ACCESS_KEY")
-    notify.parse_key(key)
+    notification.parse_key(key)
     try:
         ids = [int(env[name]) for name in ("HQ_JOB_ID", "HQ_TASK_ID", "HQ_INSTANCE_ID")]
     except (KeyError, ValueError):
         raise UserError("HQ_JOB_ID, HQ_TASK_ID and HQ_INSTANCE_ID must be set as in a "
                         "task") from None
-    notify.send(key, *ids, os.fsencode(ctx.args.message))
+    send_notification(key, *ids, os.fsencode(ctx.args.message))
     ctx.out.empty()
     return 0
+
+
+def send_notification(key: str | None, job_id: int, task_id: int, instance: int,
+                      message: bytes) -> None:
+    """Deliver one message to the task's node and wait for its answer."""
+    import secrets
+    import socket
+
+    name, token = notification.parse_key(key)
+    datagram = notification.encode_notice(token, job_id, task_id, instance, message)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + f"hqshm-notify-client-{secrets.token_hex(8)}")
+        sock.settimeout(NOTIFY_REPLY_TIMEOUT)
+        try:
+            sock.sendto(datagram, "\0" + name)
+            data = sock.recv(notification.MAX_DATAGRAM)
+        except OSError as exc:
+            raise notification.NotifyFailed(
+                reason=f"the worker does not answer ({exc})") from None
+    error = notification.decode_answer(data)
+    if error:
+        raise notification.NotifyFailed(reason=error)

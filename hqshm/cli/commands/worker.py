@@ -6,15 +6,17 @@ from __future__ import annotations
 import logging
 import time
 
+from hqshm.cli import resourceview
 from hqshm.cli.commands.context import Context, selector
 from hqshm.errors import UsageError, UserError
 from hqshm.link.requests import Selector, StopWorkersRequest, WorkerInfoRequest, WorkerListRequest
 from hqshm.link.responses import StopWorkersResponse, WorkerListResponse, WorkerView
 from hqshm.model import resourcespec
 from hqshm.model.arrays import parse_single
+from hqshm.model.descriptor import build_descriptor, parse_coupling
 from hqshm.model.durations import parse_hms_or_human
 from hqshm.model.workerconfig import WorkerConfiguration
-from hqshm.node.config import DETECTABLE, system_root
+from hqshm.node.config import DETECTABLE, ServerEndpoint, system_root
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -77,9 +79,9 @@ def start(ctx: Context) -> int:
         )
     if not 0.0 <= args.min_utilization <= 1.0:
         raise UserError("Minimal utilization has to be in the interval [0.0, 1.0].")
-    coupling = resourcespec.parse_coupling(args.coupling) if args.coupling is not None else ()
+    coupling = parse_coupling(args.coupling) if args.coupling is not None else ()
     options = NodeOptions(
-        server_dir=ctx.server_dir,
+        server=server_endpoint(ctx),
         cpus=cpus,
         resources=tuple(resources),
         coupling=coupling,
@@ -107,6 +109,22 @@ def start(ctx: Context) -> int:
     return node.run()
 
 
+def server_endpoint(ctx: Context) -> ServerEndpoint:
+    """Where the node connects: the worker part of the server directory's access file."""
+    from hqshm import __version__
+    from hqshm.link import access, serverdir
+
+    path = serverdir.find_access_file(ctx.server_dir,
+                                      default_dir=serverdir.default_server_dir(ctx.env))
+    record = access.read_access_file(path)
+    access.check_version(record, __version__)
+    if record.worker is None:
+        raise UserError(f"The access file {path} holds no worker credentials "
+                        "(it is a client-only file)")
+    return ServerEndpoint(record.worker.host, record.worker.port,
+                          access.secret_bytes(record.worker))
+
+
 def hwdetect(ctx: Context) -> int:
     """What `worker start` would detect with default detection; no server needed (§3.4)."""
     from hqshm.node.config import detect_resources
@@ -117,15 +135,15 @@ def hwdetect(ctx: Context) -> int:
         root=system_root(ctx.env),
         no_hyper_threading=ctx.args.no_hyper_threading,
     )
-    desc = resourcespec.build_descriptor(detected.pools)
+    desc = build_descriptor(detected.pools)
     if ctx.out.mode == "json":
-        ctx.out.json(resourcespec.descriptor_json(desc))
+        ctx.out.json(resourceview.descriptor_json(desc))
     elif ctx.out.mode == "cli":
         full = "\n".join(
-            f"{pool.name}: {resourcespec.pool_full_description(pool)}" for pool in desc.pools
+            f"{pool.name}: {resourceview.pool_full_description(pool)}" for pool in desc.pools
         )
         ctx.out.line(
-            f"Summary:\n{resourcespec.descriptor_summary(desc, multiline=True)}\n\n"
+            f"Summary:\n{resourceview.descriptor_summary(desc, multiline=True)}\n\n"
             f"Full Description:\n{full}"
         )
     return 0

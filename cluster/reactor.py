@@ -1,0 +1,436 @@
+"""The server's task core reacting to what happens: handlers of nodes' reports, lost workers,
+new groups, cancels and retractions.
+
+Handlers are functions of (core, outbox, input, now): no sockets and no clock inside, so tests
+drive them directly. They keep every invariant of ``core.Core.check``: a task is in exactly one
+place, and a worker's committed amounts are what its placed tasks hold. Decisions are messages
+in the outbox; what happened to tasks goes to the product through ``outbox.events``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from .core import NEVER_RESTART, UNLIMITED_CRASHES, Core, Group, Outbox, Placed, Worker
+from .protocol import (
+    CancelTasks,
+    ComputeTasks,
+    DefineGroup,
+    ReserveNode,
+    RetractTasks,
+    Started,
+    StopReason,
+    TaskUpdates,
+)
+from .resources import ResourceDescriptor
+
+logger = logging.getLogger(__name__)
+
+
+def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: str,
+               time_limit: float | None, now: float, min_utilization: float = 0.0) -> Worker:
+    wid = core.next_worker_id
+    core.next_worker_id += 1
+    deadline = None if time_limit is None else now + time_limit
+    worker = Worker(wid, hostname, resources, group, deadline, last_seen=now,
+                    min_utilization=min_utilization)
+    core.workers[wid] = worker
+    core.needs_scheduling = True
+    logger.debug("Worker %d added to the core", wid)
+    return worker
+
+
+def add_group(core: Core, group: Group, deps: Mapping[int, Sequence[int]] | None = None,
+              after: Sequence[int] = ()) -> None:
+    """Add a group; ``deps`` and ``after`` name only prerequisites that have not finished yet.
+
+    With ``deps`` (per-task prerequisites, job files) every task without any is ready at once
+    and the others wait; ``after`` holds the whole group until all those tasks finished.
+    """
+    core.groups[group.gid] = group
+    if deps is not None:
+        group.cursor = len(group.keys)
+        for key in group.keys.tolist():
+            prerequisites = deps.get(key, ())
+            if not prerequisites:
+                group.requeued.append(key)
+                continue
+            core.deps_waiting[key] = len(prerequisites)
+            core.blocked_group[key] = group.gid
+            for prerequisite in prerequisites:
+                core.dependants.setdefault(prerequisite, []).append(key)
+    group.barrier = len(after)
+    for prerequisite in after:
+        core.barrier_dependants.setdefault(prerequisite, []).append(group.gid)
+    core.needs_scheduling = True
+
+
+def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int],
+           variant: int = 0) -> None:
+    """Send tasks to a worker (defining the group on that link first)."""
+    if not keys:
+        return
+    amounts = worker.amounts(group, variant)
+    assert amounts is not None
+    if group.gid not in worker.sent_groups:
+        worker.sent_groups.add(group.gid)
+        out.send(worker.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
+    placed = (group.gid, variant)
+    for key in keys:
+        worker.assigned[key] = placed
+    for name, amount in amounts.items():
+        worker.committed[name] += amount * len(keys)
+    instances: tuple[int, ...] = ()
+    if group.instances:
+        instances = tuple(group.instances.get(k, 0) for k in keys)
+        if not any(instances):
+            instances = ()
+    entries: tuple[bytes, ...] = ()
+    if group.entries is not None:
+        entries = tuple(group.entry_of(k) for k in keys)
+    out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
+
+
+def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: Group,
+                     key: int, variant: int) -> None:
+    """Reserve whole workers for one multi-node task; the first (root) runs it."""
+    root = members[0]
+    placed = (group.gid, variant)
+    root.amounts_cache[placed] = {}  # it holds the node as a whole, not amounts of it
+    if group.gid not in root.sent_groups:
+        root.sent_groups.add(group.gid)
+        out.send(root.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
+    root.assigned[key] = placed
+    instance = group.instances.get(key, 0)
+    entries = (group.entry_of(key),) if group.entries is not None else ()
+    out.send(root.wid, ComputeTasks(group.gid, (key,), (instance,) if instance else (),
+                                    entries, tuple(w.hostname for w in members)))
+    for member in members:
+        member.reserved_for = key
+        if member is not root:
+            out.send(member.wid, ReserveNode(key))
+    core.multinode[key] = [w.wid for w in members]
+    out.events.task_nodes(key, [w.wid for w in members])
+
+
+def release_nodes(core: Core, out: Outbox, key: int) -> None:
+    """A multi-node task ended or went back: its workers are free again."""
+    for index, wid in enumerate(core.multinode.pop(key, ())):
+        worker = core.workers.get(wid)
+        if worker is None or worker.reserved_for != key:
+            continue
+        worker.reserved_for = None
+        if index:  # the root knows: its task ended; secondary nodes are told
+            out.send(wid, ReserveNode(0))
+    core.needs_scheduling = True
+
+
+def _release(core: Core, worker: Worker, placed: Placed) -> Group | None:
+    """Give back what a task held on a worker; works after its group is gone (canceled)."""
+    worker.commit(worker.amounts_of(placed), -1)
+    return core.groups.get(placed[0])
+
+
+def _end(core: Core, group: Group | None) -> None:
+    if group is not None:
+        group.active -= 1
+        if group.active <= 0:
+            del core.groups[group.gid]
+
+
+def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: float) -> None:
+    worker = core.workers.get(wid)
+    if worker is None:
+        return
+    worker.last_seen = now
+    started: list[Started] = []
+    for item in msg.started:
+        key = item[0]
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
+            continue  # canceled meanwhile, or already retracted
+        _drop_reservation(core, worker.retracting.pop(key, None), key)
+        worker.running[key] = _as_chosen(core, worker, placed, item[3])
+        started.append(item)
+    if started:
+        out.events.tasks_started(wid, started)
+    if msg.finished:
+        finished = [item for item in msg.finished if _ended(core, out, worker, item)]
+        if finished:
+            out.events.tasks_finished(wid, finished)
+            for item in finished:
+                _task_done(core, item[0])
+    if msg.failed:
+        failed = []
+        for item in msg.failed:
+            placed = worker.running.get(item[0]) or worker.assigned.get(item[0])
+            # Looked up before _ended, which forgets a group whose last task ended.
+            group = core.groups.get(placed[0]) if placed is not None else None
+            if placed is None or not _ended(core, out, worker, item):
+                continue
+            if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
+                _retry(core, out, group, item[0])
+            else:
+                failed.append(item[:6])
+        if failed:
+            out.events.tasks_failed(wid, failed)
+            _tasks_dead(core, out, [item[0] for item in failed], ())
+    core.needs_scheduling = True
+
+
+def _as_chosen(core: Core, worker: Worker, placed: Placed, variant: int) -> Placed:
+    """The node may start a task with another variant than we counted: count what it uses."""
+    group = core.groups.get(placed[0])
+    if variant == placed[1] or group is None or variant >= len(group.request.variants):
+        return placed
+    chosen = worker.amounts(group, variant)
+    if chosen is None:
+        return placed  # a variant that never fits here: a confused node; keep our count
+    worker.commit(worker.amounts_of(placed), -1)
+    worker.commit(chosen, +1)
+    return (placed[0], variant)
+
+
+def _ended(core: Core, out: Outbox, worker: Worker,
+           item: tuple) -> bool:  # type: ignore[type-arg]
+    """Take an ended task off its worker; False if it was no longer there (canceled)."""
+    key = item[0]
+    placed = worker.running.pop(key, None)
+    if placed is None:
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
+            return False
+    _drop_reservation(core, worker.retracting.pop(key, None), key)
+    group = _release(core, worker, placed)
+    if group is not None:
+        group.ran += 1
+        group.ran_time += max(0.0, item[3] - item[2])
+    _end(core, group)
+    release_nodes(core, out, key)
+    return True
+
+
+def _retry(core: Core, out: Outbox, group: Group, key: int) -> None:
+    """Run a task that exited non-zero again, under a new instance id."""
+    group.attempts[key] = group.attempts.get(key, 0) + 1
+    instance = group.instances.get(key, 0) + 1
+    group.instances[key] = instance
+    group.active += 1  # _ended counted it as ended
+    if group.gid not in core.groups:
+        core.groups[group.gid] = group
+    group.give_back([key])
+    out.events.tasks_requeued([key], [instance])
+
+
+def _task_done(core: Core, key: int) -> None:
+    """A task finished: release what waited for it."""
+    for dependant in core.dependants.pop(key, ()):
+        left = core.deps_waiting.get(dependant)
+        if left is None:
+            continue
+        if left > 1:
+            core.deps_waiting[dependant] = left - 1
+            continue
+        del core.deps_waiting[dependant]
+        group = core.groups.get(core.blocked_group.pop(dependant))
+        if group is not None:
+            group.requeued.append(dependant)
+    for gid in core.barrier_dependants.pop(key, ()):
+        group = core.groups.get(gid)
+        if group is not None and group.barrier > 0:
+            group.barrier -= 1
+    core.needs_scheduling = True
+
+
+def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[Group]) -> None:
+    """Tasks and whole groups that will never finish: abort everything that depends on them.
+
+    Aborted tasks die in turn, so this walks the dependants transitively. Groups held by a
+    barrier die whole. The product hears once, with every aborted task and group.
+    """
+    stack = list(keys)
+    dead = list(groups)
+    aborted_keys: list[int] = []
+    aborted: list[Group] = []
+    while stack or dead:
+        while dead:
+            group = dead.pop()
+            # Its blocked tasks die with it, and what others wait for inside it is dead too.
+            for key in [k for k, g in core.blocked_group.items() if g == group.gid]:
+                del core.blocked_group[key]
+                core.deps_waiting.pop(key, None)
+            stack.extend(k for k in [*core.dependants, *core.barrier_dependants]
+                         if group.holds(k))
+        if not stack:
+            break
+        key = stack.pop()
+        for dependant in core.dependants.pop(key, ()):
+            if core.deps_waiting.pop(dependant, None) is None:
+                continue
+            gid = core.blocked_group.pop(dependant)
+            aborted_keys.append(dependant)
+            stack.append(dependant)
+            _end(core, core.groups.get(gid))
+        for gid in core.barrier_dependants.pop(key, ()):
+            group = core.groups.get(gid)
+            if group is not None and group not in aborted:
+                aborted.append(group)
+                dead.append(group)
+    if aborted:
+        _drop_groups(core, out, [g.gid for g in aborted])
+    if aborted_keys or aborted:
+        out.events.tasks_aborted(aborted_keys, [g.gid for g in aborted])
+
+
+def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
+                       now: float) -> None:
+    """Tasks given back by a node: hand them to the thief that asked, or back to the pool."""
+    worker = core.workers.get(wid)
+    if worker is None:
+        return
+    by_target: dict[int | None, dict[int, list[int]]] = {}
+    for key in keys:
+        placed = worker.assigned.pop(key, None)
+        if placed is None:
+            continue
+        thief = worker.retracting.pop(key, None)
+        if _release(core, worker, placed) is None:
+            continue
+        by_target.setdefault(thief, {}).setdefault(placed[0], []).append(key)
+    # Keys asked for but not returned have started there: the thief's reservation lapses.
+    for key in [k for k in worker.retracting if k not in worker.assigned]:
+        _drop_reservation(core, worker.retracting.pop(key), key)
+    for thief_id, per_group in by_target.items():
+        thief = core.workers.get(thief_id) if thief_id is not None else None
+        for gid, group_keys in per_group.items():
+            group = core.groups[gid]
+            variant = None
+            if thief is not None:
+                for key in group_keys:
+                    incoming = thief.incoming.get(key)
+                    if incoming is not None:
+                        variant = incoming[1]
+                    _drop_reservation(core, thief_id, key)
+            if thief is not None and variant is not None:
+                assign(core, out, thief, group, group_keys, variant)
+            else:
+                group.give_back(group_keys)
+    core.needs_scheduling = True
+
+
+def reserve(core: Core, thief: Worker, key: int, gid: int, variant: int) -> None:
+    """Hold room on a thief for a task that is being retracted elsewhere for it."""
+    amounts = thief.amounts(core.groups[gid], variant)
+    assert amounts is not None
+    thief.incoming[key] = (gid, variant)
+    thief.commit(amounts, +1)
+
+
+def _drop_reservation(core: Core, thief_id: int | None, key: int) -> None:
+    thief = core.workers.get(thief_id) if thief_id is not None else None
+    if thief is None:
+        return
+    placed = thief.incoming.pop(key, None)
+    if placed is not None:
+        _release(core, thief, placed)
+
+
+def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+    """Forget every unfinished task of these groups, killing the running ones on their nodes."""
+    gid_set = set(gids)
+    for worker in core.workers.values():
+        doomed = [k for k, p in worker.assigned.items() if p[0] in gid_set]
+        doomed += [k for k, p in worker.running.items() if p[0] in gid_set]
+        if not doomed:
+            continue
+        for key in doomed:
+            placed = worker.assigned.pop(key, None) or worker.running.pop(key)
+            _drop_reservation(core, worker.retracting.pop(key, None), key)
+            _release(core, worker, placed)
+        out.send(worker.wid, CancelTasks(tuple(doomed)))
+        for key in doomed:
+            release_nodes(core, out, key)
+    for key in [k for k, g in core.blocked_group.items() if g in gid_set]:
+        del core.blocked_group[key]
+        core.deps_waiting.pop(key, None)
+    for gid in gid_set:
+        core.groups.pop(gid, None)
+    core.needs_scheduling = True
+
+
+def cancel_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+    """The product ends these groups (cancel, max-fails): their dependants are aborted."""
+    groups = [core.groups[g] for g in gids if g in core.groups]
+    _drop_groups(core, out, [g.gid for g in groups])
+    _tasks_dead(core, out, (), groups)
+
+
+def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -> None:
+    """Every task the worker held goes back with a new instance id; crashes are counted.
+
+    Instances grow for assigned tasks too: a node that lost its link may already have started
+    one without the news reaching us, and a task must never run twice under one instance.
+    Only a lost connection or heartbeat counts as a crash (spec/jobs.md §8.3).
+    """
+    worker = core.workers.pop(wid, None)
+    if worker is None:
+        return
+    # Reservations first: the events below may cancel groups (max-fails), and the thieves
+    # must have their room back whatever happens to the tasks.
+    for other in core.workers.values():
+        for key, thief in other.retracting.items():
+            if thief == wid:
+                other.retracting[key] = None
+    for key, thief in worker.retracting.items():
+        _drop_reservation(core, thief, key)
+    # A lost secondary node leaves its multi-node task alone (spec/jobs.md §8.3); a lost root
+    # gives the task back below, and its other nodes are free again.
+    held = worker.reserved_for
+    if held is not None and held not in worker.assigned and held not in worker.running:
+        members = core.multinode.get(held)
+        if members is not None and wid in members:
+            members.remove(wid)
+    for key in [*worker.assigned, *worker.running]:
+        release_nodes(core, out, key)
+    crash = reason in (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
+    requeued_keys: list[int] = []
+    requeued_instances: list[int] = []
+    crashed: dict[bool, tuple[list[int], list[int]]] = {}
+    for key, gid, was_running in [(k, p[0], False) for k, p in worker.assigned.items()] + [
+        (k, p[0], True) for k, p in worker.running.items()
+    ]:
+        group = core.groups.get(gid)
+        if group is None:
+            continue
+        instance = group.instances.get(key, 0) + 1
+        group.instances[key] = instance
+        if was_running and (crash or group.crash_limit == NEVER_RESTART):
+            count = group.crashes.get(key, 0) + 1
+            group.crashes[key] = count
+            never = group.crash_limit == NEVER_RESTART
+            if never or (group.crash_limit != UNLIMITED_CRASHES and count >= group.crash_limit):
+                keys, counts = crashed.setdefault(never, ([], []))
+                keys.append(key)
+                counts.append(count)
+                _end(core, group)
+                continue
+        group.give_back([key])
+        requeued_keys.append(key)
+        requeued_instances.append(instance)
+    if requeued_keys:
+        out.events.tasks_requeued(requeued_keys, requeued_instances)
+    for never, (keys, counts) in crashed.items():
+        out.events.tasks_crashed(wid, keys, counts, never)
+        _tasks_dead(core, out, keys, ())
+    logger.info(
+        "Worker %d lost (%s); %d running and %d queued tasks returned",
+        wid, reason, len(worker.running), len(worker.assigned),
+    )
+    core.needs_scheduling = True
+
+
+def retract(out: Outbox, worker: Worker, keys: list[int], thief: int | None) -> None:
+    for key in keys:
+        worker.retracting[key] = thief
+    out.send(worker.wid, RetractTasks(tuple(keys)))
