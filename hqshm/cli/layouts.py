@@ -23,6 +23,8 @@ from hqshm.model.arrays import compress_ids
 from hqshm.model.durations import format_humantime, format_short_duration
 from hqshm.model.submission import Ranges, TaskTemplate
 
+LAUNCHER_FALLBACK = "Python fallback, tasks start about 3x slower"
+
 
 def resources_view():  # noqa: ANN202 - the resourceview module
     """Imported on first use: job and task lists never show resources (start-up time)."""
@@ -87,6 +89,8 @@ def worker_rows(w: WorkerView, state_text: str) -> list[tuple[str, str]]:
         ("Manager Job ID", c.manager_job_id or "N/A"),
         ("Last task started", last),
     ]
+    if c.launcher_fallback:  # not in HQ: a node without the compiled launcher is slow
+        rows.append(("Task launcher", f"{LAUNCHER_FALLBACK}: {c.launcher_fallback}"))
     if w.ended_at is None:
         if w.multinode:
             info = f"running multinode task; {w.multinode} node"

@@ -36,6 +36,9 @@ class WorkerConfiguration:
     manager_job_id: str | None = None
     overview_interval: float | None = None
     min_utilization: float = 0.0
+    # Why tasks start through Python's os functions, about 3x slower, instead of the compiled
+    # launcher; empty when the node has it (shown so that a broken install is noticed).
+    launcher_fallback: str = ""
 
     def encode(self) -> bytes:
         return WORKER_CONFIG.encode(self)

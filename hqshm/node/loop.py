@@ -241,6 +241,7 @@ class Node:
             resources=self.descriptor,
             overview_interval=self.options.overview_interval,
             min_utilization=self.options.min_utilization,
+            launcher_fallback="" if affinity.C_MODULE else str(affinity.FALLBACK_REASON),
         )
 
     def connect(self, wake_fd: int, signals: list[int]) -> None:

@@ -122,3 +122,31 @@ def test_local_start_with_cpus(hq_env: HqEnv, laptop: Laptop) -> None:
     assert worker_table(hq_env, 1).get("Resources").splitlines()[0] == "cpus: 1"
     assert hq_env.run(["local", "stop"]).returncode == 0
     assert processes_mentioning(str(hq_env.server_dir)) == {}
+
+
+def test_children_run_the_installed_package_whatever_the_current_directory(
+    hq_env: HqEnv, laptop: Laptop
+) -> None:
+    """Started from inside a source checkout, `python -m` would import the checkout (which has
+    no compiled launcher); the children must import what is installed."""
+    checkout = hq_env.work / "checkout"
+    (checkout / "hqshm").mkdir(parents=True)
+    (checkout / "hqshm" / "__init__.py").write_text(
+        "raise ImportError('the source tree in the current directory was imported')\n")
+    output = hq_env.command(["local", "start"], cwd=checkout)
+    laptop.remember()
+    assert "Task launcher" not in hq_env.command(["worker", "info", "1"])
+    assert "no compiled task launcher" not in output
+    hq_env.command(["submit", "--wait", "--", "true"], cwd=checkout)
+    assert hq_env.job_states() == {1: "FINISHED"}
+
+
+def test_a_node_without_the_compiled_launcher_says_so(hq_env: HqEnv, laptop: Laptop) -> None:
+    output = hq_env.command(["local", "start"], env={"HQSHM_NO_CMODULE": "1"})
+    laptop.remember()
+    assert "The worker has no compiled task launcher (" in output
+    assert "disabled by HQSHM_NO_CMODULE=1" in output
+    assert "tasks start about 3x slower" in output
+    launcher = worker_table(hq_env, 1).get("Task launcher")
+    assert launcher.startswith("Python fallback, tasks start about 3x slower: ")
+    assert "HQSHM_NO_CMODULE=1" in launcher

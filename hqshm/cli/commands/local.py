@@ -107,6 +107,11 @@ def start(ctx: Context) -> int:
     from hqshm.cli.resourceview import descriptor_summary
 
     cpus = descriptor_summary(view.config.resources, multiline=False)
+    if view.config.launcher_fallback:
+        logger.warning("The worker has no compiled task launcher (%s): tasks start about 3x "
+                       "slower. Reinstall hqshm where a C compiler is available "
+                       "(pip install --force-reinstall .) to build it.",
+                       view.config.launcher_fallback)
     if ctx.out.mode == "json":
         ctx.out.json({"server_dir": str(server_dir), "server_pid": info.pid,
                       "worker_pid": view.config.pid, "worker_id": view.id})
