@@ -8,17 +8,29 @@ expanded, so a million-task array is a few integers here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hqshm.cluster.resources import ResourceRequest
+from hqshm.model.program import PinMode
 
 Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
+
+# Crash limits on the wire, as hqshm.cluster.core has them (that module is not imported here: it
+# needs numpy, and `hq submit` starts without it).
+UNLIMITED_CRASHES = 0
+NEVER_RESTART = -1
+DEFAULT_CRASH_LIMIT = 5  # HQ's: the fifth worker lost while running a task fails it (jobs.md §8.3)
 
 
 @dataclass(frozen=True, slots=True)
 class StdioDesc:
-    kind: str  # "file" | "none" | "stream"
+    kind: str  # FILE | NONE | STREAM
     path: str = ""
     rm_if_finished: bool = False
+
+    FILE: ClassVar[str] = "file"
+    NONE: ClassVar[str] = "none"
+    STREAM: ClassVar[str] = "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +45,8 @@ class TaskTemplate:
     request: ResourceRequest
     priority: int = 0
     time_limit: float | None = None
-    crash_limit: int = 5  # 0 = unlimited, -1 = never-restart
-    pin: str = "none"
+    crash_limit: int = DEFAULT_CRASH_LIMIT  # or UNLIMITED_CRASHES, NEVER_RESTART
+    pin: str = PinMode.NONE
     task_dir: bool = False
     stdin: bytes = field(default=b"", repr=False)
     retries: int = 0  # beyond HQ: re-run a task that exits non-zero up to this many times

@@ -18,15 +18,14 @@ from hqshm.errors import UsageError, UserError
 from hqshm.link.client import ClientConnection
 from hqshm.link.requests import JobProgressRequest, Selector, SubmitRequest, WaitJobsRequest
 from hqshm.link.responses import JobProgressResponse, Notification, SubmitResponse, WaitJobsResponse
-from hqshm.model import placeholders, resourcespec
+from hqshm.model import placeholders, resourcespec, submit
 from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.durations import parse_hms_or_human
-from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef, TaskTemplate
+from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef
 
 logger = logging.getLogger("hqshm.cli")
 
 RM_IF_FINISHED = ":rm-if-finished"
-MANY_FILES = 999
 PROGRESS_PERIOD = 0.5
 
 
@@ -34,22 +33,23 @@ def _usage(parser_hint: str) -> UsageError:
     return UsageError(f"error: {parser_hint}\n\nFor more information, try '--help'.")
 
 
-def parse_stdio(text: str | None, default: str) -> StdioDesc:
-    """`none`, `PATH`, `PATH:rm-if-finished` or `:rm-if-finished` (jobs.md §4.3)."""
+def parse_stdio(text: str | None, default: str) -> StdioDesc | None:
+    """`none`, `PATH`, `PATH:rm-if-finished` or `:rm-if-finished` (jobs.md §4.3); None when
+    not given, for the builder's default."""
     if text is None:
-        return StdioDesc("file", default)
+        return None
     if text == "none":
-        return StdioDesc("none")
+        return StdioDesc(StdioDesc.NONE)
     if text.endswith(RM_IF_FINISHED):
         path = text[: -len(RM_IF_FINISHED)] or default
         if ":" in path and path != default:
             raise _usage(f"invalid value '{text}' for output path")
-        return StdioDesc("file", path, rm_if_finished=True)
+        return StdioDesc(StdioDesc.FILE, path, rm_if_finished=True)
     if ":" in text:
         raise _usage(
             f"invalid value '{text}' for output path: the only suffix is `{RM_IF_FINISHED}`"
         )
-    return StdioDesc("file", text)
+    return StdioDesc(StdioDesc.FILE, text)
 
 
 def parse_env(items: list[str]) -> dict[str, str]:
@@ -68,13 +68,21 @@ def parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def parse_crash_limit(text: str | None) -> int:
-    if text is None:
-        return 5
-    if text == "never-restart":
-        return -1
-    if text == "unlimited":
-        return 0
+def parse_resources(items: list[str]) -> dict[str, str]:
+    """`--resource NAME=REQUEST`, each name once; the builder parses the requests."""
+    resources: dict[str, str] = {}
+    for item in items:
+        name, value = resourcespec.parse_resource_arg(item)
+        if name in resources:
+            raise resourcespec.RequestDefinedTwice(name=name)
+        resources[name] = value
+    return resources
+
+
+def parse_crash_limit(text: str | None) -> int | str | None:
+    """A number or one of the builder's words; the builder refuses 0."""
+    if text is None or text in submit.CRASH_LIMIT_WORDS:
+        return text
     try:
         value = int(text)
     except ValueError:
@@ -82,8 +90,6 @@ def parse_crash_limit(text: str | None) -> int:
             f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>': a number, "
             "never-restart or unlimited"
         ) from None
-    if value == 0:
-        raise UserError("Crash limit cannot be 0. Use `never-restart` or `unlimited` instead.")
     if value < 0:
         raise _usage(f"invalid value '{text}' for '--crash-limit <CRASH_LIMIT>'")
     return value
@@ -157,6 +163,7 @@ def _read_head(path: str) -> bytes | None:
 
 
 def build_request(ctx: Context) -> ArraySubmission:
+    """The command line (after its script's directives) as the builder's typed values."""
     args = ctx.args
     command = list(args.program)
     if command and command[0] == "--":
@@ -169,83 +176,36 @@ def build_request(ctx: Context) -> ArraySubmission:
         raise directives.DirectivesNeedStdin()
     stdin = _read_stdin() if args.stdin else b""
     args, command = apply_directives(args, command, stdin)
-    if args.job is not None:
-        if args.name is not None:
-            raise UserError("Parameter --name is not allowed when submitting to an open job.")
-        if args.max_fails is not None:
-            raise UserError("Parameter --max-fails is not allowed when submitting to an open job.")
-    name = args.name if args.name is not None else (os.path.basename(command[0]) or "job")
-    if "\n" in name or "\t" in name:
-        raise UserError("name cannot have a newline or a tab")
-    if args.nodes and (args.cpus is not None or args.pin):
-        raise UserError("--nodes cannot be combined with --cpus or --pin")
-    request = resourcespec.parse_submit_resources(args.cpus, args.resource)
-    if args.time_request or args.nodes or args.weight is not None:
-        from dataclasses import replace
-
-        from hqshm.cluster.resources import FRACTIONS
-
-        min_time = parse_hms_or_human(args.time_request) if args.time_request else 0.0
-        weight = FRACTIONS
-        if args.weight is not None:
-            if args.weight <= 0:
-                raise UserError("Resource weight has to be positive number")
-            weight = round(args.weight * FRACTIONS)
-        variants = tuple(
-            replace(
-                v,
-                min_time=min_time,
-                weight=weight,
-                n_nodes=args.nodes,
-                entries=() if args.nodes else v.entries,
-            )
-            for v in request.variants
-        )
-        request = replace(request, variants=variants)
-    cwd = args.cwd if args.cwd is not None else "%{SUBMIT_DIR}"
-    placeholders.check_cwd(cwd)
-    stdout = parse_stdio(args.stdout, placeholders.DEFAULT_STDOUT)
-    stderr = parse_stdio(args.stderr, placeholders.DEFAULT_STDERR)
-    if args.stream is not None:
-        # Streamed unless redirected explicitly (jobs.md §9: partial streaming).
-        if args.stdout is None:
-            stdout = StdioDesc("stream")
-        if args.stderr is None:
-            stderr = StdioDesc("stream")
-        warning = placeholders.unknown_placeholder_warning(args.stream, "log path")
-        if warning:
-            logger.warning("%s", warning)
-    if args.retries < 0:
-        raise UserError("--retries must be 0 or more")
-    ids = id_ranges(parse_array(args.array)) if args.array is not None else ()
-    entries = read_entries(args)
-    template = TaskTemplate(
-        args=tuple(command),
+    built = submit.array_submission(
+        command,
+        submit_dir=os.getcwd(),
+        name=args.name,
+        max_fails=args.max_fails,
+        job_id=args.job,
+        cpus=args.cpus,
+        resources=parse_resources(args.resource),
+        nodes=args.nodes,
+        time_request=parse_hms_or_human(args.time_request) if args.time_request else 0.0,
+        weight=args.weight,
+        pin=args.pin,
+        cwd=args.cwd,
+        stdout=parse_stdio(args.stdout, placeholders.DEFAULT_STDOUT),
+        stderr=parse_stdio(args.stderr, placeholders.DEFAULT_STDERR),
+        stream_dir=args.stream,
+        retries=args.retries,
+        ids=id_ranges(parse_array(args.array)) if args.array is not None else (),
+        entries=read_entries(args),
         env=parse_env(args.env),
-        cwd=cwd,
-        stdout=stdout,
-        stderr=stderr,
-        request=request,
         priority=args.priority or 0,
         time_limit=parse_hms_or_human(args.time_limit) if args.time_limit else None,
         crash_limit=parse_crash_limit(args.crash_limit),
-        pin=args.pin or "none",
         task_dir=args.task_dir,
         stdin=stdin,
-        retries=args.retries,
+        after=[parse_after(text) for text in args.after],
     )
-    _warn(template, ids, entries, cwd)
-    return ArraySubmission(
-        name=name,
-        max_fails=args.max_fails,
-        submit_dir=os.getcwd(),
-        template=template,
-        ids=ids,
-        entries=tuple(entries) if entries is not None else None,
-        job_id=args.job,
-        stream_dir=args.stream,
-        after=tuple(parse_after(text) for text in args.after),
-    )
+    for warning in built.warnings:  # spec/cli.md §5.3
+        logger.warning("%s", warning)
+    return built.submission
 
 
 def _read_stdin() -> bytes:
@@ -265,41 +225,6 @@ def parse_after(text: str) -> TaskRef:
             "`--after 3` or `--after 3@0-9`"
         ) from None
     return TaskRef(job_id, id_ranges(parse_array(tasks_text)) if tasks_text else None)
-
-
-def _warn(template: TaskTemplate, ids: tuple, entries: list[bytes] | None, cwd: str) -> None:
-    """The client-side warnings of spec/cli.md §5.3."""
-    n_tasks = (
-        sum((e - s) // st + 1 for s, e, st in ids)
-        if ids
-        else (len(entries) if entries is not None else 1)
-    )
-    is_array = bool(ids) or entries is not None
-    channels = [
-        name
-        for name, s in (("stdout", template.stdout), ("stderr", template.stderr))
-        if s.kind == "file"
-    ]
-    if n_tasks * len(channels) > MANY_FILES and channels:
-        logger.warning(
-            "The job will create %d files for %s. Consider using the `--stream` option to "
-            "stream all outputs into a single file",
-            n_tasks * len(channels),
-            " and ".join(channels),
-        )
-    for channel, stdio in (("stdout", template.stdout), ("stderr", template.stderr)):
-        if stdio.kind != "file":
-            continue
-        warning = placeholders.unknown_placeholder_warning(stdio.path, f"{channel} path")
-        if warning:
-            logger.warning("%s", warning)
-        if is_array:
-            warning = placeholders.missing_task_id_warning(stdio.path, channel, cwd)
-            if warning:
-                logger.warning("%s", warning)
-    warning = placeholders.unknown_placeholder_warning(cwd, "working directory path")
-    if warning:
-        logger.warning("%s", warning)
 
 
 def run(ctx: Context) -> int:

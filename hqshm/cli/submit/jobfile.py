@@ -16,22 +16,15 @@ import math
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 from hqshm.cli.submit.tomlkeys import Path, key_lines
-from hqshm.cluster.resources import (
-    FRACTIONS,
-    Policy,
-    RequestVariant,
-    ResourceEntry,
-    ResourceRequest,
-    cpus_request,
-)
+from hqshm.cluster.resources import RequestVariant, ResourceEntry
 from hqshm.errors import UserError
-from hqshm.model import placeholders, resourcespec
+from hqshm.model import placeholders, submit
 from hqshm.model.arrays import IdRange, IdSet, parse_ranges
 from hqshm.model.durations import parse_human
+from hqshm.model.program import PinMode
 from hqshm.model.scanner import U32_MAX
 from hqshm.model.submission import (
     ArraySubmission,
@@ -54,7 +47,6 @@ TASK_KEYS = ("id", "deps", *TEMPLATE_KEYS)
 ARRAY_KEYS = (*TEMPLATE_KEYS, "ids", "entries")
 REQUEST_KEYS = ("resources", "n_nodes", "time_request", "weight")
 STDIO_KEYS = ("path", "on_close", "mode")  # `mode` is the name HQ's documentation uses
-PIN_MODES = ("none", "taskset", "omp")
 ON_CLOSE = ("none", "rm-if-finished")
 
 
@@ -86,7 +78,6 @@ MIXED = "Definition of array job and individual task cannot be mixed"
 NO_TASKS = "No tasks defined"
 IDS_ENTRIES_MISMATCH = "Items 'ids' and 'entries' does not match"
 IDS_OR_ENTRIES = "One of attributes of array must be defined: 'ids', 'entries'"
-CRASH_LIMIT_ZERO = "Crash limit cannot be 0. Use `never-restart` or `unlimited` instead."
 
 
 def defined_twice(task_id: int) -> str:
@@ -117,8 +108,10 @@ def parse_job_file(
     if array is None and not tasks:
         raise JobFileError(path, None, NO_TASKS)
     name = top.string("name") or ""
-    if "\n" in name or "\t" in name:
-        raise doc.error(("name",), "name cannot have a newline or a tab")
+    try:
+        submit.check_name(name)
+    except UserError as exc:
+        raise doc.error(("name",), str(exc)) from None
     max_fails = top.integer("max_fails", 0, U32_MAX)
     stream = top.string("stream")
     if array is not None:
@@ -247,21 +240,22 @@ def _template(t: _Table, streamed: bool) -> TaskTemplate:
     command = t.strings("command")
     if command is None:
         raise t.error(f"missing field `{t.name('command')}`")
-    if not command:
-        raise t.key_error("command", "the command cannot be empty")
+    t.wrap("command", lambda: submit.check_command(command))
     cwd = t.string("cwd")
     if cwd is not None:
         t.wrap("cwd", lambda: placeholders.check_cwd(cwd))
     time_limit = t.string("time_limit")
     stdin = t.string("stdin")
     variants = tuple(_variant(r) for r in t.tables("request", REQUEST_KEYS))
-    return TaskTemplate(
-        args=tuple(command),
+    # Each value is checked above or here, at its key: the builder finds nothing more to refuse.
+    return submit.task_template(
+        command,
         env=t.string_table("env"),
-        cwd=cwd if cwd is not None else "%{SUBMIT_DIR}",
-        stdout=_stdio(t, "stdout", placeholders.DEFAULT_STDOUT, streamed),
-        stderr=_stdio(t, "stderr", placeholders.DEFAULT_STDERR, streamed),
-        request=ResourceRequest(variants) if variants else cpus_request(),
+        cwd=cwd,
+        stdout=_stdio(t, "stdout", placeholders.DEFAULT_STDOUT),
+        stderr=_stdio(t, "stderr", placeholders.DEFAULT_STDERR),
+        streamed=streamed,
+        variants=variants,
         priority=t.integer("priority", I32_MIN, I32_MAX) or 0,
         time_limit=(
             t.wrap("time_limit", lambda: parse_human(time_limit))
@@ -269,19 +263,20 @@ def _template(t: _Table, streamed: bool) -> TaskTemplate:
             else None
         ),
         crash_limit=_crash_limit(t),
-        pin=t.choice("pin", PIN_MODES) or "none",
+        pin=t.choice("pin", PinMode.ALL),
         task_dir=bool(t.boolean("task_dir")),
-        stdin=stdin.encode() if stdin is not None else b"",
+        stdin=stdin if stdin is not None else b"",
     )
 
 
-def _stdio(t: _Table, key: str, default: str, streamed: bool) -> StdioDesc:
-    """`"none"`, a path, or `{path = ..., on_close = "none" | "rm-if-finished"}`."""
+def _stdio(t: _Table, key: str, default: str) -> StdioDesc | None:
+    """`"none"`, a path, or `{path = ..., on_close = "none" | "rm-if-finished"}`; None when
+    absent, for the builder's default."""
     value = t.data.get(key)
     if value is None:
-        return StdioDesc("stream") if streamed else StdioDesc("file", default)
+        return None
     if isinstance(value, str):
-        return StdioDesc("none") if value == "none" else StdioDesc("file", value)
+        return StdioDesc(StdioDesc.NONE) if value == "none" else StdioDesc(StdioDesc.FILE, value)
     if not isinstance(value, dict):
         raise t.type_error(key, 'a path, "none" or a table {path = ..., on_close = ...}')
     table = _Table(t.doc, value, (*t.where, key), STDIO_KEYS)
@@ -291,30 +286,24 @@ def _stdio(t: _Table, key: str, default: str, streamed: bool) -> StdioDesc:
         raise table.key_error("mode", "give `on_close` or its alias `mode`, not both")
     path = table.string("path")
     rm = (on_close or mode) == "rm-if-finished"
-    return StdioDesc("file", path if path is not None else default, rm_if_finished=rm)
+    return StdioDesc(StdioDesc.FILE, path if path is not None else default, rm_if_finished=rm)
 
 
-def _crash_limit(t: _Table) -> int:
-    """A count (at least 1), `never-restart` (-1 on the wire) or `unlimited` (0)."""
+def _crash_limit(t: _Table) -> int | str | None:
+    """A count (at least 1), `"never-restart"` or `"unlimited"`, as given, checked at its key;
+    any other value is a type error in serde's words, as HQ reads a u32 or one of the words."""
     value = t.data.get("crash_limit")
-    if value is None:
-        return 5
-    if value == "never-restart":
-        return -1
-    if value == "unlimited":
-        return 0
-    if not _is_int(value) or value < 0 or value > U32_MAX:
+    words = (None, *submit.CRASH_LIMIT_WORDS)
+    if not (value in words or (_is_int(value) and 0 <= value <= U32_MAX)):
         raise t.type_error("crash_limit", 'a positive integer, "never-restart" or "unlimited"')
-    if value == 0:
-        raise t.key_error("crash_limit", CRASH_LIMIT_ZERO)
-    return int(value)
+    t.wrap("crash_limit", lambda: submit.resolve_crash_limit(value))
+    return value
 
 
 def _variant(t: _Table) -> RequestVariant:
     entries = tuple(_amount(t, name, value) for name, value in t.sub_table("resources").items())
     n_nodes = t.integer("n_nodes", 0, U32_MAX) or 0
-    if n_nodes and entries:
-        raise t.key_error("n_nodes", "a multi-node request (`n_nodes` > 0) cannot list `resources`")
+    t.wrap("n_nodes", lambda: submit.check_multi_node(n_nodes, entries))
     time_request = t.string("time_request")
     min_time = (
         t.wrap("time_request", lambda: parse_human(time_request))
@@ -322,43 +311,25 @@ def _variant(t: _Table) -> RequestVariant:
         else 0.0
     )
     weight = t.data.get("weight")
-    if weight is None:
-        units = FRACTIONS
-    elif not (_is_int(weight) or isinstance(weight, float)) or not math.isfinite(weight):
+    if weight is not None and (
+        not (_is_int(weight) or isinstance(weight, float)) or not math.isfinite(weight)
+    ):
         raise t.type_error("weight", "a positive number")
-    elif weight <= 0:
-        raise t.key_error("weight", "Resource weight has to be positive number")
-    else:
-        units = max(1, round(weight * FRACTIONS))  # a positive weight never becomes 0
+    units = t.wrap("weight", lambda: submit.weight_units(weight))
     return RequestVariant(entries, n_nodes, min_time, units)
 
 
-def _amount(t: _Table, name: str, value: object) -> ResourceEntry:
-    """An integer or float amount (compact), or a request text such as `"4 compact!"`.
-
-    A float is rounded up to 1/10000 from the decimal the user wrote, so only digits beyond
-    the fourth round up (`0.0051` is 51 units; in binary floating point 0.0051 * 10000 is
-    51.00000000000001, which would round up to 52).
-    """
+def _amount(t: _Table, name: str, value: Any) -> ResourceEntry:
+    """The builder's entry; a value of another type is a type error in serde's words."""
     key = f"resources.{name}"
-    t.wrap(key, lambda: resourcespec.check_resource_name(name))
-    if isinstance(value, str):
-        return t.wrap(key, lambda: resourcespec.parse_request_amount(value, name))
-    if _is_int(value):
-        if value > U32_MAX:
-            raise t.key_error(key, f"the amount {value} is larger than {U32_MAX}")
-        units = value * FRACTIONS
-    elif isinstance(value, float) and math.isfinite(value):
-        if value > U32_MAX:
-            raise t.key_error(key, f"the amount {value} is larger than {U32_MAX}")
-        units = math.ceil(Decimal(repr(value)) * FRACTIONS)
-    else:
-        raise t.type_error(key, 'an amount (an integer, a float or a text such as "2 compact")')
-    if units < 0:
-        raise t.key_error(key, "a resource amount cannot be negative")
-    if units == 0:
-        raise t.key_error(key, resourcespec.ZeroRequest().message)
-    return ResourceEntry(name, units, Policy.COMPACT)
+    try:
+        return submit.resource_entry(name, value)
+    except submit.InvalidAmount:
+        raise t.type_error(
+            key, 'an amount (an integer, a float or a text such as "2 compact")'
+        ) from None
+    except UserError as exc:
+        raise t.key_error(key, str(exc)) from None
 
 
 # -- typed access with locations -------------------------------------------------------------
