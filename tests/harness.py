@@ -3,7 +3,8 @@
 ``HqEnv`` starts servers and workers in their own sessions, runs `hq` commands with stdout and
 stderr merged (as HQ's own test harness does, since many messages are log lines), parses HQ's
 tables, waits for states by polling, and at the end kills every process it started and checks
-that nothing of them is left (processes or shared-memory segments).
+that nothing of them is left (processes or shared-memory segments) and that no server, node or
+command reported an error the test did not ask for (``HqEnv.expect_log``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 DEFAULT_TIMEOUT = 20.0
+
+# What a bug or an unplanned failure leaves in a server's or node's log: HQ's ERROR level
+# (hqshm/cli/main.py writes `2024-05-01T10:00:00Z ERROR message`, with milliseconds under
+# --debug), a Python traceback, and the texts that the CLI and the server's request handler print
+# when they turn an exception into a message. The request handler keeps serving after a bug, so
+# without this check a test passes through a server-side exception unless it reads the output.
+LOG_PROBLEM = re.compile(
+    r"^\S+Z ERROR |Traceback \(most recent call last\)|Internal error|internal server error"
+    r"|^Exception (in thread|ignored)|^Fatal Python error"
+)
+# The same texts in the output of an `hq` command (its ERROR lines are a user's mistakes).
+CLIENT_PROBLEM = re.compile(
+    r"Traceback \(most recent call last\)|Internal error|internal server error"
+)
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def hq_executable() -> list[str]:
@@ -113,6 +131,8 @@ class HqEnv:
         self.hq = hq_executable()
         self.logs = root / "logs"
         self.logs.mkdir(exist_ok=True)
+        self.expected_problems: list[re.Pattern[str]] = []
+        self.client_problems: list[str] = []
 
     # --- environment ----------------------------------------------------------------------
 
@@ -142,6 +162,7 @@ class HqEnv:
             timeout=timeout,
         )
         output = proc.stdout.decode("utf-8", "replace")
+        self._note_client_problems(args, output)
         if expect_fail is not None:
             assert proc.returncode != 0, f"`hq {' '.join(args)}` should fail:\n{output}"
             assert expect_fail in output, f"{expect_fail!r} not in:\n{output}"
@@ -154,10 +175,20 @@ class HqEnv:
 
     def run(self, args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
         """Run `hq ARGS` and return the completed process, whatever its exit code."""
-        return subprocess.run([*self.hq, *args], cwd=kwargs.pop("cwd", self.work),
+        proc = subprocess.run([*self.hq, *args], cwd=kwargs.pop("cwd", self.work),
                               env=self.env(kwargs.pop("env", None)),
                               capture_output=True,
                               timeout=kwargs.pop("timeout", 60.0), **kwargs)
+        for stream in (proc.stdout, proc.stderr):
+            if isinstance(stream, bytes):
+                stream = stream.decode("utf-8", "replace")
+            self._note_client_problems(args, stream or "")
+        return proc
+
+    def _note_client_problems(self, args: Sequence[str], output: str) -> None:
+        if CLIENT_PROBLEM.search(output):
+            self.client_problems += [f"`hq {' '.join(args)}`: {line}"
+                                     for line in output.splitlines() if CLIENT_PROBLEM.search(line)]
 
     def json(self, args: Sequence[str], **kwargs: Any) -> Any:
         return json.loads(self.command(["--output-mode=json", *args], ignore_stderr=True,
@@ -290,6 +321,36 @@ class HqEnv:
 
         return self.wait_until(done, f"tasks of job {job_id} to be {state}", timeout)
 
+    # --- errors in logs ---------------------------------------------------------------------
+
+    def expect_log(self, pattern: str) -> None:
+        """Allow the errors that match the regex ``pattern`` (searched in the offending line, or
+        in a whole traceback): a test that makes a server or node fail on purpose says so."""
+        self.expected_problems.append(re.compile(pattern))
+
+    def log_files(self) -> list[Path]:
+        """The logs of every process this env spawned and of those `hq local start` started."""
+        return sorted(self.logs.glob("*.log")) + sorted(self.server_dir.glob("local-*.log"))
+
+    def unexpected_problems(self) -> list[str]:
+        """Errors in the logs and in the output of `hq` commands that no expect_log allows,
+        grouped under the name of their log."""
+        report = []
+        for path in self.log_files():
+            found = [p for p in log_problems(path.read_text(errors="replace"))
+                     if not self._expected(p)]
+            if found:
+                report.append(f"--- {path.relative_to(self.root)}")
+                report += found
+        found = [p for p in self.client_problems if not self._expected(p)]
+        if found:
+            report.append("--- output of `hq` commands")
+            report += found
+        return report
+
+    def _expected(self, problem: str) -> bool:
+        return any(pattern.search(problem) for pattern in self.expected_problems)
+
     # --- teardown -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -308,6 +369,23 @@ class HqEnv:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
+    def close_and_check(self) -> None:
+        """close(), then fail if a process of this env is left or an error was not expected."""
+        try:
+            self.close()
+        finally:
+            leftovers = self.leftover_processes()
+            problems = self.unexpected_problems()
+        report = []
+        if leftovers:
+            report += ["processes left behind:", *leftovers]
+        if problems:
+            report += ["errors that the test did not expect (allow one that it provokes with "
+                       "hq_env.expect_log(PATTERN) or @pytest.mark.expect_log(PATTERN)):",
+                       *problems]
+        if report:
+            pytest.fail("\n".join(report), pytrace=False)
+
     def leftover_processes(self, grace: float = 5.0) -> list[str]:
         """Processes whose command line mentions this env's directory (tasks, workers...).
 
@@ -321,6 +399,36 @@ class HqEnv:
 
     def _processes_of_env(self) -> list[str]:
         return [f"{pid}: {cmd}" for pid, cmd in processes_mentioning(str(self.root)).items()]
+
+
+def log_problems(text: str) -> list[str]:
+    """The errors of a log (LOG_PROBLEM): each offending line, a traceback with its frames.
+
+    A traceback that ends in KeyboardInterrupt is left out: close() stops processes with SIGINT,
+    and one that arrives while a process starts interrupts an import.
+    """
+    lines = text.splitlines()
+    problems = []
+    i = 0
+    while i < len(lines):
+        block = [lines[i]]
+        i += 1
+        if not LOG_PROBLEM.search(block[0]):
+            continue
+        if TRACEBACK not in block[0] and i < len(lines) and TRACEBACK in lines[i]:
+            block.append(lines[i])  # the traceback that an error line or "Exception in" leads
+            i += 1
+        if TRACEBACK in block[-1]:
+            while i < len(lines) and lines[i][:1].isspace():  # the frames
+                block.append(lines[i])
+                i += 1
+            if i < len(lines):  # the exception
+                block.append(lines[i])
+                i += 1
+            if block[-1].startswith("KeyboardInterrupt"):
+                continue
+        problems.append("\n".join(block))
+    return problems
 
 
 def pid_alive(pid: int) -> bool:

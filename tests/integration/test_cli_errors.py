@@ -35,9 +35,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HqEnv]:
         env.start_server()
         yield env
     finally:
-        env.close()
-    leftovers = env.leftover_processes()
-    assert not leftovers, "processes left behind:\n" + "\n".join(leftovers)
+        env.close_and_check()
 
 
 def _message_lines(result: HqRun) -> list[str]:
@@ -366,4 +364,5 @@ def test_json_mode_error_on_stdout_with_a_server(live: HqEnv) -> None:
 def test_live_server_survived_every_bad_input(live: HqEnv) -> None:
     assert live.server is not None and live.server.poll() is None
     assert "Traceback" not in live.log("server")
+    assert live.unexpected_problems() == []
     assert live.command(["server", "info"])

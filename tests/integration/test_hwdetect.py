@@ -179,7 +179,8 @@ def test_hwdetect_does_not_wait_for_a_hung_tool(machine: Path, tmp_path: Path) -
     elapsed = time.monotonic() - begin
     assert "gpus/nvidia: [0]" in sections(result.stdout)[1]  # range(0-0), from /proc
     assert "nvidia-smi did not answer within 2 s" in result.stderr
-    assert 2.0 <= elapsed < 8.0
+    # It gave up at its 2 s timeout: long before the tool's 60 s (a sanity bound, not a speed).
+    assert 2.0 <= elapsed < 30.0
 
 
 # -- worker start -----------------------------------------------------------------------------

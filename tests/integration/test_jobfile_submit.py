@@ -388,7 +388,7 @@ def test_multi_node_task_gets_its_nodes(hq_env: HqEnv) -> None:
         n_nodes = 2
     """
     submit_file(hq_env, toml)
-    hq_env.wait_for_job_state(1, "FINISHED", timeout=6)
+    hq_env.wait_for_job_state(1, "FINISHED")
     lines = stdout_of(hq_env, 1, 1).splitlines()
     assert lines[0] == "2" and sorted(lines[1:]) == ["node-a", "node-b"]
 

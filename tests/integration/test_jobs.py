@@ -20,6 +20,9 @@ from job_helpers import (
     task_list,
     wait_for_file,
 )
+from manage_helpers import background, finish, gated, open_gate
+
+from hqshm.model.durations import parse_human
 
 # --- submit ---------------------------------------------------------------------------------
 
@@ -182,8 +185,10 @@ def test_time_limit_fails_the_task_just_after_the_limit(hq_env: HqEnv) -> None:
     submit(hq_env, ["--time-limit", "500ms", "--wait", "--", "sleep", "10"])
     assert hq_env.job_states() == {1: "FAILED"}
     assert task_json(hq_env, 1)[0]["error"] == "Time limit reached"
+    # Killed at its limit, not before: the upper bound only says "long before the 10 s sleep
+    # ends", since a busy machine may stop the task late.
     makespan = task_list(hq_env, 1).column("Makespan")[0]
-    assert re.fullmatch(r"5\d\dms", makespan), makespan
+    assert 0.5 <= parse_human(makespan) < 5.0, makespan
     assert job_info(hq_env, 1).get("Task time limit") == "500ms"
 
 
@@ -516,19 +521,17 @@ def test_cancel_range_with_missing_job_and_cancel_all(hq_env: HqEnv) -> None:
     assert "There is nothing to cancel" in hq_env.command(["job", "cancel", "all"])
 
 
-def test_cancel_of_a_20000_task_array_is_quick(hq_env: HqEnv) -> None:
+def test_cancel_of_a_running_20000_task_array(hq_env: HqEnv) -> None:
+    """How long it takes is measured in bench/test_cancel_bench.py."""
     hq_env.start_server()
     hq_env.start_worker(cpus=2)
     submit(
         hq_env, ["--array", "1-20000", "--stdout", "none", "--stderr", "none", "--", "sleep", "1"]
     )
     hq_env.wait_for_job_state(1, "RUNNING")
-    started = time.monotonic()
     out = hq_env.command(["job", "cancel", "1"])
-    elapsed = time.monotonic() - started
     assert "Job 1 canceled (" in out
     assert hq_env.job_states() == {1: "CANCELED"}
-    assert elapsed < 5.0, f"cancel took {elapsed:.1f} s"
     stats = hq_env.json(["job", "list", "--all"])[0]["task_stats"]
     assert stats["canceled"] + stats["finished"] == 20000
     assert stats["canceled"] > 19000
@@ -557,10 +560,14 @@ def test_job_wait_all_and_last_exit_zero_for_failed_and_canceled(hq_env: HqEnv) 
 def test_job_progress_waits_for_the_job(hq_env: HqEnv) -> None:
     hq_env.start_server()
     hq_env.start_worker(cpus=2)
-    submit(hq_env, ["--array", "1-2", "--", "sleep", "0.5"])
-    result = hq_env.run(["job", "progress", "1"], timeout=30)
-    assert result.returncode == 0
-    output = (result.stdout + result.stderr).decode()
+    submit(hq_env, ["--array", "1-2", "--", *gated("gate")])
+    with background(hq_env, ["job", "progress", "1"]) as progress:
+        assert progress.stdout is not None
+        first = progress.stdout.readline().decode()  # the tasks still wait for their gate
+        open_gate(hq_env, "gate")
+        code, rest = finish(progress, timeout=30)
+    assert code == 0
+    output = first + rest
     assert "Waiting for 1 job(s) with 2 task(s)" in output
     assert "1/1 jobs, 2/2 tasks 2 FINISHED" in output
     assert hq_env.job_states() == {1: "FINISHED"}

@@ -4,13 +4,21 @@ time limits and requests, priorities, `--max-fails`, crash limits, instance ids 
 
 from __future__ import annotations
 
-import re
-import time
 from pathlib import Path
 
 import pytest
 from harness import HqEnv, wait_for_pid_exit
-from job_helpers import job_info, submit, task_json, task_list, task_workers, wait_for_file
+from job_helpers import (
+    job_info,
+    submit,
+    task_json,
+    task_list,
+    task_workers,
+    wait_for_file,
+    worker_runtime_info,
+)
+
+from hqshm.model.durations import parse_human
 
 TRUNCATED = "\n[The message was truncated]"
 NEVER_RESTART = "Task was running on a lost worker while never restart flag was set."
@@ -132,8 +140,10 @@ def test_time_limit_fails_the_task_just_after_the_limit(hq_env: HqEnv) -> None:
     submit(hq_env, ["--time-limit", "500ms", "--wait", "--", "sleep", "10"])
     assert hq_env.job_states() == {1: "FAILED"}
     assert error_of(hq_env, 1) == "Time limit reached"
+    # Killed at its limit, not before: the upper bound only says "long before the 10 s sleep
+    # ends", since a busy machine may stop the task late.
     makespan = task_list(hq_env, 1).column("Makespan")[0]
-    assert re.fullmatch(r"5\d\dms", makespan), makespan
+    assert 0.5 <= parse_human(makespan) < 5.0, makespan
 
 
 def test_time_limit_kills_a_task_that_ignores_sigint(hq_env: HqEnv) -> None:
@@ -152,9 +162,10 @@ def test_time_limit_kills_a_task_that_ignores_sigint(hq_env: HqEnv) -> None:
         ],
     )
     assert error_of(hq_env, 1) == "Time limit reached"
-    # SIGKILL follows SIGINT after a second: the makespan is above 1.3 s, not 30 s.
+    # SIGKILL follows SIGINT after a second: the makespan is over a second (1.3 s on the node's
+    # clock), and far below the 30 s of the sleep.
     makespan = task_list(hq_env, 1).column("Makespan")[0]
-    assert re.fullmatch(r"[12]s( \d+ms)?", makespan), makespan
+    assert 1.0 <= parse_human(makespan) < 15.0, makespan
     assert wait_for_pid_exit(int((hq_env.work / "pid").read_text()))
 
 
@@ -177,13 +188,16 @@ def test_tasks_queued_on_a_worker_that_can_no_longer_start_them_move(hq_env: HqE
     """A worker whose remaining lifetime drops below the tasks' time request gives back the
     tasks it holds queued, so a worker that joins later starts them at once."""
     hq_env.start_server()
-    started = time.monotonic()
     hq_env.start_worker(cpus=2, args=["--time-limit", "24s"])
     submit(hq_env, ["--array", "1-50", "--time-request", "18s", "--", "sleep", "100"])
     hq_env.wait_for_tasks(1, "running", count=2)
-    # From 6 s on, worker1 outlives no further task; wait a little more for its start-up.
-    time.sleep(max(0.0, started + 9.0 - time.monotonic()))
+    # From 6 s on, worker1 outlives no further task: it keeps only the two it runs.
+    hq_env.wait_until(
+        lambda: worker_runtime_info(hq_env, 1) == "assigned tasks: 2; running tasks: 2",
+        "worker1 to give back its queued tasks",
+    )
     hq_env.start_worker(cpus=2)
+    # "At once": long before worker1 ends at 24 s and its tasks would move anyway.
     hq_env.wait_for_tasks(1, "running", count=4, timeout=8.0)
     workers = task_workers(hq_env, 1)
     assert {t: w for t, w in workers.items() if w} == {

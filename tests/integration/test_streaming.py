@@ -6,7 +6,6 @@ Spec: jobs.md §9, cli.md §10, output.md §3.13 and §4.10, conformance.md "Str
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -351,16 +350,15 @@ MANY = 100_000
 def test_hundred_thousand_streamed_tasks_lose_no_line(hq_env: HqEnv) -> None:
     hq_env.start_server()
     hq_env.start_worker(cpus=2)
-    t0 = time.monotonic()
     # printenv: a known line per task (its id) without starting a shell.
     args = ["--array", f"1-{MANY}", "--stream", "log", "--", "printenv", "HQ_TASK_ID"]
     submit(hq_env, args)
-    hq_env.wait_for_job_state(1, "FINISHED", timeout=170)
-    elapsed = time.monotonic() - t0
+    # A guard against a hang, not a speed (bench/ measures that): on a busy 2-CPU machine
+    # these tasks take minutes.
+    hq_env.wait_for_job_state(1, "FINISHED", timeout=900)
     assert len(stream_files(hq_env)) <= 4
     table = summary(hq_env)
     assert table.get("Tasks") == str(MANY)
     assert table.get("Opened streams") == "0"
     cat = hq_env.command(["output-log", "log", "cat", "1", "stdout"], ignore_stderr=True)
     assert cat == "".join(f"{i}\n" for i in range(1, MANY + 1))
-    print(f"{MANY} streamed tasks in {elapsed:.1f} s ({MANY / elapsed:.0f} tasks/s)")

@@ -175,21 +175,26 @@ def test_work_dir_is_created_and_used(hq_env: HqEnv) -> None:
     assert task_dir.startswith(f"{work_dir}/"), task_dir
 
 
+# The workers of these tests leave after a second or so: waiting to see them online, or reading
+# their table before they leave, would race with their timeouts on a busy machine.
+
+
 def test_idle_timeout_stops_worker_with_exit_code_0(hq_env: HqEnv) -> None:
     hq_env.start_server()
-    worker = hq_env.start_worker(args=["--idle-timeout", "1s"])
-    assert worker_table(hq_env, 1).get("Idle timeout") == "1s"
+    worker = hq_env.start_worker(args=["--idle-timeout", "1s"], wait=False)
     assert wait_exit(worker) == 0
+    assert worker_table(hq_env, 1).get("Idle timeout") == "1s"
     assert hq_env.worker_states() == {1: "IDLE TIMEOUT"}
     assert hq_env.command(["worker", "list"], as_table=True).rows == []
 
 
 def test_running_task_keeps_idle_worker_alive(hq_env: HqEnv) -> None:
     hq_env.start_server()
-    worker = hq_env.start_worker(args=["--idle-timeout", "1s"])
     # The task runs twice as long as the idle timeout; had the worker left, nobody would
-    # finish it (there is no other worker).
+    # finish it (there is no other worker). It waits before the worker starts: a worker that
+    # idled while `hq submit` started would leave before it could get the task.
     hq_env.command(["submit", "--", "bash", "-c", "sleep 2; echo $HQ_INSTANCE_ID"])
+    worker = hq_env.start_worker(args=["--idle-timeout", "1s"])
     hq_env.wait_for_job_state(1, "FINISHED")
     assert (hq_env.work / "job-1" / "0.stdout").read_text() == "0\n"
     assert wait_exit(worker) == 0
@@ -198,15 +203,15 @@ def test_running_task_keeps_idle_worker_alive(hq_env: HqEnv) -> None:
 
 def test_server_idle_timeout_applies_to_workers_without_their_own(hq_env: HqEnv) -> None:
     hq_env.start_server(["--idle-timeout", "1s"])
-    worker = hq_env.start_worker()
-    assert worker_table(hq_env, 1).get("Idle timeout") == "1s"
+    worker = hq_env.start_worker(wait=False)
     assert wait_exit(worker, timeout=8.0) == 0
+    assert worker_table(hq_env, 1).get("Idle timeout") == "1s"
     assert hq_env.worker_states() == {1: "IDLE TIMEOUT"}
 
 
 def test_time_limit_is_reached_and_shown(hq_env: HqEnv) -> None:
     hq_env.start_server()
-    worker = hq_env.start_worker(args=["--time-limit", "1s 200ms"])
+    worker = hq_env.start_worker(args=["--time-limit", "1s 200ms"], wait=False)
     hq_env.wait_for_worker_state(1, "TIME LIMIT REACHED")
     wait_exit(worker)
     assert worker_table(hq_env, 1).get("Time Limit") == "1s 200ms"
@@ -364,8 +369,8 @@ def test_killed_worker_is_connection_lost(hq_env: HqEnv) -> None:
     hq_env.start_worker()
     try:
         hq_env.kill_worker(1, signal.SIGKILL)
-        # Lost by the dropped connection, long before a heartbeat (8 s) could be missed.
-        hq_env.wait_for_worker_state(1, "CONNECTION LOST", timeout=6.0)
+        # Lost by the dropped connection, long before three missed heartbeats (3 x 8 s) tell.
+        hq_env.wait_for_worker_state(1, "CONNECTION LOST", timeout=15.0)
         assert hq_env.worker_states() == {1: "CONNECTION LOST", 2: "RUNNING"}
     finally:
         remove_shm_segments_of(worker.pid)

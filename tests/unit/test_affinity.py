@@ -374,7 +374,7 @@ def test_task_dies_with_its_parent(backend: Backend, subreaper: None) -> None:
 
 def test_task_without_pdeathsig_outlives_its_parent(backend: Backend, subreaper: None) -> None:
     orphan = orphan_of_killed_parent(backend, 0)
-    time.sleep(0.2)
+    time.sleep(0.2)  # no event to wait for: a parent-death signal, were one sent, would arrive
     try:
         assert os.waitpid(orphan, os.WNOHANG) == (0, 0)
     finally:

@@ -244,7 +244,7 @@ def test_hung_tool_is_killed_after_the_timeout(
         pool = gpus.detect_gpus(
             gpus.NVIDIA, fake_tools(bin_dir), proc=str(tmp_path / "proc"), timeout=0.3
         )
-    assert 0.3 <= time.monotonic() - begin < 5
+    assert 0.3 <= time.monotonic() - begin < 15  # its timeout, not the tool's 30 s
     assert "nvidia-smi did not answer within 0.3 s" in caplog.text
     assert pool == ResourcePool("gpus/nvidia", PoolKind.RANGE, start=0, end=0)
     sleeper = int(pid_file.read_text())

@@ -152,7 +152,7 @@ def test_pop_on_empty_ring_returns_none_at_once_or_after_timeout(ring: Ring) -> 
     assert ring.pop(0) is None
     t0 = time.monotonic()
     assert ring.pop(timeout=0.05) is None
-    assert 0.05 <= time.monotonic() - t0 < 1.0
+    assert 0.05 <= time.monotonic() - t0 < 5.0  # it waited, then gave up: a sanity bound
 
 
 def test_push_on_full_ring_times_out_then_succeeds_after_a_pop(ring: Ring) -> None:
@@ -161,7 +161,7 @@ def test_push_on_full_ring_times_out_then_succeeds_after_a_pop(ring: Ring) -> No
     assert not run(ring, 99, timeout=0)
     t0 = time.monotonic()
     assert not run(ring, 99, timeout=0.05)
-    assert 0.05 <= time.monotonic() - t0 < 1.0
+    assert 0.05 <= time.monotonic() - t0 < 5.0  # it waited, then gave up: a sanity bound
     assert ring.pop(0).key == 0
     assert run(ring, 4, timeout=0)
     assert [ring.pop(0).key for _ in range(4)] == [1, 2, 3, 4]
