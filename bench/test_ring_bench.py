@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from hqshm.node.ring import DEFAULT_SPIN, RecordKind, Ring, drain_doorbell, open_doorbell
+from hqshm.node.ring import (
+    DEFAULT_SPIN,
+    RecordKind,
+    Ring,
+    drain_doorbell,
+    open_doorbell,
+    ring_doorbell,
+)
 
 PREFIX = "hqshm-bench"
 BATCH = 256
@@ -69,9 +76,10 @@ def fork_echo(down: Ring, up: Ring, bell: int | None) -> int:
         return pid
     code = 1
     try:
-        up.set_doorbell(bell)
         while (r := down.pop()) is not None and r.kind != RecordKind.STOP:
             up.push(key=r.key, instance=r.instance, kind=RecordKind.STARTED, pid=1)
+            if bell is not None:
+                ring_doorbell(bell)
         code = 0
     except BaseException:
         traceback.print_exc()

@@ -17,7 +17,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -254,8 +254,3 @@ def _expect(check: Callable[[Any], bool], where: str, what: str) -> Converter:
 
     return convert
 
-
-class Message:
-    """Marker base for message dataclasses; subclasses define ``TAG``."""
-
-    TAG: ClassVar[int]

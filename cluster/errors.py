@@ -15,10 +15,6 @@ class LocalProtocolError(ClusterError):
     """We tried to send an invalid message: this is our bug."""
 
 
-class AuthRefused(ClusterError):
-    """The peer did not prove it holds the expected keys."""
-
-
 class VersionMismatch(ClusterError):
     """The peer speaks another protocol version."""
 

@@ -120,7 +120,7 @@ def format_stdio(path: str | None, streamed: bool = False) -> str:
     return "<None>" if path is None else path
 
 
-def format_request(
+def format_variant(
     entries: Sequence[tuple[str, int | None, str]],
     weight: int = FRACTIONS,
     n_nodes: int = 0,
@@ -139,7 +139,7 @@ def format_request(
     return "\n".join(lines)
 
 
-def format_request_variants(variants: Sequence[str]) -> str:
+def format_variants(variants: Sequence[str]) -> str:
     """One variant as it is; several as `# Variant 1` + lines, a blank line, `# Variant 2`..."""
     if len(variants) == 1:
         return variants[0]

@@ -38,9 +38,9 @@ _KIND_JSON = {
 
 def request_lines(request: ResourceRequest) -> str:
     """The `Resources` cell of job and task info: one block per variant."""
-    return formats.format_request_variants(
+    return formats.format_variants(
         [
-            formats.format_request(
+            formats.format_variant(
                 [
                     (entry.name, None if entry.all else entry.amount, POLICY_WORDS[entry.policy])
                     for entry in variant.entries

@@ -136,9 +136,6 @@ class IdSet:
         index = bisect_right(self.ranges, value, key=lambda r: r.start) - 1
         return index >= 0 and value in self.ranges[index]
 
-    def is_empty(self) -> bool:
-        return not self.ranges
-
     def min(self) -> int:
         if not self.ranges:
             raise ValueError("min() of an empty IdSet")
@@ -401,8 +398,3 @@ def parse_single(text: str) -> int:
     return value
 
 
-def parse_single_or_last(text: str) -> int | Last:
-    """*L/N*: `last` or one u32."""
-    if text.strip() == "last":
-        return Last()
-    return parse_single(text)

@@ -87,12 +87,6 @@ def format_short_duration(seconds: float) -> str:
     return _format_ns(ns)
 
 
-def format_hms(seconds: float) -> str:
-    """`HH:MM:SS` with hours unbounded, truncated to whole seconds (batch walltimes)."""
-    total = _to_ns(seconds) // _NS
-    return f"{total // 3600:02}:{total % 3600 // 60:02}:{total % 60:02}"
-
-
 def _to_ns(seconds: float) -> int:
     """Float seconds to integer nanoseconds, rounding away float noise (1.2 s is 1.2e9 ns)."""
     if isinstance(seconds, int):

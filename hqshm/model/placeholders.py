@@ -74,10 +74,6 @@ def has_placeholder(template: str, name: str) -> bool:
     return f"%{{{name}}}" in template
 
 
-def has_any_placeholder(template: str) -> bool:
-    return _PLACEHOLDER.search(template) is not None
-
-
 def check_cwd(cwd: str) -> None:
     """Refuse `%{CWD}` in a working directory (the client does this before submitting)."""
     if has_placeholder(cwd, CWD):

@@ -15,17 +15,15 @@ parsers; errors found when the parsed values are checked together are plain `Use
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar
 
 from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
     PoolKind,
-    RequestVariant,
     ResourceEntry,
     ResourcePool,
-    ResourceRequest,
     format_amount,
 )
 from hqshm.errors import UsageError, UserError
@@ -369,34 +367,6 @@ def parse_request_amount(text: str, name: str = "cpus") -> ResourceEntry:
     if amount == 0:
         raise ZeroRequest()
     return ResourceEntry(name, amount, policy)
-
-
-def parse_submit_resources(
-    cpus: str | None,
-    resources: Sequence[str],
-    *,
-    min_time: float = 0.0,
-    weight: int = FRACTIONS,
-) -> ResourceRequest:
-    """The one-variant request of `hq submit --cpus X --resource a=b ...`.
-
-    Without `--cpus` and `--resource cpus=...` the task asks for `cpus=1 compact`, as every
-    CLI task does in HQ; the implicit `cpus` entry comes last, as in HQ's job detail.
-    """
-    entries: list[ResourceEntry] = []
-    seen: set[str] = set()
-    for arg in resources:
-        name, value = parse_resource_arg(arg)
-        if name == "cpus" and cpus is not None:
-            raise CpusRequestedTwice()
-        if name in seen:
-            raise RequestDefinedTwice(name=name)
-        seen.add(name)
-        entries.append(parse_request_amount(value, name))
-    if "cpus" not in seen:
-        cpu_entry = ResourceEntry("cpus", FRACTIONS, Policy.COMPACT)
-        entries.append(cpu_entry if cpus is None else parse_request_amount(cpus, "cpus"))
-    return ResourceRequest((RequestVariant(tuple(entries), 0, min_time, weight),))
 
 
 # -- environment of a task (spec/jobs.md §6) ---------------------------------------------------

@@ -74,12 +74,6 @@ class Allocation:
     variant: int
     taken: tuple[Taken, ...]
 
-    def of(self, name: str) -> Taken | None:
-        for taken in self.taken:
-            if taken.name == name:
-                return taken
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -335,10 +329,6 @@ class Allocator:
         whole = [pool.labels[i] for i, amount in taken.items if amount == FRACTIONS]
         part = [pool.labels[i] for i, amount in taken.items if amount != FRACTIONS]
         return whole + part
-
-    def group_of_items(self, name: str, taken: Taken) -> set[int]:
-        pool = self.indexed[name]
-        return {pool.group_of[i] for i, _ in taken.items}
 
     def try_allocate(self, variants: Sequence[RequestVariant]) -> Allocation | None:
         for index, variant in enumerate(variants):

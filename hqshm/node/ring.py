@@ -26,13 +26,13 @@ Processes: rings are created by the node *before* it forks an executor, and the 
 that the child keeps using the inherited ``Ring`` objects (no name lookups, no second mapping).
 Each side must then be played by one process only: the child inherits the parent's local index,
 which is right when the parent never plays the child's side. ``close()`` unlinks only in the
-process that created the ring, so a child's ``close()`` merely detaches. ``Ring.attach(names)``
-serves processes that were not forked from the owner (a re-executed executor, tools, tests).
+process that created the ring, so a child's ``close()`` merely detaches.
 
-The node cannot block on a semaphore (it polls ZeroMQ sockets), so a ring may have a *doorbell*
-rung after every push: one byte written to a non-blocking pipe whose read end sits in the node's
-poller. The consumer then calls ``drain_doorbell`` and pops with ``timeout=0`` until empty, in
-that order, so a push racing with the drain always leaves a byte behind and no wake-up is lost.
+The node cannot block on a semaphore (it polls ZeroMQ sockets), so a producer rings a *doorbell*
+after it pushed: one byte written to a non-blocking pipe whose read end sits in the node's poller
+(``ring_doorbell``; executors ring only when the node must hear at once). The consumer then calls
+``drain_doorbell`` and pops with ``timeout=0`` until empty, in that order, so a push racing with
+the drain always leaves a byte behind and no wake-up is lost.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ DEFAULT_SPILL_DIR = "/dev/shm"
 #   flags        u1   @13   caller's flags; bit 0x80 (RecordFlag.SPILLED) belongs to the ring
 #   numa         i2   @14   NUMA node whose memory policy applies, -1 for none
 #   pid          i4   @16   pid of the started program (STARTED), else 0
-#   status       i4   @20   exit status (ENDED) or errno (SPAWN_FAILED)
+#   status       i4   @20   how the task ended (ENDED)
 #   t_start      f8   @24   wall-clock start time (time.time()), 0.0 if unknown
 #   t_end        f8   @32   wall-clock end time, 0.0 if unknown
 #   cpumask      16 x u8 @40  CPU bitmap: CPU c is bit c % 64 of word c // 64 (1024 CPUs)
@@ -125,7 +125,6 @@ class RecordKind(IntEnum):
     RUN = 1  # node -> executor: run the task in the payload on these CPUs
     STARTED = 2  # executor -> node: the program runs as ``pid``
     ENDED = 3  # executor -> node: the task ended with ``status``
-    SPAWN_FAILED = 4  # executor -> node: could not start; ``status`` is errno, payload the text
     STOP = 5  # node -> executor: exit after this record
     DEFINE = 6  # node -> executor: the program body of a group, sent once per executor
 
@@ -180,6 +179,12 @@ def open_doorbell() -> tuple[int, int]:
     return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
 
+def ring_doorbell(write_fd: int) -> None:
+    """Producer side, after a push: one byte, never blocking (a full pipe already rings)."""
+    with contextlib.suppress(BlockingIOError):
+        os.write(write_fd, b"\x01")
+
+
 def drain_doorbell(read_fd: int) -> None:
     """Empty the doorbell pipe; call before popping with ``timeout=0`` until empty."""
     with contextlib.suppress(BlockingIOError):
@@ -202,7 +207,7 @@ class Ring:
         owner: bool,
         spin: float,
     ) -> None:
-        """Private: use ``create`` or ``attach``."""
+        """Private: use ``create``."""
         magic, version, capacity, payload_size, record_size = _HEADER.unpack_from(mm, 0)
         if magic != _MAGIC or version != _VERSION or record_size != RECORD_DTYPE.itemsize:
             raise RingError(f"{names.shm}: not a version {_VERSION} ring")
@@ -222,7 +227,6 @@ class Ring:
         ]
         self._head = 0  # next slot to pop (consumer side only)
         self._tail = 0  # next slot to push (producer side only)
-        self._bell = -1
         self._spills = itertools.count()
         self._unlink = weakref.finalize(self, _unlink_ring, names, os.getpid()) if owner else None
 
@@ -284,26 +288,6 @@ class Ring:
         logger.debug("created ring %s (capacity %d, payload %d)", names.shm, capacity, payload_size)
         return ring
 
-    @classmethod
-    def attach(cls, names: RingNames, *, spin: float = DEFAULT_SPIN) -> Ring:
-        """Attach to a ring created by another process; ``close()`` will only detach."""
-        shm = posix_ipc.SharedMemory(names.shm)
-        try:
-            mm = mmap.mmap(shm.fd, shm.size)
-        finally:
-            shm.close_fd()
-        items = free = None
-        try:
-            items = posix_ipc.Semaphore(names.items)
-            free = posix_ipc.Semaphore(names.free)
-            return cls(names, mm, items, free, owner=False, spin=spin)
-        except BaseException:
-            for sem in (items, free):
-                if sem is not None:
-                    sem.close()
-            mm.close()
-            raise
-
     @property
     def capacity(self) -> int:
         return self._capacity
@@ -330,14 +314,6 @@ class Ring:
     def pending(self) -> int:
         """Records published and not yet popped (exact for the consumer, a hint otherwise)."""
         return int(self._items.value)
-
-    def set_doorbell(self, write_fd: int | None) -> None:
-        """Producer side: write one byte to ``write_fd`` after every push (None: stop)."""
-        if write_fd is None:
-            self._bell = -1
-            return
-        os.set_blocking(write_fd, False)
-        self._bell = write_fd
 
     def push(
         self,
@@ -402,9 +378,6 @@ class Ring:
             raise
         self._tail = (self._tail + 1) % self._capacity
         self._items.release()
-        if self._bell >= 0:
-            with contextlib.suppress(BlockingIOError):  # a full pipe already means "wake up"
-                os.write(self._bell, b"\x01")
         return True
 
     def pop(self, timeout: float | None = None) -> Record | None:

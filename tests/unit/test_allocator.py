@@ -5,6 +5,7 @@ test_allocator_properties.py."""
 from __future__ import annotations
 
 import pytest
+from allocator_queries import groups_of_items, taken_of
 from hqshm.cluster.resources import FRACTIONS, CouplingWeight, RequestVariant, ResourceDescriptor
 
 from hqshm.model.resourcespec import parse_cpus, parse_pool, parse_request_amount
@@ -47,7 +48,7 @@ def take(alloc: Allocator, **requests: str) -> Allocation | None:
 def group_sizes(alloc: Allocator, allocation: Allocation | None, name: str = "cpus") -> list[int]:
     """How many items the allocation holds in each group it touches, largest first."""
     assert allocation is not None
-    taken = allocation.of(name)
+    taken = taken_of(allocation, name)
     assert taken is not None
     pool = alloc.indexed[name]
     sizes: dict[int, int] = {}
@@ -58,7 +59,7 @@ def group_sizes(alloc: Allocator, allocation: Allocation | None, name: str = "cp
 
 def labels(alloc: Allocator, allocation: Allocation | None, name: str = "cpus") -> list[str]:
     assert allocation is not None
-    taken = allocation.of(name)
+    taken = taken_of(allocation, name)
     assert taken is not None
     return alloc.labels(name, taken)
 
@@ -187,7 +188,7 @@ def test_sum_pools_subtract_exact_amounts() -> None:
     assert [p is not None for p in parts] == [True, True, True, False]
     alloc2.release(parts[0])  # type: ignore[arg-type]
     got = take(alloc2, foo="0.6")
-    assert got is not None and got.of("foo").amount == 6_000  # type: ignore[union-attr]
+    assert got is not None and taken_of(got, "foo").amount == 6_000  # type: ignore[union-attr]
 
 
 def test_all_of_a_sum_pool_waits_until_it_is_whole() -> None:
@@ -196,7 +197,7 @@ def test_all_of_a_sum_pool_waits_until_it_is_whole() -> None:
     assert take(alloc, mem="all") is None
     alloc.release(bit)  # type: ignore[arg-type]
     everything = take(alloc, mem="all")
-    assert everything is not None and everything.of("mem").amount == 4 * FRACTIONS  # type: ignore[union-attr]
+    assert everything is not None and taken_of(everything, "mem").amount == 4 * FRACTIONS  # type: ignore[union-attr]
 
 
 def test_a_pool_the_node_lacks_is_never_allocated() -> None:
@@ -214,7 +215,7 @@ def test_first_variant_that_fits_wins() -> None:
     variants = [variant(cpus="8"), variant(cpus="1", gpus="1")]
     got = alloc.try_allocate(variants)
     assert got is not None and got.variant == 1
-    assert got.of("gpus") is not None
+    assert taken_of(got, "gpus") is not None
 
 
 def test_later_variants_take_over_when_earlier_ones_are_busy() -> None:
@@ -234,9 +235,9 @@ def test_multi_node_variants_are_not_for_the_node_allocator() -> None:
 
 def groups_of(alloc: Allocator, allocation: Allocation | None, name: str) -> set[int]:
     assert allocation is not None
-    taken = allocation.of(name)
+    taken = taken_of(allocation, name)
     assert taken is not None
-    return alloc.group_of_items(name, taken)
+    return groups_of_items(alloc, name, taken)
 
 
 # --- fractions inside groups ----------------------------------------------------------------

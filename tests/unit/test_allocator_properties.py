@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from allocator_queries import groups_of_items, taken_of
 from hqshm.cluster.resources import (
     FRACTIONS,
     CouplingWeight,
@@ -281,13 +282,13 @@ def check_books(alloc: Allocator, snap: Snapshot, held: list[Allocation]) -> Non
     for name, pool in alloc.indexed.items():
         left = [FRACTIONS] * len(pool.free)
         for allocation in held:
-            taken = allocation.of(name)
+            taken = taken_of(allocation, name)
             for item, amount in taken.items if taken else ():
                 left[item] -= amount
         assert all(f >= 0 for f in left), "an item over 100%"
         assert left == pool.free
     for name, size in snap.sizes.items():
-        used = sum(t.amount for a in held if (t := a.of(name)) is not None)
+        used = sum(t.amount for a in held if (t := taken_of(a, name)) is not None)
         assert 0 <= alloc.sums[name] == size - used
 
 
@@ -341,7 +342,7 @@ def test_compact_never_splits_half_a_numa_node(
         if got is None:
             assert len(held) == 4
             continue
-        assert len(alloc.group_of_items("cpus", got.taken[0])) == 1, got
+        assert len(groups_of_items(alloc, "cpus", got.taken[0])) == 1, got
         held.append(got)
     for allocation in held:
         alloc.release(allocation)

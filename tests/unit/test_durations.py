@@ -10,7 +10,6 @@ from hqshm.model.durations import (
     InvalidWalltime,
     _format_ns,
     _parse_humantime_ns,
-    format_hms,
     format_humantime,
     format_short_duration,
     parse_hms_or_human,
@@ -131,15 +130,6 @@ def test_format_humantime(seconds: float, text: str) -> None:
 )
 def test_format_short_duration(seconds: float, text: str) -> None:
     assert format_short_duration(seconds) == text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "00:00:00"), (4215, "01:10:15"), (59.9, "00:00:59"), (360_000 + 61, "100:01:01")],
-)
-def test_format_hms(seconds: float, text: str) -> None:
-    assert format_hms(seconds) == text
-    assert parse_hms_or_human(text) == int(seconds)
 
 
 @pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf")])

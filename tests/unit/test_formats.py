@@ -15,11 +15,11 @@ from hqshm.cli.formats import (
     format_local_datetime,
     format_mem_mib,
     format_progress_bar,
-    format_request,
-    format_request_variants,
     format_rfc3339,
     format_stdio,
     format_utc_date,
+    format_variant,
+    format_variants,
     format_worker_resources,
     shorten_job_name,
     truncate_error,
@@ -146,23 +146,23 @@ def test_format_stdio() -> None:
     assert format_stdio(None, streamed=True) == "<Stream>"
 
 
-def test_format_request() -> None:
-    assert format_request([("cpus", 10_000, "compact")]) == "cpus: 1 compact"
+def test_format_variant() -> None:
+    assert format_variant([("cpus", 10_000, "compact")]) == "cpus: 1 compact"
     assert (
-        format_request([("gpus", 10_000, "compact"), ("cpus", 20_000, "compact")], weight=25_000)
+        format_variant([("gpus", 10_000, "compact"), ("cpus", 20_000, "compact")], weight=25_000)
         == "cpus: 2 compact\ngpus: 1 compact\n[weight: 2.5]"
     )
-    assert format_request([("cpus", None, "compact")]) == "cpus: all"
-    assert format_request([("cpus", 10_000, "compact")], n_nodes=3) == "nodes: 3"
+    assert format_variant([("cpus", None, "compact")]) == "cpus: all"
+    assert format_variant([("cpus", 10_000, "compact")], n_nodes=3) == "nodes: 3"
     assert (
-        format_request([("cpus", 40_000, "compact!"), ("gpus", 20_000, "compact")], 112_000)
+        format_variant([("cpus", 40_000, "compact!"), ("gpus", 20_000, "compact")], 112_000)
         == "cpus: 4 compact!\ngpus: 2 compact\n[weight: 11.2]"
     )
 
 
-def test_format_request_variants() -> None:
-    assert format_request_variants(["cpus: 1 compact"]) == "cpus: 1 compact"
-    assert format_request_variants(["cpus: 8 compact", "cpus: 1 compact\ngpus: 1 compact"]) == (
+def test_format_variants() -> None:
+    assert format_variants(["cpus: 1 compact"]) == "cpus: 1 compact"
+    assert format_variants(["cpus: 8 compact", "cpus: 1 compact\ngpus: 1 compact"]) == (
         "# Variant 1\ncpus: 8 compact\n\n# Variant 2\ncpus: 1 compact\ngpus: 1 compact"
     )
 

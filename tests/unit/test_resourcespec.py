@@ -19,6 +19,7 @@ from hqshm.cluster.resources import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hqshm.cli.commands.submit import parse_resources
 from hqshm.cli.resourceview import (
     descriptor_json,
     descriptor_summary,
@@ -28,6 +29,7 @@ from hqshm.cli.resourceview import (
     request_lines,
 )
 from hqshm.errors import UsageError, UserError
+from hqshm.model import submit
 from hqshm.model.descriptor import CpusMissing, ResourceDefinedTwice, build_descriptor
 from hqshm.model.resourcespec import (
     CpusRequestedTwice,
@@ -50,7 +52,6 @@ from hqshm.model.resourcespec import (
     parse_pool,
     parse_request_amount,
     parse_resource_arg,
-    parse_submit_resources,
 )
 from hqshm.model.scanner import U32_MAX
 
@@ -586,6 +587,15 @@ def test_parse_request_amount_errors(text: str, error: type[UserError], message:
 
 def one_variant(*entries: ResourceEntry, weight: int = FRACTIONS) -> ResourceRequest:
     return ResourceRequest((RequestVariant(entries, weight=weight),))
+
+
+def parse_submit_resources(
+    cpus: str | None, resources: list[str], *, min_time: float = 0.0, weight: int = FRACTIONS
+) -> ResourceRequest:
+    """The request of `hq submit --cpus CPUS --resource ...`, the way the command builds it."""
+    entries = submit.resource_entries(parse_resources(resources), cpus)
+    variant = submit.request_variant(entries, time_request=min_time, weight=weight / FRACTIONS)
+    return ResourceRequest((variant,))
 
 
 def test_submit_defaults_to_one_compact_cpu() -> None:
