@@ -93,7 +93,7 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
 
 
 def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: Group,
-                     key: int, variant: int) -> None:
+                     key: int, variant: int, now: float) -> None:
     """Reserve whole workers for one multi-node task; the first (root) runs it."""
     root = members[0]
     placed = (group.gid, variant)
@@ -111,7 +111,7 @@ def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: 
         if member is not root:
             out.send(member.wid, ReserveNode(key))
     core.multinode[key] = [w.wid for w in members]
-    out.events.task_nodes(key, [w.wid for w in members])
+    out.events.task_nodes(key, [w.wid for w in members], now)
 
 
 def release_nodes(core: Core, out: Outbox, key: int) -> None:
@@ -154,11 +154,11 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
         worker.running[key] = _as_chosen(core, worker, placed, item[3])
         started.append(item)
     if started:
-        out.events.tasks_started(wid, started)
+        out.events.tasks_started(wid, started, now)
     if msg.finished:
         finished = [item for item in msg.finished if _ended(core, out, worker, item)]
         if finished:
-            out.events.tasks_finished(wid, finished)
+            out.events.tasks_finished(wid, finished, now)
             for item in finished:
                 _task_done(core, item[0])
     if msg.failed:
@@ -170,12 +170,12 @@ def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: fl
             if placed is None or not _ended(core, out, worker, item):
                 continue
             if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
-                _retry(core, out, group, item[0])
+                _retry(core, out, group, item[0], now)
             else:
                 failed.append(item[:6])
         if failed:
-            out.events.tasks_failed(wid, failed)
-            _tasks_dead(core, out, [item[0] for item in failed], ())
+            out.events.tasks_failed(wid, failed, now)
+            _tasks_dead(core, out, [item[0] for item in failed], (), now)
     core.needs_scheduling = True
 
 
@@ -211,7 +211,7 @@ def _ended(core: Core, out: Outbox, worker: Worker,
     return True
 
 
-def _retry(core: Core, out: Outbox, group: Group, key: int) -> None:
+def _retry(core: Core, out: Outbox, group: Group, key: int, now: float) -> None:
     """Run a task that exited non-zero again, under a new instance id."""
     group.attempts[key] = group.attempts.get(key, 0) + 1
     instance = group.instances.get(key, 0) + 1
@@ -220,7 +220,7 @@ def _retry(core: Core, out: Outbox, group: Group, key: int) -> None:
     if group.gid not in core.groups:
         core.groups[group.gid] = group
     group.give_back([key])
-    out.events.tasks_requeued([key], [instance])
+    out.events.tasks_requeued([key], [instance], now)
 
 
 def _task_done(core: Core, key: int) -> None:
@@ -243,7 +243,8 @@ def _task_done(core: Core, key: int) -> None:
     core.needs_scheduling = True
 
 
-def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[Group]) -> None:
+def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[Group],
+                now: float) -> None:
     """Tasks and whole groups that will never finish: abort everything that depends on them.
 
     Aborted tasks die in turn, so this walks the dependants transitively. Groups held by a
@@ -280,7 +281,7 @@ def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[G
     if aborted:
         _drop_groups(core, out, [g.gid for g in aborted])
     if aborted_keys or aborted:
-        out.events.tasks_aborted(aborted_keys, [g.gid for g in aborted])
+        out.events.tasks_aborted(aborted_keys, [g.gid for g in aborted], now)
 
 
 def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
@@ -359,11 +360,11 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
     core.needs_scheduling = True
 
 
-def cancel_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+def cancel_groups(core: Core, out: Outbox, gids: Iterable[int], now: float) -> None:
     """The product ends these groups (cancel, max-fails): their dependants are aborted."""
     groups = [core.groups[g] for g in gids if g in core.groups]
     _drop_groups(core, out, [g.gid for g in groups])
-    _tasks_dead(core, out, (), groups)
+    _tasks_dead(core, out, (), groups, now)
 
 
 def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -> None:
@@ -419,10 +420,10 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
         requeued_keys.append(key)
         requeued_instances.append(instance)
     if requeued_keys:
-        out.events.tasks_requeued(requeued_keys, requeued_instances)
+        out.events.tasks_requeued(requeued_keys, requeued_instances, now)
     for never, (keys, counts) in crashed.items():
-        out.events.tasks_crashed(wid, keys, counts, never)
-        _tasks_dead(core, out, keys, ())
+        out.events.tasks_crashed(wid, keys, counts, never, now)
+        _tasks_dead(core, out, keys, (), now)
     logger.info(
         "Worker %d lost (%s); %d running and %d queued tasks returned",
         wid, reason, len(worker.running), len(worker.assigned),

@@ -186,7 +186,8 @@ def place_multinode(core: Core, out: Outbox, group: Group, workers: Sequence[Wor
         chosen = next((ws for ws in free.values() if len(ws) >= wanted.n_nodes), None)
         if chosen is None:
             return
-        assign_multinode(core, out, chosen[:wanted.n_nodes], group, group.take(1)[0], variant)
+        assign_multinode(core, out, chosen[:wanted.n_nodes], group, group.take(1)[0], variant,
+                         now)
 
 
 def _stealable(worker: Worker) -> int:

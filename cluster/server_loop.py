@@ -59,8 +59,6 @@ class ServerHooks(Protocol):
 
     def task_notified(self, wid: int, msg: TaskNotification) -> None: ...
 
-    def before_turn(self, now: float) -> None: ...
-
     def after_turn(self, now: float) -> None: ...
 
 
@@ -135,7 +133,6 @@ class ServerLoop:
             timeout = self._next_timeout()
             ready = dict(self.poller.poll(timeout))
             now = time.time()
-            self.hooks.before_turn(now)
             for sock in ready:
                 self.readers[sock]()
             self._run_timers()

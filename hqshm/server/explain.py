@@ -1,6 +1,6 @@
 """`hq task explain`: whether a waiting task could run on each worker, and why not.
 
-Pure: reads the core's workers and the job book, writes nothing. Per worker and per resource
+Pure: reads the core's workers and the job, writes nothing. Per worker and per resource
 variant it checks what spec/jobs.md §14 lists: the remaining lifetime against the time request,
 the worker group's size against a multi-node request, and each requested resource's total on
 the worker against the requested amount.
@@ -12,14 +12,13 @@ from hqshm.cluster.core import Core
 from hqshm.errors import UserError
 from hqshm.link.responses import ExplainVariant, ExplainWorker, TaskExplainResponse
 from hqshm.model.taskstates import TaskState
-from hqshm.server.jobbook import Job, JobBook
+from hqshm.server.jobs import Job
 
 # Amount used for `all` in explanations: HQ shows the whole pool is needed, any amount > 0 fits.
 ALL = 0
 
 
-def explain_task(core: Core, book: JobBook, job: Job, task_id: int,
-                 now: float) -> TaskExplainResponse:
+def explain_task(core: Core, job: Job, task_id: int, now: float) -> TaskExplainResponse:
     found = job.locate(task_id)
     if found is None:
         raise UserError("Task not found")

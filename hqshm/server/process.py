@@ -29,8 +29,10 @@ from hqshm.link import access, serverdir
 from hqshm.link.client import ClientConnection
 from hqshm.link.responses import ServerInfo, TaskExplainResponse
 from hqshm.model.workerconfig import decode_configuration
+from hqshm.server.events import EventStream
 from hqshm.server.explain import explain_task
-from hqshm.server.jobbook import Job, JobBook, NewGroup
+from hqshm.server.jobbook import JobBook
+from hqshm.server.jobs import Job, NewGroup
 from hqshm.server.rpc import ClientService, ServerControl
 from hqshm.server.workers import WorkerBook
 
@@ -74,11 +76,12 @@ class Server(ServerControl):
         self.host = config.host or socket.gethostname()
         self.instance: Path | None = None
         self.core = Core()
-        self.workers = WorkerBook()
+        self.events = EventStream()
+        self.workers = WorkerBook(self.events)
         record = self._access_record()
         self.record = record
         self.server_uid = record.server_uid or ""
-        self.book = JobBook(self.server_uid, self.workers)
+        self.book = JobBook(self.server_uid, self.workers, self.events)
         self.book.cancel_groups = self._cancel_groups
         client_secret = access.secret_bytes(record.client) if record.client else None
         worker_secret = access.secret_bytes(record.worker) if record.worker else None
@@ -89,7 +92,8 @@ class Server(ServerControl):
                                server_uid=self.server_uid,
                                default_idle_timeout=config.idle_timeout)
         self.info = ServerInfo("", "", 0, "", 0, __version__, os.getpid(), time.time())
-        self.clients = ClientService(self.context, self.book, self.workers, self.info, self)
+        self.clients = ClientService(self.context, self.book, self.workers, self.info, self,
+                                     self.events)
         assert record.client is not None and record.worker is not None
         self.client_port = self.clients.bind("*", record.client.port, client_keys)
         self.worker_port = self.loop.bind_workers("*", record.worker.port, worker_keys)
@@ -203,9 +207,6 @@ class Server(ServerControl):
         job_id, task_id = split_key(msg.key)
         self.clients.notify(job_id, task_id, wid, msg.message)
 
-    def before_turn(self, now: float) -> None:
-        self.book.now = now
-
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
 
@@ -215,14 +216,14 @@ class Server(ServerControl):
         for new in groups:
             reactor.add_group(self.core, new.group, new.deps, new.after)
 
-    def explain(self, job: Job, task_id: int) -> TaskExplainResponse:
-        return explain_task(self.core, self.book, job, task_id, time.time())
+    def explain(self, job: Job, task_id: int, now: float) -> TaskExplainResponse:
+        return explain_task(self.core, job, task_id, now)
 
     def stop_server(self) -> None:
         self.loop.stop()
 
-    def stop_worker(self, wid: int) -> None:
-        self.loop.stop_worker(wid, time.time())
+    def stop_worker(self, wid: int, now: float) -> None:
+        self.loop.stop_worker(wid, now)
 
     def worker_load(self, wid: int) -> tuple[int, int, str]:
         worker = self.core.workers.get(wid)
@@ -234,8 +235,8 @@ class Server(ServerControl):
             role = "main" if members[:1] == [wid] else "secondary"
         return len(worker.assigned) + len(worker.running), len(worker.running), role
 
-    def _cancel_groups(self, gids: object) -> None:
-        reactor.cancel_groups(self.core, self.loop.out, gids)  # type: ignore[arg-type]
+    def _cancel_groups(self, gids: Sequence[int], now: float) -> None:
+        reactor.cancel_groups(self.core, self.loop.out, gids, now)
 
 
 def _drain(sock: socket.socket) -> None:

@@ -1,12 +1,15 @@
 """Client requests: one handler per request type, each returning its response.
 
+Handlers take the request and the time, read once per batch of requests by ``read``.
 ``WaitJobsRequest`` is the one deferred answer: the handler parks the client and
-``answer_waiters`` replies once the jobs are done, so a waiting `hq` costs nothing while it waits.
+``answer_waiters`` replies once the jobs are done, so a waiting `hq` costs nothing while it waits;
+which jobs changed it learns as a consumer of the books' event stream (``ChangedJobs``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -63,13 +66,15 @@ from hqshm.link.responses import (
     WorkerListResponse,
 )
 from hqshm.model.submission import ArraySubmission, GraphSubmission
-from hqshm.model.tasktable import TaskState, parse_states
-from hqshm.server.jobbook import Job, JobBook, NewGroup, expand_ranges
+from hqshm.model.taskstates import TaskState, parse_states
+from hqshm.server import views
+from hqshm.server.events import Event, EventStream
+from hqshm.server.jobbook import JobBook
+from hqshm.server.jobs import Job, NewGroup, expand_ranges
+from hqshm.server.submits import resubmit
 from hqshm.server.workers import WorkerBook
 
 logger = logging.getLogger(__name__)
-
-DEFERRED = object()  # a handler's answer that will come later
 
 
 @dataclass(eq=False)
@@ -86,9 +91,9 @@ class ServerControl:
 
     def add_groups(self, groups: Sequence[NewGroup]) -> None: ...
 
-    def explain(self, job: Job, task_id: int) -> TaskExplainResponse: ...
+    def explain(self, job: Job, task_id: int, now: float) -> TaskExplainResponse: ...
     def stop_server(self) -> None: ...
-    def stop_worker(self, wid: int) -> None: ...
+    def stop_worker(self, wid: int, now: float) -> None: ...
     def worker_load(self, wid: int) -> tuple[int, int, str]: ...
 
 
@@ -104,9 +109,23 @@ def resolve_ids(selector: Selector, existing: Iterable[int]) -> tuple[list[int],
     return [i for i in wanted if i in present], [i for i in wanted if i not in present]
 
 
+class ChangedJobs:
+    """Jobs that changed since the waiters were last looked at: a consumer of the event stream."""
+
+    def __init__(self) -> None:
+        self.jobs: set[int] = set()
+
+    def emit(self, event: Event) -> None:
+        self.jobs.update(event.jobs())
+
+    def take(self) -> set[int]:
+        jobs, self.jobs = self.jobs, set()
+        return jobs
+
+
 class ClientService:
     def __init__(self, context: zmq.Context, book: JobBook, workers: WorkerBook,
-                 info: ServerInfo, control: ServerControl) -> None:
+                 info: ServerInfo, control: ServerControl, events: EventStream) -> None:
         self.context = context
         self.book = book
         self.workers = workers
@@ -114,8 +133,10 @@ class ClientService:
         self.control = control
         self.socket: zmq.Socket | None = None
         self.waiters: list[Waiter] = []
-        self.handlers: dict[type, Callable[[object], object]] = {
-            ServerInfoRequest: lambda r: self.info,
+        self.changed = ChangedJobs()
+        events.subscribe(self.changed)
+        self.handlers: dict[type, Callable[[object, float], object]] = {
+            ServerInfoRequest: lambda r, now: self.info,
             StopServerRequest: self.stop_server,
             SubmitRequest: self.submit,
             JobListRequest: self.job_list,
@@ -149,6 +170,7 @@ class ClientService:
 
     def read(self) -> None:
         assert self.socket is not None
+        now = time.time()
         for _ in range(256):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -177,7 +199,7 @@ class ClientService:
                 self.reply(identity, ErrorResponse(f"unexpected request {type(request).__name__}"))
                 continue
             try:
-                response = handler(request)
+                response = handler(request, now)
             except UserError as exc:
                 response = ErrorResponse(str(exc))
             except Exception:  # a bug: log it, answer, keep serving
@@ -194,64 +216,64 @@ class ClientService:
 
     # --- handlers -------------------------------------------------------------------------
 
-    def stop_server(self, request: StopServerRequest) -> Ack:
+    def stop_server(self, request: StopServerRequest, now: float) -> Ack:
         self.control.stop_server()
         return Ack()
 
-    def submit(self, request: SubmitRequest | SubmitGraphRequest) -> SubmitResponse:
-        return self._submit(request.submission)
+    def submit(self, request: SubmitRequest | SubmitGraphRequest, now: float) -> SubmitResponse:
+        return self._submit(request.submission, now)
 
-    def _submit(self, submission: ArraySubmission | GraphSubmission) -> SubmitResponse:
+    def _submit(self, submission: ArraySubmission | GraphSubmission,
+                now: float) -> SubmitResponse:
         if isinstance(submission, GraphSubmission):
-            job, groups = self.book.submit_graph(submission)
+            job, groups = self.book.submit_graph(submission, now)
         else:
-            job, groups = self.book.submit(submission)
+            job, groups = self.book.submit(submission, now)
         self.control.add_groups(groups)
         return SubmitResponse(job.id)
 
-    def open_job(self, request: OpenJobRequest) -> SubmitResponse:
-        return SubmitResponse(self.book.open_job(request.name, request.max_fails).id)
+    def open_job(self, request: OpenJobRequest, now: float) -> SubmitResponse:
+        return SubmitResponse(self.book.open_job(request.name, request.max_fails, now).id)
 
-    def close_jobs(self, request: CloseJobsRequest) -> CloseJobsResponse:
+    def close_jobs(self, request: CloseJobsRequest, now: float) -> CloseJobsResponse:
         if request.selector.kind == "all":
             ids = [i for i, j in sorted(self.book.jobs.items()) if j.is_open]
             missing: list[int] = []
         else:
             ids, missing = resolve_ids(request.selector, self.book.jobs)
-        results = [(i, "closed" if self.book.close(self.book.jobs[i]) else "already-closed")
+        results = [(i, "closed" if self.book.close(self.book.jobs[i], now) else "already-closed")
                    for i in ids]
         results.extend((i, "not-found") for i in missing)
         return CloseJobsResponse(tuple(results))
 
-    def forget(self, request: ForgetJobsRequest) -> ForgetJobsResponse:
+    def forget(self, request: ForgetJobsRequest, now: float) -> ForgetJobsResponse:
         ids, missing = resolve_ids(request.selector, self.book.jobs)
-        forgotten, ignored = self.book.forget(ids, request.states)
+        forgotten, ignored = self.book.forget(ids, request.states, now)
         return ForgetJobsResponse(forgotten, ignored + len(missing))
 
-    def summary(self, request: JobSummaryRequest) -> JobSummaryResponse:
-        return JobSummaryResponse(tuple(self.book.summary().items()))
+    def summary(self, request: JobSummaryRequest, now: float) -> JobSummaryResponse:
+        return JobSummaryResponse(tuple(views.summary(self.book).items()))
 
-    def task_ids(self, request: TaskIdsRequest) -> TaskIdsResponse:
+    def task_ids(self, request: TaskIdsRequest, now: float) -> TaskIdsResponse:
         present, missing = resolve_ids(request.selector, self.book.jobs)
         states = parse_states(request.states) if request.states else None
         return TaskIdsResponse(
-            tuple((i, self.book.task_ids(self.book.jobs[i], states)) for i in present),
+            tuple((i, views.task_ids(self.book.jobs[i], states)) for i in present),
             tuple(missing))
 
-    def explain(self, request: TaskExplainRequest) -> TaskExplainResponse:
+    def explain(self, request: TaskExplainRequest, now: float) -> TaskExplainResponse:
         present, _missing = resolve_ids(request.job, self.book.jobs)
         if not present:
             raise UserError("Job not found")
-        return self.control.explain(self.book.jobs[present[0]], request.task_id)
+        return self.control.explain(self.book.jobs[present[0]], request.task_id, now)
 
-    def resubmit(self, request: ResubmitRequest) -> SubmitResponse:
+    def resubmit(self, request: ResubmitRequest, now: float) -> SubmitResponse:
         job = self.book.jobs.get(request.job_id)
         if job is None:
             raise UserError(f"Job {request.job_id} not found")
-        return self._submit(self.book.resubmit(job, parse_states(request.states),
-                                               job.submit_dir))
+        return self._submit(resubmit(job, parse_states(request.states), job.submit_dir), now)
 
-    def job_list(self, request: JobListRequest) -> JobListResponse:
+    def job_list(self, request: JobListRequest, now: float) -> JobListResponse:
         jobs = [self.book.jobs[i] for i in sorted(self.book.jobs)]
         if request.states:
             wanted = {s.upper() for s in request.states}
@@ -262,14 +284,14 @@ class ClientService:
             shown = [j for j in jobs if j.is_open or j.state in ("WAITING", "RUNNING", "OPENED")]
         return JobListResponse(tuple(j.summary() for j in shown), len(jobs))
 
-    def job_info(self, request: JobInfoRequest) -> JobInfoResponse:
+    def job_info(self, request: JobInfoRequest, now: float) -> JobInfoResponse:
         present, missing = resolve_ids(request.selector, self.book.jobs)
         details = tuple(
-            self.book.detail(self.book.jobs[i], request.include_tasks) for i in present
+            views.detail(self.book, self.book.jobs[i], request.include_tasks) for i in present
         )
         return JobInfoResponse(details, tuple(missing))
 
-    def cancel(self, request: CancelJobsRequest) -> CancelJobsResponse:
+    def cancel(self, request: CancelJobsRequest, now: float) -> CancelJobsResponse:
         if request.selector.kind == "all":
             ids = [i for i in sorted(self.book.jobs)
                    if self.book.jobs[i].state in ("WAITING", "RUNNING")]
@@ -280,7 +302,7 @@ class ClientService:
         finished = []
         for job_id in ids:
             job = self.book.jobs[job_id]
-            n, done = self.book.cancel(job, request.reason)
+            n, done = self.book.cancel(job, request.reason, now)
             if n:
                 canceled.append((job_id, n, done))
                 logger.info("Job %d canceled (%d tasks canceled)", job_id, n)
@@ -288,7 +310,7 @@ class ClientService:
                 finished.append(job_id)
         return CancelJobsResponse(tuple(canceled), tuple(finished), tuple(missing))
 
-    def progress(self, request: JobProgressRequest) -> JobProgressResponse:
+    def progress(self, request: JobProgressRequest, now: float) -> JobProgressResponse:
         present, _missing = resolve_ids(request.selector, self.book.jobs)
         return JobProgressResponse(tuple(self.book.jobs[i].summary() for i in present))
 
@@ -321,25 +343,26 @@ class ClientService:
                 self.reply(waiter.identity, Notification(job_id, task_id, worker_id, message))
 
     def answer_waiters(self) -> None:
-        if not self.book.changed:
+        """Answer the waiters whose jobs are done; only those on changed jobs can be."""
+        changed = self.changed.take()
+        if not changed:
             return
-        self.book.changed.clear()
         still = []
         for waiter in self.waiters:
-            if self._waiter_done(waiter):
+            if not changed.isdisjoint(waiter.job_ids) and self._waiter_done(waiter):
                 self._answer(waiter)
             else:
                 still.append(waiter)
         self.waiters = still
 
-    def task_list(self, request: TaskListRequest) -> TaskListResponse:
+    def task_list(self, request: TaskListRequest, now: float) -> TaskListResponse:
         present, missing = resolve_ids(request.jobs, self.book.jobs)
         states = parse_states(request.states) if request.states else None
         wanted = set(expand_ranges(request.tasks).tolist()) if request.tasks else None
         out = []
         for job_id in present:
             job = self.book.jobs[job_id]
-            views = []
+            shown = []
             for index, submit in enumerate(job.submits):
                 table = submit.table
                 for row in range(len(table)):
@@ -347,17 +370,17 @@ class ClientService:
                         continue
                     if states is not None and TaskState(int(table.state[row])) not in states:
                         continue
-                    views.append(self.book.task_view(job, submit, row, index))
-            views.sort(key=lambda v: v.id)
-            out.append((job_id, tuple(views)))
+                    shown.append(views.task_view(self.book, job, submit, row, index))
+            shown.sort(key=lambda v: v.id)
+            out.append((job_id, tuple(shown)))
         return TaskListResponse(tuple(out), tuple(missing))
 
-    def task_info(self, request: TaskInfoRequest) -> TaskInfoResponse:
+    def task_info(self, request: TaskInfoRequest, now: float) -> TaskInfoResponse:
         present, _missing = resolve_ids(request.job, self.book.jobs)
         if not present:
             return TaskInfoResponse(None, (), ())
         job = self.book.jobs[present[0]]
-        views = []
+        shown = []
         missing = []
         for task_id in expand_ranges(request.tasks).tolist():
             found = job.locate(task_id)
@@ -365,18 +388,18 @@ class ClientService:
                 missing.append(task_id)
                 continue
             submit, row = found
-            views.append(self.book.task_view(job, submit, row, job.submits.index(submit)))
-        submits = tuple(self.book.submit_view(s) for s in job.submits)
-        return TaskInfoResponse(job.id, tuple(views), submits, tuple(missing))
+            shown.append(views.task_view(self.book, job, submit, row, job.submits.index(submit)))
+        submits = tuple(views.submit_view(s) for s in job.submits)
+        return TaskInfoResponse(job.id, tuple(shown), submits, tuple(missing))
 
-    def worker_list(self, request: WorkerListRequest) -> WorkerListResponse:
+    def worker_list(self, request: WorkerListRequest, now: float) -> WorkerListResponse:
         records = [
             r for _, r in sorted(self.workers.workers.items())
             if (r.online and request.include_online) or (not r.online and request.include_offline)
         ]
         return WorkerListResponse(tuple(self._worker_view(r.id) for r in records))
 
-    def worker_info(self, request: WorkerInfoRequest) -> WorkerListResponse:
+    def worker_info(self, request: WorkerInfoRequest, now: float) -> WorkerListResponse:
         present, missing = resolve_ids(request.selector, self.workers.workers)
         return WorkerListResponse(tuple(self._worker_view(i) for i in present), tuple(missing))
 
@@ -385,7 +408,7 @@ class ClientService:
         load = self.control.worker_load(wid) if record.online else (0, 0, "")
         return self.workers.view(record, *load)
 
-    def stop_workers(self, request: StopWorkersRequest) -> StopWorkersResponse:
+    def stop_workers(self, request: StopWorkersRequest, now: float) -> StopWorkersResponse:
         if request.selector.kind == "all":
             present = [w for w, r in sorted(self.workers.workers.items()) if r.online]
             missing: list[int] = []
@@ -397,7 +420,7 @@ class ClientService:
             if not record.online:
                 results.append((wid, "already-stopped"))
                 continue
-            self.control.stop_worker(wid)
+            self.control.stop_worker(wid, now)
             results.append((wid, "stopped"))
         results.extend((wid, "not-found") for wid in missing)
         return StopWorkersResponse(tuple(results))

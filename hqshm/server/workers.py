@@ -1,7 +1,8 @@
 """Workers as users see them: configuration, state word, start and end, last task.
 
 The cluster core forgets a worker when it leaves; this book keeps it (offline workers stay
-listed with their final state, spec/deployment.md §4.2).
+listed with their final state, spec/deployment.md §4.2). Joins and losses are events of the
+server's one stream (``server.events``), applied here and then published, like the job book's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from hqshm.cluster.protocol import StopReason
 from hqshm.link.responses import WorkerView
 from hqshm.model.workerconfig import WorkerConfiguration
+from hqshm.server.events import EventSink, WorkerConnected, WorkerLost
 
 STATE_OF_REASON = {
     StopReason.STOPPED: "STOPPED",
@@ -36,19 +38,30 @@ class WorkerRecord:
 
 
 class WorkerBook:
-    def __init__(self) -> None:
+    def __init__(self, events: EventSink) -> None:
+        self.events = events
         self.workers: dict[int, WorkerRecord] = {}
 
     def joined(self, wid: int, config: WorkerConfiguration, now: float) -> WorkerRecord:
-        record = WorkerRecord(wid, config, now)
-        self.workers[wid] = record
-        return record
+        event = WorkerConnected(wid, config, now)
+        self.apply(event)
+        self.events.emit(event)
+        return self.workers[wid]
 
     def left(self, wid: int, reason: str, now: float) -> None:
         record = self.workers.get(wid)
         if record is not None and record.online:
-            record.state = STATE_OF_REASON.get(reason, "CONNECTION LOST")
-            record.ended_at = now
+            event = WorkerLost(wid, reason, now)
+            self.apply(event)
+            self.events.emit(event)
+
+    def apply(self, event: WorkerConnected | WorkerLost) -> None:
+        if isinstance(event, WorkerConnected):
+            self.workers[event.worker] = WorkerRecord(event.worker, event.config, event.at)
+            return
+        record = self.workers[event.worker]
+        record.state = STATE_OF_REASON.get(event.reason, "CONNECTION LOST")
+        record.ended_at = event.at
 
     def hostname(self, wid: int) -> str:
         record = self.workers.get(wid)

@@ -73,37 +73,46 @@ class RecordingEvents:
 
     Shapes: ``started``/``finished`` ``(worker, key, instance)``, ``failed`` ``(worker, key,
     instance, error)``, ``requeued`` ``(key, instance)``, ``crashed`` ``(worker, key, crashes,
-    never_restart)``.
+    never_restart)``. The time of each call goes to ``times``, in the same order as the calls.
     """
 
     def __init__(self) -> None:
         self.log: list[tuple[str, tuple[Any, ...]]] = []
+        self.times: list[float] = []
 
-    def tasks_started(self, worker: int, started: Sequence[Started]) -> None:
+    def tasks_started(self, worker: int, started: Sequence[Started], now: float) -> None:
+        self.times.append(now)
         self.log.extend(("started", (worker, s[0], s[1])) for s in started)
 
-    def tasks_finished(self, worker: int, finished: Sequence[Finished]) -> None:
+    def tasks_finished(self, worker: int, finished: Sequence[Finished], now: float) -> None:
+        self.times.append(now)
         self.log.extend(("finished", (worker, f[0], f[1])) for f in finished)
 
-    def tasks_failed(self, worker: int, failed: Sequence[Failed]) -> None:
+    def tasks_failed(self, worker: int, failed: Sequence[Failed], now: float) -> None:
+        self.times.append(now)
         self.log.extend(("failed", (worker, f[0], f[1], f[5])) for f in failed)
 
-    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int]) -> None:
+    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int], now: float) -> None:
         assert len(keys) == len(instances)
+        self.times.append(now)
         self.log.extend(("requeued", (k, i)) for k, i in zip(keys, instances, strict=True))
 
     def tasks_crashed(
-        self, worker: int, keys: Sequence[int], crashes: Sequence[int], never_restart: bool
+        self, worker: int, keys: Sequence[int], crashes: Sequence[int], never_restart: bool,
+        now: float,
     ) -> None:
         assert len(keys) == len(crashes)
+        self.times.append(now)
         self.log.extend(
             ("crashed", (worker, k, c, never_restart)) for k, c in zip(keys, crashes, strict=True)
         )
 
-    def task_nodes(self, key: int, workers: Sequence[int]) -> None:
+    def task_nodes(self, key: int, workers: Sequence[int], now: float) -> None:
+        self.times.append(now)
         self.log.append(("nodes", (key, tuple(workers))))
 
-    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int]) -> None:
+    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int], now: float) -> None:
+        self.times.append(now)
         self.log.extend(("aborted", (k,)) for k in keys)
         self.log.extend(("aborted_group", (g,)) for g in gids)
 
@@ -270,7 +279,7 @@ class Env:
         reactor.on_worker_lost(self.core, self.out, worker.wid, reason, self.clock.now())
 
     def cancel(self, *groups: Group) -> None:
-        reactor.cancel_groups(self.core, self.out, [g.gid for g in groups])
+        reactor.cancel_groups(self.core, self.out, [g.gid for g in groups], self.clock.now())
 
     # --- what a node would report (through the codec) ---------------------------------------
 

@@ -17,11 +17,13 @@ from hqshm.cluster.resources import cpus_request
 
 from hqshm.errors import UserError
 from hqshm.model.submission import ArraySubmission, StdioDesc, TaskTemplate
-from hqshm.model.tasktable import TaskState
-from hqshm.server.jobbook import (
+from hqshm.model.taskstates import TaskState
+from hqshm.server import views
+from hqshm.server.events import EventStream
+from hqshm.server.jobbook import JobBook
+from hqshm.server.jobs import (
     NEVER_RESTART_ERROR,
     Job,
-    JobBook,
     JobNotFound,
     JobNotOpened,
     TaskDefinedTwice,
@@ -39,16 +41,17 @@ W, R, F, X, C, A = (
     TaskState.ABORTED,
 )
 UID = "aB3xQ9"
+NOW = 100.0
 
 
 class Book:
     """A ``JobBook`` with builders: ``book.submit(ids=...)`` and per-task event helpers."""
 
     def __init__(self) -> None:
-        self.book = JobBook(UID, WorkerBook())
-        self.book.now = 100.0
+        events = EventStream()
+        self.book = JobBook(UID, WorkerBook(events), events)
         self.canceled_gids: list[list[int]] = []
-        self.book.cancel_groups = lambda gids: self.canceled_gids.append(sorted(gids))
+        self.book.cancel_groups = lambda gids, now: self.canceled_gids.append(sorted(gids))
         self._worker_ids = itertools.count(1)
 
     def submit(
@@ -63,23 +66,28 @@ class Book:
         job, groups = self.book.submit(
             request(
                 ids, entries=entries, job_id=job_id, max_fails=max_fails, crash_limit=crash_limit
-            )
+            ),
+            NOW,
         )
         assert len(groups) == 1
         return job, groups[0].group
 
     def open_job(self) -> Job:
         """An open job, as `hq job open` makes one."""
-        return self.book.open_job("session", None)
+        return self.book.open_job("session", None, NOW)
 
     def start(self, job: Job, *task_ids: int, worker: int = 1, instance: int = 0) -> None:
-        self.book.tasks_started(worker, [(key(job, t), instance, 10.0, 0) for t in task_ids])
+        self.book.tasks_started(worker, [(key(job, t), instance, 10.0, 0) for t in task_ids], NOW)
 
     def finish(self, job: Job, *task_ids: int, worker: int = 1, instance: int = 0) -> None:
-        self.book.tasks_finished(worker, [(key(job, t), instance, 10.0, 12.0, 0) for t in task_ids])
+        self.book.tasks_finished(
+            worker, [(key(job, t), instance, 10.0, 12.0, 0) for t in task_ids], NOW
+        )
 
     def fail(self, job: Job, *task_ids: int, worker: int = 1, error: str = "boom") -> None:
-        self.book.tasks_failed(worker, [(key(job, t), 0, 10.0, 12.0, 0, error) for t in task_ids])
+        self.book.tasks_failed(
+            worker, [(key(job, t), 0, 10.0, 12.0, 0, error) for t in task_ids], NOW
+        )
 
 
 def request(
@@ -201,7 +209,7 @@ def test_open_job_arrays_merge_into_one_id_set(book: Book) -> None:
     book.submit(((10, 20, 1),), job_id=job.id)
     book.submit(((1, 5, 2),), job_id=job.id)
     book.submit(((2, 6, 2),), job_id=job.id)
-    detail = book.book.detail(job, include_tasks=False)
+    detail = views.detail(book.book, job, include_tasks=False)
     assert detail.summary.task_count == 17
     assert detail.task_ids == ((1, 6, 1), (10, 20, 1))
     assert len(detail.submits) == 3
@@ -250,7 +258,7 @@ def test_events_move_tasks_and_counts_follow(book: Book) -> None:
     book.finish(job, 0, worker=3)
     book.fail(job, 1, worker=3, error="Program terminated with exit code 1.")
     book.fail(job, 3, worker=4)  # WAITING -> FAILED: it never ran
-    book.book.tasks_requeued([key(job, 2)], [1])  # its worker was lost
+    book.book.tasks_requeued([key(job, 2)], [1], NOW)  # its worker was lost
     assert [state_of(job, t) for t in range(5)] == [F, X, W, X, W]
     assert job.counts == (2, 0, 1, 2, 0, 0)
     table = job.submits[0].table
@@ -267,8 +275,8 @@ def test_events_move_tasks_and_counts_follow(book: Book) -> None:
 
 def test_news_for_unknown_jobs_and_tasks_is_ignored(book: Book) -> None:
     job, _ = book.submit()
-    book.book.tasks_started(1, [((99 << 32) | 0, 0, 1.0, 0), (key(job, 7), 0, 1.0, 0)])
-    book.book.tasks_finished(1, [((99 << 32), 0, 1.0, 2.0, 0)])
+    book.book.tasks_started(1, [((99 << 32) | 0, 0, 1.0, 0), (key(job, 7), 0, 1.0, 0)], NOW)
+    book.book.tasks_finished(1, [((99 << 32), 0, 1.0, 2.0, 0)], NOW)
     assert job.counts == (1, 0, 0, 0, 0, 0)
 
 
@@ -283,8 +291,8 @@ def test_crash_texts_are_hqs(book: Book) -> None:
     )
     job, _ = book.submit(((0, 1, 1),))
     book.start(job, 0, 1)
-    book.book.tasks_crashed(1, [key(job, 0)], [5], False)
-    book.book.tasks_crashed(1, [key(job, 1)], [1], True)
+    book.book.tasks_crashed(1, [key(job, 0)], [5], False, NOW)
+    book.book.tasks_crashed(1, [key(job, 1)], [1], True, NOW)
     errors = job.submits[0].table.errors
     assert errors == {0: crash_error(5), 1: NEVER_RESTART_ERROR}
     assert job.counts[X] == 2
@@ -331,7 +339,7 @@ def test_failures_up_to_max_fails_abort_nothing(book: Book) -> None:
 def test_crashes_count_towards_max_fails(book: Book) -> None:
     job, _ = book.submit(((0, 2, 1),), max_fails=0)
     book.start(job, 0)
-    book.book.tasks_crashed(1, [key(job, 0)], [1], True)
+    book.book.tasks_crashed(1, [key(job, 0)], [1], True, NOW)
     assert job.counts == (0, 0, 0, 1, 0, 2)
     check(job)
 
@@ -356,13 +364,13 @@ def test_cancel_counts_canceled_and_already_finished(book: Book) -> None:
     job, group = book.submit(((0, 9, 1),))
     book.start(job, 0, 1, 2, 3, 4)
     book.finish(job, 0, 1, 2, 3)
-    assert book.book.cancel(job, "enough") == (6, 4)
+    assert book.book.cancel(job, "enough", NOW) == (6, 4)
     assert job.counts == (0, 0, 4, 0, 6, 0)
     assert job.state == "CANCELED" and job.cancel_reason == "enough"
     assert book.canceled_gids == [[group.gid]]
     assert job.finished_at == 100.0
     # Nothing left to cancel: the reason stays, the core is not bothered again.
-    assert book.book.cancel(job, "again") == (0, 10)
+    assert book.book.cancel(job, "again", NOW) == (0, 10)
     assert job.cancel_reason == "enough"
     assert book.canceled_gids == [[group.gid]]
     check(job)
@@ -371,14 +379,14 @@ def test_cancel_counts_canceled_and_already_finished(book: Book) -> None:
 def test_late_events_for_canceled_tasks_are_ignored(book: Book) -> None:
     job, _ = book.submit(((0, 3, 1),))
     book.start(job, 0, 1)
-    book.book.cancel(job, None)
+    book.book.cancel(job, None, NOW)
     assert job.cancel_reason is None
     before = job.counts
     book.start(job, 2)
     book.finish(job, 0)
     book.fail(job, 1)
-    book.book.tasks_requeued([key(job, 3)], [1])
-    book.book.tasks_crashed(1, [key(job, 0)], [5], False)
+    book.book.tasks_requeued([key(job, 3)], [1], NOW)
+    book.book.tasks_crashed(1, [key(job, 0)], [5], False, NOW)
     assert job.counts == before == (0, 0, 0, 0, 4, 0)
     assert job.submits[0].table.errors == {}
     check(job)
@@ -391,10 +399,10 @@ def test_task_view_shows_paths_only_once_a_task_ran(book: Book) -> None:
     job, _ = book.submit(((0, 1, 1),))
     book.start(job, 1, worker=2, instance=0)
     submit = job.submits[0]
-    waiting = book.book.task_view(job, submit, 0, 0)
+    waiting = views.task_view(book.book, job, submit, 0, 0)
     assert waiting.state == "WAITING"
     assert waiting.cwd is waiting.stdout is waiting.ended_at is None
-    running = book.book.task_view(job, submit, 1, 0)
+    running = views.task_view(book.book, job, submit, 1, 0)
     assert running.state == "RUNNING" and running.worker_ids == (2,)
     assert running.cwd == "/work"
     assert running.stdout == "/work/job-1/1.stdout"
@@ -404,13 +412,13 @@ def test_task_view_shows_paths_only_once_a_task_ran(book: Book) -> None:
 def test_detail_lists_at_most_five_failed_tasks(book: Book) -> None:
     job, _ = book.submit(((0, 9, 1),))
     book.fail(job, *range(7))
-    detail = book.book.detail(job, include_tasks=True)
+    detail = views.detail(book.book, job, include_tasks=True)
     assert detail.n_failed == 7
     assert [t.id for t in detail.failed] == [0, 1, 2, 3, 4]
     assert len(detail.tasks) == 10
     assert detail.summary.counts == (3, 0, 0, 7, 0, 0)
     assert detail.finished_at is None  # not terminated yet
-    view = book.book.submit_view(job.submits[0])
+    view = views.submit_view(job.submits[0])
     assert view.stdout == "/work/job-1/%{TASK_ID}.stdout"
     assert view.ids == ((0, 9, 1),)
 
@@ -422,7 +430,7 @@ def wired(book: Book) -> Env:
     """An env whose core reports to the real book, and whose book cancels in that core."""
     env = Env()
     env.out.events = book.book
-    book.book.cancel_groups = lambda gids: reactor.cancel_groups(env.core, env.out, gids)
+    book.book.cancel_groups = lambda gids, now: reactor.cancel_groups(env.core, env.out, gids, now)
     return env
 
 

@@ -1,0 +1,138 @@
+"""Jobs and tasks as clients see them: the read side of the job book.
+
+Pure functions of the book's state; nothing here changes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hqshm.link.responses import JobDetail, SubmitView, TaskView
+from hqshm.model import placeholders
+from hqshm.model.program import Stdio
+from hqshm.model.submission import Ranges
+from hqshm.model.taskstates import TaskState
+from hqshm.server.jobbook import JobBook
+from hqshm.server.jobs import Job, Submit, compress_ranges
+
+MAX_FAILED_SHOWN = 5
+JOB_STATES = ("RUNNING", "WAITING", "FINISHED", "FAILED", "ABORTED", "CANCELED")
+
+
+def task_view(book: JobBook, job: Job, submit: Submit, row: int, index: int) -> TaskView:
+    table = submit.table
+    state = TaskState(int(table.state[row]))
+    wid = int(table.worker[row])
+    started = float(table.started[row])
+    ended = float(table.ended[row])
+    cwd = stdout = stderr = None
+    task_id = int(table.ids[row])
+    workers = submit.nodes.get(row) or ((wid,) if wid else ())
+    if not math.isnan(started) or wid:
+        paths = placeholders.resolve_at_start(
+            placeholders.SubmitPaths(
+                submit.program.cwd,
+                _template_path(submit.program.stdout),
+                _template_path(submit.program.stderr),
+            ),
+            task_id=task_id,
+            instance_id=int(table.instance[row]),
+            job_id=job.id,
+            submit_dir=job.submit_dir,
+            server_uid=book.server_uid,
+        )
+        cwd, stdout, stderr = paths.cwd, paths.stdout, paths.stderr
+    return TaskView(
+        id=task_id,
+        state=state.name,
+        instance=int(table.instance[row]),
+        worker_ids=workers,
+        hostnames=tuple(book.workers.hostname(w) for w in workers),
+        started_at=None if math.isnan(started) else started,
+        ended_at=None if math.isnan(ended) or state == TaskState.WAITING else ended,
+        error=table.errors.get(row, ""),
+        cwd=cwd,
+        stdout=stdout,
+        stderr=stderr,
+        stdout_kind=submit.program.stdout.kind,
+        stderr_kind=submit.program.stderr.kind,
+        submit_index=index,
+        deps=submit.deps.get(task_id, ()),
+    )
+
+
+def submit_view(submit: Submit) -> SubmitView:
+    program = submit.program
+    return SubmitView(
+        template=submit.template,
+        stdout=_display_path(program.stdout),
+        stderr=_display_path(program.stderr),
+        cwd=program.cwd,
+        ids=compress_ranges(submit.table.ids),
+        is_array=submit.is_array,
+    )
+
+
+def detail(book: JobBook, job: Job, include_tasks: bool) -> JobDetail:
+    failed: list[TaskView] = []
+    n_failed = 0
+    tasks: list[TaskView] = []
+    for index, submit in enumerate(job.submits):
+        table = submit.table
+        rows = np.nonzero(table.state == TaskState.FAILED)[0]
+        n_failed += len(rows)
+        for row in rows[: max(0, MAX_FAILED_SHOWN - len(failed))].tolist():
+            failed.append(task_view(book, job, submit, row, index))
+        if include_tasks:
+            tasks.extend(task_view(book, job, submit, r, index) for r in range(len(table)))
+    all_ids = np.sort(np.concatenate([s.table.ids for s in job.submits])) if job.submits \
+        else np.zeros(0, dtype=np.uint32)
+    worker_ids = sorted(job.worker_ids)
+    return JobDetail(
+        summary=job.summary(),
+        max_fails=job.max_fails,
+        submitted_at=job.submitted_at,
+        finished_at=job.finished_at if job.completed else None,
+        submit_dir=job.submit_dir,
+        submits=tuple(submit_view(s) for s in job.submits),
+        task_ids=compress_ranges(all_ids),
+        workers=tuple(book.workers.hostname(w) for w in worker_ids[:2]),
+        n_workers=len(worker_ids),
+        failed=tuple(failed),
+        n_failed=n_failed,
+        tasks=tuple(tasks),
+        batches=len({s.batch for s in job.submits}),
+    )
+
+
+def summary(book: JobBook) -> dict[str, int]:
+    """How many jobs are in each state (`hq job summary`)."""
+    counts = dict.fromkeys(JOB_STATES, 0)
+    for job in book.jobs.values():
+        state = job.state
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def task_ids(job: Job, states: set[TaskState] | None) -> Ranges:
+    parts = []
+    for submit in job.submits:
+        table = submit.table
+        rows = np.arange(len(table)) if states is None else table.rows_in_states(states)
+        parts.append(table.ids[rows])
+    ids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint32)
+    return compress_ranges(ids)
+
+
+def _template_path(stdio: Stdio) -> str | None:
+    return stdio.path if stdio.kind == Stdio.FILE else None
+
+
+def _display_path(stdio: Stdio) -> str | None:
+    if stdio.kind == Stdio.FILE:
+        return stdio.path
+    if stdio.kind == Stdio.STREAM:
+        return "<Stream>"
+    return None
