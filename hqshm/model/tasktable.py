@@ -13,10 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hqshm.model.taskstates import COMPLETED, STATE_NAMES, TaskState, job_state, parse_states
-
-__all__ = ["COMPLETED", "STATE_NAMES", "TaskState", "TaskTable", "job_state", "merge_counts",
-           "parse_states"]
+from hqshm.model.scanner import U32_MAX
+from hqshm.model.taskstates import TaskState
 
 
 @dataclass(eq=False)
@@ -43,7 +41,11 @@ class TaskTable:
         return len(self.ids)
 
     def row(self, task_id: int) -> int | None:
-        i = int(np.searchsorted(self.ids, task_id))
+        if not 0 <= task_id <= U32_MAX:
+            return None
+        # Searched as the column's own type: a Python int would make numpy convert the whole
+        # column first (2 ms for a million tasks, on every task event).
+        i = int(np.searchsorted(self.ids, np.uint32(task_id)))
         if i < len(self.ids) and int(self.ids[i]) == task_id:
             return i
         return None

@@ -7,15 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hqshm.model.tasktable import (
-    COMPLETED,
-    STATE_NAMES,
-    TaskState,
-    TaskTable,
-    job_state,
-    merge_counts,
-    parse_states,
-)
+from hqshm.model.taskstates import COMPLETED, STATE_NAMES, TaskState, job_state, parse_states
+from hqshm.model.tasktable import TaskTable, merge_counts
 
 W, R, F, X, C, A = (
     TaskState.WAITING,
@@ -94,6 +87,7 @@ def test_rows_are_found_by_task_id() -> None:
     t = table(2, 4, 6, 2**32 - 1)
     assert [t.row(i) for i in (2, 4, 6, 2**32 - 1)] == [0, 1, 2, 3]
     assert [t.row(i) for i in (0, 3, 7)] == [None, None, None]
+    assert [t.row(i) for i in (-1, 2**32, 2**64)] == [None, None, None]  # hostile ids
 
 
 def test_single_transitions_keep_counts() -> None:
