@@ -30,6 +30,10 @@ combination with the highest total weight wins (the sum of the weights of every 
 groups used); a strict form also waits until the weight is as high as an idle node could give.
 ``scatter`` and ``all`` ignore coupling. The search is exhaustive up to ``MAX_COMBINATIONS``
 combinations and a local optimum beyond, so that a decision stays bounded.
+
+One module of about 600 lines because it is one mechanism: the per-group counts, the policies
+that read them and the coupling search share their invariants (``check``), and the property
+tests (tests/unit/test_allocator_properties.py) hold the whole of it against brute force.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ after it pushed: one byte written to a non-blocking pipe whose read end sits in 
 (``ring_doorbell``; executors ring only when the node must hear at once). The consumer then calls
 ``drain_doorbell`` and pops with ``timeout=0`` until empty, in that order, so a push racing with
 the drain always leaves a byte behind and no wake-up is lost.
+
+One module of about 520 lines because the layout, the two semaphores, the spill files and the
+names' lifetime form one protocol whose invariant (above) no part keeps alone.
 """
 
 from __future__ import annotations
