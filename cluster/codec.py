@@ -6,9 +6,10 @@ field against the dataclass's type hints, so an invalid message cannot get past 
 peer's bad frame is a ``PeerError`` (log it and drop the peer), never a crash or a guess.
 
 Supported field types: ``int``, ``float``, ``str``, ``bytes``, ``bool``, ``None``,
-``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``, ``dict[K, V]`` and nested
-message-like dataclasses (registered or not). Bulk data (task keys, counters) travels as
-``bytes`` holding packed arrays, so a batch costs one field, not one object per task.
+``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]``, ``dict[K, V]``, nested
+message-like dataclasses (registered or not), and ``NewType``s of these (ids), which travel as
+their supertype. Bulk data (task keys, counters) travels as ``bytes`` holding packed arrays, so
+a batch costs one field, not one object per task.
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ class Registry:
         encoder = self._encoders.get(type(msg))
         if encoder is None:
             cls = type(msg)
-            if self._by_tag.get(getattr(cls, "TAG", None)) is not cls:
+            if self._by_tag.get(getattr(cls, "TAG", -1)) is not cls:
                 raise LocalProtocolError(f"{cls.__name__} is not a {self.name} message")
             encoder = self._encoders[cls] = _struct_encoder(cls)
-        return msgpack.packb(
+        frame: bytes = msgpack.packb(
             [self.protocol, type(msg).TAG, *encoder(msg)], use_bin_type=True
         )
+        return frame
 
     def decode(self, frame: bytes) -> Any:
         """Decode and validate one frame. Refuse, never guess."""
@@ -104,15 +106,18 @@ def _struct_encoder(cls: type) -> Callable[[Any], list[Any]]:
 
 def _value_encoder(hint: Any) -> Converter:
     """Only nested dataclasses need work on the way out; plain values pass through."""
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, typing.NewType):
+        return _value_encoder(hint.__supertype__)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         inner = _struct_encoder(hint)
         return inner
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1 and dataclasses.is_dataclass(non_none[0]):
-            inner = _struct_encoder(non_none[0])
+        only = non_none[0] if len(non_none) == 1 else None
+        if isinstance(only, type) and dataclasses.is_dataclass(only):
+            inner = _struct_encoder(only)
             return lambda v: None if v is None else inner(v)
         return _identity
     if origin in (tuple, list) and args:
@@ -131,6 +136,8 @@ def _value_encoder(hint: Any) -> Converter:
 
 
 def _needs_encoding(hint: Any) -> bool:
+    if isinstance(hint, typing.NewType):
+        return _needs_encoding(hint.__supertype__)
     if dataclasses.is_dataclass(hint):
         return True
     return any(_needs_encoding(a) for a in typing.get_args(hint) if a is not Ellipsis)
@@ -168,6 +175,8 @@ def _struct_decoder(cls: type) -> Converter:
 def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one branch per type form
     if hint is Any:
         return _identity
+    if isinstance(hint, typing.NewType):  # an id: checked as its supertype, kept as it is
+        return _value_decoder(hint.__supertype__, where)
     if hint is type(None) or hint is None:
         return _expect(lambda v: v is None, where, "null")
     if hint is bool:
@@ -188,7 +197,7 @@ def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one bran
         return _expect(lambda v: isinstance(v, str), where, "a string")
     if hint is bytes:
         return _expect(lambda v: isinstance(v, bytes), where, "bytes")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _struct_decoder(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

@@ -28,13 +28,14 @@ from typing import Protocol
 
 import numpy as np
 
-from .protocol import Failed, Finished, Started
+from .crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
+from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
+from .protocol import Finished, Started
 from .resources import ResourceDescriptor, ResourceRequest
 
-UNLIMITED_CRASHES = 0
-NEVER_RESTART = -1
-
-Placed = tuple[int, int]  # (gid, variant index) of a task placed on a worker
+Placed = tuple[GroupId, int]  # (gid, variant index) of a task placed on a worker
+# A node's ``Failed`` report without its retryable flag: a failure for good, retries spent.
+FailedForGood = tuple[TaskKey, InstanceId, float, float, int, str]
 
 
 class TaskEvents(Protocol):
@@ -43,23 +44,27 @@ class TaskEvents(Protocol):
     ``now`` is the time of the handler that reports it, so the product reads no clock.
     """
 
-    def tasks_started(self, worker: int, started: Sequence[Started], now: float) -> None: ...
+    def tasks_started(self, worker: WorkerId, started: Sequence[Started],
+                      now: float) -> None: ...
 
-    def tasks_finished(self, worker: int, finished: Sequence[Finished], now: float) -> None: ...
-
-    def tasks_failed(self, worker: int, failed: Sequence[Failed], now: float) -> None: ...
-
-    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int],
+    def tasks_finished(self, worker: WorkerId, finished: Sequence[Finished],
                        now: float) -> None: ...
 
-    def tasks_crashed(self, worker: int, keys: Sequence[int], crashes: Sequence[int],
+    def tasks_failed(self, worker: WorkerId, failed: Sequence[FailedForGood],
+                     now: float) -> None: ...
+
+    def tasks_requeued(self, keys: Sequence[TaskKey], instances: Sequence[InstanceId],
+                       now: float) -> None: ...
+
+    def tasks_crashed(self, worker: WorkerId, keys: Sequence[TaskKey], crashes: Sequence[int],
                       never_restart: bool, now: float) -> None: ...
 
-    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int], now: float) -> None:
+    def tasks_aborted(self, keys: Sequence[TaskKey], gids: Sequence[GroupId],
+                      now: float) -> None:
         """These tasks, and every unfinished task of these groups, lost a dependency."""
         ...
 
-    def task_nodes(self, key: int, workers: Sequence[int], now: float) -> None:
+    def task_nodes(self, key: TaskKey, workers: Sequence[WorkerId], now: float) -> None:
         """A multi-node task was placed on these workers (the first runs it)."""
         ...
 
@@ -69,27 +74,27 @@ class Outbox(Protocol):
 
     events: TaskEvents
 
-    def send(self, worker: int, message: object) -> None: ...
+    def send(self, worker: WorkerId, message: object) -> None: ...
 
 
 @dataclass(eq=False)
 class Group:
     """Tasks of one submit: same request, priority, crash limit and program body."""
 
-    gid: int
-    job_id: int
+    gid: GroupId
+    job_id: JobId
     request: ResourceRequest
     priority: int
     body: bytes
     keys: np.ndarray  # uint64, sorted ascending
-    crash_limit: int = 5
+    crash_limit: int = DEFAULT_CRASH_LIMIT  # or UNLIMITED_CRASHES, NEVER_RESTART
     retries: int = 0  # re-runs of a task whose program exited non-zero
     entries: Sequence[bytes] | None = None
     cursor: int = 0
-    requeued: deque[int] = field(default_factory=deque)
-    instances: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
-    crashes: dict[int, int] = field(default_factory=dict)  # sparse: absent = 0
-    attempts: dict[int, int] = field(default_factory=dict)  # sparse: retries used
+    requeued: deque[TaskKey] = field(default_factory=deque)
+    instances: dict[TaskKey, InstanceId] = field(default_factory=dict)  # sparse: absent = 0
+    crashes: dict[TaskKey, int] = field(default_factory=dict)  # sparse: absent = 0
+    attempts: dict[TaskKey, int] = field(default_factory=dict)  # sparse: retries used
     barrier: int = 0  # unfinished tasks the whole group waits for (--after)
     active: int = 0  # tasks not ended yet
     ran: int = 0  # tasks that ended after running, and their total run time: the mean
@@ -108,18 +113,27 @@ class Group:
         return (-self.priority, self.job_id, self.gid)
 
     @property
+    def never_restart(self) -> bool:
+        return self.crash_limit == NEVER_RESTART
+
+    def crash_fails(self, crashes: int) -> bool:
+        """Whether a task that was running on this many lost workers fails for good."""
+        return self.never_restart or (self.crash_limit != UNLIMITED_CRASHES
+                                      and crashes >= self.crash_limit)
+
+    @property
     def pending(self) -> int:
         if self.barrier:
             return 0
         return len(self.keys) - self.cursor + len(self.requeued)
 
-    def holds(self, key: int) -> bool:
+    def holds(self, key: TaskKey) -> bool:
         i = int(np.searchsorted(self.keys, np.uint64(key)))
         return i < len(self.keys) and int(self.keys[i]) == key
 
-    def take(self, n: int) -> list[int]:
+    def take(self, n: int) -> list[TaskKey]:
         """Up to n pending keys: given-back ones first, so they do not starve."""
-        taken: list[int] = []
+        taken: list[TaskKey] = []
         while self.requeued and len(taken) < n:
             taken.append(self.requeued.popleft())
         if len(taken) < n and self.cursor < len(self.keys):
@@ -128,17 +142,17 @@ class Group:
             self.cursor = end
         return taken
 
-    def give_back(self, keys: Iterable[int]) -> None:
+    def give_back(self, keys: Iterable[TaskKey]) -> None:
         self.requeued.extendleft(reversed(list(keys)))
 
-    def entry_of(self, key: int) -> bytes:
+    def entry_of(self, key: TaskKey) -> bytes:
         assert self.entries is not None
         return self.entries[int(np.searchsorted(self.keys, np.uint64(key)))]
 
 
 @dataclass(eq=False)
 class Worker:
-    wid: int
+    wid: WorkerId
     hostname: str
     resources: ResourceDescriptor
     group: str
@@ -146,14 +160,15 @@ class Worker:
     totals: dict[str, int] = field(default_factory=dict)
     committed: dict[str, int] = field(default_factory=dict)  # assigned + running
     # key -> (gid, variant): sent but not started / running / stolen for us and in flight
-    assigned: dict[int, Placed] = field(default_factory=dict)
-    running: dict[int, Placed] = field(default_factory=dict)
-    retracting: dict[int, int | None] = field(default_factory=dict)  # key -> thief or None
-    incoming: dict[int, Placed] = field(default_factory=dict)
-    sent_groups: set[int] = field(default_factory=set)
+    assigned: dict[TaskKey, Placed] = field(default_factory=dict)
+    running: dict[TaskKey, Placed] = field(default_factory=dict)
+    # key -> thief or None
+    retracting: dict[TaskKey, WorkerId | None] = field(default_factory=dict)
+    incoming: dict[TaskKey, Placed] = field(default_factory=dict)
+    sent_groups: set[GroupId] = field(default_factory=set)
     amounts_cache: dict[Placed, dict[str, int] | None] = field(default_factory=dict)
-    fitting: dict[int, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
-    reserved_for: int | None = None  # key of the multi-node task this worker belongs to
+    fitting: dict[GroupId, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
+    reserved_for: TaskKey | None = None  # key of the multi-node task this worker belongs to
     min_utilization: float = 0.0  # spec/resources.md §2.2
     last_seen: float = 0.0
 
@@ -194,22 +209,22 @@ class Worker:
 
 @dataclass
 class Core:
-    groups: dict[int, Group] = field(default_factory=dict)
-    workers: dict[int, Worker] = field(default_factory=dict)
-    next_worker_id: int = 1
+    groups: dict[GroupId, Group] = field(default_factory=dict)
+    workers: dict[WorkerId, Worker] = field(default_factory=dict)
+    next_worker_id: WorkerId = WorkerId(1)
     needs_scheduling: bool = False
     # per-task dependencies (job files): unfinished prerequisites, and who waits on a task
-    deps_waiting: dict[int, int] = field(default_factory=dict)
-    dependants: dict[int, list[int]] = field(default_factory=dict)
-    blocked_group: dict[int, int] = field(default_factory=dict)  # blocked key -> its gid
+    deps_waiting: dict[TaskKey, int] = field(default_factory=dict)
+    dependants: dict[TaskKey, list[TaskKey]] = field(default_factory=dict)
+    blocked_group: dict[TaskKey, GroupId] = field(default_factory=dict)  # blocked key -> gid
     # group barriers (--after): prerequisite key -> groups waiting for it
-    barrier_dependants: dict[int, list[int]] = field(default_factory=dict)
+    barrier_dependants: dict[TaskKey, list[GroupId]] = field(default_factory=dict)
     # multi-node tasks: key -> the workers it holds, its root (which runs it) first
-    multinode: dict[int, list[int]] = field(default_factory=dict)
+    multinode: dict[TaskKey, list[WorkerId]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""
-        seen: set[int] = set()
+        seen: set[TaskKey] = set()
         for worker in self.workers.values():
             for key in list(worker.assigned) + list(worker.running):
                 assert key not in seen, f"task {key} is in two places"

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .codec import Registry
+from .ids import GroupId, InstanceId, TaskKey, WorkerId
+from .ids import split_key as split_key  # the node imports the key helpers from here
+from .ids import task_key as task_key
 from .resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
@@ -27,20 +30,12 @@ MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 NODE_LINK = Registry("node", PROTOCOL)
 
 # (key, instance, started_at, variant)
-Started = tuple[int, int, float, int]
+Started = tuple[TaskKey, InstanceId, float, int]
 # (key, instance, started_at, ended_at, variant)
-Finished = tuple[int, int, float, float, int]
+Finished = tuple[TaskKey, InstanceId, float, float, int]
 # (key, instance, started_at, ended_at, variant, error, retryable). Retryable: the program ran
 # and exited non-zero (not killed for its time limit, not unable to start): --retries applies.
-Failed = tuple[int, int, float, float, int, str, bool]
-
-
-def task_key(job_id: int, task_id: int) -> int:
-    return (job_id << 32) | task_id
-
-
-def split_key(key: int) -> tuple[int, int]:
-    return key >> 32, key & 0xFFFF_FFFF
+Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
 
 
 # --- node -> server -------------------------------------------------------------------------
@@ -80,7 +75,7 @@ class TasksRetracted:
     """Answer to ``RetractTasks``: the subset that had not started and is given back."""
 
     TAG: ClassVar[int] = 3
-    keys: tuple[int, ...]
+    keys: tuple[TaskKey, ...]
 
 
 @NODE_LINK.message
@@ -95,8 +90,8 @@ class TaskNotification:
     """A running task's message (`hq task notify`), for clients listening live."""
 
     TAG: ClassVar[int] = 6
-    key: int
-    instance: int
+    key: TaskKey
+    instance: InstanceId
     message: bytes
 
     def __post_init__(self) -> None:
@@ -120,7 +115,7 @@ class NodeStopping:
 @dataclass(frozen=True, slots=True)
 class NodeRegistered:
     TAG: ClassVar[int] = 101
-    worker_id: int
+    worker_id: WorkerId
     server_uid: str
     idle_timeout: float | None  # the server's default, used when the node has none
 
@@ -131,7 +126,7 @@ class DefineGroup:
     """The shape shared by a batch of tasks: request, priority and the product's body."""
 
     TAG: ClassVar[int] = 102
-    gid: int
+    gid: GroupId
     request: ResourceRequest
     priority: int
     body: bytes
@@ -143,9 +138,9 @@ class ComputeTasks:
     """Run these tasks of a group. Empty ``instances`` means all 0; ``entries`` align with keys."""
 
     TAG: ClassVar[int] = 103
-    gid: int
-    keys: tuple[int, ...]
-    instances: tuple[int, ...] = ()
+    gid: GroupId
+    keys: tuple[TaskKey, ...]
+    instances: tuple[InstanceId, ...] = ()
     entries: tuple[bytes, ...] = ()
     # A multi-node task (one key): the hostnames of its nodes, this (root) node first.
     nodes: tuple[str, ...] = ()
@@ -165,7 +160,7 @@ class CancelTasks:
     """Kill these tasks if running, drop them if queued; no answer beyond normal updates."""
 
     TAG: ClassVar[int] = 104
-    keys: tuple[int, ...]
+    keys: tuple[TaskKey, ...]
 
 
 @NODE_LINK.message
@@ -174,7 +169,7 @@ class RetractTasks:
     """Give back whichever of these tasks has not started (work stealing, time limits)."""
 
     TAG: ClassVar[int] = 105
-    keys: tuple[int, ...]
+    keys: tuple[TaskKey, ...]
 
 
 @NODE_LINK.message
@@ -190,7 +185,7 @@ class ReserveNode:
     """This node is a secondary node of a multi-node task (key), or is free again (0)."""
 
     TAG: ClassVar[int] = 108
-    key: int
+    key: TaskKey
 
 
 @NODE_LINK.message

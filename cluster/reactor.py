@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from .core import NEVER_RESTART, UNLIMITED_CRASHES, Core, Group, Outbox, Placed, Worker
+from .core import Core, FailedForGood, Group, Outbox, Placed, Worker
+from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId
 from .protocol import (
     CancelTasks,
     ComputeTasks,
     DefineGroup,
+    Failed,
+    Finished,
     ReserveNode,
     RetractTasks,
     Started,
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: str,
                time_limit: float | None, now: float, min_utilization: float = 0.0) -> Worker:
     wid = core.next_worker_id
-    core.next_worker_id += 1
+    core.next_worker_id = WorkerId(wid + 1)
     deadline = None if time_limit is None else now + time_limit
     worker = Worker(wid, hostname, resources, group, deadline, last_seen=now,
                     min_utilization=min_utilization)
@@ -41,8 +44,8 @@ def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: 
     return worker
 
 
-def add_group(core: Core, group: Group, deps: Mapping[int, Sequence[int]] | None = None,
-              after: Sequence[int] = ()) -> None:
+def add_group(core: Core, group: Group, deps: Mapping[TaskKey, Sequence[TaskKey]] | None = None,
+              after: Sequence[TaskKey] = ()) -> None:
     """Add a group; ``deps`` and ``after`` name only prerequisites that have not finished yet.
 
     With ``deps`` (per-task prerequisites, job files) every task without any is ready at once
@@ -66,7 +69,7 @@ def add_group(core: Core, group: Group, deps: Mapping[int, Sequence[int]] | None
     core.needs_scheduling = True
 
 
-def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int],
+def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[TaskKey],
            variant: int = 0) -> None:
     """Send tasks to a worker (defining the group on that link first)."""
     if not keys:
@@ -81,9 +84,9 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
         worker.assigned[key] = placed
     for name, amount in amounts.items():
         worker.committed[name] += amount * len(keys)
-    instances: tuple[int, ...] = ()
+    instances: tuple[InstanceId, ...] = ()
     if group.instances:
-        instances = tuple(group.instances.get(k, 0) for k in keys)
+        instances = tuple(group.instances.get(k, FIRST_INSTANCE) for k in keys)
         if not any(instances):
             instances = ()
     entries: tuple[bytes, ...] = ()
@@ -93,7 +96,7 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[int
 
 
 def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: Group,
-                     key: int, variant: int, now: float) -> None:
+                     key: TaskKey, variant: int, now: float) -> None:
     """Reserve whole workers for one multi-node task; the first (root) runs it."""
     root = members[0]
     placed = (group.gid, variant)
@@ -102,7 +105,7 @@ def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: 
         root.sent_groups.add(group.gid)
         out.send(root.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
     root.assigned[key] = placed
-    instance = group.instances.get(key, 0)
+    instance = group.instances.get(key, FIRST_INSTANCE)
     entries = (group.entry_of(key),) if group.entries is not None else ()
     out.send(root.wid, ComputeTasks(group.gid, (key,), (instance,) if instance else (),
                                     entries, tuple(w.hostname for w in members)))
@@ -114,7 +117,7 @@ def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: 
     out.events.task_nodes(key, [w.wid for w in members], now)
 
 
-def release_nodes(core: Core, out: Outbox, key: int) -> None:
+def release_nodes(core: Core, out: Outbox, key: TaskKey) -> None:
     """A multi-node task ended or went back: its workers are free again."""
     for index, wid in enumerate(core.multinode.pop(key, ())):
         worker = core.workers.get(wid)
@@ -122,7 +125,7 @@ def release_nodes(core: Core, out: Outbox, key: int) -> None:
             continue
         worker.reserved_for = None
         if index:  # the root knows: its task ended; secondary nodes are told
-            out.send(wid, ReserveNode(0))
+            out.send(wid, ReserveNode(TaskKey(0)))
     core.needs_scheduling = True
 
 
@@ -139,40 +142,42 @@ def _end(core: Core, group: Group | None) -> None:
             del core.groups[group.gid]
 
 
-def on_task_updates(core: Core, out: Outbox, wid: int, msg: TaskUpdates, now: float) -> None:
+def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
+                    now: float) -> None:
     worker = core.workers.get(wid)
     if worker is None:
         return
     worker.last_seen = now
     started: list[Started] = []
-    for item in msg.started:
-        key = item[0]
+    for report in msg.started:
+        key = report[0]
         placed = worker.assigned.pop(key, None)
         if placed is None:
             continue  # canceled meanwhile, or already retracted
         _drop_reservation(core, worker.retracting.pop(key, None), key)
-        worker.running[key] = _as_chosen(core, worker, placed, item[3])
-        started.append(item)
+        worker.running[key] = _as_chosen(core, worker, placed, report[3])
+        started.append(report)
     if started:
         out.events.tasks_started(wid, started, now)
     if msg.finished:
         finished = [item for item in msg.finished if _ended(core, out, worker, item)]
         if finished:
             out.events.tasks_finished(wid, finished, now)
-            for item in finished:
-                _task_done(core, item[0])
+            for ended in finished:
+                _task_done(core, ended[0])
     if msg.failed:
-        failed = []
-        for item in msg.failed:
-            placed = worker.running.get(item[0]) or worker.assigned.get(item[0])
+        failed: list[FailedForGood] = []
+        for failure in msg.failed:
+            key = failure[0]
+            placed = worker.running.get(key) or worker.assigned.get(key)
             # Looked up before _ended, which forgets a group whose last task ended.
             group = core.groups.get(placed[0]) if placed is not None else None
-            if placed is None or not _ended(core, out, worker, item):
+            if placed is None or not _ended(core, out, worker, failure):
                 continue
-            if item[6] and group is not None and group.attempts.get(item[0], 0) < group.retries:
-                _retry(core, out, group, item[0], now)
+            if failure[6] and group is not None and group.attempts.get(key, 0) < group.retries:
+                _retry(core, out, group, key, now)
             else:
-                failed.append(item[:6])
+                failed.append(failure[:6])
         if failed:
             out.events.tasks_failed(wid, failed, now)
             _tasks_dead(core, out, [item[0] for item in failed], (), now)
@@ -192,8 +197,7 @@ def _as_chosen(core: Core, worker: Worker, placed: Placed, variant: int) -> Plac
     return (placed[0], variant)
 
 
-def _ended(core: Core, out: Outbox, worker: Worker,
-           item: tuple) -> bool:  # type: ignore[type-arg]
+def _ended(core: Core, out: Outbox, worker: Worker, item: Finished | Failed) -> bool:
     """Take an ended task off its worker; False if it was no longer there (canceled)."""
     key = item[0]
     placed = worker.running.pop(key, None)
@@ -211,10 +215,10 @@ def _ended(core: Core, out: Outbox, worker: Worker,
     return True
 
 
-def _retry(core: Core, out: Outbox, group: Group, key: int, now: float) -> None:
+def _retry(core: Core, out: Outbox, group: Group, key: TaskKey, now: float) -> None:
     """Run a task that exited non-zero again, under a new instance id."""
     group.attempts[key] = group.attempts.get(key, 0) + 1
-    instance = group.instances.get(key, 0) + 1
+    instance = InstanceId(group.instances.get(key, FIRST_INSTANCE) + 1)
     group.instances[key] = instance
     group.active += 1  # _ended counted it as ended
     if group.gid not in core.groups:
@@ -223,7 +227,7 @@ def _retry(core: Core, out: Outbox, group: Group, key: int, now: float) -> None:
     out.events.tasks_requeued([key], [instance], now)
 
 
-def _task_done(core: Core, key: int) -> None:
+def _task_done(core: Core, key: TaskKey) -> None:
     """A task finished: release what waited for it."""
     for dependant in core.dependants.pop(key, ()):
         left = core.deps_waiting.get(dependant)
@@ -243,7 +247,7 @@ def _task_done(core: Core, key: int) -> None:
     core.needs_scheduling = True
 
 
-def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[Group],
+def _tasks_dead(core: Core, out: Outbox, keys: Iterable[TaskKey], groups: Iterable[Group],
                 now: float) -> None:
     """Tasks and whole groups that will never finish: abort everything that depends on them.
 
@@ -252,7 +256,7 @@ def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[G
     """
     stack = list(keys)
     dead = list(groups)
-    aborted_keys: list[int] = []
+    aborted_keys: list[TaskKey] = []
     aborted: list[Group] = []
     while stack or dead:
         while dead:
@@ -274,31 +278,31 @@ def _tasks_dead(core: Core, out: Outbox, keys: Iterable[int], groups: Iterable[G
             stack.append(dependant)
             _end(core, core.groups.get(gid))
         for gid in core.barrier_dependants.pop(key, ()):
-            group = core.groups.get(gid)
-            if group is not None and group not in aborted:
-                aborted.append(group)
-                dead.append(group)
+            waiting = core.groups.get(gid)
+            if waiting is not None and waiting not in aborted:
+                aborted.append(waiting)
+                dead.append(waiting)
     if aborted:
         _drop_groups(core, out, [g.gid for g in aborted])
     if aborted_keys or aborted:
         out.events.tasks_aborted(aborted_keys, [g.gid for g in aborted], now)
 
 
-def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
+def on_tasks_retracted(core: Core, out: Outbox, wid: WorkerId, keys: Sequence[TaskKey],
                        now: float) -> None:
     """Tasks given back by a node: hand them to the thief that asked, or back to the pool."""
     worker = core.workers.get(wid)
     if worker is None:
         return
-    by_target: dict[int | None, dict[int, list[int]]] = {}
+    by_target: dict[WorkerId | None, dict[GroupId, list[TaskKey]]] = {}
     for key in keys:
         placed = worker.assigned.pop(key, None)
         if placed is None:
             continue
-        thief = worker.retracting.pop(key, None)
+        thief_id = worker.retracting.pop(key, None)
         if _release(core, worker, placed) is None:
             continue
-        by_target.setdefault(thief, {}).setdefault(placed[0], []).append(key)
+        by_target.setdefault(thief_id, {}).setdefault(placed[0], []).append(key)
     # Keys asked for but not returned have started there: the thief's reservation lapses.
     for key in [k for k in worker.retracting if k not in worker.assigned]:
         _drop_reservation(core, worker.retracting.pop(key), key)
@@ -320,7 +324,7 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: int, keys: Sequence[int],
     core.needs_scheduling = True
 
 
-def reserve(core: Core, thief: Worker, key: int, gid: int, variant: int) -> None:
+def reserve(core: Core, thief: Worker, key: TaskKey, gid: GroupId, variant: int) -> None:
     """Hold room on a thief for a task that is being retracted elsewhere for it."""
     amounts = thief.amounts(core.groups[gid], variant)
     assert amounts is not None
@@ -328,7 +332,7 @@ def reserve(core: Core, thief: Worker, key: int, gid: int, variant: int) -> None
     thief.commit(amounts, +1)
 
 
-def _drop_reservation(core: Core, thief_id: int | None, key: int) -> None:
+def _drop_reservation(core: Core, thief_id: WorkerId | None, key: TaskKey) -> None:
     thief = core.workers.get(thief_id) if thief_id is not None else None
     if thief is None:
         return
@@ -337,7 +341,7 @@ def _drop_reservation(core: Core, thief_id: int | None, key: int) -> None:
         _release(core, thief, placed)
 
 
-def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
+def _drop_groups(core: Core, out: Outbox, gids: Iterable[GroupId]) -> None:
     """Forget every unfinished task of these groups, killing the running ones on their nodes."""
     gid_set = set(gids)
     for worker in core.workers.values():
@@ -360,14 +364,14 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[int]) -> None:
     core.needs_scheduling = True
 
 
-def cancel_groups(core: Core, out: Outbox, gids: Iterable[int], now: float) -> None:
+def cancel_groups(core: Core, out: Outbox, gids: Iterable[GroupId], now: float) -> None:
     """The product ends these groups (cancel, max-fails): their dependants are aborted."""
     groups = [core.groups[g] for g in gids if g in core.groups]
     _drop_groups(core, out, [g.gid for g in groups])
     _tasks_dead(core, out, (), groups, now)
 
 
-def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -> None:
+def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: float) -> None:
     """Every task the worker held goes back with a new instance id; crashes are counted.
 
     Instances grow for assigned tasks too: a node that lost its link may already have started
@@ -395,22 +399,22 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
     for key in [*worker.assigned, *worker.running]:
         release_nodes(core, out, key)
     crash = reason in (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
-    requeued_keys: list[int] = []
-    requeued_instances: list[int] = []
-    crashed: dict[bool, tuple[list[int], list[int]]] = {}
+    requeued_keys: list[TaskKey] = []
+    requeued_instances: list[InstanceId] = []
+    crashed: dict[bool, tuple[list[TaskKey], list[int]]] = {}
     for key, gid, was_running in [(k, p[0], False) for k, p in worker.assigned.items()] + [
         (k, p[0], True) for k, p in worker.running.items()
     ]:
         group = core.groups.get(gid)
         if group is None:
             continue
-        instance = group.instances.get(key, 0) + 1
+        instance = InstanceId(group.instances.get(key, FIRST_INSTANCE) + 1)
         group.instances[key] = instance
-        if was_running and (crash or group.crash_limit == NEVER_RESTART):
+        never = group.never_restart
+        if was_running and (crash or never):
             count = group.crashes.get(key, 0) + 1
             group.crashes[key] = count
-            never = group.crash_limit == NEVER_RESTART
-            if never or (group.crash_limit != UNLIMITED_CRASHES and count >= group.crash_limit):
+            if group.crash_fails(count):
                 keys, counts = crashed.setdefault(never, ([], []))
                 keys.append(key)
                 counts.append(count)
@@ -431,7 +435,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: int, reason: str, now: float) -
     core.needs_scheduling = True
 
 
-def retract(out: Outbox, worker: Worker, keys: list[int], thief: int | None) -> None:
+def retract(out: Outbox, worker: Worker, keys: list[TaskKey], thief: WorkerId | None) -> None:
     for key in keys:
         worker.retracting[key] = thief
     out.send(worker.wid, RetractTasks(tuple(keys)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .core import Core, Group, Outbox, Worker
+from .ids import TaskKey
 from .reactor import assign, assign_multinode, reserve, retract
 from .utilization import Candidate, choose
 
@@ -133,7 +134,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
                 continue
-            keys: list[int] = []
+            keys: list[TaskKey] = []
             candidates = [
                 (k, p[0]) for k, p in reversed(victim.assigned.items())
                 if k not in victim.retracting

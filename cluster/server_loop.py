@@ -24,6 +24,7 @@ from . import reactor
 from .codec import MAX_FRAME
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
+from .ids import WorkerId
 from .monitor import monitor_event
 from .protocol import (
     NODE_LINK,
@@ -55,9 +56,9 @@ class ServerHooks(Protocol):
         """Accept (None) or refuse (a reason) a node that asks to join."""
         ...
 
-    def node_left(self, wid: int, reason: str, now: float) -> None: ...
+    def node_left(self, wid: WorkerId, reason: str, now: float) -> None: ...
 
-    def task_notified(self, wid: int, msg: TaskNotification) -> None: ...
+    def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None: ...
 
     def after_turn(self, now: float) -> None: ...
 
@@ -67,9 +68,9 @@ class SocketOutbox:
     """Collects messages during a turn and sends them at its end."""
 
     events: TaskEvents
-    pending: list[tuple[int, object]] = field(default_factory=list)
+    pending: list[tuple[WorkerId, object]] = field(default_factory=list)
 
-    def send(self, worker: int, message: object) -> None:
+    def send(self, worker: WorkerId, message: object) -> None:
         self.pending.append((worker, message))
 
 
@@ -92,11 +93,11 @@ class ServerLoop:
         self.zap = zap
         self.out = SocketOutbox(events)
         self.poller = zmq.Poller()
-        self.readers: dict[object, Callable[[], None]] = {}
+        self.readers: dict[object, Callable[[], object]] = {}
         self.timers: list[list] = []  # [next_due, period, fn]
-        self.links: dict[int, _Link] = {}  # worker id -> link
-        self.by_routing_id: dict[bytes, int] = {}
-        self.by_fd: dict[int, int] = {}
+        self.links: dict[WorkerId, _Link] = {}  # worker id -> link
+        self.by_routing_id: dict[bytes, WorkerId] = {}
+        self.by_fd: dict[int, WorkerId] = {}  # file descriptor -> worker id
         self.running = False
         self.worker_socket: zmq.Socket | None = None
         self.add_reader(zap.socket, zap.handle_ready)
@@ -117,7 +118,7 @@ class ServerLoop:
         self.add_reader(monitor, lambda: self._read_monitor(monitor))
         return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
-    def add_reader(self, sock: object, callback: Callable[[], None]) -> None:
+    def add_reader(self, sock: object, callback: Callable[[], object]) -> None:
         self.readers[sock] = callback
         self.poller.register(sock, zmq.POLLIN)
 
@@ -209,7 +210,7 @@ class ServerLoop:
                 continue
             self._dispatch(wid, message, now)
 
-    def _dispatch(self, wid: int, message: object, now: float) -> None:
+    def _dispatch(self, wid: WorkerId, message: object, now: float) -> None:
         worker = self.core.workers.get(wid)
         if worker is None:
             return
@@ -246,7 +247,7 @@ class ServerLoop:
         self.out.send(worker.wid, NodeRegistered(worker.wid, self.server_uid,
                                                  self.default_idle_timeout))
 
-    def drop_worker(self, wid: int, reason: str, now: float) -> None:
+    def drop_worker(self, wid: WorkerId, reason: str, now: float) -> None:
         """Forget a node and give its tasks back (the core counts crashes by reason)."""
         link = self.links.pop(wid, None)
         if link is None:
@@ -257,7 +258,7 @@ class ServerLoop:
         reactor.on_worker_lost(self.core, self.out, wid, reason, now)
         self.hooks.node_left(wid, reason, now)
 
-    def stop_worker(self, wid: int, now: float) -> None:
+    def stop_worker(self, wid: WorkerId, now: float) -> None:
         """`hq worker stop`: tell the node, and treat its tasks as returned (not crashed)."""
         if wid in self.links:
             self.out.send(wid, StopNode(StopReason.STOPPED))
@@ -298,7 +299,7 @@ class ServerLoop:
             return
         self._bad_peer_wid(wid, why, now)
 
-    def _bad_peer_wid(self, wid: int, why: str, now: float) -> None:
+    def _bad_peer_wid(self, wid: WorkerId, why: str, now: float) -> None:
         logger.warning("Worker %d sent an invalid message (%s); disconnecting it", wid, why)
         self.out.send(wid, StopNode("protocol error"))
         self.flush()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.ids import JobId, TaskId
 from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges
 
 CLIENT_PROTOCOL = 2  # 2: a submit carries the job model's submission
@@ -96,7 +97,7 @@ class TaskIdsRequest:
 class TaskExplainRequest:
     TAG: ClassVar[int] = 20
     job: Selector  # a single id or last
-    task_id: int
+    task_id: TaskId
 
 
 @CLIENT_LINK.message
@@ -105,7 +106,7 @@ class ResubmitRequest:
     """Beyond HQ (older releases had it): a new job of a job's tasks in the given states."""
 
     TAG: ClassVar[int] = 21
-    job_id: int
+    job_id: JobId
     states: tuple[str, ...] = ("failed", "canceled")
 
 

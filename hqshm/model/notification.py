@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from hqshm.cluster.ids import InstanceId, JobId, TaskId
 from hqshm.cluster.protocol import MAX_NOTIFICATION
 from hqshm.errors import UserError
 
@@ -43,9 +44,9 @@ class Notice:
     """One notification, as a datagram carries it."""
 
     token: str
-    job_id: int
-    task_id: int
-    instance: int
+    job_id: JobId
+    task_id: TaskId
+    instance: InstanceId
     message: bytes
 
 

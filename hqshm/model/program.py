@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.ids import JobId
 
 PROGRAM = Registry("program", 1)
 
@@ -44,7 +45,7 @@ class ProgramSpec:
     cwd: str
     stdout: Stdio
     stderr: Stdio
-    job_id: int
+    job_id: JobId
     submit_dir: str
     server_uid: str
     stdin: bytes = field(default=b"", repr=False)

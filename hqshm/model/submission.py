@@ -10,16 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+# A template's crash_limit is a count or one of these (re-exported for the submit builder).
+from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT
+from hqshm.cluster.ids import JobId, TaskId
 from hqshm.cluster.resources import ResourceRequest
 from hqshm.model.program import PinMode
 
 Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
-
-# Crash limits on the wire, as hqshm.cluster.core has them (that module is not imported here: it
-# needs numpy, and `hq submit` starts without it).
-UNLIMITED_CRASHES = 0
-NEVER_RESTART = -1
-DEFAULT_CRASH_LIMIT = 5  # HQ's: the fifth worker lost while running a task fails it (jobs.md §8.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +53,7 @@ class TaskTemplate:
 class TaskRef:
     """Tasks of an earlier job: all of them (``tasks`` None) or the given ids."""
 
-    job_id: int
+    job_id: JobId
     tasks: Ranges | None = None
 
 
@@ -64,9 +61,9 @@ class TaskRef:
 class GraphTask:
     """One task of a job file: its own template, explicit id, dependencies and entry."""
 
-    id: int
+    id: TaskId
     template: TaskTemplate
-    deps: tuple[int, ...] = ()
+    deps: tuple[TaskId, ...] = ()
     entry: bytes | None = None
 
 
@@ -80,7 +77,7 @@ class ArraySubmission:
     template: TaskTemplate
     ids: Ranges  # explicit task ids; with entries, selects which entries become tasks
     entries: tuple[bytes, ...] | None = None  # raw: --each-line passes bytes (HQ_ENTRY)
-    job_id: int | None = None  # submit into an open job
+    job_id: JobId | None = None  # submit into an open job
     stream_dir: str | None = None  # --stream DIR (placeholders unresolved)
     after: tuple[TaskRef, ...] = ()  # beyond HQ: start only once these tasks finished
     # Job files' [array] pairs ids[i] with entries[i] and keeps the ids as given; `hq submit`
@@ -96,5 +93,5 @@ class GraphSubmission:
     max_fails: int | None
     submit_dir: str
     tasks: tuple[GraphTask, ...]
-    job_id: int | None = None
+    job_id: JobId | None = None
     stream_dir: str | None = None

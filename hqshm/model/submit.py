@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
+from hqshm.cluster.ids import JobId
 from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
@@ -37,16 +39,7 @@ from hqshm.model.resourcespec import (
     parse_request_amount,
 )
 from hqshm.model.scanner import U32_MAX
-from hqshm.model.submission import (
-    DEFAULT_CRASH_LIMIT,
-    NEVER_RESTART,
-    UNLIMITED_CRASHES,
-    ArraySubmission,
-    Ranges,
-    StdioDesc,
-    TaskRef,
-    TaskTemplate,
-)
+from hqshm.model.submission import ArraySubmission, Ranges, StdioDesc, TaskRef, TaskTemplate
 
 Amount = int | float | str  # whole units, a fraction, or a request text such as "4 compact!"
 
@@ -300,7 +293,7 @@ def array_submission(
     submit_dir: str,
     name: str | None = None,
     max_fails: int | None = None,
-    job_id: int | None = None,
+    job_id: JobId | None = None,
     ids: Ranges = (),
     entries: Sequence[bytes] | None = None,
     stream_dir: str | None = None,

@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hqshm.cluster.ids import TaskId
 from hqshm.model.scanner import U32_MAX
 from hqshm.model.taskstates import TaskState
 
 
 @dataclass(eq=False)
 class TaskTable:
-    ids: np.ndarray  # uint32, sorted ascending
+    ids: np.ndarray  # TaskId as uint32, sorted ascending
     state: np.ndarray = field(init=False)  # uint8
-    instance: np.ndarray = field(init=False)  # uint32
-    worker: np.ndarray = field(init=False)  # uint32, 0 = never ran
+    instance: np.ndarray = field(init=False)  # InstanceId as uint32
+    worker: np.ndarray = field(init=False)  # WorkerId as uint32, 0 = never ran
     started: np.ndarray = field(init=False)  # float64 epoch seconds, nan = never
     ended: np.ndarray = field(init=False)
     errors: dict[int, str] = field(default_factory=dict)  # row -> error text
@@ -40,7 +41,7 @@ class TaskTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def row(self, task_id: int) -> int | None:
+    def row(self, task_id: TaskId) -> int | None:
         if not 0 <= task_id <= U32_MAX:
             return None
         # Searched as the column's own type: a Python int would make numpy convert the whole

@@ -400,7 +400,10 @@ class Allocator:
             if chosen is None:
                 return None
             for entry, groups in zip(coupled, chosen, strict=True):
-                plans[entry.name] = self._plan_on(self.indexed[entry.name], entry, groups)
+                coupled_plan = self._plan_on(self.indexed[entry.name], entry, groups)
+                if coupled_plan is None:
+                    return None
+                plans[entry.name] = coupled_plan
         return tuple(self._take(entry.name, plans[entry.name]) for entry in variant.entries)
 
     def _plan(self, pool: _IndexedPool, entry: ResourceEntry) -> _Plan | None:
@@ -417,8 +420,10 @@ class Allocator:
             return None
         return self._plan_on(pool, entry, groups)
 
-    def _plan_on(self, pool: _IndexedPool, entry: ResourceEntry, groups: Sequence[int]) -> _Plan:
-        """The items of a compact or tight request inside groups known to hold it."""
+    def _plan_on(self, pool: _IndexedPool, entry: ResourceEntry, groups: Sequence[int]
+                 ) -> _Plan | None:
+        """The items of a compact or tight request inside groups known to hold its whole items
+        (None: no item of them has room for its fraction)."""
         need, fraction = divmod(entry.amount, FRACTIONS)
         tight = entry.policy in (Policy.TIGHT, Policy.FORCE_TIGHT)
         shares = (_tight if tight else _even)(groups, need, pool.whole)

@@ -6,8 +6,8 @@ reaches the same state (the journal's replay), and every consumer (waiting clien
 journal, `hq journal stream`, a dashboard) reads one stream.
 
 Events are compact because ten thousand tasks a second pass through here: a batch of task
-reports is one event that holds the core's own batch (``Started``/``Finished``/``Failed`` tuples,
-keys of ``job << 32 | task``, so one event may span jobs), and a submit holds its ids as one
+reports is one event that holds the core's own batch (``Started``/``Finished``/``FailedForGood``
+tuples, keyed by ``TaskKey``, so one event may span jobs), and a submit holds its ids as one
 numpy array. The sequences inside an event are never changed after it is built. Times are epoch
 seconds, passed in by whoever read the clock.
 """
@@ -16,16 +16,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 import numpy as np
 
-from hqshm.cluster.protocol import Failed, Finished, Started
+from hqshm.cluster.core import FailedForGood
+from hqshm.cluster.ids import (
+    GroupId,
+    InstanceId,
+    JobId,
+    TaskId,
+    TaskKey,
+    WorkerId,
+    job_of,
+    jobs_of,
+)
+from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.program import ProgramSpec
 from hqshm.model.submission import TaskTemplate
 from hqshm.model.workerconfig import WorkerConfiguration
 
-JOB_SHIFT = 32  # a task key is job id << 32 | task id (cluster.protocol.task_key)
+_key_of = itemgetter(0)  # of a task report; map() with it makes no Python call per task
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -38,14 +50,14 @@ class NewSubmit:
     Compared by identity: it holds a numpy array, which has no single truth value.
     """
 
-    gid: int  # also the id of its core group
+    gid: GroupId  # also the id of its core group
     template: TaskTemplate
     program: ProgramSpec
     ids: np.ndarray
     entries: Sequence[bytes] | None  # HQ_ENTRY of each id, raw
     batch: int  # submits made by one request share it (a job file makes several)
     is_array: bool  # one template for all its tasks (CLI submit, job-file [array])
-    deps: Mapping[int, tuple[int, ...]]  # task id -> its prerequisites (job files)
+    deps: Mapping[TaskId, tuple[TaskId, ...]]  # task id -> its prerequisites (job files)
     after: int  # `--after` prerequisite tasks, finished or not
 
 
@@ -53,12 +65,12 @@ class NewSubmit:
 class JobOpened:
     """`hq job open`: a job that takes submits until it is closed."""
 
-    job_id: int
+    job_id: JobId
     name: str
     max_fails: int | None
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return (self.job_id,)
 
 
@@ -66,23 +78,23 @@ class JobOpened:
 class JobSubmitted:
     """A new job, or more tasks for an open one; its tasks start WAITING."""
 
-    job_id: int
+    job_id: JobId
     name: str
     max_fails: int | None
     submit_dir: str
     submits: tuple[NewSubmit, ...]
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return (self.job_id,)
 
 
 @dataclass(frozen=True, slots=True)
 class JobClosed:
-    job_id: int
+    job_id: JobId
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return (self.job_id,)
 
 
@@ -90,11 +102,11 @@ class JobClosed:
 class JobCanceled:
     """`hq job cancel`: every unfinished task of the job is CANCELED."""
 
-    job_id: int
+    job_id: JobId
     reason: str | None
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return (self.job_id,)
 
 
@@ -102,10 +114,10 @@ class JobCanceled:
 class JobAborted:
     """More failures than --max-fails: every unfinished task of the job is ABORTED."""
 
-    job_id: int
+    job_id: JobId
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return (self.job_id,)
 
 
@@ -113,10 +125,10 @@ class JobAborted:
 class JobsForgotten:
     """`hq job forget`: completed jobs dropped from memory."""
 
-    job_ids: tuple[int, ...]
+    job_ids: tuple[JobId, ...]
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return self.job_ids
 
 
@@ -125,84 +137,84 @@ class JobsForgotten:
 
 @dataclass(frozen=True, slots=True)
 class TasksStarted:
-    worker: int
+    worker: WorkerId
     started: Sequence[Started]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {item[0] >> JOB_SHIFT for item in self.started}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(map(_key_of, self.started))
 
 
 @dataclass(frozen=True, slots=True)
 class TasksFinished:
-    worker: int
+    worker: WorkerId
     finished: Sequence[Finished]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {item[0] >> JOB_SHIFT for item in self.finished}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(map(_key_of, self.finished))
 
 
 @dataclass(frozen=True, slots=True)
 class TasksFailed:
     """Failures for good (retries spent); the items' ``retryable`` flag is left out."""
 
-    worker: int
-    failed: Sequence[Failed]
+    worker: WorkerId
+    failed: Sequence[FailedForGood]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {item[0] >> JOB_SHIFT for item in self.failed}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(map(_key_of, self.failed))
 
 
 @dataclass(frozen=True, slots=True)
 class TasksRequeued:
     """Tasks to run again under these new instance ids (lost worker, retry)."""
 
-    keys: Sequence[int]
-    instances: Sequence[int]
+    keys: Sequence[TaskKey]
+    instances: Sequence[InstanceId]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {key >> JOB_SHIFT for key in self.keys}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(self.keys)
 
 
 @dataclass(frozen=True, slots=True)
 class TasksCrashed:
     """Tasks that were running on a lost worker once too often: FAILED."""
 
-    worker: int
-    keys: Sequence[int]
+    worker: WorkerId
+    keys: Sequence[TaskKey]
     crashes: Sequence[int]
     never_restart: bool
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {key >> JOB_SHIFT for key in self.keys}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(self.keys)
 
 
 @dataclass(frozen=True, slots=True)
 class TasksAborted:
     """Tasks that lost a prerequisite, and whole submits ((job id, gid) pairs) that did."""
 
-    keys: Sequence[int]
-    submits: Sequence[tuple[int, int]]
+    keys: Sequence[TaskKey]
+    submits: Sequence[tuple[JobId, GroupId]]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return {key >> JOB_SHIFT for key in self.keys} | {job for job, _gid in self.submits}
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(self.keys) | {job for job, _gid in self.submits}
 
 
 @dataclass(frozen=True, slots=True)
 class TaskNodesReserved:
     """A multi-node task was given these workers; the first one runs it."""
 
-    key: int
-    workers: tuple[int, ...]
+    key: TaskKey
+    workers: tuple[WorkerId, ...]
     at: float
 
-    def jobs(self) -> Iterable[int]:
-        return (self.key >> JOB_SHIFT,)
+    def jobs(self) -> Iterable[JobId]:
+        return (job_of(self.key),)
 
 
 # --- workers --------------------------------------------------------------------------------
@@ -210,11 +222,11 @@ class TaskNodesReserved:
 
 @dataclass(frozen=True, slots=True)
 class WorkerConnected:
-    worker: int
+    worker: WorkerId
     config: WorkerConfiguration
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return ()
 
 
@@ -222,11 +234,11 @@ class WorkerConnected:
 class WorkerLost:
     """A worker left; ``reason`` is a ``cluster.protocol.StopReason``."""
 
-    worker: int
+    worker: WorkerId
     reason: str
     at: float
 
-    def jobs(self) -> Iterable[int]:
+    def jobs(self) -> Iterable[JobId]:
         return ()
 
 

@@ -9,6 +9,7 @@ the worker against the requested amount.
 from __future__ import annotations
 
 from hqshm.cluster.core import Core
+from hqshm.cluster.ids import TaskId
 from hqshm.errors import UserError
 from hqshm.link.responses import ExplainVariant, ExplainWorker, TaskExplainResponse
 from hqshm.model.taskstates import TaskState
@@ -18,7 +19,7 @@ from hqshm.server.jobs import Job
 ALL = 0
 
 
-def explain_task(core: Core, job: Job, task_id: int, now: float) -> TaskExplainResponse:
+def explain_task(core: Core, job: Job, task_id: TaskId, now: float) -> TaskExplainResponse:
     found = job.locate(task_id)
     if found is None:
         raise UserError("Task not found")

@@ -15,7 +15,18 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from hqshm.cluster.protocol import Failed, Finished, Started, split_key
+from hqshm.cluster.core import FailedForGood
+from hqshm.cluster.ids import (
+    GroupId,
+    InstanceId,
+    JobId,
+    TaskId,
+    TaskKey,
+    WorkerId,
+    split_key,
+    task_key,
+)
+from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.submission import ArraySubmission, GraphSubmission
 from hqshm.model.taskstates import TaskState
 from hqshm.model.tasktable import TaskTable
@@ -64,12 +75,12 @@ class JobBook:
         self.server_uid = server_uid
         self.workers = workers
         self.events = events
-        self.jobs: dict[int, Job] = {}
-        self.next_job_id = 1
-        self.next_gid = 1
-        self.by_gid: dict[int, Submit] = {}
+        self.jobs: dict[JobId, Job] = {}
+        self.next_job_id = JobId(1)
+        self.next_gid = GroupId(1)
+        self.by_gid: dict[GroupId, Submit] = {}
         # Set by the server: drop every unfinished task of these core groups.
-        self.cancel_groups: Callable[[Sequence[int], float], None] = lambda gids, now: None
+        self.cancel_groups: Callable[[Sequence[GroupId], float], None] = lambda gids, now: None
 
     def _record(self, event: Event) -> None:
         self.apply(event)
@@ -77,7 +88,7 @@ class JobBook:
 
     # --- requests -------------------------------------------------------------------------
 
-    def _target_job(self, job_id: int | None, name: str, max_fails: int | None,
+    def _target_job(self, job_id: JobId | None, name: str, max_fails: int | None,
                     submit_dir: str, now: float) -> Job:
         """The open job a submit goes into, or the new job it makes (not in the book yet)."""
         if job_id is not None:
@@ -115,8 +126,7 @@ class JobBook:
         groups = [NewGroup(core_group(job.id, self.by_gid[s.gid]), plan.deps)
                   for s in plan.submits]
         if plan.dead:
-            base = job.id << 32
-            self.tasks_aborted([base | t for t in plan.dead], (), now)
+            self.tasks_aborted([task_key(job.id, t) for t in plan.dead], (), now)
         return job, groups
 
     def open_job(self, name: str, max_fails: int | None, now: float) -> Job:
@@ -131,7 +141,7 @@ class JobBook:
         self._record(JobClosed(job.id, now))
         return True
 
-    def forget(self, job_ids: Sequence[int], states: Iterable[str], now: float
+    def forget(self, job_ids: Sequence[JobId], states: Iterable[str], now: float
                ) -> tuple[int, int]:
         """Drop completed jobs in these states from memory: (forgotten, ignored)."""
         wanted = {s.upper() for s in states}
@@ -153,22 +163,24 @@ class JobBook:
             self.cancel_groups(gids, now)
         return canceled, job.task_count - canceled
 
-    def last_job_id(self) -> int | None:
+    def last_job_id(self) -> JobId | None:
         return max(self.jobs) if self.jobs else None
 
     # --- TaskEvents -----------------------------------------------------------------------
 
-    def tasks_started(self, worker: int, started: Sequence[Started], now: float) -> None:
+    def tasks_started(self, worker: WorkerId, started: Sequence[Started], now: float) -> None:
         event = TasksStarted(worker, started, now)
         self._apply_started(event)
         self.events.emit(event)
 
-    def tasks_finished(self, worker: int, finished: Sequence[Finished], now: float) -> None:
+    def tasks_finished(self, worker: WorkerId, finished: Sequence[Finished],
+                       now: float) -> None:
         event = TasksFinished(worker, finished, now)
         self._apply_finished(event)
         self.events.emit(event)
 
-    def tasks_failed(self, worker: int, failed: Sequence[Failed], now: float) -> None:
+    def tasks_failed(self, worker: WorkerId, failed: Sequence[FailedForGood],
+                     now: float) -> None:
         # A failure that takes a job past --max-fails aborts the rest of it before the next
         # report is read (spec/jobs.md §8.1), so the batch is cut there into two events.
         while failed:
@@ -181,10 +193,11 @@ class JobBook:
                 self._abort(over, now)
             failed = failed[applied:]
 
-    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int], now: float) -> None:
+    def tasks_requeued(self, keys: Sequence[TaskKey], instances: Sequence[InstanceId],
+                       now: float) -> None:
         self._record(TasksRequeued(keys, instances, now))
 
-    def tasks_crashed(self, worker: int, keys: Sequence[int], crashes: Sequence[int],
+    def tasks_crashed(self, worker: WorkerId, keys: Sequence[TaskKey], crashes: Sequence[int],
                       never_restart: bool, now: float) -> None:
         while keys:  # cut at --max-fails, as tasks_failed does
             event = TasksCrashed(worker, keys, crashes, never_restart, now)
@@ -197,13 +210,14 @@ class JobBook:
                 self._abort(over, now)
             keys, crashes = keys[applied:], crashes[applied:]
 
-    def tasks_aborted(self, keys: Sequence[int], gids: Sequence[int], now: float) -> None:
+    def tasks_aborted(self, keys: Sequence[TaskKey], gids: Sequence[GroupId],
+                      now: float) -> None:
         """Dependencies failed: these tasks, and whole submits, will never run."""
         submits = tuple((self.by_gid[g].program.job_id, g) for g in gids if g in self.by_gid)
         if keys or submits:
             self._record(TasksAborted(keys, submits, now))
 
-    def task_nodes(self, key: int, workers: Sequence[int], now: float) -> None:
+    def task_nodes(self, key: TaskKey, workers: Sequence[WorkerId], now: float) -> None:
         self._record(TaskNodesReserved(key, tuple(workers), now))
 
     def _abort(self, job: Job, now: float) -> None:
@@ -258,7 +272,7 @@ class JobBook:
 
     def _register(self, job: Job) -> None:
         self.jobs[job.id] = job
-        self.next_job_id = max(self.next_job_id, job.id + 1)
+        self.next_job_id = max(self.next_job_id, JobId(job.id + 1))
 
     def _apply_submitted(self, event: JobSubmitted) -> None:
         job = self.jobs.get(event.job_id)
@@ -273,9 +287,9 @@ class JobBook:
                             new.batch, new.is_array, dict(new.deps), after=new.after)
             self.by_gid[submit.gid] = submit
             job.submits.append(submit)
-            self.next_gid = max(self.next_gid, submit.gid + 1)
+            self.next_gid = max(self.next_gid, GroupId(submit.gid + 1))
 
-    def _find(self, key: int) -> tuple[Job, Submit, int] | None:
+    def _find(self, key: TaskKey) -> tuple[Job, Submit, int] | None:
         job_id, task_id = split_key(key)
         job = self.jobs.get(job_id)
         if job is None:
@@ -301,7 +315,7 @@ class JobBook:
             table.worker[row] = worker
             table.started[row] = at
             job.worker_ids.add(worker)
-            last = (job.id, int(table.ids[row]), at)
+            last = (job.id, table.ids.item(row), at)
         self._note_last_task(worker, last)
 
     def _apply_finished(self, event: TasksFinished) -> None:
@@ -317,7 +331,7 @@ class JobBook:
                 continue
             if math.isnan(submit.table.started[row]):
                 submit.table.started[row] = start
-            last = (job.id, int(submit.table.ids[row]), start)
+            last = (job.id, submit.table.ids.item(row), start)
         self._note_last_task(worker, last)
 
     def _apply_failed(self, event: TasksFailed) -> tuple[int, Job | None]:
@@ -367,7 +381,7 @@ class JobBook:
                 submit.nodes.pop(row, None)
 
     def _apply_aborted(self, event: TasksAborted) -> None:
-        touched: set[int] = set()
+        touched: set[JobId] = set()
         for key in event.keys:
             found = self._find(key)
             if found is None:
@@ -397,11 +411,11 @@ class JobBook:
         submit.nodes[row] = event.workers
         job.worker_ids.update(event.workers)
         # Every node of the task shows it as its last task (HQ's worker info).
-        last = (job.id, int(submit.table.ids[row]), event.at)
+        last = (job.id, submit.table.ids.item(row), event.at)
         for worker in event.workers:
             self._note_last_task(worker, last)
 
-    def _end(self, job: Job, submit: Submit, row: int, worker: int, instance: int,
+    def _end(self, job: Job, submit: Submit, row: int, worker: WorkerId, instance: InstanceId,
              start: float, end: float, state: TaskState, at: float) -> bool:
         table = submit.table
         if table.state.item(row) not in UNFINISHED:
@@ -420,7 +434,8 @@ class JobBook:
         if job.terminated and job.finished_at is None:
             job.finished_at = at
 
-    def _note_last_task(self, worker: int, last: tuple[int, int, float] | None) -> None:
+    def _note_last_task(self, worker: WorkerId,
+                        last: tuple[JobId, TaskId, float] | None) -> None:
         if last is not None:
             record = self.workers.workers.get(worker)
             if record is not None:
@@ -438,7 +453,7 @@ class JobBook:
         return stopped
 
 
-def _unfinished_gids(job: Job) -> list[int]:
+def _unfinished_gids(job: Job) -> list[GroupId]:
     return [s.gid for s in job.submits if s.table.unfinished]
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hqshm.cluster.core import Group
+from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.errors import UserError
 from hqshm.link.responses import JobSummary
 from hqshm.model.program import ProgramSpec
@@ -47,15 +48,16 @@ NEVER_RESTART_ERROR = "Task was running on a lost worker while never restart fla
 
 @dataclass(eq=False)
 class Submit:
-    gid: int
+    gid: GroupId
     template: TaskTemplate
     program: ProgramSpec
     table: TaskTable
     entries: list[bytes] | None = None  # HQ_ENTRY of each row, raw
     batch: int = 0  # submits made by one request share it (a job file makes several)
     is_array: bool = True  # one template for all its tasks (CLI submit, job-file [array])
-    deps: dict[int, tuple[int, ...]] = field(default_factory=dict)  # task id -> its deps
-    nodes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # row -> multi-node workers
+    deps: dict[TaskId, tuple[TaskId, ...]] = field(default_factory=dict)  # task id -> its deps
+    # row -> multi-node workers
+    nodes: dict[int, tuple[WorkerId, ...]] = field(default_factory=dict)
     after: int = 0  # `--after` prerequisite tasks, finished or not (task explain counts them)
 
 
@@ -64,13 +66,13 @@ class NewGroup:
     """A core group to add, with the prerequisites it still waits for."""
 
     group: Group
-    deps: dict[int, list[int]] | None = None  # key -> unfinished prerequisite keys
-    after: tuple[int, ...] = ()  # unfinished keys the whole group waits for
+    deps: dict[TaskKey, list[TaskKey]] | None = None  # key -> unfinished prerequisite keys
+    after: tuple[TaskKey, ...] = ()  # unfinished keys the whole group waits for
 
 
 @dataclass(eq=False)
 class Job:
-    id: int
+    id: JobId
     name: str
     max_fails: int | None
     submit_dir: str
@@ -79,7 +81,7 @@ class Job:
     submits: list[Submit] = field(default_factory=list)
     cancel_reason: str | None = None
     finished_at: float | None = None
-    worker_ids: set[int] = field(default_factory=set)
+    worker_ids: set[WorkerId] = field(default_factory=set)
 
     @property
     def counts(self) -> tuple[int, int, int, int, int, int]:
@@ -105,7 +107,7 @@ class Job:
     def state(self) -> str:
         return job_state(self.counts, self.is_open)
 
-    def locate(self, task_id: int) -> tuple[Submit, int] | None:
+    def locate(self, task_id: TaskId) -> tuple[Submit, int] | None:
         for submit in self.submits:
             ids = submit.table.ids
             if len(ids) and int(ids[0]) <= task_id <= int(ids[-1]):

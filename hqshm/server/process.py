@@ -21,7 +21,8 @@ import zmq
 from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
-from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification, split_key
+from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
+from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification
 from hqshm.cluster.security import ZapResponder, derive_keys
 from hqshm.cluster.server_loop import ServerLoop
 from hqshm.errors import UserError
@@ -200,10 +201,10 @@ class Server(ServerControl):
         logger.info("Worker %d registered from %s", worker.wid, msg.hostname)
         return None
 
-    def node_left(self, wid: int, reason: str, now: float) -> None:
+    def node_left(self, wid: WorkerId, reason: str, now: float) -> None:
         self.workers.left(wid, reason, now)
 
-    def task_notified(self, wid: int, msg: TaskNotification) -> None:
+    def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None:
         job_id, task_id = split_key(msg.key)
         self.clients.notify(job_id, task_id, wid, msg.message)
 
@@ -216,16 +217,16 @@ class Server(ServerControl):
         for new in groups:
             reactor.add_group(self.core, new.group, new.deps, new.after)
 
-    def explain(self, job: Job, task_id: int, now: float) -> TaskExplainResponse:
+    def explain(self, job: Job, task_id: TaskId, now: float) -> TaskExplainResponse:
         return explain_task(self.core, job, task_id, now)
 
     def stop_server(self) -> None:
         self.loop.stop()
 
-    def stop_worker(self, wid: int, now: float) -> None:
+    def stop_worker(self, wid: WorkerId, now: float) -> None:
         self.loop.stop_worker(wid, now)
 
-    def worker_load(self, wid: int) -> tuple[int, int, str]:
+    def worker_load(self, wid: WorkerId) -> tuple[int, int, str]:
         worker = self.core.workers.get(wid)
         if worker is None:
             return 0, 0, ""
@@ -235,7 +236,7 @@ class Server(ServerControl):
             role = "main" if members[:1] == [wid] else "secondary"
         return len(worker.assigned) + len(worker.running), len(worker.running), role
 
-    def _cancel_groups(self, gids: Sequence[int], now: float) -> None:
+    def _cancel_groups(self, gids: Sequence[GroupId], now: float) -> None:
         reactor.cancel_groups(self.core, self.loop.out, gids, now)
 
 

@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import zmq
 
 from hqshm.cluster.codec import MAX_FRAME
 from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.cluster.security import EndpointKeys, secure_server_socket
 from hqshm.errors import UserError
 from hqshm.link.requests import (
@@ -76,12 +78,14 @@ from hqshm.server.workers import WorkerBook
 
 logger = logging.getLogger(__name__)
 
+Id = TypeVar("Id", bound=int)
+
 
 @dataclass(eq=False)
 class Waiter:
     identity: bytes
-    job_ids: tuple[int, ...]
-    missing: tuple[int, ...]
+    job_ids: tuple[JobId, ...]
+    missing: tuple[JobId, ...]
     without_close: bool
     notifications: bool = False
 
@@ -91,13 +95,13 @@ class ServerControl:
 
     def add_groups(self, groups: Sequence[NewGroup]) -> None: ...
 
-    def explain(self, job: Job, task_id: int, now: float) -> TaskExplainResponse: ...
+    def explain(self, job: Job, task_id: TaskId, now: float) -> TaskExplainResponse: ...
     def stop_server(self) -> None: ...
-    def stop_worker(self, wid: int, now: float) -> None: ...
-    def worker_load(self, wid: int) -> tuple[int, int, str]: ...
+    def stop_worker(self, wid: WorkerId, now: float) -> None: ...
+    def worker_load(self, wid: WorkerId) -> tuple[int, int, str]: ...
 
 
-def resolve_ids(selector: Selector, existing: Iterable[int]) -> tuple[list[int], list[int]]:
+def resolve_ids(selector: Selector, existing: Iterable[Id]) -> tuple[list[Id], list[Id]]:
     """Ids a selector names: (present ones in order, missing ones)."""
     known = sorted(existing)
     if selector.kind == "all":
@@ -113,12 +117,12 @@ class ChangedJobs:
     """Jobs that changed since the waiters were last looked at: a consumer of the event stream."""
 
     def __init__(self) -> None:
-        self.jobs: set[int] = set()
+        self.jobs: set[JobId] = set()
 
     def emit(self, event: Event) -> None:
         self.jobs.update(event.jobs())
 
-    def take(self) -> set[int]:
+    def take(self) -> set[JobId]:
         jobs, self.jobs = self.jobs, set()
         return jobs
 
@@ -238,7 +242,7 @@ class ClientService:
     def close_jobs(self, request: CloseJobsRequest, now: float) -> CloseJobsResponse:
         if request.selector.kind == "all":
             ids = [i for i, j in sorted(self.book.jobs.items()) if j.is_open]
-            missing: list[int] = []
+            missing: list[JobId] = []
         else:
             ids, missing = resolve_ids(request.selector, self.book.jobs)
         results = [(i, "closed" if self.book.close(self.book.jobs[i], now) else "already-closed")
@@ -295,7 +299,7 @@ class ClientService:
         if request.selector.kind == "all":
             ids = [i for i in sorted(self.book.jobs)
                    if self.book.jobs[i].state in ("WAITING", "RUNNING")]
-            missing: list[int] = []
+            missing: list[JobId] = []
         else:
             ids, missing = resolve_ids(request.selector, self.book.jobs)
         canceled = []
@@ -336,7 +340,7 @@ class ClientService:
         jobs = tuple(self.book.jobs[i].summary() for i in waiter.job_ids if i in self.book.jobs)
         self.reply(waiter.identity, WaitJobsResponse(jobs, waiter.missing))
 
-    def notify(self, job_id: int, task_id: int, worker_id: int, message: bytes) -> None:
+    def notify(self, job_id: JobId, task_id: TaskId, worker_id: WorkerId, message: bytes) -> None:
         """A task's notification, to every client waiting on its job that asked for them."""
         for waiter in self.waiters:
             if waiter.notifications and job_id in waiter.job_ids:
@@ -403,7 +407,7 @@ class ClientService:
         present, missing = resolve_ids(request.selector, self.workers.workers)
         return WorkerListResponse(tuple(self._worker_view(i) for i in present), tuple(missing))
 
-    def _worker_view(self, wid: int):  # noqa: ANN202 - WorkerView
+    def _worker_view(self, wid: WorkerId):  # noqa: ANN202 - WorkerView
         record = self.workers.workers[wid]
         load = self.control.worker_load(wid) if record.online else (0, 0, "")
         return self.workers.view(record, *load)
@@ -411,7 +415,7 @@ class ClientService:
     def stop_workers(self, request: StopWorkersRequest, now: float) -> StopWorkersResponse:
         if request.selector.kind == "all":
             present = [w for w, r in sorted(self.workers.workers.items()) if r.online]
-            missing: list[int] = []
+            missing: list[WorkerId] = []
         else:
             present, missing = resolve_ids(request.selector, self.workers.workers)
         results = []

@@ -14,6 +14,7 @@ import msgpack
 import numpy as np
 
 from hqshm.cluster.core import Group
+from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
 from hqshm.errors import UserError
 from hqshm.model import placeholders
 from hqshm.model.program import ProgramSpec, Stdio
@@ -45,7 +46,7 @@ class ArrayPlan:
     """An array request, checked: its submit and what its `--after` tasks say."""
 
     submit: NewSubmit
-    after: list[int]  # keys of the prerequisites that have not finished yet
+    after: list[TaskKey]  # keys of the prerequisites that have not finished yet
     dead: bool  # a prerequisite failed, was canceled or aborted: the tasks can never run
 
 
@@ -54,11 +55,11 @@ class GraphPlan:
     """A job file's tasks, checked: one submit per template, and what their deps say."""
 
     submits: list[NewSubmit]
-    deps: dict[int, list[int]]  # key -> unfinished prerequisite keys
-    dead: list[int]  # task ids with a prerequisite that failed, was canceled or aborted
+    deps: dict[TaskKey, list[TaskKey]]  # key -> unfinished prerequisite keys
+    dead: list[TaskId]  # task ids with a prerequisite that failed, was canceled or aborted
 
 
-def plan_array(jobs: Mapping[int, Job], job: Job, req: ArraySubmission, gid: int,
+def plan_array(jobs: Mapping[JobId, Job], job: Job, req: ArraySubmission, gid: GroupId,
                server_uid: str) -> ArrayPlan:
     """An array-style submit into ``job`` (new or open): one template, many ids."""
     ids, entries = _task_ids(job, req)
@@ -70,12 +71,13 @@ def plan_array(jobs: Mapping[int, Job], job: Job, req: ArraySubmission, gid: int
     return ArrayPlan(submit, after, dead)
 
 
-def plan_graph(job: Job, req: GraphSubmission, first_gid: int, server_uid: str) -> GraphPlan:
+def plan_graph(job: Job, req: GraphSubmission, first_gid: GroupId,
+               server_uid: str) -> GraphPlan:
     """Individual tasks with dependencies (job files' [[task]]): one submit per template."""
     ids = [t.id for t in req.tasks]
     if not ids:
         raise UserError("No tasks defined")
-    seen: set[int] = set()
+    seen: set[TaskId] = set()
     for task_id in ids:
         if task_id in seen:
             raise TaskDefinedTwice(task_id=task_id)
@@ -100,33 +102,32 @@ def plan_graph(job: Job, req: GraphSubmission, first_gid: int, server_uid: str) 
                                                          for t in tasks) else None
         template = tasks[0].template
         program = _program(job.id, template, req.submit_dir, req.stream_dir, server_uid)
-        submits.append(NewSubmit(gid, template, program, group_ids, entries, first_gid, False,
-                                 {t.id: t.deps for t in tasks if t.deps}, 0))
-    base = job.id << 32
-    dead: set[int] = set()
-    deps: dict[int, list[int]] = {}
+        submits.append(NewSubmit(GroupId(gid), template, program, group_ids, entries, first_gid,
+                                 False, {t.id: t.deps for t in tasks if t.deps}, 0))
+    dead: set[TaskId] = set()
+    deps: dict[TaskKey, list[TaskKey]] = {}
     for task in req.tasks:
         unfinished = []
         for dep in task.deps:
             if dep in seen:
-                unfinished.append(base | dep)
+                unfinished.append(task_key(job.id, dep))
                 continue
             located = job.locate(dep)
             assert located is not None
             state = TaskState(int(located[0].table.state[located[1]]))
             if state in UNFINISHED:
-                unfinished.append(base | dep)
+                unfinished.append(task_key(job.id, dep))
             elif state != TaskState.FINISHED:
                 dead.add(task.id)
         if unfinished:
-            deps[base | task.id] = unfinished
+            deps[task_key(job.id, task.id)] = unfinished
     return GraphPlan(submits, deps, sorted(dead))
 
 
-def core_group(job_id: int, submit: Submit) -> Group:
+def core_group(job_id: JobId, submit: Submit) -> Group:
     """The core's side of a submit: its keys, request and program body."""
     template = submit.template
-    keys = (np.uint64(job_id) << np.uint64(32)) | submit.table.ids.astype(np.uint64)
+    keys = task_keys(job_id, submit.table.ids)
     return Group(
         gid=submit.gid,
         job_id=job_id,
@@ -142,13 +143,14 @@ def core_group(job_id: int, submit: Submit) -> Group:
 
 def _template_key(template: TaskTemplate) -> bytes:
     """Tasks with equal templates share a core group (and are sent to nodes once)."""
-    return msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
+    key: bytes = msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
+    return key
 
 
-def _check_acyclic(deps: dict[int, tuple[int, ...]]) -> None:
+def _check_acyclic(deps: dict[TaskId, tuple[TaskId, ...]]) -> None:
     """Kahn's algorithm over the submitted tasks; the text is HQ's (spec/jobs.md §12)."""
     indegree = {task: sum(1 for d in ds if d in deps) for task, ds in deps.items()}
-    users: dict[int, list[int]] = {}
+    users: dict[TaskId, list[TaskId]] = {}
     for task, ds in deps.items():
         for d in ds:
             if d in deps:
@@ -165,11 +167,11 @@ def _check_acyclic(deps: dict[int, tuple[int, ...]]) -> None:
                         "dependencies")
 
 
-def _prerequisites(jobs: Mapping[int, Job], job: Job, refs: Sequence[TaskRef]
-                   ) -> tuple[list[int], bool, int]:
+def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]
+                   ) -> tuple[list[TaskKey], bool, int]:
     """Unfinished keys of `--after` tasks, whether one of them already failed, and how
     many tasks they name."""
-    unfinished: list[int] = []
+    unfinished: list[TaskKey] = []
     dead = False
     named = 0
     for ref in refs:
@@ -186,8 +188,7 @@ def _prerequisites(jobs: Mapping[int, Job], job: Job, refs: Sequence[TaskRef]
             dead |= bool(np.isin(states, (TaskState.FAILED, TaskState.CANCELED,
                                           TaskState.ABORTED)).any())
             pending = rows[np.isin(states, UNFINISHED)]
-            base = target.id << 32
-            unfinished.extend(base | int(i) for i in table.ids[pending].tolist())
+            unfinished.extend(task_keys(target.id, table.ids[pending]).tolist())
         if wanted is not None:
             known = np.concatenate([s.table.ids for s in target.submits]) \
                 if target.submits else np.zeros(0, dtype=np.uint32)
@@ -238,7 +239,7 @@ def _task_ids(job: Job, req: ArraySubmission) -> tuple[np.ndarray, list[bytes] |
     return ids, entries
 
 
-def _program(job_id: int, t: TaskTemplate, submit_dir: str, stream_dir: str | None,
+def _program(job_id: JobId, t: TaskTemplate, submit_dir: str, stream_dir: str | None,
              server_uid: str) -> ProgramSpec:
     paths = placeholders.resolve_at_submit(
         t.cwd,

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from hqshm.cluster.ids import TaskId, WorkerId
 from hqshm.link.responses import JobDetail, SubmitView, TaskView
 from hqshm.model import placeholders
 from hqshm.model.program import Stdio
@@ -24,11 +25,11 @@ JOB_STATES = ("RUNNING", "WAITING", "FINISHED", "FAILED", "ABORTED", "CANCELED")
 def task_view(book: JobBook, job: Job, submit: Submit, row: int, index: int) -> TaskView:
     table = submit.table
     state = TaskState(int(table.state[row]))
-    wid = int(table.worker[row])
+    wid = WorkerId(int(table.worker[row]))
     started = float(table.started[row])
     ended = float(table.ended[row])
     cwd = stdout = stderr = None
-    task_id = int(table.ids[row])
+    task_id = TaskId(int(table.ids[row]))
     workers = submit.nodes.get(row) or ((wid,) if wid else ())
     if not math.isnan(started) or wid:
         paths = placeholders.resolve_at_start(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.cluster.protocol import StopReason
 from hqshm.link.responses import WorkerView
 from hqshm.model.workerconfig import WorkerConfiguration
@@ -25,12 +26,12 @@ STATE_OF_REASON = {
 
 @dataclass(eq=False)
 class WorkerRecord:
-    id: int
+    id: WorkerId
     config: WorkerConfiguration
     started_at: float
     state: str = "RUNNING"
     ended_at: float | None = None
-    last_task: tuple[int, int, float] | None = None
+    last_task: tuple[JobId, TaskId, float] | None = None
 
     @property
     def online(self) -> bool:
@@ -40,15 +41,15 @@ class WorkerRecord:
 class WorkerBook:
     def __init__(self, events: EventSink) -> None:
         self.events = events
-        self.workers: dict[int, WorkerRecord] = {}
+        self.workers: dict[WorkerId, WorkerRecord] = {}
 
-    def joined(self, wid: int, config: WorkerConfiguration, now: float) -> WorkerRecord:
+    def joined(self, wid: WorkerId, config: WorkerConfiguration, now: float) -> WorkerRecord:
         event = WorkerConnected(wid, config, now)
         self.apply(event)
         self.events.emit(event)
         return self.workers[wid]
 
-    def left(self, wid: int, reason: str, now: float) -> None:
+    def left(self, wid: WorkerId, reason: str, now: float) -> None:
         record = self.workers.get(wid)
         if record is not None and record.online:
             event = WorkerLost(wid, reason, now)
@@ -63,7 +64,7 @@ class WorkerBook:
         record.state = STATE_OF_REASON.get(event.reason, "CONNECTION LOST")
         record.ended_at = event.at
 
-    def hostname(self, wid: int) -> str:
+    def hostname(self, wid: WorkerId) -> str:
         record = self.workers.get(wid)
         return record.config.hostname if record is not None else ""
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from hqshm.cluster import reactor
-from hqshm.cluster.core import Core, Group, Worker
+from hqshm.cluster.core import Core, FailedForGood, Group, Worker
 from hqshm.cluster.protocol import (
     NODE_LINK,
     CancelTasks,
@@ -88,7 +88,7 @@ class RecordingEvents:
         self.times.append(now)
         self.log.extend(("finished", (worker, f[0], f[1])) for f in finished)
 
-    def tasks_failed(self, worker: int, failed: Sequence[Failed], now: float) -> None:
+    def tasks_failed(self, worker: int, failed: Sequence[FailedForGood], now: float) -> None:
         self.times.append(now)
         self.log.extend(("failed", (worker, f[0], f[1], f[5])) for f in failed)
 

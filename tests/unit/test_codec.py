@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, NewType
 
 import hqshm.cluster.codec
 import hqshm.cluster.protocol as protocol
@@ -13,6 +13,7 @@ import msgpack
 import pytest
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.errors import LocalProtocolError, PeerError, VersionMismatch
+from hqshm.cluster.ids import TaskKey, WorkerId
 from hqshm.cluster.protocol import NODE_LINK, PROTOCOL
 from hqshm.cluster.resources import (
     FRACTIONS,
@@ -286,6 +287,27 @@ def test_encoding_a_message_of_another_link_is_our_bug() -> None:
         NODE_LINK.encode(responses.Ack())
     with pytest.raises(LocalProtocolError):
         CLIENT_LINK.encode(protocol.Heartbeat())
+
+
+Pool = NewType("Pool", ResourcePool)
+TYPED_LINK = Registry("typed", 1)
+
+
+@TYPED_LINK.message
+@dataclasses.dataclass(frozen=True, slots=True)
+class Typed:
+    TAG: ClassVar[int] = 1
+    worker: WorkerId
+    keys: tuple[TaskKey, ...]
+    pool: Pool
+
+
+def test_new_types_travel_as_their_supertype() -> None:
+    msg = Typed(WorkerId(3), (TaskKey(7 << 32 | 1),), Pool(DESCRIPTOR.pools[0]))
+    assert fields_of(TYPED_LINK, msg)[:2] == [3, [7 << 32 | 1]]
+    assert TYPED_LINK.decode(TYPED_LINK.encode(msg)) == msg
+    with pytest.raises(PeerError, match="Typed.worker: expected an integer"):
+        TYPED_LINK.decode(frame(1, Typed.TAG, True, [], fields_of(TYPED_LINK, msg)[2]))
 
 
 def test_optional_trailing_fields_may_be_omitted() -> None:

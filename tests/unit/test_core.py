@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, SimNode
-from hqshm.cluster.core import NEVER_RESTART, UNLIMITED_CRASHES
+from hqshm.cluster.crashlimit import NEVER_RESTART, UNLIMITED_CRASHES
 from hqshm.cluster.protocol import (
     CancelTasks,
     ComputeTasks,

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from core_env import Env
 from hqshm.cluster import reactor
-from hqshm.cluster.core import NEVER_RESTART, Worker
+from hqshm.cluster.core import Worker
+from hqshm.cluster.crashlimit import NEVER_RESTART
 from hqshm.cluster.protocol import StopReason, task_key
 from hqshm.cluster.resources import RequestVariant, ResourceRequest, cpus_request
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from core_env import Env
 from hqshm.cluster import reactor
-from hqshm.cluster.core import NEVER_RESTART, Group
+from hqshm.cluster.core import Group
+from hqshm.cluster.crashlimit import NEVER_RESTART
 from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
 from hqshm.cluster.resources import cpus_request
 

@@ -11,13 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hqshm.cluster import core
 from hqshm.cluster.resources import FRACTIONS, Policy, RequestVariant, ResourceEntry, cpus_request
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hqshm.errors import UsageError, UserError
-from hqshm.model import submission, submit
+from hqshm.model import submit
 from hqshm.model.placeholders import DEFAULT_STDERR, DEFAULT_STDOUT, CwdPlaceholderInCwd
 from hqshm.model.resourcespec import CpusRequestedTwice, InvalidResourceName, ZeroRequest
 from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef
@@ -176,12 +175,6 @@ def test_crash_limit_words_and_counts() -> None:
 @given(st.integers(min_value=1, max_value=2**32 - 1))
 def test_a_positive_crash_limit_is_itself(limit: int) -> None:
     assert submit.resolve_crash_limit(limit) == limit
-
-
-def test_crash_limit_constants_are_the_cores() -> None:
-    assert (submission.NEVER_RESTART, submission.UNLIMITED_CRASHES) == (
-        core.NEVER_RESTART, core.UNLIMITED_CRASHES
-    )  # fmt: skip
 
 
 # -- every error text the builder owns -----------------------------------------------------------
