@@ -24,7 +24,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.node import affinity, launch
-from hqshm.node.executor import ExecutorPool, TaskPayload
+from hqshm.node.executor import TaskPayload
+from hqshm.node.pool import ExecutorPool
 from hqshm.node.ring import RecordKind
 
 pytestmark = pytest.mark.benchmark(max_time=1.0, min_rounds=50)

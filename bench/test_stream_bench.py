@@ -24,7 +24,8 @@ from hqshm.cli.streamlog import StreamLog, list_stream_files, read_stream_file
 from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.model.streamformat import StreamHeader, encode_header, encode_record
 from hqshm.node import launch
-from hqshm.node.executor import ExecutorPool, TaskPayload
+from hqshm.node.executor import TaskPayload
+from hqshm.node.pool import ExecutorPool
 from hqshm.node.ring import RecordKind
 
 pytestmark = pytest.mark.benchmark(max_time=1.0, min_rounds=50)

@@ -20,8 +20,6 @@ from typing import ClassVar
 
 from .codec import Registry
 from .ids import GroupId, InstanceId, TaskKey, WorkerId
-from .ids import split_key as split_key  # the node imports the key helpers from here
-from .ids import task_key as task_key
 from .resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch

@@ -10,39 +10,41 @@ pipes, which the executor copies into the node's stream file while the program r
 output written before a kill is in the file within moments (spec/jobs.md §9); the end record
 goes in before the task is reported ENDED. Other tasks never pay for it.
 
-The node forks them before it opens any socket. Each executor dies with the node (parent-death
-signal); each task dies with its executor the same way.
+The node forks them before it opens any socket (hqshm/node/pool.py, the node's side). Each
+executor dies with the node (parent-death signal); each task dies with its executor the same way.
+This module is the executor process, with the RUN record's payload and the ENDED statuses that
+the node reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import mmap
 import os
 import select
 import shutil
 import signal
-import struct
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from hqshm import errors
+from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
 from hqshm.node import affinity, launch
-from hqshm.node.ring import Record, RecordKind, Ring, open_doorbell
+from hqshm.node.ring import Record, RecordKind, Ring, ring_doorbell
 from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
+
+if TYPE_CHECKING:  # the pool writes the page; an executor only reads it
+    from hqshm.node.pool import Control
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 MAX_PROGRAMS = 256  # programs an executor keeps decoded; older ones are sent again if needed
 ERROR_FILE_LIMIT = 2048
 # What is read from a streamed task's pipes after it exited: all it wrote fits in the pipes
@@ -54,55 +56,6 @@ EXIT_POLL_MS = 20  # without pidfds (Linux < 5.3): how often a streamed task's e
 OK = 0
 FAILED = 1
 SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
-
-
-class Control:
-    """A small shared page the node writes and executors read before each spawn.
-
-    Word 0 is the node's stop flag; word 1 its worker id, known only once it registered,
-    after the executors were forked (it goes into stream file headers); word 2+i is the key
-    executor i must skip if it pops it. It lets the node take back a task already queued in an
-    executor's ring (a hand-off successor being canceled, or everything at shutdown) without a
-    round trip.
-    """
-
-    _WORD = struct.Struct("<Q")
-    _SKIP = 2
-
-    def __init__(self, executors: int) -> None:
-        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (executors + 64)))
-
-    def _get(self, index: int) -> int:
-        return self._WORD.unpack_from(self.page, 8 * index)[0]
-
-    def _set(self, index: int, value: int) -> None:
-        self._WORD.pack_into(self.page, 8 * index, value)
-
-    def stop(self) -> None:
-        self._set(0, 1)
-
-    @property
-    def stopping(self) -> bool:
-        return self._get(0) != 0
-
-    @property
-    def worker_id(self) -> int:
-        return self._get(1)
-
-    @worker_id.setter
-    def worker_id(self, value: int) -> None:
-        self._set(1, value)
-
-    def skip(self, executor: int, key: int) -> None:
-        self._set(self._SKIP + executor, key + 1)  # +1 so that key 0 differs from "nothing"
-
-    def must_skip(self, executor: int, key: int) -> bool:
-        return self._get(0) != 0 or self._get(self._SKIP + executor) == key + 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +144,7 @@ class Executor:
         # collects this report on its next tick; only an executor about to idle, or a failure
         # the node should hear about promptly, rings the bell.
         if status != OK or not self.sub.pending():
-            with contextlib.suppress(BlockingIOError):
-                os.write(self.doorbell, b"\x01")
+            ring_doorbell(self.doorbell)
 
     def _run(self, record: Record) -> None:
         t0 = time.time()
@@ -201,7 +153,7 @@ class Executor:
             return
         task = TaskPayload.decode(record.payload)
         spec = self.programs[task.gid]
-        task_id = record.key & 0xFFFF_FFFF
+        _, task_id = split_key(record.key)
         task_dir = None
         if spec.task_dir or task.nodes:  # multi-node tasks always get one (jobs.md §15)
             try:
@@ -292,7 +244,7 @@ class Executor:
         except StreamError as exc:
             self._ended(record, FAILED, t0, time.time(), f"Streaming: {exc}")
             return
-        stream = TaskStream(fd, spec.job_id, record.key & 0xFFFF_FFFF, record.instance)
+        stream = TaskStream(fd, spec.job_id, split_key(record.key)[1], record.instance)
         pipes: dict[int, int] = {}  # read end -> channel
         write_ends = []
         paths = [plan.stdout, plan.stderr]
@@ -522,185 +474,3 @@ def _spawn_failure(
     if stage == affinity.SpawnStage.STDERR:
         return f"Cannot create stderr file at {plan.stderr}: {errors.os_error_text(exc.errno)}"
     return errors.spawn_error(plan.argv, exc.errno, plan.cwd)
-
-
-# --- the node's side ------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class ExecutorHandle:
-    index: int
-    pid: int
-    sub: Ring
-    done: Ring
-    pidfd: int = -1
-    inflight: deque[int] = field(default_factory=deque)  # keys sent, in order; first runs
-    task_pid: int = 0  # pid of the first in-flight task, once it has started
-    defined: set[int] = field(default_factory=set)
-
-    @property
-    def key(self) -> int | None:
-        return self.inflight[0] if self.inflight else None
-
-
-class ExecutorPool:
-    """Forks executors, hands them tasks, collects their reports, replaces the dead."""
-
-    def __init__(
-        self, size: int, node: launch.NodeContext, before_serve: Callable[[], None] | None = None
-    ) -> None:
-        self.node = node
-        self.doorbell_r, self.doorbell_w = open_doorbell()
-        self.handles: list[ExecutorHandle] = []
-        self.before_serve = before_serve
-        self.control = Control(size * 8)
-        for index in range(size):
-            self.handles.append(self._start(index))
-
-    def _start(self, index: int) -> ExecutorHandle:
-        # No spinning: on a node with as many executors as CPUs, a spinning executor takes a
-        # CPU from the tasks; a sleeping one wakes within tens of microseconds.
-        sub = Ring.create("hqshm-sub", capacity=4, spin=0.0)
-        done = Ring.create("hqshm-done", capacity=8, spin=0.0)
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the executor
-            code = 0
-            try:
-                _die_with_parent()
-                if os.getppid() != parent:
-                    os._exit(1)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.close(self.doorbell_r)
-                if self.before_serve is not None:
-                    self.before_serve()
-                Executor(sub, done, self.doorbell_w, self.node, self.control, index).serve()
-            except BaseException:  # noqa: BLE001 - report and leave, never return to the node
-                logger.exception("Executor %d failed", index)
-                code = 1
-            finally:
-                os._exit(code)
-        # Both sides hold the rings now: drop their names so that not even a SIGKILL of the
-        # node can leave them behind in /dev/shm.
-        sub.unlink_names()
-        done.unlink_names()
-        handle = ExecutorHandle(index, pid, sub, done)
-        with contextlib.suppress(OSError, AttributeError):
-            handle.pidfd = os.pidfd_open(pid)
-        return handle
-
-    def grow(self) -> ExecutorHandle:
-        """One more executor (fractional requests can run more tasks than CPUs)."""
-        handle = self._start(len(self.handles))
-        self.handles.append(handle)
-        return handle
-
-    def free(self) -> ExecutorHandle | None:
-        for handle in self.handles:
-            if not handle.inflight:
-                return handle
-        return None
-
-    def dispatch(
-        self,
-        handle: ExecutorHandle,
-        key: int,
-        instance: int,
-        gid: int,
-        body: bytes,
-        cpus: list[int],
-        numa: int,
-        payload: bytes,
-    ) -> None:
-        """Queue a task on an executor (behind the one it runs, for a hand-off)."""
-        if gid not in handle.defined:
-            handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
-            handle.defined.add(gid)
-        if not handle.inflight:
-            handle.task_pid = 0
-        handle.inflight.append(key)
-        handle.sub.push(
-            key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
-        )
-
-    def set_worker_id(self, worker_id: int) -> None:
-        """The id the server gave this node, for executors that start stream files."""
-        self.control.worker_id = worker_id
-
-    def skip(self, handle: ExecutorHandle, key: int) -> None:
-        """Ask the executor not to start a queued task (it reports it SKIPPED)."""
-        self.control.skip(handle.index, key)
-
-    def drain(self) -> list[tuple[ExecutorHandle, Record]]:
-        """Every report waiting in the completion rings (call after the doorbell rang)."""
-        from hqshm.node.ring import drain_doorbell
-
-        drain_doorbell(self.doorbell_r)
-        reports = []
-        for handle in self.handles:
-            if not handle.inflight:
-                continue
-            while True:
-                record = handle.done.pop(0)
-                if record is None:
-                    break
-                if record.kind == RecordKind.STARTED:
-                    handle.task_pid = record.pid
-                elif record.kind == RecordKind.ENDED:
-                    if handle.inflight and handle.inflight[0] == record.key:
-                        handle.inflight.popleft()
-                    handle.task_pid = 0
-                reports.append((handle, record))
-        return reports
-
-    def reap(self) -> list[tuple[ExecutorHandle, int]]:
-        """Executors that died: replaced, and returned with the task they held (or None)."""
-        dead = []
-        for i, handle in enumerate(self.handles):
-            try:
-                pid, status = os.waitpid(handle.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = handle.pid, 0
-            if pid == 0:
-                continue
-            logger.warning("Executor %d (pid %d) died; starting a new one", i, handle.pid)
-            self._discard(handle)
-            fresh = self._start(i)
-            self.handles[i] = fresh
-            dead.append((handle, status))
-        return dead
-
-    def _discard(self, handle: ExecutorHandle) -> None:
-        if handle.pidfd >= 0:
-            os.close(handle.pidfd)
-        handle.sub.close()
-        handle.done.close()
-
-    def pidfds(self) -> list[int]:
-        return [h.pidfd for h in self.handles if h.pidfd >= 0]
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self.control.stop()
-        for handle in self.handles:
-            with contextlib.suppress(Exception):
-                handle.sub.push(key=0, instance=0, kind=RecordKind.STOP, timeout=0.1)
-        deadline = time.monotonic() + timeout
-        for handle in self.handles:
-            while time.monotonic() < deadline:
-                try:
-                    pid, _ = os.waitpid(handle.pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid:
-                    break
-                time.sleep(0.005)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(handle.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(handle.pid, 0)
-            self._discard(handle)
-        os.close(self.doorbell_r)
-        os.close(self.doorbell_w)
-        self.control.page.close()

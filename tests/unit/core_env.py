@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, FailedForGood, Group, Worker
+from hqshm.cluster.ids import task_key
 from hqshm.cluster.protocol import (
     NODE_LINK,
     CancelTasks,
@@ -30,7 +31,6 @@ from hqshm.cluster.protocol import (
     StopReason,
     TasksRetracted,
     TaskUpdates,
-    task_key,
 )
 from hqshm.cluster.resources import (
     FRACTIONS,

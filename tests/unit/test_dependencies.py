@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env
-from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, task_key
+from hqshm.cluster.ids import task_key
+from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup
 
 
 @pytest.fixture

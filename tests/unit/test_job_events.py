@@ -18,7 +18,8 @@ from core_env import Env
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Worker
 from hqshm.cluster.crashlimit import NEVER_RESTART
-from hqshm.cluster.protocol import StopReason, task_key
+from hqshm.cluster.ids import task_key
+from hqshm.cluster.protocol import StopReason
 from hqshm.cluster.resources import RequestVariant, ResourceRequest, cpus_request
 
 from hqshm.model.submission import (

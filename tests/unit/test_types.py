@@ -38,6 +38,7 @@ CORES = [
     "hqshm/server/workers.py",
     "hqshm/server/explain.py",
     "hqshm/node/allocator.py",
+    "hqshm/node/core.py",
 ]
 
 # A module that mixes ids up on purpose, across two packages: mypy must refuse it.

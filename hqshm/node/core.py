@@ -1,0 +1,646 @@
+"""The node's decisions: a pure core that the loop (hqshm/node/loop.py) drives.
+
+It owns the node's state and everything it decides: the groups it was sent, the local queue,
+which task runs on which executor, the allocator, the per-task resource environment, the batching
+of reports, every timer (task time limits, the SIGINT-then-SIGKILL escalation, heartbeats, the
+server's silence, the worker's time limit, the idle timeout) and the stop state with its exit
+code. It reads no clock, socket, process or file: inputs come in as calls, decisions go out to an
+``Outbox`` (messages to the server, tasks and skips to executors, signals to tasks, executors to
+start), which the loop writes out and tests record (tests/unit/node_env.py).
+
+Time is a parameter, in two readings, because the node uses both: ``now`` is epoch seconds
+(``time.time()``), the time the protocol carries (when a task started or ended); ``mono`` is
+monotonic seconds (``time.monotonic()``), on which every duration is measured (limits, grace,
+heartbeats, silence, idle time, flush delay), so that a wall-clock step never fires a timer. A
+handler takes the readings it uses.
+
+Executors are named by index, as the loop's pool numbers them; a ``Slot`` is what the core knows
+of one: the keys it was sent, in order, the first one running.
+
+Task kinds: every task is a program today. ``group_info`` is the one place that reads a group's
+body, and ``Outbox.dispatch`` carries the body opaque with the per-task fields that any kind
+needs (entry, resource environment, CPUs, nodes); a function task adds its kind there.
+
+One module, though past 500 lines: every handler reads and writes the same few records (queued
+and running tasks, their executors and allocations, the pending reports), one state machine.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hqshm import errors
+from hqshm.cluster.ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId
+from hqshm.cluster.protocol import (
+    CancelTasks,
+    ComputeTasks,
+    DefineGroup,
+    Failed,
+    Finished,
+    Heartbeat,
+    NodeStopping,
+    ReserveNode,
+    RetractTasks,
+    Started,
+    StopNode,
+    StopReason,
+    TaskNotification,
+    TasksRetracted,
+    TaskUpdates,
+)
+from hqshm.cluster.resources import FRACTIONS, RequestVariant, ResourceDescriptor
+from hqshm.model.program import decode_program
+from hqshm.model.resourcespec import env_name, format_request
+from hqshm.node.allocator import Allocation, Allocator
+
+logger = logging.getLogger(__name__)
+
+KILL_GRACE = 1.0  # SIGINT, then SIGKILL after this long (spec/jobs.md §7)
+SERVER_SILENCE_LIMIT = 3  # heartbeats without a word from the server: it is lost
+MAX_EXTRA_EXECUTORS = 4  # per CPU, for tasks that need less than one CPU
+# Task updates wait this long to share a frame: each frame wakes ZeroMQ's I/O thread and the
+# server's loop, which costs more than the task itself when tasks are short. An update is sent
+# at once when the node has nothing left to start, since then the server must refill it.
+FLUSH_DELAY = 0.005
+# Tasks of a group whose mean run time is below HANDOFF_MAX are handed off: the next one waits
+# in the executor's ring behind the running one and inherits its CPUs, so the executor goes on
+# without waiting for the loop, and the loop collects reports every DRAIN_TICK instead of
+# waking for every task. Longer tasks are dispatched one at a time, so that a task is reported
+# RUNNING only when it runs.
+HANDOFF_MAX = 0.02
+DRAIN_TICK = 0.002
+IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
+NOT_RUNNING_HERE = "the task is not running on this worker"
+
+
+class Signal(enum.Enum):
+    """What the core asks the loop to send to a task's process group."""
+
+    INTERRUPT = "SIGINT"  # the task may clean up
+    KILL = "SIGKILL"
+
+
+class Outbox(Protocol):
+    """Where the core puts its decisions; the loop carries them out, tests record them."""
+
+    def send(self, message: object) -> None:
+        """A message to the server."""
+
+    def report(self, updates: TaskUpdates) -> None:
+        """Task updates to the server; best effort: dropped if the link cannot take them."""
+
+    def dispatch(self, executor: int, key: TaskKey, instance: InstanceId, gid: GroupId,
+                 body: bytes, cpus: list[int], numa: int, entry: bytes | None,
+                 env: dict[str, str], cpu_labels: list[str], whole_cpus: bool,
+                 nodes: tuple[str, ...]) -> None:
+        """Queue a task on an executor (pinned to ``cpus`` when not empty), behind the one it
+        runs for a hand-off; ``body`` is its group's, sent to each executor once."""
+
+    def skip(self, executor: int, key: TaskKey) -> None:
+        """Tell an executor not to start a task queued on it (it reports it skipped)."""
+
+    def send_signal(self, pid: int, signal: Signal) -> None:
+        """Signal the process group of a task's program."""
+
+    def start_executor(self) -> None:
+        """Start one more executor; it gets the next index."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What the core needs of the node's options and of its machine."""
+
+    descriptor: ResourceDescriptor
+    hostname: str
+    heartbeat: float = 8.0
+    idle_timeout: float | None = None  # None: the server's default, told at registration
+    time_limit: float | None = None  # the worker's, from the core's creation
+    on_server_lost: str = "stop"  # or "finish-running"
+    pin: bool = False  # the CPU labels are this machine's CPU ids: tasks are pinned to them
+    cpu_numa: dict[int, int] = field(default_factory=dict)  # CPU id -> NUMA node, to bind memory
+
+
+@dataclass(eq=False)
+class GroupInfo:
+    request_variants: tuple[RequestVariant, ...]
+    priority: int
+    body: bytes
+    request_env: list[dict[str, str]]  # per variant: HQ_RESOURCE_REQUEST_* values
+    time_limit: float | None
+    ran: int = 0
+    ran_time: float = 0.0
+
+    @property
+    def short(self) -> bool:
+        return self.ran > 0 and self.ran_time / self.ran < HANDOFF_MAX
+
+
+def group_info(msg: DefineGroup) -> GroupInfo:
+    """What the node keeps of a group: the body is read here only (a program: its time limit)."""
+    program = decode_program(msg.body)
+    request_env = [
+        {f"HQ_RESOURCE_REQUEST_{env_name(e.name)}": format_request(e) for e in variant.entries}
+        for variant in msg.request.variants
+    ]
+    return GroupInfo(msg.request.variants, msg.priority, msg.body, request_env,
+                     program.time_limit)
+
+
+@dataclass(eq=False)
+class Queued:
+    key: TaskKey
+    instance: InstanceId
+    gid: GroupId
+    entry: bytes | None
+    nodes: tuple[str, ...] = ()  # a multi-node task's hostnames, this node first
+
+
+@dataclass(eq=False)
+class Slot:
+    """One executor as the core sees it (replaced by a fresh one when the executor dies)."""
+
+    index: int
+    inflight: deque[TaskKey] = field(default_factory=deque)  # keys sent, in order; first runs
+
+
+@dataclass(eq=False)
+class Running:
+    key: TaskKey
+    instance: InstanceId
+    gid: GroupId
+    slot: Slot
+    allocation: Allocation  # shared with its hand-off successor, which inherits it
+    started: float
+    deadline: float | None  # monotonic
+    reported: bool = True  # started reported to the server (hand-offs: once they start)
+    heir: TaskKey | None = None  # the hand-off successor that takes over the allocation
+    pid: int = 0
+    canceled: bool = False
+    timed_out: bool = False
+    kill_at: float | None = None  # when to escalate to SIGKILL (monotonic)
+    signal_pending: Signal | None = None  # a signal to send once the pid is known
+
+
+@dataclass
+class Updates:
+    started: list[Started] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.finished or self.failed)
+
+
+class NodeCore:
+    """The node's state and decisions; every handler writes to ``out``."""
+
+    def __init__(self, settings: NodeSettings, out: Outbox, mono: float) -> None:
+        self.settings = settings
+        self.out = out
+        self.pin = settings.pin  # these two are read for every task
+        self.cpu_numa = settings.cpu_numa
+        self.allocator = Allocator(settings.descriptor)
+        cpu_pool = settings.descriptor.pool("cpus")
+        assert cpu_pool is not None
+        self.n_cpus = cpu_pool.count
+        self.slots = [Slot(i) for i in range(max(1, self.n_cpus))]
+        self.groups: dict[GroupId, GroupInfo] = {}
+        # The local queue: FIFO per group; groups run by priority, then job (the key's upper
+        # half), as the server orders them. ``queued`` is the truth: an entry of a deque whose
+        # key is no longer there was canceled or retracted and is skipped.
+        self.queue: dict[GroupId, deque[Queued]] = {}
+        self.queued: dict[TaskKey, Queued] = {}
+        self.running: dict[TaskKey, Running] = {}
+        self.updates = Updates()
+        self.worker_id = WorkerId(0)
+        self.exit_code = 0
+        self.stopping = False
+        self.finishing = False  # server lost with finish-running: no new tasks
+        # The key of the multi-node task this node is a secondary of, or 0.
+        self.reserved_for = TaskKey(0)
+        self.deadline = None if settings.time_limit is None else mono + settings.time_limit
+        self.last_heard = mono
+        self.last_beat = mono
+        self.last_flush = mono
+        self.idle_since: float | None = mono
+        self.idle_timeout = settings.idle_timeout
+        self.escalate_at: float | None = None  # shutdown: when every task gets SIGKILL
+
+    @property
+    def finished(self) -> bool:
+        """Finishing after the server was lost, and nothing runs any more."""
+        return self.finishing and not self.running
+
+    # --- the server -----------------------------------------------------------------------
+
+    def registered(self, worker_id: WorkerId, idle_timeout: float | None, mono: float) -> None:
+        self.worker_id = worker_id
+        if self.idle_timeout is None and idle_timeout is not None:
+            self.idle_timeout = idle_timeout
+        self.last_heard = mono
+        logger.info("Worker %d registered at the server", worker_id)
+
+    def heard(self, mono: float) -> None:
+        """The server said something (its frames are being read)."""
+        self.last_heard = mono
+
+    def on_message(self, message: object, mono: float) -> None:
+        """One message from the server (a ``ServerHeartbeat`` needs nothing but ``heard``)."""
+        match message:
+            case ComputeTasks():
+                self._compute(message)
+            case DefineGroup():
+                self.groups[message.gid] = group_info(message)
+            case CancelTasks():
+                self._cancel(message.keys, mono)
+            case RetractTasks():
+                given = tuple(k for k in message.keys if self.queued.pop(k, None) is not None)
+                self.out.send(TasksRetracted(given))
+            case StopNode():
+                self._stop_requested(message.reason)
+            case ReserveNode():
+                self.reserved_for = message.key
+                if not message.key and not self.running and not self.queued:
+                    self.idle_since = mono
+
+    def _compute(self, msg: ComputeTasks) -> None:
+        group = self.groups.get(msg.gid)
+        if group is None:
+            logger.warning("Tasks of an undefined group %d ignored", msg.gid)
+            return
+        tasks = self.queue.setdefault(msg.gid, deque())
+        for i, key in enumerate(msg.keys):
+            instance = msg.instances[i] if msg.instances else FIRST_INSTANCE
+            entry = msg.entries[i] if msg.entries else None  # raw: the executor decodes it
+            queued = Queued(key, instance, msg.gid, entry, msg.nodes)
+            self.queued[key] = queued
+            tasks.append(queued)
+        self.idle_since = None
+
+    def _cancel(self, keys: tuple[TaskKey, ...], mono: float) -> None:
+        for key in keys:
+            if self.queued.pop(key, None) is not None:
+                continue
+            task = self.running.get(key)
+            if task is not None and not task.canceled:
+                task.canceled = True
+                inflight = task.slot.inflight
+                if not inflight or inflight[0] != key:
+                    self.out.skip(task.slot.index, key)  # queued behind another: do not start
+                self._kill(task, mono)
+
+    def _stop_requested(self, reason: str) -> None:
+        if reason == StopReason.STOPPED:
+            logger.info("Worker stopped by the server")
+            self.exit_code = 0
+            self.stopping = True
+        else:
+            logger.info("The server stopped (%s)", reason)
+            self._server_lost()
+
+    def connection_lost(self) -> None:
+        if not self.stopping:
+            logger.warning("Connection to the server was lost")
+            self._server_lost()
+
+    def _server_lost(self) -> None:
+        self.exit_code = 1
+        if self.settings.on_server_lost == "finish-running" and self.running:
+            if not self.finishing:
+                logger.info("Waiting for finishing running tasks")
+            self.finishing = True
+            self.queued.clear()
+            self.queue.clear()
+        else:
+            self.stopping = True
+
+    def on_notification(self, key: TaskKey, instance: InstanceId, message: bytes) -> str:
+        """A task's `hq task notify`: forwarded if it runs here; returns the refusal, or ""."""
+        task = self.running.get(key)
+        if task is None or task.instance != instance:
+            return NOT_RUNNING_HERE
+        self.out.send(TaskNotification(key, instance, message))
+        return ""
+
+    # --- starting tasks -------------------------------------------------------------------
+
+    def _group_order(self) -> list[GroupId]:
+        """Groups with queued tasks, best first: higher priority, then the older job."""
+        order = []
+        for gid, tasks in self.queue.items():
+            while tasks and tasks[0].key not in self.queued:
+                tasks.popleft()  # canceled or retracted meanwhile
+            if tasks:
+                order.append((-self.groups[gid].priority, tasks[0].key, gid))
+        order.sort()
+        return [gid for _, _, gid in order]
+
+    def _free_slot(self) -> Slot | None:
+        for slot in self.slots:
+            if not slot.inflight:
+                return slot
+        return None
+
+    def start_tasks(self, now: float, mono: float) -> None:
+        """Start what fits, best group first; a group that does not fit now does not block
+        the groups after it (different resource shapes never wait for each other)."""
+        if self.finishing or not self.queued:
+            return
+        for gid in self._group_order():
+            tasks = self.queue[gid]
+            group = self.groups[gid]
+            while tasks:
+                queued = tasks[0]
+                if queued.key not in self.queued:
+                    tasks.popleft()
+                    continue
+                slot = self._free_slot()
+                if slot is None and len(self.slots) >= self.n_cpus * MAX_EXTRA_EXECUTORS:
+                    break
+                if queued.nodes:
+                    # The server reserved this whole node for it: nothing to allocate.
+                    allocation: Allocation | None = Allocation(_multinode_variant(group), ())
+                else:
+                    allocation = self.allocator.try_allocate(group.request_variants)
+                if allocation is None:
+                    break
+                if slot is None:
+                    slot = Slot(len(self.slots))
+                    self.slots.append(slot)
+                    self.out.start_executor()
+                tasks.popleft()
+                del self.queued[queued.key]
+                self._launch(queued, group, allocation, slot, now, mono, handoff=False)
+        self._hand_off(now, mono)
+
+    def _hand_off(self, now: float, mono: float) -> None:
+        """Queue the next task of a short group behind each running one of the same group."""
+        if not self.queued:
+            return
+        order = self._group_order()
+        best = order[0] if order else None
+        for slot in self.slots:
+            if len(slot.inflight) != 1:
+                continue
+            current = self.running.get(slot.inflight[0])
+            if current is None or current.canceled or current.kill_at is not None:
+                continue
+            group = self.groups[current.gid]
+            # Never let a hand-off jump over a better group's task.
+            if not group.short or current.gid != best:
+                continue
+            tasks = self.queue[best]
+            while tasks and tasks[0].key not in self.queued:
+                tasks.popleft()
+            if not tasks:
+                break
+            queued = tasks.popleft()
+            del self.queued[queued.key]
+            current.heir = queued.key
+            self._launch(queued, group, current.allocation, slot, now, mono, handoff=True)
+
+    def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation, slot: Slot,
+                now: float, mono: float, handoff: bool) -> None:
+        """Give the task its resources' environment and send it to the slot's executor; a
+        hand-off queues behind the running task there and inherits its allocation."""
+        # Multi-node tasks get none of the resource variables (spec/jobs.md §6).
+        env = {} if queued.nodes else dict(group.request_env[allocation.variant])
+        if len(group.request_variants) > 1 and not queued.nodes:
+            env["HQ_RESOURCE_VARIANT"] = str(allocation.variant)
+        cpu_labels: list[str] = []
+        whole_cpus = True
+        numa = -1
+        for taken in allocation.taken:
+            if taken.name not in self.allocator.indexed:
+                continue
+            labels = self.allocator.labels(taken.name, taken)
+            env[f"HQ_RESOURCE_VALUES_{env_name(taken.name)}"] = ",".join(labels)
+            if taken.name == "cpus":
+                cpu_labels = labels
+                whole_cpus = all(amount == FRACTIONS for _, amount in taken.items)
+            elif taken.name == "gpus/nvidia":
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(labels)
+                env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+            elif taken.name == "gpus/amd":
+                env["ROCR_VISIBLE_DEVICES"] = ",".join(labels)
+        mask = [int(c) for c in cpu_labels] if self.pin else []
+        cpu_numa = self.cpu_numa
+        if mask and cpu_numa:
+            # Memory goes where the CPUs are: bound to their NUMA node when they share one.
+            numas = {cpu_numa.get(c) for c in mask}
+            if len(numas) == 1 and None not in numas:
+                numa = numas.pop()  # type: ignore[assignment]
+        slot.inflight.append(queued.key)
+        self.out.dispatch(slot.index, queued.key, queued.instance, queued.gid, group.body, mask,
+                          numa, queued.entry, env, cpu_labels, whole_cpus, queued.nodes)
+        if handoff:
+            # Reported, and timed, when the executor says it started.
+            self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
+                                               allocation, now, None, reported=False)
+            return
+        deadline = None if group.time_limit is None else mono + group.time_limit
+        self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
+                                           allocation, now, deadline)
+        self.updates.started.append((queued.key, queued.instance, now, allocation.variant))
+
+    # --- executors' reports ---------------------------------------------------------------
+
+    def on_started(self, executor: int, key: TaskKey, pid: int, started: float, now: float,
+                   mono: float) -> None:
+        """The executor spawned the task's program as ``pid`` at ``started`` (epoch)."""
+        task = self.running.get(key)
+        if task is None or task.slot is not self.slots[executor]:
+            return
+        task.pid = pid
+        if not task.reported:
+            self._report_start(task, started, now, mono)
+        if task.signal_pending is not None:
+            self._signal(task, task.signal_pending)
+            task.signal_pending = None
+
+    def on_ended(self, executor: int, key: TaskKey, ok: bool, skipped: bool, started: float,
+                 ended: float, error: bytes, now: float, mono: float) -> None:
+        """The executor reports a task's end: ``ok``, failed with ``error``, or ``skipped``
+        (never spawned: canceled, or the node is stopping)."""
+        slot = self.slots[executor]
+        if slot.inflight and slot.inflight[0] == key:
+            slot.inflight.popleft()
+        task = self.running.get(key)
+        if task is None or task.slot is not slot:
+            return
+        if not skipped:
+            group = self.groups[task.gid]
+            group.ran += 1
+            group.ran_time += max(0.0, ended - started)
+            if not task.reported:
+                self._report_start(task, started, now, mono)
+        if task.kill_at is not None and task.pid > 0:
+            # Killed (cancel, time limit, shutdown): its main process is gone; whatever else
+            # lives in its process group (`cmd &` ignores SIGINT) goes too.
+            self.out.send_signal(task.pid, Signal.KILL)
+        self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono)
+
+    def executor_died(self, executor: int, cause: str, now: float, mono: float) -> None:
+        """The executor died of ``cause`` ("signal 9"); the loop started a fresh one."""
+        slot = self.slots[executor]
+        for key in slot.inflight:
+            task = self.running.get(key)
+            if task is None:
+                continue
+            self._ended(task, False, now,
+                        f"The executor running the task on worker {self.worker_id} "
+                        f"({self.settings.hostname}) died ({cause})", mono)
+        self.slots[executor] = Slot(executor)
+
+    def _report_start(self, task: Running, started: float, now: float, mono: float) -> None:
+        task.reported = True
+        task.started = started
+        limit = self.groups[task.gid].time_limit
+        if limit is not None:
+            task.deadline = mono + limit - max(0.0, now - started)
+        self.updates.started.append((task.key, task.instance, started, task.allocation.variant))
+
+    def _ended(self, task: Running, ok: bool, ended: float, error: str, mono: float) -> None:
+        del self.running[task.key]
+        if task.heir is None or task.heir not in self.running:
+            self.allocator.release(task.allocation)  # else the hand-off successor keeps it
+        if not self.running and not self.queued:
+            self.idle_since = mono
+        if task.canceled:
+            return
+        variant = task.allocation.variant
+        if task.timed_out:
+            self.updates.failed.append((task.key, task.instance, task.started, ended, variant,
+                                        errors.TIME_LIMIT_REACHED, False))
+        elif ok:
+            self.updates.finished.append((task.key, task.instance, task.started, ended, variant))
+        else:
+            # Retryable only if the program itself ran and failed (it had a pid).
+            self.updates.failed.append((task.key, task.instance, task.started, ended, variant,
+                                        error, task.pid > 0))
+
+    # --- signals --------------------------------------------------------------------------
+
+    def _kill(self, task: Running, mono: float) -> None:
+        """SIGINT to the task's process group now, SIGKILL after the grace period."""
+        task.kill_at = mono + KILL_GRACE
+        self._signal(task, Signal.INTERRUPT)
+
+    def _signal(self, task: Running, signal: Signal) -> None:
+        """Signal the task's process group, or as soon as it has one."""
+        if task.pid <= 0:
+            task.signal_pending = signal
+            return
+        self.out.send_signal(task.pid, signal)
+
+    # --- time -----------------------------------------------------------------------------
+
+    def timers(self, mono: float) -> None:
+        """Whatever is due: time limits, kill escalation, heartbeat, the server's silence,
+        the worker's time limit, the idle timeout."""
+        for task in list(self.running.values()):
+            if task.deadline is not None and mono >= task.deadline and task.kill_at is None:
+                task.timed_out = True
+                self._kill(task, mono)
+            elif task.kill_at is not None and mono >= task.kill_at:
+                task.kill_at = mono + KILL_GRACE
+                self._signal(task, Signal.KILL)
+        heartbeat = self.settings.heartbeat
+        if mono - self.last_beat >= heartbeat:
+            self.last_beat = mono
+            self.out.send(Heartbeat())
+        silence = max(SERVER_SILENCE_LIMIT * heartbeat, 10.0)
+        if mono - self.last_heard > silence and not self.stopping:
+            logger.warning("The server has not answered for %.0f s", mono - self.last_heard)
+            self.last_heard = mono
+            self._server_lost()
+        if self.deadline is not None and mono >= self.deadline and not self.stopping:
+            logger.info("Worker time limit reached")
+            self._leave(StopReason.TIME_LIMIT, mono)
+        if (self.idle_timeout is not None and self.idle_since is not None
+                and not self.running and not self.queued and not self.reserved_for
+                and mono - self.idle_since >= self.idle_timeout and not self.stopping):
+            logger.info("Idle timeout reached")
+            self._leave(StopReason.IDLE_TIMEOUT, mono)
+
+    def _leave(self, reason: str, mono: float) -> None:
+        self.flush(mono, force=True)
+        self.out.send(NodeStopping(reason))
+        self.exit_code = 0
+        self.stopping = True
+
+    def flush(self, mono: float, force: bool = False) -> None:
+        """Send the batched updates: at once when forced or when capacity is idle with nothing
+        queued (the server must refill us), else once FLUSH_DELAY passed since the last."""
+        if not self.updates:
+            return
+        urgent = force or (not self.queued and self._free_slot() is not None)
+        if not urgent and mono - self.last_flush < FLUSH_DELAY:
+            return
+        self.last_flush = mono
+        updates, self.updates = self.updates, Updates()
+        ended = {item[0] for item in updates.finished} | {item[0] for item in updates.failed}
+        started = tuple(s for s in updates.started if s[0] not in ended)
+        self.out.report(TaskUpdates(started, tuple(updates.finished), tuple(updates.failed)))
+
+    def poll_timeout_ms(self, mono: float) -> int:
+        """How long the loop may wait for input before a timer or a flush is due."""
+        timeout = IDLE_POLL
+        if self.updates:
+            timeout = max(0.0, self.last_flush + FLUSH_DELAY - mono)
+        if any(not t.reported for t in self.running.values()):
+            timeout = min(timeout, DRAIN_TICK)
+        for task in self.running.values():
+            for due in (task.deadline, task.kill_at):
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - mono))
+        return int(timeout * 1000) + 1
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    def begin_shutdown(self, mono: float) -> float:
+        """Interrupt every running task; returns until when the loop waits for them to end."""
+        for task in self.running.values():
+            self._kill(task, mono)
+        self.escalate_at = mono + KILL_GRACE
+        return mono + KILL_GRACE + 1.0
+
+    def escalate_shutdown(self, mono: float) -> None:
+        """Once the grace period is over, SIGKILL to whatever still runs."""
+        if self.escalate_at is not None and mono > self.escalate_at:
+            for task in self.running.values():
+                self._signal(task, Signal.KILL)
+            self.escalate_at = None
+
+    # --- invariants -----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Invariants; tests call it at the end of every scenario."""
+        self.allocator.check()
+        for key, queued in self.queued.items():
+            assert key not in self.running, f"task {key} is queued and running"
+            assert queued in self.queue[queued.gid], f"queued task {key} is in no group queue"
+        inflight: dict[TaskKey, Slot] = {}
+        for index, slot in enumerate(self.slots):
+            assert slot.index == index, (slot.index, index)
+            assert len(slot.inflight) <= 2, "more than one hand-off behind a task"
+            for key in slot.inflight:
+                assert key not in inflight, f"task {key} is on two executors"
+                inflight[key] = slot
+        assert inflight.keys() == self.running.keys(), (inflight, self.running)
+        for key, task in self.running.items():
+            assert inflight[key] is task.slot, f"task {key} is not on its executor"
+            if task.heir is not None and task.heir in self.running:
+                heir = self.running[task.heir]
+                assert heir.allocation is task.allocation, "a hand-off not on its CPUs"
+                assert heir.slot is task.slot, "a hand-off on another executor"
+        if not self.running:
+            assert self.allocator.is_idle(), "resources held with nothing running"
+
+
+def _multinode_variant(group: GroupInfo) -> int:
+    return next((i for i, v in enumerate(group.request_variants) if v.n_nodes), 0)

@@ -1,0 +1,240 @@
+"""The node's side of its executors: processes and rings, not tasks.
+
+The pool forks executors (before the node opens any socket: fork and ZeroMQ do not mix), pushes
+their RUN and DEFINE records, writes the control page they read before each spawn, collects
+their reports, replaces the dead and stops them all. Which task runs on which executor, and what
+to do when one dies, is the node core's business (hqshm/node/core.py); the pool knows executors
+by index, which is how the core names them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import mmap
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hqshm.node import launch
+from hqshm.node.executor import Executor
+from hqshm.node.ring import Record, RecordKind, Ring, drain_doorbell, open_doorbell
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Control:
+    """A small shared page the node writes and executors read before each spawn.
+
+    Word 0 is the node's stop flag; word 1 its worker id, known only once it registered,
+    after the executors were forked (it goes into stream file headers); word 2+i is the key
+    executor i must skip if it pops it. It lets the node take back a task already queued in an
+    executor's ring (a hand-off successor being canceled, or everything at shutdown) without a
+    round trip.
+    """
+
+    _WORD = struct.Struct("<Q")
+    _SKIP = 2
+
+    def __init__(self, executors: int) -> None:
+        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (executors + 64)))
+
+    def _get(self, index: int) -> int:
+        return self._WORD.unpack_from(self.page, 8 * index)[0]
+
+    def _set(self, index: int, value: int) -> None:
+        self._WORD.pack_into(self.page, 8 * index, value)
+
+    def stop(self) -> None:
+        self._set(0, 1)
+
+    @property
+    def stopping(self) -> bool:
+        return self._get(0) != 0
+
+    @property
+    def worker_id(self) -> int:
+        return self._get(1)
+
+    @worker_id.setter
+    def worker_id(self, value: int) -> None:
+        self._set(1, value)
+
+    def skip(self, executor: int, key: int) -> None:
+        self._set(self._SKIP + executor, key + 1)  # +1 so that key 0 differs from "nothing"
+
+    def must_skip(self, executor: int, key: int) -> bool:
+        return self._get(0) != 0 or self._get(self._SKIP + executor) == key + 1
+
+
+@dataclass(eq=False)
+class ExecutorHandle:
+    index: int
+    pid: int
+    sub: Ring
+    done: Ring
+    pidfd: int = -1
+    # RUN records pushed whose ENDED is not read yet: an executor with none has nothing to
+    # report, so ``drain`` leaves its ring alone.
+    unanswered: int = 0
+    defined: set[int] = field(default_factory=set)  # groups whose program it has been sent
+
+
+class ExecutorPool:
+    """Forks executors, hands them tasks, collects their reports, replaces the dead."""
+
+    def __init__(
+        self, size: int, node: launch.NodeContext, before_serve: Callable[[], None] | None = None
+    ) -> None:
+        self.node = node
+        self.doorbell_r, self.doorbell_w = open_doorbell()
+        self.handles: list[ExecutorHandle] = []
+        self.before_serve = before_serve
+        self.control = Control(size * 8)
+        for index in range(size):
+            self.handles.append(self._start(index))
+
+    def _start(self, index: int) -> ExecutorHandle:
+        # No spinning: on a node with as many executors as CPUs, a spinning executor takes a
+        # CPU from the tasks; a sleeping one wakes within tens of microseconds.
+        sub = Ring.create("hqshm-sub", capacity=4, spin=0.0)
+        done = Ring.create("hqshm-done", capacity=8, spin=0.0)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the executor
+            code = 0
+            try:
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(1)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.close(self.doorbell_r)
+                if self.before_serve is not None:
+                    self.before_serve()
+                Executor(sub, done, self.doorbell_w, self.node, self.control, index).serve()
+            except BaseException:  # noqa: BLE001 - report and leave, never return to the node
+                logger.exception("Executor %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        # Both sides hold the rings now: drop their names so that not even a SIGKILL of the
+        # node can leave them behind in /dev/shm.
+        sub.unlink_names()
+        done.unlink_names()
+        handle = ExecutorHandle(index, pid, sub, done)
+        with contextlib.suppress(OSError, AttributeError):
+            handle.pidfd = os.pidfd_open(pid)
+        return handle
+
+    def grow(self) -> ExecutorHandle:
+        """One more executor (fractional requests can run more tasks than CPUs)."""
+        handle = self._start(len(self.handles))
+        self.handles.append(handle)
+        return handle
+
+    def dispatch(
+        self,
+        handle: ExecutorHandle,
+        key: int,
+        instance: int,
+        gid: int,
+        body: bytes,
+        cpus: list[int],
+        numa: int,
+        payload: bytes,
+    ) -> None:
+        """Queue a task on an executor (behind the one it runs, for a hand-off)."""
+        if gid not in handle.defined:
+            handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
+            handle.defined.add(gid)
+        handle.unanswered += 1
+        handle.sub.push(
+            key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
+        )
+
+    def set_worker_id(self, worker_id: int) -> None:
+        """The id the server gave this node, for executors that start stream files."""
+        self.control.worker_id = worker_id
+
+    def skip(self, handle: ExecutorHandle, key: int) -> None:
+        """Ask the executor not to start a queued task (it reports it SKIPPED)."""
+        self.control.skip(handle.index, key)
+
+    def drain(self) -> list[tuple[ExecutorHandle, Record]]:
+        """Every report waiting in the completion rings (call after the doorbell rang)."""
+        drain_doorbell(self.doorbell_r)
+        reports = []
+        for handle in self.handles:
+            if not handle.unanswered:
+                continue
+            while True:
+                record = handle.done.pop(0)
+                if record is None:
+                    break
+                if record.kind == RecordKind.ENDED:
+                    handle.unanswered -= 1
+                reports.append((handle, record))
+        return reports
+
+    def reap(self) -> list[tuple[ExecutorHandle, int]]:
+        """Executors that died, with their wait status; each is replaced by a fresh one."""
+        dead = []
+        for i, handle in enumerate(self.handles):
+            try:
+                pid, status = os.waitpid(handle.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = handle.pid, 0
+            if pid == 0:
+                continue
+            logger.warning("Executor %d (pid %d) died; starting a new one", i, handle.pid)
+            self._discard(handle)
+            fresh = self._start(i)
+            self.handles[i] = fresh
+            dead.append((handle, status))
+        return dead
+
+    def _discard(self, handle: ExecutorHandle) -> None:
+        if handle.pidfd >= 0:
+            os.close(handle.pidfd)
+        handle.sub.close()
+        handle.done.close()
+
+    def pidfds(self) -> list[int]:
+        return [h.pidfd for h in self.handles if h.pidfd >= 0]
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.control.stop()
+        for handle in self.handles:
+            with contextlib.suppress(Exception):
+                handle.sub.push(key=0, instance=0, kind=RecordKind.STOP, timeout=0.1)
+        deadline = time.monotonic() + timeout
+        for handle in self.handles:
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(handle.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.005)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(handle.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(handle.pid, 0)
+            self._discard(handle)
+        os.close(self.doorbell_r)
+        os.close(self.doorbell_w)
+        self.control.page.close()

@@ -1,0 +1,735 @@
+"""Scenarios of the node's core (hqshm/node/core.py): the local queue, hand-offs, report
+batching, timers, lost executors and a lost server, and a randomized run of executors that
+start, end, die and are canceled, with ``core.check()`` after every step.
+
+One file past 500 lines, as the core is one module: each section is one of its concerns, and
+they share the scenario environment (node_env.py)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+from hqshm.cluster.protocol import (
+    CancelTasks,
+    ComputeTasks,
+    Heartbeat,
+    NodeStopping,
+    ReserveNode,
+    RetractTasks,
+    ServerHeartbeat,
+    StopNode,
+    StopReason,
+    TaskNotification,
+    TasksRetracted,
+    TaskUpdates,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from node_env import (
+    Dispatch,
+    ExecutorStarted,
+    NodeEnv,
+    Signaled,
+    Skip,
+    list_pool,
+    variant,
+)
+
+from hqshm import errors
+from hqshm.node.core import (
+    DRAIN_TICK,
+    FLUSH_DELAY,
+    HANDOFF_MAX,
+    KILL_GRACE,
+    MAX_EXTRA_EXECUTORS,
+    NOT_RUNNING_HERE,
+    Signal,
+)
+
+PAST_FLUSH_DELAY = 2 * FLUSH_DELAY  # comfortably: clock sums round
+
+
+@pytest.fixture
+def env() -> NodeEnv:
+    return NodeEnv(cpus=2)
+
+
+def short_group(env: NodeEnv, **group: object) -> int:
+    """A group whose tasks are known to be short: the next one is handed off."""
+    gid = env.group(**group)  # type: ignore[arg-type]
+    [key] = env.run(gid)
+    env.end(key, duration=HANDOFF_MAX / 4)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    return gid
+
+
+# --- the local queue ------------------------------------------------------------------------
+
+
+def test_tasks_start_on_free_executors_and_their_starts_share_a_frame(env: NodeEnv) -> None:
+    gid = env.group()
+    keys = env.compute(gid, 3)
+    env.turn()
+    dispatched = env.out.take(Dispatch, count=2)
+    assert [(d.executor, d.key) for d in dispatched] == [(0, keys[0]), (1, keys[1])]
+    assert sorted(d.cpu_labels for d in dispatched) == [["0"], ["1"]]
+    env.out.assert_empty()  # a task still waits: the starts wait for company
+    assert env.core.poll_timeout_ms(env.clock.mono()) <= int(FLUSH_DELAY * 1000) + 1
+    launched = env.clock.now()
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    msg = env.out.take_one(TaskUpdates)
+    assert msg.started == tuple((k, 0, launched, 0) for k in keys[:2])
+    env.out.assert_empty()
+    env.check()
+
+
+def test_an_idle_executor_with_nothing_queued_reports_at_once(env: NodeEnv) -> None:
+    [key] = env.compute(env.group())
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    assert [s[0] for s in env.out.take_one(TaskUpdates).started] == [key]
+    env.start(key)
+    env.end(key)
+    env.turn()
+    finished = env.out.take_one(TaskUpdates).finished
+    assert finished == ((key, 0, env.clock.now(), env.clock.now(), 0),)
+    env.out.assert_empty()
+    assert env.core.allocator.is_idle()
+    env.check()
+
+
+def test_a_task_that_ends_before_its_start_is_sent_is_reported_finished_only() -> None:
+    env = NodeEnv(cpus=1)
+    first, second = env.compute(env.group(), 2)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.out.assert_empty()
+    env.start(first)
+    env.end(first)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == second
+    env.out.assert_empty()  # the second runs on the only executor: no hurry
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    msg = env.out.take_one(TaskUpdates)
+    assert [s[0] for s in msg.started] == [second]
+    assert [f[0] for f in msg.finished] == [first]
+    assert msg.failed == ()
+    env.check()
+
+
+def test_failed_tasks_are_retryable_only_when_their_program_ran(env: NodeEnv) -> None:
+    gid = env.group()
+    ran, never_ran = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.out.take(TaskUpdates)
+    env.start(ran)
+    env.end(ran, ok=False, error=errors.exit_code_error(1))
+    env.end(never_ran, ok=False, error="Could not create working directory: x")
+    env.turn()
+    failed = env.out.take_one(TaskUpdates).failed
+    assert [(f[0], f[5], f[6]) for f in failed] == [
+        (ran, errors.exit_code_error(1), True),
+        (never_ran, "Could not create working directory: x", False),
+    ]
+    env.check()
+
+
+def test_groups_run_by_priority_then_by_job() -> None:
+    env = NodeEnv(cpus=1)
+    low, older, newer, high = (env.group(priority=p) for p in (0, 1, 1, 5))
+    [low_key] = env.compute(low)
+    [newer_key] = env.compute(newer, job=10)
+    [older_key] = env.compute(older, job=5)
+    [high_key] = env.compute(high)
+    order = []
+    for _ in range(4):
+        env.turn()
+        [dispatch] = env.out.take(Dispatch, count=1)
+        order.append(dispatch.key)
+        env.start(dispatch.key)
+        env.end(dispatch.key, duration=1.0)
+    assert order == [high_key, older_key, newer_key, low_key]
+    env.check()
+
+
+def test_a_group_that_does_not_fit_does_not_block_the_next(env: NodeEnv) -> None:
+    big = env.group(variant(cpus=2), priority=5)
+    small = env.group()
+    [blocker] = env.run(small)
+    [big_key] = env.compute(big)
+    [small_key] = env.compute(small)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == small_key
+    env.end(blocker)
+    env.end(small_key)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == big_key
+    env.check()
+
+
+def test_tasks_of_an_undefined_group_are_ignored(env: NodeEnv) -> None:
+    env.deliver(ComputeTasks(99, (1, 2)))
+    env.turn()
+    env.out.assert_empty()
+    assert not env.core.queued
+    env.check()
+
+
+# --- what a task is given ---------------------------------------------------------------------
+
+
+def test_a_task_gets_its_resources_in_its_environment() -> None:
+    env = NodeEnv(2, list_pool("gpus/amd", "a0", "a1"), list_pool("gpus/nvidia", "n0", "n1"))
+    gid = env.group(variant(cpus=1, gpus_nvidia=1, gpus_amd=2))
+    [key] = env.compute(gid, entries=[b"entry \xff"])
+    env.turn()
+    dispatch = env.out.take_one(Dispatch)
+    assert dispatch.env == {
+        "HQ_RESOURCE_REQUEST_cpus": "1 compact",
+        "HQ_RESOURCE_REQUEST_gpus_nvidia": "1 compact",
+        "HQ_RESOURCE_REQUEST_gpus_amd": "2 compact",
+        "HQ_RESOURCE_VALUES_cpus": "0",
+        "HQ_RESOURCE_VALUES_gpus_amd": "a0,a1",
+        "ROCR_VISIBLE_DEVICES": "a0,a1",
+        "HQ_RESOURCE_VALUES_gpus_nvidia": "n0",
+        "CUDA_VISIBLE_DEVICES": "n0",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+    assert (dispatch.key, dispatch.entry, dispatch.cpu_labels) == (key, b"entry \xff", ["0"])
+    assert (dispatch.cpus, dispatch.numa, dispatch.whole_cpus) == ([], -1, True)
+    env.check()
+
+
+def test_a_task_of_several_variants_is_told_which_one_it_got(env: NodeEnv) -> None:
+    gid = env.group(variant(cpus=4), variant(cpus=1))
+    [key] = env.compute(gid)
+    env.turn()
+    dispatch = env.out.take_one(Dispatch)
+    assert dispatch.env["HQ_RESOURCE_VARIANT"] == "1"
+    assert dispatch.env["HQ_RESOURCE_REQUEST_cpus"] == "1 compact"
+    assert env.out.take_one(TaskUpdates).started[0][3] == 1  # the variant, for the server
+    env.check()
+
+
+def test_pinned_tasks_get_a_cpu_mask_and_the_numa_node_their_cpus_share() -> None:
+    env = NodeEnv(4, pin=True, cpu_numa={0: 0, 1: 0, 2: 1, 3: 1})
+    env.compute(env.group(variant(cpus=2)), 2)
+    env.turn()
+    first, second = env.out.take(Dispatch, count=2)
+    assert (sorted(first.cpus), first.numa) == ([0, 1], 0)
+    assert (sorted(second.cpus), second.numa) == ([2, 3], 1)
+    env.check()
+
+
+def test_cpus_of_two_numa_nodes_bind_no_memory() -> None:
+    env = NodeEnv(2, pin=True, cpu_numa={0: 0, 1: 1})
+    env.compute(env.group(variant(cpus=2)))
+    env.turn()
+    dispatch = env.out.take_one(Dispatch)
+    assert (sorted(dispatch.cpus), dispatch.numa) == ([0, 1], -1)
+    env.check()
+
+
+def test_fractional_tasks_start_more_executors_up_to_a_limit() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group(variant(cpus=0.1))
+    env.compute(gid, 6)
+    env.turn()
+    assert [e.index for e in env.out.take(ExecutorStarted)] == [1, 2, 3]
+    dispatched = env.out.take(Dispatch, count=MAX_EXTRA_EXECUTORS)
+    assert [d.executor for d in dispatched] == [0, 1, 2, 3]
+    assert not any(d.whole_cpus for d in dispatched)
+    env.check()
+
+
+def test_a_multinode_task_takes_the_node_and_gets_no_resource_variables(env: NodeEnv) -> None:
+    gid = env.group(variant(cpus=None, n_nodes=2))
+    [key] = env.compute(gid, nodes=["node1", "node2"])
+    env.turn()
+    dispatch = env.out.take_one(Dispatch)
+    assert (dispatch.key, dispatch.env, dispatch.cpu_labels) == (key, {}, [])
+    assert dispatch.nodes == ("node1", "node2")
+    env.start(key)
+    env.end(key)
+    assert env.core.allocator.is_idle()
+    env.check()
+
+
+# --- hand-offs --------------------------------------------------------------------------------
+
+
+def test_the_next_short_task_waits_behind_the_running_one_on_its_cpus() -> None:
+    env = NodeEnv(cpus=1)
+    gid = short_group(env)
+    first, second, third = env.compute(gid, 3)
+    env.turn()
+    running, handed = env.out.take(Dispatch, count=2)
+    assert (running.key, handed.key) == (first, second)
+    assert handed.executor == running.executor and handed.cpu_labels == running.cpu_labels
+    env.out.assert_empty()
+    # Reported only when it starts: until then the loop collects every DRAIN_TICK.
+    assert env.core.poll_timeout_ms(env.clock.mono()) == int(DRAIN_TICK * 1000) + 1
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    assert [s[0] for s in env.out.take_one(TaskUpdates).started] == [first]
+    env.start(first)
+    env.end(first, duration=0.001)
+    began = env.clock.now() - 0.0005
+    env.start(second, at=began)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == third  # handed off behind the second
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    msg = env.out.take_one(TaskUpdates)
+    assert msg.started == ((second, 0, began, 0),)
+    assert [f[0] for f in msg.finished] == [first]
+    env.check()
+
+
+def test_a_hand_off_never_jumps_over_a_better_group() -> None:
+    env = NodeEnv(cpus=1)
+    short = short_group(env)
+    better = env.group(priority=5)
+    [short_key] = env.compute(short)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == short_key
+    env.compute(better)
+    env.compute(short)
+    env.turn()
+    env.out.take(TaskUpdates)
+    env.out.assert_empty()  # the better group's task waits for the CPU instead
+    env.check()
+
+
+def test_a_handed_off_task_is_timed_from_its_start() -> None:
+    env = NodeEnv(cpus=1, heartbeat=100.0)
+    gid = short_group(env, time_limit=10.0)
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.end(first, duration=0.001)
+    env.clock.advance(3.0)
+    pid = env.start(second, at=env.clock.now() - 2.0)  # the executor started it 2 s ago
+    env.clock.advance(7.5)
+    env.turn()
+    env.out.take(TaskUpdates)
+    env.out.assert_empty()
+    env.clock.advance(0.5)
+    env.turn()
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.INTERRUPT)]
+    env.check()
+
+
+def test_canceling_a_handed_off_task_skips_it_and_keeps_the_cpus_for_the_running_one() -> None:
+    env = NodeEnv(cpus=1)
+    gid = short_group(env)
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.deliver(CancelTasks((second,)))
+    assert env.out.take(Skip) == [Skip(0, second)]
+    env.out.assert_empty()  # no pid yet: the signal waits for one
+    env.end(first, duration=0.001)
+    assert not env.core.allocator.is_idle()  # still the second's, until it is skipped
+    env.end(second, ok=False, skipped=True)
+    env.turn()
+    msg = env.out.take_one(TaskUpdates)
+    assert [f[0] for f in msg.finished] == [first] and msg.failed == ()
+    env.out.take(Signaled, count=0)
+    env.out.assert_empty()
+    assert env.core.allocator.is_idle()
+    env.check()
+
+
+# --- canceling, retracting ------------------------------------------------------------------
+
+
+def test_a_canceled_task_gets_sigint_then_sigkill_and_is_not_reported() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    [key] = env.run(gid)
+    pid = env.pids[key]
+    env.deliver(CancelTasks((key,)))
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.INTERRUPT)]
+    env.clock.advance(KILL_GRACE)
+    env.turn()
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.KILL)]
+    env.end(key, ok=False, error=errors.signal_error(9))
+    # Its main process is gone; what else lives in its process group goes too.
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.KILL)]
+    env.turn()
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_task_canceled_before_it_has_a_pid_is_signaled_when_it_starts(env: NodeEnv) -> None:
+    [key] = env.compute(env.group())
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.out.take(TaskUpdates, count=1)
+    env.deliver(CancelTasks((key,)))
+    env.out.assert_empty()
+    pid = env.start(key)
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.INTERRUPT)]
+    env.check()
+
+
+def test_queued_tasks_are_canceled_and_retracted_without_a_trace() -> None:
+    env = NodeEnv(cpus=1)
+    running, canceled, retracted, kept = env.compute(env.group(), 4)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.deliver(CancelTasks((canceled,)))
+    env.deliver(RetractTasks((running, canceled, retracted)))
+    assert env.out.take(TasksRetracted) == [TasksRetracted((retracted,))]
+    env.start(running)
+    env.end(running)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == kept
+    env.check()
+
+
+# --- executors that die -----------------------------------------------------------------------
+
+
+def test_a_dead_executor_fails_its_tasks_with_a_cause_naming_worker_and_host() -> None:
+    env = NodeEnv(cpus=1)
+    env.register(worker_id=7)
+    gid = short_group(env)
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.die(0, "signal 9")
+    env.turn()
+    failed = env.out.take_one(TaskUpdates).failed
+    text = "The executor running the task on worker 7 (node1) died (signal 9)"
+    assert [(f[0], f[5], f[6]) for f in failed] == [(first, text, True), (second, text, False)]
+    assert env.core.allocator.is_idle()
+    env.check()
+    [again] = env.compute(gid)
+    env.turn()
+    assert env.out.take_one(Dispatch).executor == 0  # on the fresh executor
+
+
+# --- timers -----------------------------------------------------------------------------------
+
+
+def test_the_time_limit_interrupts_then_kills_until_the_task_ends() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group(time_limit=2.0)
+    [key] = env.run(gid)
+    pid = env.pids[key]
+    env.clock.advance(1.5)
+    env.turn()
+    env.out.assert_empty()
+    env.clock.advance(0.5)
+    env.turn()
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.INTERRUPT)]
+    for _ in range(2):  # once a grace period, until it ends
+        env.clock.advance(KILL_GRACE)
+        env.turn()
+        assert env.out.take(Signaled) == [Signaled(pid, Signal.KILL)]
+        env.turn()
+        env.out.assert_empty()
+    env.end(key, ok=False, error=errors.signal_error(9))
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.KILL)]
+    env.turn()
+    [failed] = env.out.take_one(TaskUpdates).failed
+    assert (failed[0], failed[5], failed[6]) == (key, errors.TIME_LIMIT_REACHED, False)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_heartbeats_go_out_every_heartbeat() -> None:
+    env = NodeEnv(heartbeat=2.0)
+    for _ in range(3):
+        env.clock.advance(1.5)
+        env.turn()
+        env.out.assert_empty()
+        env.clock.advance(0.5)
+        env.turn()
+        env.out.take(Heartbeat, count=1)
+        env.deliver(ServerHeartbeat())
+    env.check()
+
+
+@pytest.mark.parametrize("heartbeat, limit", [(1.0, 10.0), (8.0, 24.0)])
+def test_a_silent_server_is_lost(heartbeat: float, limit: float) -> None:
+    env = NodeEnv(heartbeat=heartbeat)
+    env.clock.advance(limit / 2)
+    env.deliver(ServerHeartbeat())
+    env.clock.advance(limit)
+    env.turn()
+    assert not env.core.stopping
+    env.clock.advance(0.01)
+    env.turn()
+    assert env.core.stopping and env.core.exit_code == 1
+    env.out.discard(Heartbeat)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_with_finish_running_a_lost_server_lets_running_tasks_end() -> None:
+    env = NodeEnv(cpus=1, on_server_lost="finish-running")
+    gid = env.group()
+    running, queued = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.core.connection_lost()
+    assert env.core.finishing and not env.core.stopping and not env.core.queued
+    env.start(running)
+    env.end(running)
+    env.turn()
+    env.out.take(Dispatch, count=0)
+    assert env.core.finished and env.core.exit_code == 1
+    env.check()
+
+
+def test_the_worker_time_limit_sends_what_it_has_then_leaves() -> None:
+    env = NodeEnv(cpus=1, time_limit=5.0)
+    [first, _] = env.compute(env.group(), 2)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.clock.advance(5.0)
+    env.turn()
+    updates, stopping = env.out.take(object, count=2)
+    assert isinstance(updates, TaskUpdates) and [s[0] for s in updates.started] == [first]
+    assert stopping == NodeStopping(StopReason.TIME_LIMIT)
+    assert env.core.stopping and env.core.exit_code == 0
+    env.check()
+
+
+def test_an_idle_node_leaves_after_its_idle_timeout() -> None:
+    env = NodeEnv(idle_timeout=3.0, heartbeat=100.0)
+    env.register(idle_timeout=100.0)  # the server's default does not override the node's
+    [key] = env.run(env.group())
+    env.clock.advance(5.0)
+    env.end(key)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.clock.advance(2.5)
+    env.turn()
+    env.out.assert_empty()
+    env.clock.advance(0.5)
+    env.turn()
+    assert env.out.take(NodeStopping) == [NodeStopping(StopReason.IDLE_TIMEOUT)]
+    assert env.core.stopping and env.core.exit_code == 0
+    env.check()
+
+
+def test_the_servers_idle_timeout_applies_when_the_node_has_none() -> None:
+    env = NodeEnv()
+    env.register(idle_timeout=3.0)
+    env.clock.advance(3.0)
+    env.turn()
+    assert env.out.take(NodeStopping) == [NodeStopping(StopReason.IDLE_TIMEOUT)]
+
+
+def test_a_node_reserved_for_a_multinode_task_does_not_idle_out() -> None:
+    env = NodeEnv(idle_timeout=3.0)
+    env.deliver(ReserveNode(123))
+    env.clock.advance(10.0)
+    env.deliver(ServerHeartbeat())
+    env.turn()
+    env.out.discard(Heartbeat)
+    env.out.assert_empty()
+    env.deliver(ReserveNode(0))  # released: idle from now
+    env.clock.advance(2.5)
+    env.turn()
+    env.out.assert_empty()
+    env.clock.advance(0.5)
+    env.turn()
+    assert env.out.take(NodeStopping) == [NodeStopping(StopReason.IDLE_TIMEOUT)]
+
+
+def test_poll_timeout_is_the_next_due_timer_or_flush(env: NodeEnv) -> None:
+    assert env.core.poll_timeout_ms(env.clock.mono()) == 1001  # nothing due: a second
+    gid = env.group(time_limit=0.5)
+    env.run(gid)
+    assert env.core.poll_timeout_ms(env.clock.mono()) == 501
+    env.clock.advance(0.7)
+    assert env.core.poll_timeout_ms(env.clock.mono()) == 1  # overdue: poll, do not wait
+
+
+# --- the server says stop; the node stops -----------------------------------------------------
+
+
+def test_stopped_by_the_server_the_node_exits_zero(env: NodeEnv) -> None:
+    env.deliver(StopNode(StopReason.STOPPED))
+    assert env.core.stopping and env.core.exit_code == 0
+    env.core.connection_lost()  # the server closes the link after stopping us: no matter
+    assert env.core.exit_code == 0
+    env.out.assert_empty()
+
+
+def test_a_stopping_server_is_a_lost_server(env: NodeEnv) -> None:
+    env.deliver(StopNode(StopReason.SERVER_STOPPED))
+    assert env.core.stopping and env.core.exit_code == 1
+
+
+def test_shutdown_interrupts_every_task_and_kills_what_outlives_the_grace(env: NodeEnv) -> None:
+    gid = env.group()
+    started, unstarted = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    pid = env.start(started)
+    mono = env.clock.mono()
+    assert env.core.begin_shutdown(mono) == mono + KILL_GRACE + 1.0
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.INTERRUPT)]
+    env.core.escalate_shutdown(mono + KILL_GRACE)
+    env.out.assert_empty()
+    env.core.escalate_shutdown(mono + KILL_GRACE + 0.01)
+    assert env.out.take(Signaled) == [Signaled(pid, Signal.KILL)]
+    env.core.escalate_shutdown(mono + KILL_GRACE + 0.02)  # once
+    env.out.assert_empty()
+    late = env.start(unstarted)  # too late to be interrupted: killed at once
+    assert env.out.take(Signaled) == [Signaled(late, Signal.KILL)]
+    env.check()
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+def test_notifications_of_running_tasks_are_forwarded(env: NodeEnv) -> None:
+    [key] = env.run(env.group(), instances=[3])
+    assert env.core.on_notification(key, 3, b"hello") == ""
+    assert env.out.take(TaskNotification) == [TaskNotification(key, 3, b"hello")]
+    assert env.core.on_notification(key, 2, b"old") == NOT_RUNNING_HERE
+    assert env.core.on_notification(key + 1, 0, b"stranger") == NOT_RUNNING_HERE
+    env.out.assert_empty()
+
+
+# --- a randomized run -------------------------------------------------------------------------
+
+
+class NodeScenario(RuleBasedStateMachine):
+    """Tasks arrive, executors start and end them in order, die, tasks are canceled and
+    retracted, time passes; the core's bookkeeping must match what it dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = NodeEnv(cpus=2, heartbeat=1000.0)
+        self.gids = [self.env.group(variant(cpus=c)) for c in (1, 0.5, 2)]
+        self.executors: dict[int, deque[int]] = {}
+        self.skipped: set[int] = set()
+        self.started: set[int] = set()
+        self.canceled: set[int] = set()
+        self.reported: dict[int, str] = {}  # key -> how it ended
+
+    def _absorb(self) -> None:
+        for item in list(self.env.out.log):
+            if isinstance(item, Dispatch):
+                self.executors.setdefault(item.executor, deque()).append(item.key)
+            elif isinstance(item, Skip):
+                self.skipped.add(item.key)
+            elif isinstance(item, TaskUpdates):
+                for end in (*item.finished, *item.failed):
+                    key = end[0]
+                    assert key not in self.canceled, f"canceled task {key} reported"
+                    assert key not in self.reported, f"task {key} reported twice"
+                    self.reported[key] = "finished" if end in item.finished else "failed"
+        self.env.out.log.clear()
+
+    @rule(group=st.integers(0, 2), n=st.integers(1, 4))
+    def compute(self, group: int, n: int) -> None:
+        self.env.compute(self.gids[group], n)
+
+    @rule()
+    def turn(self) -> None:
+        self.env.turn()
+
+    @rule(seconds=st.sampled_from([0.001, FLUSH_DELAY, 0.5]))
+    def time_passes(self, seconds: float) -> None:
+        self.env.clock.advance(seconds)
+
+    @precondition(lambda self: any(self.executors.values()))
+    @rule(data=st.data(), ok=st.booleans(), duration=st.sampled_from([0.001, 1.0]))
+    def executor_acts(self, data: st.DataObject, ok: bool, duration: float) -> None:
+        self._absorb()
+        busy = sorted(i for i, keys in self.executors.items() if keys)
+        index = data.draw(st.sampled_from(busy))
+        key = self.executors[index][0]
+        if key in self.skipped:
+            self.executors[index].popleft()
+            self.env.end(key, ok=False, skipped=True)
+        elif key not in self.started:
+            self.started.add(key)
+            self.env.start(key)
+        else:
+            self.executors[index].popleft()
+            self.env.end(key, ok=ok, error="" if ok else "boom", duration=duration)
+
+    @precondition(lambda self: any(self.executors.values()))
+    @rule(data=st.data())
+    def executor_dies(self, data: st.DataObject) -> None:
+        self._absorb()
+        index = data.draw(st.sampled_from(sorted(i for i, k in self.executors.items() if k)))
+        self.executors[index].clear()
+        self.env.die(index)
+
+    @precondition(lambda self: self.env.core.queued or self.env.core.running)
+    @rule(data=st.data(), retract=st.booleans())
+    def server_takes_back(self, data: st.DataObject, retract: bool) -> None:
+        self._absorb()
+        keys = sorted([*self.env.core.queued, *self.env.core.running])
+        chosen = tuple(data.draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)))
+        if retract:
+            self.env.deliver(RetractTasks(chosen))
+            self._absorb()
+        else:
+            self.canceled |= set(chosen) - set(self.reported)
+            self.env.deliver(CancelTasks(chosen))
+
+    @invariant()
+    def consistent(self) -> None:
+        self._absorb()
+        self.env.check()
+        held = {k for keys in self.executors.values() for k in keys}
+        assert held == set(self.env.core.running), (held, set(self.env.core.running))
+        for index, keys in self.executors.items():
+            for key in keys:
+                assert self.env.executor_of(key) == index
+
+    def teardown(self) -> None:
+        """Executors run everything to its end; then nothing is held."""
+        for _ in range(500):
+            self.env.turn()
+            self._absorb()
+            busy = [i for i, keys in self.executors.items() if keys]
+            if not busy and not self.env.core.queued:
+                break
+            for index in busy:
+                key = self.executors[index][0]
+                if key in self.skipped:
+                    self.executors[index].popleft()
+                    self.env.end(key, ok=False, skipped=True)
+                elif key not in self.started:
+                    self.started.add(key)
+                    self.env.start(key)
+                else:
+                    self.executors[index].popleft()
+                    self.env.end(key)
+            self.env.clock.advance(PAST_FLUSH_DELAY)
+        self.env.core.flush(self.env.clock.mono(), force=True)
+        self._absorb()
+        assert not self.env.core.running and not self.env.core.queued
+        assert self.env.core.allocator.is_idle()
+        self.env.check()
+
+
+NodeScenario.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_node_scenario = NodeScenario.TestCase
