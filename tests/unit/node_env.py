@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from core_env import round_trip
 from hqshm.cluster.ids import task_key
-from hqshm.cluster.protocol import NODE_LINK, ComputeTasks, DefineGroup, TaskUpdates
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup, TaskUpdates
 from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
@@ -55,13 +56,6 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self._epoch += seconds
         self._mono += seconds
-
-
-def round_trip(message: Any) -> Any:
-    """Encode and decode with the real codec; the decoded copy must equal the original."""
-    decoded = NODE_LINK.decode(NODE_LINK.encode(message))
-    assert decoded == message, (message, decoded)
-    return decoded
 
 
 # --- what the core asks the loop to do ------------------------------------------------------
@@ -155,10 +149,6 @@ class RecordingOutbox:
 
 def cpus_pool(n: int) -> ResourcePool:
     return ResourcePool("cpus", PoolKind.RANGE, start=0, end=n - 1)
-
-
-def list_pool(name: str, *labels: str) -> ResourcePool:
-    return ResourcePool(name, PoolKind.LIST, (tuple(labels),))
 
 
 def variant(*, cpus: float | None = 1, n_nodes: int = 0, **others: float) -> RequestVariant:

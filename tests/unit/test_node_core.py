@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 import pytest
+from core_env import list_pool
 from hqshm.cluster.protocol import (
     CancelTasks,
     ComputeTasks,
@@ -33,7 +34,6 @@ from node_env import (
     NodeEnv,
     Signaled,
     Skip,
-    list_pool,
     variant,
 )
 
@@ -656,7 +656,10 @@ class NodeScenario(RuleBasedStateMachine):
     def executor_acts(self, data: st.DataObject, ok: bool, duration: float) -> None:
         self._absorb()
         busy = sorted(i for i, keys in self.executors.items() if keys)
-        index = data.draw(st.sampled_from(busy))
+        self._step(data.draw(st.sampled_from(busy)), ok, duration)
+
+    def _step(self, index: int, ok: bool = True, duration: float = 1.0) -> None:
+        """The executor's next move: skip, start or end its first task."""
         key = self.executors[index][0]
         if key in self.skipped:
             self.executors[index].popleft()
@@ -708,16 +711,7 @@ class NodeScenario(RuleBasedStateMachine):
             if not busy and not self.env.core.queued:
                 break
             for index in busy:
-                key = self.executors[index][0]
-                if key in self.skipped:
-                    self.executors[index].popleft()
-                    self.env.end(key, ok=False, skipped=True)
-                elif key not in self.started:
-                    self.started.add(key)
-                    self.env.start(key)
-                else:
-                    self.executors[index].popleft()
-                    self.env.end(key)
+                self._step(index)
             self.env.clock.advance(PAST_FLUSH_DELAY)
         self.env.core.flush(self.env.clock.mono(), force=True)
         self._absorb()
