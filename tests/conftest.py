@@ -25,6 +25,12 @@ for _folder in ("", "unit", "integration"):
     sys.path.insert(0, str(Path(__file__).parent / _folder))
 
 from harness import HqEnv  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests check what happens, never how fast: the suite runs in two processes on machines
+# that others share, where one example can take longer than hypothesis's default deadline.
+settings.register_profile("hqshm", deadline=None)
+settings.load_profile("hqshm")
 
 C_MODULE_SKIP = "C module not built"
 
