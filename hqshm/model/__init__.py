@@ -1,4 +1,4 @@
-"""The shared job model: ids, task states and tables, arrays, durations, placeholders, resource
+"""The shared job model: task states and tables, arrays, durations, placeholders, resource
 specs, programs, submissions and the submit builder, worker configurations, the stream file
 format and the task-notification datagram.
 
