@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.ids import JobId, TaskId
-from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges
+from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges, check_ranges
 
 CLIENT_PROTOCOL = 2  # 2: a submit carries the job model's submission
 CLIENT_LINK = Registry("client", CLIENT_PROTOCOL)
@@ -25,6 +25,9 @@ class Selector:
 
     kind: str  # "all" | "last" | "ids"
     ranges: Ranges = ()
+
+    def __post_init__(self) -> None:
+        check_ranges(self.ranges)
 
 
 @CLIENT_LINK.message
@@ -158,6 +161,9 @@ class TaskListRequest:
     tasks: Ranges | None = None
     states: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_ranges(self.tasks)
+
 
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,9 @@ class TaskInfoRequest:
     TAG: ClassVar[int] = 10
     job: Selector  # a single id or last
     tasks: Ranges
+
+    def __post_init__(self) -> None:
+        check_ranges(self.tasks)
 
 
 @CLIENT_LINK.message

@@ -15,8 +15,19 @@ from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT
 from hqshm.cluster.ids import JobId, TaskId
 from hqshm.cluster.resources import ResourceRequest
 from hqshm.model.program import PinMode
+from hqshm.model.scanner import U32_MAX
 
 Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
+
+
+def check_ranges(ranges: Ranges | None) -> None:
+    """Ranges as a peer sent them: ids 0..2^32-1, start <= end, a step of at least 1; anything
+    else raises ValueError, which the codec turns into a refused message (never a crash in the
+    code that walks them). Nothing is expanded here, whatever the ranges span."""
+    for start, end, step in ranges or ():
+        if step < 1 or not 0 <= start <= end <= U32_MAX:
+            raise ValueError(f"invalid id range {start}-{end}:{step} (ids are 0 to {U32_MAX}, "
+                             "the start not after the end, the step at least 1)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +67,9 @@ class TaskRef:
     job_id: JobId
     tasks: Ranges | None = None
 
+    def __post_init__(self) -> None:
+        check_ranges(self.tasks)
+
 
 @dataclass(frozen=True, slots=True)
 class GraphTask:
@@ -83,6 +97,9 @@ class ArraySubmission:
     # Job files' [array] pairs ids[i] with entries[i] and keeps the ids as given; `hq submit`
     # selects entries by index and numbers them on from the open job's tasks.
     entries_by_position: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self.ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,15 +195,16 @@ class ClientService:
                 logger.warning("Invalid client request: %s", exc)
                 self.reply(identity, ErrorResponse(f"invalid request: {exc}"))
                 continue
-            if isinstance(request, WaitJobsRequest):
-                self.wait(identity, request)
-                continue
-            handler = self.handlers.get(type(request))
-            if handler is None:
-                self.reply(identity, ErrorResponse(f"unexpected request {type(request).__name__}"))
-                continue
             try:
-                response = handler(request, now)
+                if isinstance(request, WaitJobsRequest):
+                    self.wait(identity, request)  # answers when the jobs end
+                    continue
+                handler = self.handlers.get(type(request))
+                if handler is None:
+                    response: object = ErrorResponse(
+                        f"unexpected request {type(request).__name__}")
+                else:
+                    response = handler(request, now)
             except UserError as exc:
                 response = ErrorResponse(str(exc))
             except Exception:  # a bug: log it, answer, keep serving

@@ -436,6 +436,21 @@ def test_validation_in_post_init_becomes_a_peer_error() -> None:
         NODE_LINK.decode(frame(PROTOCOL, protocol.ComputeTasks.TAG, 9, [1], [], [b"a", b"b"]))
 
 
+@pytest.mark.parametrize("bad", [[1, 5, 0], [-5, 3, 1], [9, 1, 1], [0, 2**33, 1]])
+def test_id_ranges_out_of_shape_are_refused_on_arrival(bad: list[int]) -> None:
+    """A step below 1, a negative id, a start after its end, an id past 2^32-1."""
+    ranges = [[1, 2, 1], bad]
+    for tag, fields in [
+        (requests.WaitJobsRequest.TAG, [["ids", ranges]]),
+        (requests.TaskListRequest.TAG, [["all", []], ranges]),
+        (requests.TaskInfoRequest.TAG, [["last", []], ranges]),
+    ]:
+        with pytest.raises(PeerError, match="invalid id range"):
+            CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, tag, *fields))
+    with pytest.raises(ValueError, match="invalid id range"):
+        submission.TaskRef(submission.JobId(1), tuple(tuple(r) for r in ranges))
+
+
 def test_frames_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     data = NODE_LINK.encode(NODE_SAMPLES[2])
     monkeypatch.setattr(hqshm.cluster.codec, "MAX_FRAME", len(data))
