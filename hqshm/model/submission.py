@@ -7,6 +7,7 @@ expanded, so a million-task array is a few integers here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -40,6 +41,28 @@ class StdioDesc:
     NONE: ClassVar[str] = "none"
     STREAM: ClassVar[str] = "stream"
 
+
+
+def invalid_dependencies(task_id: int) -> str:
+    """HQ's text for a task that can never start (spec/jobs.md §12); scripts match it."""
+    return f"Task {task_id} is part of dependency cycle or has an invalid dependencies"
+
+
+def never_ready(deps: Mapping[TaskId, Sequence[TaskId]]) -> list[TaskId]:
+    """Tasks of ``deps`` (in its order) that can never start: on a dependency cycle, behind
+    one, or waiting for a task that ``deps`` does not hold. Kahn's algorithm."""
+    waiting = {task: len(prerequisites) for task, prerequisites in deps.items()}
+    dependants: dict[TaskId, list[TaskId]] = {}
+    for task, prerequisites in deps.items():
+        for prerequisite in prerequisites:
+            dependants.setdefault(prerequisite, []).append(task)
+    ready = [task for task, count in waiting.items() if count == 0]
+    while ready:
+        for dependant in dependants.get(ready.pop(), ()):
+            waiting[dependant] -= 1
+            if waiting[dependant] == 0:
+                ready.append(dependant)
+    return [task for task, count in waiting.items() if count > 0]
 
 @dataclass(frozen=True, slots=True)
 class TaskTemplate:

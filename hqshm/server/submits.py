@@ -25,6 +25,8 @@ from hqshm.model.submission import (
     StdioDesc,
     TaskRef,
     TaskTemplate,
+    invalid_dependencies,
+    never_ready,
 )
 from hqshm.model.taskstates import TaskState
 from hqshm.server.events import NewSubmit
@@ -90,7 +92,10 @@ def plan_graph(job: Job, req: GraphSubmission, first_gid: GroupId,
         for dep in task.deps:
             if dep not in seen and dep not in existing:
                 raise UserError(f"Invalid dependency on {dep}")
-    _check_acyclic({t.id: t.deps for t in req.tasks})
+    # Prerequisites outside this submit were checked above; only those inside can form a cycle.
+    inside = {t.id: tuple(d for d in t.deps if d in seen) for t in req.tasks}
+    if stuck := never_ready(inside):
+        raise UserError(invalid_dependencies(min(stuck)))
     by_template: dict[bytes, list[GraphTask]] = {}
     for task in req.tasks:
         by_template.setdefault(_template_key(task.template), []).append(task)
@@ -145,26 +150,6 @@ def _template_key(template: TaskTemplate) -> bytes:
     """Tasks with equal templates share a core group (and are sent to nodes once)."""
     key: bytes = msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
     return key
-
-
-def _check_acyclic(deps: dict[TaskId, tuple[TaskId, ...]]) -> None:
-    """Kahn's algorithm over the submitted tasks; the text is HQ's (spec/jobs.md §12)."""
-    indegree = {task: sum(1 for d in ds if d in deps) for task, ds in deps.items()}
-    users: dict[TaskId, list[TaskId]] = {}
-    for task, ds in deps.items():
-        for d in ds:
-            if d in deps:
-                users.setdefault(d, []).append(task)
-    ready = [t for t, n in indegree.items() if n == 0]
-    while ready:
-        for user in users.get(ready.pop(), ()):
-            indegree[user] -= 1
-            if indegree[user] == 0:
-                ready.append(user)
-    stuck = sorted(t for t, n in indegree.items() if n > 0)
-    if stuck:
-        raise UserError(f"Task {stuck[0]} is part of dependency cycle or has an invalid "
-                        "dependencies")
 
 
 def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]

@@ -32,6 +32,8 @@ from hqshm.model.submission import (
     GraphTask,
     StdioDesc,
     TaskTemplate,
+    invalid_dependencies,
+    never_ready,
 )
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -82,10 +84,6 @@ IDS_OR_ENTRIES = "One of attributes of array must be defined: 'ids', 'entries'"
 
 def defined_twice(task_id: int) -> str:
     return f"Task {task_id} is defined multiple times"
-
-
-def invalid_dependencies(task_id: int) -> str:
-    return f"Task {task_id} is part of dependency cycle or has an invalid dependencies"
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -211,26 +209,10 @@ def _number_and_check(parsed: list[_Parsed]) -> tuple[GraphTask, ...]:
     for task in tasks:
         if any(dep not in where for dep in task.deps):
             raise where[task.id].error(invalid_dependencies(task.id), "deps")
-    blocked = _in_cycles(tasks)
+    blocked = next(iter(never_ready({task.id: task.deps for task in tasks})), None)
     if blocked is not None:
         raise where[blocked].error(invalid_dependencies(blocked), "deps")
     return tuple(tasks)
-
-
-def _in_cycles(tasks: Sequence[GraphTask]) -> int | None:
-    """The first task (file order) that can never start because its deps form a cycle."""
-    waiting = {task.id: len(task.deps) for task in tasks}
-    dependants: dict[int, list[int]] = {}
-    for task in tasks:
-        for dep in task.deps:
-            dependants.setdefault(dep, []).append(task.id)
-    ready = [task_id for task_id, count in waiting.items() if count == 0]
-    while ready:
-        for dependant in dependants.get(ready.pop(), ()):
-            waiting[dependant] -= 1
-            if waiting[dependant] == 0:
-                ready.append(dependant)
-    return next((task.id for task in tasks if waiting[task.id] > 0), None)
 
 
 # -- task templates --------------------------------------------------------------------------
