@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.ids import JobId
+from hqshm.model import limits
 
 PROGRAM = Registry("program", 1)
 
@@ -35,6 +36,10 @@ class Stdio:
     NONE: ClassVar[str] = "none"
     STREAM: ClassVar[str] = "stream"
 
+    def __post_init__(self) -> None:
+        limits.check_choice("output kind", self.kind, (self.FILE, self.NONE, self.STREAM))
+        limits.check_no_nul("an output path", self.path)  # resolved: may pass MAX_TEXT
+
 
 @PROGRAM.message
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,13 @@ class ProgramSpec:
     pin: str = PinMode.NONE
     time_limit: float | None = None
     stream_dir: str = ""
+
+    def __post_init__(self) -> None:
+        """A backstop for the executor, which cannot spawn an empty argv or a NUL byte (the
+        server builds programs only from templates that passed the same checks)."""
+        limits.check_argv(self.args)
+        limits.check_env(self.env)
+        limits.check_no_nul("the working directory", self.cwd)
 
     def encode(self) -> bytes:
         return PROGRAM.encode(self)

@@ -22,11 +22,14 @@ from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
     PoolKind,
+    RequestVariant,
     ResourceEntry,
     ResourcePool,
+    ResourceRequest,
     format_amount,
 )
 from hqshm.errors import UsageError, UserError
+from hqshm.model import limits
 from hqshm.model.scanner import Scanner
 
 FRACTION_DIGITS = 4
@@ -367,6 +370,31 @@ def parse_request_amount(text: str, name: str = "cpus") -> ResourceEntry:
     if amount == 0:
         raise ZeroRequest()
     return ResourceEntry(name, amount, policy)
+
+
+def check_request(request: ResourceRequest) -> None:
+    """A task's request as the server receives it (``limits.LimitError``): one variant at
+    least, or the task could never be placed and would wait forever; every amount positive
+    and at most U32_MAX units, as the submit builder makes them."""
+    if not request.variants:
+        raise limits.LimitError("a resource request needs at least one variant")
+    limits.check_count("resource request variants", len(request.variants), limits.MAX_VARIANTS)
+    for variant in request.variants:
+        _check_variant(variant)
+
+
+def _check_variant(variant: RequestVariant) -> None:
+    limits.check_count("resources in one request", len(variant.entries),
+                       limits.MAX_RESOURCE_ENTRIES)
+    limits.check_int("a number of nodes", variant.n_nodes, 0, limits.U32_MAX)
+    limits.check_seconds("a time request", variant.min_time)
+    limits.check_int("a resource weight", variant.weight, 1, limits.U32_MAX * FRACTIONS)
+    for entry in variant.entries:
+        limits.check_text("a resource name", entry.name)
+        limits.check_choice("allocation policy", entry.policy, (int(p) for p in Policy))
+        if not entry.all:
+            limits.check_int(f"the amount of {entry.name}", entry.amount, 1,
+                             limits.U32_MAX * FRACTIONS)
 
 
 # -- environment of a task (spec/jobs.md §6) ---------------------------------------------------

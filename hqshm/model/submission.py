@@ -15,7 +15,9 @@ from typing import ClassVar
 from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT
 from hqshm.cluster.ids import JobId, TaskId
 from hqshm.cluster.resources import ResourceRequest
+from hqshm.model import limits
 from hqshm.model.program import PinMode
+from hqshm.model.resourcespec import check_request
 from hqshm.model.scanner import U32_MAX
 
 Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
@@ -25,10 +27,35 @@ def check_ranges(ranges: Ranges | None) -> None:
     """Ranges as a peer sent them: ids 0..2^32-1, start <= end, a step of at least 1; anything
     else raises ValueError, which the codec turns into a refused message (never a crash in the
     code that walks them). Nothing is expanded here, whatever the ranges span."""
-    for start, end, step in ranges or ():
+    if ranges is None:
+        return
+    limits.check_count("id ranges", len(ranges), limits.MAX_RANGES)
+    for start, end, step in ranges:
         if step < 1 or not 0 <= start <= end <= U32_MAX:
-            raise ValueError(f"invalid id range {start}-{end}:{step} (ids are 0 to {U32_MAX}, "
-                             "the start not after the end, the step at least 1)")
+            raise limits.LimitError(
+                f"invalid id range {start}-{end}:{step} (ids are 0 to {U32_MAX}, "
+                "the start not after the end, the step at least 1)")
+
+
+def check_selection(ranges: Ranges | None) -> None:
+    """Ranges that select existing ids: checked, and apart from each other, as `hq` parses
+    them (model/arrays.py refuses overlaps), so that the server matches each existing id
+    against one range at most, and its work follows the ids that exist."""
+    check_ranges(ranges)
+    previous_end = -1
+    for start, end, step in sorted(ranges or ()):
+        if start <= previous_end:
+            raise limits.LimitError(f"id ranges overlap at {start}-{end}:{step}")
+        previous_end = end
+
+
+def check_id(what: str, value: int) -> None:
+    limits.check_int(what, value, 0, U32_MAX)
+
+
+def check_optional_text(what: str, value: str | None) -> None:
+    if value is not None:
+        limits.check_text(what, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +67,10 @@ class StdioDesc:
     FILE: ClassVar[str] = "file"
     NONE: ClassVar[str] = "none"
     STREAM: ClassVar[str] = "stream"
+
+    def __post_init__(self) -> None:
+        limits.check_choice("output kind", self.kind, (self.FILE, self.NONE, self.STREAM))
+        limits.check_text("an output path", self.path)
 
 
 
@@ -82,6 +113,21 @@ class TaskTemplate:
     stdin: bytes = field(default=b"", repr=False)
     retries: int = 0  # beyond HQ: re-run a task that exits non-zero up to this many times
 
+    def __post_init__(self) -> None:
+        """What an executor could not run (empty argv, NUL bytes) or the server not place (no
+        variant, amounts of 0) is refused here, before anything is recorded."""
+        limits.check_argv(self.args)
+        limits.check_env(self.env)
+        limits.check_text("the working directory", self.cwd)
+        check_request(self.request)
+        limits.check_int("the priority", self.priority, limits.I32_MIN, limits.I32_MAX)
+        if self.time_limit is not None:
+            limits.check_seconds("the time limit", self.time_limit)
+        limits.check_int("the crash limit", self.crash_limit, -1, U32_MAX)
+        limits.check_choice("pin mode", self.pin, PinMode.ALL)
+        limits.check_bytes("the standard input", self.stdin, limits.MAX_STDIN)
+        limits.check_int("the number of retries", self.retries, 0, U32_MAX)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskRef:
@@ -91,7 +137,11 @@ class TaskRef:
     tasks: Ranges | None = None
 
     def __post_init__(self) -> None:
+        check_id("a job id", self.job_id)
         check_ranges(self.tasks)
+        if self.tasks is not None:  # the server expands them
+            limits.check_count("tasks named by --after", limits.range_count(self.tasks),
+                               limits.MAX_SUBMIT_TASKS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +152,13 @@ class GraphTask:
     template: TaskTemplate
     deps: tuple[TaskId, ...] = ()
     entry: bytes | None = None
+
+    def __post_init__(self) -> None:
+        check_id("a task id", self.id)
+        for dep in self.deps:
+            check_id("a dependency", dep)
+        if self.entry is not None:
+            limits.check_bytes("an entry", self.entry, limits.MAX_ARG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +179,16 @@ class ArraySubmission:
     entries_by_position: bool = False
 
     def __post_init__(self) -> None:
+        check_submission(self.name, self.max_fails, self.submit_dir, self.job_id,
+                         self.stream_dir)
         check_ranges(self.ids)
+        limits.check_count("tasks in one submission", limits.range_count(self.ids),
+                           limits.MAX_SUBMIT_TASKS)
+        if self.entries is not None:
+            limits.check_count("entries", len(self.entries), limits.MAX_ENTRIES)
+            for entry in self.entries:
+                limits.check_bytes("an entry", entry, limits.MAX_ARG)
+        limits.check_count("--after references", len(self.after), limits.MAX_AFTER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +201,22 @@ class GraphSubmission:
     tasks: tuple[GraphTask, ...]
     job_id: JobId | None = None
     stream_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_submission(self.name, self.max_fails, self.submit_dir, self.job_id,
+                         self.stream_dir)
+        limits.check_count("tasks in one job file", len(self.tasks), limits.MAX_GRAPH_TASKS)
+        limits.check_count("dependencies in one job file",
+                           sum(len(task.deps) for task in self.tasks), limits.MAX_GRAPH_DEPS)
+
+
+def check_submission(name: str, max_fails: int | None, submit_dir: str, job_id: JobId | None,
+                     stream_dir: str | None) -> None:
+    """The fields both shapes of a submission share."""
+    limits.check_text("the job name", name)
+    if max_fails is not None:
+        limits.check_int("max fails", max_fails, 0, U32_MAX)
+    limits.check_text("the submit directory", submit_dir)
+    if job_id is not None:
+        check_id("a job id", job_id)
+    check_optional_text("the stream directory", stream_dir)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import zmq
 
-from hqshm.cluster.codec import MAX_FRAME
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.cluster.security import EndpointKeys, secure_server_socket
@@ -67,12 +67,13 @@ from hqshm.link.responses import (
     WaitJobsResponse,
     WorkerListResponse,
 )
-from hqshm.model.submission import ArraySubmission, GraphSubmission
+from hqshm.model.limits import MAX_MISSING_IDS, MAX_REQUEST_BYTES, range_count
+from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges
 from hqshm.model.taskstates import TaskState, parse_states
 from hqshm.server import views
 from hqshm.server.events import Event, EventStream
 from hqshm.server.jobbook import JobBook
-from hqshm.server.jobs import Job, NewGroup, expand_ranges
+from hqshm.server.jobs import Job, NewGroup, match_ranges, missing_in_ranges
 from hqshm.server.submits import resubmit
 from hqshm.server.workers import WorkerBook
 
@@ -102,15 +103,45 @@ class ServerControl:
 
 
 def resolve_ids(selector: Selector, existing: Iterable[Id]) -> tuple[list[Id], list[Id]]:
-    """Ids a selector names: (present ones in order, missing ones)."""
+    """Ids a selector names: (present ones in order, missing ones). Ranges are matched against
+    the ids that exist, never expanded, so `5-4000000000` costs what the existing ids cost;
+    of the missing ids only the first ``MAX_MISSING_IDS`` are named."""
     known = sorted(existing)
     if selector.kind == "all":
         return known, []
     if selector.kind == "last":
         return known[-1:], []
-    wanted = expand_ranges(selector.ranges).tolist()
-    present = set(known)
-    return [i for i in wanted if i in present], [i for i in wanted if i not in present]
+    ids = np.array(known, dtype=np.int64)
+    rows, which = match_ranges(ids, selector.ranges)
+    present = ids[rows]
+    missing = missing_in_ranges(selector.ranges, present, which, MAX_MISSING_IDS)
+    return present.tolist(), missing  # type: ignore[return-value]  # ints, as the ids
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedTasks:
+    """Tasks of a job that ranges name, in the ranges' order: parallel arrays."""
+
+    ids: np.ndarray
+    which: np.ndarray  # the index of the range naming each
+    submit: np.ndarray  # the index of its submit in the job
+    row: np.ndarray  # its row in that submit's table
+
+
+def located_tasks(job: Job, ranges: Ranges) -> LocatedTasks:
+    """The job's tasks that ranges name, found by matching each submit's sorted ids: the cost
+    follows the job's tasks and the number of ranges, never what the ranges span."""
+    parts = []
+    for index, part in enumerate(job.submits):
+        rows, which = match_ranges(part.table.ids, ranges)
+        parts.append((part.table.ids[rows].astype(np.int64), which,
+                      np.full(len(rows), index), rows))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return LocatedTasks(empty, empty, empty, empty)
+    ids, which, submit, row = (np.concatenate(column) for column in zip(*parts, strict=True))
+    order = np.lexsort((ids, which))  # a range's ids ascend, as it names them
+    return LocatedTasks(ids[order], which[order], submit[order], row[order])
 
 
 class ChangedJobs:
@@ -166,7 +197,7 @@ class ClientService:
     def bind(self, host: str, port: int, keys: EndpointKeys | None) -> int:
         sock = self.context.socket(zmq.ROUTER)
         sock.linger = 0
-        sock.maxmsgsize = MAX_FRAME
+        sock.maxmsgsize = MAX_REQUEST_BYTES  # a larger request is dropped before it is read
         secure_server_socket(sock, keys, "client")
         sock.bind(f"tcp://{host}:{port}" if port else f"tcp://{host}:*")
         self.socket = sock
@@ -252,9 +283,11 @@ class ClientService:
         return CloseJobsResponse(tuple(results))
 
     def forget(self, request: ForgetJobsRequest, now: float) -> ForgetJobsResponse:
-        ids, missing = resolve_ids(request.selector, self.book.jobs)
+        ids, _missing = resolve_ids(request.selector, self.book.jobs)
         forgotten, ignored = self.book.forget(ids, request.states, now)
-        return ForgetJobsResponse(forgotten, ignored + len(missing))
+        if request.selector.kind == "ids":  # every id named and missing counts, listed or not
+            ignored += range_count(request.selector.ranges) - len(ids)
+        return ForgetJobsResponse(forgotten, ignored)
 
     def summary(self, request: JobSummaryRequest, now: float) -> JobSummaryResponse:
         return JobSummaryResponse(tuple(views.summary(self.book).items()))
@@ -363,16 +396,15 @@ class ClientService:
     def task_list(self, request: TaskListRequest, now: float) -> TaskListResponse:
         present, missing = resolve_ids(request.jobs, self.book.jobs)
         states = parse_states(request.states) if request.states else None
-        wanted = set(expand_ranges(request.tasks).tolist()) if request.tasks else None
         out = []
         for job_id in present:
             job = self.book.jobs[job_id]
             shown = []
             for index, submit in enumerate(job.submits):
                 table = submit.table
-                for row in range(len(table)):
-                    if wanted is not None and int(table.ids[row]) not in wanted:
-                        continue
+                rows = range(len(table)) if not request.tasks else \
+                    np.unique(match_ranges(table.ids, request.tasks)[0]).tolist()
+                for row in rows:
                     if states is not None and TaskState(int(table.state[row])) not in states:
                         continue
                     shown.append(views.task_view(self.book, job, submit, row, index))
@@ -385,15 +417,10 @@ class ClientService:
         if not present:
             return TaskInfoResponse(None, (), ())
         job = self.book.jobs[present[0]]
-        shown = []
-        missing = []
-        for task_id in expand_ranges(request.tasks).tolist():
-            found = job.locate(task_id)
-            if found is None:
-                missing.append(task_id)
-                continue
-            submit, row = found
-            shown.append(views.task_view(self.book, job, submit, row, job.submits.index(submit)))
+        found = located_tasks(job, request.tasks)
+        shown = [views.task_view(self.book, job, job.submits[index], row, index)
+                 for index, row in zip(found.submit.tolist(), found.row.tolist(), strict=True)]
+        missing = missing_in_ranges(request.tasks, found.ids, found.which, MAX_MISSING_IDS)
         submits = tuple(views.submit_view(s) for s in job.submits)
         return TaskInfoResponse(job.id, tuple(shown), submits, tuple(missing))
 
