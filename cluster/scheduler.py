@@ -6,7 +6,9 @@ Three passes, in order of group priority (higher priority, then older job, then 
 
 1. **Fill**: give each worker what it can start right now (its free resources). Lower-priority
    groups may use capacity that higher-priority groups cannot use, so different resource
-   shapes never block each other.
+   shapes never block each other. But a worker where a higher-priority task waits for pools
+   that are busy now holds those pools for it (``Holds``): lower priorities get nothing there
+   that would use them, so they cannot overtake it indefinitely as resources free up.
 2. **Prefill**: queue more on each worker, so a node always has its next task at hand when one
    ends instead of waiting a round trip to the server. One extra round of tasks for long or
    unknown tasks; for short ones, enough to cover ``PREFILL_BUFFER`` seconds (at most
@@ -19,9 +21,10 @@ Three passes, in order of group priority (higher priority, then older job, then 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from .core import Core, Group, Outbox, Worker
-from .ids import TaskKey
+from .ids import TaskKey, WorkerId
 from .reactor import assign, assign_multinode, reserve, retract
 from .utilization import Candidate, choose
 
@@ -69,35 +72,142 @@ def _eligible(worker: Worker, group: Group, variant: int, now: float) -> dict[st
     return amounts
 
 
+def _short_pools(worker: Worker, group: Group, now: float) -> set[str]:
+    """Pools too busy now for a task of the group here (none if some variant fits now)."""
+    short: set[str] = set()
+    for variant in worker.variants_for(group):
+        amounts = _eligible(worker, group, variant, now)
+        if amounts is None:
+            continue
+        lacking = {name for name, amount in amounts.items()
+                   if amount > worker.totals.get(name, 0) - worker.committed.get(name, 0)}
+        if not lacking:
+            return set()
+        short |= lacking
+    return short
+
+
+def _queued_holds(core: Core, worker: Worker) -> dict[str, int]:
+    """Over-committed pools of a worker, with the best priority of its queued tasks using them.
+
+    Tasks queued on a worker beyond its capacity start as running ones end; the best of them
+    wait for those pools. One pass over the worker's queue (bounded by prefill, not by the
+    tasks waiting on the server), at most once a scheduling pass.
+    """
+    over = {name for name, total in worker.totals.items()
+            if worker.committed.get(name, 0) > total}
+    held: dict[str, int] = {}
+    if not over:
+        return held
+    for placed in set(worker.assigned.values()):
+        group = core.groups.get(placed[0])
+        if group is None:
+            continue
+        for name, amount in worker.amounts_of(placed).items():
+            if amount > 0 and name in over:
+                _raise(held, name, group.priority)
+    return held
+
+
+def _raise(held: dict[str, int], name: str, priority: int) -> None:
+    if held.get(name, priority) <= priority:
+        held[name] = priority
+
+
+@dataclass
+class Holds:
+    """Pools of each worker held, during one scheduling pass, for higher-priority waiting tasks.
+
+    A group that has tasks waiting for a worker's busy pools (queued there beyond what runs,
+    or pending with no room left for them) holds those pools there at its priority: groups of
+    lower priority take nothing on that worker that uses them, so the waiting tasks get the
+    resources as they free up (HQ's rule). Other pools, and workers the waiting group can never
+    use, stay open to everyone. Nothing is held from the best priority, so a cluster with one
+    priority level never looks at any of this.
+    """
+
+    core: Core
+    top: int = 0  # the best priority of any unfinished group: never held back
+    bottom: int = 0  # the worst: holds for it would hold nothing back
+    pools: dict[WorkerId, dict[str, int]] = field(default_factory=dict)
+    scanned: set[WorkerId] = field(default_factory=set)  # queues already looked at
+
+    def __post_init__(self) -> None:
+        priorities = [g.priority for g in self.core.groups.values()]
+        self.top, self.bottom = max(priorities, default=0), min(priorities, default=0)
+
+    def blocks(self, worker: Worker, group: Group, amounts: dict[str, int]) -> bool:
+        """Whether these amounts of the group would use pools held here for better groups."""
+        if group.priority >= self.top:
+            return False
+        used = [name for name, amount in amounts.items() if amount > 0]
+        held = self.pools.setdefault(worker.wid, {})
+        if worker.wid not in self.scanned and any(
+                worker.committed.get(name, 0) > worker.totals.get(name, 0) for name in used):
+            self.scanned.add(worker.wid)
+            for name, priority in _queued_holds(self.core, worker).items():
+                _raise(held, name, priority)
+        return any(held.get(name, group.priority) > group.priority for name in used)
+
+    def hold(self, worker: Worker, group: Group, now: float) -> None:
+        """The group waits here: hold the pools it is short of for it."""
+        if group.priority <= self.bottom:
+            return
+        held = self.pools.setdefault(worker.wid, {})
+        for name in _short_pools(worker, group, now):
+            _raise(held, name, group.priority)
+
+
 def schedule(core: Core, out: Outbox, now: float) -> None:
     core.needs_scheduling = False
     groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
     workers = sorted(core.workers.values(), key=lambda w: w.wid)
+    holds = Holds(core)
     for prefill in (False, True):
         for group in groups:
             if group.request.is_multi_node:
                 if not prefill:
                     place_multinode(core, out, group, workers, now)
                 continue
-            limit = 1.0 + prefill_factor(group) if prefill else 1.0
-            for worker in workers:
-                if worker.min_utilization > 0:
-                    continue  # chooses its whole set below
-                # Earlier variants first; a later one takes what the earlier left unused.
-                for variant in worker.variants_for(group):
-                    if group.pending == 0:
-                        break
-                    amounts = _eligible(worker, group, variant, now)
-                    if amounts is None:
-                        continue
-                    n = min(group.pending, _fit_count(worker, amounts, limit))
-                    if n > 0:
-                        assign(core, out, worker, group, group.take(n), variant)
+            place(core, out, group, workers, holds, prefill, now)
     for worker in workers:
         if worker.min_utilization > 0:
             fill_min_utilization(core, out, worker, groups, now)
-    steal(core, out, workers, now)
+    steal(core, out, workers, now, holds)
     retract_expired(core, out, workers, now)
+
+
+def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], holds: Holds,
+          prefill: bool, now: float) -> None:
+    """Give the group's pending tasks to workers with room (free room, or queue room when
+    prefilling), then hold pools for it where it waits: on workers where its tasks were queued
+    beyond what can start, and on as many others as it still has pending tasks."""
+    if group.pending == 0:
+        return
+    limit = 1.0 + prefill_factor(group) if prefill else 1.0
+    waiting: list[Worker] = []
+    for worker in workers:
+        if worker.min_utilization > 0:
+            continue  # chooses its whole set in fill_min_utilization
+        usable = queued = False
+        # Earlier variants first; a later one takes what the earlier left unused.
+        for variant in worker.variants_for(group):
+            if group.pending == 0:
+                break
+            amounts = _eligible(worker, group, variant, now)
+            if amounts is None or holds.blocks(worker, group, amounts):
+                continue
+            usable = True
+            n = min(group.pending, _fit_count(worker, amounts, limit))
+            if n > 0:
+                assign(core, out, worker, group, group.take(n), variant)
+                queued = queued or prefill
+        if queued:
+            holds.hold(worker, group, now)
+        elif usable:
+            waiting.append(worker)
+    for worker in waiting[:group.pending]:
+        holds.hold(worker, group, now)
 
 
 def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequence[Group],
@@ -126,8 +236,11 @@ def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequen
         assign(core, out, worker, group, group.take(count), variant)
 
 
-def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
-    """Let idle capacity pull queued tasks from loaded workers."""
+def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
+          holds: Holds | None = None) -> None:
+    """Let idle capacity pull queued tasks from loaded workers (never into held pools)."""
+    if holds is None:
+        holds = Holds(core)
     for thief in workers:
         if thief.min_utilization > 0 or not _has_free_room(thief):
             continue  # whole sets only (fill_min_utilization), or no room to steal for
@@ -146,7 +259,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
                 group = core.groups.get(gid)
                 if group is None:
                     continue
-                variant = _variant_with_room(thief, group, now)
+                variant = _variant_with_room(thief, group, now, holds)
                 if variant is None:
                     continue
                 # Reserve room on the thief now, so that neither this pass nor the next ones
@@ -159,10 +272,11 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> Non
                 break
 
 
-def _variant_with_room(worker: Worker, group: Group, now: float) -> int | None:
+def _variant_with_room(worker: Worker, group: Group, now: float, holds: Holds) -> int | None:
     for variant in worker.variants_for(group):
         amounts = _eligible(worker, group, variant, now)
-        if amounts is not None and _fit_count(worker, amounts, 1.0) > 0:
+        if (amounts is not None and _fit_count(worker, amounts, 1.0) > 0
+                and not holds.blocks(worker, group, amounts)):
             return variant
     return None
 

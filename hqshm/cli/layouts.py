@@ -178,7 +178,7 @@ def job_rows(job: JobDetail, now: float, color: bool) -> list[tuple[str, str]]:
     ids = ranges_text(job.task_ids)
     if s.task_count != 1 or ids != "0":
         tasks = f"{s.task_count}; Ids: {ids}" if ids else tasks
-    workers = ", ".join(job.workers)
+    workers = ",".join(job.workers)  # HQ's exact form: `worker3,worker4`
     if job.n_workers > 2:
         workers += f", … ({job.n_workers} total)"
     rows = [

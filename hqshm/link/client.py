@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -59,9 +60,24 @@ class NoClientAccess(UserError):
 
 class ClientConnection:
     def __init__(self, server_dir: Path, *, env: Mapping[str, str] | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT,
+                 starting_wait: float = serverdir.STARTING_WAIT) -> None:
+        """Connect; a server that is still starting there (``serverdir.starting_pid``) gets up
+        to ``starting_wait`` seconds to publish its access file and listen, so a client run
+        right after `hq server start` does not fail. Without one, failures come at once."""
         env = os.environ if env is None else env
         default = serverdir.default_server_dir(env)
+        deadline = time.monotonic() + starting_wait
+        while True:
+            try:
+                self._connect(server_dir, default, connect_timeout)
+                return
+            except (serverdir.NoRunningInstance, serverdir.ServerUnreachable):
+                # Unreachable: the access file may be a dead predecessor's, not yet replaced.
+                if not serverdir.wait_while_starting(server_dir, deadline):
+                    raise
+
+    def _connect(self, server_dir: Path, default: Path, connect_timeout: float) -> None:
         self.access_path = serverdir.find_access_file(server_dir, default_dir=default)
         record = access.read_access_file(self.access_path)
         access.check_version(record, __version__)

@@ -8,11 +8,13 @@ by hand.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -21,6 +23,11 @@ from hqshm.errors import UserError
 
 CURRENT_LINK: Final = "hq-current"
 ACCESS_FILE: Final = "access.json"
+# Written by `hq server start` (its pid) before anything else, removed once ``hq-current`` is
+# published: a client that finds no server yet waits while this names a live process.
+STARTING_MARKER: Final = "hq-starting"
+STARTING_WAIT: Final = 5.0  # seconds a client waits for a starting server
+_STARTING_POLL: Final = 0.02
 _INSTANCE_NAME = re.compile(r"[0-9]+")
 _MAX_CREATE_ATTEMPTS: Final = 1000
 
@@ -160,3 +167,80 @@ def _is_dir(path: Path, server_dir: Path) -> bool:
 
 def _reason(error: OSError) -> str:
     return os.strerror(error.errno) if error.errno is not None else str(error)
+
+
+# --- a server that is starting -----------------------------------------------------------------
+
+
+def mark_starting(root: Path) -> None:
+    """Say that this process is starting a server in ``root`` (best effort: a root that cannot
+    hold the marker fails the start later, with the instance dir's error)."""
+    temporary = root / f".{STARTING_MARKER}.{secrets.token_hex(8)}"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary.write_text(f"{os.getpid()}\n")
+        os.replace(temporary, root / STARTING_MARKER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def unmark_starting(root: Path) -> None:
+    """Remove the marker if it is this process's (a server started meanwhile keeps its own)."""
+    marker = root / STARTING_MARKER
+    if _marker_pid(marker) == os.getpid():
+        with contextlib.suppress(OSError):
+            marker.unlink(missing_ok=True)
+
+
+def starting_pid(root: Path) -> int | None:
+    """The pid of another live process that is starting a server in ``root``, if any."""
+    pid = _marker_pid(root / STARTING_MARKER)
+    if pid is None or pid == os.getpid() or not _alive(pid):
+        return None
+    return pid
+
+
+def wait_while_starting(root: Path, deadline: float) -> bool:
+    """Sleep a moment if a server is starting in ``root`` and ``deadline`` (monotonic) is not
+    past; False when there is nothing to wait for."""
+    if time.monotonic() >= deadline or starting_pid(root) is None:
+        return False
+    time.sleep(_STARTING_POLL)
+    return True
+
+
+def find_access_file_waiting(server_dir: Path, *, default_dir: Path | None = None,
+                             wait: float = STARTING_WAIT) -> Path:
+    """``find_access_file``, but a server that is still starting gets up to ``wait`` seconds
+    to publish its access file; without one starting, "no running instance" comes at once."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return find_access_file(server_dir, default_dir=default_dir)
+        except NoRunningInstance:
+            if not wait_while_starting(server_dir, deadline):
+                raise
+
+
+def _marker_pid(marker: Path) -> int | None:
+    try:
+        text = marker.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.strip().isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (one that died without cleaning up)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

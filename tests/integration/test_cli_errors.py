@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,6 +240,90 @@ def test_dead_server_gives_the_exact_unreachable_text(hq_env: HqEnv) -> None:
     result = hq(hq_env, ["--output-mode=json", "--server-dir", str(stale), "job", "list"])
     assert_clean_failure(result, 1)
     assert "is unreachable" in json.loads(result.stdout)["error"]
+
+
+# --- a server that is still starting: clients wait for it ------------------------------------
+
+
+@pytest.fixture
+def stand_in() -> Iterator[subprocess.Popen]:
+    """A live process whose pid stands for a server that is still starting (slowly)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _starting(server_dir: Path, pid: int) -> None:
+    server_dir.mkdir(parents=True, exist_ok=True)
+    (server_dir / "hq-starting").write_text(f"{pid}\n")
+
+
+def _client(hq_env: HqEnv, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([*hq_env.hq, *args], cwd=hq_env.work, env=hq_env.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_client_waits_for_a_server_that_is_starting(
+    hq_env: HqEnv, stand_in: subprocess.Popen
+) -> None:
+    """Issue 8, item 7: `hq submit` right after `hq server start` must not fail."""
+    _starting(hq_env.server_dir, stand_in.pid)
+    client = _client(hq_env, ["submit", "--", "true"])
+    time.sleep(1.0)
+    assert client.poll() is None, client.communicate()  # still waiting, not failed
+    hq_env.start_server()  # takes the marker over, then removes it once published
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 0, (out, err)
+    assert b"Job submitted successfully, job ID: 1" in out + err
+    assert not (hq_env.server_dir / "hq-starting").exists()
+
+
+def test_a_client_waits_while_a_restarting_servers_access_file_is_stale(
+    hq_env: HqEnv, stand_in: subprocess.Popen
+) -> None:
+    hq_env.start_server()
+    hq_env.kill_server()  # SIGKILL: hq-current still names the dead server
+    _starting(hq_env.server_dir, stand_in.pid)
+    client = _client(hq_env, ["job", "list"])
+    time.sleep(1.0)
+    assert client.poll() is None, client.communicate()
+    hq_env.start_server()
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 0, (out, err)
+
+
+def test_a_real_server_start_is_waited_for(hq_env: HqEnv) -> None:
+    hq_env.start_server(wait=False)
+    # As soon as the server process has said it is starting, a client succeeds.
+    hq_env.wait_until(lambda: (hq_env.server_dir / "hq-starting").exists()
+                      or (hq_env.server_dir / "hq-current").exists(), "the server to start")
+    result = hq(hq_env, ["job", "list"])
+    assert result.returncode == 0, result.output
+
+
+def test_a_dead_starters_marker_fails_at_once(hq_env: HqEnv) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _starting(hq_env.server_dir, dead.pid)
+    began = time.monotonic()
+    result = hq(hq_env, ["job", "list"])
+    assert_clean_failure(result, 1)
+    assert "No running instance of HQ found" in result.stderr
+    assert time.monotonic() - began < 4.0
+
+
+def test_the_wait_for_a_starting_server_ends_after_a_few_seconds(
+    hq_env: HqEnv, stand_in: subprocess.Popen
+) -> None:
+    _starting(hq_env.server_dir, stand_in.pid)
+    began = time.monotonic()
+    result = hq(hq_env, ["job", "list"])
+    assert_clean_failure(result, 1)
+    assert "No running instance of HQ found" in result.stderr
+    assert 4.5 < time.monotonic() - began < 15.0
 
 
 def _broken_dir(root: Path, kind: str) -> Path:

@@ -49,7 +49,7 @@ def test_forget_removes_completed_jobs_and_ignores_the_rest(hq_env: HqEnv) -> No
     open_job(hq_env)  # 8: open, never completed
     out = hq_env.command(["job", "forget", "all"])
     assert messages(out) == [
-        "5 job(s) were forgotten, 3 were ignored due to wrong state or invalid ID"
+        "5 jobs were forgotten, 3 were ignored due to wrong state or invalid ID"
     ]
     assert hq_env.job_states() == {6: "RUNNING", 7: "WAITING", 8: "OPENED"}
     assert "Job 1 not found" in hq_env.command(["job", "info", "1"])
@@ -58,7 +58,7 @@ def test_forget_removes_completed_jobs_and_ignores_the_rest(hq_env: HqEnv) -> No
     open_gate(hq_env, "go")
     hq_env.wait_for_job_state([6, 7], "FINISHED")
     # Only the "forgotten" part when nothing was ignored.
-    assert messages(hq_env.command(["job", "forget", "6"])) == ["1 job(s) were forgotten"]
+    assert messages(hq_env.command(["job", "forget", "6"])) == ["1 job were forgotten"]
     assert hq_env.job_states() == {7: "FINISHED", 8: "OPENED"}
     # Ids are never reused.
     assert submit(hq_env, ["--", "true"]) == 9
@@ -72,13 +72,13 @@ def test_forget_with_filter_missing_ids_and_json(hq_env: HqEnv) -> None:
     submit(hq_env, ["--wait", "--", "bash", "-c", "exit 1"])
     out = hq_env.command(["job", "forget", "1-3", "--filter", "failed"])
     assert messages(out) == [
-        "2 job(s) were forgotten, 1 were ignored due to wrong state or invalid ID"
+        "2 jobs were forgotten, 1 were ignored due to wrong state or invalid ID"
     ]
     assert hq_env.job_states() == {1: "FINISHED"}
     # Unknown ids count as ignored.
     out = hq_env.command(["job", "forget", "2-4"])
     assert messages(out) == [
-        "0 job(s) were forgotten, 3 were ignored due to wrong state or invalid ID"
+        "0 jobs were forgotten, 3 were ignored due to wrong state or invalid ID"
     ]
     assert hq_env.command(["--output-mode=json", "job", "forget", "last"], ignore_stderr=True) == (
         "{}\n"
@@ -93,6 +93,24 @@ def test_forget_filter_accepts_only_completed_states(hq_env: HqEnv) -> None:
     assert result.returncode != 0
     assert "waiting" in (result.stdout + result.stderr).decode()
     assert hq_env.job_states() == {1: "WAITING"}
+
+
+# --- info -------------------------------------------------------------------------------------
+
+
+def test_info_workers_row_joins_hostnames_with_a_bare_comma(hq_env: HqEnv) -> None:
+    """output.md §3.6: `worker3,worker4`, at most two names, then `, … (<n> total)`."""
+    hq_env.start_server()
+    for _ in range(3):
+        hq_env.start_worker(cpus=1)
+    # One-CPU tasks submitted to idle one-CPU workers: one starts on each, in worker order.
+    submit(hq_env, ["--array", "1-2", "--", *gated("go")])
+    hq_env.wait_for_tasks(1, "running", count=2)
+    assert job_info(hq_env, 1).get("Workers") == "worker1,worker2"
+    open_gate(hq_env, "go")
+    hq_env.wait_for_job_state(1, "FINISHED")
+    submit(hq_env, ["--array", "1-3", "--wait", "--", "true"])
+    assert job_info(hq_env, 2).get("Workers") == "worker1,worker2, … (3 total)"
 
 
 # --- summary ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ instance), jobs.md §1 and §8.3 (instance ids, worker loss), conformance.md "Se
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -93,3 +94,29 @@ def test_single_cpu_jobs_pack_onto_two_of_four_workers(hq_env: HqEnv) -> None:
     assert hq_env.job_states() == dict.fromkeys(range(1, 9), "FINISHED")
     assert len(hosts) == 2, hosts
     assert hosts == {task_workers(hq_env, job)[0] for job in range(1, 9)}
+
+
+def test_a_waiting_higher_priority_task_is_not_overtaken_by_lower_ones(hq_env: HqEnv) -> None:
+    """Issue 8: five 2-CPU tasks of priority 50 stay WAITING on a 4-CPU worker while a 4-CPU
+    task of priority 100 waits for the cores a running task holds; it starts first."""
+    hq_env.start_server()
+    hq_env.start_worker(cpus=4)
+    order, gate = hq_env.root / "order", hq_env.root / "gate"
+
+    def task(name: str, then: str = "true") -> list[str]:
+        return ["--", "bash", "-c", f"echo {name} >> {order}; {then}"]
+
+    quiet = ["--stdout", "none", "--stderr", "none"]
+    submit(hq_env, [*quiet, "--cpus", "2",
+                    *task("base", f"while [ ! -e {gate} ]; do sleep 0.05; done")])
+    hq_env.wait_for_tasks(1, "running")
+    submit(hq_env, [*quiet, "--cpus", "4", "--priority", "100", *task("big", "sleep 0.5")])
+    submit(hq_env, [*quiet, "--array", "1-5", "--cpus", "2", "--priority", "50",
+                    *task("small")])
+    time.sleep(1.0)  # time enough for a small task to take the two free cores, if it could
+    assert hq_env.task_states(2) == {0: "waiting"}
+    assert set(hq_env.task_states(3).values()) == {"waiting"}
+    gate.touch()
+    hq_env.command(["job", "wait", "all"])
+    assert hq_env.job_states() == {1: "FINISHED", 2: "FINISHED", 3: "FINISHED"}
+    assert order.read_text().split() == ["base", "big", *["small"] * 5]

@@ -210,6 +210,8 @@ def test_client_options_and_job_are_rejected_as_unknown(arguments: list[str]) ->
     ("arguments", "found"),
     [
         (["--foo"], "--foo"),
+        (["--foo=bar"], "--foo"),  # clap names the flag without its value
+        (["--cpus", "2", "--foo=bar"], "--foo"),
         (["--cpus", "2", "extra"], "extra"),
         (["--prio", "3"], "--prio"),
         (["--help"], "--help"),
@@ -401,6 +403,20 @@ def test_invalid_directive_fails_the_submit(
     path.write_text("#HQ --foo\nhostname\n")
     with pytest.raises(InvalidDirective, match="unexpected argument '--foo' found"):
         request([str(path)], tmp_path, monkeypatch)
+
+
+def test_unknown_flag_with_a_value_in_a_file_read_by_directives_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "job.txt"  # not *.sh: read only because of --directives=file
+    path.write_text("#HQ --cpus 1\n#HQ --foo=bar\nhostname\n")
+    with pytest.raises(InvalidDirective) as error:
+        request(["--directives=file", str(path)], tmp_path, monkeypatch)
+    lines = str(error.value).splitlines()
+    assert lines[:2] == [
+        "You have used invalid parameter(s) after a #HQ directive.",
+        "error: unexpected argument '--foo' found",
+    ]
 
 
 def test_stdin_mode_needs_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,6 +164,97 @@ def test_lower_priority_uses_capacity_a_higher_priority_shape_cannot(env: Env) -
     env.check()
 
 
+def test_lower_priority_waits_while_a_higher_one_waits_for_busy_cores(env: Env) -> None:
+    """HQ: five 2-CPU tasks of priority 50 stay WAITING on a 4-CPU worker while a 4-CPU task
+    of priority 100 waits for the cores a running task holds."""
+    w = env.worker(4)
+    base = env.group(1, cpus=2)
+    env.schedule()
+    env.start(w, env.out.take_keys(w.wid, ComputeTasks))
+    big = env.group(1, cpus=4, priority=100)
+    small = env.group(5, cpus=2, priority=50)
+    for _ in range(2):  # the second pass sees big queued on the worker, not pending
+        env.schedule()
+        assert [m.gid for m in env.out.take(to=w.wid, kind=ComputeTasks)] in ([big.gid], [])
+        assert small.pending == 5
+    assert big.pending == 0
+    env.finish(w, base.keys.tolist())
+    env.start(w, big.keys.tolist())
+    env.schedule()
+    # Only now, with big running, do small tasks queue behind it.
+    assert len(env.out.take_keys(w.wid, ComputeTasks)) == 2
+    env.out.discard(DefineGroup)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_queued_lower_priority_tasks_do_not_starve_a_waiting_higher_one(env: Env) -> None:
+    """Once a higher-priority task waits, lower-priority work stops taking the cores that free
+    up: only what was already queued on the node runs first, then the big task gets its turn."""
+    w = env.worker(4)
+    small = env.group(10, cpus=2, priority=50)
+    env.schedule()
+    queue = env.out.take_keys(w.wid, ComputeTasks)
+    assert len(queue) == 4  # two run, two queued
+    env.start(w, queue[:2])
+    running, queue = queue[:2], queue[2:]
+    big = env.group(1, cpus=4, priority=100)
+    for _ in range(4):
+        env.schedule()
+        sent = env.out.take(to=w.wid, kind=ComputeTasks)
+        assert all(m.gid != small.gid for m in sent), "small overtook the waiting big task"
+        queue += [k for m in sent for k in m.keys]
+        done = running.pop(0)
+        env.finish(w, [done])
+        # The node starts what it has queued in order, if it fits.
+        if queue and queue[0] in small.keys.tolist():
+            nxt = queue.pop(0)
+            env.start(w, [nxt])
+            running.append(nxt)
+    assert queue == big.keys.tolist()
+    assert not running
+    env.start(w, queue)
+    env.schedule()
+    assert len(env.out.take_keys(w.wid, ComputeTasks)) == 2  # small queues behind big
+    assert small.pending == 4
+    env.out.discard(DefineGroup)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_lower_priority_still_runs_where_the_higher_one_can_never_fit(env: Env) -> None:
+    little, large = env.workers(2, 4)
+    base = env.group(1, cpus=4)
+    env.schedule()
+    env.start(large, env.out.take_keys(large.wid, ComputeTasks))
+    big = env.group(1, cpus=4, priority=100)
+    small = env.group(3, cpus=2, priority=50)
+    env.schedule()
+    assert env.out.take_keys(large.wid, ComputeTasks) == big.keys.tolist()  # queued there
+    assert env.out.take_keys(little.wid, ComputeTasks) == small.keys.tolist()[:2]  # run+queue
+    assert base.pending == 0
+    env.out.discard(DefineGroup)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_lower_priority_uses_pools_the_waiting_task_does_not_need(env: Env) -> None:
+    w = env.worker(4, list_pool("gpus", "0", "1"))
+    env.group(1, cpus=2)
+    env.schedule()
+    env.start(w, env.out.take_keys(w.wid, ComputeTasks))
+    env.group(1, cpus=4, priority=100)
+    gpu_only = env.group(1, cpus=None, gpus=1, priority=50)
+    cpu_and_gpu = env.group(1, cpus=1, gpus=1, priority=50)
+    env.schedule()
+    sent = [m.gid for m in env.out.take(to=w.wid, kind=ComputeTasks)]
+    assert gpu_only.gid in sent  # the held CPUs are not what it needs
+    assert cpu_and_gpu.gid not in sent and cpu_and_gpu.pending == 1
+    env.out.discard(DefineGroup)
+    env.out.assert_empty()
+    env.check()
+
+
 # --- resources and time -------------------------------------------------------------------
 
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hqshm.link.serverdir import (
+    STARTING_MARKER,
     NoRunningInstance,
     ServerDirUnreadable,
     ServerUnreachable,
     create_instance_dir,
     default_server_dir,
     find_access_file,
+    find_access_file_waiting,
     link_current,
+    mark_starting,
     resolve_server_dir,
+    starting_pid,
     unlink_current,
+    unmark_starting,
 )
 
 # --- defaults --------------------------------------------------------------------------------
@@ -215,3 +223,102 @@ def test_unreachable_text() -> None:
         "Access token found but HQ server login1:6789 is unreachable.\n"
         "Try to (re)start the server using `hq server start`"
     )
+
+
+# --- a server that is starting ----------------------------------------------------------------
+
+
+@pytest.fixture
+def other_process() -> Iterator[int]:
+    """The pid of a live process that is not this one (standing in for a starting server)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _marker(root: Path, pid: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / STARTING_MARKER).write_text(f"{pid}\n")
+
+
+def test_marker_holds_our_pid_and_only_we_remove_it(tmp_path: Path, other_process: int) -> None:
+    root = tmp_path / "new-root"
+    mark_starting(root)
+    assert (root / STARTING_MARKER).read_text() == f"{os.getpid()}\n"
+    assert starting_pid(root) is None  # our own start never makes us wait
+    unmark_starting(root)
+    assert not (root / STARTING_MARKER).exists()
+    _marker(root, other_process)
+    unmark_starting(root)  # another server's marker stays
+    assert starting_pid(root) == other_process
+
+
+def test_a_marker_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "a-file"
+    root.write_text("in the way")
+    mark_starting(root)  # the start itself reports the unusable dir later
+    unmark_starting(root)
+    assert root.read_text() == "in the way"
+
+
+def test_markers_of_dead_or_garbled_processes_are_ignored(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    _marker(tmp_path, proc.pid)
+    assert starting_pid(tmp_path) is None
+    (tmp_path / STARTING_MARKER).write_text("not a pid")
+    assert starting_pid(tmp_path) is None
+
+
+def test_lookup_waits_for_a_starting_server_to_publish(tmp_path: Path,
+                                                       other_process: int) -> None:
+    _marker(tmp_path, other_process)
+
+    def publish() -> None:
+        time.sleep(0.3)
+        instance = create_instance_dir(tmp_path)
+        _access(instance)
+        link_current(tmp_path, instance)
+        (tmp_path / STARTING_MARKER).unlink()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    began = time.monotonic()
+    try:
+        found = find_access_file_waiting(tmp_path, wait=5.0)
+    finally:
+        publisher.join()
+    assert found == tmp_path / "hq-current" / "access.json"
+    assert 0.2 < time.monotonic() - began < 4.0
+
+
+def test_lookup_gives_up_after_the_wait(tmp_path: Path, other_process: int) -> None:
+    _marker(tmp_path, other_process)
+    began = time.monotonic()
+    with pytest.raises(NoRunningInstance):
+        find_access_file_waiting(tmp_path, wait=0.3)
+    assert 0.3 <= time.monotonic() - began < 3.0
+
+
+def test_lookup_stops_waiting_when_the_starting_server_dies(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "0.3"])
+    _marker(tmp_path, proc.pid)
+    began = time.monotonic()
+    try:
+        with pytest.raises(NoRunningInstance):
+            find_access_file_waiting(tmp_path, wait=10.0)
+    finally:
+        proc.wait()
+    assert time.monotonic() - began < 5.0
+
+
+def test_without_a_starting_server_no_instance_fails_at_once(tmp_path: Path) -> None:
+    began = time.monotonic()
+    with pytest.raises(NoRunningInstance):
+        find_access_file_waiting(tmp_path / "never-started", wait=10.0)
+    with pytest.raises(NoRunningInstance):
+        find_access_file_waiting(tmp_path, wait=10.0)  # the dir exists, nothing starts there
+    assert time.monotonic() - began < 1.0

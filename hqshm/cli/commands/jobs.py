@@ -157,7 +157,9 @@ def forget(ctx: Context) -> int:
     states = parse_state_filter(ctx.args.filter, FORGET_STATES)
     request = ForgetJobsRequest(selector(ctx.args.selector), states)
     response = ctx.request(request, ForgetJobsResponse)
-    message = f"{response.forgotten} job(s) were forgotten"
+    # HQ's exact words: "1 job were forgotten", "6 jobs were forgotten".
+    noun = "job" if response.forgotten == 1 else "jobs"
+    message = f"{response.forgotten} {noun} were forgotten"
     if response.ignored:
         message += f", {response.ignored} were ignored due to wrong state or invalid ID"
     logger.info("%s", message)

@@ -1,0 +1,169 @@
+"""Stopping gracefully ends every child (issue 8, item 8; spec/cli.md §3, deployment.md §3-§4).
+
+`hq server stop`, SIGINT (Ctrl-C) and SIGTERM to `hq server start`: the server exits 0, removes
+`hq-current`, and its workers exit 1 with their executors, tasks and the tasks' children gone.
+SIGINT and SIGTERM sent to the `hq worker start` process alone (not its group, as `kill PID`
+does): the node ends its executors, tasks and the tasks' children itself. `hq worker stop`: the
+worker exits 0 with the same left behind (nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from harness import HqEnv
+from worker_helpers import (
+    children_of,
+    kill_pids,
+    read_pid,
+    shm_segments_of,
+    wait_exit,
+    wait_gone,
+)
+
+# A task that writes its pid and that of a background child which ignores SIGINT (a shell
+# without job control starts background commands so), so only the end of its whole process
+# group, not a SIGINT to the task alone, ends that child.
+TASK = ("sleep 100 & echo $! > child.$HQ_JOB_ID.$HQ_TASK_ID; "
+        "echo $$ > task.$HQ_JOB_ID.$HQ_TASK_ID; wait")
+
+
+@dataclass
+class Busy:
+    """A worker process with its executors and the pids of what its tasks started."""
+
+    proc: subprocess.Popen
+    executors: list[int]
+    tasks: list[int]
+
+    def everything(self) -> list[int]:
+        return [*self.executors, *self.tasks]
+
+
+def busy_worker(env: HqEnv, job: int, cpus: int = 2) -> Busy:
+    """Start a worker and a job of `cpus` tasks that all run on it until they are killed."""
+    proc = env.start_worker(cpus=cpus)
+    executors = children_of(proc.pid)
+    assert len(executors) >= cpus, executors
+    env.command(["submit", "--array", f"1-{cpus}", "--", "bash", "-c", TASK])
+    tasks = []
+    for task in range(1, cpus + 1):
+        tasks.append(read_pid(env, env.work / f"task.{job}.{task}"))
+        tasks.append(read_pid(env, env.work / f"child.{job}.{task}"))
+    env.wait_for_tasks(job, "running", count=cpus)
+    return Busy(proc, executors, tasks)
+
+
+def assert_all_gone(env: HqEnv, busy: Busy, what: str) -> None:
+    try:
+        wait_gone(env, busy.everything(), what)
+    finally:
+        kill_pids(busy.tasks)  # never leave a sleeper behind a failed check
+    assert shm_segments_of(busy.proc.pid) == []
+
+
+def _signal_process(sig: int) -> Callable[[subprocess.Popen], None]:
+    return lambda proc: os.kill(proc.pid, sig)
+
+
+def _ctrl_c(proc: subprocess.Popen) -> None:
+    """What a terminal does on Ctrl-C: SIGINT to the foreground process group."""
+    os.killpg(proc.pid, signal.SIGINT)
+
+
+SERVER_STOPS = [
+    pytest.param(None, id="hq-server-stop"),
+    pytest.param(_signal_process(signal.SIGINT), id="SIGINT"),
+    pytest.param(_signal_process(signal.SIGTERM), id="SIGTERM"),
+    pytest.param(_ctrl_c, id="ctrl-c"),
+]
+
+
+@pytest.mark.parametrize("stop", SERVER_STOPS)
+def test_stopping_the_server_ends_every_worker_and_task(
+    hq_env: HqEnv, stop: Callable[[subprocess.Popen], None] | None
+) -> None:
+    server = hq_env.start_server()
+    instance = (hq_env.server_dir / "hq-current").resolve()
+    first = busy_worker(hq_env, job=1)
+    second = busy_worker(hq_env, job=2)
+    if stop is None:
+        hq_env.command(["server", "stop"])
+    else:
+        stop(server)
+    assert wait_exit(server) == 0, hq_env.log("server")
+    assert not os.path.lexists(hq_env.server_dir / "hq-current")
+    assert (instance / "access.json").is_file()  # the instance dir stays
+    assert "Stopping server" in hq_env.log("server")
+    for index, busy in ((1, first), (2, second)):
+        assert wait_exit(busy.proc) == 1, hq_env.log(f"worker{index}")
+        assert_all_gone(hq_env, busy, f"worker {index}'s executors and tasks to end")
+
+
+def test_ctrl_c_while_the_server_starts_exits_zero_and_leaves_nothing(hq_env: HqEnv) -> None:
+    server = hq_env.start_server(wait=False)
+    # The first thing `hq server start` does is to say it is starting: interrupt it from then.
+    hq_env.wait_until(lambda: (hq_env.server_dir / "hq-starting").exists()
+                      or (hq_env.server_dir / "hq-current").exists(), "the server to start")
+    _ctrl_c(server)
+    assert wait_exit(server) == 0, hq_env.log("server")
+    assert not os.path.lexists(hq_env.server_dir / "hq-current")
+    assert not os.path.lexists(hq_env.server_dir / "hq-starting")
+    result = hq_env.run(["server", "info"])
+    assert result.returncode == 1
+    assert b"No running instance of HQ found" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_worker_process_alone_ends_its_children(hq_env: HqEnv, sig: int) -> None:
+    hq_env.start_server()
+    busy = busy_worker(hq_env, job=1)
+    os.kill(busy.proc.pid, sig)  # not its process group: the node must do it all
+    assert wait_exit(busy.proc) == 1, hq_env.log("worker1")
+    assert_all_gone(hq_env, busy, "the executors, tasks and their children to end")
+    hq_env.wait_for_worker_state(1, "CONNECTION LOST")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "hqshm/node: on SIGINT/SIGTERM the node kills its tasks and reports their ends as failures "
+    "before it disconnects, so they become FAILED instead of WAITING (deployment.md §4.2)"))
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_tasks_of_a_signalled_worker_go_back_to_waiting_with_a_crash(
+    hq_env: HqEnv, sig: int
+) -> None:
+    """deployment.md §4.2: CONNECTION LOST (the worker got SIGINT/SIGTERM) returns running
+    tasks to WAITING with crash count +1; they are not failures of the tasks."""
+    hq_env.start_server()
+    busy = busy_worker(hq_env, job=1)
+    os.kill(busy.proc.pid, sig)
+    wait_exit(busy.proc)
+    assert_all_gone(hq_env, busy, "the executors, tasks and their children to end")
+    hq_env.wait_for_worker_state(1, "CONNECTION LOST")
+    states = hq_env.task_states(1)
+    assert states == {1: "waiting", 2: "waiting"}, states
+
+
+def test_worker_stop_exits_zero_and_ends_its_children(hq_env: HqEnv) -> None:
+    hq_env.start_server()
+    busy = busy_worker(hq_env, job=1)
+    hq_env.command(["worker", "stop", "1"])
+    assert wait_exit(busy.proc) == 0, hq_env.log("worker1")
+    assert_all_gone(hq_env, busy, "the executors, tasks and their children to end")
+    hq_env.wait_for_worker_state(1, "STOPPED")
+
+
+def test_a_stopped_worker_does_not_outlive_the_server_stop_that_follows(hq_env: HqEnv) -> None:
+    """A server stopped right after `hq worker stop` still ends with nothing left."""
+    server = hq_env.start_server()
+    busy = busy_worker(hq_env, job=1)
+    hq_env.command(["worker", "stop", "1"])
+    server.send_signal(signal.SIGTERM)
+    assert wait_exit(server) == 0
+    assert wait_exit(busy.proc) in (0, 1)
+    assert_all_gone(hq_env, busy, "the executors, tasks and their children to end")
+    assert not os.path.lexists(hq_env.server_dir / "hq-current")
