@@ -32,7 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +94,11 @@ def cpu_snapshot(server: int, node: int) -> dict[str, float]:
     }
 
 
-def run_hqshm(tasks: int, cpus: int, root: Path) -> tuple[float, dict[str, float]]:
+def run_hqshm(tasks: int, cpus: int, root: Path, server_args: Sequence[str] = ()
+              ) -> tuple[float, dict[str, float]]:
     """Seconds from submit to the end of `--wait`, and CPU µs per task per process kind."""
     hq = hq_command()
-    with running_server(root / "server") as (env, server):
+    with running_server(root / "server", server_args) as (env, server):
         node = subprocess.Popen([*hq, "worker", "start", f"--cpus={cpus}",
                                  "--detect-resources=none"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -19,14 +19,16 @@ def hq_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(server_dir: Path) -> Iterator[tuple[dict[str, str], subprocess.Popen]]:
-    """Start `hq server start` on server_dir, wait until it answers, stop it (SIGINT) after.
+def running_server(server_dir: Path, args: Sequence[str] = ()
+                   ) -> Iterator[tuple[dict[str, str], subprocess.Popen]]:
+    """Start `hq server start ARGS` on server_dir, wait until it answers, stop it (SIGINT)
+    after.
 
     Yields the environment that points `hq` at it, and the server process.
     """
     env = dict(os.environ, HQ_SERVER_DIR=str(server_dir))
     hq = hq_command()
-    proc = subprocess.Popen([*hq, "server", "start"], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*hq, "server", "start", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

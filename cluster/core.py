@@ -54,7 +54,10 @@ class TaskEvents(Protocol):
                      now: float) -> None: ...
 
     def tasks_requeued(self, keys: Sequence[TaskKey], instances: Sequence[InstanceId],
-                       now: float) -> None: ...
+                       now: float, crashes: Sequence[int] = ()) -> None:
+        """Tasks to run again; ``crashes`` (when not empty) holds each one's count of lost
+        workers it was running on, which a restored server must know."""
+        ...
 
     def tasks_crashed(self, worker: WorkerId, keys: Sequence[TaskKey], crashes: Sequence[int],
                       never_restart: bool, now: float) -> None: ...
@@ -221,6 +224,11 @@ class Core:
     barrier_dependants: dict[TaskKey, list[GroupId]] = field(default_factory=dict)
     # multi-node tasks: key -> the workers it holds, its root (which runs it) first
     multinode: dict[TaskKey, list[WorkerId]] = field(default_factory=dict)
+    # Tasks a restored server found running on a node that reconnects after losing its server
+    # (--on-server-lost reconnect): key -> (gid, instance, deadline). Counted in their group's
+    # ``active`` but not pending: the node takes them back when it registers again
+    # (``reactor.adopt``), or they run again after the deadline (``reactor.expire_orphans``).
+    orphans: dict[TaskKey, tuple[GroupId, InstanceId, float]] = field(default_factory=dict)
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""

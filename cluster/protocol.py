@@ -23,6 +23,7 @@ from .ids import GroupId, InstanceId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
+HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods (+1 s) is lost
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 
 NODE_LINK = Registry("node", PROTOCOL)
@@ -34,6 +35,9 @@ Finished = tuple[TaskKey, InstanceId, float, float, int]
 # (key, instance, started_at, ended_at, variant, error, retryable). Retryable: the program ran
 # and exited non-zero (not killed for its time limit, not unable to start): --retries applies.
 Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
+# (key, instance, variant) of a task a reconnecting node still holds (running, or ended and not
+# yet reported)
+Resumed = tuple[TaskKey, InstanceId, int]
 
 
 # --- node -> server -------------------------------------------------------------------------
@@ -54,6 +58,11 @@ class RegisterNode:
     idle_timeout: float | None
     info: bytes
     min_utilization: float = 0.0  # take only task sets that use this share of the CPUs
+    # A node that outlived its server (--on-server-lost reconnect) registers again with the
+    # UID of the server it lost and the tasks it still holds; a restored server takes back
+    # those it restored as running with the same instance (``NodeRegistered.rejected``).
+    server_uid: str = ""
+    resumed: tuple[Resumed, ...] = ()
 
 
 @NODE_LINK.message
@@ -116,6 +125,9 @@ class NodeRegistered:
     worker_id: WorkerId
     server_uid: str
     idle_timeout: float | None  # the server's default, used when the node has none
+    # Resumed tasks the server does not take back: the node kills them and never reports
+    # them. The others are the new registration's running tasks, reported as usual.
+    rejected: tuple[TaskKey, ...] = ()
 
 
 @NODE_LINK.message
@@ -192,6 +204,12 @@ class ServerHeartbeat:
     TAG: ClassVar[int] = 107
 
 
+def heartbeat_timeout(heartbeat: float) -> float:
+    """How long the server waits for a word from a node with this heartbeat before it drops
+    it; the node applies the same rule to itself, to know when it must have been dropped."""
+    return HEARTBEAT_MISSES * heartbeat + 1.0
+
+
 class StopReason:
     """Why a node left; the product maps these to its worker states."""
 
@@ -201,3 +219,7 @@ class StopReason:
     TIME_LIMIT = "time-limit"
     CONNECTION_LOST = "connection-lost"
     HEARTBEAT_LOST = "heartbeat-lost"
+    # Only in a ``StopNode``: the server does not know this node (any more), because it was
+    # dropped (late heartbeats, a lost connection); its tasks were given back, so it must
+    # kill them, unreported, and leave.
+    DROPPED = "dropped"

@@ -21,6 +21,7 @@ from .protocol import (
     Failed,
     Finished,
     ReserveNode,
+    Resumed,
     RetractTasks,
     Started,
     StopReason,
@@ -224,7 +225,7 @@ def _retry(core: Core, out: Outbox, group: Group, key: TaskKey, now: float) -> N
     if group.gid not in core.groups:
         core.groups[group.gid] = group
     group.give_back([key])
-    out.events.tasks_requeued([key], [instance], now)
+    out.events.tasks_requeued([key], [instance], now, [group.crashes.get(key, 0)])
 
 
 def _task_done(core: Core, key: TaskKey) -> None:
@@ -401,6 +402,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
     crash = reason in (StopReason.CONNECTION_LOST, StopReason.HEARTBEAT_LOST)
     requeued_keys: list[TaskKey] = []
     requeued_instances: list[InstanceId] = []
+    requeued_crashes: list[int] = []
     crashed: dict[bool, tuple[list[TaskKey], list[int]]] = {}
     for key, gid, was_running in [(k, p[0], False) for k, p in worker.assigned.items()] + [
         (k, p[0], True) for k, p in worker.running.items()
@@ -423,8 +425,9 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
         group.give_back([key])
         requeued_keys.append(key)
         requeued_instances.append(instance)
+        requeued_crashes.append(group.crashes.get(key, 0))
     if requeued_keys:
-        out.events.tasks_requeued(requeued_keys, requeued_instances, now)
+        out.events.tasks_requeued(requeued_keys, requeued_instances, now, requeued_crashes)
     for never, (keys, counts) in crashed.items():
         out.events.tasks_crashed(wid, keys, counts, never, now)
         _tasks_dead(core, out, keys, (), now)
@@ -433,6 +436,48 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
         wid, reason, len(worker.running), len(worker.assigned),
     )
     core.needs_scheduling = True
+
+
+def adopt(core: Core, worker: Worker, resumed: Sequence[Resumed]) -> list[TaskKey]:
+    """A reconnecting node's tasks: those the core holds as orphans under the same instance
+    become the worker's running tasks; returns the others, which the node must kill."""
+    rejected: list[TaskKey] = []
+    for key, instance, variant in resumed:
+        orphan = core.orphans.get(key)
+        group = core.groups.get(orphan[0]) if orphan is not None else None
+        amounts = (worker.amounts(group, variant)
+                   if group is not None and 0 <= variant < len(group.request.variants)
+                   else None)
+        if orphan is None or group is None or orphan[1] != instance or amounts is None:
+            rejected.append(key)
+            continue
+        del core.orphans[key]
+        group.instances[key] = instance
+        worker.running[key] = (group.gid, variant)
+        worker.commit(amounts, 1)
+    core.needs_scheduling = True
+    return rejected
+
+
+def expire_orphans(core: Core, out: Outbox, now: float) -> None:
+    """Orphans whose node did not come back in time run again, under the next instance."""
+    expired = [(key, gid, instance) for key, (gid, instance, deadline) in core.orphans.items()
+               if deadline <= now]
+    keys: list[TaskKey] = []
+    instances: list[InstanceId] = []
+    for key, gid, instance in expired:
+        del core.orphans[key]
+        group = core.groups.get(gid)
+        if group is None:  # canceled meanwhile
+            continue
+        group.instances[key] = InstanceId(instance + 1)
+        group.give_back([key])
+        keys.append(key)
+        instances.append(InstanceId(instance + 1))
+    if keys:
+        out.events.tasks_requeued(keys, instances, now)
+        logger.info("%d tasks of a node that did not reconnect run again", len(keys))
+        core.needs_scheduling = True
 
 
 def retract(out: Outbox, worker: Worker, keys: list[TaskKey], thief: WorkerId | None) -> None:

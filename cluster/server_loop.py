@@ -7,7 +7,13 @@ The product adds its own sockets (clients) and periodic work through ``add_reade
 
 Node loss is noticed two ways: a TCP disconnect (ZeroMQ's socket monitor reports the file
 descriptor, which we map to the node that registered on it) within milliseconds, and silence
-beyond ``HEARTBEAT_MISSES`` heartbeats for a node that hangs with its connection open.
+beyond ``heartbeat_timeout`` for a node that hangs with its connection open. A node dropped for
+its silence is told so (``StopNode(DROPPED)``), and so is any peer that speaks without being
+registered (a dropped node that woke up, or one that reconnected): its tasks were given back,
+so it must kill them rather than run them twice.
+
+A handler that raises does not take the server down: the loop logs the error and drops the
+message (or the rest of that socket's turn), a last resort for bugs.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from . import reactor
 from .codec import MAX_FRAME
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
-from .ids import WorkerId
+from .ids import TaskKey, WorkerId
 from .monitor import monitor_event
 from .protocol import (
     NODE_LINK,
@@ -39,13 +45,13 @@ from .protocol import (
     TaskNotification,
     TasksRetracted,
     TaskUpdates,
+    heartbeat_timeout,
 )
 from .scheduler import schedule
 from .security import EndpointKeys, ZapResponder, secure_server_socket
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods is lost
 MAX_READS_PER_TURN = 512  # bound one socket's share of a turn so others are not starved
 
 
@@ -135,7 +141,10 @@ class ServerLoop:
             ready = dict(self.poller.poll(timeout))
             now = time.time()
             for sock in ready:
-                self.readers[sock]()
+                try:
+                    self.readers[sock]()
+                except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
+                    logger.exception("Dropped a message that could not be handled: %r", exc)
             self._run_timers()
             self.turn_end(now)
 
@@ -186,29 +195,55 @@ class ServerLoop:
     def _read_nodes(self) -> None:
         assert self.worker_socket is not None
         now = time.time()
-        for _ in range(MAX_READS_PER_TURN):
-            try:
-                frames = self.worker_socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            if len(frames) != 2:
-                continue
-            routing_id = frames[0].bytes
-            try:
-                message = NODE_LINK.decode(frames[1].bytes)
-            except VersionMismatch as exc:
-                logger.warning("Refused a node speaking protocol %d (ours %d)", exc.theirs,
-                               PROTOCOL)
-                continue
-            except PeerError as exc:
-                self._bad_peer(routing_id, str(exc), now)
-                continue
-            wid = self.by_routing_id.get(routing_id)
-            if wid is None:
-                if isinstance(message, RegisterNode):
-                    self._register(routing_id, frames[1].get(zmq.SRCFD), message, now)
-                continue
-            self._dispatch(wid, message, now)
+        strangers: set[bytes] = set()
+        try:
+            for _ in range(MAX_READS_PER_TURN):
+                try:
+                    frames = self.worker_socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return
+                if len(frames) == 2:
+                    self._read_frame(frames, strangers, now)
+        finally:
+            for routing_id in strangers:
+                self._tell_dropped(routing_id)
+
+    def _read_frame(self, frames: list[zmq.Frame], strangers: set[bytes], now: float) -> None:
+        """One node message; ``strangers`` collects unregistered peers that must be told."""
+        routing_id = frames[0].bytes
+        try:
+            message = NODE_LINK.decode(frames[1].bytes)
+        except VersionMismatch as exc:
+            logger.warning("Refused a node speaking protocol %d (ours %d)", exc.theirs,
+                           PROTOCOL)
+            return
+        except PeerError as exc:
+            self._bad_peer(routing_id, str(exc), now)
+            return
+        wid = self.by_routing_id.get(routing_id)
+        try:
+            if wid is not None:
+                self._dispatch(wid, message, now)
+            elif isinstance(message, RegisterNode):
+                self._register(routing_id, frames[1].get(zmq.SRCFD), message, now)
+            elif not isinstance(message, NodeStopping):
+                strangers.add(routing_id)
+        except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
+            logger.exception("Dropped a message that could not be handled: %s from worker %s "
+                             "(%r)", type(message).__name__, wid, exc)
+
+    def _tell_dropped(self, routing_id: bytes) -> None:
+        """A peer spoke that is no registered node: a node that was dropped (it has been
+        frozen, or its connection broke) and runs on. Its tasks were given back: it must
+        kill them and leave, not report them or start them again."""
+        assert self.worker_socket is not None
+        # Info: a node stopped by the server, or that left, may still send its last reports.
+        logger.info("An unregistered worker spoke (it was dropped); telling it to stop")
+        try:
+            self.worker_socket.send_multipart(
+                [routing_id, NODE_LINK.encode(StopNode(StopReason.DROPPED))], zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("A dropped worker is not reading; it was not told to stop")
 
     def _dispatch(self, wid: WorkerId, message: object, now: float) -> None:
         worker = self.core.workers.get(wid)
@@ -244,8 +279,13 @@ class ServerLoop:
             return
         self.by_routing_id[routing_id] = worker.wid
         self.by_fd[fd] = worker.wid
+        rejected: list[TaskKey] = [key for key, _instance, _variant in msg.resumed]
+        if msg.resumed and msg.server_uid == self.server_uid:
+            rejected = reactor.adopt(self.core, worker, msg.resumed)
+            logger.info("Worker %d took back %d running tasks", worker.wid,
+                        len(msg.resumed) - len(rejected))
         self.out.send(worker.wid, NodeRegistered(worker.wid, self.server_uid,
-                                                 self.default_idle_timeout))
+                                                 self.default_idle_timeout, tuple(rejected)))
 
     def drop_worker(self, wid: WorkerId, reason: str, now: float) -> None:
         """Forget a node and give its tasks back (the core counts crashes by reason)."""
@@ -286,8 +326,11 @@ class ServerLoop:
             if worker.deadline is not None and worker.assigned:
                 # Its remaining lifetime shrinks: tasks it can no longer start must move.
                 self.core.needs_scheduling = True
-            if now - worker.last_seen > HEARTBEAT_MISSES * link.heartbeat + 1.0:
+            if now - worker.last_seen > heartbeat_timeout(link.heartbeat):
                 logger.warning("Worker %d missed its heartbeats", wid)
+                # Should it be only frozen, it reads this first when it wakes up.
+                self.out.send(wid, StopNode(StopReason.DROPPED))
+                self.flush()
                 self.drop_worker(wid, StopReason.HEARTBEAT_LOST, now)
             else:
                 self.out.send(wid, ServerHeartbeat())

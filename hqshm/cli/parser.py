@@ -61,10 +61,17 @@ def _metavar(option: str) -> str:
     return f"<{option.lstrip('-').replace('-', '_').upper()}>"
 
 
+def _flag_name(argument: str) -> str:
+    """clap names an unknown long flag without its value: `--foo=bar` is `'--foo'`."""
+    if argument.startswith("--") and "=" in argument:
+        return argument.split("=", 1)[0]
+    return argument
+
+
 def _clap_message(message: str, parser: argparse.ArgumentParser) -> str:
     unknown = re.match(r"unrecognized arguments: (\S+)", message)
     if unknown:
-        text = f"error: unexpected argument '{unknown.group(1)}' found"
+        text = f"error: unexpected argument '{_flag_name(unknown.group(1))}' found"
     elif message.startswith("the following arguments are required: "):
         names = message.split(": ", 1)[1].split(", ")
         listed = "\n  ".join(f"{n} {_metavar(n)}" if n.startswith("-") else f"<{n.upper()}>"
@@ -99,7 +106,7 @@ def _add_globals(parser: argparse.ArgumentParser, top: bool = False) -> None:
 # Only the branch of the tree a command line selects is filled in: building every command's
 # options costs a few milliseconds of every `hq` call. No (or an unknown) command: all of it.
 _GLOBALS_WITH_VALUE = ("--server-dir", "--output-mode", "--colors")
-_COMMANDS = ("server", "worker", "submit", "job", "task", "output-log", "local")
+_COMMANDS = ("server", "worker", "submit", "job", "task", "output-log", "journal", "local")
 
 
 def _selected(argv: list[str]) -> str | None:
@@ -143,6 +150,7 @@ def build_parser(argv: list[str] | None = None) -> HqParser:
         ("job", "Commands for jobs", _job_commands),
         ("task", "Commands for tasks", _task_commands),
         ("output-log", "Read the output streamed with `--stream`", _output_log_commands),
+        ("journal", "Read and manage the server's event journal", _journal_commands),
         ("local", "Laptop mode: a server and a node on this machine, in the background",
          _local_commands),
     ):
@@ -166,8 +174,10 @@ def _server_commands(parser: argparse.ArgumentParser) -> None:
                        help="Default idle timeout of workers that set none")
     start.add_argument("--client-port", type=_port, default=0, help="Port for clients")
     start.add_argument("--worker-port", type=_port, default=0, help="Port for workers")
-    start.add_argument("--journal", metavar="PATH", help="Event journal (not yet supported)")
-    start.add_argument("--journal-flush-period", metavar="DURATION", help=argparse.SUPPRESS)
+    start.add_argument("--journal", metavar="PATH",
+                       help="Event journal; if the file exists, the state is restored from it")
+    start.add_argument("--journal-flush-period", metavar="DURATION",
+                       help="How often the journal is written to disk [default: 30s]")
     start.add_argument("--access-file", metavar="PATH",
                        help="Use a pre-generated access file (hq server generate-access)")
     start.add_argument("--disable-client-authentication-and-encryption", action="store_true",
@@ -214,8 +224,11 @@ def add_worker_start_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manager", choices=("detect", "none", "pbs", "slurm"),
                         default="detect", help=argparse.SUPPRESS)
     parser.add_argument("--hostname", help="Hostname reported to the server")
-    parser.add_argument("--on-server-lost", choices=("stop", "finish-running"), default="stop",
-                        help="When the server is lost: stop at once, or finish running tasks")
+    parser.add_argument("--on-server-lost", choices=("stop", "finish-running", "reconnect"),
+                        default="stop",
+                        help="When the server is lost: stop at once, finish running tasks, or "
+                             "keep them running and register again with the restarted server "
+                             "(reconnect: not in HQ)")
     parser.add_argument("--work-dir", metavar="PATH", help="The worker's private directory")
     parser.add_argument("--retract-check-interval", metavar="DURATION", help=argparse.SUPPRESS)
     parser.add_argument("--memory-binding", choices=("bind", "prefer", "none"), default="bind",
@@ -368,6 +381,16 @@ def _task_commands(parser: argparse.ArgumentParser) -> None:
     explain = _sub(sub, "explain", "Why a waiting task runs, or does not run, on each worker")
     explain.add_argument("job", metavar="JOB")
     explain.add_argument("task", metavar="TASK_ID")
+
+
+def _journal_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "journal_command")
+    export = _sub(sub, "export", "Print the events of a journal file as JSON lines (offline)")
+    export.add_argument("journal", metavar="JOURNAL", help="The journal file")
+    _sub(sub, "replay", "Print the running server's past events as JSON lines")
+    _sub(sub, "stream", "Print past events, then live ones until the server stops")
+    _sub(sub, "prune", "Rewrite the journal without completed jobs and offline workers")
+    _sub(sub, "flush", "Write the journal to disk now")
 
 
 def _output_log_commands(parser: argparse.ArgumentParser) -> None:

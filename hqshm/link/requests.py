@@ -13,7 +13,14 @@ from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.ids import JobId, TaskId
-from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges, check_ranges
+from hqshm.model import limits
+from hqshm.model.submission import (
+    ArraySubmission,
+    GraphSubmission,
+    Ranges,
+    check_id,
+    check_selection,
+)
 
 CLIENT_PROTOCOL = 2  # 2: a submit carries the job model's submission
 CLIENT_LINK = Registry("client", CLIENT_PROTOCOL)
@@ -27,7 +34,8 @@ class Selector:
     ranges: Ranges = ()
 
     def __post_init__(self) -> None:
-        check_ranges(self.ranges)
+        limits.check_choice("selector", self.kind, ("all", "last", "ids"))
+        check_selection(self.ranges)
 
 
 @CLIENT_LINK.message
@@ -65,6 +73,11 @@ class OpenJobRequest:
     name: str
     max_fails: int | None = None
 
+    def __post_init__(self) -> None:
+        limits.check_text("the job name", self.name)
+        if self.max_fails is not None:
+            limits.check_int("max fails", self.max_fails, 0, limits.U32_MAX)
+
 
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,9 @@ class ForgetJobsRequest:
     selector: Selector
     states: tuple[str, ...] = ("finished", "failed", "aborted", "canceled")
 
+    def __post_init__(self) -> None:
+        limits.check_states(self.states)
+
 
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,9 @@ class TaskIdsRequest:
     selector: Selector
     states: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        limits.check_task_states(self.states)
+
 
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,9 @@ class TaskExplainRequest:
     TAG: ClassVar[int] = 20
     job: Selector  # a single id or last
     task_id: TaskId
+
+    def __post_init__(self) -> None:
+        check_id("a task id", self.task_id)
 
 
 @CLIENT_LINK.message
@@ -112,6 +134,10 @@ class ResubmitRequest:
     job_id: JobId
     states: tuple[str, ...] = ("failed", "canceled")
 
+    def __post_init__(self) -> None:
+        check_id("a job id", self.job_id)
+        limits.check_task_states(self.states)
+
 
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
@@ -119,6 +145,9 @@ class JobListRequest:
     TAG: ClassVar[int] = 4
     states: tuple[str, ...] = ()  # empty = default listing
     all: bool = False
+
+    def __post_init__(self) -> None:
+        limits.check_states(self.states)
 
 
 @CLIENT_LINK.message
@@ -135,6 +164,10 @@ class CancelJobsRequest:
     TAG: ClassVar[int] = 6
     selector: Selector
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason is not None:
+            limits.check_text("the cancel reason", self.reason)
 
 
 @CLIENT_LINK.message
@@ -162,7 +195,8 @@ class TaskListRequest:
     states: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_ranges(self.tasks)
+        check_selection(self.tasks)
+        limits.check_task_states(self.states)
 
 
 @CLIENT_LINK.message
@@ -173,7 +207,7 @@ class TaskInfoRequest:
     tasks: Ranges
 
     def __post_init__(self) -> None:
-        check_ranges(self.tasks)
+        check_selection(self.tasks)
 
 
 @CLIENT_LINK.message
@@ -196,3 +230,33 @@ class WorkerInfoRequest:
 class StopWorkersRequest:
     TAG: ClassVar[int] = 13
     selector: Selector
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JournalReadRequest:
+    """Records of the server's journal from ``offset`` on (`hq journal replay|stream`).
+
+    ``offset`` 0 means the start; ``generation`` is the one of the previous answer (a
+    compaction rewrites the file, and offsets of the old one mean nothing in the new one).
+    """
+
+    TAG: ClassVar[int] = 40
+    offset: int
+    generation: int
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.generation < 0:
+            raise ValueError("journal offset and generation must not be negative")
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JournalFlushRequest:
+    TAG: ClassVar[int] = 41
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JournalPruneRequest:
+    TAG: ClassVar[int] = 42

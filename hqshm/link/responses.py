@@ -264,3 +264,23 @@ class TaskExplainResponse:
     workers: tuple[ExplainWorker, ...]
     min_times: tuple[float, ...] = ()  # per variant
     n_nodes: tuple[int, ...] = ()  # per variant
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JournalRecords:
+    """Raw journal records (hqshm.server.journal.records), and where to read on."""
+
+    TAG: ClassVar[int] = 140
+    records: tuple[bytes, ...]
+    offset: int
+    generation: int
+    restarted: bool  # the records start again from the beginning of a compacted journal
+
+
+@CLIENT_LINK.message
+@dataclass(frozen=True, slots=True)
+class JournalPruned:
+    TAG: ClassVar[int] = 141
+    size_before: int
+    size_after: int

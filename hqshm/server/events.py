@@ -59,6 +59,8 @@ class NewSubmit:
     is_array: bool  # one template for all its tasks (CLI submit, job-file [array])
     deps: Mapping[TaskId, tuple[TaskId, ...]]  # task id -> its prerequisites (job files)
     after: int  # `--after` prerequisite tasks, finished or not
+    # Those of them that had not finished at submit time: a restored server waits for them.
+    after_keys: tuple[TaskKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class TasksRequeued:
     keys: Sequence[TaskKey]
     instances: Sequence[InstanceId]
     at: float
+    crashes: Sequence[int] = ()  # lost workers each ran on so far (empty: unchanged)
 
     def jobs(self) -> Iterable[JobId]:
         return jobs_of(self.keys)

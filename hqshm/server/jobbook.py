@@ -11,12 +11,17 @@ never replayed. Time is always passed in; the book reads no clock.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.ids import (
+    KEY_SHIFT,
+    TASK_MASK,
     GroupId,
     InstanceId,
     JobId,
@@ -66,6 +71,7 @@ logger = logging.getLogger(__name__)
 # States are read with ``.item(row)``: NumPy 2 compares a numpy scalar with an IntEnum through
 # its slow object path (about 20 us), which once cost the server half its time per task.
 UNFINISHED = (TaskState.WAITING, TaskState.RUNNING)
+UNFINISHED_CODES = np.array([int(s) for s in UNFINISHED], dtype=np.uint8)
 
 
 class JobBook:
@@ -194,8 +200,8 @@ class JobBook:
             failed = failed[applied:]
 
     def tasks_requeued(self, keys: Sequence[TaskKey], instances: Sequence[InstanceId],
-                       now: float) -> None:
-        self._record(TasksRequeued(keys, instances, now))
+                       now: float, crashes: Sequence[int] = ()) -> None:
+        self._record(TasksRequeued(keys, instances, now, crashes))
 
     def tasks_crashed(self, worker: WorkerId, keys: Sequence[TaskKey], crashes: Sequence[int],
                       never_restart: bool, now: float) -> None:
@@ -284,7 +290,8 @@ class JobBook:
         for new in event.submits:
             entries = list(new.entries) if new.entries is not None else None
             submit = Submit(new.gid, new.template, new.program, TaskTable(new.ids), entries,
-                            new.batch, new.is_array, dict(new.deps), after=new.after)
+                            new.batch, new.is_array, dict(new.deps), after=new.after,
+                            after_keys=new.after_keys)
             self.by_gid[submit.gid] = submit
             job.submits.append(submit)
             self.next_gid = max(self.next_gid, GroupId(submit.gid + 1))
@@ -300,39 +307,82 @@ class JobBook:
         return job, found[0], found[1]
 
     def _apply_started(self, event: TasksStarted) -> None:
-        worker = event.worker
-        last = None
-        for key, instance, at, _variant in event.started:
-            found = self._find(key)
-            if found is None:
-                continue
-            job, submit, row = found
-            table = submit.table
-            if table.state.item(row) != TaskState.WAITING:
-                continue
-            table.set_state(row, TaskState.RUNNING)
-            table.instance[row] = instance
-            table.worker[row] = worker
-            table.started[row] = at
-            job.worker_ids.add(worker)
-            last = (job.id, table.ids.item(row), at)
-        self._note_last_task(worker, last)
+        started = event.started
+        if started:
+            keys, instances, times, _variants = (np.array(c) for c in zip(*started,
+                                                                         strict=True))
+            self.apply_started(event.worker, keys, instances, times)
 
     def _apply_finished(self, event: TasksFinished) -> None:
-        worker = event.worker
+        finished = event.finished
+        if finished:
+            keys, instances, starts, ends, _variants = (np.array(c) for c in zip(
+                *finished, strict=True))
+            self.apply_finished(event.worker, keys, instances, starts, ends, event.at)
+
+    def apply_started(self, worker: WorkerId, keys: np.ndarray, instances: np.ndarray,
+                      times: np.ndarray) -> None:
+        """Tasks started, by column: a batch costs a few array operations per submit it
+        touches, not Python work per task (the live server and the journal's replay)."""
         last = None
-        for key, instance, start, end, _variant in event.finished:
-            found = self._find(key)
-            if found is None:
+        for job, submit, rows, items in self._locate(keys):
+            table = submit.table
+            waiting = table.state[rows] == TaskState.WAITING
+            rows, items = rows[waiting], items[waiting]
+            if not len(rows):
                 continue
-            job, submit, row = found
-            if not self._end(job, submit, row, worker, instance, start, end,
-                             TaskState.FINISHED, event.at):
+            table.set_states(rows, TaskState.RUNNING)
+            table.instance[rows] = instances[items]
+            table.worker[rows] = worker
+            table.started[rows] = times[items]
+            job.worker_ids.add(worker)
+            if last is None or items[-1] > last[0]:
+                last = (items[-1], (job.id, table.ids.item(rows[-1]), times.item(items[-1])))
+        self._note_last_task(worker, None if last is None else last[1])
+
+    def apply_finished(self, worker: WorkerId, keys: np.ndarray, instances: np.ndarray,
+                       starts: np.ndarray, ends: np.ndarray, at: float) -> None:
+        """Tasks finished, by column (see ``apply_started``)."""
+        last = None
+        for job, submit, rows, items in self._locate(keys):
+            table = submit.table
+            open_ = np.isin(table.state[rows], UNFINISHED_CODES)
+            rows, items = rows[open_], items[open_]
+            if not len(rows):
+                continue  # canceled or aborted meanwhile: the news comes too late
+            table.set_states(rows, TaskState.FINISHED)
+            table.instance[rows] = instances[items]
+            table.worker[rows] = worker
+            table.ended[rows] = ends[items]
+            never = np.isnan(table.started[rows])
+            table.started[rows[never]] = starts[items[never]]
+            job.worker_ids.add(worker)
+            self._after_change(job, at)
+            if last is None or items[-1] > last[0]:
+                last = (items[-1], (job.id, table.ids.item(rows[-1]), starts.item(items[-1])))
+        self._note_last_task(worker, None if last is None else last[1])
+
+    def _locate(self, keys: np.ndarray) -> Iterator[tuple[Job, Submit, np.ndarray, np.ndarray]]:
+        """For each submit that holds some of ``keys``: its job, the rows, and the positions
+        of those keys in ``keys`` (ascending). Keys of unknown tasks are left out."""
+        keys = keys.astype(np.uint64, copy=False)
+        job_ids = keys >> np.uint64(KEY_SHIFT)
+        task_ids = (keys & np.uint64(TASK_MASK)).astype(np.uint32)
+        for job_id in np.unique(job_ids).tolist():
+            job = self.jobs.get(JobId(job_id))
+            if job is None:
                 continue
-            if math.isnan(submit.table.started[row]):
-                submit.table.started[row] = start
-            last = (job.id, submit.table.ids.item(row), start)
-        self._note_last_task(worker, last)
+            in_job = np.flatnonzero(job_ids == job_id)
+            wanted = task_ids[in_job]
+            for submit in job.submits:
+                ids = submit.table.ids
+                if not len(ids):
+                    continue
+                pos = np.searchsorted(ids, wanted)
+                hit = pos < len(ids)
+                hit[hit] = ids[pos[hit]] == wanted[hit]
+                if hit.any():
+                    yield job, submit, pos[hit], in_job[hit]
 
     def _apply_failed(self, event: TasksFailed) -> tuple[int, Job | None]:
         """Fail tasks in order, up to one that takes its job past --max-fails: how many items
@@ -368,7 +418,8 @@ class JobBook:
         return len(event.keys), None
 
     def _apply_requeued(self, event: TasksRequeued) -> None:
-        for key, instance in zip(event.keys, event.instances, strict=False):
+        crashes = event.crashes or itertools.repeat(None)
+        for key, instance, count in zip(event.keys, event.instances, crashes, strict=False):
             found = self._find(key)
             if found is None:
                 continue
@@ -379,6 +430,8 @@ class JobBook:
                 table.instance[row] = instance
                 table.started[row] = math.nan
                 submit.nodes.pop(row, None)
+                if count:
+                    submit.crashes[row] = count
 
     def _apply_aborted(self, event: TasksAborted) -> None:
         touched: set[JobId] = set()

@@ -34,10 +34,15 @@ from hqshm.server.events import EventStream
 from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, NewGroup
+from hqshm.server.journal.service import JournalService, load_journal
 from hqshm.server.rpc import ClientService, ServerControl
 from hqshm.server.workers import WorkerBook
 
 logger = logging.getLogger(__name__)
+
+# How long a restored server keeps the running tasks of a node that reconnects
+# (--on-server-lost reconnect) before it runs them again elsewhere.
+RECONNECT_GRACE = 30.0
 
 
 class ServerOnline(UserError):  # spec/cli.md §3, hq server start
@@ -58,6 +63,7 @@ class ServerConfig:
     disable_client_auth: bool = False
     disable_worker_auth: bool = False
     journal: Path | None = None
+    journal_flush_period: float = 30.0
 
 
 def check_not_online(server_dir: Path) -> None:
@@ -79,11 +85,19 @@ class Server(ServerControl):
         self.core = Core()
         self.events = EventStream()
         self.workers = WorkerBook(self.events)
+        loaded = load_journal(config.journal)
         record = self._access_record()
+        if loaded is not None and loaded.server_uid:  # a restored server keeps its UID
+            record = replace(record, server_uid=loaded.server_uid)
         self.record = record
         self.server_uid = record.server_uid or ""
         self.book = JobBook(self.server_uid, self.workers, self.events)
         self.book.cancel_groups = self._cancel_groups
+        self.journal = JournalService(config.journal, self.book, self.server_uid,
+                                      lambda: self.core.next_worker_id)
+        if loaded is not None:
+            self.core.next_worker_id = self.journal.restore(loaded)
+        self.events.subscribe(self.journal.journal)
         client_secret = access.secret_bytes(record.client) if record.client else None
         worker_secret = access.secret_bytes(record.worker) if record.worker else None
         client_keys = derive_keys(client_secret) if client_secret else None
@@ -99,6 +113,17 @@ class Server(ServerControl):
         self.client_port = self.clients.bind("*", record.client.port, client_keys)
         self.worker_port = self.loop.bind_workers("*", record.worker.port, worker_keys)
         self.loop.add_reader(self.clients.socket, self.clients.read)
+        self.clients.handlers.update(self.journal.handlers())
+        now = time.time()
+        groups, running = self.journal.started(now)
+        self.add_groups(groups)
+        for key, gid, instance in running.orphans:
+            self.core.orphans[key] = (gid, instance, now + RECONNECT_GRACE)
+        if running.orphans:
+            logger.info("%d running tasks wait up to %d s for their nodes to reconnect",
+                        len(running.orphans), RECONNECT_GRACE)
+        if loaded is not None:
+            logger.info("State restoration completed")
         self.info = ServerInfo(
             server_uid=self.server_uid,
             client_host=record.client.host,
@@ -166,6 +191,11 @@ class Server(ServerControl):
         old_term = signal.signal(signal.SIGTERM, on_signal)
         self.loop.add_reader(wake_r.fileno(), lambda: _drain(wake_r))
         self.loop.call_every(1.0, lambda now: None)
+        self.loop.call_every(self.config.journal_flush_period,
+                             lambda now: self.journal.journal.tick())
+        self.loop.call_every(1.0, lambda now: self.journal.journal.maintain())
+        self.loop.call_every(1.0, lambda now: reactor.expire_orphans(self.core, self.loop.out,
+                                                                     now))
         try:
             if on_ready is not None:
                 on_ready(self.info)
@@ -183,6 +213,7 @@ class Server(ServerControl):
         # Not STOPPED, which means `hq worker stop` (exit 0): to a node a stopping server is a
         # lost one, as in HQ, so it exits 1 (after its running tasks with finish-running).
         self.loop.stop_nodes(StopReason.SERVER_STOPPED)
+        self.journal.stopped(time.time())
         if self.instance is not None:
             serverdir.unlink_current(self.config.server_dir, self.instance)
         self.zap.close()
@@ -210,6 +241,7 @@ class Server(ServerControl):
 
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
+        self.journal.journal.turn_done()
 
     # --- ServerControl --------------------------------------------------------------------
 

@@ -69,7 +69,8 @@ def plan_array(jobs: Mapping[JobId, Job], job: Job, req: ArraySubmission, gid: G
         raise UserError("The submission contains no tasks.")
     after, dead, n_after = _prerequisites(jobs, job, req.after)
     program = _program(job.id, req.template, req.submit_dir, req.stream_dir, server_uid)
-    submit = NewSubmit(gid, req.template, program, ids, entries, gid, True, {}, n_after)
+    submit = NewSubmit(gid, req.template, program, ids, entries, gid, True, {}, n_after,
+                       tuple(after))
     return ArrayPlan(submit, after, dead)
 
 

@@ -92,8 +92,10 @@ class RecordingEvents:
         self.times.append(now)
         self.log.extend(("failed", (worker, f[0], f[1], f[5])) for f in failed)
 
-    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int], now: float) -> None:
+    def tasks_requeued(self, keys: Sequence[int], instances: Sequence[int], now: float,
+                       crashes: Sequence[int] = ()) -> None:
         assert len(keys) == len(instances)
+        assert not crashes or len(crashes) == len(keys)
         self.times.append(now)
         self.log.extend(("requeued", (k, i)) for k, i in zip(keys, instances, strict=True))
 

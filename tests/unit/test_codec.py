@@ -207,6 +207,11 @@ CLIENT_SAMPLES: list[Any] = [
         (responses.ExplainWorker(1, (responses.ExplainVariant((("Resources", "cpus", 40000,
                                                                10000),), True),), 12.5, 0),),
         (0.0,), (0,)),
+    requests.JournalReadRequest(16, 2),
+    requests.JournalFlushRequest(),
+    requests.JournalPruneRequest(),
+    responses.JournalRecords((b"\x93\x01\x01", b""), 40, 2, False),
+    responses.JournalPruned(1000, 100),
 ]
 
 LINKS = [(NODE_LINK, NODE_SAMPLES, (protocol,)),

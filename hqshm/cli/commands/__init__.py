@@ -43,6 +43,10 @@ def dispatch(args: argparse.Namespace, out: Output) -> int:
         from hqshm.cli.commands import outputlog
 
         return outputlog.run(ctx, args.log_command)
+    if command == "journal":
+        from hqshm.cli.commands import journal
+
+        return journal.run(ctx, args.journal_command)
     if command == "local":
         from hqshm.cli.commands import local
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from hqshm import __version__
 from hqshm.cli.commands.context import Context
 from hqshm.errors import UserError
-from hqshm.link import access
+from hqshm.link import access, serverdir
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest
 from hqshm.link.responses import Ack, ServerInfo
 from hqshm.model.durations import format_humantime, parse_hms_or_human
@@ -33,10 +33,22 @@ def run(ctx: Context, command: str) -> int:
 
 
 def start(ctx: Context) -> int:
+    """Serve until stopped. Clients that come while this process is still starting (imports,
+    journal, binding) find ``hq-starting`` and wait for ``hq-current`` instead of failing."""
+    server_dir = ctx.server_dir
+    serverdir.mark_starting(server_dir)
+    try:
+        return _start(ctx, server_dir)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C while checking for a live server or importing the server
+    finally:
+        serverdir.unmark_starting(server_dir)
+
+
+def _start(ctx: Context, server_dir: Path) -> int:
     from hqshm.server.process import Server, ServerConfig, check_not_online
 
     args = ctx.args
-    server_dir = ctx.server_dir
     idle = parse_hms_or_human(args.idle_timeout) if args.idle_timeout else None
     config = ServerConfig(
         server_dir=server_dir,
@@ -47,14 +59,28 @@ def start(ctx: Context) -> int:
         access_file=Path(args.access_file) if args.access_file else None,
         disable_client_auth=args.disable_client_authentication_and_encryption,
         disable_worker_auth=args.disable_worker_authentication_and_encryption,
-        journal=None,
+        journal=Path(args.journal).absolute() if args.journal else None,
+        journal_flush_period=parse_hms_or_human(args.journal_flush_period)
+        if args.journal_flush_period else 30.0,
     )
-    if args.journal:
-        logger.warning("--journal is not supported yet; the server keeps no journal")
     check_not_online(server_dir)
     logger.info("No online server found, starting a new server")
-    server = Server(config)
-    server.run(on_ready=lambda i: ctx.out.server_info(i, server_dir=str(server_dir)))
+    server = None
+    try:
+        server = Server(config)
+
+        def ready(info: ServerInfo) -> None:
+            # hq-current is published: clients no longer need the marker.
+            serverdir.unmark_starting(server_dir)
+            ctx.out.server_info(info, server_dir=str(server_dir))
+
+        server.run(on_ready=ready)
+    except KeyboardInterrupt:
+        # Ctrl-C before the server's own SIGINT handler was in place (start-up) is a stop
+        # too: exit 0, and no hq-current left behind (spec/cli.md §3).
+        logger.info("Stopping server")
+        if server is not None and server.instance is not None:
+            serverdir.unlink_current(server_dir, server.instance)
     return 0
 
 

@@ -1,0 +1,499 @@
+"""What a journal record holds: one event of ``server.events``, or a piece of a snapshot.
+
+Events become records column by column: a batch of task reports is a few packed arrays, not an
+object per task, so journaling costs little on the hot path. Compaction and ``hq journal
+prune`` write snapshots instead (``Counters``, one ``JobSnapshot`` per job, one
+``WorkerSnapshot`` per worker), whose columns are delta-coded and compressed: a finished job of
+a million tasks is a few megabytes. Every record is a message of one codec registry, so reading
+a journal validates it like any message from outside.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from hqshm.cluster.codec import Registry
+from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
+from hqshm.model.program import decode_program
+from hqshm.model.submission import TaskTemplate
+from hqshm.model.workerconfig import decode_configuration
+from hqshm.server.events import (
+    Event,
+    JobAborted,
+    JobCanceled,
+    JobClosed,
+    JobOpened,
+    JobsForgotten,
+    JobSubmitted,
+    NewSubmit,
+    TaskNodesReserved,
+    TasksAborted,
+    TasksCrashed,
+    TasksFailed,
+    TasksFinished,
+    TasksRequeued,
+    TasksStarted,
+    WorkerConnected,
+    WorkerLost,
+)
+
+JOURNAL = Registry("journal", 1)
+
+_U8, _U32, _U64, _F64, _I64 = "<u1", "<u4", "<u8", "<f8", "<i8"
+
+
+def pack(values: Sequence[float] | np.ndarray, dtype: str) -> bytes:
+    return np.asarray(values, dtype=dtype).tobytes()
+
+
+def unpack(data: bytes, dtype: str) -> np.ndarray:
+    if len(data) % np.dtype(dtype).itemsize:
+        raise ValueError("a packed column of the wrong length")
+    return np.frombuffer(data, dtype=dtype)
+
+
+# --- server --------------------------------------------------------------------------------
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class ServerStarted:
+    TAG: ClassVar[int] = 1
+    server_uid: str
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class ServerStopped:
+    TAG: ClassVar[int] = 2
+    at: float
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRecord:
+    gid: int
+    template: TaskTemplate
+    program: bytes
+    ids: bytes  # uint32
+    entries: tuple[bytes, ...] | None
+    batch: int
+    is_array: bool
+    deps: dict[int, tuple[int, ...]]
+    after: int
+    after_keys: bytes  # uint64
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobSubmittedRecord:
+    TAG: ClassVar[int] = 10
+    job_id: int
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    submits: tuple[SubmitRecord, ...]
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobOpenedRecord:
+    TAG: ClassVar[int] = 11
+    job_id: int
+    name: str
+    max_fails: int | None
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobClosedRecord:
+    TAG: ClassVar[int] = 12
+    job_id: int
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobCanceledRecord:
+    TAG: ClassVar[int] = 13
+    job_id: int
+    reason: str | None
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobAbortedRecord:
+    TAG: ClassVar[int] = 14
+    job_id: int
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobsForgottenRecord:
+    TAG: ClassVar[int] = 15
+    job_ids: tuple[int, ...]
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksStartedRecord:
+    TAG: ClassVar[int] = 20
+    worker: int
+    keys: bytes  # uint64
+    instances: bytes  # uint32
+    times: bytes  # float64
+    variants: bytes  # uint32
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksFinishedRecord:
+    TAG: ClassVar[int] = 21
+    worker: int
+    keys: bytes
+    instances: bytes
+    starts: bytes
+    ends: bytes
+    variants: bytes
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksFailedRecord:
+    TAG: ClassVar[int] = 22
+    worker: int
+    keys: bytes
+    instances: bytes
+    starts: bytes
+    ends: bytes
+    variants: bytes
+    errors: tuple[str, ...]
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksRequeuedRecord:
+    TAG: ClassVar[int] = 23
+    keys: bytes
+    instances: bytes
+    crashes: bytes  # uint32, empty when the event held none
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksCrashedRecord:
+    TAG: ClassVar[int] = 24
+    worker: int
+    keys: bytes
+    crashes: bytes
+    never_restart: bool
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TasksAbortedRecord:
+    TAG: ClassVar[int] = 25
+    keys: bytes
+    submits: tuple[tuple[int, int], ...]
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class TaskNodesRecord:
+    TAG: ClassVar[int] = 26
+    key: int
+    workers: tuple[int, ...]
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class WorkerConnectedRecord:
+    TAG: ClassVar[int] = 30
+    worker: int
+    config: bytes  # the worker's own encoding of its configuration
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class WorkerLostRecord:
+    TAG: ClassVar[int] = 31
+    worker: int
+    reason: str
+    at: float
+
+
+# --- snapshots -----------------------------------------------------------------------------
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class Counters:
+    TAG: ClassVar[int] = 40
+    next_job_id: int
+    next_gid: int
+    next_worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitSnapshot:
+    """A submit with its task table; columns compressed (``compress_column``)."""
+
+    gid: int
+    n_tasks: int
+    template: TaskTemplate
+    program: bytes
+    ids: bytes
+    state: bytes
+    instance: bytes
+    worker: bytes
+    started: bytes
+    ended: bytes
+    errors: dict[int, str]
+    entries: tuple[bytes, ...] | None
+    batch: int
+    is_array: bool
+    deps: dict[int, tuple[int, ...]]
+    nodes: dict[int, tuple[int, ...]]
+    after: int
+    after_keys: bytes
+    crashes: dict[int, int]
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    TAG: ClassVar[int] = 41
+    job_id: int
+    name: str
+    max_fails: int | None
+    submit_dir: str
+    submitted_at: float
+    is_open: bool
+    cancel_reason: str | None
+    finished_at: float | None
+    worker_ids: tuple[int, ...]
+    submits: tuple[SubmitSnapshot, ...]
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    TAG: ClassVar[int] = 42
+    worker: int
+    config: bytes
+    started_at: float
+    state: str
+    ended_at: float | None
+    last_task: tuple[int, int, float] | None
+
+
+# --- columns of snapshots ------------------------------------------------------------------
+
+_NAN_US = np.iinfo(np.int64).min  # "never" among times in microseconds
+
+
+def compress_ints(values: np.ndarray, dtype: str) -> bytes:
+    """Delta-coded, then deflated: sorted ids and repeated values shrink to almost nothing."""
+    wide = values.astype(np.int64)
+    deltas = np.diff(wide, prepend=np.int64(0)) if len(wide) else wide
+    return zlib.compress(deltas.astype(_I64).tobytes(), 1) + dtype.encode()[-2:]
+
+
+def decompress_ints(data: bytes, n: int) -> np.ndarray:
+    dtype = "<" + data[-2:].decode("ascii")
+    deltas = unpack(zlib.decompress(data[:-2]), _I64)
+    if len(deltas) != n:
+        raise ValueError("a snapshot column of the wrong length")
+    return np.cumsum(deltas).astype(dtype)
+
+
+def compress_times(values: np.ndarray) -> bytes:
+    """Epoch seconds kept to the microsecond (what every view shows, and more)."""
+    micros = np.where(np.isnan(values), _NAN_US, np.round(np.nan_to_num(values) * 1e6))
+    with np.errstate(over="ignore"):
+        return compress_ints(micros.astype(np.int64), _I64)
+
+
+def decompress_times(data: bytes, n: int) -> np.ndarray:
+    micros = decompress_ints(data, n)
+    return np.where(micros == _NAN_US, np.nan, micros / 1e6)
+
+
+# --- events to records and back ------------------------------------------------------------
+
+
+def _submit_record(new: NewSubmit) -> SubmitRecord:
+    return SubmitRecord(new.gid, new.template, new.program.encode(), pack(new.ids, _U32),
+                        tuple(new.entries) if new.entries is not None else None, new.batch,
+                        new.is_array, {int(k): tuple(v) for k, v in new.deps.items()},
+                        new.after, pack(new.after_keys, _U64))
+
+
+def _new_submit(rec: SubmitRecord) -> NewSubmit:
+    return NewSubmit(GroupId(rec.gid), rec.template, decode_program(rec.program),
+                     unpack(rec.ids, _U32).copy(), rec.entries, rec.batch, rec.is_array,
+                     dict(rec.deps), rec.after,
+                     tuple(TaskKey(k) for k in unpack(rec.after_keys, _U64).tolist()))
+
+
+def _columns(items: Sequence[tuple], *spec: tuple[int, str]) -> list[bytes]:  # type: ignore[type-arg]
+    return [pack([item[i] for item in items], dtype) for i, dtype in spec]
+
+
+def to_record(event: Event) -> object:  # noqa: C901, PLR0911 - one case per event type
+    """The journal record of one event."""
+    match event:
+        case TasksStarted():
+            return TasksStartedRecord(event.worker, *_columns(
+                event.started, (0, _U64), (1, _U32), (2, _F64), (3, _U32)), event.at)
+        case TasksFinished():
+            return TasksFinishedRecord(event.worker, *_columns(
+                event.finished, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32)),
+                event.at)
+        case TasksFailed():
+            return TasksFailedRecord(event.worker, *_columns(
+                event.failed, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32)),
+                tuple(item[5] for item in event.failed), event.at)
+        case TasksRequeued():
+            return TasksRequeuedRecord(pack(event.keys, _U64), pack(event.instances, _U32),
+                                       pack(event.crashes, _U32), event.at)
+        case TasksCrashed():
+            return TasksCrashedRecord(event.worker, pack(event.keys, _U64),
+                                      pack(event.crashes, _U32), event.never_restart, event.at)
+        case TasksAborted():
+            return TasksAbortedRecord(pack(event.keys, _U64),
+                                      tuple((int(j), int(g)) for j, g in event.submits),
+                                      event.at)
+        case TaskNodesReserved():
+            return TaskNodesRecord(event.key, tuple(event.workers), event.at)
+        case JobSubmitted():
+            return JobSubmittedRecord(event.job_id, event.name, event.max_fails,
+                                      event.submit_dir,
+                                      tuple(_submit_record(s) for s in event.submits), event.at)
+        case JobOpened():
+            return JobOpenedRecord(event.job_id, event.name, event.max_fails, event.at)
+        case JobClosed():
+            return JobClosedRecord(event.job_id, event.at)
+        case JobCanceled():
+            return JobCanceledRecord(event.job_id, event.reason, event.at)
+        case JobAborted():
+            return JobAbortedRecord(event.job_id, event.at)
+        case JobsForgotten():
+            return JobsForgottenRecord(tuple(event.job_ids), event.at)
+        case WorkerConnected():
+            return WorkerConnectedRecord(event.worker, event.config.encode(), event.at)
+        case WorkerLost():
+            return WorkerLostRecord(event.worker, event.reason, event.at)
+    raise TypeError(f"no journal record for {type(event).__name__}")
+
+
+def started_columns(r: TasksStartedRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keys, instances and start times of a record, as arrays (replay's fast path)."""
+    return _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32), unpack(r.times, _F64))
+
+
+def finished_columns(r: TasksFinishedRecord
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Keys, instances, start and end times of a record, as arrays."""
+    return _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32),
+                        unpack(r.starts, _F64), unpack(r.ends, _F64))
+
+
+def _same_length(*columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    if len({len(c) for c in columns}) > 1:
+        raise ValueError("columns of different lengths")
+    return columns
+
+
+def _keys(data: bytes) -> list[TaskKey]:
+    return unpack(data, _U64).tolist()  # type: ignore[no-any-return]
+
+
+def _rows(*columns: tuple[bytes, str]) -> list[tuple]:  # type: ignore[type-arg]
+    arrays = [unpack(data, dtype).tolist() for data, dtype in columns]
+    if len({len(a) for a in arrays}) > 1:
+        raise ValueError("columns of different lengths")
+    return list(zip(*arrays, strict=True))
+
+
+def to_event(record: object) -> Event | None:  # noqa: C901, PLR0911 - one case per record type
+    """The event of a record (None for records that are not events: server and snapshots)."""
+    match record:
+        case TasksStartedRecord():
+            return TasksStarted(WorkerId(record.worker), _rows(
+                (record.keys, _U64), (record.instances, _U32), (record.times, _F64),
+                (record.variants, _U32)), record.at)
+        case TasksFinishedRecord():
+            return TasksFinished(WorkerId(record.worker), _rows(
+                (record.keys, _U64), (record.instances, _U32), (record.starts, _F64),
+                (record.ends, _F64), (record.variants, _U32)), record.at)
+        case TasksFailedRecord():
+            rows = _rows((record.keys, _U64), (record.instances, _U32), (record.starts, _F64),
+                         (record.ends, _F64), (record.variants, _U32))
+            if len(rows) != len(record.errors):
+                raise ValueError("columns of different lengths")
+            return TasksFailed(WorkerId(record.worker),
+                               [(*row, error) for row, error in zip(rows, record.errors,
+                                                                    strict=True)], record.at)
+        case TasksRequeuedRecord():
+            keys = _keys(record.keys)
+            instances = [InstanceId(i) for i in unpack(record.instances, _U32).tolist()]
+            crashes = unpack(record.crashes, _U32).tolist()
+            if len(instances) != len(keys) or (crashes and len(crashes) != len(keys)):
+                raise ValueError("columns of different lengths")
+            return TasksRequeued(keys, instances, record.at, crashes)
+        case TasksCrashedRecord():
+            keys = _keys(record.keys)
+            crashes = unpack(record.crashes, _U32).tolist()
+            if len(crashes) != len(keys):
+                raise ValueError("columns of different lengths")
+            return TasksCrashed(WorkerId(record.worker), keys, crashes, record.never_restart,
+                                record.at)
+        case TasksAbortedRecord():
+            return TasksAborted(_keys(record.keys),
+                                tuple((JobId(j), GroupId(g)) for j, g in record.submits),
+                                record.at)
+        case TaskNodesRecord():
+            return TaskNodesReserved(TaskKey(record.key),
+                                     tuple(WorkerId(w) for w in record.workers), record.at)
+        case JobSubmittedRecord():
+            return JobSubmitted(JobId(record.job_id), record.name, record.max_fails,
+                                record.submit_dir,
+                                tuple(_new_submit(s) for s in record.submits), record.at)
+        case JobOpenedRecord():
+            return JobOpened(JobId(record.job_id), record.name, record.max_fails, record.at)
+        case JobClosedRecord():
+            return JobClosed(JobId(record.job_id), record.at)
+        case JobCanceledRecord():
+            return JobCanceled(JobId(record.job_id), record.reason, record.at)
+        case JobAbortedRecord():
+            return JobAborted(JobId(record.job_id), record.at)
+        case JobsForgottenRecord():
+            return JobsForgotten(tuple(JobId(j) for j in record.job_ids), record.at)
+        case WorkerConnectedRecord():
+            return WorkerConnected(WorkerId(record.worker), decode_configuration(record.config),
+                                   record.at)
+        case WorkerLostRecord():
+            return WorkerLost(WorkerId(record.worker), record.reason, record.at)
+    return None
