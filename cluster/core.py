@@ -67,6 +67,10 @@ class TaskEvents(Protocol):
         """These tasks, and every unfinished task of these groups, lost a dependency."""
         ...
 
+    def tasks_adopted(self, worker: WorkerId, keys: Sequence[TaskKey], now: float) -> None:
+        """A reconnecting node took back these running tasks (``reactor.adopt``)."""
+        ...
+
     def task_nodes(self, key: TaskKey, workers: Sequence[WorkerId], now: float) -> None:
         """A multi-node task was placed on these workers (the first runs it)."""
         ...

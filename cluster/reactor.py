@@ -438,10 +438,12 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
     core.needs_scheduling = True
 
 
-def adopt(core: Core, worker: Worker, resumed: Sequence[Resumed]) -> list[TaskKey]:
+def adopt(core: Core, out: Outbox, worker: Worker, resumed: Sequence[Resumed],
+          now: float) -> list[TaskKey]:
     """A reconnecting node's tasks: those the core holds as orphans under the same instance
     become the worker's running tasks; returns the others, which the node must kill."""
     rejected: list[TaskKey] = []
+    adopted: list[TaskKey] = []
     for key, instance, variant in resumed:
         orphan = core.orphans.get(key)
         group = core.groups.get(orphan[0]) if orphan is not None else None
@@ -455,6 +457,9 @@ def adopt(core: Core, worker: Worker, resumed: Sequence[Resumed]) -> list[TaskKe
         group.instances[key] = instance
         worker.running[key] = (group.gid, variant)
         worker.commit(amounts, 1)
+        adopted.append(key)
+    if adopted:
+        out.events.tasks_adopted(worker.wid, adopted, now)
     core.needs_scheduling = True
     return rejected
 

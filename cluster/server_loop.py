@@ -281,7 +281,7 @@ class ServerLoop:
         self.by_fd[fd] = worker.wid
         rejected: list[TaskKey] = [key for key, _instance, _variant in msg.resumed]
         if msg.resumed and msg.server_uid == self.server_uid:
-            rejected = reactor.adopt(self.core, worker, msg.resumed)
+            rejected = reactor.adopt(self.core, self.out, worker, msg.resumed, now)
             logger.info("Worker %d took back %d running tasks", worker.wid,
                         len(msg.resumed) - len(rejected))
         self.out.send(worker.wid, NodeRegistered(worker.wid, self.server_uid,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hqshm.cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
@@ -52,7 +52,7 @@ class NodeOptions:
     heartbeat: float = 8.0
     idle_timeout: float | None = None
     time_limit: float | None = None
-    on_server_lost: str = "stop"
+    on_server_lost: str = "stop"  # stop | finish-running | reconnect (not in HQ)
     group: str | None = None
     manager: str = "detect"
     overview_interval: float | None = None
@@ -61,6 +61,11 @@ class NodeOptions:
     memory_binding: str = "bind"  # bind | prefer | none: a task's memory to its CPUs' NUMA node
     system_root: str | None = None  # HQSHM_SYSFS_ROOT: a synthetic machine; None: this one
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+    # Where the server is now, for a node that lost it (reconnect): a restarted server has new
+    # ports and maybe new keys. The caller reads its access file (the node never does); None
+    # when it cannot tell yet. Without one, the node tries ``server`` again.
+    rediscover: Callable[[], ServerEndpoint | None] | None = field(default=None, repr=False,
+                                                                   compare=False)
 
 
 def system_root(env: Mapping[str, str]) -> str | None:

@@ -8,6 +8,14 @@ code. It reads no clock, socket, process or file: inputs come in as calls, decis
 ``Outbox`` (messages to the server, tasks and skips to executors, signals to tasks, executors to
 start), which the loop writes out and tests record (tests/unit/node_env.py).
 
+A node that outlives its server (``--on-server-lost reconnect``, beyond HQ) has three states:
+*registered* (the normal one); *lost* (``lost_since`` set): running tasks go on, nothing new
+starts, reports are kept, and every RECONNECT_INTERVAL the core asks the loop to register again
+(``Outbox.register_again``) with the lost server's UID and the tasks it holds; *stopping*, when
+no server came back within RECONNECT_LIMIT or the worker's time limit, as with ``stop``. A
+``NodeRegistered`` brings it back to *registered*: it kills what the server rejected and sends
+the kept reports of the rest. A stopped server (``StopNode``) still ends the node as before.
+
 Time is a parameter, in two readings, because the node uses both: ``now`` is epoch seconds
 (``time.time()``), the time the protocol carries (when a task started or ended); ``mono`` is
 monotonic seconds (``time.monotonic()``), on which every duration is measured (limits, grace,
@@ -44,6 +52,7 @@ from hqshm.cluster.protocol import (
     Heartbeat,
     NodeStopping,
     ReserveNode,
+    Resumed,
     RetractTasks,
     Started,
     StopNode,
@@ -51,6 +60,7 @@ from hqshm.cluster.protocol import (
     TaskNotification,
     TasksRetracted,
     TaskUpdates,
+    heartbeat_timeout,
 )
 from hqshm.cluster.resources import FRACTIONS, RequestVariant, ResourceDescriptor
 from hqshm.model.program import decode_program
@@ -75,6 +85,15 @@ HANDOFF_MAX = 0.02
 DRAIN_TICK = 0.002
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 NOT_RUNNING_HERE = "the task is not running on this worker"
+NOT_CONNECTED = "the worker is not connected to a server"
+RECONNECT = "reconnect"  # the --on-server-lost mode in which a node outlives its server
+RECONNECT_INTERVAL = 1.0  # a node that lost its server tries to register again this often
+RECONNECT_LIMIT = 600.0  # ... and gives up when no server came back for this long
+# A report counts as journaled by the server once the server said something this long after
+# it was sent (the server appends its journal at the end of the loop turn that read it, and
+# says something to every node each second). Until then a server killed meanwhile may restore
+# the task as running, so a reconnecting node resumes it and sends its report again.
+ACK_LAG = 0.5
 
 
 class Signal(enum.Enum):
@@ -109,6 +128,13 @@ class Outbox(Protocol):
     def start_executor(self) -> None:
         """Start one more executor; it gets the next index."""
 
+    def register_again(self, server_uid: str, resumed: tuple[Resumed, ...],
+                       time_limit: float | None) -> None:
+        """The server was lost (reconnect mode): register with whichever server the access
+        file names now, as a node of the server ``server_uid`` that still holds ``resumed``
+        (``time_limit``: the worker's life left). Called again each RECONNECT_INTERVAL until
+        a ``NodeRegistered`` comes: keep a registration still on its way to the same server."""
+
 
 @dataclass(frozen=True)
 class NodeSettings:
@@ -119,7 +145,7 @@ class NodeSettings:
     heartbeat: float = 8.0
     idle_timeout: float | None = None  # None: the server's default, told at registration
     time_limit: float | None = None  # the worker's, from the core's creation
-    on_server_lost: str = "stop"  # or "finish-running"
+    on_server_lost: str = "stop"  # or "finish-running", or "reconnect" (not in HQ)
     pin: bool = False  # the CPU labels are this machine's CPU ids: tasks are pinned to them
     cpu_numa: dict[int, int] = field(default_factory=dict)  # CPU id -> NUMA node, to bind memory
 
@@ -183,6 +209,10 @@ class Running:
     timed_out: bool = False
     kill_at: float | None = None  # when to escalate to SIGKILL (monotonic)
     signal_pending: Signal | None = None  # a signal to send once the pid is known
+    # What it came with, so that a hand-off whose executor died before it could start goes
+    # back to the local queue as it was.
+    entry: bytes | None = None
+    nodes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -220,6 +250,10 @@ class NodeCore:
         self.exit_code = 0
         self.stopping = False
         self.finishing = False  # server lost with finish-running: no new tasks
+        # The server dropped this node (or must have: it was frozen past its heartbeat
+        # timeout) and gave its tasks to others: they are killed at once and never reported.
+        self.dropped = False
+        self.drop_after = heartbeat_timeout(settings.heartbeat)
         # The key of the multi-node task this node is a secondary of, or 0.
         self.reserved_for = TaskKey(0)
         self.deadline = None if settings.time_limit is None else mono + settings.time_limit
@@ -229,27 +263,53 @@ class NodeCore:
         self.idle_since: float | None = mono
         self.idle_timeout = settings.idle_timeout
         self.escalate_at: float | None = None  # shutdown: when every task gets SIGKILL
+        # Reconnect mode (the module's docstring): the UID of the server we registered with,
+        # since when it is lost (None: it is not), when to try registering next, and the
+        # reports sent but maybe not journaled yet (when sent, what), oldest first.
+        self.reconnects = settings.on_server_lost == RECONNECT
+        self.server_uid = ""
+        self.lost_since: float | None = None
+        self.next_attempt = 0.0
+        self.unacked: deque[tuple[float, TaskUpdates]] = deque()
 
     @property
     def finished(self) -> bool:
         """Finishing after the server was lost, and nothing runs any more."""
         return self.finishing and not self.running
 
+    @property
+    def lost(self) -> bool:
+        """The server was lost and the node waits for it to come back (reconnect mode)."""
+        return self.lost_since is not None
+
     # --- the server -----------------------------------------------------------------------
 
-    def registered(self, worker_id: WorkerId, idle_timeout: float | None, mono: float) -> None:
+    def registered(self, worker_id: WorkerId, idle_timeout: float | None, mono: float,
+                   server_uid: str = "", rejected: tuple[TaskKey, ...] = ()) -> None:
+        """The server's ``NodeRegistered``: the first one, or one after the server was lost."""
         self.worker_id = worker_id
-        if self.idle_timeout is None and idle_timeout is not None:
-            self.idle_timeout = idle_timeout
+        self.server_uid = server_uid
+        if self.settings.idle_timeout is None:
+            self.idle_timeout = idle_timeout  # the server's default (a new server: its own)
         self.last_heard = mono
+        self.last_beat = mono  # the registration was our word; connecting may have taken long
         logger.info("Worker %d registered at the server", worker_id)
+        if self.lost_since is not None:
+            self._resume(rejected, mono)
 
     def heard(self, mono: float) -> None:
-        """The server said something (its frames are being read)."""
+        """The server said something (its frames are being read): reports sent ACK_LAG
+        before are in its journal."""
         self.last_heard = mono
+        unacked = self.unacked
+        if self.lost_since is None:
+            while unacked and unacked[0][0] <= mono - ACK_LAG:
+                unacked.popleft()
 
     def on_message(self, message: object, mono: float) -> None:
         """One message from the server (a ``ServerHeartbeat`` needs nothing but ``heard``)."""
+        if self.lost_since is not None and not isinstance(message, StopNode):
+            return  # the lost server's last words: it gave nothing that still counts
         match message:
             case ComputeTasks():
                 self._compute(message)
@@ -261,7 +321,7 @@ class NodeCore:
                 given = tuple(k for k in message.keys if self.queued.pop(k, None) is not None)
                 self.out.send(TasksRetracted(given))
             case StopNode():
-                self._stop_requested(message.reason)
+                self._stop_requested(message.reason, mono)
             case ReserveNode():
                 self.reserved_for = message.key
                 if not message.key and not self.running and not self.queued:
@@ -293,22 +353,44 @@ class NodeCore:
                     self.out.skip(task.slot.index, key)  # queued behind another: do not start
                 self._kill(task, mono)
 
-    def _stop_requested(self, reason: str) -> None:
+    def _stop_requested(self, reason: str, mono: float) -> None:
         if reason == StopReason.STOPPED:
             logger.info("Worker stopped by the server")
             self.exit_code = 0
             self.stopping = True
+        elif reason == StopReason.DROPPED:
+            logger.warning("The server dropped this worker (its heartbeats came too late); "
+                           "killing its tasks, which run elsewhere now")
+            self._drop()
         else:
+            # A server that stops on purpose does not come back: no reconnecting.
             logger.info("The server stopped (%s)", reason)
-            self._server_lost()
+            self._server_lost(mono, stopped=True)
 
-    def connection_lost(self) -> None:
-        if not self.stopping:
-            logger.warning("Connection to the server was lost")
-            self._server_lost()
-
-    def _server_lost(self) -> None:
+    def _drop(self) -> None:
+        """Stop at once and forget every task: the server gave them to other nodes (HQ: a
+        worker whose server is gone exits 1). ``begin_shutdown`` kills them without grace."""
+        self.dropped = True
+        self.stopping = True
+        self.finishing = False
         self.exit_code = 1
+        self.queued.clear()
+        self.queue.clear()
+        self.updates = Updates()
+        for task in self.running.values():
+            task.canceled = True  # ends unreported
+
+    def connection_lost(self, mono: float) -> None:
+        if not self.stopping and self.lost_since is None:
+            logger.warning("Connection to the server was lost")
+            self._server_lost(mono)
+
+    def _server_lost(self, mono: float, stopped: bool = False) -> None:
+        self.exit_code = 1
+        if self.reconnects and not stopped:
+            if self.lost_since is None:
+                self._outlive(mono)
+            return
         if self.settings.on_server_lost == "finish-running" and self.running:
             if not self.finishing:
                 logger.info("Waiting for finishing running tasks")
@@ -318,11 +400,99 @@ class NodeCore:
         else:
             self.stopping = True
 
+    # --- outliving the server (reconnect mode) ----------------------------------------------
+
+    def _outlive(self, mono: float) -> None:
+        """Keep the running tasks and their reports for the server that comes back; drop what
+        has not started, which a restored server runs elsewhere (the local queue, and the
+        hand-offs queued behind running tasks: skipped, or killed should one start anyway,
+        unreported either way, as a canceled task)."""
+        logger.warning("Server lost; running tasks go on and the node reconnects when the "
+                       "server is back")
+        self.lost_since = mono
+        self.next_attempt = mono
+        self.queued.clear()
+        self.queue.clear()
+        for task in self.running.values():
+            if not task.reported and task.pid <= 0 and not task.canceled:
+                task.canceled = True
+                self.out.skip(task.slot.index, task.key)
+                self._kill(task, mono)
+        # Ends the lost server may not have journaled go again, before the newer ones (starts
+        # never go again: a server that takes a task back knows it runs).
+        updates = Updates()
+        for _, sent in self.unacked:
+            updates.finished += sent.finished
+            updates.failed += sent.failed
+        self.unacked.clear()
+        updates.started = self.updates.started
+        updates.finished += self.updates.finished
+        updates.failed += self.updates.failed
+        self.updates = updates
+
+    def resumed(self) -> tuple[Resumed, ...]:
+        """What this node holds for the server it lost: (key, instance, variant) of each task
+        running (not being canceled) or ended with its report kept."""
+        held: dict[TaskKey, Resumed] = {}
+        ended = [(f[0], f[1], f[4]) for f in self.updates.finished]
+        ended += [(f[0], f[1], f[4]) for f in self.updates.failed]
+        for item in ended:  # a task retried here: its latest instance
+            if item[0] not in held or held[item[0]][1] < item[1]:
+                held[item[0]] = item
+        for key, task in self.running.items():
+            if not task.canceled:
+                held[key] = (key, task.instance, task.allocation.variant)
+        return tuple(held.values())
+
+    def time_left(self, mono: float) -> float | None:
+        """The worker's life left (None: unlimited), for a registration."""
+        return None if self.deadline is None else max(0.0, self.deadline - mono)
+
+    def _resume(self, rejected: tuple[TaskKey, ...], mono: float) -> None:
+        """Registered again: kill what the server did not take back and forget its reports;
+        the rest are this registration's tasks, whose kept ends go out now. Starts do not:
+        a task taken back is running at the server already."""
+        held = {item[0]: item[1] for item in self.resumed()}
+        refused = set(rejected)
+        self._cancel(tuple(key for key in rejected if key in self.running), mono)
+        updates = self.updates
+        self.updates = Updates(
+            finished=[f for f in updates.finished
+                      if f[0] not in refused and held.get(f[0]) == f[1]],
+            failed=[f for f in updates.failed if f[0] not in refused and held.get(f[0]) == f[1]])
+        logger.info("Registered again: %d tasks taken back by the server, %d rejected (killed)",
+                    len(held) - len(refused & held.keys()), len(refused & held.keys()))
+        self.lost_since = None
+        self.reserved_for = TaskKey(0)  # the lost server's reservations are gone with it
+        if not self.running and not self.queued:
+            self.idle_since = mono
+        self.flush(mono, force=True)
+
+    def _while_lost(self, mono: float) -> None:
+        """Register again every RECONNECT_INTERVAL; give up after RECONNECT_LIMIT, or at the
+        worker's time limit, as ``stop`` would have at once (tasks killed, exit 1)."""
+        assert self.lost_since is not None
+        if mono - self.lost_since >= RECONNECT_LIMIT:
+            logger.warning("No server came back for %.0f s; giving up: killing the running "
+                           "tasks", mono - self.lost_since)
+        elif self.deadline is not None and mono >= self.deadline:
+            logger.warning("Worker time limit reached while waiting for the server; killing "
+                           "the running tasks")
+        else:
+            if mono >= self.next_attempt:
+                self.next_attempt = mono + RECONNECT_INTERVAL
+                self.out.register_again(self.server_uid, self.resumed(), self.time_left(mono))
+            return
+        self.exit_code = 1
+        self.stopping = True
+
     def on_notification(self, key: TaskKey, instance: InstanceId, message: bytes) -> str:
         """A task's `hq task notify`: forwarded if it runs here; returns the refusal, or ""."""
         task = self.running.get(key)
         if task is None or task.instance != instance:
             return NOT_RUNNING_HERE
+        if self.lost_since is not None:
+            return NOT_CONNECTED
         self.out.send(TaskNotification(key, instance, message))
         return ""
 
@@ -348,8 +518,8 @@ class NodeCore:
     def start_tasks(self, now: float, mono: float) -> None:
         """Start what fits, best group first; a group that does not fit now does not block
         the groups after it (different resource shapes never wait for each other)."""
-        if self.finishing or not self.queued:
-            return
+        if self.finishing or not self.queued or mono - self.last_beat > self.drop_after:
+            return  # (the last: frozen since the timers ran; they drop the node next turn)
         for gid in self._group_order():
             tasks = self.queue[gid]
             group = self.groups[gid]
@@ -440,7 +610,8 @@ class NodeCore:
         if handoff:
             # Reported, and timed, when the executor says it started.
             self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
-                                               allocation, now, None, reported=False)
+                                               allocation, now, None, reported=False,
+                                               entry=queued.entry, nodes=queued.nodes)
             return
         deadline = None if group.time_limit is None else mono + group.time_limit
         self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
@@ -485,16 +656,34 @@ class NodeCore:
         self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono)
 
     def executor_died(self, executor: int, cause: str, now: float, mono: float) -> None:
-        """The executor died of ``cause`` ("signal 9"); the loop started a fresh one."""
+        """The executor died of ``cause`` ("killed by signal 9 (SIGKILL)"); the loop started
+        a fresh one and collected every report the dead one left.
+
+        Only the first task in flight was the executor's: it ran it, or was preparing it, when
+        it died (whether the task killed it or not). The hand-offs queued behind it were never
+        popped, so they go back to the front of the local queue, unreported, and start again
+        on a free executor: failing them would punish innocent tasks (issue 8, item 5)."""
         slot = self.slots[executor]
-        for key in slot.inflight:
-            task = self.running.get(key)
-            if task is None:
-                continue
-            self._ended(task, False, now,
-                        f"The executor running the task on worker {self.worker_id} "
-                        f"({self.settings.hostname}) died ({cause})", mono)
         self.slots[executor] = Slot(executor)
+        tasks = [self.running[key] for key in slot.inflight if key in self.running]
+        for task in reversed(tasks[1:]):  # reversed: each goes to the front of its queue
+            # Started or reported cannot be (a hand-off starts only after the task before it
+            # ended); a canceled one just ends, unreported.
+            if not (task.canceled or task.reported or task.pid > 0):
+                self._requeue(task)
+        for task in tasks:
+            if task.key in self.running:
+                self._ended(task, False, now,
+                            f"The executor running the task on worker {self.worker_id} "
+                            f"({self.settings.hostname}) died: {cause}", mono)
+
+    def _requeue(self, task: Running) -> None:
+        """A hand-off that never started: back to the front of its group's queue."""
+        del self.running[task.key]
+        queued = Queued(task.key, task.instance, task.gid, task.entry, task.nodes)
+        self.queued[queued.key] = queued
+        self.queue.setdefault(task.gid, deque()).appendleft(queued)
+        self.idle_since = None
 
     def _report_start(self, task: Running, started: float, now: float, mono: float) -> None:
         task.reported = True
@@ -549,7 +738,19 @@ class NodeCore:
             elif task.kill_at is not None and mono >= task.kill_at:
                 task.kill_at = mono + KILL_GRACE
                 self._signal(task, Signal.KILL)
+        if self.lost_since is not None:
+            if not self.stopping:
+                self._while_lost(mono)
+            return  # no heartbeats, silence or idleness without a server
         heartbeat = self.settings.heartbeat
+        if mono - self.last_beat > self.drop_after and not self.stopping:
+            # Our loop was frozen (SIGSTOP, a stalled machine) for longer than the server
+            # waits for our heartbeats: it has dropped us and its StopNode may still be on its
+            # way; start nothing more, kill what we hold.
+            logger.warning("This worker was unresponsive for %.1f s, longer than its heartbeat "
+                           "timeout (%.1f s): the server has dropped it; killing its tasks",
+                           mono - self.last_beat, self.drop_after)
+            self._drop()
         if mono - self.last_beat >= heartbeat:
             self.last_beat = mono
             self.out.send(Heartbeat())
@@ -557,7 +758,7 @@ class NodeCore:
         if mono - self.last_heard > silence and not self.stopping:
             logger.warning("The server has not answered for %.0f s", mono - self.last_heard)
             self.last_heard = mono
-            self._server_lost()
+            self._server_lost(mono)
         if self.deadline is not None and mono >= self.deadline and not self.stopping:
             logger.info("Worker time limit reached")
             self._leave(StopReason.TIME_LIMIT, mono)
@@ -575,8 +776,9 @@ class NodeCore:
 
     def flush(self, mono: float, force: bool = False) -> None:
         """Send the batched updates: at once when forced or when capacity is idle with nothing
-        queued (the server must refill us), else once FLUSH_DELAY passed since the last."""
-        if not self.updates:
+        queued (the server must refill us), else once FLUSH_DELAY passed since the last; kept
+        while the server is lost."""
+        if not self.updates or self.lost_since is not None:
             return
         urgent = force or (not self.queued and self._free_slot() is not None)
         if not urgent and mono - self.last_flush < FLUSH_DELAY:
@@ -585,12 +787,18 @@ class NodeCore:
         updates, self.updates = self.updates, Updates()
         ended = {item[0] for item in updates.finished} | {item[0] for item in updates.failed}
         started = tuple(s for s in updates.started if s[0] not in ended)
-        self.out.report(TaskUpdates(started, tuple(updates.finished), tuple(updates.failed)))
+        report = TaskUpdates(started, tuple(updates.finished), tuple(updates.failed))
+        self.out.report(report)
+        if self.reconnects:
+            self.unacked.append((mono, report))
 
     def poll_timeout_ms(self, mono: float) -> int:
         """How long the loop may wait for input before a timer or a flush is due."""
-        timeout = IDLE_POLL
-        if self.updates:
+        if self.lost_since is not None:  # no heartbeats or flushes: the next attempt
+            timeout = min(IDLE_POLL, max(0.0, self.next_attempt - mono))
+        else:
+            timeout = min(IDLE_POLL, max(0.0, self.last_beat + self.settings.heartbeat - mono))
+        if self.updates and self.lost_since is None:
             timeout = max(0.0, self.last_flush + FLUSH_DELAY - mono)
         if any(not t.reported for t in self.running.values()):
             timeout = min(timeout, DRAIN_TICK)
@@ -603,9 +811,14 @@ class NodeCore:
     # --- shutdown -------------------------------------------------------------------------
 
     def begin_shutdown(self, mono: float) -> float:
-        """Interrupt every running task; returns until when the loop waits for them to end."""
+        """Interrupt every running task (kill it, when the node was dropped: it runs elsewhere
+        already); returns until when the loop waits for them to end."""
         for task in self.running.values():
-            self._kill(task, mono)
+            if self.dropped:
+                task.kill_at = mono + KILL_GRACE
+                self._signal(task, Signal.KILL)
+            else:
+                self._kill(task, mono)
         self.escalate_at = mono + KILL_GRACE
         return mono + KILL_GRACE + 1.0
 

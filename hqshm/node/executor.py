@@ -11,7 +11,13 @@ output written before a kill is in the file within moments (spec/jobs.md §9); t
 goes in before the task is reported ENDED. Other tasks never pay for it.
 
 The node forks them before it opens any socket (hqshm/node/pool.py, the node's side). Each
-executor dies with the node (parent-death signal); each task dies with its executor the same way.
+executor dies with the node: the node's death sends it SIGTERM (parent-death signal), upon which
+it kills its task's process group and removes what the node can no longer remove (the task's
+directory, stdin files, its rings' spill files, the node's own temporary directory), so that a
+node killed with SIGKILL leaves nothing behind. A SIGTERM while the node lives (sent to the whole
+process group) is the node's to handle: the executor ignores it and waits for the node's STOP.
+Each task dies with its executor the same way (its own parent-death signal), in case the
+executor could not kill it.
 This module is the executor process, with the RUN record's payload and the ENDED statuses that
 the node reads.
 """
@@ -93,6 +99,8 @@ class Executor:
         node: launch.NodeContext,
         control: Control,
         index: int,
+        node_pid: int = 0,
+        own_dir: str | None = None,
     ) -> None:
         self.sub = sub
         self.done = done
@@ -104,21 +112,64 @@ class Executor:
         self.stdin_files: dict[int, str] = {}
         self.made_dirs: set[str] = set()
         self.streams = StreamFiles(node.stream_key)
+        self.node_pid = node_pid or os.getppid()
+        self.own_dir = own_dir
+        # What must not outlive the node: the running task's process group and directory.
+        self.task_pid = 0
+        self.task_dir: str | None = None
 
     def serve(self) -> None:
+        signal.signal(signal.SIGTERM, self._terminated)
         while True:
             record = self.sub.pop()
             if record is None:
                 continue
             if record.kind == RecordKind.STOP:
+                self._remove_stdin_files()
                 return
             if record.kind == RecordKind.DEFINE:
                 self._define(record)
             elif record.kind == RecordKind.RUN:
                 self._run(record)
 
+    def _terminated(self, _signum: int, _frame: object) -> None:
+        """SIGTERM: the node died (parent-death signal), or the node's process group got it
+        and the node, alive, stops us in its own time."""
+        if os.getppid() == self.node_pid:
+            return
+        self._die_with_node()
+
+    def _die_with_node(self) -> None:
+        """Kill the task, remove what the dead node cannot, leave (never back to the loop)."""
+        pid = self.task_pid
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        if self.task_dir is not None:
+            shutil.rmtree(self.task_dir, ignore_errors=True)
+        self._remove_stdin_files()
+        self.sub.remove_spills()
+        self.done.remove_spills()
+        if self.own_dir is not None:
+            # Every executor tries: the last to get here finds every task dead.
+            shutil.rmtree(self.own_dir, ignore_errors=True)
+        os._exit(0)
+
+    def _remove_stdin_files(self) -> None:
+        for path in self.stdin_files.values():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.stdin_files.clear()
+
     def _define(self, record: Record) -> None:
-        if len(self.programs) >= MAX_PROGRAMS:
+        # A group defined again (the node registered with a new server) may have new stdin.
+        stale = self.stdin_files.pop(record.key, None)
+        if stale:
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+        if len(self.programs) >= MAX_PROGRAMS and record.key not in self.programs:
             oldest = next(iter(self.programs))
             del self.programs[oldest]
             path = self.stdin_files.pop(oldest, None)
@@ -157,7 +208,7 @@ class Executor:
         task_dir = None
         if spec.task_dir or task.nodes:  # multi-node tasks always get one (jobs.md §15)
             try:
-                task_dir = tempfile.mkdtemp(prefix="t", dir=self.node.work_dir)
+                task_dir = self.task_dir = tempfile.mkdtemp(prefix="t", dir=self.node.work_dir)
                 if task.nodes:
                     launch.write_node_files(task_dir, task.nodes)
             except OSError as exc:
@@ -211,6 +262,7 @@ class Executor:
             except affinity.SpawnError as exc:
                 self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
                 return
+            self.task_pid = pid
             self.done.push(
                 key=record.key,
                 instance=record.instance,
@@ -219,6 +271,7 @@ class Executor:
                 t_start=t0,
             )
             status = _wait(pid)
+            self.task_pid = 0
             t1 = time.time()
             if status == 0:
                 _remove_outputs(plan)
@@ -228,6 +281,7 @@ class Executor:
         finally:
             if task_dir is not None:
                 shutil.rmtree(task_dir, ignore_errors=True)
+                self.task_dir = None
 
     def _run_streamed(
         self,
@@ -282,10 +336,12 @@ class Executor:
         finally:
             for w in write_ends:
                 os.close(w)
+        self.task_pid = pid
         self.done.push(
             key=record.key, instance=record.instance, kind=RecordKind.STARTED, pid=pid, t_start=t0
         )
         status, problem = _pump(pid, pipes, stream)
+        self.task_pid = 0
         t1 = time.time()
         if problem:
             self._ended(record, FAILED, t0, t1, problem, pid=pid)

@@ -33,12 +33,19 @@ from hqshm.cluster.codec import MAX_FRAME
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
-from hqshm.cluster.protocol import NODE_LINK, NodeRegistered, RegisterNode, StopNode, TaskUpdates
+from hqshm.cluster.protocol import (
+    NODE_LINK,
+    NodeRegistered,
+    RegisterNode,
+    Resumed,
+    StopNode,
+    TaskUpdates,
+)
 from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
 from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node import affinity, launch, notify
-from hqshm.node.config import NodeOptions, cpu_ids, node_resources
+from hqshm.node.config import NodeOptions, ServerEndpoint, cpu_ids, node_resources
 from hqshm.node.core import NodeCore, NodeSettings, Signal
 from hqshm.node.executor import OK, SKIPPED, TaskPayload
 from hqshm.node.pool import ExecutorPool
@@ -113,10 +120,17 @@ class Node:
             memory_mode=(affinity.MemPolicy.PREFERRED if options.memory_binding == "prefer"
                          else affinity.MemPolicy.BIND))
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
-        self.pool = ExecutorPool(len(self.core.slots), self.node_ctx)
+        self.pool = ExecutorPool(len(self.core.slots), self.node_ctx,
+                                 own_dir=self.own_work_root)
         self.context: zmq.Context | None = None
         self.socket: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
+        self.poller: zmq.Poller | None = None  # the loop's, once it serves
+        self.links = 0  # sockets opened to a server, to name their monitors
+        # While the server is lost (reconnect mode): the endpoint of the registration on its
+        # way, and whether its connection failed (then the next attempt opens a new one).
+        self.attempt: ServerEndpoint | None = None
+        self.attempt_failed = False
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -157,33 +171,13 @@ class Node:
     def connect(self, wake_fd: int, signals: list[int]) -> None:
         """Register, retrying as HQ does; a refused handshake or a signal ends it at once."""
         endpoint = self.options.server
-        secret = endpoint.secret
         self.context = zmq.Context()
-        sock = self.context.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.maxmsgsize = MAX_FRAME
-        secure_client_socket(sock, derive_keys(secret) if secret else None)
-        self.monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-        sock.connect(f"tcp://{endpoint.host}:{endpoint.port}")
-        self.socket = sock
+        sock, monitor = self._open_link(endpoint)
         config = self.configuration()
-        register = RegisterNode(
-            version=__version__,
-            hostname=self.hostname,
-            resources=self.descriptor,
-            group=config.group,
-            time_limit=self.options.time_limit,
-            heartbeat=self.options.heartbeat,
-            idle_timeout=self.core.idle_timeout,
-            info=config.encode(),
-            min_utilization=self.options.min_utilization,
-        )
-        self.send(register)
+        self.send(self._registration(config, "", (), self.options.time_limit))
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         poller.register(wake_fd, zmq.POLLIN)
         for attempt in range(CONNECT_ATTEMPTS):
             deadline = time.monotonic() + CONNECT_INTERVAL
@@ -191,8 +185,8 @@ class Node:
                 ready = dict(poller.poll(int(left * 1000) + 1))
                 if signals:
                     raise Interrupted()
-                if self.monitor in ready:
-                    frames = self.monitor.recv_multipart()
+                if monitor in ready:
+                    frames = monitor.recv_multipart()
                     if monitor_event(frames)[0] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                         raise WorkerRefused(host=endpoint.host, port=endpoint.port)
                 if sock in ready:
@@ -206,9 +200,67 @@ class Node:
                            attempt + 1, CONNECT_ATTEMPTS)
         raise ServerNotConnected()
 
+    def _open_link(self, endpoint: ServerEndpoint) -> tuple[zmq.Socket, zmq.Socket]:
+        """A socket to the server (the link, or an attempt to register again) and its
+        monitor, in the loop's poller once it has one."""
+        assert self.context is not None
+        secret = endpoint.secret
+        sock = self.context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME
+        secure_client_socket(sock, derive_keys(secret) if secret else None)
+        # A name of its own: a new socket may get the closed one's descriptor, on which
+        # pyzmq's default name is built, before ZeroMQ has let go of the old name.
+        self.links += 1
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+            addr=f"inproc://hqshm-node-monitor-{os.getpid()}-{self.links}")
+        sock.connect(f"tcp://{endpoint.host}:{endpoint.port}")
+        self.socket, self.monitor = sock, monitor
+        if self.poller is not None:
+            self.poller.register(sock, zmq.POLLIN)
+            self.poller.register(monitor, zmq.POLLIN)
+        return sock, monitor
+
+    def _close_link(self) -> None:
+        """Close the socket to the server, unsent messages dropped: the server is gone."""
+        if self.socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.socket.disable_monitor()
+        for sock in (self.socket, self.monitor):
+            if sock is None:
+                continue
+            if self.poller is not None:
+                self.poller.unregister(sock)
+            sock.close(linger=0)
+        self.socket = self.monitor = None
+
+    def _registration(self, config: WorkerConfiguration, server_uid: str,
+                      resumed: tuple[Resumed, ...], time_limit: float | None) -> RegisterNode:
+        return RegisterNode(
+            version=__version__,
+            hostname=self.hostname,
+            resources=self.descriptor,
+            group=config.group,
+            time_limit=time_limit,
+            heartbeat=self.options.heartbeat,
+            idle_timeout=self.options.idle_timeout,
+            info=config.encode(),
+            min_utilization=self.options.min_utilization,
+            server_uid=server_uid,
+            resumed=resumed,
+        )
+
     def _registered(self, reply: NodeRegistered, config: WorkerConfiguration) -> None:
+        if self.core.lost:
+            # A restarted server numbers its groups anew: each executor gets every program
+            # again rather than run a new group's task with an old group's program.
+            self.pool.forget_groups()
+        self.attempt = None
         self.pool.set_worker_id(reply.worker_id)  # executors name it in stream files
-        self.core.registered(reply.worker_id, reply.idle_timeout, time.monotonic())
+        self.core.registered(reply.worker_id, reply.idle_timeout, time.monotonic(),
+                             reply.server_uid, reply.rejected)
         if self.on_registered is not None:
             self.on_registered(reply.worker_id, config)
 
@@ -244,7 +296,7 @@ class Node:
     def _serve(self, wake: socket.socket, signals: list[int]) -> int:
         """One poll, then one step per concern, until the core stops or a signal comes."""
         assert self.socket is not None and self.monitor is not None
-        poller = zmq.Poller()
+        poller = self.poller = zmq.Poller()
         for source in (self.socket, self.monitor, self.pool.doorbell_r, wake.fileno(),
                        self.notify.fileno()):
             poller.register(source, zmq.POLLIN)
@@ -294,7 +346,15 @@ class Node:
             message = self._decode(frame)
             if message is None:
                 continue
-            self.core.on_message(message, time.monotonic())
+            if isinstance(message, NodeRegistered):
+                if self.core.lost:  # registered again: this socket is the link now
+                    self._registered(message, self.configuration())
+                continue
+            try:
+                self.core.on_message(message, time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
+                logger.exception("Dropped a message that could not be handled: %s (%r)",
+                                 type(message).__name__, exc)
             if isinstance(message, StopNode):
                 return  # the loop acts on it before it reads on
 
@@ -316,8 +376,21 @@ class Node:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if monitor_event(frames)[0] == zmq.EVENT_DISCONNECTED:
-                self.core.connection_lost()
+            event = monitor_event(frames)[0]
+            if self.core.lost:
+                self._attempt_event(event)
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.core.connection_lost(time.monotonic())
+
+    def _attempt_event(self, event: int) -> None:
+        """An attempt to register again lost its connection or was refused: the next one
+        opens a new socket (zmq would reconnect this one, but the registration it queued was
+        consumed, or the keys are stale)."""
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self.attempt is not None:
+            logger.warning("The server at %s:%d refused this worker's credentials; trying again",
+                           self.attempt.host, self.attempt.port)
+        if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+            self.attempt_failed = True
 
     def _read_notifications(self) -> None:
         """Tasks' `hq task notify` messages: checked and forwarded by the core, answered."""
@@ -350,9 +423,8 @@ class Node:
             pidfds.discard(fd)
         self._collect()  # an executor may have reported its last task before dying
         for handle, status in self.pool.reap():
-            cause = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                     else f"exit code {os.WEXITSTATUS(status)}")
-            self.core.executor_died(handle.index, cause, time.time(), time.monotonic())
+            self.core.executor_died(handle.index, _death_cause(status), time.time(),
+                                    time.monotonic())
 
     # --- the core's outbox ----------------------------------------------------------------
 
@@ -382,6 +454,32 @@ class Node:
     def start_executor(self) -> None:
         self.pool.grow()
 
+    def register_again(self, server_uid: str, resumed: tuple[Resumed, ...],
+                       time_limit: float | None) -> None:
+        """Register with the server the access file names now; a registration still on its
+        way to that same endpoint is left alone (zmq connects it once the server listens)."""
+        endpoint = self._rediscover()
+        if endpoint is None:
+            return
+        if endpoint == self.attempt and not self.attempt_failed:
+            return
+        if endpoint != self.attempt:
+            logger.info("Registering again at %s:%d", endpoint.host, endpoint.port)
+        self._close_link()
+        self._open_link(endpoint)
+        self.attempt, self.attempt_failed = endpoint, False
+        self.send(self._registration(self.configuration(), server_uid, resumed, time_limit))
+
+    def _rediscover(self) -> ServerEndpoint | None:
+        rediscover = self.options.rediscover
+        if rediscover is None:
+            return self.options.server
+        try:
+            return rediscover()
+        except Exception as exc:  # noqa: BLE001 - a broken file now may be fine next time
+            logger.debug("The server cannot be found: %s", exc)
+            return None
+
     # --- shutdown -------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -394,7 +492,8 @@ class Node:
             self.core.escalate_shutdown(time.monotonic())
         if self.socket is not None:
             self.core.flush(time.monotonic(), force=True)
-            self.socket.close(linger=500)
+            # A registration still on its way to a server (lost) must not arrive after we left.
+            self.socket.close(linger=0 if self.core.lost else 500)
         if self.monitor is not None:
             self.monitor.close(linger=0)
         self.pool.stop()
@@ -403,6 +502,18 @@ class Node:
             self.context.term()
         if self.own_work_root is not None:
             shutil.rmtree(self.own_work_root, ignore_errors=True)
+
+
+def _death_cause(status: int) -> str:
+    """How an executor ended, from its wait status: "killed by signal 9 (SIGKILL)"."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {number} ({name})"
+    return f"exited with code {os.WEXITSTATUS(status)}"
 
 
 def _hq_path() -> str:

@@ -30,8 +30,10 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
+    """SIGTERM when the node dies, however it dies: the executor then kills its task's
+    process group and removes what the node would have (hqshm/node/executor.py)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Control:
@@ -95,9 +97,16 @@ class ExecutorPool:
     """Forks executors, hands them tasks, collects their reports, replaces the dead."""
 
     def __init__(
-        self, size: int, node: launch.NodeContext, before_serve: Callable[[], None] | None = None
+        self,
+        size: int,
+        node: launch.NodeContext,
+        before_serve: Callable[[], None] | None = None,
+        own_dir: str | None = None,
     ) -> None:
+        """``own_dir``: the node's own temporary directory (no --work-dir), which executors
+        remove should the node die without removing it (SIGKILL)."""
         self.node = node
+        self.own_dir = own_dir
         self.doorbell_r, self.doorbell_w = open_doorbell()
         self.handles: list[ExecutorHandle] = []
         self.before_serve = before_serve
@@ -119,11 +128,12 @@ class ExecutorPool:
                 if os.getppid() != parent:
                     os._exit(1)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(self.doorbell_r)
                 if self.before_serve is not None:
                     self.before_serve()
-                Executor(sub, done, self.doorbell_w, self.node, self.control, index).serve()
+                executor = Executor(sub, done, self.doorbell_w, self.node, self.control, index,
+                                    node_pid=parent, own_dir=self.own_dir)
+                executor.serve()
             except BaseException:  # noqa: BLE001 - report and leave, never return to the node
                 logger.exception("Executor %d failed", index)
                 code = 1
@@ -163,6 +173,12 @@ class ExecutorPool:
         handle.sub.push(
             key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
         )
+
+    def forget_groups(self) -> None:
+        """Send each group's program again before its next task: group ids are a server's,
+        and a node registered with a new server gets new groups under the old ids."""
+        for handle in self.handles:
+            handle.defined.clear()
 
     def set_worker_id(self, worker_id: int) -> None:
         """The id the server gave this node, for executors that start stream files."""

@@ -314,6 +314,11 @@ class Ring:
         if self._unlink is not None:
             _unlink_names(self.names.shm, (self.names.items, self.names.free))
 
+    def remove_spills(self) -> None:
+        """Remove this ring's spill files, in whichever process: an executor whose node died
+        (SIGKILL) cleans up what the owner's ``close`` no longer will."""
+        _remove_spills(self.names)
+
     def pending(self) -> int:
         """Records published and not yet popped (exact for the consumer, a hint otherwise)."""
         return int(self._items.value)
@@ -512,6 +517,10 @@ def _unlink_ring(names: RingNames, owner_pid: int) -> None:
     if os.getpid() != owner_pid:
         return
     _unlink_names(names.shm, (names.items, names.free))
+    _remove_spills(names)
+
+
+def _remove_spills(names: RingNames) -> None:
     spilled = glob.escape(os.path.join(names.spill_dir, names.shm[1:] + ".spill.")) + "*"
     for path in glob.glob(spilled):
         with contextlib.suppress(FileNotFoundError):

@@ -209,6 +209,19 @@ class TasksAborted:
 
 
 @dataclass(frozen=True, slots=True)
+class TasksAdopted:
+    """A node that outlived its server registered again and took back these running tasks:
+    they run on its new registration (a restored server shows them there)."""
+
+    worker: WorkerId
+    keys: Sequence[TaskKey]
+    at: float
+
+    def jobs(self) -> Iterable[JobId]:
+        return jobs_of(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskNodesReserved:
     """A multi-node task was given these workers; the first one runs it."""
 
@@ -247,7 +260,7 @@ class WorkerLost:
 
 Event = (JobOpened | JobSubmitted | JobClosed | JobCanceled | JobAborted | JobsForgotten
          | TasksStarted | TasksFinished | TasksFailed | TasksRequeued | TasksCrashed
-         | TasksAborted | TaskNodesReserved | WorkerConnected | WorkerLost)
+         | TasksAborted | TasksAdopted | TaskNodesReserved | WorkerConnected | WorkerLost)
 
 
 class EventSink(Protocol):

@@ -46,6 +46,7 @@ from hqshm.server.events import (
     JobSubmitted,
     TaskNodesReserved,
     TasksAborted,
+    TasksAdopted,
     TasksCrashed,
     TasksFailed,
     TasksFinished,
@@ -223,6 +224,9 @@ class JobBook:
         if keys or submits:
             self._record(TasksAborted(keys, submits, now))
 
+    def tasks_adopted(self, worker: WorkerId, keys: Sequence[TaskKey], now: float) -> None:
+        self._record(TasksAdopted(worker, keys, now))
+
     def task_nodes(self, key: TaskKey, workers: Sequence[WorkerId], now: float) -> None:
         self._record(TaskNodesReserved(key, tuple(workers), now))
 
@@ -253,6 +257,13 @@ class JobBook:
                 self._apply_aborted(event)
             case TaskNodesReserved():
                 self._apply_nodes(event)
+            case TasksAdopted():
+                for job, submit, rows, _items in self._locate(np.array(event.keys,
+                                                                       dtype=np.uint64)):
+                    running = rows[submit.table.state[rows] == TaskState.RUNNING]
+                    submit.table.worker[running] = event.worker
+                    if len(running):
+                        job.worker_ids.add(event.worker)
             case JobSubmitted():
                 self._apply_submitted(event)
             case JobOpened():

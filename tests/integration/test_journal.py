@@ -62,9 +62,12 @@ def test_running_tasks_run_again_with_the_next_instance_and_finished_ones_do_not
     log = tmp_path / "ran"
     hq_env.start_server(["--journal", str(journal)])
     hq_env.start_worker(cpus=3)
-    # Tasks 0 and 1 end at once; 2-4 run until the server is gone.
+    # Tasks 0 and 1 end soon; 2-4 run until the server is gone. (Not at once: a group whose
+    # tasks take under 20 ms is handed off on the node, so task 4 could wait behind a long
+    # one on its executor.)
     script = (f'echo "$HQ_TASK_ID:$HQ_INSTANCE_ID" >> {log}; '
-              'if [ "$HQ_TASK_ID" -ge 2 ] && [ "$HQ_INSTANCE_ID" = 0 ]; then sleep 60; fi')
+              'if [ "$HQ_TASK_ID" -ge 2 ] && [ "$HQ_INSTANCE_ID" = 0 ]; then sleep 60; '
+              'else sleep 0.3; fi')
     submit(hq_env, ["--array", "0-4", "--", "bash", "-c", script])
     wait_lines(hq_env, log, 5)
     hq_env.wait_for_tasks(1, "finished", count=2)

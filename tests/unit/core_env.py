@@ -109,6 +109,10 @@ class RecordingEvents:
             ("crashed", (worker, k, c, never_restart)) for k, c in zip(keys, crashes, strict=True)
         )
 
+    def tasks_adopted(self, worker: int, keys: Sequence[int], now: float) -> None:
+        self.times.append(now)
+        self.log.extend(("adopted", (worker, k)) for k in keys)
+
     def task_nodes(self, key: int, workers: Sequence[int], now: float) -> None:
         self.times.append(now)
         self.log.append(("nodes", (key, tuple(workers))))

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from core_env import round_trip
 from hqshm.cluster.ids import task_key
-from hqshm.cluster.protocol import ComputeTasks, DefineGroup, TaskUpdates
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup, NodeRegistered, TaskUpdates
 from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
@@ -93,6 +93,15 @@ class ExecutorStarted:
     index: int
 
 
+@dataclass(frozen=True)
+class RegisterAgain:
+    """The core asks the loop to register with the server that came back (reconnect)."""
+
+    server_uid: str
+    resumed: tuple[tuple[int, int, int], ...]
+    time_limit: float | None
+
+
 class RecordingOutbox:
     """The core's ``Outbox``: messages to the server (after a codec round trip) and actions,
     in one ordered log. ``report`` is recorded as the ``TaskUpdates`` it sends."""
@@ -125,6 +134,10 @@ class RecordingOutbox:
     def start_executor(self) -> None:
         self.log.append(ExecutorStarted(self.executors))
         self.executors += 1
+
+    def register_again(self, server_uid: str, resumed: tuple[tuple[int, int, int], ...],
+                       time_limit: float | None) -> None:
+        self.log.append(RegisterAgain(server_uid, resumed, time_limit))
 
     def take(self, kind: type[M], count: int | None = None) -> list[M]:
         """Remove and return what was recorded of one kind, in order; with ``count``, insist."""
@@ -190,8 +203,13 @@ class NodeEnv:
         self.core.heard(self.clock.mono())
         self.core.on_message(round_trip(message), self.clock.mono())
 
-    def register(self, worker_id: int = 7, idle_timeout: float | None = None) -> None:
-        self.core.registered(worker_id, idle_timeout, self.clock.mono())
+    def register(self, worker_id: int = 7, idle_timeout: float | None = None,
+                 server_uid: str = "uid", rejected: Sequence[int] = ()) -> None:
+        """The server's ``NodeRegistered`` (through the codec), as the loop hands it over."""
+        reply = round_trip(NodeRegistered(worker_id, server_uid, idle_timeout, tuple(rejected)))
+        self.core.heard(self.clock.mono())
+        self.core.registered(reply.worker_id, reply.idle_timeout, self.clock.mono(),
+                             reply.server_uid, reply.rejected)
 
     def group(self, *variants: RequestVariant, priority: int = 0,
               time_limit: float | None = None) -> int:

@@ -32,6 +32,7 @@ from node_env import (
     Dispatch,
     ExecutorStarted,
     NodeEnv,
+    RegisterAgain,
     Signaled,
     Skip,
     variant,
@@ -44,7 +45,9 @@ from hqshm.node.core import (
     HANDOFF_MAX,
     KILL_GRACE,
     MAX_EXTRA_EXECUTORS,
+    NOT_CONNECTED,
     NOT_RUNNING_HERE,
+    RECONNECT_LIMIT,
     Signal,
 )
 
@@ -400,24 +403,67 @@ def test_queued_tasks_are_canceled_and_retracted_without_a_trace() -> None:
 # --- executors that die -----------------------------------------------------------------------
 
 
-def test_a_dead_executor_fails_its_tasks_with_a_cause_naming_worker_and_host() -> None:
+DIED = "The executor running the task on worker 7 (node1) died: killed by signal 9 (SIGKILL)"
+
+
+def test_a_dead_executor_fails_its_task_with_a_cause_naming_worker_and_host() -> None:
     env = NodeEnv(cpus=1)
     env.register(worker_id=7)
+    gid = env.group()
+    [first] = env.run(gid)
+    env.die(0, "killed by signal 9 (SIGKILL)")
+    env.turn()
+    [failed] = env.out.take_one(TaskUpdates).failed
+    assert (failed[0], failed[5], failed[6]) == (first, DIED, True)
+    assert env.core.allocator.is_idle()
+    env.check()
+    env.compute(gid)
+    env.turn()
+    assert env.out.take_one(Dispatch).executor == 0  # on the fresh executor
+
+
+def test_a_hand_off_behind_a_task_that_killed_its_executor_runs_again() -> None:
+    """Issue 8 item 5: the task queued behind the killer was failed with it."""
+    env = NodeEnv(cpus=1)
+    env.register(worker_id=7)
+    gid = short_group(env)
+    first, second = env.compute(gid, 2, instances=[0, 3], entries=[b"a", b"b"])
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.die(0, "killed by signal 9 (SIGKILL)")
+    env.check()
+    env.turn()
+    [again] = env.out.take(Dispatch)
+    assert (again.executor, again.key, again.instance, again.entry) == (0, second, 3, b"b")
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    [update] = env.out.take(TaskUpdates)
+    assert [(f[0], f[5]) for f in update.failed] == [(first, DIED)]
+    assert [s[0] for s in update.started] == [second]  # started anew, never failed
+    env.start(second)
+    env.end(second)
+    env.turn()
+    env.check()
+    assert env.out.take_one(TaskUpdates).finished[0][0] == second
+    assert env.core.allocator.is_idle()
+
+
+def test_a_canceled_hand_off_behind_a_dead_executor_ends_quietly() -> None:
+    env = NodeEnv(cpus=1)
     gid = short_group(env)
     first, second = env.compute(gid, 2)
     env.turn()
     env.out.take(Dispatch, count=2)
-    env.start(first)
-    env.die(0, "signal 9")
+    env.deliver(CancelTasks((second,)))
+    env.out.take(Skip, count=1)
+    env.die(0)
     env.turn()
-    failed = env.out.take_one(TaskUpdates).failed
-    text = "The executor running the task on worker 7 (node1) died (signal 9)"
-    assert [(f[0], f[5], f[6]) for f in failed] == [(first, text, True), (second, text, False)]
-    assert env.core.allocator.is_idle()
+    [update] = env.out.take(TaskUpdates)
+    assert [f[0] for f in update.failed] == [first]
+    env.out.assert_empty()
+    assert not env.core.running and not env.core.queued
     env.check()
-    [again] = env.compute(gid)
-    env.turn()
-    assert env.out.take_one(Dispatch).executor == 0  # on the fresh executor
 
 
 # --- timers -----------------------------------------------------------------------------------
@@ -462,20 +508,105 @@ def test_heartbeats_go_out_every_heartbeat() -> None:
     env.check()
 
 
+def pass_time(env: NodeEnv, seconds: float, step: float = 0.5) -> None:
+    """Time passes with the loop turning (it does at least once a heartbeat and a second)."""
+    for _ in range(round(seconds / step)):
+        env.clock.advance(step)
+        env.turn()
+
+
 @pytest.mark.parametrize("heartbeat, limit", [(1.0, 10.0), (8.0, 24.0)])
 def test_a_silent_server_is_lost(heartbeat: float, limit: float) -> None:
     env = NodeEnv(heartbeat=heartbeat)
-    env.clock.advance(limit / 2)
+    pass_time(env, limit / 2)
     env.deliver(ServerHeartbeat())
-    env.clock.advance(limit)
-    env.turn()
+    pass_time(env, limit)
     assert not env.core.stopping
     env.clock.advance(0.01)
     env.turn()
-    assert env.core.stopping and env.core.exit_code == 1
+    assert env.core.stopping and env.core.exit_code == 1 and not env.core.dropped
     env.out.discard(Heartbeat)
     env.out.assert_empty()
     env.check()
+
+
+def test_the_next_heartbeat_bounds_the_poll() -> None:
+    env = NodeEnv(heartbeat=0.3)
+    assert env.core.poll_timeout_ms(env.clock.mono()) == 301
+
+
+def dropped_with_tasks(env: NodeEnv) -> tuple[int, int, int]:
+    """A node running one task (its pid), with one more queued and a start not yet sent."""
+    gid = env.group()
+    [running] = env.run(gid)
+    [fresh, queued] = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    return running, fresh, queued
+
+
+def assert_dropped_kills_unreported(env: NodeEnv, running: int, fresh: int) -> None:
+    """Stopping at once, exit 1; shutdown kills every task without grace, reports nothing."""
+    assert env.core.stopping and env.core.dropped and env.core.exit_code == 1
+    assert not env.core.queued
+    mono = env.clock.mono()
+    env.core.begin_shutdown(mono)
+    assert env.out.take(Signaled) == [Signaled(env.pids[running], Signal.KILL)]
+    late = env.start(fresh)
+    assert env.out.take(Signaled) == [Signaled(late, Signal.KILL)]
+    env.end(running, ok=False, error=errors.signal_error(9))
+    env.end(fresh, ok=False, error=errors.signal_error(9))
+    # Their process groups, once their main processes ended (as after any kill).
+    assert env.out.take(Signaled) == [Signaled(env.pids[k], Signal.KILL) for k in (running, fresh)]
+    env.core.flush(mono, force=True)
+    env.out.discard(Heartbeat)
+    env.out.assert_empty()  # neither their start nor their end: they run elsewhere
+    env.check()
+
+
+@pytest.mark.parametrize("on_server_lost", ["stop", "finish-running"])
+def test_a_dropped_node_kills_its_tasks_unreported_and_exits_1(on_server_lost: str) -> None:
+    """Issue 8 item 4: the server dropped the node and gave its tasks to others."""
+    env = NodeEnv(cpus=2, heartbeat=1.0, on_server_lost=on_server_lost)
+    running, fresh, _ = dropped_with_tasks(env)
+    env.deliver(StopNode(StopReason.DROPPED))
+    env.turn()
+    env.out.take(Dispatch, count=0)
+    assert_dropped_kills_unreported(env, running, fresh)
+
+
+def test_a_node_frozen_past_its_heartbeat_timeout_knows_it_was_dropped() -> None:
+    env = NodeEnv(cpus=2, heartbeat=1.0)
+    running, fresh, queued = dropped_with_tasks(env)
+    env.clock.advance(4.0)  # the server waits 3 heartbeats + 1 s: not yet
+    env.turn()
+    assert not env.core.stopping
+    env.out.take(TaskUpdates, count=1)  # the start of `fresh`, before the freeze
+    env.out.discard(Heartbeat)
+    env.clock.advance(4.01)  # SIGSTOP, then SIGCONT
+    env.deliver(ServerHeartbeat())  # old words from the server, read first, change nothing
+    env.turn()
+    env.out.take(Dispatch, count=0)  # the queued task does not start
+    assert_dropped_kills_unreported(env, running, fresh)
+
+
+def test_a_node_that_took_long_to_register_is_not_dropped() -> None:
+    env = NodeEnv(heartbeat=1.0)
+    env.clock.advance(30.0)  # connecting: up to 20 tries, 2 s apart
+    env.register()
+    env.turn()
+    assert not env.core.stopping
+
+
+def test_a_node_frozen_between_its_timers_and_its_starts_starts_nothing() -> None:
+    env = NodeEnv(cpus=1, heartbeat=1.0)
+    gid = env.group()
+    env.compute(gid)
+    env.clock.advance(4.01)
+    env.core.start_tasks(env.clock.now(), env.clock.mono())
+    env.out.assert_empty()
+    env.turn()
+    assert env.core.dropped
 
 
 def test_with_finish_running_a_lost_server_lets_running_tasks_end() -> None:
@@ -484,7 +615,7 @@ def test_with_finish_running_a_lost_server_lets_running_tasks_end() -> None:
     running, queued = env.compute(gid, 2)
     env.turn()
     env.out.take(Dispatch, count=1)
-    env.core.connection_lost()
+    env.core.connection_lost(env.clock.mono())
     assert env.core.finishing and not env.core.stopping and not env.core.queued
     env.start(running)
     env.end(running)
@@ -566,7 +697,7 @@ def test_poll_timeout_is_the_next_due_timer_or_flush(env: NodeEnv) -> None:
 def test_stopped_by_the_server_the_node_exits_zero(env: NodeEnv) -> None:
     env.deliver(StopNode(StopReason.STOPPED))
     assert env.core.stopping and env.core.exit_code == 0
-    env.core.connection_lost()  # the server closes the link after stopping us: no matter
+    env.core.connection_lost(env.clock.mono())  # the server closes the link after stopping us: no matter
     assert env.core.exit_code == 0
     env.out.assert_empty()
 
@@ -594,6 +725,241 @@ def test_shutdown_interrupts_every_task_and_kills_what_outlives_the_grace(env: N
     late = env.start(unstarted)  # too late to be interrupted: killed at once
     assert env.out.take(Signaled) == [Signaled(late, Signal.KILL)]
     env.check()
+
+
+# --- outliving the server (--on-server-lost reconnect) ----------------------------------------
+
+
+def reconnecting(cpus: int = 2, **settings: object) -> NodeEnv:
+    """A reconnect-mode node registered with the server "uid" as worker 1."""
+    env = NodeEnv(cpus=cpus, on_server_lost="reconnect", **settings)
+    env.register(worker_id=1)
+    return env
+
+
+def lose_server(env: NodeEnv) -> None:
+    """The connection drops; the loop's next turn asks to register again at once."""
+    env.core.connection_lost(env.clock.mono())
+    assert env.core.lost and not env.core.stopping
+    env.turn()
+
+
+def test_a_node_that_lost_its_server_keeps_its_tasks_and_registers_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    env = reconnecting(cpus=1, heartbeat=2.0)
+    gid = env.group()
+    [running] = env.run(gid)
+    [queued] = env.compute(gid)
+    env.turn()
+    lose_server(env)
+    assert "Server lost; running tasks go on" in caplog.text
+    assert not env.core.queued and list(env.core.running) == [running]
+    assert env.out.take_one(RegisterAgain) == RegisterAgain("uid", ((running, 0, 0),), None)
+    env.out.assert_empty()  # the running task is not signaled, nothing goes to the server
+    for _ in range(3):  # once a second; no heartbeats to nobody, no silence rule
+        pass_time(env, 0.5)
+        env.out.assert_empty()
+        pass_time(env, 0.5)
+        env.out.take(RegisterAgain, count=1)
+    assert not env.core.stopping
+    env.register(worker_id=5)
+    env.turn()
+    env.out.assert_empty()  # the server took it back: its start is known there
+    assert env.core.worker_id == 5 and not env.core.lost
+    env.end(running)
+    env.turn()
+    assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == [running]
+    env.out.assert_empty()
+    assert queued not in env.core.running
+    env.check()
+
+
+def test_reports_of_a_lost_server_wait_for_the_next_one() -> None:
+    env = reconnecting()
+    gid = env.group()
+    first, second = env.run(gid, 2)
+    lose_server(env)
+    env.out.take(RegisterAgain, count=1)
+    env.end(first)
+    env.end(second, ok=False, error="boom")
+    env.turn()
+    env.out.assert_empty()  # kept
+    assert env.core.poll_timeout_ms(env.clock.mono()) > 100  # no flush due: no busy loop
+    env.clock.advance(1.0)
+    env.turn()
+    [again] = env.out.take(RegisterAgain, count=1)
+    assert sorted(again.resumed) == sorted([(first, 0, 0), (second, 0, 0)])
+    env.register(worker_id=2)
+    msg = env.out.take_one(TaskUpdates)  # at once
+    assert [f[0] for f in msg.finished] == [first] and msg.started == ()
+    assert [(f[0], f[5], f[6]) for f in msg.failed] == [(second, "boom", True)]
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_report_the_lost_server_may_not_have_journaled_is_resumed_and_sent_again() -> None:
+    env = reconnecting()
+    gid = env.group()
+    acked, unacked = env.run(gid, 2)
+    env.end(acked)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.clock.advance(0.6)
+    env.deliver(ServerHeartbeat())  # said after that report was read and journaled
+    env.end(unacked)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.clock.advance(0.1)
+    env.deliver(ServerHeartbeat())  # too soon to count: it may have been sent before
+    lose_server(env)
+    assert env.out.take_one(RegisterAgain).resumed == ((unacked, 0, 0),)
+    env.register(worker_id=2)
+    assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == [unacked]
+    env.check()
+
+
+def test_tasks_the_new_server_rejects_are_killed_and_never_reported() -> None:
+    env = reconnecting(cpus=3)
+    gid = env.group()
+    kept, rejected, ended = env.run(gid, 3)
+    lose_server(env)
+    env.out.take(RegisterAgain, count=1)
+    env.end(ended)
+    env.register(worker_id=3, rejected=[rejected, ended])
+    assert env.out.take(Signaled) == [Signaled(env.pids[rejected], Signal.INTERRUPT)]
+    env.clock.advance(KILL_GRACE)
+    env.turn()
+    assert env.out.take(Signaled) == [Signaled(env.pids[rejected], Signal.KILL)]
+    env.end(rejected, ok=False, error=errors.signal_error(9))
+    env.end(kept)
+    env.turn()
+    env.out.take(Signaled)  # the killed task's process group
+    msg = env.out.take_one(TaskUpdates)
+    assert [f[0] for f in msg.finished] == [kept] and msg.failed == ()
+    env.out.discard(Heartbeat)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_new_server_rejects_everything_and_the_node_goes_on_as_a_new_worker() -> None:
+    env = reconnecting(cpus=1, idle_timeout=5.0)
+    gid = env.group()
+    [old] = env.run(gid)
+    lose_server(env)
+    env.out.take(RegisterAgain, count=1)
+    pass_time(env, 10.0)  # no idle timeout without a server
+    assert not env.core.stopping
+    env.out.take(RegisterAgain, count=10)
+    env.register(worker_id=1, server_uid="fresh", rejected=[old])
+    env.out.take(Signaled, count=1)
+    env.end(old, ok=False, error=errors.signal_error(2))
+    gid = env.group()  # the new server's first group, under an id the old one used
+    [new] = env.run(gid)
+    env.end(new)
+    env.turn()
+    assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == [new]
+    env.out.take(Signaled)
+    env.out.assert_empty()
+    assert env.core.server_uid == "fresh"
+    env.clock.advance(5.0)  # idle from the registration on
+    env.turn()
+    assert env.out.take(NodeStopping) == [NodeStopping(StopReason.IDLE_TIMEOUT)]
+    env.check()
+
+
+def test_a_hand_off_not_started_when_the_server_is_lost_never_starts() -> None:
+    env = reconnecting(cpus=1)
+    gid = short_group(env)
+    env.clock.advance(1.0)
+    env.deliver(ServerHeartbeat())  # the server has journaled the end of the first task
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    lose_server(env)
+    assert env.out.take(Skip) == [Skip(0, second)]
+    assert env.out.take_one(RegisterAgain).resumed == ((first, 0, 0),)
+    env.end(first)
+    late = env.start(second)  # popped before the skip: killed as soon as it runs
+    assert env.out.take(Signaled) == [Signaled(late, Signal.INTERRUPT)]
+    env.end(second, ok=False, error=errors.signal_error(2))
+    env.register(worker_id=2)
+    msg = env.out.take_one(TaskUpdates)
+    assert [f[0] for f in msg.finished] == [first] and msg.failed == ()
+    env.out.take(Signaled)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_the_lost_servers_last_messages_change_nothing() -> None:
+    env = reconnecting()
+    gid = env.group()
+    [running] = env.run(gid)
+    lose_server(env)
+    env.out.take(RegisterAgain, count=1)
+    env.deliver(ComputeTasks(gid, (12345,)))
+    env.deliver(CancelTasks((running,)))
+    env.deliver(RetractTasks((running,)))
+    env.turn()
+    env.out.assert_empty()
+    assert list(env.core.running) == [running] and not env.core.queued
+    assert env.core.on_notification(running, 0, b"hi") == NOT_CONNECTED
+    env.check()
+
+
+@pytest.mark.parametrize("seconds", [10.0, 30.0])
+def test_a_silent_server_is_lost_but_outlived(seconds: float) -> None:
+    env = reconnecting(heartbeat=seconds / 3)
+    [running] = env.run(env.group())
+    pass_time(env, seconds + 0.5)
+    assert env.core.lost and not env.core.stopping
+    env.turn()
+    assert env.out.take_one(RegisterAgain).resumed == ((running, 0, 0),)
+
+
+def test_a_stopped_server_stops_a_reconnecting_node() -> None:
+    env = reconnecting()
+    env.run(env.group())
+    env.deliver(StopNode(StopReason.SERVER_STOPPED))
+    assert env.core.stopping and env.core.exit_code == 1 and not env.core.lost
+    env.turn()
+    env.out.assert_empty()
+
+
+def test_a_node_without_a_server_gives_up_after_a_bound() -> None:
+    env = reconnecting(heartbeat=100.0)
+    [running] = env.run(env.group())
+    lose_server(env)
+    env.clock.advance(RECONNECT_LIMIT - 0.01)
+    env.turn()
+    assert not env.core.stopping
+    env.clock.advance(0.01)
+    env.turn()
+    assert env.core.stopping and env.core.exit_code == 1
+    env.core.begin_shutdown(env.clock.mono())
+    assert env.out.take(Signaled) == [Signaled(env.pids[running], Signal.INTERRUPT)]
+    env.end(running, ok=False, error=errors.signal_error(2))
+    env.core.flush(env.clock.mono(), force=True)
+    env.out.discard(RegisterAgain)
+    env.out.take(Signaled, count=1)  # its process group
+    env.out.assert_empty()  # nobody to report to
+    env.check()
+
+
+def test_a_node_without_a_server_gives_up_at_its_time_limit() -> None:
+    env = reconnecting(time_limit=60.0)
+    env.run(env.group())
+    env.clock.advance(20.0)
+    lose_server(env)
+    assert env.out.take_one(RegisterAgain).time_limit == pytest.approx(40.0)
+    env.clock.advance(40.0)
+    env.turn()
+    assert env.core.stopping and env.core.exit_code == 1
+    env.out.discard(RegisterAgain)
+    env.out.assert_empty()  # no NodeStopping: nobody to tell
 
 
 # --- notifications ----------------------------------------------------------------------------
@@ -727,3 +1093,49 @@ NodeScenario.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_node_scenario = NodeScenario.TestCase
+
+
+class ReconnectScenario(NodeScenario):
+    """The same, with a node in reconnect mode whose server is lost and comes back, taking
+    back some of its tasks: nothing starts without a server, no task is reported twice to one
+    server, and no task the new server rejected is reported to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = NodeEnv(cpus=2, heartbeat=1000.0, on_server_lost="reconnect")
+        self.env.register(worker_id=1)
+        self.gids = [self.env.group(variant(cpus=c)) for c in (1, 0.5, 2)]
+        self.server = 0  # which server the node reports to
+        self.sent: set[tuple[int, int]] = set()  # (server, key) of every end reported
+
+    def _absorb(self) -> None:
+        for item in self.env.out.log:
+            assert not (self.env.core.lost and isinstance(item, Dispatch)), "started, lost"
+            if isinstance(item, TaskUpdates):
+                for end in (*item.finished, *item.failed):
+                    assert (self.server, end[0]) not in self.sent, f"{end[0]} reported twice"
+                    self.sent.add((self.server, end[0]))
+        self.reported.clear()  # ends may go to the next server again: counted in ``sent``
+        super()._absorb()
+
+    @precondition(lambda self: not self.env.core.lost)
+    @rule()
+    def server_lost(self) -> None:
+        self._absorb()
+        self.env.core.connection_lost(self.env.clock.mono())
+        self.env.turn()
+
+    @precondition(lambda self: self.env.core.lost)
+    @rule(data=st.data())
+    def server_back(self, data: st.DataObject) -> None:
+        self._absorb()
+        held = sorted(item[0] for item in self.env.core.resumed())
+        rejected = data.draw(st.lists(st.sampled_from(held), unique=True) if held
+                             else st.just([]))
+        self.server += 1
+        self.env.register(worker_id=self.server + 1, rejected=rejected)
+        self.canceled |= set(rejected)
+
+
+ReconnectScenario.TestCase.settings = NodeScenario.TestCase.settings
+test_reconnect_scenario = ReconnectScenario.TestCase

@@ -28,8 +28,10 @@ def test_a_reconnecting_node_takes_back_its_tasks_and_reports_them() -> None:
     env = Env()
     group, keys = orphaned(env, 3, running=2)
     worker = env.worker(4)
-    rejected = reactor.adopt(env.core, worker, [(keys[0], 2, 0), (keys[1], 2, 0)])
+    rejected = reactor.adopt(env.core, env.out, worker, [(keys[0], 2, 0), (keys[1], 2, 0)],
+                             env.clock.now())
     assert rejected == [] and sorted(worker.running) == keys[:2]
+    assert env.events.take("adopted") == [(worker.wid, keys[0]), (worker.wid, keys[1])]
     assert group.instances[keys[0]] == 2  # a later loss runs it as instance 3
     assert worker.committed["cpus"] == 2 * 10_000 and not env.core.orphans
     env.schedule()  # only the one waiting task is sent
@@ -45,8 +47,9 @@ def test_tasks_the_core_does_not_hold_under_that_instance_are_rejected() -> None
     _group, keys = orphaned(env, 2, running=2)
     worker = env.worker(4)
     stranger = keys[-1] + 100
-    rejected = reactor.adopt(env.core, worker,
-                             [(keys[0], 1, 0), (stranger, 0, 0), (keys[1], 2, 7)])
+    rejected = reactor.adopt(env.core, env.out, worker,
+                             [(keys[0], 1, 0), (stranger, 0, 0), (keys[1], 2, 7)],
+                             env.clock.now())
     assert rejected == [keys[0], stranger, keys[1]]  # old instance, unknown, no such variant
     assert not worker.running and len(env.core.orphans) == 2
 
@@ -73,7 +76,7 @@ def test_an_orphan_of_a_canceled_group_is_neither_adopted_nor_run_again() -> Non
     group, keys = orphaned(env, 1, running=1)
     env.cancel(group)
     worker = env.worker(4)
-    assert reactor.adopt(env.core, worker, [(keys[0], 2, 0)]) == keys
+    assert reactor.adopt(env.core, env.out, worker, [(keys[0], 2, 0)], env.clock.now()) == keys
     env.clock.advance(60.0)
     reactor.expire_orphans(env.core, env.out, env.clock.now())
     assert env.events.take("requeued") == []

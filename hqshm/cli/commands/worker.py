@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from hqshm.cli import resourceview
 from hqshm.cli.commands.context import Context, selector
@@ -100,6 +101,7 @@ def start(ctx: Context) -> int:
         memory_binding=args.memory_binding,
         system_root=system_root(ctx.env),
         env=ctx.env,
+        rediscover=rediscover_endpoint(ctx) if args.on_server_lost == "reconnect" else None,
     )
 
     def registered(worker_id: int, config: WorkerConfiguration) -> None:
@@ -109,13 +111,14 @@ def start(ctx: Context) -> int:
     return node.run()
 
 
-def server_endpoint(ctx: Context) -> ServerEndpoint:
-    """Where the node connects: the worker part of the server directory's access file."""
+def server_endpoint(ctx: Context, wait: bool = True) -> ServerEndpoint:
+    """Where the node connects: the worker part of the server directory's access file
+    (``wait``: a server still starting there gets a few seconds to publish it)."""
     from hqshm import __version__
     from hqshm.link import access, serverdir
 
-    path = serverdir.find_access_file(ctx.server_dir,
-                                      default_dir=serverdir.default_server_dir(ctx.env))
+    find = serverdir.find_access_file_waiting if wait else serverdir.find_access_file
+    path = find(ctx.server_dir, default_dir=serverdir.default_server_dir(ctx.env))
     record = access.read_access_file(path)
     access.check_version(record, __version__)
     if record.worker is None:
@@ -123,6 +126,22 @@ def server_endpoint(ctx: Context) -> ServerEndpoint:
                         "(it is a client-only file)")
     return ServerEndpoint(record.worker.host, record.worker.port,
                           access.secret_bytes(record.worker))
+
+
+def rediscover_endpoint(ctx: Context) -> Callable[[], ServerEndpoint | None]:
+    """For a node that outlives its server (--on-server-lost reconnect): where the server is
+    now, read again from its directory at each attempt (a restarted server has new ports and
+    may have new keys); None while there is no readable access file. Never waits: the node's
+    loop calls it."""
+
+    def rediscover() -> ServerEndpoint | None:
+        try:
+            return server_endpoint(ctx, wait=False)
+        except (UserError, OSError, ValueError) as exc:
+            logger.debug("No server to register with yet: %s", exc)
+            return None
+
+    return rediscover
 
 
 def hwdetect(ctx: Context) -> int:

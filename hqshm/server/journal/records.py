@@ -33,6 +33,7 @@ from hqshm.server.events import (
     NewSubmit,
     TaskNodesReserved,
     TasksAborted,
+    TasksAdopted,
     TasksCrashed,
     TasksFailed,
     TasksFinished,
@@ -227,6 +228,15 @@ class TaskNodesRecord:
 
 @JOURNAL.message
 @dataclass(frozen=True, slots=True)
+class TasksAdoptedRecord:
+    TAG: ClassVar[int] = 27
+    worker: int
+    keys: bytes
+    at: float
+
+
+@JOURNAL.message
+@dataclass(frozen=True, slots=True)
 class WorkerConnectedRecord:
     TAG: ClassVar[int] = 30
     worker: int
@@ -387,6 +397,8 @@ def to_record(event: Event) -> object:  # noqa: C901, PLR0911 - one case per eve
                                       event.at)
         case TaskNodesReserved():
             return TaskNodesRecord(event.key, tuple(event.workers), event.at)
+        case TasksAdopted():
+            return TasksAdoptedRecord(event.worker, pack(event.keys, _U64), event.at)
         case JobSubmitted():
             return JobSubmittedRecord(event.job_id, event.name, event.max_fails,
                                       event.submit_dir,
@@ -474,6 +486,8 @@ def to_event(record: object) -> Event | None:  # noqa: C901, PLR0911 - one case 
             return TasksAborted(_keys(record.keys),
                                 tuple((JobId(j), GroupId(g)) for j, g in record.submits),
                                 record.at)
+        case TasksAdoptedRecord():
+            return TasksAdopted(WorkerId(record.worker), _keys(record.keys), record.at)
         case TaskNodesRecord():
             return TaskNodesReserved(TaskKey(record.key),
                                      tuple(WorkerId(w) for w in record.workers), record.at)
