@@ -380,6 +380,22 @@ class NodeCore:
         for task in self.running.values():
             task.canceled = True  # ends unreported
 
+    def signaled(self) -> None:
+        """The worker process got SIGINT or SIGTERM: CONNECTION LOST, as if it had been killed
+        (spec/deployment.md §4.2). Stop at once (exit 1) with no ``NodeStopping``, whose
+        reasons are stops on purpose that count no crash; the running tasks end unreported
+        (``begin_shutdown`` still interrupts them with grace), so the server, which then sees
+        only the disconnect, gives them back with a crash counted and runs them elsewhere.
+        The reports kept so far (starts, and the ends of tasks that ended before the signal)
+        stay, to be sent before the link closes; nothing queued starts."""
+        self.stopping = True
+        self.finishing = False
+        self.exit_code = 1
+        self.queued.clear()
+        self.queue.clear()
+        for task in self.running.values():
+            task.canceled = True  # ends unreported: the server counts the crash
+
     def connection_lost(self, mono: float) -> None:
         if not self.stopping and self.lost_since is None:
             logger.warning("Connection to the server was lost")

@@ -310,7 +310,12 @@ class Node:
                     wake.recv(4096)
             if signals:
                 logger.info("Received signal %d, stopping", signals[0])
-                return 1
+                # What ended before the signal is a true end, reported; what still runs is
+                # killed by the shutdown unreported: the server sees a lost connection and
+                # gives it back with a crash (spec/deployment.md §4.2).
+                self._collect()
+                core.signaled()
+                return core.exit_code
             if self.socket in ready:
                 self._read_server()
             if self.monitor in ready:

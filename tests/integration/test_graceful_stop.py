@@ -3,8 +3,9 @@
 `hq server stop`, SIGINT (Ctrl-C) and SIGTERM to `hq server start`: the server exits 0, removes
 `hq-current`, and its workers exit 1 with their executors, tasks and the tasks' children gone.
 SIGINT and SIGTERM sent to the `hq worker start` process alone (not its group, as `kill PID`
-does): the node ends its executors, tasks and the tasks' children itself. `hq worker stop`: the
-worker exits 0 with the same left behind (nothing).
+does): the node ends its executors, tasks and the tasks' children itself, and the server, which
+sees a lost connection, gives the tasks back with a crash counted (deployment.md §4.2).
+`hq worker stop`: the worker exits 0 with the same left behind (nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 from harness import HqEnv
+from job_helpers import submit, task_json
 from worker_helpers import (
     children_of,
     kill_pids,
@@ -129,9 +131,6 @@ def test_a_signal_to_the_worker_process_alone_ends_its_children(hq_env: HqEnv, s
     hq_env.wait_for_worker_state(1, "CONNECTION LOST")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hqshm/node: on SIGINT/SIGTERM the node kills its tasks and reports their ends as failures "
-    "before it disconnects, so they become FAILED instead of WAITING (deployment.md §4.2)"))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_tasks_of_a_signalled_worker_go_back_to_waiting_with_a_crash(
     hq_env: HqEnv, sig: int
@@ -146,6 +145,27 @@ def test_tasks_of_a_signalled_worker_go_back_to_waiting_with_a_crash(
     hq_env.wait_for_worker_state(1, "CONNECTION LOST")
     states = hq_env.task_states(1)
     assert states == {1: "waiting", 2: "waiting"}, states
+
+
+def test_a_signalled_worker_counts_a_crash(hq_env: HqEnv) -> None:
+    """The crash counts (deployment.md §4.2): with a crash limit of 1, the task of a worker
+    that got SIGTERM fails as a task of a lost worker, not with the signal its program got."""
+    hq_env.start_server()
+    worker = hq_env.start_worker(cpus=1)
+    job = submit(hq_env, ["--crash-limit=1", "--", "bash", "-c", "echo $$ > pid; exec sleep 100"])
+    pid = read_pid(hq_env, hq_env.work / "pid")
+    try:
+        hq_env.wait_for_tasks(job, "running", count=1)
+        os.kill(worker.pid, signal.SIGTERM)
+        assert wait_exit(worker) == 1, hq_env.log("worker1")
+        wait_gone(hq_env, [pid], "the task to end")
+    finally:
+        kill_pids([pid])
+    hq_env.wait_for_worker_state(1, "CONNECTION LOST")
+    [task] = task_json(hq_env, job).values()
+    assert task["state"] == "failed", task
+    assert task["error"] == ("Task was running on a worker that was lost; the task has "
+                             "occurred 1 times in this situation and limit was reached."), task
 
 
 def test_worker_stop_exits_zero_and_ends_its_children(hq_env: HqEnv) -> None:

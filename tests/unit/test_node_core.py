@@ -727,6 +727,43 @@ def test_shutdown_interrupts_every_task_and_kills_what_outlives_the_grace(env: N
     env.check()
 
 
+def test_a_signaled_node_kills_its_tasks_unreported_and_sends_what_ended_before() -> None:
+    """SIGINT/SIGTERM to the worker is CONNECTION LOST (spec/deployment.md §4.2): the server
+    must see only the disconnect, and give the running tasks back with a crash; the tasks
+    that ended before the signal are reported as they ended."""
+    env = NodeEnv(cpus=3)
+    gid = env.group()
+    done, broken, running = env.run(gid, 3)
+    fresh, late, queued = env.compute(gid, 3)
+    env.end(done)
+    env.end(broken, ok=False, error=errors.exit_code_error(1))
+    env.core.start_tasks(env.clock.now(), env.clock.mono())  # no flush yet
+    assert [d.key for d in env.out.take(Dispatch)] == [fresh, late]
+    late_pid = env.start(late)
+    env.core.signaled()
+    assert env.core.stopping and env.core.exit_code == 1 and not env.core.dropped
+    assert queued not in env.core.queued
+    env.out.assert_empty()  # no NodeStopping: a stop on purpose would count no crash
+    mono = env.clock.mono()
+    env.core.begin_shutdown(mono)  # with grace, as any shutdown
+    assert env.out.take(Signaled) == [Signaled(env.pids[running], Signal.INTERRUPT),
+                                      Signaled(late_pid, Signal.INTERRUPT)]
+    fresh_pid = env.start(fresh)
+    assert env.out.take(Signaled) == [Signaled(fresh_pid, Signal.INTERRUPT)]
+    for key in (running, late, fresh):
+        env.end(key, ok=False, error=errors.signal_error(2))
+    assert env.out.take(Signaled) == [Signaled(env.pids[k], Signal.KILL)
+                                      for k in (running, late, fresh)]
+    env.core.flush(mono, force=True)
+    report = env.out.take_one(TaskUpdates)
+    assert [s[0] for s in report.started] == [fresh, late]  # running: a crash when lost
+    assert [f[0] for f in report.finished] == [done]
+    assert [(f[0], f[5], f[6]) for f in report.failed] == [
+        (broken, errors.exit_code_error(1), True)]
+    env.out.assert_empty()
+    env.check()
+
+
 # --- outliving the server (--on-server-lost reconnect) ----------------------------------------
 
 
