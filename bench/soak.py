@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import json
 import os
 import random
 import signal
@@ -92,9 +93,13 @@ def finished_lines(path: Path) -> list[tuple[int, int]]:
 
 
 def job_done(cluster: Cluster) -> bool:
-    out = subprocess.run([*cluster.hq, "--output-mode=json", "job", "info", "1"],
+    out = subprocess.run([*cluster.hq, "--output-mode=json", "job", "list", "--all"],
                          env=cluster.env, capture_output=True, text=True, timeout=60)
-    return out.returncode == 0 and '"FINISHED"' in out.stdout.replace(" ", "")
+    if out.returncode != 0:
+        return False  # the server is restarting
+    (job,) = json.loads(out.stdout)
+    stats = job["task_stats"]
+    return stats["waiting"] + stats["running"] == 0
 
 
 def main() -> None:

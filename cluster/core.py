@@ -233,6 +233,12 @@ class Core:
     # ``active`` but not pending: the node takes them back when it registers again
     # (``reactor.adopt``), or they run again after the deadline (``reactor.expire_orphans``).
     orphans: dict[TaskKey, tuple[GroupId, InstanceId, float]] = field(default_factory=dict)
+    # After a restore, nothing is assigned until this time or until the nodes that reconnect
+    # (``reconnecting``, counted down as they register again) are all back: a task such a node
+    # started without the news reaching the journal is still pending here, and must be taken
+    # back from the node, not run a second time under the same instance.
+    paused_until: float = 0.0
+    reconnecting: int = 0
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""

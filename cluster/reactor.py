@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from .core import Core, FailedForGood, Group, Outbox, Placed, Worker
-from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId
+from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId, job_of
 from .protocol import (
     CancelTasks,
     ComputeTasks,
@@ -444,8 +446,12 @@ def adopt(core: Core, out: Outbox, worker: Worker, resumed: Sequence[Resumed],
     become the worker's running tasks; returns the others, which the node must kill."""
     rejected: list[TaskKey] = []
     adopted: list[TaskKey] = []
+    pending: list[Resumed] = []
     for key, instance, variant in resumed:
         orphan = core.orphans.get(key)
+        if orphan is None and key not in core.blocked_group:
+            pending.append((key, instance, variant))
+            continue
         group = core.groups.get(orphan[0]) if orphan is not None else None
         amounts = (worker.amounts(group, variant)
                    if group is not None and 0 <= variant < len(group.request.variants)
@@ -458,14 +464,67 @@ def adopt(core: Core, out: Outbox, worker: Worker, resumed: Sequence[Resumed],
         worker.running[key] = (group.gid, variant)
         worker.commit(amounts, 1)
         adopted.append(key)
+    taken, left = _adopt_pending(core, worker, pending)
+    adopted += taken
+    rejected += left
     if adopted:
         out.events.tasks_adopted(worker.wid, adopted, now)
     core.needs_scheduling = True
     return rejected
 
 
+def _adopt_pending(core: Core, worker: Worker, resumed: Sequence[Resumed]
+                   ) -> tuple[list[TaskKey], list[TaskKey]]:
+    """Tasks a node started whose start never reached the journal: still pending in their
+    group under the same instance, they are taken out of it and run on as the node's.
+    Returns (taken, rejected)."""
+    taken: list[TaskKey] = []
+    rejected: list[TaskKey] = []
+    cut: dict[GroupId, list[int]] = {}
+    for key, instance, variant in resumed:
+        group = _pending_group(core, key)
+        amounts = (worker.amounts(group, variant)
+                   if group is not None and 0 <= variant < len(group.request.variants)
+                   else None)
+        if group is None or group.instances.get(key, FIRST_INSTANCE) != instance \
+                or amounts is None:
+            rejected.append(key)
+            continue
+        if key in group.requeued:
+            group.requeued.remove(key)
+        else:
+            cut.setdefault(group.gid, []).append(
+                int(np.searchsorted(group.keys, np.uint64(key))))
+        worker.running[key] = (group.gid, variant)
+        worker.commit(amounts, 1)
+        taken.append(key)
+    for gid, positions in cut.items():  # one copy of the key array per group
+        group = core.groups[gid]
+        group.keys = np.delete(group.keys, positions)
+        if group.entries is not None:  # aligned with the keys
+            gone = set(positions)
+            group.entries = [e for i, e in enumerate(group.entries) if i not in gone]
+    return taken, rejected
+
+
+def _pending_group(core: Core, key: TaskKey) -> Group | None:
+    """The group in which ``key`` waits to be assigned, if it does."""
+    job_id = job_of(key)
+    for group in core.groups.values():
+        if group.job_id != job_id or not group.holds(key):
+            continue
+        position = int(np.searchsorted(group.keys, np.uint64(key)))
+        if position >= group.cursor or key in group.requeued:
+            return group
+    return None
+
+
 def expire_orphans(core: Core, out: Outbox, now: float) -> None:
-    """Orphans whose node did not come back in time run again, under the next instance."""
+    """Orphans whose node did not come back in time run again, under the next instance; and
+    scheduling resumes once the pause after a restore is over."""
+    if core.paused_until and now >= core.paused_until:
+        core.paused_until = 0.0
+        core.needs_scheduling = True
     expired = [(key, gid, instance) for key, (gid, instance, deadline) in core.orphans.items()
                if deadline <= now]
     keys: list[TaskKey] = []

@@ -159,6 +159,8 @@ class Holds:
 
 
 def schedule(core: Core, out: Outbox, now: float) -> None:
+    if now < core.paused_until:
+        return  # still needs scheduling: the loop's timer asks again when the pause ends
     core.needs_scheduling = False
     groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
     workers = sorted(core.workers.values(), key=lambda w: w.wid)

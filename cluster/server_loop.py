@@ -280,6 +280,10 @@ class ServerLoop:
         self.by_routing_id[routing_id] = worker.wid
         self.by_fd[fd] = worker.wid
         rejected: list[TaskKey] = [key for key, _instance, _variant in msg.resumed]
+        if msg.server_uid == self.server_uid and self.core.reconnecting > 0:
+            self.core.reconnecting -= 1
+            if self.core.reconnecting == 0:  # every node that reconnects is back
+                self.core.paused_until = 0.0
         if msg.resumed and msg.server_uid == self.server_uid:
             rejected = reactor.adopt(self.core, self.out, worker, msg.resumed, now)
             logger.info("Worker %d took back %d running tasks", worker.wid,

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 # How long a restored server keeps the running tasks of a node that reconnects
 # (--on-server-lost reconnect) before it runs them again elsewhere.
 RECONNECT_GRACE = 30.0
+# How long it assigns nothing while it waits for them (less if they are all back sooner).
+RECONNECT_PAUSE = 10.0
 
 
 class ServerOnline(UserError):  # spec/cli.md §3, hq server start
@@ -119,9 +121,13 @@ class Server(ServerControl):
         self.add_groups(groups)
         for key, gid, instance in running.orphans:
             self.core.orphans[key] = (gid, instance, now + RECONNECT_GRACE)
-        if running.orphans:
-            logger.info("%d running tasks wait up to %d s for their nodes to reconnect",
-                        len(running.orphans), RECONNECT_GRACE)
+        if running.reconnecting:
+            # Their nodes may hold tasks whose start the journal missed: nothing is assigned
+            # until they are back (or RECONNECT_PAUSE has passed), so those are taken back.
+            self.core.reconnecting = running.reconnecting
+            self.core.paused_until = now + RECONNECT_PAUSE
+            logger.info("%d running tasks wait up to %d s for %d nodes to reconnect",
+                        len(running.orphans), RECONNECT_GRACE, running.reconnecting)
         if loaded is not None:
             logger.info("State restoration completed")
         self.info = ServerInfo(

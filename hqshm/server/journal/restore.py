@@ -139,12 +139,13 @@ class Running:
     instances: list[InstanceId]
     # On nodes that reconnect (--on-server-lost reconnect): (key, gid, instance), kept for them
     orphans: list[tuple[TaskKey, GroupId, InstanceId]]
+    reconnecting: int = 0  # such nodes, online when the server went away
 
 
 def running_tasks(book: JobBook) -> Running:
-    found = Running([], [], [])
     reconnecting = {w.id for w in book.workers.workers.values()
                     if w.online and w.config.on_server_lost == RECONNECT}
+    found = Running([], [], [], len(reconnecting))
     for job in book.jobs.values():
         for submit in job.submits:
             table = submit.table
