@@ -258,12 +258,7 @@ class JobBook:
             case TaskNodesReserved():
                 self._apply_nodes(event)
             case TasksAdopted():
-                for job, submit, rows, _items in self._locate(np.array(event.keys,
-                                                                       dtype=np.uint64)):
-                    running = rows[submit.table.state[rows] == TaskState.RUNNING]
-                    submit.table.worker[running] = event.worker
-                    if len(running):
-                        job.worker_ids.add(event.worker)
+                self._apply_adopted(event)
             case JobSubmitted():
                 self._apply_submitted(event)
             case JobOpened():
@@ -286,6 +281,19 @@ class JobBook:
                         self.by_gid.pop(submit.gid, None)
             case WorkerConnected() | WorkerLost():
                 self.workers.apply(event)
+
+    def _apply_adopted(self, event: TasksAdopted) -> None:
+        """Tasks now run on the reconnected node's registration; those whose start the journal
+        never had start now (their real start time is the node's, unknown here)."""
+        for job, submit, rows, _items in self._locate(np.array(event.keys, dtype=np.uint64)):
+            table = submit.table
+            rows = rows[np.isin(table.state[rows], UNFINISHED_CODES)]
+            waiting = rows[table.state[rows] == TaskState.WAITING]
+            table.set_states(waiting, TaskState.RUNNING)
+            table.started[waiting] = event.at
+            table.worker[rows] = event.worker
+            if len(rows):
+                job.worker_ids.add(event.worker)
 
     def _register(self, job: Job) -> None:
         self.jobs[job.id] = job

@@ -1173,6 +1173,13 @@ class ReconnectScenario(NodeScenario):
         self.env.register(worker_id=self.server + 1, rejected=rejected)
         self.canceled |= set(rejected)
 
+    # A lost node ignores what its lost server still sends: cancels come from a live server.
+    @precondition(lambda self: not self.env.core.lost
+                  and (self.env.core.queued or self.env.core.running))
+    @rule(data=st.data(), retract=st.booleans())
+    def server_takes_back(self, data: st.DataObject, retract: bool) -> None:
+        super().server_takes_back(data, retract)
+
 
 ReconnectScenario.TestCase.settings = NodeScenario.TestCase.settings
 test_reconnect_scenario = ReconnectScenario.TestCase
