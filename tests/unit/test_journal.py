@@ -268,3 +268,23 @@ def test_running_tasks_of_reconnecting_nodes_wait_for_them_after_a_restore() -> 
     (group,) = core_groups(fresh.book, [key for key, _, _ in running.orphans])
     assert not set(group.group.keys.tolist()) & set(kept)
     assert group.group.active == 6
+
+
+def test_restored_groups_keep_instances_and_crash_counts() -> None:
+    from hqshm.cluster.protocol import StopReason
+    from test_job_events import array
+
+    from hqshm.server.journal.restore import core_groups
+
+    c = Cluster()
+    lost, other = c.connect(cpus=2), c.connect(cpus=2)
+    job = c.submit(array(((0, 7, 1),)))
+    on_lost = c.assigned(lost, job)
+    c.assigned(other, job)
+    c.start(lost, on_lost[:1])
+    c.lose(lost, StopReason.CONNECTION_LOST)  # one crash for the running one
+    fresh = Replica()
+    replay(fresh.book, [to_record(e) for e in c.recorder.events])
+    (new,) = core_groups(fresh.book)
+    assert new.group.crashes == {on_lost[0]: 1}
+    assert new.group.instances == {key: 1 for key in on_lost}

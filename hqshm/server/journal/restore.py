@@ -191,13 +191,16 @@ def _group(book: JobBook, job: Job, submit: Submit, orphans: set[TaskKey]) -> Ne
                   retries=whole.retries,
                   entries=[submit.entries[r] for r in rows.tolist()]
                   if submit.entries is not None else None)
-    for row, key in zip(rows.tolist(), keys.tolist(), strict=True):
-        instance = int(table.instance[row])
-        if instance:
-            group.instances[key] = InstanceId(instance)
-        crashes = submit.crashes.get(row)
-        if crashes:
-            group.crashes[key] = crashes
+    # Both are sparse: a million waiting tasks cost no Python loop here.
+    rerun = np.flatnonzero(table.instance[rows])
+    for key, instance in zip(keys[rerun].tolist(), table.instance[rows[rerun]].tolist(),
+                             strict=True):
+        group.instances[key] = InstanceId(instance)
+    kept = np.zeros(len(table), dtype=bool)
+    kept[rows] = True
+    for row, count in submit.crashes.items():
+        if count and kept[row]:
+            group.crashes[whole.keys.item(row)] = count
     group.active += n_orphans
     deps = _waiting_deps(job, submit, rows) if not submit.is_array else None
     after = tuple(k for k in submit.after_keys if _unfinished(book, k))

@@ -91,9 +91,10 @@ class JournalService:
         if offset < len(frames.HEADER) or request.generation != journal.generation:
             restarted = offset != 0
             offset = len(frames.HEADER)
-        prefix = journal.read(offset, frames.PREFIX_SIZE)
-        size = frames.record_size(prefix) or 0
-        data = journal.read(offset, max(READ_CHUNK, size))
+        data = journal.read(offset, READ_CHUNK)
+        size = frames.record_size(data) or 0
+        if size > len(data):  # one record bigger than a chunk: read it whole
+            data = journal.read(offset, size)
         payloads, used = frames.records_from(data)
         return JournalRecords(tuple(payloads), offset + used, journal.generation, restarted)
 

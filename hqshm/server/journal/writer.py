@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from hqshm.server.events import Event
 from hqshm.server.journal import frames
@@ -108,12 +109,12 @@ class Journal:
         return True
 
     def _failed(self, exc: OSError) -> None:
-        # A partial write leaves a torn record: the reader skips it and resynchronises.
         if not self.failing:
             logger.error("Cannot write journal %s: %s; events are kept in memory and written "
                          "when it works again", self.where, exc.strerror or exc)
             self.failing = True
         if self.pending_bytes > MAX_QUEUED_BYTES:
+            # What is dropped may end in the middle of a record: the reader skips that one.
             logger.error("Journal %s: %d bytes of events could not be written and were "
                          "dropped", self.where, self.pending_bytes)
             self.pending.clear()
@@ -172,8 +173,7 @@ class Journal:
             compactor.tmp.unlink(missing_ok=True)
             self.compacted_size = self.size
             return
-        self.file.close()
-        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._reopen()
         self._compacted(snapshot_size)
 
     def compact(self, records: Iterable[object] | None = None) -> int:
@@ -182,29 +182,29 @@ class Journal:
             self.compactor.cancel()
             self.compactor = None
         self.flush()
+        content = self.snapshot() if records is None else records
         if self.path is None:
             memory = io.BytesIO()
-            memory.write(frames.HEADER)
-            for record in self.snapshot() if records is None else records:
-                memory.write(frames.frame(JOURNAL.encode(record)))
+            write_journal(memory, content)
             self.file = memory
             return self._compacted(memory.tell())
         tmp = self.path.with_name(self.path.name + ".compacting")
         try:
             with open(tmp, "wb") as f:
-                f.write(frames.HEADER)
-                for record in self.snapshot() if records is None else records:
-                    f.write(frames.frame(JOURNAL.encode(record)))
-                f.flush()
-                os.fsync(f.fileno())
+                write_journal(f, content)
             os.replace(tmp, self.path)
         except OSError as exc:
             logger.error("Cannot compact journal %s: %s", self.path, exc.strerror or exc)
             tmp.unlink(missing_ok=True)
             return self.size
+        return self._compacted(self._reopen())
+
+    def _reopen(self) -> int:
+        """Append to the file now at the path (a new one replaced it); returns its size."""
+        assert self.path is not None
         self.file.close()
         self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        return self._compacted(self.file.tell())
+        return self.file.tell()
 
     def _compacted(self, snapshot_size: int) -> int:
         self.size = self.file.tell()
@@ -231,6 +231,16 @@ class Journal:
         self.file.close()
 
 
+def write_journal(f: BinaryIO, records: Iterable[object]) -> None:
+    """A whole journal: the header, then ``records``; a real file is synced."""
+    f.write(frames.HEADER)
+    for record in records:
+        f.write(frames.frame(JOURNAL.encode(record)))
+    if not isinstance(f, io.BytesIO):
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @dataclass
 class Compactor:
     """A forked child that writes a snapshot of the state as it was at the fork.
@@ -252,11 +262,7 @@ class Compactor:
             code = 1
             try:
                 with open(tmp, "wb") as f:
-                    f.write(frames.HEADER)
-                    for record in snapshot():
-                        f.write(frames.frame(JOURNAL.encode(record)))
-                    f.flush()
-                    os.fsync(f.fileno())
+                    write_journal(f, snapshot())
                 code = 0
             finally:
                 os._exit(code)
