@@ -19,7 +19,16 @@ from hqshm.cluster.protocol import StopReason
 from hqshm.link.responses import WorkerView
 from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import WorkerConfiguration, decode_configuration
-from hqshm.server.events import EventStream
+from hqshm.server.events import (
+    Event,
+    EventStream,
+    JobSubmitted,
+    TasksAborted,
+    TasksCrashed,
+    TasksFailed,
+    TasksFinished,
+    TasksStarted,
+)
 from hqshm.server.jobbook import UNFINISHED, JobBook
 from hqshm.server.jobs import Job, compress_ranges, crash_error
 from hqshm.server.journal.records import (
@@ -62,17 +71,18 @@ class EventRenderer:
         self.book = JobBook("", WorkerBook(events), events)
 
     def render(self, record: object) -> list[dict[str, Any]]:
-        """The event objects of one record, then the record applied to the books."""
-        out = [{"time": formats.format_rfc3339(at), "event": body}
-               for at, body in self._bodies(record)]
+        """The event objects of one record: an event is rendered against the state before it
+        (then applied), a snapshot after it is applied."""
         event = to_event(record)
+        if event is None:
+            apply_snapshot(self.book, record)
+        bodies = list(self._bodies(record, event))
         if event is not None:
             self.book.apply(event)
-        else:
-            apply_snapshot(self.book, record)
-        return out
+        return [{"time": formats.format_rfc3339(at), "event": body} for at, body in bodies]
 
-    def _bodies(self, r: object) -> Iterator[tuple[float, dict[str, Any]]]:  # noqa: C901, PLR0912
+    def _bodies(self, r: object, event: Event | None
+                ) -> Iterator[tuple[float, dict[str, Any]]]:  # noqa: C901, PLR0912
         match r:
             case ServerStarted():
                 yield r.at, {"type": "server-start", "server_uid": r.server_uid}
@@ -89,7 +99,8 @@ class EventRenderer:
             case JobClosedRecord():
                 yield r.at, {"type": "job-close", "job_id": r.job_id}
             case JobSubmittedRecord():
-                yield r.at, self._job_created(r)
+                assert isinstance(event, JobSubmitted)
+                yield r.at, self._job_created(r, event)
             case JobCanceledRecord():
                 yield r.at, {"type": "task-canceled",
                              "tasks": self._unfinished(self.book.jobs.get(JobId(r.job_id)))}
@@ -97,10 +108,11 @@ class EventRenderer:
                 yield r.at, {"type": "task-aborted",
                              "tasks": self._unfinished(self.book.jobs.get(JobId(r.job_id)))}
             case TasksAbortedRecord():
-                yield r.at, {"type": "task-aborted", "tasks": self._aborted(r)}
+                assert isinstance(event, TasksAborted)
+                yield r.at, {"type": "task-aborted", "tasks": self._aborted(event)}
             case TasksStartedRecord() | TasksFinishedRecord() | TasksFailedRecord() \
                     | TasksCrashedRecord():
-                yield from self._task_events(r)
+                yield from _task_events(event)
             case JobSnapshot():
                 yield from self._job_snapshot(r)
             case WorkerSnapshot():
@@ -110,41 +122,12 @@ class EventRenderer:
                     yield r.ended_at, {"type": "worker-lost", "id": r.worker,
                                        "reason": STATE_REASONS.get(r.state, "ConnectionLost")}
 
-    def _task_events(self, r: object) -> Iterator[tuple[float, dict[str, Any]]]:
-        event = to_event(r)
-        match event:
-            case None:
-                return
-            case _ if isinstance(r, TasksStartedRecord):
-                for key, instance, at, variant in event.started:  # type: ignore[union-attr]
-                    job, task = split_key(key)
-                    body: dict[str, Any] = {"type": "task-started", "job": job, "task": task,
-                                            "instance": instance, "worker": r.worker}
-                    if variant:
-                        body["variant"] = variant
-                    yield at, body
-            case _ if isinstance(r, TasksFinishedRecord):
-                for key, *_rest in event.finished:  # type: ignore[union-attr]
-                    job, task = split_key(key)
-                    yield r.at, {"type": "task-finished", "job": job, "task": task}
-            case _ if isinstance(r, TasksFailedRecord):
-                for key, *_rest, error in event.failed:  # type: ignore[union-attr]
-                    job, task = split_key(key)
-                    yield r.at, {"type": "task-failed", "job": job, "task": task,
-                                 "error": error}
-            case _ if isinstance(r, TasksCrashedRecord):
-                for key, count in zip(event.keys, event.crashes,  # type: ignore[union-attr]
-                                      strict=True):
-                    job, task = split_key(key)
-                    yield r.at, {"type": "task-failed", "job": job, "task": task,
-                                 "error": crash_error(count)}
-
-    def _job_created(self, r: JobSubmittedRecord) -> dict[str, Any]:
+    def _job_created(self, r: JobSubmittedRecord, event: JobSubmitted) -> dict[str, Any]:
         existing = self.book.jobs.get(JobId(r.job_id))
         graph = len(r.submits) != 1 or not r.submits[0].is_array
-        task_desc = ({"n_tasks": sum(len(s.ids) // 4 for s in r.submits)} if graph
+        task_desc = ({"n_tasks": sum(len(s.ids) for s in event.submits)} if graph
                      else _task_desc(r.submits[0]))
-        program = to_event(r).submits[0].program  # type: ignore[union-attr]
+        program = event.submits[0].program
         return {
             "type": "job-created", "job": r.job_id,
             "closed_job": existing is None,
@@ -155,13 +138,12 @@ class EventRenderer:
         }
 
     def _job_snapshot(self, r: JobSnapshot) -> Iterator[tuple[float, dict[str, Any]]]:
-        """A compacted job: created, then where each task ended up."""
+        """A compacted job (applied already): created, then where each task ended up."""
         yield r.submitted_at, {
             "type": "job-created", "job": r.job_id, "closed_job": not r.is_open,
             "job_desc": {"name": r.name, "max_fails": r.max_fails},
             "submit_desc": {"submit_dir": r.submit_dir, "stream_path": None,
                             "task_desc": {"n_tasks": sum(s.n_tasks for s in r.submits)}}}
-        apply_snapshot(self.book, r)
         job = self.book.jobs[JobId(r.job_id)]
         for submit in job.submits:
             table = submit.table
@@ -189,15 +171,41 @@ class EventRenderer:
                          for t in submit.table.ids[rows].tolist())
         return tasks
 
-    def _aborted(self, r: TasksAbortedRecord) -> list[dict[str, int]]:
-        event = to_event(r)
-        keys: list[TaskKey] = list(event.keys)  # type: ignore[union-attr]
-        for job_id, gid in r.submits:
-            submit = self.book.by_gid.get(gid)  # type: ignore[call-overload]
+    def _aborted(self, event: TasksAborted) -> list[dict[str, int]]:
+        keys: list[TaskKey] = list(event.keys)
+        for job_id, gid in event.submits:
+            submit = self.book.by_gid.get(gid)
             if submit is not None:
                 rows = submit.table.rows_in_states(UNFINISHED)
                 keys.extend(task_keys(JobId(job_id), submit.table.ids[rows]).tolist())
         return [{"job_id": j, "job_task_id": t} for j, t in map(split_key, keys)]
+
+
+def _task_events(event: Event | None) -> Iterator[tuple[float, dict[str, Any]]]:
+    """One event per task of a batch, as HQ writes them."""
+    match event:
+        case TasksStarted():
+            for key, instance, at, variant in event.started:
+                job, task = split_key(key)
+                body: dict[str, Any] = {"type": "task-started", "job": job, "task": task,
+                                        "instance": instance, "worker": event.worker}
+                if variant:
+                    body["variant"] = variant
+                yield at, body
+        case TasksFinished():
+            for key, *_rest in event.finished:
+                job, task = split_key(key)
+                yield event.at, {"type": "task-finished", "job": job, "task": task}
+        case TasksFailed():
+            for key, *_rest, error in event.failed:
+                job, task = split_key(key)
+                yield event.at, {"type": "task-failed", "job": job, "task": task,
+                                 "error": error}
+        case TasksCrashed():
+            for key, count in zip(event.keys, event.crashes, strict=True):
+                job, task = split_key(key)
+                yield event.at, {"type": "task-failed", "job": job, "task": task,
+                                 "error": crash_error(count)}
 
 
 def _task_desc(s: SubmitRecord) -> dict[str, Any]:
