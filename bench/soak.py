@@ -3,12 +3,16 @@
     python bench/soak.py [--tasks 100000] [--nodes 3] [--kill-every 4-10] [--seed 1]
 
 A journaled server and `--nodes` nodes (each `--cpus 1 --on-server-lost reconnect`) run one
-array job of `--tasks` tasks; each task appends "task instance" to one file when it ends.
+array job of `--tasks` tasks; each task appends "task instance node-pid" to one file when it
+ends.
 Every few seconds (a random pause in the range) the script kills, with SIGKILL, either the
 server (restarted at once on its journal) or a node (started again at once). At the end it
 prints how many tasks were submitted, finished, run twice (a task's line written by two
-instances) and lost (no line), and the longest time no task finished after a kill. It is
-not part of the test suite; its figures go to bench/README.md.
+instances) and lost (no line), and the longest time no task finished after a kill. A task
+run twice whose earlier lines all come from nodes killed with SIGKILL is counted apart: its
+node died before its report left, and the spec re-runs such a task (at least once, the
+documented limit); every other task run twice is a bug. It is not part of the test suite;
+its figures go to bench/README.md.
 """
 
 from __future__ import annotations
@@ -81,15 +85,37 @@ class Cluster:
                 proc.wait()
 
 
-def finished_lines(path: Path) -> list[tuple[int, int]]:
+def finished_lines(path: Path) -> list[tuple[int, int, int]]:
+    """(task, instance, pid of the node that ran it) of each line written in full."""
     if not path.exists():
         return []
     lines = []
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 2:
-            lines.append((int(parts[0]), int(parts[1])))
+        if len(parts) == 3 and all(part.isdigit() for part in parts):
+            lines.append((int(parts[0]), int(parts[1]), int(parts[2])))
     return lines
+
+
+def run_twice(lines: list[tuple[int, int, int]],
+              killed_nodes: set[int]) -> tuple[int, list[tuple[int, list[tuple[int, int]]]]]:
+    """Tasks with more than one line: how many ran earlier only on nodes killed with SIGKILL,
+    and the others, each with its (instance, node) runs."""
+    runs: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for task, instance, node in lines:
+        runs[task].append((instance, node))
+    excused = 0
+    others = []
+    for task, task_runs in runs.items():
+        if len(task_runs) > 1:
+            earlier = sorted(task_runs)[:-1]
+            # Node pid 1: the task read its executor's parent after the node had died (the
+            # executor was reparented to init), so its node was killed while it ran.
+            if all(node in killed_nodes or node == 1 for _instance, node in earlier):
+                excused += 1
+            else:
+                others.append((task, sorted(task_runs)))
+    return excused, others
 
 
 def job_done(cluster: Cluster) -> bool:
@@ -117,11 +143,15 @@ def main() -> None:
     cluster = Cluster(root, args.nodes)
     kills: list[tuple[str, float, int]] = []  # what, when, size of the done file then
     samples: list[tuple[float, int]] = []  # (when, size of the done file)
+    killed_nodes: set[int] = set()  # pids of the nodes killed with SIGKILL
     try:
         cluster.start_server()
         for i in range(args.nodes):
             cluster.start_node(i)
-        script = f'echo "$HQ_TASK_ID $HQ_INSTANCE_ID" >> {done}'
+        # The task's parent is its executor, whose parent is the node (/proc/PID/stat's 4th
+        # field); `read` is a shell builtin, so this costs no extra process.
+        script = ('read -r _ _ _ node _ < /proc/$PPID/stat; '
+                  f'echo "$HQ_TASK_ID $HQ_INSTANCE_ID $node" >> {done}')
         submitted = subprocess.run(
             [*cluster.hq, "submit", f"--array=0-{args.tasks - 1}", "--stdout=none",
              "--stderr=none", "--", "sh", "-c", script],
@@ -147,7 +177,10 @@ def main() -> None:
                     kills.append(("server", now, lines))
                     cluster.start_server()
                 else:
-                    cluster.kill(cluster.nodes[victim])
+                    node = cluster.nodes[victim]
+                    if node is not None:
+                        killed_nodes.add(node.pid)
+                    cluster.kill(node)
                     kills.append((f"node{victim}", now, lines))
                     cluster.start_node(victim)
                 next_kill = time.monotonic() + rng.uniform(low, high)
@@ -158,13 +191,16 @@ def main() -> None:
     finally:
         cluster.stop()
     lines = finished_lines(done)
-    by_task = collections.Counter(task for task, _instance in lines)
-    twice = sum(1 for count in by_task.values() if count > 1)
-    lost = args.tasks - len(by_task)
+    finished = len({task for task, _instance, _node in lines})
+    excused, twice = run_twice(lines, killed_nodes)
+    lost = args.tasks - finished
     print(f"\n{args.tasks:,} tasks over {args.nodes} nodes in {elapsed:.0f} s, "
           f"{len(kills)} kills ({sum(k[0] == 'server' for k in kills)} of the server)")
-    print(f"- submitted {args.tasks:,}, finished {len(by_task):,}, run twice {twice}, "
+    print(f"- submitted {args.tasks:,}, finished {finished:,}, run twice {len(twice)}, "
           f"lost {lost}")
+    for task, task_runs in twice[:10]:
+        print(f"  task {task}: (instance, node pid) {task_runs}")
+    print(f"- run again after their node was killed with SIGKILL (at least once): {excused}")
     print(f"- longest time without a finished task after a kill: "
           f"{longest_stall(kills, samples):.1f} s")
     if args.keep:

@@ -94,6 +94,9 @@ RECONNECT_LIMIT = 600.0  # ... and gives up when no server came back for this lo
 # says something to every node each second). Until then a server killed meanwhile may restore
 # the task as running, so a reconnecting node resumes it and sends its report again.
 ACK_LAG = 0.5
+# Tasks per list of one TaskUpdates: three lists of at most 8 values a task stay well under
+# the server's decode budget (MAX_NODE_VALUES, 4,000,000).
+REPORT_PART = 100_000
 
 
 class Signal(enum.Enum):
@@ -419,21 +422,16 @@ class NodeCore:
     # --- outliving the server (reconnect mode) ----------------------------------------------
 
     def _outlive(self, mono: float) -> None:
-        """Keep the running tasks and their reports for the server that comes back; drop what
-        has not started, which a restored server runs elsewhere (the local queue, and the
-        hand-offs queued behind running tasks: skipped, or killed should one start anyway,
-        unreported either way, as a canceled task)."""
+        """Keep the running tasks, the hand-offs queued behind them and their reports for the
+        server that comes back; drop the local queue, which a restored server runs elsewhere.
+        A hand-off stays: its executor may have popped it already, and killing it then could
+        leave its work done and the restored server running it again."""
         logger.warning("Server lost; running tasks go on and the node reconnects when the "
                        "server is back")
         self.lost_since = mono
         self.next_attempt = mono
         self.queued.clear()
         self.queue.clear()
-        for task in self.running.values():
-            if not task.reported and task.pid <= 0 and not task.canceled:
-                task.canceled = True
-                self.out.skip(task.slot.index, task.key)
-                self._kill(task, mono)
         # Ends the lost server may not have journaled go again, before the newer ones (starts
         # never go again: a server that takes a task back knows it runs).
         updates = Updates()
@@ -802,11 +800,17 @@ class NodeCore:
         self.last_flush = mono
         updates, self.updates = self.updates, Updates()
         ended = {item[0] for item in updates.finished} | {item[0] for item in updates.failed}
-        started = tuple(s for s in updates.started if s[0] not in ended)
-        report = TaskUpdates(started, tuple(updates.finished), tuple(updates.failed))
-        self.out.report(report)
-        if self.reconnects:
-            self.unacked.append((mono, report))
+        started = [s for s in updates.started if s[0] not in ended]
+        # In parts that the server's decode budget (MAX_NODE_VALUES) takes: reports kept
+        # through a long loss of the server can be many.
+        step = REPORT_PART
+        for at in range(0, max(len(started), len(updates.finished), len(updates.failed)), step):
+            report = TaskUpdates(tuple(started[at : at + step]),
+                                 tuple(updates.finished[at : at + step]),
+                                 tuple(updates.failed[at : at + step]))
+            self.out.report(report)
+            if self.reconnects:
+                self.unacked.append((mono, report))
 
     def poll_timeout_ms(self, mono: float) -> int:
         """How long the loop may wait for input before a timer or a flush is due."""

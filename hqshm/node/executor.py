@@ -117,6 +117,10 @@ class Executor:
         # What must not outlive the node: the running task's process group and directory.
         self.task_pid = 0
         self.task_dir: str | None = None
+        # A SIGTERM of the node's death that comes while a spawn returns is acted on once its
+        # pid is known: before, the handler missed the new task, which then ran its course.
+        self.spawning = False
+        self.orphaned = False
 
     def serve(self) -> None:
         signal.signal(signal.SIGTERM, self._terminated)
@@ -137,7 +141,21 @@ class Executor:
         and the node, alive, stops us in its own time."""
         if os.getppid() == self.node_pid:
             return
+        if self.spawning:
+            self.orphaned = True
+            return
         self._die_with_node()
+
+    def _spawn(self, spec: affinity.SpawnSpec) -> int:
+        """Start the task's program; its pid is ``task_pid`` before a node's death is acted on."""
+        self.spawning = True
+        try:
+            self.task_pid = affinity.spawn(spec)
+            return self.task_pid
+        finally:
+            self.spawning = False
+            if self.orphaned:
+                self._die_with_node()
 
     def _die_with_node(self) -> None:
         """Kill the task, remove what the dead node cannot, leave (never back to the loop)."""
@@ -246,7 +264,7 @@ class Executor:
                 self._run_streamed(record, task, spec, plan, t0, task_dir)
                 return
             try:
-                pid = affinity.spawn(
+                pid = self._spawn(
                     affinity.SpawnSpec(
                         argv=plan.argv,
                         env=plan.env,
@@ -262,7 +280,6 @@ class Executor:
             except affinity.SpawnError as exc:
                 self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
                 return
-            self.task_pid = pid
             self.done.push(
                 key=record.key,
                 instance=record.instance,
@@ -310,7 +327,7 @@ class Executor:
                 # SpawnSpec takes paths: the child opens its own copy of the write end.
                 paths[channel] = f"/proc/self/fd/{w}"
         try:
-            pid = affinity.spawn(
+            pid = self._spawn(
                 affinity.SpawnSpec(
                     argv=plan.argv,
                     env=plan.env,
@@ -336,7 +353,6 @@ class Executor:
         finally:
             for w in write_ends:
                 os.close(w)
-        self.task_pid = pid
         self.done.push(
             key=record.key, instance=record.instance, kind=RecordKind.STARTED, pid=pid, t_start=t0
         )
