@@ -146,6 +146,10 @@ def cli_table(f: Figures, plain: Figures | None) -> list[str]:
         f"{ms(f.median('test_job_list_roundtrip', 1e3))} |",
         f"| the same with a regular `pip install .` (what users get) | {plain_ms} |",
         f"| `python -c pass` (the floor) | {ms(f.median('test_python_startup_floor', 1e3))} |",
+        "| `hq server start`: exec until the access file exists (sockets bound) | "
+        f"{ms(f.median('test_server_start_until_access_file', 1e3))} |",
+        f"| `python -c 'import zmq'` (its floor) | "
+        f"{ms(f.median('test_python_import_zmq_floor', 1e3))} |",
     ])
 
 

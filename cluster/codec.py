@@ -15,6 +15,7 @@ a batch costs one field, not one object per task.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import types
 import typing
 from collections.abc import Callable
@@ -22,14 +23,12 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from .bounds import MAX_FRAME
 from .errors import LocalProtocolError, PeerError, VersionMismatch
 
 T = TypeVar("T")
 Converter = Callable[[Any], Any]
 
-# Upper bound on any single frame we agree to decode. ZeroMQ enforces it earlier on the sockets
-# (ZMQ_MAXMSGSIZE); this is the codec's own guard for frames from other sources.
-MAX_FRAME = 256 * 1024 * 1024
 
 
 class Registry:
@@ -68,14 +67,21 @@ class Registry:
         )
         return frame
 
-    def decode(self, frame: bytes) -> Any:
-        """Decode and validate one frame. Refuse, never guess."""
+    def decode(self, frame: bytes, max_values: int | None = None) -> Any:
+        """Decode and validate one frame. Refuse, never guess.
+
+        ``max_values`` bounds the values in arrays and maps together (a peer's frame): each
+        costs up to ~64 bytes of Python objects for one byte of input (an empty array), so an
+        unbounded 64 MB frame could take gigabytes and a minute to decode before any check.
+        Bulk data travels as bytes, which count once."""
         if len(frame) > MAX_FRAME:
             raise PeerError(f"frame of {len(frame)} bytes exceeds the limit of {MAX_FRAME}")
         try:
-            # unpackb never allocates beyond what the frame can hold: lengths are checked
-            # against the remaining input, so the frame bound above bounds memory too.
-            data = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+            data = (msgpack.unpackb(frame, raw=False, strict_map_key=False) if max_values is None
+                    else _unpack_bounded(frame, max_values))
+        except TooManyValues:
+            raise PeerError(f"{self.name} frame has more than {max_values:,} values (arrays "
+                            "and maps together); send large data in parts") from None
         except Exception as exc:  # msgpack raises several unrelated types
             raise PeerError(f"undecodable {self.name} frame: {exc}") from None
         if not isinstance(data, list) or len(data) < 2:
@@ -91,6 +97,44 @@ class Registry:
                 raise PeerError(f"unknown {self.name} message tag {tag!r}")
             decoder = self._decoders[tag] = _struct_decoder(cls)
         return decoder(data[2:])
+
+
+class TooManyValues(Exception):
+    """A frame past its decode budget (raised from msgpack's hooks, then reported)."""
+
+
+def _unpack_bounded(frame: bytes, max_values: int) -> Any:
+    """unpackb that stops once the arrays and maps built so far hold ``max_values`` values.
+
+    The hooks run as each container is complete, so at most one array or map beyond the
+    budget is built (and msgpack's max_*_len bound that one) before the decode stops."""
+    left = max_values
+
+    def array(values: list[Any]) -> list[Any]:
+        nonlocal left
+        left -= len(values) + 1
+        if left < 0:
+            raise TooManyValues
+        return values
+
+    def mapping(values: dict[Any, Any]) -> dict[Any, Any]:
+        nonlocal left
+        left -= 2 * len(values) + 1
+        if left < 0:
+            raise TooManyValues
+        return values
+
+    # The collector would walk the young containers again and again while they are built:
+    # that, not the building, made a frame of empty arrays take a minute.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False, list_hook=array,
+                               object_hook=mapping, max_array_len=max_values,
+                               max_map_len=max_values // 2)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _struct_encoder(cls: type) -> Callable[[Any], list[Any]]:

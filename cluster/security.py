@@ -91,6 +91,24 @@ def secure_server_socket(sock: zmq.Socket, keys: EndpointKeys | None, domain: st
     sock.zap_domain = domain.encode()
 
 
+def listen(context: zmq.Context, host: str, port: int, keys: EndpointKeys | None, domain: str,
+           max_size: int) -> tuple[zmq.Socket, int]:
+    """A ROUTER socket of ``domain`` bound at ``host:port`` (0: any free port), which drops any
+    frame over ``max_size`` before it is read; returns it and its port. Bind the context's
+    ZapResponder first."""
+    sock = context.socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.maxmsgsize = max_size
+    sock.router_mandatory = False
+    secure_server_socket(sock, keys, domain)
+    try:
+        sock.bind(f"tcp://{host}:{port}" if port else f"tcp://{host}:*")
+    except zmq.ZMQError:
+        sock.close()
+        raise
+    return sock, int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+
 def secure_client_socket(sock: zmq.Socket, keys: EndpointKeys | None) -> None:
     """Make ``sock`` (not yet connected) a CURVE client holding the endpoint's peer keys."""
     if keys is None:

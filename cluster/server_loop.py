@@ -27,7 +27,7 @@ from typing import Protocol
 import zmq
 
 from . import reactor
-from .codec import MAX_FRAME
+from .bounds import MAX_FRAME, MAX_NODE_VALUES
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
 from .ids import TaskKey, WorkerId
@@ -48,7 +48,7 @@ from .protocol import (
     heartbeat_timeout,
 )
 from .scheduler import schedule
-from .security import EndpointKeys, ZapResponder, secure_server_socket
+from .security import EndpointKeys, ZapResponder, listen
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +111,16 @@ class ServerLoop:
     # --- set-up ---------------------------------------------------------------------------
 
     def bind_workers(self, host: str, port: int, keys: EndpointKeys | None) -> int:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.maxmsgsize = MAX_FRAME
-        sock.router_mandatory = False
-        secure_server_socket(sock, keys, "worker")
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        endpoint = f"tcp://{host}:{port}" if port else f"tcp://{host}:*"
-        sock.bind(endpoint)
+        sock, bound = listen(self.context, host, port, keys, "worker", MAX_FRAME)
+        self.serve_workers(sock, sock.get_monitor_socket(zmq.EVENT_DISCONNECTED))
+        return bound
+
+    def serve_workers(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        """Serve nodes on ``sock`` (bound by ``security.listen``), whose monitor reports each
+        disconnect: a node's loss noticed at once."""
         self.worker_socket = sock
         self.add_reader(sock, self._read_nodes)
         self.add_reader(monitor, lambda: self._read_monitor(monitor))
-        return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
     def add_reader(self, sock: object, callback: Callable[[], object]) -> None:
         self.readers[sock] = callback
@@ -212,7 +210,7 @@ class ServerLoop:
         """One node message; ``strangers`` collects unregistered peers that must be told."""
         routing_id = frames[0].bytes
         try:
-            message = NODE_LINK.decode(frames[1].bytes)
+            message = NODE_LINK.decode(frames[1].bytes, MAX_NODE_VALUES)
         except VersionMismatch as exc:
             logger.warning("Refused a node speaking protocol %d (ours %d)", exc.theirs,
                            PROTOCOL)

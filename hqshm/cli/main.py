@@ -12,9 +12,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hqshm.cli.parser import OUTPUT_MODES, parse
 from hqshm.errors import HqError, UsageError, UserError
+
+if TYPE_CHECKING:
+    from hqshm.cli.render import Output
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -61,27 +65,38 @@ def run(argv: Sequence[str]) -> int:
     debug = bool(getattr(args, "debug", False)) or debug
     setup_logging(debug)
     mode = args.output_mode or os.environ.get("HQ_OUTPUT_MODE") or "cli"
-    from hqshm.cli.render import Output
-
     if mode not in OUTPUT_MODES:
         sys.stderr.write(f"error: invalid value '{mode}' for HQ_OUTPUT_MODE "
                          f"(one of {', '.join(OUTPUT_MODES)})\n")
         return 2
     colors = args.colors or "auto"
     color = colors == "always" or (colors == "auto" and sys.stdout.isatty())
-    out = Output(mode, color)
-    from hqshm.cli.commands import dispatch
+    made: list[Output] = []
+
+    def output() -> Output:
+        """The renderer, imported on first use: `hq server start` listens before it."""
+        if not made:
+            from hqshm.cli.render import Output
+
+            made.append(Output(mode, color))
+        return made[0]
 
     try:
-        return dispatch(args, out)
+        if args.command == "server" and args.server_command == "start":
+            from hqshm.cli.serverstart import start
+
+            return start(args, output)
+        from hqshm.cli.commands import dispatch
+
+        return dispatch(args, output())
     except UsageError as exc:
         sys.stderr.write(str(exc) + "\n")
         return exc.exit_code
     except UserError as exc:
-        out.error(str(exc))
+        output().error(str(exc))
         return exc.exit_code
     except HqError as exc:
-        out.error(str(exc))
+        output().error(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -89,8 +104,8 @@ def run(argv: Sequence[str]) -> int:
         return 1
     except Exception as exc:  # a bug; say so in one line, the traceback only with --debug
         logger.debug("Unexpected error", exc_info=True)
-        out.error(f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
-                  "details, and please report it)")
+        output().error(f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
+                       "details, and please report it)")
         return 1
 
 

@@ -8,7 +8,10 @@ costs the server nothing while it waits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import array
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
@@ -22,7 +25,7 @@ from hqshm.model.submission import (
     check_selection,
 )
 
-CLIENT_PROTOCOL = 2  # 2: a submit carries the job model's submission
+CLIENT_PROTOCOL = 3  # 3: entries packed, requests within a decode budget (2: submissions)
 CLIENT_LINK = Registry("client", CLIENT_PROTOCOL)
 
 
@@ -50,11 +53,62 @@ class StopServerRequest:
     TAG: ClassVar[int] = 2
 
 
+@dataclass(frozen=True, slots=True)
+class PackedBytes:
+    """Many byte strings as two fields: their sizes (u32, little-endian) and their bytes one
+    after another. One value on the wire however many there are, so that millions of
+    `--each-line` entries stay within the server's decode budget."""
+
+    sizes: bytes
+    data: bytes
+
+    @classmethod
+    def of(cls, items: Sequence[bytes]) -> PackedBytes:
+        sizes = array.array("I", [len(item) for item in items])
+        if sys.byteorder == "big":
+            sizes.byteswap()
+        return cls(sizes.tobytes(), b"".join(items))
+
+    def unpack(self, limit: int) -> tuple[bytes, ...]:
+        """The byte strings, at most ``limit`` of them; LimitError if the fields disagree."""
+        if len(self.sizes) % 4:
+            raise limits.LimitError("packed entry sizes are not whole u32 values")
+        limits.check_count("entries", len(self.sizes) // 4, limit)
+        sizes = array.array("I")
+        sizes.frombytes(self.sizes)
+        if sys.byteorder == "big":
+            sizes.byteswap()
+        if sum(sizes) != len(self.data):
+            raise limits.LimitError("packed entry sizes do not add up to their data")
+        items = []
+        view = memoryview(self.data)
+        at = 0
+        for size in sizes:
+            items.append(bytes(view[at : at + size]))
+            at += size
+        return tuple(items)
+
+
 @CLIENT_LINK.message
 @dataclass(frozen=True, slots=True)
 class SubmitRequest:
+    """An array submit; its entries travel packed in ``entries`` (``submission.entries`` is
+    None on the wire); ``of`` and ``unpacked`` convert."""
+
     TAG: ClassVar[int] = 3
     submission: ArraySubmission
+    entries: PackedBytes | None = None
+
+    @classmethod
+    def of(cls, submission: ArraySubmission) -> SubmitRequest:
+        if submission.entries is None:
+            return cls(submission)
+        return cls(replace(submission, entries=None), PackedBytes.of(submission.entries))
+
+    def unpacked(self) -> ArraySubmission:
+        if self.entries is None:
+            return self.submission
+        return replace(self.submission, entries=self.entries.unpack(limits.MAX_ENTRIES))
 
 
 @CLIENT_LINK.message

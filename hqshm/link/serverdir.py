@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Mapping
@@ -109,7 +108,7 @@ def link_current(root: Path, instance: Path) -> None:
     through another mount point (or moved) without breaking it.
     """
     target = instance.name if instance.parent == root else os.path.abspath(instance)
-    temporary = root / f".{CURRENT_LINK}.{secrets.token_hex(8)}"
+    temporary = root / f".{CURRENT_LINK}.{os.urandom(8).hex()}"
     os.symlink(target, temporary)
     try:
         os.replace(temporary, root / CURRENT_LINK)
@@ -175,7 +174,7 @@ def _reason(error: OSError) -> str:
 def mark_starting(root: Path) -> None:
     """Say that this process is starting a server in ``root`` (best effort: a root that cannot
     hold the marker fails the start later, with the instance dir's error)."""
-    temporary = root / f".{STARTING_MARKER}.{secrets.token_hex(8)}"
+    temporary = root / f".{STARTING_MARKER}.{os.urandom(8).hex()}"
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary.write_text(f"{os.getpid()}\n")

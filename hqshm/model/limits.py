@@ -5,9 +5,10 @@ makes the server spend long or allocate much before it is refused. The numbers s
 what legitimate use needs (a job file of 100,000 tasks, a million-task array, a long shell
 script as one argument) and at or below what the rest of the system could carry anyway:
 
-- One request frame is at most ``MAX_REQUEST_BYTES`` (the client socket's ZMQ_MAXMSGSIZE), so
-  lists of small items are bounded by the frame; the counts below bound what is not (ranges that
-  name many ids, totals over nested lists).
+- One request frame is at most ``MAX_REQUEST_BYTES`` (the client socket's ZMQ_MAXMSGSIZE) and
+  holds at most ``MAX_REQUEST_VALUES`` values, checked while it is decoded, before any field
+  is read; the counts below bound what is not (ranges that name many ids, totals over nested
+  lists).
 - Strings that end up in a task's argv or environment are bounded by Linux's MAX_ARG_STRLEN
   (32 pages, 128 KiB): execve refuses any longer one, so a longer one could only fail later.
 - Paths are bounded by PATH_MAX (4096) before placeholders expand; names share that bound.
@@ -29,7 +30,11 @@ from hqshm.errors import UserError
 from hqshm.model.taskstates import STATE_NAMES
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # one client request frame (ZMQ_MAXMSGSIZE)
-MAX_RANGES = 100_000  # ranges of one id list (a selector, --array, task ids)
+# Values (in arrays and maps) one request frame may hold: decoding that many costs at most
+# ~100 ms and ~32 MB whatever their shape; selectors of MAX_RANGES ranges fit, and larger
+# submissions are packed or sent in parts (hqshm/link/submitting.py).
+MAX_REQUEST_VALUES = 500_000
+MAX_RANGES = 50_000  # ranges of one id list (a selector, --array, task ids): 4 values each
 MAX_SUBMIT_TASKS = 10_000_000  # tasks one submission names (ranges are counted, not expanded)
 MAX_GRAPH_TASKS = 1_000_000  # tasks of one job file ([[task]]), each with its own template
 MAX_GRAPH_DEPS = 10_000_000  # dependencies of all tasks of one job file together

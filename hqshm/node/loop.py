@@ -29,7 +29,7 @@ from pathlib import Path
 import zmq
 
 from hqshm import __version__
-from hqshm.cluster.codec import MAX_FRAME
+from hqshm.cluster.bounds import MAX_FRAME, MAX_NODE_VALUES
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
@@ -365,7 +365,7 @@ class Node:
 
     def _decode(self, frame: bytes) -> object | None:
         try:
-            return NODE_LINK.decode(frame)
+            return NODE_LINK.decode(frame, MAX_NODE_VALUES)
         except VersionMismatch as exc:
             raise UserError(
                 f"The server speaks node protocol {exc.theirs}, this worker {exc.ours}; "

@@ -1,4 +1,4 @@
-"""`hq server start`: refuse a live server, bind, publish the access file, serve until stopped.
+"""`hq server start`'s server: the books, the journal and the loop, on endpoints.py's sockets.
 
 Runs in the process the user started, so `hq server info`'s Pid is that process (HQ's tests
 signal it). SIGINT and SIGTERM stop it like `hq server stop` does: nodes are told to stop,
@@ -13,23 +13,18 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-
-import zmq
 
 from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
 from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
 from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification
-from hqshm.cluster.security import ZapResponder, derive_keys
 from hqshm.cluster.server_loop import ServerLoop
-from hqshm.errors import UserError
-from hqshm.link import access, serverdir
-from hqshm.link.client import ClientConnection
 from hqshm.link.responses import ServerInfo, TaskExplainResponse
 from hqshm.model.workerconfig import decode_configuration
+from hqshm.server.endpoints import Endpoints, ServerConfig, open_endpoints
 from hqshm.server.events import EventStream
 from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import JobBook
@@ -47,51 +42,21 @@ RECONNECT_GRACE = 30.0
 RECONNECT_PAUSE = 10.0
 
 
-class ServerOnline(UserError):  # spec/cli.md §3, hq server start
-    template = (
-        "Server at {dir} is already online, please stop it first"
-        " using `hq server stop --server-dir {dir}`"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    server_dir: Path
-    host: str | None = None
-    client_port: int = 0
-    worker_port: int = 0
-    idle_timeout: float | None = None
-    access_file: Path | None = None
-    disable_client_auth: bool = False
-    disable_worker_auth: bool = False
-    journal: Path | None = None
-    journal_flush_period: float = 30.0
-
-
-def check_not_online(server_dir: Path) -> None:
-    """Fail if a server answers from this dir; a stale access file (dead server) is fine."""
-    try:
-        conn = ClientConnection(server_dir, connect_timeout=3.0)
-    except UserError:
-        return
-    conn.close()
-    raise ServerOnline(dir=server_dir)
-
-
 class Server(ServerControl):
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, endpoints: Endpoints | None = None) -> None:
+        """``endpoints``: opened and published already (`hq server start` does so before it
+        imports this module); None: opened here, once the journal has given the server UID."""
         self.config = config
-        self.context = zmq.Context()
-        self.host = config.host or socket.gethostname()
-        self.instance: Path | None = None
         self.core = Core()
         self.events = EventStream()
         self.workers = WorkerBook(self.events)
         loaded = load_journal(config.journal)
-        record = self._access_record()
-        if loaded is not None and loaded.server_uid:  # a restored server keeps its UID
-            record = replace(record, server_uid=loaded.server_uid)
-        self.record = record
+        if endpoints is None:
+            endpoints = open_endpoints(config, loaded.server_uid if loaded else None)
+        self.endpoints = endpoints
+        self.context = endpoints.context
+        record = endpoints.record
+        assert record.client is not None and record.worker is not None
         self.server_uid = record.server_uid or ""
         self.book = JobBook(self.server_uid, self.workers, self.events)
         self.book.cancel_groups = self._cancel_groups
@@ -100,20 +65,15 @@ class Server(ServerControl):
         if loaded is not None:
             self.core.next_worker_id = self.journal.restore(loaded)
         self.events.subscribe(self.journal.journal)
-        client_secret = access.secret_bytes(record.client) if record.client else None
-        worker_secret = access.secret_bytes(record.worker) if record.worker else None
-        client_keys = derive_keys(client_secret) if client_secret else None
-        worker_keys = derive_keys(worker_secret) if worker_secret else None
-        self.zap = ZapResponder(self.context, {"client": client_keys, "worker": worker_keys})
+        self.zap = endpoints.zap
         self.loop = ServerLoop(self.context, self.core, self.book, self, self.zap,
                                server_uid=self.server_uid,
                                default_idle_timeout=config.idle_timeout)
         self.info = ServerInfo("", "", 0, "", 0, __version__, os.getpid(), time.time())
         self.clients = ClientService(self.context, self.book, self.workers, self.info, self,
                                      self.events)
-        assert record.client is not None and record.worker is not None
-        self.client_port = self.clients.bind("*", record.client.port, client_keys)
-        self.worker_port = self.loop.bind_workers("*", record.worker.port, worker_keys)
+        self.clients.serve(endpoints.clients)
+        self.loop.serve_workers(endpoints.workers, endpoints.worker_monitor)
         self.loop.add_reader(self.clients.socket, self.clients.read)
         self.clients.handlers.update(self.journal.handlers())
         now = time.time()
@@ -133,9 +93,9 @@ class Server(ServerControl):
         self.info = ServerInfo(
             server_uid=self.server_uid,
             client_host=record.client.host,
-            client_port=self.client_port,
+            client_port=record.client.port,
             worker_host=record.worker.host,
-            worker_port=self.worker_port,
+            worker_port=record.worker.port,
             version=__version__,
             pid=os.getpid(),
             start_date=time.time(),
@@ -149,40 +109,13 @@ class Server(ServerControl):
             logger.warning("Server is started with unprotected worker connections. "
                            "Anyone can connect as a worker.")
 
-    def _access_record(self) -> access.AccessRecord:
-        if self.config.access_file is not None:
-            record = access.read_access_file(self.config.access_file)
-            if record.client is None or record.worker is None or record.server_uid is None:
-                raise UserError(f"The access file {self.config.access_file} must be a full "
-                                "file (with server_uid, client and worker parts)")
-            return record
-        return access.generate(
-            __version__,
-            client_host=self.host,
-            client_port=self.config.client_port or _free_port(),
-            worker_host=self.host,
-            worker_port=self.config.worker_port or _free_port(),
-            client_secret=not self.config.disable_client_auth,
-            worker_secret=not self.config.disable_worker_auth,
-        )
-
-    def publish(self) -> Path:
-        """Create the instance dir with its access file and point ``hq-current`` at it."""
-        root = self.config.server_dir
-        self.instance = serverdir.create_instance_dir(root)
-        record = access.AccessRecord(
-            self.record.version, self.server_uid,
-            access.Endpoint(self.info.client_host, self.client_port,
-                            self.record.client.secret_key if self.record.client else None),
-            access.Endpoint(self.info.worker_host, self.worker_port,
-                            self.record.worker.secret_key if self.record.worker else None),
-        )
-        access.write_access_file(self.instance / serverdir.ACCESS_FILE, record)
-        serverdir.link_current(root, self.instance)
-        return self.instance
+    @property
+    def instance(self) -> Path | None:
+        return self.endpoints.instance
 
     def run(self, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
-        self.publish()
+        if self.endpoints.instance is None:
+            self.endpoints.publish(self.config.server_dir)
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -220,10 +153,8 @@ class Server(ServerControl):
         # lost one, as in HQ, so it exits 1 (after its running tasks with finish-running).
         self.loop.stop_nodes(StopReason.SERVER_STOPPED)
         self.journal.stopped(time.time())
-        if self.instance is not None:
-            serverdir.unlink_current(self.config.server_dir, self.instance)
-        self.zap.close()
-        self.context.destroy(linger=200)  # lets the stop messages leave before sockets close
+        self.endpoints.unpublish(self.config.server_dir)
+        self.endpoints.close()  # lets the stop messages leave before the sockets close
 
     # --- ServerHooks ----------------------------------------------------------------------
 
@@ -284,10 +215,3 @@ def _drain(sock: socket.socket) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _free_port() -> int:
-    """A port the OS considers free now; binding it right after is the usual small race."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])

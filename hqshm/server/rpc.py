@@ -19,7 +19,6 @@ import zmq
 
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
-from hqshm.cluster.security import EndpointKeys, secure_server_socket
 from hqshm.errors import UserError
 from hqshm.link.requests import (
     CLIENT_LINK,
@@ -67,7 +66,7 @@ from hqshm.link.responses import (
     WaitJobsResponse,
     WorkerListResponse,
 )
-from hqshm.model.limits import MAX_MISSING_IDS, MAX_REQUEST_BYTES, range_count
+from hqshm.model.limits import MAX_MISSING_IDS, MAX_REQUEST_VALUES, range_count
 from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges
 from hqshm.model.taskstates import TaskState, parse_states
 from hqshm.server import views
@@ -194,14 +193,9 @@ class ClientService:
         }
         self._identity = b""
 
-    def bind(self, host: str, port: int, keys: EndpointKeys | None) -> int:
-        sock = self.context.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.maxmsgsize = MAX_REQUEST_BYTES  # a larger request is dropped before it is read
-        secure_server_socket(sock, keys, "client")
-        sock.bind(f"tcp://{host}:{port}" if port else f"tcp://{host}:*")
+    def serve(self, sock: zmq.Socket) -> None:
+        """Answer the clients of ``sock`` (bound by ``endpoints.open_endpoints``)."""
         self.socket = sock
-        return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
 
     def read(self) -> None:
         assert self.socket is not None
@@ -216,7 +210,7 @@ class ClientService:
             identity, payload = frames
             self._identity = identity
             try:
-                request = CLIENT_LINK.decode(payload)
+                request = CLIENT_LINK.decode(payload, MAX_REQUEST_VALUES)
             except VersionMismatch as exc:
                 self.reply(identity, ErrorResponse(
                     f"client protocol {exc.theirs} is not supported by this server "
@@ -257,6 +251,8 @@ class ClientService:
         return Ack()
 
     def submit(self, request: SubmitRequest | SubmitGraphRequest, now: float) -> SubmitResponse:
+        if isinstance(request, SubmitRequest):
+            return self._submit(request.unpacked(), now)
         return self._submit(request.submission, now)
 
     def _submit(self, submission: ArraySubmission | GraphSubmission,

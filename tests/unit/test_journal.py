@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_job_events import Cluster, Replica, play_everything, snapshot
 
+from hqshm.server.endpoints import journal_server_uid
 from hqshm.server.journal import frames
 from hqshm.server.journal.records import (
     JOURNAL,
@@ -288,3 +289,25 @@ def test_restored_groups_keep_instances_and_crash_counts() -> None:
     (new,) = core_groups(fresh.book)
     assert new.group.crashes == {on_lost[0]: 1}
     assert new.group.instances == {key: 1 for key in on_lost}
+
+
+def test_the_server_uid_is_read_from_the_first_record_alone(tmp_path: Path) -> None:
+    """`hq server start` publishes its access file before it loads the journal; the UID it
+    publishes must be the one the full load finds, or reconnecting nodes are refused."""
+    path = tmp_path / "journal"
+    assert journal_server_uid(None) == (True, None)
+    assert journal_server_uid(path) == (True, None)  # no file yet: a fresh UID
+    path.write_bytes(b"")
+    assert journal_server_uid(path) == (True, None)
+    c = Cluster()
+    play_everything(c)
+    data = record_bytes(c)
+    path.write_bytes(data)
+    assert journal_server_uid(path) == (True, "uid") == (True, read_records(path).server_uid)
+    first_end = len(frames.HEADER) + frames.PREFIX_SIZE + len(frames.scan(data).payloads[0])
+    for damaged in (data[: first_end - 1], data[:20] + b"\xff" + data[21:], b"not a journal"):
+        path.write_bytes(damaged)
+        assert journal_server_uid(path) == (False, None)  # the full load decides
+    other = frames.HEADER + frames.frame(JOURNAL.encode(to_record(c.recorder.events[0])))
+    path.write_bytes(other)
+    assert journal_server_uid(path) == (False, None)

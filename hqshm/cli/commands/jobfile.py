@@ -7,9 +7,7 @@ import os
 from hqshm.cli.commands.context import Context
 from hqshm.cli.submit.jobfile import CannotRead, parse_job_file
 from hqshm.errors import os_error_text
-from hqshm.link.requests import SubmitGraphRequest, SubmitRequest
-from hqshm.link.responses import SubmitResponse
-from hqshm.model.submission import GraphSubmission
+from hqshm.link import submitting
 
 
 def read_job_file(path: str) -> str:
@@ -29,9 +27,7 @@ def read_job_file(path: str) -> str:
 def run(ctx: Context) -> int:
     path = ctx.args.path
     submission = parse_job_file(read_job_file(path), path, os.getcwd(), job_id=ctx.args.job)
-    request = (SubmitGraphRequest(submission) if isinstance(submission, GraphSubmission)
-               else SubmitRequest(submission))
     with ctx.connect() as conn:
-        response = conn.request(request, SubmitResponse)
-    ctx.out.submitted(response.job_id)
+        job_id = submitting.submit(conn, submission)
+    ctx.out.submitted(job_id)
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from hqshm import __version__
 from hqshm.cli.commands.context import Context
@@ -13,6 +12,7 @@ from hqshm.link import access, serverdir
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest
 from hqshm.link.responses import Ack, ServerInfo
 from hqshm.model.durations import format_humantime, parse_hms_or_human
+from hqshm.server.endpoints import Endpoints, ServerConfig, check_not_online
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -24,7 +24,6 @@ class WaitTimeout(UserError):  # spec/cli.md §3, hq server wait
 
 def run(ctx: Context, command: str) -> int:
     return {
-        "start": start,
         "stop": stop,
         "info": info,
         "wait": wait,
@@ -32,55 +31,26 @@ def run(ctx: Context, command: str) -> int:
     }[command](ctx)
 
 
-def start(ctx: Context) -> int:
-    """Serve until stopped. Clients that come while this process is still starting (imports,
-    journal, binding) find ``hq-starting`` and wait for ``hq-current`` instead of failing."""
-    server_dir = ctx.server_dir
-    serverdir.mark_starting(server_dir)
-    try:
-        return _start(ctx, server_dir)
-    except KeyboardInterrupt:
-        return 0  # Ctrl-C while checking for a live server or importing the server
-    finally:
+def serve(ctx: Context, config: ServerConfig, endpoints: Endpoints | None) -> int:
+    """Build the server on the endpoints that hqshm.cli.serverstart opened (None: it could not
+    read the journal's server UID; they are opened once the journal is loaded) and run it."""
+    from hqshm.server.process import Server
+
+    server_dir = config.server_dir
+    if endpoints is None:
+        check_not_online(server_dir)
+        logger.info("No online server found, starting a new server")
+    server = Server(config, endpoints)
+
+    def ready(info: ServerInfo) -> None:
+        # The loop answers from now on: clients no longer need the marker.
         serverdir.unmark_starting(server_dir)
+        ctx.out.server_info(info, server_dir=str(server_dir))
 
-
-def _start(ctx: Context, server_dir: Path) -> int:
-    from hqshm.server.process import Server, ServerConfig, check_not_online
-
-    args = ctx.args
-    idle = parse_hms_or_human(args.idle_timeout) if args.idle_timeout else None
-    config = ServerConfig(
-        server_dir=server_dir,
-        host=args.host,
-        client_port=args.client_port,
-        worker_port=args.worker_port,
-        idle_timeout=idle,
-        access_file=Path(args.access_file) if args.access_file else None,
-        disable_client_auth=args.disable_client_authentication_and_encryption,
-        disable_worker_auth=args.disable_worker_authentication_and_encryption,
-        journal=Path(args.journal).absolute() if args.journal else None,
-        journal_flush_period=parse_hms_or_human(args.journal_flush_period)
-        if args.journal_flush_period else 30.0,
-    )
-    check_not_online(server_dir)
-    logger.info("No online server found, starting a new server")
-    server = None
     try:
-        server = Server(config)
-
-        def ready(info: ServerInfo) -> None:
-            # hq-current is published: clients no longer need the marker.
-            serverdir.unmark_starting(server_dir)
-            ctx.out.server_info(info, server_dir=str(server_dir))
-
         server.run(on_ready=ready)
     except KeyboardInterrupt:
-        # Ctrl-C before the server's own SIGINT handler was in place (start-up) is a stop
-        # too: exit 0, and no hq-current left behind (spec/cli.md §3).
-        logger.info("Stopping server")
-        if server is not None and server.instance is not None:
-            serverdir.unlink_current(server_dir, server.instance)
+        logger.info("Stopping server")  # Ctrl-C before the loop's own handler was in place
     return 0
 
 

@@ -15,9 +15,10 @@ from hqshm.cli.commands.context import Context, id_ranges
 from hqshm.cli.render import Output
 from hqshm.cli.submit import directives
 from hqshm.errors import UsageError, UserError
+from hqshm.link import submitting
 from hqshm.link.client import ClientConnection
-from hqshm.link.requests import JobProgressRequest, Selector, SubmitRequest, WaitJobsRequest
-from hqshm.link.responses import JobProgressResponse, Notification, SubmitResponse, WaitJobsResponse
+from hqshm.link.requests import JobProgressRequest, Selector, WaitJobsRequest
+from hqshm.link.responses import JobProgressResponse, Notification, WaitJobsResponse
 from hqshm.model import placeholders, resourcespec, submit
 from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.durations import parse_hms_or_human
@@ -232,11 +233,11 @@ def run(ctx: Context) -> int:
     if on_notify is not None and not (ctx.args.wait or ctx.args.progress):
         raise UserError("--on-notify needs --wait or --progress: notifications reach a client "
                         "only while it waits for the job")
-    request = SubmitRequest(build_request(ctx))
+    submission = build_request(ctx)
     with ctx.connect() as conn:
-        response = conn.request(request, SubmitResponse)
-        ctx.out.submitted(response.job_id)
-        selector = Selector("ids", ((response.job_id, response.job_id, 1),))
+        job_id = submitting.submit(conn, submission)
+        ctx.out.submitted(job_id)
+        selector = Selector("ids", ((job_id, job_id, 1),))
         if ctx.args.wait:
             conn.request(WaitJobsRequest(selector, notifications=on_notify is not None),
                          WaitJobsResponse, timeout=None, on_notification=on_notify)

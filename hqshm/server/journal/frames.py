@@ -19,6 +19,10 @@ _PREFIX = struct.Struct("<4sII")
 PREFIX_SIZE = _PREFIX.size
 # One record holds at most one event or one job's snapshot; a bigger length is damage.
 MAX_RECORD = 256 * 1024 * 1024
+# The journal's codec (records.JOURNAL) and the tag of ServerStarted, every journal's first
+# record: ``first_record`` and `hq server start` read a journal's server UID with them alone.
+PROTOCOL = 1
+SERVER_STARTED_TAG = 1
 
 
 class NotAJournal(ValueError):
@@ -103,6 +107,14 @@ def scan(data: bytes) -> Scan:
         offsets.append(pos)
         pos = valid_end = end
     return Scan(payloads, offsets, damage, valid_end)
+
+
+def first_record(data: bytes) -> bytes | None:
+    """The payload of the record right after the header, if it is there whole and valid."""
+    if data[: len(HEADER)] != HEADER:
+        return None
+    end = _record_at(data, len(HEADER))
+    return None if end is None else data[len(HEADER) + PREFIX_SIZE : end]
 
 
 def records_from(data: bytes) -> tuple[list[bytes], int]:

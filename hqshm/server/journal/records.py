@@ -42,8 +42,9 @@ from hqshm.server.events import (
     WorkerConnected,
     WorkerLost,
 )
+from hqshm.server.journal.frames import PROTOCOL, SERVER_STARTED_TAG
 
-JOURNAL = Registry("journal", 1)
+JOURNAL = Registry("journal", PROTOCOL)
 
 _U8, _U32, _U64, _F64, _I64 = "<u1", "<u4", "<u8", "<f8", "<i8"
 
@@ -64,7 +65,7 @@ def unpack(data: bytes, dtype: str) -> np.ndarray:
 @JOURNAL.message
 @dataclass(frozen=True, slots=True)
 class ServerStarted:
-    TAG: ClassVar[int] = 1
+    TAG: ClassVar[int] = SERVER_STARTED_TAG
     server_uid: str
     at: float
 

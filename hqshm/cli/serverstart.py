@@ -1,0 +1,77 @@
+"""`hq server start`, its first steps: listen and publish before the heavy imports.
+
+`hq` sends `server start` here before it imports the renderer, so the access file is written
+within tens of milliseconds of exec (issue 8, item 7); then hqshm.cli.commands.server builds
+and runs the server on the endpoints opened here. A journal whose first record cannot be read
+here is loaded in full before anything is published (its server UID is in it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hqshm.link import serverdir
+from hqshm.model.durations import parse_hms_or_human
+from hqshm.server.endpoints import (
+    Endpoints,
+    ServerConfig,
+    check_not_online,
+    journal_server_uid,
+    open_endpoints,
+)
+
+if TYPE_CHECKING:
+    from hqshm.cli.render import Output
+
+logger = logging.getLogger("hqshm.cli")
+
+
+def server_config(args: argparse.Namespace, server_dir: Path) -> ServerConfig:
+    return ServerConfig(
+        server_dir=server_dir,
+        host=args.host,
+        client_port=args.client_port,
+        worker_port=args.worker_port,
+        idle_timeout=parse_hms_or_human(args.idle_timeout) if args.idle_timeout else None,
+        access_file=Path(args.access_file) if args.access_file else None,
+        disable_client_auth=args.disable_client_authentication_and_encryption,
+        disable_worker_auth=args.disable_worker_authentication_and_encryption,
+        journal=Path(args.journal).absolute() if args.journal else None,
+        journal_flush_period=parse_hms_or_human(args.journal_flush_period)
+        if args.journal_flush_period else 30.0,
+    )
+
+
+def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
+    """Serve until stopped. Clients that come while this process is still starting find
+    ``hq-starting`` and wait for ``hq-current``, then for the loop to answer."""
+    server_dir = serverdir.resolve_server_dir(getattr(args, "server_dir", None), os.environ)
+    serverdir.mark_starting(server_dir)
+    endpoints: Endpoints | None = None
+    try:
+        config = server_config(args, server_dir)
+        known, uid = journal_server_uid(config.journal)
+        if known:
+            check_not_online(server_dir)
+            logger.info("No online server found, starting a new server")
+            endpoints = open_endpoints(config, uid)
+            endpoints.publish(server_dir)
+        from hqshm.cli.commands.context import Context
+        from hqshm.cli.commands.server import serve
+
+        return serve(Context(args, output()), config, endpoints)
+    except KeyboardInterrupt:
+        # Ctrl-C before the server's own SIGINT handler was in place (start-up) is a stop
+        # too: exit 0, and no hq-current left behind (spec/cli.md §3).
+        logger.info("Stopping server")
+        return 0
+    finally:
+        if endpoints is not None and endpoints.context.closed is False:
+            endpoints.unpublish(server_dir)  # the server did not get to run (or failed)
+            endpoints.close()
+        serverdir.unmark_starting(server_dir)

@@ -1,0 +1,123 @@
+"""Sending a submission: every client (`hq submit`, job files, the API) submits through here.
+
+The server refuses any request with more than ``limits.MAX_REQUEST_VALUES`` values (arrays and
+maps together; cluster/codec.py), which bounds what a forged request costs it to decode. Large
+submissions are shaped to stay below that: ``--each-line`` entries travel packed as one bytes
+field (SubmitRequest.entries), and a job file of many tasks goes in parts into a job opened for
+it, each part's dependencies on earlier parts, and the job closed at the end. A part refused
+midway cancels the job, so no half-submitted job file is left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from hqshm.cluster.ids import JobId
+from hqshm.link.client import ClientConnection
+from hqshm.link.requests import (
+    CancelJobsRequest,
+    CloseJobsRequest,
+    OpenJobRequest,
+    Selector,
+    SubmitGraphRequest,
+    SubmitRequest,
+)
+from hqshm.link.responses import CancelJobsResponse, CloseJobsResponse, SubmitResponse
+from hqshm.model import limits
+from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask
+
+# Values one part of a job file may hold, by ``_values``' estimate: well under the server's
+# budget, so that an estimate off by half still fits, and each part decodes in a few ms.
+PART_VALUES = limits.MAX_REQUEST_VALUES // 4
+
+
+def submit(conn: ClientConnection, submission: ArraySubmission | GraphSubmission,
+           timeout: float | None = None) -> JobId:
+    """Submit; returns the job's id."""
+    if isinstance(submission, ArraySubmission):
+        return JobId(conn.request(SubmitRequest.of(submission), SubmitResponse,
+                                  timeout=timeout).job_id)
+    parts = list(graph_parts(submission.tasks))
+    if len(parts) == 1:
+        return JobId(conn.request(SubmitGraphRequest(submission), SubmitResponse,
+                                  timeout=timeout).job_id)
+    return _submit_in_parts(conn, submission, parts, timeout)
+
+
+def _submit_in_parts(conn: ClientConnection, submission: GraphSubmission,
+                     parts: list[tuple[GraphTask, ...]], timeout: float | None) -> JobId:
+    opened = submission.job_id is None
+    if opened:
+        job_id = JobId(conn.request(OpenJobRequest(submission.name, submission.max_fails),
+                                    SubmitResponse, timeout=timeout).job_id)
+    else:
+        job_id = JobId(submission.job_id)  # type: ignore[arg-type]
+    selector = Selector("ids", ((job_id, job_id, 1),))
+    try:
+        for part in parts:
+            conn.request(SubmitGraphRequest(replace(submission, tasks=part, job_id=job_id)),
+                         SubmitResponse, timeout=timeout)
+    except BaseException:
+        if opened:  # the parts sent so far must not run as if they were the whole file
+            conn.request(CancelJobsRequest(selector, "the rest of the job file was refused"),
+                         CancelJobsResponse, timeout=timeout)
+            conn.request(CloseJobsRequest(selector), CloseJobsResponse, timeout=timeout)
+        raise
+    if opened:
+        conn.request(CloseJobsRequest(selector), CloseJobsResponse, timeout=timeout)
+    return job_id
+
+
+def graph_parts(tasks: Sequence[GraphTask],
+                budget: int = PART_VALUES) -> Iterator[tuple[GraphTask, ...]]:
+    """The tasks in parts of at most ``budget`` estimated values, every task after the tasks
+    it depends on (an earlier part or its own), in the file's order where deps allow."""
+    part: list[GraphTask] = []
+    used = 0
+    for task in _prerequisites_first(tasks):
+        cost = _values(task)
+        if part and used + cost > budget:
+            yield tuple(part)
+            part, used = [], 0
+        part.append(task)
+        used += cost
+    if part:
+        yield tuple(part)
+
+
+def _values(task: GraphTask) -> int:
+    """An upper estimate of the values a task's encoding holds (about 50 for a small one)."""
+    t = task.template
+    variants = len(t.request.variants)
+    entries = sum(len(v.entries) for v in t.request.variants)
+    return 60 + len(t.args) + 2 * len(t.env) + len(task.deps) + 8 * variants + 4 * entries
+
+
+def _prerequisites_first(tasks: Sequence[GraphTask]) -> list[GraphTask]:
+    """Kahn's order, stable: a task as soon as its dependencies in ``tasks`` are placed.
+    Dependencies outside ``tasks`` (none in a checked job file) do not hold anything back;
+    tasks in a cycle (refused before this) come last, as they are."""
+    by_id = {task.id: task for task in tasks}
+    waiting = {task.id: sum(1 for d in set(task.deps) if d in by_id) for task in tasks}
+    dependants: dict[int, list[int]] = {}
+    for task in tasks:
+        for dep in set(task.deps):
+            if dep in by_id:
+                dependants.setdefault(dep, []).append(task.id)
+    order: list[GraphTask] = []
+    placed: set[int] = set()
+    for task in tasks:
+        stack = [task.id] if waiting[task.id] == 0 and task.id not in placed else []
+        while stack:
+            current = stack.pop()
+            if current in placed:
+                continue
+            placed.add(current)
+            order.append(by_id[current])
+            for dependant in reversed(dependants.get(current, ())):
+                waiting[dependant] -= 1
+                if waiting[dependant] == 0:
+                    stack.append(dependant)
+    order += [task for task in tasks if task.id not in placed]
+    return order

@@ -1,0 +1,178 @@
+"""The server's listening sockets and access file, opened before the rest of the server loads.
+
+`hq server start` binds its client and worker sockets and publishes its access file first,
+then imports and builds the core, the job book and the journal (issue 8, item 7): a client or
+node started right after it finds it at once, and what they send waits in the sockets until
+the loop runs. The ZAP handler is bound before both sockets, so no connection gets in
+unchecked; it answers once the loop polls it. Only light modules are imported here.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import zmq
+
+from hqshm import __version__
+from hqshm.cluster.bounds import MAX_FRAME
+from hqshm.cluster.security import ZapResponder, derive_keys, listen
+from hqshm.errors import UserError
+from hqshm.link import access, serverdir
+from hqshm.model.limits import MAX_REQUEST_BYTES
+from hqshm.server.journal import frames
+
+# How much of a journal is read for its server UID: the first record is a short ServerStarted.
+_JOURNAL_HEAD = 4096
+
+
+class ServerOnline(UserError):  # spec/cli.md §3, hq server start
+    template = (
+        "Server at {dir} is already online, please stop it first"
+        " using `hq server stop --server-dir {dir}`"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    server_dir: Path
+    host: str | None = None
+    client_port: int = 0
+    worker_port: int = 0
+    idle_timeout: float | None = None
+    access_file: Path | None = None
+    disable_client_auth: bool = False
+    disable_worker_auth: bool = False
+    journal: Path | None = None
+    journal_flush_period: float = 30.0
+
+
+@dataclass
+class Endpoints:
+    context: zmq.Context
+    record: access.AccessRecord  # as published: the bound ports, the server UID
+    zap: ZapResponder
+    clients: zmq.Socket
+    workers: zmq.Socket
+    worker_monitor: zmq.Socket  # reports each node's disconnect
+    instance: Path | None = None  # the published instance dir
+
+    def publish(self, server_dir: Path) -> Path:
+        """Create the instance dir with its access file and point ``hq-current`` at it."""
+        self.instance = serverdir.create_instance_dir(server_dir)
+        access.write_access_file(self.instance / serverdir.ACCESS_FILE, self.record)
+        serverdir.link_current(server_dir, self.instance)
+        return self.instance
+
+    def unpublish(self, server_dir: Path) -> None:
+        if self.instance is not None:
+            serverdir.unlink_current(server_dir, self.instance)
+
+    def close(self) -> None:
+        """Close the sockets and the context, letting queued replies leave for a moment."""
+        self.zap.close()
+        self.context.destroy(linger=200)
+
+
+def check_not_online(server_dir: Path) -> None:
+    """Fail if a server answers from this dir; a stale access file (dead server) is fine."""
+    try:
+        serverdir.find_access_file(server_dir)
+    except UserError:
+        return  # nothing published there: the common case costs no connection
+    from hqshm.link.client import ClientConnection
+
+    try:
+        conn = ClientConnection(server_dir, connect_timeout=3.0)
+    except UserError:
+        return
+    conn.close()
+    raise ServerOnline(dir=server_dir)
+
+
+def journal_server_uid(path: Path | None) -> tuple[bool, str | None]:
+    """(known, uid): the UID a server restored from ``path`` keeps (None: a fresh one), read
+    from the journal's first record. Not known when that record is damaged: the caller then
+    loads the whole journal before it publishes anything."""
+    if path is None:
+        return True, None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_JOURNAL_HEAD)
+    except FileNotFoundError:
+        return True, None
+    except OSError:
+        return False, None  # the full load reports it
+    if not head:
+        return True, None
+    payload = frames.first_record(head)
+    if payload is None:
+        return False, None
+    import msgpack
+
+    try:
+        fields = msgpack.unpackb(payload)
+    except (ValueError, msgpack.UnpackException):
+        return False, None
+    if (isinstance(fields, list) and len(fields) == 4
+            and fields[:2] == [frames.PROTOCOL, frames.SERVER_STARTED_TAG]
+            and isinstance(fields[2], str)):
+        return True, fields[2]
+    return False, None
+
+
+def open_endpoints(config: ServerConfig, server_uid: str | None) -> Endpoints:
+    """Bind both sockets (and the ZAP handler before them); ``server_uid`` replaces the access
+    record's (a server restored from its journal keeps its UID). Nothing is published yet."""
+    host = config.host or socket.gethostname()
+    record = _access_record(config, host)
+    if server_uid:
+        record = replace(record, server_uid=server_uid)
+    assert record.client is not None and record.worker is not None
+    client_secret = access.secret_bytes(record.client)
+    worker_secret = access.secret_bytes(record.worker)
+    client_keys = derive_keys(client_secret) if client_secret else None
+    worker_keys = derive_keys(worker_secret) if worker_secret else None
+    context = zmq.Context()
+    zap = None
+    try:
+        zap = ZapResponder(context, {"client": client_keys, "worker": worker_keys})
+        clients, client_port = listen(context, "*", record.client.port, client_keys, "client",
+                                      MAX_REQUEST_BYTES)
+        workers, worker_port = listen(context, "*", record.worker.port, worker_keys, "worker",
+                                      MAX_FRAME)
+    except zmq.ZMQError as exc:
+        if zap is not None:
+            zap.close()
+        context.destroy(linger=0)
+        raise UserError(f"Cannot listen for clients and workers: {exc}") from None
+    record = replace(record, client=replace(record.client, port=client_port),
+                     worker=replace(record.worker, port=worker_port))
+    monitor = workers.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    return Endpoints(context, record, zap, clients, workers, monitor)
+
+
+def _access_record(config: ServerConfig, host: str) -> access.AccessRecord:
+    if config.access_file is not None:
+        record = access.read_access_file(config.access_file)
+        if record.client is None or record.worker is None or record.server_uid is None:
+            raise UserError(f"The access file {config.access_file} must be a full "
+                            "file (with server_uid, client and worker parts)")
+        return record
+    return access.generate(
+        __version__,
+        client_host=host,
+        client_port=config.client_port or _free_port(),
+        worker_host=host,
+        worker_port=config.worker_port or _free_port(),
+        client_secret=not config.disable_client_auth,
+        worker_secret=not config.disable_worker_auth,
+    )
+
+
+def _free_port() -> int:
+    """A port the OS considers free now; binding it right after is the usual small race."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
