@@ -162,16 +162,27 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     if now < core.paused_until:
         return  # still needs scheduling: the loop's timer asks again when the pause ends
     core.needs_scheduling = False
+    if not core.workers:
+        return  # nothing to place, hold, steal or retract: waiting jobs cost nothing per turn
     groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
     workers = sorted(core.workers.values(), key=lambda w: w.wid)
     holds = Holds(core)
     for prefill in (False, True):
+        # Room only shrinks while a pass assigns: once no worker has any, the groups left
+        # cannot be placed (nor need holds, which only later placements and steals read, and
+        # a steal needs room too), so a full cluster costs O(workers) per turn, not
+        # O(groups x workers): 3,500 waiting single-task jobs took 27 ms a submit.
+        factor = 1.0 + max((prefill_factor(g) for g in groups), default=0.0) if prefill else 1.0
+        if not _any_room(workers, factor):
+            continue
         for group in groups:
             if group.request.is_multi_node:
                 if not prefill:
                     place_multinode(core, out, group, workers, now)
                 continue
-            place(core, out, group, workers, holds, prefill, now)
+            if place(core, out, group, workers, holds, prefill, now) and not _any_room(
+                    workers, factor):
+                break
     for worker in workers:
         if worker.min_utilization > 0:
             fill_min_utilization(core, out, worker, groups, now)
@@ -180,12 +191,14 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
 
 
 def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], holds: Holds,
-          prefill: bool, now: float) -> None:
+          prefill: bool, now: float) -> int:
     """Give the group's pending tasks to workers with room (free room, or queue room when
     prefilling), then hold pools for it where it waits: on workers where its tasks were queued
-    beyond what can start, and on as many others as it still has pending tasks."""
+    beyond what can start, and on as many others as it still has pending tasks. Returns how
+    many it assigned."""
     if group.pending == 0:
-        return
+        return 0
+    before = group.pending
     limit = 1.0 + prefill_factor(group) if prefill else 1.0
     waiting: list[Worker] = []
     for worker in workers:
@@ -210,6 +223,7 @@ def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], hold
             waiting.append(worker)
     for worker in waiting[:group.pending]:
         holds.hold(worker, group, now)
+    return before - group.pending
 
 
 def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequence[Group],
@@ -322,6 +336,12 @@ def _stealable(worker: Worker) -> int:
 
 def _has_free_room(worker: Worker) -> bool:
     return any(worker.committed.get(n, 0) < t for n, t in worker.totals.items())
+
+
+def _any_room(workers: Sequence[Worker], factor: float) -> bool:
+    """Whether some worker has some resource committed below ``factor`` x its total."""
+    return any(worker.committed.get(n, 0) < int(t * factor)
+               for worker in workers for n, t in worker.totals.items())
 
 
 def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:

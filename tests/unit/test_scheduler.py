@@ -517,3 +517,36 @@ def test_a_worker_that_can_start_all_its_tasks_is_not_robbed(env: Env) -> None:
     env.schedule()
     env.out.take(to=w1.wid, kind=RetractTasks, count=0)
     env.check()
+
+
+# --- cost of waiting work ---------------------------------------------------------------------
+
+
+def test_waiting_groups_are_not_examined_without_room(env: Env,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn costs O(workers) once no worker has room, not O(groups x workers): with 3,500
+    single-task jobs waiting, each submit took the server 27 ms (bench/submit_bench.py)."""
+    from hqshm.cluster import scheduler
+
+    groups = [env.group(1) for _ in range(200)]
+    env.schedule()  # no workers: nothing placed, nothing examined
+    assert all(g.pending == 1 for g in groups)
+    w = env.worker(1)
+    calls: list[int] = []
+    place = scheduler.place
+
+    def counted(*args: object, **kwargs: object) -> int:
+        calls.append(1)
+        return place(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scheduler, "place", counted)
+    env.schedule()
+    # One group fills the worker's CPU and the next its prefill room (one round: no task of
+    # theirs ran yet); then nothing fits and the other 198 groups are not looked at.
+    assert sum(g.pending == 0 for g in groups) == 2
+    assert len(calls) == 2 + 1  # fill: the first group; prefill: the first two
+    calls.clear()
+    env.group(1)
+    env.schedule()  # a new job while the worker is full: no group is looked at
+    assert calls == []
+    assert env.out.take_keys(w.wid, ComputeTasks)
