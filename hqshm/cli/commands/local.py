@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hqshm.cli.commands.context import Context
 from hqshm.errors import UserError
+from hqshm.link import serverdir
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest, WorkerListRequest
 from hqshm.link.responses import Ack, ServerInfo, WorkerListResponse
 
@@ -26,6 +27,7 @@ logger = logging.getLogger("hqshm.cli")
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+POLL_INTERVAL = 0.02
 
 
 def run(ctx: Context, command: str) -> int:
@@ -41,6 +43,13 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True,
             close_fds=True,
         )
+
+
+def _link_target(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
 
 
 def _tail(log: Path, lines: int = 5) -> str:
@@ -60,7 +69,7 @@ def _poll(what: str, proc: subprocess.Popen, log: Path, ready) -> object:  # noq
         result = ready()
         if result:
             return result
-        time.sleep(0.1)
+        time.sleep(POLL_INTERVAL)
     proc.kill()
     raise UserError(f"The {what} did not come up within {START_TIMEOUT:.0f} s (log: {log})")
 
@@ -77,7 +86,19 @@ def start(ctx: Context) -> int:
     server_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     base = ["--server-dir", str(server_dir)]
     server_log = server_dir / "local-server.log"
+    current = server_dir / serverdir.CURRENT_LINK
+    stale = _link_target(current)
     server = _spawn([*base, "server", "start"], server_log)
+    # The server publishes its access file before its heavy imports; the worker starts then,
+    # alongside them, rather than after the server answers (its registration waits in the
+    # socket). A stale hq-current of a dead server does not count.
+    _poll("server", server, server_log,
+          lambda: (target := _link_target(current)) is not None and target != stale)
+    worker_args = [*base, "worker", "start"]
+    if ctx.args.cpus:
+        worker_args += ["--cpus", ctx.args.cpus]
+    worker_log = server_dir / "local-worker.log"
+    worker = _spawn(worker_args, worker_log)
 
     def server_ready() -> object:
         try:
@@ -85,13 +106,13 @@ def start(ctx: Context) -> int:
         except UserError:
             return None
 
-    info = _poll("server", server, server_log, server_ready)
+    try:
+        info = _poll("server", server, server_log, server_ready)
+    except UserError:
+        worker.kill()  # nothing to register with
+        worker.wait()
+        raise
     assert isinstance(info, ServerInfo)
-    worker_args = [*base, "worker", "start"]
-    if ctx.args.cpus:
-        worker_args += ["--cpus", ctx.args.cpus]
-    worker_log = server_dir / "local-worker.log"
-    worker = _spawn(worker_args, worker_log)
 
     def worker_ready() -> object:
         response = ctx.request(WorkerListRequest(), WorkerListResponse, timeout=2.0)
