@@ -684,7 +684,10 @@ class NodeCore:
             # Started or reported cannot be (a hand-off starts only after the task before it
             # ended); a canceled one just ends, unreported.
             if not (task.canceled or task.reported or task.pid > 0):
-                self._requeue(task)
+                if self.lost_since is None:
+                    self._requeue(task)
+                else:  # nothing starts without a server: dropped, as the local queue was
+                    del self.running[task.key]
         for task in tasks:
             if task.key in self.running:
                 self._ended(task, False, now,

@@ -933,6 +933,28 @@ def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> N
     env.check()
 
 
+def test_a_hand_off_whose_executor_dies_without_a_server_is_dropped_not_started() -> None:
+    """Requeued, it would start with no server to report to (found by ReconnectScenario)."""
+    env = reconnecting(cpus=1)
+    gid = short_group(env)
+    env.clock.advance(1.0)
+    env.deliver(ServerHeartbeat())
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)
+    env.start(first)
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    lose_server(env)
+    env.out.take(RegisterAgain, count=1)
+    env.die(0)
+    env.turn()
+    env.out.assert_empty()  # nothing dispatched while lost
+    assert [item[0] for item in env.core.resumed()] == [first]  # its failure, kept
+    env.check()
+
+
 def test_the_lost_servers_last_messages_change_nothing() -> None:
     env = reconnecting()
     gid = env.group()
