@@ -4,7 +4,7 @@ A node owns two rings per executor: a submission ring (node -> executor: "run th
 CPUs") and a completion ring (executor -> node: "started with pid P", "ended with status S").
 
 Layout of the segment: a 64-byte header (magic, version, geometry), then ``capacity`` fixed-size
-records (``RECORD_DTYPE``), then ``capacity`` payload areas of ``payload_size`` bytes, one per
+records (``record_dtype()``), then ``capacity`` payload areas of ``payload_size`` bytes, one per
 slot. Records have a fixed size so that a slot is written and read in place, with no allocation
 and no framing; only the variable payload (msgpack bytes of argv/env/paths, or an error text) is
 opaque. A payload larger than its area is spilled to a file whose path goes in the area instead.
@@ -52,13 +52,15 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import posix_ipc
 
 from hqshm.errors import HqError
 from hqshm.node.cpumask import bits_of
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -79,40 +81,49 @@ DEFAULT_SPILL_DIR = "/dev/shm"
 #   cpumask      16 x u8 @40  CPU bitmap: CPU c is bit c % 64 of word c // 64 (1024 CPUs)
 #   payload_len  u4   @168  bytes used in this slot's payload area
 #   (padding to 192 bytes, a multiple of the 64-byte cache line, so slots never share a line)
-RECORD_DTYPE = np.dtype(
-    {
-        "names": [
-            "key",
-            "instance",
-            "kind",
-            "flags",
-            "numa",
-            "pid",
-            "status",
-            "t_start",
-            "t_end",
-            "cpumask",
-            "payload_len",
-        ],
-        "formats": [
-            "<u8",
-            "<u4",
-            "u1",
-            "u1",
-            "<i2",
-            "<i4",
-            "<i4",
-            "<f8",
-            "<f8",
-            ("<u8", (16,)),
-            "<u4",
-        ],
-        "offsets": [0, 8, 12, 13, 14, 16, 20, 24, 32, 40, 168],
-        "itemsize": 192,
-    }
-)
-# The same bytes as RECORD_DTYPE, packed in one call: numpy field-by-field access costs several
-# microseconds a record, struct.pack_into well under one. The mask is 128 little-endian bytes,
+RECORD_SIZE = 192
+
+
+def record_dtype() -> np.dtype:
+    """The slot layout above as a numpy dtype, for inspecting a ring (``Ring.records``) and
+    for the tests; numpy is imported here only, not by nodes and executors at start-up."""
+    import numpy as np
+
+    return np.dtype(
+        {
+            "names": [
+                "key",
+                "instance",
+                "kind",
+                "flags",
+                "numa",
+                "pid",
+                "status",
+                "t_start",
+                "t_end",
+                "cpumask",
+                "payload_len",
+            ],
+            "formats": [
+                "<u8",
+                "<u4",
+                "u1",
+                "u1",
+                "<i2",
+                "<i4",
+                "<i4",
+                "<f8",
+                "<f8",
+                ("<u8", (16,)),
+                "<u4",
+            ],
+            "offsets": [0, 8, 12, 13, 14, 16, 20, 24, 32, 40, 168],
+            "itemsize": RECORD_SIZE,
+        })
+
+
+# The same bytes as record_dtype(), packed in one call: numpy field-by-field access costs
+# several microseconds a record, struct.pack_into well under one. The mask is 128 little-endian bytes,
 # which is exactly the 16 little-endian u8 words of the dtype.
 _RECORD = struct.Struct("<QIBBhiidd128sI")
 _HEADER = struct.Struct("<8sIIII")
@@ -121,7 +132,8 @@ _VERSION = 1
 HEADER_SIZE = 64
 _MASK_BYTES = MAX_CPUS // 8
 _NO_CPUS = bytes(_MASK_BYTES)
-_MANY_CPUS = 32  # above this, numpy decodes a mask faster than a Python bit loop
+_MANY_CPUS = 32  # above this, a byte table decodes a mask faster than a Python bit loop
+_BITS_OF_BYTE = [tuple(bit for bit in range(8) if byte >> bit & 1) for byte in range(256)]
 
 
 class RecordKind(IntEnum):
@@ -212,7 +224,7 @@ class Ring:
     ) -> None:
         """Private: use ``create``."""
         magic, version, capacity, payload_size, record_size = _HEADER.unpack_from(mm, 0)
-        if magic != _MAGIC or version != _VERSION or record_size != RECORD_DTYPE.itemsize:
+        if magic != _MAGIC or version != _VERSION or record_size != RECORD_SIZE:
             raise RingError(f"{names.shm}: not a version {_VERSION} ring")
         if len(mm) < _segment_size(capacity, payload_size):
             raise RingError(f"{names.shm}: segment shorter than its header says")
@@ -223,9 +235,9 @@ class Ring:
         self._free = free
         self._capacity = capacity
         self._payload_size = payload_size
-        records_end = HEADER_SIZE + capacity * RECORD_DTYPE.itemsize
+        records_end = HEADER_SIZE + capacity * RECORD_SIZE
         self._slots = [
-            (HEADER_SIZE + i * RECORD_DTYPE.itemsize, records_end + i * payload_size)
+            (HEADER_SIZE + i * RECORD_SIZE, records_end + i * payload_size)
             for i in range(capacity)
         ]
         self._head = 0  # next slot to pop (consumer side only)
@@ -267,7 +279,7 @@ class Ring:
                 finally:
                     shm.close_fd()
                 _HEADER.pack_into(
-                    mm, 0, _MAGIC, _VERSION, capacity, payload_size, RECORD_DTYPE.itemsize
+                    mm, 0, _MAGIC, _VERSION, capacity, payload_size, RECORD_SIZE
                 )
                 items = posix_ipc.Semaphore(names.items, posix_ipc.O_CREX, 0o600, 0)
                 made_sems.append(names.items)
@@ -302,7 +314,9 @@ class Ring:
     def records(self) -> np.ndarray:
         """A numpy view of the slots in place (for inspection; drop it before ``close``)."""
         assert self._mm is not None, "ring is closed"
-        return np.ndarray((self._capacity,), RECORD_DTYPE, self._mm, HEADER_SIZE)
+        import numpy as np
+
+        return np.ndarray((self._capacity,), record_dtype(), self._mm, HEADER_SIZE)
 
     def unlink_names(self) -> None:
         """Remove the segment's and semaphores' names now; the ring keeps working.
@@ -491,14 +505,18 @@ class Ring:
 
 
 def _segment_size(capacity: int, payload_size: int) -> int:
-    return HEADER_SIZE + capacity * (RECORD_DTYPE.itemsize + payload_size)
+    return HEADER_SIZE + capacity * (RECORD_SIZE + payload_size)
 
 
 def _decode_cpus(maskbytes: bytes) -> list[int]:
     mask = int.from_bytes(maskbytes, "little")
-    if mask.bit_count() > _MANY_CPUS:
-        bits = np.unpackbits(np.frombuffer(maskbytes, np.uint8), bitorder="little")
-        return np.flatnonzero(bits).tolist()
+    if mask.bit_count() > _MANY_CPUS:  # a byte at a time beats a bit at a time
+        cpus: list[int] = []
+        for index, byte in enumerate(maskbytes):
+            if byte:
+                base = index * 8
+                cpus.extend(base + bit for bit in _BITS_OF_BYTE[byte])
+        return cpus
     return bits_of(mask)
 
 

@@ -24,13 +24,13 @@ from hypothesis import strategies as st
 from hqshm.node.ring import (
     HEADER_SIZE,
     MAX_CPUS,
-    RECORD_DTYPE,
     Record,
     RecordFlag,
     RecordKind,
     Ring,
     drain_doorbell,
     open_doorbell,
+    record_dtype,
     ring_doorbell,
 )
 
@@ -94,8 +94,8 @@ def reap(pid: int, timeout: float = 10.0) -> int:
 
 
 def test_record_layout_is_the_documented_one() -> None:
-    assert RECORD_DTYPE.itemsize == 192
-    offsets = {name: RECORD_DTYPE.fields[name][1] for name in RECORD_DTYPE.names}
+    assert record_dtype().itemsize == 192
+    offsets = {name: record_dtype().fields[name][1] for name in record_dtype().names}
     assert offsets == {
         "key": 0,
         "instance": 8,
@@ -109,7 +109,7 @@ def test_record_layout_is_the_documented_one() -> None:
         "cpumask": 40,
         "payload_len": 168,
     }
-    assert RECORD_DTYPE["cpumask"].shape == (16,)
+    assert record_dtype()["cpumask"].shape == (16,)
 
 
 def test_push_writes_what_the_numpy_view_reads(ring: Ring) -> None:
@@ -391,4 +391,4 @@ def test_any_records_pushed_come_out_equal_and_in_order(
 
 
 def test_header_size_leaves_slots_cache_line_aligned() -> None:
-    assert HEADER_SIZE % 64 == 0 and RECORD_DTYPE.itemsize % 64 == 0
+    assert HEADER_SIZE % 64 == 0 and record_dtype().itemsize % 64 == 0
