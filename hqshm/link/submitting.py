@@ -10,10 +10,12 @@ midway cancels the job, so no half-submitted job file is left running.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from hqshm.cluster.ids import JobId
+from hqshm.errors import HqError
 from hqshm.link.client import ClientConnection
 from hqshm.link.requests import (
     CancelJobsRequest,
@@ -47,22 +49,22 @@ def submit(conn: ClientConnection, submission: ArraySubmission | GraphSubmission
 
 def _submit_in_parts(conn: ClientConnection, submission: GraphSubmission,
                      parts: list[tuple[GraphTask, ...]], timeout: float | None) -> JobId:
-    opened = submission.job_id is None
-    if opened:
+    job_id = submission.job_id
+    opened = job_id is None
+    if job_id is None:
         job_id = JobId(conn.request(OpenJobRequest(submission.name, submission.max_fails),
                                     SubmitResponse, timeout=timeout).job_id)
-    else:
-        job_id = JobId(submission.job_id)  # type: ignore[arg-type]
     selector = Selector("ids", ((job_id, job_id, 1),))
     try:
         for part in parts:
             conn.request(SubmitGraphRequest(replace(submission, tasks=part, job_id=job_id)),
                          SubmitResponse, timeout=timeout)
-    except BaseException:
+    except BaseException:  # a refused part, a lost server, Ctrl-C
         if opened:  # the parts sent so far must not run as if they were the whole file
-            conn.request(CancelJobsRequest(selector, "the rest of the job file was refused"),
-                         CancelJobsResponse, timeout=timeout)
-            conn.request(CloseJobsRequest(selector), CloseJobsResponse, timeout=timeout)
+            with contextlib.suppress(HqError):  # the first error is the one to report
+                conn.request(CancelJobsRequest(selector, "the rest of the job file was refused"),
+                             CancelJobsResponse, timeout=timeout)
+                conn.request(CloseJobsRequest(selector), CloseJobsResponse, timeout=timeout)
         raise
     if opened:
         conn.request(CloseJobsRequest(selector), CloseJobsResponse, timeout=timeout)
