@@ -904,9 +904,9 @@ def test_a_new_server_rejects_everything_and_the_node_goes_on_as_a_new_worker() 
     env.check()
 
 
-def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> None:
-    """Killing it instead raced with its executor popping it: a task killed after it did its
-    work was then run again by the restored server (the soak's "run twice")."""
+def hand_off_when_the_server_is_lost() -> tuple[NodeEnv, int, int]:
+    """A reconnecting node whose server is lost while ``first`` runs, its start reported, and
+    ``second`` waits behind it on the same executor as a hand-off."""
     env = reconnecting(cpus=1)
     gid = short_group(env)
     env.clock.advance(1.0)
@@ -919,6 +919,13 @@ def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> N
     env.turn()
     env.out.take(TaskUpdates, count=1)
     lose_server(env)
+    return env, first, second
+
+
+def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> None:
+    """Killing it instead raced with its executor popping it: a task killed after it did its
+    work was then run again by the restored server (the soak's "run twice")."""
+    env, first, second = hand_off_when_the_server_is_lost()
     assert env.out.take(Skip) == []
     assert env.out.take_one(RegisterAgain).resumed == ((first, 0, 0), (second, 0, 0))
     env.end(first)
@@ -935,18 +942,7 @@ def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> N
 
 def test_a_hand_off_whose_executor_dies_without_a_server_is_dropped_not_started() -> None:
     """Requeued, it would start with no server to report to (found by ReconnectScenario)."""
-    env = reconnecting(cpus=1)
-    gid = short_group(env)
-    env.clock.advance(1.0)
-    env.deliver(ServerHeartbeat())
-    first, second = env.compute(gid, 2)
-    env.turn()
-    env.out.take(Dispatch, count=2)
-    env.start(first)
-    env.clock.advance(PAST_FLUSH_DELAY)
-    env.turn()
-    env.out.take(TaskUpdates, count=1)
-    lose_server(env)
+    env, first, second = hand_off_when_the_server_is_lost()
     env.out.take(RegisterAgain, count=1)
     env.die(0)
     env.turn()
