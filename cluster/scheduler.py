@@ -258,7 +258,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
     if holds is None:
         holds = Holds(core)
     for thief in workers:
-        if thief.min_utilization > 0 or not _has_free_room(thief):
+        if thief.min_utilization > 0 or not _has_room(thief):
             continue  # whole sets only (fill_min_utilization), or no room to steal for
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
@@ -284,7 +284,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
                 keys.append(key)
             if keys:
                 retract(out, victim, keys, thief.wid)
-            if not _has_free_room(thief):
+            if not _has_room(thief):
                 break
 
 
@@ -334,14 +334,14 @@ def _stealable(worker: Worker) -> int:
     return len(worker.assigned) - len(worker.retracting)
 
 
-def _has_free_room(worker: Worker) -> bool:
-    return any(worker.committed.get(n, 0) < t for n, t in worker.totals.items())
+def _has_room(worker: Worker, factor: float = 1.0) -> bool:
+    """Whether some resource of the worker is committed below ``factor`` x its total (1.0:
+    free room; more: room to queue)."""
+    return any(worker.committed.get(n, 0) < int(t * factor) for n, t in worker.totals.items())
 
 
 def _any_room(workers: Sequence[Worker], factor: float) -> bool:
-    """Whether some worker has some resource committed below ``factor`` x its total."""
-    return any(worker.committed.get(n, 0) < int(t * factor)
-               for worker in workers for n, t in worker.totals.items())
+    return any(_has_room(worker, factor) for worker in workers)
 
 
 def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
