@@ -123,13 +123,19 @@ def unlink_current(root: Path, instance: Path) -> None:
     Between the check and the removal another server could replace the link; the window is a
     few microseconds and closing it needs a lock that HQ does not use either.
     """
-    link = root / CURRENT_LINK
-    try:
-        target = os.readlink(link)
-    except OSError:  # missing, or not a link: nothing of ours to remove
+    target = current_target(root)
+    if target is None:  # missing, or not a link: nothing of ours to remove
         return
     if os.path.realpath(os.path.join(root, target)) == os.path.realpath(instance):
-        link.unlink(missing_ok=True)
+        (root / CURRENT_LINK).unlink(missing_ok=True)
+
+
+def current_target(root: Path) -> str | None:
+    """What ``<root>/hq-current`` points at, as written (None: no such link)."""
+    try:
+        return os.readlink(root / CURRENT_LINK)
+    except OSError:
+        return None
 
 
 def find_access_file(server_dir: Path, *, default_dir: Path | None = None) -> Path:

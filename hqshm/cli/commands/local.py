@@ -45,13 +45,6 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-def _link_target(link: Path) -> str | None:
-    try:
-        return os.readlink(link)
-    except OSError:
-        return None
-
-
 def _tail(log: Path, lines: int = 5) -> str:
     try:
         text = log.read_text(errors="replace").strip().splitlines()
@@ -86,14 +79,14 @@ def start(ctx: Context) -> int:
     server_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     base = ["--server-dir", str(server_dir)]
     server_log = server_dir / "local-server.log"
-    current = server_dir / serverdir.CURRENT_LINK
-    stale = _link_target(current)
+    stale = serverdir.current_target(server_dir)
     server = _spawn([*base, "server", "start"], server_log)
     # The server publishes its access file before its heavy imports; the worker starts then,
     # alongside them, rather than after the server answers (its registration waits in the
     # socket). A stale hq-current of a dead server does not count.
     _poll("server", server, server_log,
-          lambda: (target := _link_target(current)) is not None and target != stale)
+          lambda: (target := serverdir.current_target(server_dir)) is not None
+          and target != stale)
     worker_args = [*base, "worker", "start"]
     if ctx.args.cpus:
         worker_args += ["--cpus", ctx.args.cpus]
