@@ -55,10 +55,10 @@ def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
     endpoints: Endpoints | None = None
     try:
         config = server_config(args, server_dir)
+        check_not_online(server_dir)
+        logger.info("No online server found, starting a new server")
         known, uid = journal_server_uid(config.journal)
         if known:
-            check_not_online(server_dir)
-            logger.info("No online server found, starting a new server")
             endpoints = open_endpoints(config, uid)
             endpoints.publish(server_dir)
         from hqshm.cli.commands.context import Context

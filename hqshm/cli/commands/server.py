@@ -12,7 +12,7 @@ from hqshm.link import access, serverdir
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest
 from hqshm.link.responses import Ack, ServerInfo
 from hqshm.model.durations import format_humantime, parse_hms_or_human
-from hqshm.server.endpoints import Endpoints, ServerConfig, check_not_online
+from hqshm.server.endpoints import Endpoints, ServerConfig
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -37,9 +37,6 @@ def serve(ctx: Context, config: ServerConfig, endpoints: Endpoints | None) -> in
     from hqshm.server.process import Server
 
     server_dir = config.server_dir
-    if endpoints is None:
-        check_not_online(server_dir)
-        logger.info("No online server found, starting a new server")
     server = Server(config, endpoints)
 
     def ready(info: ServerInfo) -> None:
