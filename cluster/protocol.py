@@ -15,10 +15,10 @@ Ordering that matters:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from .codec import Registry
+from .frozen import frozen
 from .ids import GroupId, InstanceId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
@@ -44,7 +44,7 @@ Resumed = tuple[TaskKey, InstanceId, int]
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterNode:
     """First message of a node. ``info`` is the product's own worker configuration."""
 
@@ -66,7 +66,7 @@ class RegisterNode:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskUpdates:
     """Everything that happened to tasks since the last update, in one frame."""
 
@@ -77,7 +77,7 @@ class TaskUpdates:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksRetracted:
     """Answer to ``RetractTasks``: the subset that had not started and is given back."""
 
@@ -86,13 +86,13 @@ class TasksRetracted:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class Heartbeat:
     TAG: ClassVar[int] = 4
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskNotification:
     """A running task's message (`hq task notify`), for clients listening live."""
 
@@ -107,7 +107,7 @@ class TaskNotification:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeStopping:
     """The node leaves on its own; ``reason`` is a ``StopReason`` value."""
 
@@ -119,7 +119,7 @@ class NodeStopping:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeRegistered:
     TAG: ClassVar[int] = 101
     worker_id: WorkerId
@@ -131,7 +131,7 @@ class NodeRegistered:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class DefineGroup:
     """The shape shared by a batch of tasks: request, priority and the product's body."""
 
@@ -143,7 +143,7 @@ class DefineGroup:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ComputeTasks:
     """Run these tasks of a group. Empty ``instances`` means all 0; ``entries`` align with keys."""
 
@@ -165,7 +165,7 @@ class ComputeTasks:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelTasks:
     """Kill these tasks if running, drop them if queued; no answer beyond normal updates."""
 
@@ -174,7 +174,7 @@ class CancelTasks:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class RetractTasks:
     """Give back whichever of these tasks has not started (work stealing, time limits)."""
 
@@ -183,14 +183,14 @@ class RetractTasks:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class StopNode:
     TAG: ClassVar[int] = 106
     reason: str
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReserveNode:
     """This node is a secondary node of a multi-node task (key), or is free again (0)."""
 
@@ -199,7 +199,7 @@ class ReserveNode:
 
 
 @NODE_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerHeartbeat:
     TAG: ClassVar[int] = 107
 

@@ -9,7 +9,9 @@ allocator (in hqshm) picks concrete indices.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from .frozen import frozen
 
 FRACTIONS = 10_000
 
@@ -40,7 +42,7 @@ class PoolKind(enum.IntEnum):
     SUM = 3
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResourcePool:
     """One named pool of a worker.
 
@@ -84,7 +86,7 @@ class ResourcePool:
         return self.groups
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CouplingWeight:
     resource1_idx: int
     group1_idx: int
@@ -93,7 +95,7 @@ class CouplingWeight:
     weight: int = 256
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResourceDescriptor:
     """All pools of a worker, sorted by name (HQ sorts them at worker start)."""
 
@@ -110,7 +112,7 @@ class ResourceDescriptor:
         return {pool.name: pool.total for pool in self.pools}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResourceEntry:
     """One requested resource: an amount with a policy, or everything (``all``)."""
 
@@ -120,7 +122,7 @@ class ResourceEntry:
     all: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestVariant:
     """One alternative of a request. ``n_nodes > 0`` means a multi-node task."""
 
@@ -145,7 +147,7 @@ class RequestVariant:
         return taken
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResourceRequest:
     """A task's request: one or more variants, earlier ones preferred."""
 

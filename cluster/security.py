@@ -27,11 +27,13 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Final
 
 import zmq
 from zmq.utils import z85
+
+from .frozen import frozen
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ _ZAP_REQUEST_FRAMES: Final = 6  # version, request id, domain, address, identity
 _MAX_REFUSAL_SOURCES: Final = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EndpointKeys:
     """The two CURVE key pairs of one endpoint, as z85 text (40 bytes each)."""
 

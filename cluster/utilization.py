@@ -10,11 +10,12 @@ amounts' greatest common divisor. Pure: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import gcd
 
+from .frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Candidate:
     """Up to ``count`` tasks of one group (and variant) needing ``cpus`` each."""
 

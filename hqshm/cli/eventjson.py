@@ -16,7 +16,7 @@ from hqshm.cli.layouts import worker_json
 from hqshm.cli.resourceview import request_json
 from hqshm.cluster.ids import JobId, TaskKey, split_key, task_keys
 from hqshm.cluster.protocol import StopReason
-from hqshm.link.responses import WorkerView
+from hqshm.link.details import WorkerView
 from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import WorkerConfiguration, decode_configuration
 from hqshm.server.events import (

@@ -8,20 +8,23 @@ mode prints what is hqshm/cli/render.py's business.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hqshm.cli import formats, tables
-from hqshm.link.responses import (
-    JobDetail,
-    JobSummary,
-    SubmitView,
-    TaskExplainResponse,
-    TaskView,
-    WorkerView,
-)
 from hqshm.model.arrays import compress_ids
 from hqshm.model.durations import format_humantime, format_short_duration
-from hqshm.model.submission import Ranges, TaskTemplate
+
+if TYPE_CHECKING:  # each command imports the views it shows: start-up time
+    from hqshm.link.details import (
+        JobDetail,
+        SubmitView,
+        TaskExplainResponse,
+        TaskView,
+        WorkerView,
+    )
+    from hqshm.link.responses import JobSummary
+    from hqshm.model.selection import Ranges
+    from hqshm.model.submission import TaskTemplate
 
 LAUNCHER_FALLBACK = "Python fallback, tasks start about 3x slower"
 

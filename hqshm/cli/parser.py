@@ -25,6 +25,8 @@ class HqParser(argparse.ArgumentParser):
     """argparse with clap's manners: no abbreviated options, clap's error texts."""
 
     _argv: tuple[str, ...] = ()
+    wanted_sub: str | None = None  # the subcommand to build, of this parser's group
+    unbuilt_missing = False  # wanted_sub named no subcommand: the group must be built whole
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
@@ -109,8 +111,9 @@ _GLOBALS_WITH_VALUE = ("--server-dir", "--output-mode", "--colors")
 _COMMANDS = ("server", "worker", "submit", "job", "task", "output-log", "journal", "local")
 
 
-def _selected(argv: list[str]) -> str | None:
-    """The command word of a command line (skipping global options and their values)."""
+def _selected(argv: list[str]) -> tuple[str, ...]:
+    """The first two words of a command line (skipping global options and their values)."""
+    words: list[str] = []
     skip = False
     for token in argv:
         if skip:
@@ -121,12 +124,27 @@ def _selected(argv: list[str]) -> str | None:
         if token.startswith("-"):
             skip = token in _GLOBALS_WITH_VALUE
             continue
-        return token
-    return None
+        words.append(token)
+        if len(words) == 2:
+            break
+    return tuple(words)
+
+
+class _Unbuilt:
+    """Stands for the parser of a subcommand the command line did not select: what would
+    configure it is ignored."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
 
 
 def _sub(subparsers: argparse._SubParsersAction, name: str, help_text: str,
          aliases: tuple[str, ...] = ()) -> HqParser:
+    wanted = getattr(subparsers, "wanted", None)
+    if wanted is not None and wanted != name and wanted not in aliases:
+        return _Unbuilt()  # type: ignore[return-value]
+    if wanted is not None:
+        subparsers.owner.unbuilt_missing = False
     parser = subparsers.add_parser(name, help=help_text, description=help_text,
                                    aliases=list(aliases))
     _add_globals(parser)
@@ -134,7 +152,16 @@ def _sub(subparsers: argparse._SubParsersAction, name: str, help_text: str,
 
 
 def build_parser(argv: list[str] | None = None) -> HqParser:
-    selected = _selected(argv) if argv is not None else None
+    words = _selected(argv) if argv is not None else ()
+    parser = _build(words)
+    if len(words) == 2 and parser.unbuilt_missing:  # not a subcommand: all of that branch
+        parser = _build(words[:1])
+    return parser
+
+
+def _build(words: tuple[str, ...]) -> HqParser:
+    """The tree, with only the branch of ``words`` filled in (all of it without words)."""
+    selected = words[0] if words and words[0] in _COMMANDS else None
     parser = HqParser(
         prog="hq",
         description="hqshm: a HyperQueue-compatible task runtime for HPC clusters and laptops.",
@@ -154,15 +181,23 @@ def build_parser(argv: list[str] | None = None) -> HqParser:
         ("local", "Laptop mode: a server and a node on this machine, in the background",
          _local_commands),
     ):
+        if selected not in (None, name):
+            commands.add_parser(name, help=help_text)  # listed in help, never parsed
+            continue
         sub = _sub(commands, name, help_text)
-        if selected is None or selected == name or selected not in _COMMANDS:
-            fill(sub)
+        sub.wanted_sub = words[1] if len(words) == 2 else None
+        fill(sub)
+        parser.unbuilt_missing = sub.unbuilt_missing
     return parser
 
 
-def _subcommands(parser: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+def _subcommands(parser: HqParser, dest: str) -> argparse._SubParsersAction:
+    """A group of subcommands; of those, only the one the command line names is built."""
     sub = parser.add_subparsers(dest=dest, metavar="COMMAND", parser_class=HqParser)
     sub.required = True
+    sub.wanted = parser.wanted_sub  # type: ignore[attr-defined]
+    sub.owner = parser  # type: ignore[attr-defined]
+    parser.unbuilt_missing = parser.wanted_sub is not None  # until _sub builds it
     return sub
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hqshm.cli import formats, tables
 from hqshm.cli.layouts import (
@@ -28,18 +28,19 @@ from hqshm.cli.layouts import (
     worker_json,
     worker_rows,
 )
-from hqshm.link.responses import (
-    JobDetail,
-    JobSummary,
-    ServerInfo,
-    SubmitView,
-    TaskExplainResponse,
-    TaskView,
-    WorkerView,
-)
 from hqshm.model.arrays import compress_ids
 from hqshm.model.durations import format_humantime, format_short_duration
-from hqshm.model.submission import Ranges
+
+if TYPE_CHECKING:  # each command imports the views it shows: start-up time
+    from hqshm.link.details import (
+        JobDetail,
+        SubmitView,
+        TaskExplainResponse,
+        TaskView,
+        WorkerView,
+    )
+    from hqshm.link.responses import JobSummary, ServerInfo
+    from hqshm.model.selection import Ranges
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from hqshm.cluster.frozen import frozen
 from hqshm.model.streamformat import (
     HEADER_LIMIT,
     SUFFIX,
@@ -24,7 +25,7 @@ from hqshm.model.streamformat import (
 # --- reading files ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StreamFile:
     """What reading one file found: its header, and why reading stopped early (None: it did
     not)."""
@@ -104,7 +105,7 @@ class InstanceStream:
         return b"".join(c.data for c in self.chunks if c.channel == channel)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Summary:
     n_files: int
     n_jobs: int

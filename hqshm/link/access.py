@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Endpoint:
         return f"Endpoint(host={self.host!r}, port={self.port}, secret_key={secret})"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AccessRecord:
     """The content of an access file; a partial file has one endpoint and no server UID."""
 

@@ -8,28 +8,19 @@ costs the server nothing while it waits.
 
 from __future__ import annotations
 
-import array
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId, TaskId
 from hqshm.model import limits
-from hqshm.model.submission import (
-    ArraySubmission,
-    GraphSubmission,
-    Ranges,
-    check_id,
-    check_selection,
-)
+from hqshm.model.selection import Ranges, check_id, check_selection
 
 CLIENT_PROTOCOL = 3  # 3: entries packed, requests within a decode budget (2: submissions)
 CLIENT_LINK = Registry("client", CLIENT_PROTOCOL)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Selector:
     """``all``, ``last`` or explicit ids (ranges), as given on the command line."""
 
@@ -42,86 +33,19 @@ class Selector:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerInfoRequest:
     TAG: ClassVar[int] = 1
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class StopServerRequest:
     TAG: ClassVar[int] = 2
 
 
-@dataclass(frozen=True, slots=True)
-class PackedBytes:
-    """Many byte strings as two fields: their sizes (u32, little-endian) and their bytes one
-    after another. One value on the wire however many there are, so that millions of
-    `--each-line` entries stay within the server's decode budget."""
-
-    sizes: bytes
-    data: bytes
-
-    @classmethod
-    def of(cls, items: Sequence[bytes]) -> PackedBytes:
-        sizes = array.array("I", [len(item) for item in items])
-        if sys.byteorder == "big":
-            sizes.byteswap()
-        return cls(sizes.tobytes(), b"".join(items))
-
-    def unpack(self, limit: int) -> tuple[bytes, ...]:
-        """The byte strings, at most ``limit`` of them; LimitError if the fields disagree."""
-        if len(self.sizes) % 4:
-            raise limits.LimitError("packed entry sizes are not whole u32 values")
-        limits.check_count("entries", len(self.sizes) // 4, limit)
-        sizes = array.array("I")
-        sizes.frombytes(self.sizes)
-        if sys.byteorder == "big":
-            sizes.byteswap()
-        if sum(sizes) != len(self.data):
-            raise limits.LimitError("packed entry sizes do not add up to their data")
-        items = []
-        view = memoryview(self.data)
-        at = 0
-        for size in sizes:
-            items.append(bytes(view[at : at + size]))
-            at += size
-        return tuple(items)
-
-
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class SubmitRequest:
-    """An array submit; its entries travel packed in ``entries`` (``submission.entries`` is
-    None on the wire); ``of`` and ``unpacked`` convert."""
-
-    TAG: ClassVar[int] = 3
-    submission: ArraySubmission
-    entries: PackedBytes | None = None
-
-    @classmethod
-    def of(cls, submission: ArraySubmission) -> SubmitRequest:
-        if submission.entries is None:
-            return cls(submission)
-        return cls(replace(submission, entries=None), PackedBytes.of(submission.entries))
-
-    def unpacked(self) -> ArraySubmission:
-        if self.entries is None:
-            return self.submission
-        return replace(self.submission, entries=self.entries.unpack(limits.MAX_ENTRIES))
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class SubmitGraphRequest:
-    """Individual tasks with dependencies between them (`hq job submit-file` with [[task]])."""
-
-    TAG: ClassVar[int] = 14
-    submission: GraphSubmission
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class OpenJobRequest:
     TAG: ClassVar[int] = 15
     name: str
@@ -134,14 +58,14 @@ class OpenJobRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class CloseJobsRequest:
     TAG: ClassVar[int] = 16
     selector: Selector
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ForgetJobsRequest:
     TAG: ClassVar[int] = 17
     selector: Selector
@@ -152,13 +76,13 @@ class ForgetJobsRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSummaryRequest:
     TAG: ClassVar[int] = 18
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskIdsRequest:
     TAG: ClassVar[int] = 19
     selector: Selector
@@ -169,7 +93,7 @@ class TaskIdsRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskExplainRequest:
     TAG: ClassVar[int] = 20
     job: Selector  # a single id or last
@@ -180,7 +104,7 @@ class TaskExplainRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResubmitRequest:
     """Beyond HQ (older releases had it): a new job of a job's tasks in the given states."""
 
@@ -194,7 +118,7 @@ class ResubmitRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobListRequest:
     TAG: ClassVar[int] = 4
     states: tuple[str, ...] = ()  # empty = default listing
@@ -205,7 +129,7 @@ class JobListRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobInfoRequest:
     TAG: ClassVar[int] = 5
     selector: Selector
@@ -213,7 +137,7 @@ class JobInfoRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelJobsRequest:
     TAG: ClassVar[int] = 6
     selector: Selector
@@ -225,7 +149,7 @@ class CancelJobsRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WaitJobsRequest:
     TAG: ClassVar[int] = 7
     selector: Selector
@@ -234,14 +158,14 @@ class WaitJobsRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobProgressRequest:
     TAG: ClassVar[int] = 8
     selector: Selector
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskListRequest:
     TAG: ClassVar[int] = 9
     jobs: Selector
@@ -254,7 +178,7 @@ class TaskListRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskInfoRequest:
     TAG: ClassVar[int] = 10
     job: Selector  # a single id or last
@@ -265,7 +189,7 @@ class TaskInfoRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerListRequest:
     TAG: ClassVar[int] = 11
     include_offline: bool = False
@@ -273,21 +197,21 @@ class WorkerListRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerInfoRequest:
     TAG: ClassVar[int] = 12
     selector: Selector
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class StopWorkersRequest:
     TAG: ClassVar[int] = 13
     selector: Selector
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JournalReadRequest:
     """Records of the server's journal from ``offset`` on (`hq journal replay|stream`).
 
@@ -305,12 +229,12 @@ class JournalReadRequest:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JournalFlushRequest:
     TAG: ClassVar[int] = 41
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JournalPruneRequest:
     TAG: ClassVar[int] = 42

@@ -1,28 +1,27 @@
 """Server -> client responses of the client link, and the views they carry.
 
-Views (``JobSummary``, ``TaskView``, ``WorkerView``...) are what the server shows of its state:
-plain records, built by the server and rendered by the client, never live objects.
+Views (``JobSummary`` here, the detailed ones in hqshm/link/details.py) are what the server shows
+of its state: plain records, built by the server and rendered by the client, never live objects.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
+from hqshm.cluster.frozen import frozen
 from hqshm.link.requests import CLIENT_LINK
-from hqshm.model.submission import Ranges, TaskTemplate
-from hqshm.model.workerconfig import WorkerConfiguration
+from hqshm.model.selection import Ranges
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ErrorResponse:
     TAG: ClassVar[int] = 100
     message: str
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerInfo:
     TAG: ClassVar[int] = 101
     server_uid: str
@@ -37,19 +36,19 @@ class ServerInfo:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ack:
     TAG: ClassVar[int] = 102
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class SubmitResponse:
     TAG: ClassVar[int] = 103
     job_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSummary:
     id: int
     name: str
@@ -60,71 +59,15 @@ class JobSummary:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobListResponse:
     TAG: ClassVar[int] = 104
     jobs: tuple[JobSummary, ...]
     total: int  # all jobs the server knows, for the "use --all" footer
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitView:
-    """One submit of a job as `job info` shows it (paths after stage-1 resolution)."""
-
-    template: TaskTemplate
-    stdout: str | None  # resolved path text, None for none, "<Stream>" when streamed
-    stderr: str | None
-    cwd: str
-    ids: Ranges
-    is_array: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TaskView:
-    id: int
-    state: str
-    instance: int
-    worker_ids: tuple[int, ...]
-    hostnames: tuple[str, ...]
-    started_at: float | None
-    ended_at: float | None
-    error: str
-    cwd: str | None = None  # fully resolved once started
-    stdout: str | None = None
-    stderr: str | None = None
-    stdout_kind: str = "file"
-    stderr_kind: str = "file"
-    submit_index: int = 0
-    deps: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class JobDetail:
-    summary: JobSummary
-    max_fails: int | None
-    submitted_at: float
-    finished_at: float | None
-    submit_dir: str
-    submits: tuple[SubmitView, ...]
-    task_ids: Ranges
-    workers: tuple[str, ...]  # hostnames of workers that ran tasks, by worker id
-    n_workers: int
-    failed: tuple[TaskView, ...]  # first failed tasks (CLI shows 5)
-    n_failed: int
-    tasks: tuple[TaskView, ...] = ()  # all tasks, only when asked (JSON)
-    batches: int = 1  # requests that added tasks (a job file is one, with several submits)
-
-
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class JobInfoResponse:
-    TAG: ClassVar[int] = 105
-    jobs: tuple[JobDetail, ...]
-    missing: tuple[int, ...]
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelJobsResponse:
     TAG: ClassVar[int] = 106
     canceled: tuple[tuple[int, int, int], ...]  # job id, tasks canceled, tasks already finished
@@ -133,7 +76,7 @@ class CancelJobsResponse:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WaitJobsResponse:
     TAG: ClassVar[int] = 107
     jobs: tuple[JobSummary, ...]
@@ -141,53 +84,14 @@ class WaitJobsResponse:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobProgressResponse:
     TAG: ClassVar[int] = 108
     jobs: tuple[JobSummary, ...]
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class TaskListResponse:
-    TAG: ClassVar[int] = 109
-    jobs: tuple[tuple[int, tuple[TaskView, ...]], ...]
-    missing_jobs: tuple[int, ...] = ()
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class TaskInfoResponse:
-    TAG: ClassVar[int] = 110
-    job_id: int | None  # None: the job was not found
-    tasks: tuple[TaskView, ...]
-    submits: tuple[SubmitView, ...]
-    missing_tasks: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerView:
-    id: int
-    state: str
-    config: WorkerConfiguration
-    started_at: float
-    ended_at: float | None
-    assigned_tasks: int = 0
-    running_tasks: int = 0
-    last_task: tuple[int, int, float] | None = None  # job, task, time
-    multinode: str = ""  # "main" | "secondary" while it holds a multi-node task
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class WorkerListResponse:
-    TAG: ClassVar[int] = 111
-    workers: tuple[WorkerView, ...]
-    missing: tuple[int, ...] = ()
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class StopWorkersResponse:
     TAG: ClassVar[int] = 112
     # (worker id, outcome) with outcome "stopped" | "already-stopped" | "not-found"
@@ -195,7 +99,7 @@ class StopWorkersResponse:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class Notification:
     """Sent to a waiting client before its WaitJobsResponse, once per task notification."""
 
@@ -207,7 +111,7 @@ class Notification:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class CloseJobsResponse:
     TAG: ClassVar[int] = 113
     # (job id, outcome) with outcome "closed" | "already-closed" | "not-found"
@@ -215,7 +119,7 @@ class CloseJobsResponse:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ForgetJobsResponse:
     TAG: ClassVar[int] = 114
     forgotten: int
@@ -223,51 +127,22 @@ class ForgetJobsResponse:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSummaryResponse:
     TAG: ClassVar[int] = 115
     counts: tuple[tuple[str, int], ...]  # job state word -> number of jobs
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskIdsResponse:
     TAG: ClassVar[int] = 116
     jobs: tuple[tuple[int, Ranges], ...]
     missing: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ExplainVariant:
-    """Why one resource variant of a task can or cannot run on one worker."""
-
-    items: tuple[tuple[str, str, int, int], ...]  # (kind, name, worker amount, request amount)
-    runnable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ExplainWorker:
-    worker_id: int
-    variants: tuple[ExplainVariant, ...]
-    remaining_time: float | None = None
-    group_size: int = 0
-
-
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
-class TaskExplainResponse:
-    TAG: ClassVar[int] = 117
-    job_id: int
-    task_id: int
-    n_deps: int
-    n_waiting_deps: int
-    workers: tuple[ExplainWorker, ...]
-    min_times: tuple[float, ...] = ()  # per variant
-    n_nodes: tuple[int, ...] = ()  # per variant
-
-
-@CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JournalRecords:
     """Raw journal records (hqshm.server.journal.records), and where to read on."""
 
@@ -279,7 +154,7 @@ class JournalRecords:
 
 
 @CLIENT_LINK.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JournalPruned:
     TAG: ClassVar[int] = 141
     size_before: int

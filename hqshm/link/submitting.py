@@ -17,15 +17,9 @@ from dataclasses import replace
 from hqshm.cluster.ids import JobId
 from hqshm.errors import HqError
 from hqshm.link.client import ClientConnection
-from hqshm.link.requests import (
-    CancelJobsRequest,
-    CloseJobsRequest,
-    OpenJobRequest,
-    Selector,
-    SubmitGraphRequest,
-    SubmitRequest,
-)
+from hqshm.link.requests import CancelJobsRequest, CloseJobsRequest, OpenJobRequest, Selector
 from hqshm.link.responses import CancelJobsResponse, CloseJobsResponse, SubmitResponse
+from hqshm.link.submitrequests import SubmitGraphRequest, SubmitRequest
 from hqshm.model import limits
 from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask
 

@@ -15,6 +15,7 @@ from itertools import pairwise
 from math import gcd
 from typing import ClassVar
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
 from hqshm.model.scanner import U32_MAX, Scanner
 
@@ -355,17 +356,17 @@ def parse_array(text: str) -> IdSet:
 # -- selectors -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class All:
     """Every existing ID (what "existing" means is up to the command)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Last:
     """The most recently created ID."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ids:
     ids: IdSet
 

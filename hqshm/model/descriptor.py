@@ -9,9 +9,9 @@ Pure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.resources import (
     CouplingWeight,
     PoolKind,
@@ -89,7 +89,7 @@ MAX_COUPLING_WEIGHT = 0xFFFF  # HQ's weights are positive 16-bit integers
 _COUPLING_STOPS = frozenset("[]:,=")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CouplingLink:
     """One `res[g]:res[g][=weight]` item as written, before the worker's pools are known."""
 

@@ -12,10 +12,9 @@ sender's (`hq task notify`, hqshm/cli/commands/tasks.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgpack
 
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import InstanceId, JobId, TaskId
 from hqshm.cluster.protocol import MAX_NOTIFICATION
 from hqshm.errors import UserError
@@ -39,7 +38,7 @@ class NotifyFailed(UserError):
     template = "Cannot send the notification: {reason}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Notice:
     """One notification, as a datagram carries it."""
 

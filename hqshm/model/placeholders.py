@@ -11,9 +11,9 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import ClassVar
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
 
 JOB_ID = "JOB_ID"
@@ -41,7 +41,7 @@ DEFAULT_STDOUT = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stdout"
 DEFAULT_STDERR = "%{CWD}/job-%{JOB_ID}/%{TASK_ID}.stderr"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SubmitPaths:
     """Paths after stage 1; `None` stdout/stderr means no file, `None` stream no streaming."""
 
@@ -51,7 +51,7 @@ class SubmitPaths:
     stream: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskPaths:
     """Fully resolved paths of one task instance."""
 

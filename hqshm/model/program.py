@@ -7,10 +7,11 @@ node's loop never formats paths or environments per task.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId
 from hqshm.model import limits
 
@@ -24,7 +25,7 @@ class PinMode:
     ALL = (NONE, TASKSET, OMP)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Stdio:
     """Where one output channel goes: a path template, nothing, or the job's stream."""
 
@@ -42,7 +43,7 @@ class Stdio:
 
 
 @PROGRAM.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProgramSpec:
     TAG: ClassVar[int] = 1
     args: tuple[str, ...]

@@ -40,8 +40,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import HqError
 
 MAGIC = b"HQSHMSTR"
@@ -75,7 +76,7 @@ class CorruptStream(HqError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StreamHeader:
     server_uid: str
     worker_id: int
@@ -87,7 +88,7 @@ class StreamHeader:
             raise ValueError("server uid too long")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Chunk:
     """One record: some bytes of a task instance's channel, or (no data) its end."""
 

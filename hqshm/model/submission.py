@@ -8,49 +8,19 @@ expanded, so a million-task array is a few integers here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
 
 # A template's crash_limit is a count or one of these (re-exported for the submit builder).
 from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId, TaskId
 from hqshm.cluster.resources import ResourceRequest
 from hqshm.model import limits
 from hqshm.model.program import PinMode
 from hqshm.model.resourcespec import check_request
 from hqshm.model.scanner import U32_MAX
-
-Ranges = tuple[tuple[int, int, int], ...]  # (start, end inclusive, step)
-
-
-def check_ranges(ranges: Ranges | None) -> None:
-    """Ranges as a peer sent them: ids 0..2^32-1, start <= end, a step of at least 1; anything
-    else raises ValueError, which the codec turns into a refused message (never a crash in the
-    code that walks them). Nothing is expanded here, whatever the ranges span."""
-    if ranges is None:
-        return
-    limits.check_count("id ranges", len(ranges), limits.MAX_RANGES)
-    for start, end, step in ranges:
-        if step < 1 or not 0 <= start <= end <= U32_MAX:
-            raise limits.LimitError(
-                f"invalid id range {start}-{end}:{step} (ids are 0 to {U32_MAX}, "
-                "the start not after the end, the step at least 1)")
-
-
-def check_selection(ranges: Ranges | None) -> None:
-    """Ranges that select existing ids: checked, and apart from each other, as `hq` parses
-    them (model/arrays.py refuses overlaps), so that the server matches each existing id
-    against one range at most, and its work follows the ids that exist."""
-    check_ranges(ranges)
-    previous_end = -1
-    for start, end, step in sorted(ranges or ()):
-        if start <= previous_end:
-            raise limits.LimitError(f"id ranges overlap at {start}-{end}:{step}")
-        previous_end = end
-
-
-def check_id(what: str, value: int) -> None:
-    limits.check_int(what, value, 0, U32_MAX)
+from hqshm.model.selection import Ranges, check_id, check_ranges
 
 
 def check_optional_text(what: str, value: str | None) -> None:
@@ -58,7 +28,7 @@ def check_optional_text(what: str, value: str | None) -> None:
         limits.check_text(what, value)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StdioDesc:
     kind: str  # FILE | NONE | STREAM
     path: str = ""
@@ -95,7 +65,7 @@ def never_ready(deps: Mapping[TaskId, Sequence[TaskId]]) -> list[TaskId]:
                 ready.append(dependant)
     return [task for task, count in waiting.items() if count > 0]
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskTemplate:
     """What a user asked to run, before the server resolves placeholders."""
 
@@ -129,7 +99,7 @@ class TaskTemplate:
         limits.check_int("the number of retries", self.retries, 0, U32_MAX)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskRef:
     """Tasks of an earlier job: all of them (``tasks`` None) or the given ids."""
 
@@ -144,7 +114,7 @@ class TaskRef:
                                limits.MAX_SUBMIT_TASKS)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GraphTask:
     """One task of a job file: its own template, explicit id, dependencies and entry."""
 
@@ -161,7 +131,7 @@ class GraphTask:
             limits.check_bytes("an entry", self.entry, limits.MAX_ARG)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ArraySubmission:
     """Many tasks of one template (`hq submit`, a job file's `[array]`), ids as ranges."""
 
@@ -191,7 +161,7 @@ class ArraySubmission:
         limits.check_count("--after references", len(self.after), limits.MAX_AFTER)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GraphSubmission:
     """Individual tasks with dependencies between them (`hq job submit-file` with [[task]])."""
 

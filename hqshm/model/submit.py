@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId
 from hqshm.cluster.resources import (
     FRACTIONS,
@@ -39,7 +39,8 @@ from hqshm.model.resourcespec import (
     parse_request_amount,
 )
 from hqshm.model.scanner import U32_MAX
-from hqshm.model.submission import ArraySubmission, Ranges, StdioDesc, TaskRef, TaskTemplate
+from hqshm.model.selection import Ranges
+from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef, TaskTemplate
 
 Amount = int | float | str  # whole units, a fraction, or a request text such as "4 compact!"
 
@@ -279,7 +280,7 @@ def task_template(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class BuiltArray:
     """A checked submission and what the client should warn about before sending it."""
 

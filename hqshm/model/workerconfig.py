@@ -6,18 +6,18 @@ its own small codec so that the node needs nothing of the client link to build i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.errors import PeerError
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.resources import ResourceDescriptor
 
 WORKER_CONFIG = Registry("worker configuration", 1)
 
 
 @WORKER_CONFIG.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerConfiguration:
     """A worker's settings, as it reported them when it registered (worker info rows)."""
 

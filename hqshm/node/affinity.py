@@ -27,10 +27,11 @@ import os
 import signal
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import IntEnum
 from typing import Any
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import HqError
 from hqshm.node.cpumask import bits_of
 
@@ -100,7 +101,7 @@ class SpawnError(HqError, OSError):
         return SpawnError, (self.stage, self.errno, self.filename)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CpuInfo:
     id: int
     core: int  # core_id: unique only within its socket
@@ -109,7 +110,7 @@ class CpuInfo:
     first_sibling: int  # the CPU kept by --no-hyper-threading
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SpawnSpec:
     """One program launch. ``env`` is the task's whole environment (nothing is inherited)."""
 

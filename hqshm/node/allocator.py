@@ -42,8 +42,8 @@ import heapq
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.resources import (
     FRACTIONS,
     Policy,
@@ -61,7 +61,7 @@ MAX_SETS = 512
 MAX_COMBINATIONS = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Taken:
     """What one task holds of one pool: (item index, amount) pairs, or an amount of a sum.
 
@@ -73,13 +73,13 @@ class Taken:
     amount: int = 0  # sum pools only
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Allocation:
     variant: int
     taken: tuple[Taken, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Plan:
     """Which groups give how many whole items, and where the fraction comes from.
 

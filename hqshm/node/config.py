@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
 from hqshm.model.arrays import compress_ids
 from hqshm.model.descriptor import CouplingLink, build_descriptor
@@ -29,7 +30,7 @@ DETECTABLE = ("cpus", "mem", "gpus/nvidia", "gpus/amd")
 SYSTEM_ROOT_VARIABLE = "HQSHM_SYSFS_ROOT"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerEndpoint:
     """Where the node connects, and the worker secret of the server's access file (None: the
     server accepts workers without authentication). The node's caller reads the access file."""
@@ -39,7 +40,7 @@ class ServerEndpoint:
     secret: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeOptions:
     server: ServerEndpoint
     cpus: ResourcePool | None = None
@@ -73,7 +74,7 @@ def system_root(env: Mapping[str, str]) -> str | None:
     return env.get(SYSTEM_ROOT_VARIABLE) or None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DetectedCpus:
     pool: ResourcePool
     numa_of_group: tuple[int, ...]  # NUMA node id of each group of the pool
@@ -150,7 +151,7 @@ def detect_memory_mib(
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DetectedResources:
     pools: tuple[ResourcePool, ...]
     numa_of_group: tuple[int, ...]  # of the detected CPU pool; () when CPUs were given
@@ -186,7 +187,7 @@ def detect_resources(
     return DetectedResources(tuple(pools), numa)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeResources:
     descriptor: ResourceDescriptor  # pools sorted by name, with the coupling resolved
     numa_of_group: tuple[int, ...]  # NUMA node of each CPU group; () when not detected

@@ -33,12 +33,13 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 import msgpack
 
 from hqshm import errors
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
@@ -64,7 +65,7 @@ FAILED = 1
 SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskPayload:
     """The per-task part of a RUN record (the program itself comes once per group)."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from hqshm.cluster.frozen import frozen
 from hqshm.model import placeholders
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
 from hqshm.model.streamformat import new_node_key
@@ -20,7 +21,7 @@ from hqshm.model.streamformat import new_node_key
 USER_OWNED = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeContext:
     """What every task of this node shares.
 
@@ -40,7 +41,7 @@ class NodeContext:
     memory_mode: int = 2
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LaunchPlan:
     argv: list[str]
     env: dict[str, str] = field(repr=False)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-from dataclasses import dataclass
 
+from hqshm.cluster.frozen import frozen
 from hqshm.model.notification import MAX_DATAGRAM, access_key, decode_notice, encode_answer
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Request:
     job_id: int
     task_id: int

@@ -50,12 +50,12 @@ import struct
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import TYPE_CHECKING, NamedTuple
 
 import posix_ipc
 
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import HqError
 from hqshm.node.cpumask import bits_of
 
@@ -176,7 +176,7 @@ class Record(NamedTuple):
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RingNames:
     """Everything another process needs to attach to a ring (plain strings: msgpack-able)."""
 

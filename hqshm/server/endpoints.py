@@ -17,6 +17,7 @@ import zmq
 
 from hqshm import __version__
 from hqshm.cluster.bounds import MAX_FRAME
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.security import ZapResponder, derive_keys, listen
 from hqshm.errors import UserError
 from hqshm.link import access, serverdir
@@ -34,7 +35,7 @@ class ServerOnline(UserError):  # spec/cli.md §3, hq server start
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerConfig:
     server_dir: Path
     host: str | None = None

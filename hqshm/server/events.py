@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from hqshm.cluster.core import FailedForGood
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
@@ -63,7 +64,7 @@ class NewSubmit:
     after_keys: tuple[TaskKey, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobOpened:
     """`hq job open`: a job that takes submits until it is closed."""
 
@@ -76,7 +77,7 @@ class JobOpened:
         return (self.job_id,)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSubmitted:
     """A new job, or more tasks for an open one; its tasks start WAITING."""
 
@@ -91,7 +92,7 @@ class JobSubmitted:
         return (self.job_id,)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobClosed:
     job_id: JobId
     at: float
@@ -100,7 +101,7 @@ class JobClosed:
         return (self.job_id,)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobCanceled:
     """`hq job cancel`: every unfinished task of the job is CANCELED."""
 
@@ -112,7 +113,7 @@ class JobCanceled:
         return (self.job_id,)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobAborted:
     """More failures than --max-fails: every unfinished task of the job is ABORTED."""
 
@@ -123,7 +124,7 @@ class JobAborted:
         return (self.job_id,)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobsForgotten:
     """`hq job forget`: completed jobs dropped from memory."""
 
@@ -137,7 +138,7 @@ class JobsForgotten:
 # --- tasks ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksStarted:
     worker: WorkerId
     started: Sequence[Started]
@@ -147,7 +148,7 @@ class TasksStarted:
         return jobs_of(map(_key_of, self.started))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksFinished:
     worker: WorkerId
     finished: Sequence[Finished]
@@ -157,7 +158,7 @@ class TasksFinished:
         return jobs_of(map(_key_of, self.finished))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksFailed:
     """Failures for good (retries spent); the items' ``retryable`` flag is left out."""
 
@@ -169,7 +170,7 @@ class TasksFailed:
         return jobs_of(map(_key_of, self.failed))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksRequeued:
     """Tasks to run again under these new instance ids (lost worker, retry)."""
 
@@ -182,7 +183,7 @@ class TasksRequeued:
         return jobs_of(self.keys)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksCrashed:
     """Tasks that were running on a lost worker once too often: FAILED."""
 
@@ -196,7 +197,7 @@ class TasksCrashed:
         return jobs_of(self.keys)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksAborted:
     """Tasks that lost a prerequisite, and whole submits ((job id, gid) pairs) that did."""
 
@@ -208,7 +209,7 @@ class TasksAborted:
         return jobs_of(self.keys) | {job for job, _gid in self.submits}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksAdopted:
     """A node that outlived its server registered again and took back these running tasks:
     they run on its new registration (a restored server shows them there)."""
@@ -221,7 +222,7 @@ class TasksAdopted:
         return jobs_of(self.keys)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskNodesReserved:
     """A multi-node task was given these workers; the first one runs it."""
 
@@ -236,7 +237,7 @@ class TaskNodesReserved:
 # --- workers --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerConnected:
     worker: WorkerId
     config: WorkerConfiguration
@@ -246,7 +247,7 @@ class WorkerConnected:
         return ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerLost:
     """A worker left; ``reason`` is a ``cluster.protocol.StopReason``."""
 

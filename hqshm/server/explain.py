@@ -11,7 +11,7 @@ from __future__ import annotations
 from hqshm.cluster.core import Core
 from hqshm.cluster.ids import TaskId
 from hqshm.errors import UserError
-from hqshm.link.responses import ExplainVariant, ExplainWorker, TaskExplainResponse
+from hqshm.link.details import ExplainVariant, ExplainWorker, TaskExplainResponse
 from hqshm.model.taskstates import TaskState
 from hqshm.server.jobs import Job
 

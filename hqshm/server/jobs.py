@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hqshm.cluster.core import Group
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.errors import UserError
 from hqshm.link.responses import JobSummary
 from hqshm.model.program import ProgramSpec
-from hqshm.model.submission import Ranges, TaskTemplate
+from hqshm.model.selection import Ranges
+from hqshm.model.submission import TaskTemplate
 from hqshm.model.taskstates import job_state
 from hqshm.model.tasktable import TaskTable, merge_counts
 
@@ -63,7 +65,7 @@ class Submit:
     crashes: dict[int, int] = field(default_factory=dict)  # row -> lost workers it ran on
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NewGroup:
     """A core group to add, with the prerequisites it still waits for."""
 

@@ -22,7 +22,8 @@ from hqshm.cluster.core import Core, Worker
 from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
 from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification
 from hqshm.cluster.server_loop import ServerLoop
-from hqshm.link.responses import ServerInfo, TaskExplainResponse
+from hqshm.link.details import TaskExplainResponse
+from hqshm.link.responses import ServerInfo
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.endpoints import Endpoints, ServerConfig, open_endpoints
 from hqshm.server.events import EventStream

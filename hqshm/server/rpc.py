@@ -18,8 +18,16 @@ import numpy as np
 import zmq
 
 from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.errors import UserError
+from hqshm.link.details import (
+    JobInfoResponse,
+    TaskExplainResponse,
+    TaskInfoResponse,
+    TaskListResponse,
+    WorkerListResponse,
+)
 from hqshm.link.requests import (
     CLIENT_LINK,
     CancelJobsRequest,
@@ -35,8 +43,6 @@ from hqshm.link.requests import (
     ServerInfoRequest,
     StopServerRequest,
     StopWorkersRequest,
-    SubmitGraphRequest,
-    SubmitRequest,
     TaskExplainRequest,
     TaskIdsRequest,
     TaskInfoRequest,
@@ -51,7 +57,6 @@ from hqshm.link.responses import (
     CloseJobsResponse,
     ErrorResponse,
     ForgetJobsResponse,
-    JobInfoResponse,
     JobListResponse,
     JobProgressResponse,
     JobSummaryResponse,
@@ -59,15 +64,13 @@ from hqshm.link.responses import (
     ServerInfo,
     StopWorkersResponse,
     SubmitResponse,
-    TaskExplainResponse,
     TaskIdsResponse,
-    TaskInfoResponse,
-    TaskListResponse,
     WaitJobsResponse,
-    WorkerListResponse,
 )
+from hqshm.link.submitrequests import SubmitGraphRequest, SubmitRequest
 from hqshm.model.limits import MAX_MISSING_IDS, MAX_REQUEST_VALUES, range_count
-from hqshm.model.submission import ArraySubmission, GraphSubmission, Ranges
+from hqshm.model.selection import Ranges
+from hqshm.model.submission import ArraySubmission, GraphSubmission
 from hqshm.model.taskstates import TaskState, parse_states
 from hqshm.server import views
 from hqshm.server.events import Event, EventStream
@@ -117,7 +120,7 @@ def resolve_ids(selector: Selector, existing: Iterable[Id]) -> tuple[list[Id], l
     return present.tolist(), missing  # type: ignore[return-value]  # ints, as the ids
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LocatedTasks:
     """Tasks of a job that ranges name, in the ranges' order: parallel arrays."""
 

@@ -10,10 +10,10 @@ import math
 import numpy as np
 
 from hqshm.cluster.ids import TaskId, WorkerId
-from hqshm.link.responses import JobDetail, SubmitView, TaskView
+from hqshm.link.details import JobDetail, SubmitView, TaskView
 from hqshm.model import placeholders
 from hqshm.model.program import Stdio
-from hqshm.model.submission import Ranges
+from hqshm.model.selection import Ranges
 from hqshm.model.taskstates import TaskState
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, Submit, compress_ranges

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.cluster.protocol import StopReason
-from hqshm.link.responses import WorkerView
+from hqshm.link.details import WorkerView
 from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.server.events import EventSink, WorkerConnected, WorkerLost
 

@@ -17,23 +17,18 @@ from harness import HqEnv
 from hqshm.cluster.resources import RequestVariant, ResourceEntry, ResourceRequest, cpus_request
 
 from hqshm.link.client import ClientConnection, ConnectionLost, ServerError
+from hqshm.link.details import JobInfoResponse, TaskInfoResponse, TaskListResponse
 from hqshm.link.requests import (
     CancelJobsRequest,
     JobInfoRequest,
     OpenJobRequest,
     Selector,
-    SubmitRequest,
     TaskInfoRequest,
     TaskListRequest,
     WaitJobsRequest,
 )
-from hqshm.link.responses import (
-    CancelJobsResponse,
-    JobInfoResponse,
-    SubmitResponse,
-    TaskInfoResponse,
-    TaskListResponse,
-)
+from hqshm.link.responses import CancelJobsResponse, SubmitResponse
+from hqshm.link.submitrequests import SubmitRequest
 from hqshm.model import limits
 from hqshm.model.submission import ArraySubmission, StdioDesc, TaskTemplate
 

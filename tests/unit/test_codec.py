@@ -29,8 +29,10 @@ from hqshm.cluster.resources import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hqshm.link.details as details
 import hqshm.link.requests as requests
 import hqshm.link.responses as responses
+import hqshm.link.submitrequests as submitrequests
 import hqshm.model.submission as submission
 import hqshm.model.workerconfig as workerconfig
 from hqshm.link.requests import CLIENT_LINK, CLIENT_PROTOCOL
@@ -90,7 +92,7 @@ TEMPLATE = submission.TaskTemplate(
 IDS = ((0, 9, 1), (20, 30, 5))
 SELECTOR = requests.Selector("ids", IDS)
 SUMMARY = responses.JobSummary(7, "job name", True, "user asked", 12, (1, 2, 3, 4, 1, 1))
-TASK_VIEW = responses.TaskView(
+TASK_VIEW = details.TaskView(
     id=3,
     state="FAILED",
     instance=2,
@@ -106,8 +108,8 @@ TASK_VIEW = responses.TaskView(
     stderr_kind="none",
     submit_index=1,
 )
-SUBMIT_VIEW = responses.SubmitView(TEMPLATE, "/w/out", None, "/w", IDS, is_array=False)
-DETAIL = responses.JobDetail(
+SUBMIT_VIEW = details.SubmitView(TEMPLATE, "/w/out", None, "/w", IDS, is_array=False)
+DETAIL = details.JobDetail(
     summary=SUMMARY,
     max_fails=None,
     submitted_at=10.0,
@@ -121,7 +123,7 @@ DETAIL = responses.JobDetail(
     n_failed=1,
     tasks=(TASK_VIEW, TASK_VIEW),
 )
-WORKER_VIEW = responses.WorkerView(2, "RUNNING", CONFIG, 5.0, None, 3, 1, (7, 3, 6.5))
+WORKER_VIEW = details.WorkerView(2, "RUNNING", CONFIG, 5.0, None, 3, 1, (7, 3, 6.5))
 BIG_KEY = (2**32 - 1) << 32 | (2**32 - 1)
 
 NODE_SAMPLES: list[Any] = [
@@ -153,9 +155,9 @@ CLIENT_SAMPLES: list[Any] = [
     requests.JobInfoRequest(SELECTOR),
     requests.ServerInfoRequest(),
     requests.StopServerRequest(),
-    requests.SubmitRequest(
+    submitrequests.SubmitRequest(
         submission.ArraySubmission("array", 3, "/home/u", TEMPLATE, IDS, (b"a", b"b"), 4)),
-    requests.SubmitRequest(submission.ArraySubmission("plain", None, "/home/u", TEMPLATE, ())),
+    submitrequests.SubmitRequest(submission.ArraySubmission("plain", None, "/home/u", TEMPLATE, ())),
     requests.JobListRequest(("running", "failed"), True),
     requests.JobInfoRequest(requests.Selector("last"), include_tasks=True),
     requests.CancelJobsRequest(SELECTOR, "because"),
@@ -174,19 +176,19 @@ CLIENT_SAMPLES: list[Any] = [
     responses.Ack(),
     responses.SubmitResponse(7),
     responses.JobListResponse((SUMMARY, SUMMARY), 40),
-    responses.JobInfoResponse((DETAIL,), (8, 9)),
+    details.JobInfoResponse((DETAIL,), (8, 9)),
     responses.CancelJobsResponse(((7, 6, 4),), (3,), (99,)),
     responses.WaitJobsResponse((SUMMARY,), (5,)),
     responses.JobProgressResponse((SUMMARY,)),
-    responses.TaskListResponse(((7, (TASK_VIEW,)), (8, ())), (9,)),
-    responses.TaskInfoResponse(7, (TASK_VIEW,), (SUBMIT_VIEW,), (11,)),
-    responses.TaskInfoResponse(None, (), ()),
-    responses.WorkerListResponse((WORKER_VIEW,), (12,)),
+    details.TaskListResponse(((7, (TASK_VIEW,)), (8, ())), (9,)),
+    details.TaskInfoResponse(7, (TASK_VIEW,), (SUBMIT_VIEW,), (11,)),
+    details.TaskInfoResponse(None, (), ()),
+    details.WorkerListResponse((WORKER_VIEW,), (12,)),
     responses.StopWorkersResponse(((1, "stopped"), (2, "not-found"))),
-    requests.SubmitRequest(submission.ArraySubmission(
+    submitrequests.SubmitRequest(submission.ArraySubmission(
         "after", None, "/home/u", TEMPLATE, IDS, None, None, "log-%{JOB_ID}",
         (submission.TaskRef(1), submission.TaskRef(2, ((0, 9, 1),))))),
-    requests.SubmitGraphRequest(submission.GraphSubmission(
+    submitrequests.SubmitGraphRequest(submission.GraphSubmission(
         "graph", 1, "/home/u",
         (submission.GraphTask(1, TEMPLATE), submission.GraphTask(2, TEMPLATE, (1,), b"entry")),
         job_id=3, stream_dir="/tmp/s")),
@@ -202,9 +204,9 @@ CLIENT_SAMPLES: list[Any] = [
     responses.Notification(1, 2, 3, b"message"),
     responses.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
     responses.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
-    responses.TaskExplainResponse(
+    details.TaskExplainResponse(
         1, 0, 2, 1,
-        (responses.ExplainWorker(1, (responses.ExplainVariant((("Resources", "cpus", 40000,
+        (details.ExplainWorker(1, (details.ExplainVariant((("Resources", "cpus", 40000,
                                                                10000),), True),), 12.5, 0),),
         (0.0,), (0,)),
     requests.JournalReadRequest(16, 2),
@@ -215,7 +217,7 @@ CLIENT_SAMPLES: list[Any] = [
 ]
 
 LINKS = [(NODE_LINK, NODE_SAMPLES, (protocol,)),
-         (CLIENT_LINK, CLIENT_SAMPLES, (requests, responses)),
+         (CLIENT_LINK, CLIENT_SAMPLES, (requests, responses, details, submitrequests)),
          (workerconfig.WORKER_CONFIG, [CONFIG], (workerconfig,))]
 ALL_SAMPLES = [(link, s) for link, samples, _ in LINKS for s in samples]
 
@@ -415,7 +417,7 @@ def test_wrongly_typed_map_entries_are_refused() -> None:
     fields = fields_of(CLIENT_LINK, CLIENT_SAMPLES[3])
     fields[0][3][1] = {"TOKEN": 1}  # ArraySubmission.template.env: dict[str, str]
     with pytest.raises(PeerError):
-        CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, requests.SubmitRequest.TAG, *fields))
+        CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, submitrequests.SubmitRequest.TAG, *fields))
 
 
 @pytest.mark.parametrize(("link", "message"), ALL_SAMPLES, ids=_ids(ALL_SAMPLES))

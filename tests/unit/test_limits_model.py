@@ -28,10 +28,10 @@ from hqshm.link.requests import (
     CancelJobsRequest,
     OpenJobRequest,
     Selector,
-    SubmitRequest,
     TaskInfoRequest,
     TaskListRequest,
 )
+from hqshm.link.submitrequests import SubmitRequest
 from hqshm.model import limits
 from hqshm.model import submit as builder
 from hqshm.model.program import ProgramSpec, Stdio

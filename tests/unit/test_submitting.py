@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_limits_model import TEMPLATE
 
-from hqshm.link.requests import CLIENT_LINK, PackedBytes, SubmitRequest
+from hqshm.link.requests import CLIENT_LINK
+from hqshm.link.submitrequests import PackedBytes, SubmitRequest
 from hqshm.link.submitting import _values, graph_parts
 from hqshm.model import limits
 from hqshm.model.submission import ArraySubmission, GraphTask

@@ -26,13 +26,11 @@ from hqshm.link.responses import (
     CancelJobsResponse,
     CloseJobsResponse,
     ForgetJobsResponse,
-    JobInfoResponse,
     JobListResponse,
     JobProgressResponse,
     JobSummaryResponse,
     SubmitResponse,
     TaskIdsResponse,
-    TaskListResponse,
     WaitJobsResponse,
 )
 from hqshm.model.arrays import parse_array
@@ -80,6 +78,8 @@ def list_jobs(ctx: Context) -> int:
 
 
 def info(ctx: Context) -> int:
+    from hqshm.link.details import JobInfoResponse  # not every job command's: start-up time
+
     request = JobInfoRequest(selector(ctx.args.selector), include_tasks=ctx.out.mode == "json")
     response = ctx.request(request, JobInfoResponse)
     for job_id in response.missing:
@@ -191,6 +191,8 @@ def resubmit(ctx: Context) -> int:
 
 def cat(ctx: Context) -> int:
     """`hq job cat`: the output files of tasks, in task order (spec/cli.md §6)."""
+    from hqshm.link.details import TaskListResponse  # not every job command's: start-up time
+
     if ctx.out.mode == "json":
         raise UserError("JSON output mode doesn't support job output")
     args = ctx.args

@@ -20,8 +20,9 @@ from pathlib import Path
 from hqshm.cli.commands.context import Context
 from hqshm.errors import UserError
 from hqshm.link import serverdir
+from hqshm.link.details import WorkerListResponse
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest, WorkerListRequest
-from hqshm.link.responses import Ack, ServerInfo, WorkerListResponse
+from hqshm.link.responses import Ack, ServerInfo
 
 logger = logging.getLogger("hqshm.cli")
 

@@ -9,8 +9,8 @@ import time
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.cli.commands.jobs import parse_state_filter
 from hqshm.errors import UserError
+from hqshm.link.details import TaskExplainResponse, TaskInfoResponse, TaskListResponse
 from hqshm.link.requests import Selector, TaskExplainRequest, TaskInfoRequest, TaskListRequest
-from hqshm.link.responses import TaskExplainResponse, TaskInfoResponse, TaskListResponse
 from hqshm.model import notification
 from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.taskstates import STATE_NAMES

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from hqshm.cli import resourceview
 from hqshm.cli.commands.context import Context, selector
 from hqshm.errors import UsageError, UserError
+from hqshm.link.details import WorkerListResponse, WorkerView
 from hqshm.link.requests import Selector, StopWorkersRequest, WorkerInfoRequest, WorkerListRequest
-from hqshm.link.responses import StopWorkersResponse, WorkerListResponse, WorkerView
+from hqshm.link.responses import StopWorkersResponse
 from hqshm.model import resourcespec
 from hqshm.model.arrays import parse_single
 from hqshm.model.descriptor import build_descriptor, parse_coupling

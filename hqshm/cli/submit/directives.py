@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from hqshm.cli.parser import HqParser, add_submit_options
+from hqshm.cluster.frozen import frozen
 from hqshm.errors import UsageError, UserError
 
 SCAN_LIMIT = 32 * 1024  # HQ reads only this much of a script
@@ -40,7 +40,7 @@ class DirectivesNeedStdin(UserError):  # spec/cli.md §5.3
     template = "You have to use `--stdin` when you specify `--directives=stdin`."
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScriptHead:
     """What the head of a script says: directive arguments and the shebang's words."""
 

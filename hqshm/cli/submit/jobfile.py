@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from hqshm.cli.submit.tomlkeys import Path, key_lines
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.resources import RequestVariant, ResourceEntry
 from hqshm.errors import UserError
 from hqshm.model import placeholders, submit
@@ -176,7 +176,7 @@ def _wire_ranges(ranges: Sequence[IdRange]) -> tuple[tuple[int, int, int], ...]:
     return tuple((r.start, r.end, r.step) for r in ranges)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Parsed:
     """A `[[task]]` before IDs are assigned; its table says where it was, for errors."""
 

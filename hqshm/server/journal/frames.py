@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from hqshm.cluster.frozen import frozen
 
 HEADER = b"hqshm journal 1\n"
 SYNC = b"\x8eJr\x01"
@@ -37,7 +38,7 @@ def frame_all(payloads: Iterable[bytes]) -> bytes:
     return b"".join(frame(p) for p in payloads)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Damage:
     """Bytes that hold no valid record: skipped in the middle, or cut off at the end."""
 
@@ -46,7 +47,7 @@ class Damage:
     at_end: bool
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Scan:
     payloads: list[bytes]
     offsets: list[int]  # where each payload's record starts

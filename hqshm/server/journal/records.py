@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from hqshm.model.program import decode_program
 from hqshm.model.submission import TaskTemplate
@@ -63,7 +63,7 @@ def unpack(data: bytes, dtype: str) -> np.ndarray:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerStarted:
     TAG: ClassVar[int] = SERVER_STARTED_TAG
     server_uid: str
@@ -71,7 +71,7 @@ class ServerStarted:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServerStopped:
     TAG: ClassVar[int] = 2
     at: float
@@ -80,7 +80,7 @@ class ServerStopped:
 # --- events --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SubmitRecord:
     gid: int
     template: TaskTemplate
@@ -95,7 +95,7 @@ class SubmitRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSubmittedRecord:
     TAG: ClassVar[int] = 10
     job_id: int
@@ -107,7 +107,7 @@ class JobSubmittedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobOpenedRecord:
     TAG: ClassVar[int] = 11
     job_id: int
@@ -117,7 +117,7 @@ class JobOpenedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobClosedRecord:
     TAG: ClassVar[int] = 12
     job_id: int
@@ -125,7 +125,7 @@ class JobClosedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobCanceledRecord:
     TAG: ClassVar[int] = 13
     job_id: int
@@ -134,7 +134,7 @@ class JobCanceledRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobAbortedRecord:
     TAG: ClassVar[int] = 14
     job_id: int
@@ -142,7 +142,7 @@ class JobAbortedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobsForgottenRecord:
     TAG: ClassVar[int] = 15
     job_ids: tuple[int, ...]
@@ -150,7 +150,7 @@ class JobsForgottenRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksStartedRecord:
     TAG: ClassVar[int] = 20
     worker: int
@@ -162,7 +162,7 @@ class TasksStartedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksFinishedRecord:
     TAG: ClassVar[int] = 21
     worker: int
@@ -175,7 +175,7 @@ class TasksFinishedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksFailedRecord:
     TAG: ClassVar[int] = 22
     worker: int
@@ -189,7 +189,7 @@ class TasksFailedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksRequeuedRecord:
     TAG: ClassVar[int] = 23
     keys: bytes
@@ -199,7 +199,7 @@ class TasksRequeuedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksCrashedRecord:
     TAG: ClassVar[int] = 24
     worker: int
@@ -210,7 +210,7 @@ class TasksCrashedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksAbortedRecord:
     TAG: ClassVar[int] = 25
     keys: bytes
@@ -219,7 +219,7 @@ class TasksAbortedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskNodesRecord:
     TAG: ClassVar[int] = 26
     key: int
@@ -228,7 +228,7 @@ class TaskNodesRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class TasksAdoptedRecord:
     TAG: ClassVar[int] = 27
     worker: int
@@ -237,7 +237,7 @@ class TasksAdoptedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerConnectedRecord:
     TAG: ClassVar[int] = 30
     worker: int
@@ -246,7 +246,7 @@ class WorkerConnectedRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerLostRecord:
     TAG: ClassVar[int] = 31
     worker: int
@@ -258,7 +258,7 @@ class WorkerLostRecord:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class Counters:
     TAG: ClassVar[int] = 40
     next_job_id: int
@@ -266,7 +266,7 @@ class Counters:
     next_worker_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SubmitSnapshot:
     """A submit with its task table; columns compressed (``compress_column``)."""
 
@@ -292,7 +292,7 @@ class SubmitSnapshot:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class JobSnapshot:
     TAG: ClassVar[int] = 41
     job_id: int
@@ -308,7 +308,7 @@ class JobSnapshot:
 
 
 @JOURNAL.message
-@dataclass(frozen=True, slots=True)
+@frozen
 class WorkerSnapshot:
     TAG: ClassVar[int] = 42
     worker: int

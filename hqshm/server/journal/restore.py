@@ -10,7 +10,6 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
@@ -51,7 +51,7 @@ RECONNECT = "reconnect"  # a worker's on_server_lost that outlives its server
 TORN_TAIL = "Journal contains not fully written data; they will be removed from the log"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Loaded:
     records: list[object]
     server_uid: str | None  # of the first server that wrote the file
@@ -131,7 +131,7 @@ def _after_workers(event: object, next_worker: int) -> int:
     return max(next_worker, worker + 1) if isinstance(worker, int) else next_worker
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Running:
     """Tasks that were running when the server went away."""
 
