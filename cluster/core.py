@@ -106,9 +106,15 @@ class Group:
     active: int = 0  # tasks not ended yet
     ran: int = 0  # tasks that ended after running, and their total run time: the mean
     ran_time: float = 0.0  # duration decides how deep nodes are prefilled
+    # Groups with equal keys place alike (same request and priority). A string hashes once
+    # and compares as bytes; equal requests of separate submits compare field by field.
+    placement_key: tuple[int, str] = field(init=False)
+    multi_node: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.active = len(self.keys)
+        self.placement_key = (self.priority, repr(self.request))
+        self.multi_node = self.request.is_multi_node
 
     @property
     def mean_duration(self) -> float | None:

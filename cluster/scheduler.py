@@ -175,14 +175,24 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
         factor = 1.0 + max((prefill_factor(g) for g in groups), default=0.0) if prefill else 1.0
         if not _any_room(workers, factor):
             continue
+        # Room can stay in pools nobody asks for (a worker's memory), so the stop above does
+        # not end a pass that only single-CPU jobs wait for. A group that placed nothing
+        # tells the same of every later group with its request and priority and no more
+        # pending tasks (same holds, less room): 650 waiting single-task jobs were 650 futile
+        # placements on every turn, and the server fell behind a steady 100 jobs/s.
+        full: dict[tuple[int, str], int] = {}
         for group in groups:
-            if group.request.is_multi_node:
+            if group.multi_node:
                 if not prefill:
                     place_multinode(core, out, group, workers, now)
                 continue
-            if place(core, out, group, workers, holds, prefill, now) and not _any_room(
-                    workers, factor):
-                break
+            if full.get(group.placement_key, -1) >= group.pending:
+                continue
+            if place(core, out, group, workers, holds, prefill, now):
+                if not _any_room(workers, factor):
+                    break
+            else:
+                full[group.placement_key] = max(full.get(group.placement_key, 0), group.pending)
     for worker in workers:
         if worker.min_utilization > 0:
             fill_min_utilization(core, out, worker, groups, now)
@@ -234,7 +244,7 @@ def fill_min_utilization(core: Core, out: Outbox, worker: Worker, groups: Sequen
     candidates = []
     options: list[tuple[Group, int]] = []
     for group in groups:
-        if group.pending == 0 or group.request.is_multi_node:
+        if group.pending == 0 or group.multi_node:
             continue
         for variant in worker.variants_for(group):
             amounts = _eligible(worker, group, variant, now)
