@@ -3,8 +3,47 @@
 The package is layered (docs/architecture.md, enforced by tests/unit/test_layers.py): ``cluster``
 (the runtime layer, installed from the repository's cluster/ folder) knows tasks, resources and
 workers; ``model`` is the shared job model; ``link`` the client <-> server link; ``node`` and
-``server`` the two long-running processes; ``cli`` the `hq` command on top of them all. This
-module holds only the version, so that importing any part stays cheap.
+``server`` the two long-running processes; ``cli`` the `hq` command and ``api`` the Python API
+on top of them. This module holds the version and names the API's public classes, imported only
+when first used (PEP 562), so that importing any part stays cheap.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
 __version__ = "0.1.0"
+
+# Public name -> the module of the API that defines it.
+_API = {
+    "Client": "hqshm.api.client",
+    "FailedJobsException": "hqshm.api.errors",
+    "FailedTaskContext": "hqshm.api.errors",
+    "Job": "hqshm.api.job",
+    "SubmittedJob": "hqshm.api.job",
+    "get_job_id": "hqshm.api.job",
+    "LocalCluster": "hqshm.api.localcluster",
+    "WorkerConfig": "hqshm.api.localcluster",
+    "ResourceRequest": "hqshm.api.resources",
+    "PythonEnv": "hqshm.api.function",
+    "StdioDef": "hqshm.api.output",
+    "visualize_job": "hqshm.api.visualization",
+    "get_version": "hqshm.api",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hqshm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

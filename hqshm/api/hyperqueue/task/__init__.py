@@ -1,0 +1,1 @@
+"""HQ's ``hyperqueue.task``: tasks of a job."""

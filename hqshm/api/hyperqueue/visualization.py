@@ -1,0 +1,5 @@
+"""HQ's ``hyperqueue.visualization`` (needs the optional ``pydot`` package)."""
+
+from hqshm.api.visualization import visualize_job
+
+__all__ = ["visualize_job"]

@@ -1,0 +1,81 @@
+"""``Job``: a graph of tasks built in a script, numbered from 0 in creation order."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hqshm.api.output import DEFAULT_STDERR, DEFAULT_STDOUT, Stdio
+from hqshm.api.tasks import ExternalProgram, PythonFunction, Resources, Task
+
+JobId = int
+TaskId = int
+T = TypeVar("T", bound=Task)
+
+
+class Job:
+    """Tasks of one job and the defaults they share.
+
+    ``max_fails`` is 1 by default (the CLI's is unlimited): the job is canceled after its
+    first failed task. ``default_env`` lies under each task's own ``env``.
+    """
+
+    def __init__(self, default_workdir: str | Path | None = None, max_fails: int | None = 1,
+                 default_env: Mapping[str, str] | None = None, name: str | None = None) -> None:
+        self.default_workdir = (Path(default_workdir).resolve()
+                                if default_workdir is not None else None)
+        self.max_fails = max_fails
+        self.default_env = dict(default_env or {})
+        self.name = name
+        self.tasks: list[Task] = []
+        self._by_id: dict[TaskId, Task] = {}
+
+    def task_by_id(self, task_id: TaskId) -> Task | None:
+        return self._by_id.get(task_id)
+
+    def program(self, args: str | Sequence[str | Path], *, env: Mapping[str, str] | None = None,
+                cwd: str | Path | None = None, stdout: Stdio = DEFAULT_STDOUT,
+                stderr: Stdio = DEFAULT_STDERR, stdin: str | bytes | None = None,
+                deps: Iterable[Task] = (), name: str | None = None, task_dir: bool = False,
+                priority: int = 0, resources: Resources = None,
+                crash_limit: int | None = None) -> ExternalProgram:
+        task = ExternalProgram(
+            self._next_id(), args=args, task_dir=task_dir, stdin=stdin, dependencies=list(deps),
+            priority=priority, resources=resources, env=env, cwd=cwd, stdout=stdout,
+            stderr=stderr, name=name, crash_limit=crash_limit)
+        return self._add(task)
+
+    def function(self, fn: Callable[..., Any], *, args: Sequence[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None, stdout: Stdio = DEFAULT_STDOUT,
+                 stderr: Stdio = DEFAULT_STDERR, deps: Iterable[Task] = (),
+                 name: str | None = None, priority: int = 0, resources: Resources = None,
+                 crash_limit: int | None = None) -> PythonFunction:
+        task_id = self._next_id()
+        if name is None:
+            name = f"{getattr(fn, '__name__', type(fn).__name__)}/{task_id}"
+        task = PythonFunction(
+            task_id, fn=fn, args=args, kwargs=kwargs, dependencies=list(deps),
+            priority=priority, resources=resources, env=env, cwd=cwd, stdout=stdout,
+            stderr=stderr, name=name, crash_limit=crash_limit)
+        return self._add(task)
+
+    def _next_id(self) -> TaskId:
+        return len(self.tasks)
+
+    def _add(self, task: T) -> T:
+        self.tasks.append(task)
+        self._by_id[task.task_id] = task
+        return task
+
+
+@dataclasses.dataclass
+class SubmittedJob:
+    job: Job
+    id: JobId
+
+
+def get_job_id(job: SubmittedJob | JobId) -> JobId:
+    return job.id if isinstance(job, SubmittedJob) else job
