@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hqshm.cli import formats, tables
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # each command imports the views it shows: start-up time
         TaskView,
         WorkerView,
     )
-    from hqshm.link.responses import JobSummary, ServerInfo
+    from hqshm.link.responses import JobListResponse, JobSummary, ServerInfo
     from hqshm.model.selection import Ranges
 
 logger = logging.getLogger("hqshm.cli")
@@ -62,6 +63,16 @@ class Output:
 
     def json(self, value: Any) -> None:
         self.line(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+    def json_items(self, items: Iterable[Any]) -> None:
+        """A JSON array written item by item, exactly as ``json`` writes the whole list."""
+        first = True
+        for item in items:
+            text = json.dumps(item, indent=2, sort_keys=True, ensure_ascii=False)
+            self.out.write(("[\n" if first else ",\n") + textwrap.indent(text, "  "))
+            first = False
+        self.out.write("[]\n" if first else "\n]\n")
+        self.out.flush()
 
     def horizontal(self, header: Sequence[str], rows: Sequence[Sequence[str]],
                    right: Sequence[int] = ()) -> None:
@@ -243,14 +254,34 @@ class Output:
         self.horizontal(["Worker Id", "Runnable", "Variant", "Type", "Provides", "Request"],
                         rows)
 
-    def job_list(self, jobs: Sequence[JobSummary], total: int, verbose: bool) -> None:
+    def job_list(self, pages: Iterable[JobListResponse], verbose: bool) -> None:
+        """Each page as it comes: one table (or JSON array) while the jobs fit in one page,
+        a table per page beyond."""
         if self.mode == "json":
-            self.json([job_summary_json(j) for j in jobs])
+            self.json_items(job_summary_json(j) for page in pages for j in page.jobs)
             return
+        shown = total = 0
+        any_open = False
+        for page in pages:
+            shown += len(page.jobs)
+            total = page.total
+            any_open = any_open or any(j.is_open for j in page.jobs)
+            if self.mode == "quiet":
+                for j in page.jobs:
+                    self.line(f"{j.id} {job_state_word(j)}")
+            elif page.jobs or shown == 0:
+                self._job_table(page.jobs, verbose)
         if self.mode == "quiet":
-            for j in jobs:
-                self.line(f"{j.id} {job_state_word(j)}")
             return
+        if any_open:
+            self.line("* = Open jobs")
+        if total > shown:
+            if total == 1:
+                self.line("There is 1 job in total. Use `--all` to display all jobs.")
+            else:
+                self.line(f"There are {total} jobs in total. Use `--all` to display all jobs.")
+
+    def _job_table(self, jobs: Sequence[JobSummary], verbose: bool) -> None:
         header = ["ID", "Name", "State", "Tasks"] + (["Cancel Reason"] if verbose else [])
         rows = []
         for j in jobs:
@@ -260,14 +291,6 @@ class Output:
                 row.append(j.cancel_reason or "")
             rows.append(row)
         self.horizontal(header, rows, right=(0,))
-        if any(j.is_open for j in jobs):
-            self.line("* = Open jobs")
-        hidden = total - len(jobs)
-        if hidden > 0:
-            if total == 1:
-                self.line("There is 1 job in total. Use `--all` to display all jobs.")
-            else:
-                self.line(f"There are {total} jobs in total. Use `--all` to display all jobs.")
 
     def job_info(self, jobs: Sequence[JobDetail], now: float) -> None:
         if self.mode == "json":

@@ -120,12 +120,18 @@ class ResubmitRequest:
 @CLIENT_LINK.message
 @frozen
 class JobListRequest:
+    """Jobs by id; ``limit`` > 0 asks for a page: at most that many, of ids after ``after``."""
+
     TAG: ClassVar[int] = 4
     states: tuple[str, ...] = ()  # empty = default listing
     all: bool = False
+    after: int = 0
+    limit: int = 0  # 0: every job listed
 
     def __post_init__(self) -> None:
         limits.check_states(self.states)
+        check_id("a job id", self.after)
+        check_id("a page size", self.limit)
 
 
 @CLIENT_LINK.message

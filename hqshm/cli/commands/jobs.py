@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.errors import UserError
@@ -35,6 +36,8 @@ from hqshm.link.responses import (
 )
 from hqshm.model.arrays import parse_array
 from hqshm.model.taskstates import STATE_NAMES
+
+LIST_PAGE = 10_000  # jobs in one answer to `hq job list`
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -72,8 +75,20 @@ def parse_state_filter(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def list_jobs(ctx: Context) -> int:
     args = ctx.args
     states = parse_state_filter(args.filter, JOB_FILTER_STATES) if args.filter else ()
-    response = ctx.request(JobListRequest(states=states, all=args.all), JobListResponse)
-    ctx.out.job_list(response.jobs, response.total, args.verbose)
+
+    def pages() -> Iterator[JobListResponse]:
+        """Pages of LIST_PAGE jobs: neither the server's answer nor our table holds 100,000
+        jobs at once."""
+        after = 0
+        while True:
+            page = ctx.request(JobListRequest(states, args.all, after, LIST_PAGE),
+                               JobListResponse)
+            yield page
+            if len(page.jobs) < LIST_PAGE:
+                return
+            after = page.jobs[-1].id
+
+    ctx.out.job_list(pages(), args.verbose)
     return 0
 
 
