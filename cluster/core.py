@@ -110,9 +110,11 @@ class Group:
     # and compares as bytes; equal requests of separate submits compare field by field.
     placement_key: tuple[int, str] = field(init=False)
     multi_node: bool = field(init=False)
+    order: tuple[int, int, int] = field(init=False)  # higher priority, older job, older submit
 
     def __post_init__(self) -> None:
         self.active = len(self.keys)
+        self.order = (-self.priority, self.job_id, self.gid)
         self.placement_key = (self.priority, repr(self.request))
         self.multi_node = self.request.is_multi_node
 
@@ -120,10 +122,6 @@ class Group:
     def mean_duration(self) -> float | None:
         return self.ran_time / self.ran if self.ran else None
 
-    @property
-    def order(self) -> tuple[int, int, int]:
-        """Higher priority first, then older jobs, then older submits."""
-        return (-self.priority, self.job_id, self.gid)
 
     @property
     def never_restart(self) -> bool:

@@ -20,6 +20,7 @@ Three passes, in order of group priority (higher priority, then older job, then 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ from .utilization import Candidate, choose
 PREFILL = 1.0
 PREFILL_BUFFER = 0.05
 MAX_PREFILL = 32.0
+
+
+_ORDER = operator.attrgetter("order")
 
 
 def prefill_factor(group: Group) -> float:
@@ -164,7 +168,18 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     core.needs_scheduling = False
     if not core.workers:
         return  # nothing to place, hold, steal or retract: waiting jobs cost nothing per turn
-    groups = sorted((g for g in core.groups.values() if g.pending > 0), key=lambda g: g.order)
+    groups: list[Group] = []
+    largest: dict[tuple[int, str], int] = {}  # placement class -> its most pending tasks
+    multi_node = False
+    for group in core.groups.values():
+        pending = group.pending
+        if pending:
+            groups.append(group)
+            if group.multi_node:
+                multi_node = True
+            elif largest.get(group.placement_key, 0) < pending:
+                largest[group.placement_key] = pending
+    groups.sort(key=_ORDER)  # in C, and mostly in order already: job ids grow
     workers = sorted(core.workers.values(), key=lambda w: w.wid)
     holds = Holds(core)
     for prefill in (False, True):
@@ -179,20 +194,29 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
         # not end a pass that only single-CPU jobs wait for. A group that placed nothing
         # tells the same of every later group with its request and priority and no more
         # pending tasks (same holds, less room): 650 waiting single-task jobs were 650 futile
-        # placements on every turn, and the server fell behind a steady 100 jobs/s.
+        # placements on every turn, and the server fell behind a steady 100 jobs/s. Once
+        # every class is full, the rest of the list is not even looked at.
         full: dict[tuple[int, str], int] = {}
+        classes_full = 0
         for group in groups:
             if group.multi_node:
                 if not prefill:
                     place_multinode(core, out, group, workers, now)
                 continue
-            if full.get(group.placement_key, -1) >= group.pending:
+            pending = group.pending
+            if pending == 0 or full.get(group.placement_key, -1) >= pending:
                 continue
             if place(core, out, group, workers, holds, prefill, now):
                 if not _any_room(workers, factor):
                     break
             else:
-                full[group.placement_key] = max(full.get(group.placement_key, 0), group.pending)
+                key = group.placement_key
+                before = full.get(key, -1)
+                full[key] = max(before, pending)
+                if before < largest[key] <= full[key]:
+                    classes_full += 1
+                    if classes_full == len(largest) and not multi_node:
+                        break
     for worker in workers:
         if worker.min_utilization > 0:
             fill_min_utilization(core, out, worker, groups, now)

@@ -105,6 +105,10 @@ class ServerLoop:
         self.by_routing_id: dict[bytes, WorkerId] = {}
         self.by_fd: dict[int, WorkerId] = {}  # file descriptor -> worker id
         self.running = False
+        # A scheduling pass costs O(waiting groups): with thousands waiting and a message a
+        # millisecond, passing after each turn left no time for the messages. The next pass
+        # waits as long as the last one took, so scheduling takes at most half the loop.
+        self.schedule_after = 0.0  # monotonic
         self.worker_socket: zmq.Socket | None = None
         self.add_reader(zap.socket, zap.handle_ready)
 
@@ -149,7 +153,11 @@ class ServerLoop:
     def turn_end(self, now: float) -> None:
         """Schedule if anything changed, send what the turn decided, let the product react."""
         if self.core.needs_scheduling:
-            schedule(self.core, self.out, now)
+            start = time.monotonic()
+            if start >= self.schedule_after:
+                schedule(self.core, self.out, now)
+                end = time.monotonic()
+                self.schedule_after = end + (end - start)
         self.hooks.after_turn(now)
         self.flush()
 
@@ -176,10 +184,13 @@ class ServerLoop:
                 logger.warning("Worker %d is not reading; message dropped", wid)
 
     def _next_timeout(self) -> int:
-        if not self.timers:
+        dues = [t[0] for t in self.timers]
+        if self.core.needs_scheduling:  # when the pass may run, and any pause has ended
+            pause_left = max(0.0, self.core.paused_until - time.time())
+            dues.append(max(self.schedule_after, time.monotonic() + pause_left))
+        if not dues:
             return 1000
-        due = min(t[0] for t in self.timers)
-        return max(0, min(1000, int((due - time.monotonic()) * 1000) + 1))
+        return max(0, min(1000, int((min(dues) - time.monotonic()) * 1000) + 1))
 
     def _run_timers(self) -> None:
         mono = time.monotonic()
