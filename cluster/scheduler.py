@@ -171,10 +171,13 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     groups: list[Group] = []
     largest: dict[tuple[int, str], int] = {}  # placement class -> its most pending tasks
     multi_node = False
+    most_prefill = PREFILL  # groups that never ran a task prefill PREFILL rounds
     for group in core.groups.values():
         pending = group.pending
         if pending:
             groups.append(group)
+            if group.ran:
+                most_prefill = max(most_prefill, prefill_factor(group))
             if group.multi_node:
                 multi_node = True
             elif largest.get(group.placement_key, 0) < pending:
@@ -187,7 +190,7 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
         # cannot be placed (nor need holds, which only later placements and steals read, and
         # a steal needs room too), so a full cluster costs O(workers) per turn, not
         # O(groups x workers): 3,500 waiting single-task jobs took 27 ms a submit.
-        factor = 1.0 + max((prefill_factor(g) for g in groups), default=0.0) if prefill else 1.0
+        factor = 1.0 + most_prefill if prefill else 1.0
         if not _any_room(workers, factor):
             continue
         # Room can stay in pools nobody asks for (a worker's memory), so the stop above does
@@ -380,6 +383,8 @@ def _any_room(workers: Sequence[Worker], factor: float) -> bool:
 
 def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Queued tasks a worker can no longer start in its remaining lifetime go elsewhere."""
+    if all(worker.deadline is None for worker in workers):
+        return  # nothing expires: the longest time request (a scan of every group) is moot
     longest = max(
         (v.min_time for g in core.groups.values() for v in g.request.variants), default=0.0
     )

@@ -89,6 +89,8 @@ class Job:
 
     @property
     def counts(self) -> tuple[int, int, int, int, int, int]:
+        if len(self.submits) == 1:  # most jobs: no merge (`hq job list` reads every job's)
+            return tuple(self.submits[0].table.counts)  # type: ignore[return-value]
         return merge_counts(s.table for s in self.submits)
 
     @property
