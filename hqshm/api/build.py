@@ -45,7 +45,7 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
     name = PYAPI_JOB_NAME if job.name is None else job.name
     submit.check_name(name)
     default_cwd = submit_dir if job.default_workdir is None else str(job.default_workdir)
-    payloads = PayloadBuilder()
+    payloads = PayloadBuilder(job.initializer)
     tasks = tuple(
         GraphTask(TaskId(task.task_id), _template(task, job, default_cwd, python_env, payloads),
                   _dependencies(task, job))

@@ -1,27 +1,30 @@
-"""Function tasks end to end: the interpreter command, the payload, and ``task_main``.
+"""Function tasks on the API's side: the interpreter command (``PythonEnv``) and the payload.
 
 A function task is a program task: the command of ``PythonEnv`` runs ``task_main``, which reads
-the payload (the function, its args and kwargs, cloudpickled) from stdin and calls the function.
+the payload (the function, its args and kwargs, and the job's initializer, cloudpickled) from
+stdin and calls the function. A node runs the tasks whose command is the plain form with its own
+interpreter inside its executors instead (the warm path, hqshm/functiontask.py's ``TASK_CODE``).
 An exception becomes the task's error: its traceback goes to ``$HQ_ERROR_FILENAME`` (the task
 always has a task directory), which the executor reports instead of the exit code.
 
-Everything about the payload's format lives here, so that running function tasks in the node's
-warm interpreters later changes one module. Every task imports this module before it runs, so it
-imports nothing heavy at the top (cloudpickle only where a payload is made).
+The payload's format and ``task_main`` live in hqshm/functiontask.py, which the node shares.
+Every cold task imports this module before it runs, so it imports nothing heavy at the top
+(cloudpickle only where a payload is made).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 from typing import TYPE_CHECKING
+
+from hqshm.functiontask import TASK_CODE, PickledFunction, pack, task_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-TASK_CODE = "from hyperqueue.task.function import task_main as m; m()"
+__all__ = ["TASK_CODE", "PayloadBuilder", "PythonEnv", "default_python", "task_main"]
 
 
 def default_python() -> str:
@@ -70,63 +73,40 @@ class PythonEnv:
 # -- the payload -----------------------------------------------------------------------------
 
 
-class _PickledFunction:
-    """A function pickled once (cloudpickle pickles a closure's whole world by value); it
-    unpickles as the function itself, so the payload is plain ``(fn, args, kwargs)``."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
-        return pickle.loads, (self.data,)
-
-
 class PayloadBuilder:
-    """Payloads of one submit: each function object is pickled once, however many tasks
-    call it."""
+    """Payloads of one submit: each function object (and the job's ``initializer``) is pickled
+    once, however many tasks call it."""
 
-    def __init__(self) -> None:
-        self._functions: dict[int, tuple[Callable[..., Any], _PickledFunction]] = {}
+    def __init__(self, initializer: Callable[[], Any] | None = None) -> None:
+        self._functions: dict[int, tuple[Callable[..., Any], PickledFunction]] = {}
+        self.initializer = initializer
 
     def payload(self, fn: Callable[..., Any], args: Sequence[Any],
                 kwargs: Mapping[str, Any]) -> bytes:
         import cloudpickle  # only jobs with function tasks need it
 
+        init = None if self.initializer is None else self._pickled(self.initializer)
+        pickled = self._pickled(fn)
         try:
-            cached = self._functions.get(id(fn))
-            if cached is None:  # the function is kept with its pickle: its id stays its own
-                cached = (fn, _PickledFunction(cloudpickle.dumps(fn)))
-                self._functions[id(fn)] = cached
-            payload: bytes = cloudpickle.dumps((cached[1], tuple(args), dict(kwargs)))
+            payload: bytes = cloudpickle.dumps(pack(pickled, args, kwargs, init))
             return payload
         except Exception as exc:  # pickling runs the user's __reduce__ methods: anything
-            from hqshm.api.errors import Unpicklable
+            raise _unpicklable(fn, exc) from None
 
-            raise Unpicklable(function=getattr(fn, "__name__", repr(fn)), error=exc) from None
+    def _pickled(self, fn: Callable[..., Any]) -> PickledFunction:
+        import cloudpickle
+
+        cached = self._functions.get(id(fn))
+        if cached is None:  # the function is kept with its pickle: its id stays its own
+            try:
+                cached = (fn, PickledFunction(cloudpickle.dumps(fn)))
+            except Exception as exc:
+                raise _unpicklable(fn, exc) from None
+            self._functions[id(fn)] = cached
+        return cached[1]
 
 
-# -- inside the task -------------------------------------------------------------------------
+def _unpicklable(fn: Callable[..., Any], exc: Exception) -> Exception:
+    from hqshm.api.errors import Unpicklable
 
-
-def task_main() -> None:
-    """Run the function of the payload on stdin; exit 1 with its traceback as the error."""
-    try:
-        level = os.environ.get("HQ_PYLOG")
-        if level:
-            import logging
-
-            logging.basicConfig(level=level.upper())
-        fn, args, kwargs = pickle.loads(sys.stdin.buffer.read())
-        fn(*args, **kwargs)
-    except Exception as exc:
-        import traceback
-
-        # The frames below this one: the user's code (or the unpickling), not hqshm's.
-        frames = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        text = "".join(traceback.format_exception(type(exc), exc, frames))
-        error_file = os.environ.get("HQ_ERROR_FILENAME")
-        if error_file:
-            with open(error_file, "w") as f:
-                f.write(text)
-        sys.stderr.write(text)
-        sys.exit(1)
+    return Unpicklable(function=getattr(fn, "__name__", repr(fn)), error=exc)

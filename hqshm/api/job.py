@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from hqshm.api.output import DEFAULT_STDERR, DEFAULT_STDOUT, Stdio
 from hqshm.api.tasks import ExternalProgram, PythonFunction, Resources, Task
+from hqshm.errors import UserError
 
 JobId = int
 TaskId = int
@@ -19,16 +20,22 @@ class Job:
     """Tasks of one job and the defaults they share.
 
     ``max_fails`` is 1 by default (the CLI's is unlimited): the job is canceled after its
-    first failed task. ``default_env`` lies under each task's own ``env``.
+    first failed task. ``default_env`` lies under each task's own ``env``. ``initializer``
+    (beyond HQ): a function without arguments that runs before the job's first function task in
+    each interpreter that runs its tasks; they get its result from ``hqshm.api.worker_state()``.
     """
 
     def __init__(self, default_workdir: str | Path | None = None, max_fails: int | None = 1,
-                 default_env: Mapping[str, str] | None = None, name: str | None = None) -> None:
+                 default_env: Mapping[str, str] | None = None, name: str | None = None, *,
+                 initializer: Callable[[], Any] | None = None) -> None:
         self.default_workdir = (Path(default_workdir).resolve()
                                 if default_workdir is not None else None)
         self.max_fails = max_fails
         self.default_env = dict(default_env or {})
         self.name = name
+        if initializer is not None and not callable(initializer):
+            raise UserError(f"The initializer must be a function, not {initializer!r}")
+        self.initializer = initializer
         self.tasks: list[Task] = []
         self._by_id: dict[TaskId, Task] = {}
 

@@ -25,9 +25,12 @@ handler takes the readings it uses.
 Executors are named by index, as the loop's pool numbers them; a ``Slot`` is what the core knows
 of one: the keys it was sent, in order, the first one running.
 
-Task kinds: every task is a program today. ``group_info`` is the one place that reads a group's
-body, and ``Outbox.dispatch`` carries the body opaque with the per-task fields that any kind
-needs (entry, resource environment, CPUs, nodes); a function task adds its kind there.
+Task kinds: every task is a program to the core. ``group_info`` is the one place that reads a
+group's body, and ``Outbox.dispatch`` carries the body opaque with the per-task fields that any
+kind needs (entry, resource environment, CPUs, nodes). An executor may run a function task inside
+its own process (hqshm/node/warm.py) and says so when it reports the start: the task's pid is then
+the executor's, so the core interrupts it through ``Outbox.interrupt_function``, kills nothing
+after it ended (the executor lives on) and words the executor's death as the task's own end.
 
 One module, though past 500 lines: every handler reads and writes the same few records (queued
 and running tasks, their executors and allocations, the pending reports), one state machine.
@@ -128,6 +131,10 @@ class Outbox(Protocol):
     def send_signal(self, pid: int, signal: Signal) -> None:
         """Signal the process group of a task's program."""
 
+    def interrupt_function(self, executor: int, key: TaskKey, pid: int) -> None:
+        """SIGINT to a function task that runs inside its executor (``pid``, its process
+        group): the executor raises KeyboardInterrupt in it if it still runs ``key``."""
+
     def start_executor(self) -> None:
         """Start one more executor; it gets the next index."""
 
@@ -212,6 +219,7 @@ class Running:
     timed_out: bool = False
     kill_at: float | None = None  # when to escalate to SIGKILL (monotonic)
     signal_pending: Signal | None = None  # a signal to send once the pid is known
+    in_process: bool = False  # a function task inside its executor: ``pid`` is the executor's
     # What it came with, so that a hand-off whose executor died before it could start goes
     # back to the local queue as it was.
     entry: bytes | None = None
@@ -635,12 +643,14 @@ class NodeCore:
     # --- executors' reports ---------------------------------------------------------------
 
     def on_started(self, executor: int, key: TaskKey, pid: int, started: float, now: float,
-                   mono: float) -> None:
-        """The executor spawned the task's program as ``pid`` at ``started`` (epoch)."""
+                   mono: float, in_process: bool = False) -> None:
+        """The executor spawned the task's program as ``pid`` at ``started`` (epoch), or runs
+        the task (a function) ``in_process``, ``pid`` being its own."""
         task = self.running.get(key)
         if task is None or task.slot is not self.slots[executor]:
             return
         task.pid = pid
+        task.in_process = in_process
         if not task.reported:
             self._report_start(task, started, now, mono)
         if task.signal_pending is not None:
@@ -663,15 +673,19 @@ class NodeCore:
             group.ran_time += max(0.0, ended - started)
             if not task.reported:
                 self._report_start(task, started, now, mono)
-        if task.kill_at is not None and task.pid > 0:
+        if task.kill_at is not None and task.pid > 0 and not task.in_process:
             # Killed (cancel, time limit, shutdown): its main process is gone; whatever else
-            # lives in its process group (`cmd &` ignores SIGINT) goes too.
+            # lives in its process group (`cmd &` ignores SIGINT) goes too. (An executor that
+            # ran the task inside it lives on, and killed the rest of the task's group itself.)
             self.out.send_signal(task.pid, Signal.KILL)
         self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono)
 
-    def executor_died(self, executor: int, cause: str, now: float, mono: float) -> None:
+    def executor_died(self, executor: int, cause: str, now: float, mono: float,
+                      as_program: str = "") -> None:
         """The executor died of ``cause`` ("killed by signal 9 (SIGKILL)"); the loop started
-        a fresh one and collected every report the dead one left.
+        a fresh one and collected every report the dead one left. ``as_program`` is the same
+        end in the words of a program's ("Program terminated with exit code 3."): the error of
+        a function task that ran inside the executor, whose end it was.
 
         Only the first task in flight was the executor's: it ran it, or was preparing it, when
         it died (whether the task killed it or not). The hand-offs queued behind it were never
@@ -690,9 +704,12 @@ class NodeCore:
                     del self.running[task.key]
         for task in tasks:
             if task.key in self.running:
-                self._ended(task, False, now,
-                            f"The executor running the task on worker {self.worker_id} "
-                            f"({self.settings.hostname}) died: {cause}", mono)
+                if task.in_process and as_program:
+                    error = as_program
+                else:
+                    error = (f"The executor running the task on worker {self.worker_id} "
+                             f"({self.settings.hostname}) died: {cause}")
+                self._ended(task, False, now, error, mono)
 
     def _requeue(self, task: Running) -> None:
         """A hand-off that never started: back to the front of its group's queue."""
@@ -740,8 +757,10 @@ class NodeCore:
         """Signal the task's process group, or as soon as it has one."""
         if task.pid <= 0:
             task.signal_pending = signal
-            return
-        self.out.send_signal(task.pid, signal)
+        elif task.in_process and signal is Signal.INTERRUPT:
+            self.out.interrupt_function(task.slot.index, task.key, task.pid)
+        else:
+            self.out.send_signal(task.pid, signal)
 
     # --- time -----------------------------------------------------------------------------
 

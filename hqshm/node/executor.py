@@ -10,6 +10,11 @@ pipes, which the executor copies into the node's stream file while the program r
 output written before a kill is in the file within moments (spec/jobs.md §9); the end record
 goes in before the task is reported ENDED. Other tasks never pay for it.
 
+A function task whose command is the plain interpreter command with the executor's own
+interpreter runs inside the executor instead (hqshm/node/warm.py): decided once per group, when
+its program comes (DEFINE), so program tasks pay nothing for it. Its STARTED record carries the
+executor's pid with the IN_PROCESS status, and its end is reported as a program's would be.
+
 The node forks them before it opens any socket (hqshm/node/pool.py, the node's side). Each
 executor dies with the node: the node's death sends it SIGTERM (parent-death signal), upon which
 it kills its task's process group and removes what the node can no longer remove (the task's
@@ -43,7 +48,7 @@ from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
-from hqshm.node import affinity, launch
+from hqshm.node import affinity, launch, warm
 from hqshm.node.ring import Record, RecordKind, Ring, ring_doorbell
 from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
@@ -63,6 +68,9 @@ EXIT_POLL_MS = 20  # without pidfds (Linux < 5.3): how often a streamed task's e
 OK = 0
 FAILED = 1
 SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
+
+# STARTED record status
+IN_PROCESS = 1  # a function task runs inside the executor, whose pid the record carries
 
 
 @frozen
@@ -110,6 +118,9 @@ class Executor:
         self.control = control
         self.index = index
         self.programs: dict[int, ProgramSpec] = {}
+        self.function_groups: set[int] = set()  # groups whose tasks run inside this process
+        self.warm = warm.WarmRunner()
+        self.pid = os.getpid()
         self.stdin_files: dict[int, str] = {}
         self.made_dirs: set[str] = set()
         self.streams = StreamFiles(node.stream_key)
@@ -139,7 +150,12 @@ class Executor:
 
     def _terminated(self, _signum: int, _frame: object) -> None:
         """SIGTERM: the node died (parent-death signal), or the node's process group got it
-        and the node, alive, stops us in its own time."""
+        and the node, alive, stops us in its own time. A process that a function task forked
+        inherits this handler: there SIGTERM does what it does by default."""
+        if os.getpid() != self.pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         if os.getppid() == self.node_pid:
             return
         if self.spawning:
@@ -174,6 +190,9 @@ class Executor:
         if self.own_dir is not None:
             # Every executor tries: the last to get here finds every task dead.
             shutil.rmtree(self.own_dir, ignore_errors=True)
+        if self.warm.running:  # a function task's process group is ours: its processes and us
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
         os._exit(0)
 
     def _remove_stdin_files(self) -> None:
@@ -191,11 +210,16 @@ class Executor:
         if len(self.programs) >= MAX_PROGRAMS and record.key not in self.programs:
             oldest = next(iter(self.programs))
             del self.programs[oldest]
+            self.function_groups.discard(oldest)
             path = self.stdin_files.pop(oldest, None)
             if path:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        self.programs[record.key] = decode_program(record.payload)
+        spec = self.programs[record.key] = decode_program(record.payload)
+        if warm.is_function_program(spec, self.node.base_env):
+            self.function_groups.add(record.key)
+        else:
+            self.function_groups.discard(record.key)
 
     def _ended(
         self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0
@@ -264,6 +288,9 @@ class Executor:
             if spec.stream_dir and Stdio.STREAM in (spec.stdout.kind, spec.stderr.kind):
                 self._run_streamed(record, task, spec, plan, t0, task_dir)
                 return
+            if task.gid in self.function_groups and warm.runs_warm(task.resource_env):
+                self._run_in_process(record, task, spec, plan, t0, task_dir)
+                return
             try:
                 pid = self._spawn(
                     affinity.SpawnSpec(
@@ -298,8 +325,46 @@ class Executor:
                 self._ended(record, FAILED, t0, t1, _failure_text(status, task_dir), pid=pid)
         finally:
             if task_dir is not None:
-                shutil.rmtree(task_dir, ignore_errors=True)
+                _remove_dir(task_dir)
                 self.task_dir = None
+
+    def _run_in_process(
+        self,
+        record: Record,
+        task: TaskPayload,
+        spec: ProgramSpec,
+        plan: launch.LaunchPlan,
+        t0: float,
+        task_dir: str | None,
+    ) -> None:
+        """A function task inside this process, reported as its program would be."""
+        call = warm.FunctionCall(
+            payload=spec.stdin,
+            job=(spec.server_uid, spec.job_id),
+            plan=plan,
+            cpus=record.cpus if task.pin and record.cpus else None,
+            numa=record.numa if record.numa >= 0 else None,
+            mem_mode=self.node.memory_mode,
+        )
+        pid = self.pid
+
+        def started() -> None:
+            self.done.push(key=record.key, instance=record.instance, kind=RecordKind.STARTED,
+                           pid=pid, status=IN_PROCESS, t_start=t0)
+
+        self.control.clear_interrupt(self.index)  # the node marks it only after STARTED
+        try:
+            ending = self.warm.run(
+                call, started, lambda: self.control.interrupted(self.index, record.key))
+        except affinity.SpawnError as exc:
+            self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
+            return
+        t1 = time.time()
+        if ending.ok:
+            _remove_outputs(plan)
+            self._ended(record, OK, t0, t1, pid=pid)
+        else:
+            self._ended(record, FAILED, t0, t1, _error_text(task_dir, ending.error()), pid=pid)
 
     def _run_streamed(
         self,
@@ -502,6 +567,14 @@ def _drain(pipes: dict[int, int]) -> list[tuple[int, bytes]]:
     return tail
 
 
+def _remove_dir(path: str) -> None:
+    """A task's directory; most tasks leave it empty, which one rmdir removes."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _remove_outputs(plan: launch.LaunchPlan) -> None:
     for remove, path in ((plan.rm_stdout, plan.stdout), (plan.rm_stderr, plan.stderr)):
         if remove and path:
@@ -510,13 +583,23 @@ def _remove_outputs(plan: launch.LaunchPlan) -> None:
 
 
 def _failure_text(status: int, task_dir: str | None) -> str:
+    return _error_text(task_dir, end_text(status))
+
+
+def end_text(status: int) -> str:
+    """How a process that ended with wait status ``status`` failed, in HQ's words."""
+    if os.WIFSIGNALED(status):
+        return errors.signal_error(os.WTERMSIG(status))
+    return errors.exit_code_error(os.WEXITSTATUS(status))
+
+
+def _error_text(task_dir: str | None, default: str) -> str:
+    """The error a failed task wrote to its error file (spec/jobs.md §7), else ``default``."""
     if task_dir is not None:
         custom = _read_error_file(os.path.join(task_dir, "hq-error"))
         if custom is not None:
             return custom
-    if os.WIFSIGNALED(status):
-        return errors.signal_error(os.WTERMSIG(status))
-    return errors.exit_code_error(os.WEXITSTATUS(status))
+    return default
 
 
 def _read_error_file(path: str) -> str | None:

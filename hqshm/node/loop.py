@@ -47,7 +47,7 @@ from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node import affinity, launch, notify
 from hqshm.node.config import NodeOptions, ServerEndpoint, cpu_ids, node_resources
 from hqshm.node.core import NodeCore, NodeSettings, Signal
-from hqshm.node.executor import OK, SKIPPED, TaskPayload
+from hqshm.node.executor import IN_PROCESS, OK, SKIPPED, TaskPayload, end_text
 from hqshm.node.pool import ExecutorPool
 from hqshm.node.ring import RecordKind
 
@@ -418,7 +418,8 @@ class Node:
                 on_ended(handle.index, record.key, status == OK, status == SKIPPED,
                          record.t_start, record.t_end, record.payload, now, mono)
             elif kind is _STARTED:
-                on_started(handle.index, record.key, record.pid, record.t_start, now, mono)
+                on_started(handle.index, record.key, record.pid, record.t_start, now, mono,
+                           record.status == IN_PROCESS)
 
     def _reap(self, poller: zmq.Poller, pidfds: set[int],
               ready: dict[object, int]) -> None:
@@ -429,7 +430,7 @@ class Node:
         self._collect()  # an executor may have reported its last task before dying
         for handle, status in self.pool.reap():
             self.core.executor_died(handle.index, _death_cause(status), time.time(),
-                                    time.monotonic())
+                                    time.monotonic(), end_text(status))
 
     # --- the core's outbox ----------------------------------------------------------------
 
@@ -455,6 +456,10 @@ class Node:
     def send_signal(self, pid: int, which: Signal) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, _SIGNALS[which])
+
+    def interrupt_function(self, executor: int, key: TaskKey, pid: int) -> None:
+        self.pool.interrupt(self.pool.handles[executor], key)
+        self.send_signal(pid, Signal.INTERRUPT)
 
     def start_executor(self) -> None:
         self.pool.grow()

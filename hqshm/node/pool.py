@@ -43,14 +43,17 @@ class Control:
     after the executors were forked (it goes into stream file headers); word 2+i is the key
     executor i must skip if it pops it. It lets the node take back a task already queued in an
     executor's ring (a hand-off successor being canceled, or everything at shutdown) without a
-    round trip.
+    round trip. Word 2+capacity+i is the key of the function task that executor i runs in its
+    own process and the node interrupts (hqshm/node/warm.py): SIGINT says "interrupt", the word
+    says which task, so that a late signal for a task that ended hits nothing else.
     """
 
     _WORD = struct.Struct("<Q")
     _SKIP = 2
 
     def __init__(self, executors: int) -> None:
-        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (executors + 64)))
+        self.capacity = executors
+        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (self._SKIP + 2 * executors)))
 
     def _get(self, index: int) -> int:
         return self._WORD.unpack_from(self.page, 8 * index)[0]
@@ -78,6 +81,18 @@ class Control:
 
     def must_skip(self, executor: int, key: int) -> bool:
         return self._get(0) != 0 or self._get(self._SKIP + executor) == key + 1
+
+    def interrupt(self, executor: int, key: int) -> None:
+        self._set(self._SKIP + self.capacity + executor, key + 1)
+
+    def interrupted(self, executor: int, key: int) -> bool:
+        return self._get(self._SKIP + self.capacity + executor) == key + 1
+
+    def clear_interrupt(self, executor: int) -> None:
+        """The executor's, before it reports a function task started (the node marks a task
+        only after): a task run again under the same key is not interrupted by the mark of
+        its last run."""
+        self._set(self._SKIP + self.capacity + executor, 0)
 
 
 @dataclass(eq=False)
@@ -128,6 +143,9 @@ class ExecutorPool:
                 if os.getppid() != parent:
                     os._exit(1)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                # A replacement is forked while the node's signal wake-up fd is set: its
+                # handlers must not wake the node's loop.
+                signal.set_wakeup_fd(-1)
                 os.close(self.doorbell_r)
                 if self.before_serve is not None:
                     self.before_serve()
@@ -187,6 +205,11 @@ class ExecutorPool:
     def skip(self, handle: ExecutorHandle, key: int) -> None:
         """Ask the executor not to start a queued task (it reports it SKIPPED)."""
         self.control.skip(handle.index, key)
+
+    def interrupt(self, handle: ExecutorHandle, key: int) -> None:
+        """Mark the function task that the executor runs in its own process as interrupted;
+        the caller then sends SIGINT."""
+        self.control.interrupt(handle.index, key)
 
     def drain(self) -> list[tuple[ExecutorHandle, Record]]:
         """Every report waiting in the completion rings (call after the doorbell rang)."""

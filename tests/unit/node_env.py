@@ -89,6 +89,15 @@ class Signaled:
 
 
 @dataclass(frozen=True)
+class Interrupted:
+    """SIGINT to a function task that runs inside its executor."""
+
+    executor: int
+    key: int
+    pid: int
+
+
+@dataclass(frozen=True)
 class ExecutorStarted:
     index: int
 
@@ -130,6 +139,9 @@ class RecordingOutbox:
 
     def send_signal(self, pid: int, signal: Signal) -> None:
         self.log.append(Signaled(pid, signal))
+
+    def interrupt_function(self, executor: int, key: int, pid: int) -> None:
+        self.log.append(Interrupted(executor, key, pid))
 
     def start_executor(self) -> None:
         self.log.append(ExecutorStarted(self.executors))
@@ -257,13 +269,14 @@ class NodeEnv:
     def executor_of(self, key: int) -> int:
         return self.core.running[key].slot.index
 
-    def start(self, key: int, at: float | None = None) -> int:
-        """The executor spawned the task's program; its pid."""
+    def start(self, key: int, at: float | None = None, in_process: bool = False) -> int:
+        """The executor spawned the task's program (or runs the function task
+        ``in_process``, under its own pid); the pid."""
         pid = next(self._pids)
         self.pids[key] = pid
         now = self.clock.now()
         self.core.on_started(self.executor_of(key), key, pid, now if at is None else at, now,
-                             self.clock.mono())
+                             self.clock.mono(), in_process)
         return pid
 
     def end(self, key: int, ok: bool = True, error: str = "", skipped: bool = False,
@@ -272,8 +285,8 @@ class NodeEnv:
         self.core.on_ended(self.executor_of(key), key, ok, skipped, now - duration, now,
                            error.encode(), now, self.clock.mono())
 
-    def die(self, executor: int, cause: str = "signal 9") -> None:
-        self.core.executor_died(executor, cause, self.clock.now(), self.clock.mono())
+    def die(self, executor: int, cause: str = "signal 9", as_program: str = "") -> None:
+        self.core.executor_died(executor, cause, self.clock.now(), self.clock.mono(), as_program)
 
     # --- looking ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Function tasks without a server: the payload round trip through ``task_main``, its error file,
-the interpreter ``PythonEnv`` picks, and what importing the packages costs."""
+the job's initializer, the cache of unpickled functions, the interpreter ``PythonEnv`` picks,
+and what importing the packages costs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from hqshm.api import function
+from hqshm import functiontask
+from hqshm.api import function, worker_state
 from hqshm.api.errors import Unpicklable
 from hqshm.api.function import PayloadBuilder, PythonEnv, task_main
 
@@ -38,8 +40,9 @@ def test_a_closure_travels_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
     factor = 3
     payload = PayloadBuilder().payload(lambda x: seen.append(x * factor), (2,), {})
-    fn, args, kwargs = pickle.loads(payload)
+    fn, args, kwargs, initializer = pickle.loads(payload)
     fn(*args, **kwargs)
+    assert initializer is None
     assert seen == []  # the unpickled closure has its own copy of `seen`
     assert fn.__closure__ is not None
 
@@ -55,6 +58,69 @@ def test_each_function_is_pickled_once_per_submit(monkeypatch: pytest.MonkeyPatc
         builder.payload(record, (i,), {})
     assert dumped.count(record) == 1
     assert len(dumped) == 4  # the function once, then one payload per task
+
+
+def test_the_initializer_is_pickled_once_per_submit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cloudpickle
+
+    dumped: list[object] = []
+    real = cloudpickle.dumps
+    monkeypatch.setattr(cloudpickle, "dumps", lambda obj: dumped.append(obj) or real(obj))
+    builder = PayloadBuilder(initializer=make_state)
+    for i in range(3):
+        builder.payload(record, (i,), {})
+    assert dumped.count(make_state) == 1
+    assert len(dumped) == 5  # each function once, then one payload per task
+
+
+INITS: list[int] = []
+
+
+def make_state() -> str:
+    INITS.append(1)
+    if len(INITS) == 2:
+        raise RuntimeError("second call fails")
+    return f"state {len(INITS)}"
+
+
+def remember_state() -> None:
+    CALLS.append((worker_state(),))
+
+
+def test_the_initializer_runs_once_per_job_in_an_interpreter() -> None:
+    """As in an executor: tasks of one job share its result; another job runs it again; a
+    call that raised fails its task and is made again by the next task."""
+    CALLS.clear()
+    INITS.clear()
+    payload = PayloadBuilder(initializer=make_state).payload(remember_state, (), {})
+    for job in ("job 1", "job 1"):
+        functiontask.run_payload(payload, job)
+    with pytest.raises(RuntimeError, match="second call fails"):
+        functiontask.run_payload(payload, "job 2")
+    functiontask.run_payload(payload, "job 2")
+    assert CALLS == [("state 1",), ("state 1",), ("state 3",)]
+
+
+def test_worker_state_without_an_initializer_says_what_it_is_for() -> None:
+    payload = PayloadBuilder().payload(remember_state, (), {})
+    with pytest.raises(LookupError, match=r"Job made with initializer=\.\.\.$"):
+        functiontask.run_payload(payload, "job")
+
+
+def test_each_function_is_unpickled_once_per_interpreter() -> None:
+    payloads = [PayloadBuilder().payload(record, (i,), {}) for i in range(2)]
+    first, second = (pickle.loads(payload)[0] for payload in payloads)
+    assert first is second is record
+    closure = PayloadBuilder().payload(lambda: None, (), {})
+    assert pickle.loads(closure)[0] is pickle.loads(closure)[0]
+
+
+def test_a_payload_from_before_initializers_still_runs() -> None:
+    import cloudpickle
+
+    CALLS.clear()
+    functiontask.run_payload(cloudpickle.dumps((record, (1,), {"k": 2})))
+    assert CALLS == [((1,), {"k": 2})]
 
 
 def failing() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from hqshm.node import affinity
 from hqshm.node.executor import Executor
+from hqshm.node.warm import WarmRunner
 
 
 class Left(Exception):
@@ -27,6 +28,8 @@ class Left(Exception):
 def orphaned_executor() -> Executor:
     executor = object.__new__(Executor)
     executor.node_pid = -1  # never our parent: the node is dead
+    executor.pid = os.getpid()
+    executor.warm = WarmRunner()
     executor.task_pid = 0
     executor.task_dir = None
     executor.spawning = False

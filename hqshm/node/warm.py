@@ -1,0 +1,488 @@
+"""Function tasks inside the executor: the warm path (docs/architecture.md).
+
+An executor already runs Python with hqshm imported. A function task whose command is the plain
+interpreter command with the executor's own interpreter (hqshm/functiontask.py, ``TASK_CODE``,
+states the rule) runs in it instead of in an interpreter of its own: no interpreter start, and
+what the function imports stays imported for the next task. What the task observes is the cold
+path's. The executor takes on, in the order of a program's launch, a process group of its own
+(the node's signals reach it and the processes the function starts, as they reach a program's
+session), the task's CPUs and memory policy, working directory, stdin (/dev/null: the payload
+comes with the group's program), stdout and stderr files; then the task's environment, and
+``sys.path``, ``sys.argv``, standard streams, root logger and SIGINT handler as a fresh
+interpreter has them. It calls the function and puts all of it back (also the warning filters,
+umask and the handlers of the signals the executor relies on), whatever the function did short of
+ending the process.
+
+Two things are not put back, because doing so costs more than the task: the environment and
+the CPU affinity. Each task changes only what differs from the task before (``putenv`` costs
+microseconds a variable, and a task has dozens; moving to other CPUs costs hundreds), after
+checking that the function before did not change them itself. Nothing else in an executor reads
+its environment (programs get theirs whole), and an executor keeps the last task's CPUs only on a
+node that pins every task (programs are then pinned at their launch).
+
+Interrupts: the node interrupts a task with SIGINT to its process group, here the executor's.
+It marks the task's key on the control page first (hqshm/node/pool.py), and the executor raises
+KeyboardInterrupt in the function only if it still runs that key: a late signal meant for the
+task before must not hit the next one. SIGKILL (after the grace period, or a function that
+ignores KeyboardInterrupt) ends the executor with its task, and the pool starts a new one; so
+does a function that calls ``os._exit`` or crashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import field
+from typing import Any, TextIO
+
+from hqshm import errors, functiontask
+from hqshm.cluster.frozen import frozen
+from hqshm.model.program import PinMode, ProgramSpec, Stdio
+from hqshm.node import affinity
+from hqshm.node.affinity import SpawnError, SpawnStage
+from hqshm.node.launch import LaunchPlan
+
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as a program's launch
+# CUDA and ROCm read which devices they may use once per process, at their first use.
+GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
+# Handlers the executor relies on: its SIGINT (ignored) and SIGTERM (the node's death),
+# SIGCHLD (waitpid of the programs it spawns), SIGPIPE (ignored, as Python sets it).
+KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE)
+
+
+# -- which tasks ---------------------------------------------------------------------------
+
+
+def is_function_program(spec: ProgramSpec, base_env: Mapping[str, str]) -> bool:
+    """Whether a group's tasks run inside the executor (``TASK_CODE`` states the rule).
+
+    Decided once per group. ``PYTHON*`` variables configure an interpreter as it starts, so a
+    task that sets its own starts its own (``PYTHONPATH`` excepted: it goes on ``sys.path``)."""
+    args = spec.args
+    if len(args) != 3 or args[1] != "-c" or args[2] != functiontask.TASK_CODE:
+        return False
+    if spec.pin == PinMode.TASKSET:  # the program would run under `taskset`
+        return False
+    if spec.stream_dir and Stdio.STREAM in (spec.stdout.kind, spec.stderr.kind):
+        return False  # streamed channels are pipes that the executor reads as the task runs
+    if any(name.startswith("PYTHON") and name != "PYTHONPATH" for name in spec.env):
+        return False
+    return _runs_this_interpreter(
+        args[0], spec.env.get("PATH", base_env.get("PATH", affinity.DEFAULT_PATH)))
+
+
+def runs_warm(resource_env: Mapping[str, str]) -> bool:
+    """Whether a task of a function group runs warm: not when it was given GPUs, which an
+    executor that used others before could not honour."""
+    return not any(name in resource_env for name in GPU_VARIABLES)
+
+
+@functools.lru_cache(maxsize=64)
+def _runs_this_interpreter(python: str, path: str) -> bool:
+    """``python`` (with the task's ``path``) is this interpreter; asked once per group, and the
+    groups of a job of function tasks are many (every task whose arguments differ is one)."""
+    program = python if os.sep in python else _on_path(python, path)
+    return program is not None and _is_own_interpreter(program)
+
+
+def _on_path(name: str, path: str) -> str | None:
+    """Where exec finds ``name`` on ``path``; None also when a relative directory comes first
+    (relative to the task's working directory, which may differ from task to task)."""
+    for directory in path.split(os.pathsep):
+        if not os.path.isabs(directory):
+            return None
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _is_own_interpreter(program: str) -> bool:
+    """``program`` is this interpreter: the same file, reached from the same directory (a venv's
+    ``python`` and ``python3`` are one interpreter with one environment; the system's
+    ``python3`` that a venv's link points to is another environment)."""
+    own = sys.executable
+    if not own or not os.path.isabs(program):
+        return False
+    program, own = os.path.normpath(program), os.path.normpath(own)
+    return (os.path.dirname(program) == os.path.dirname(own)
+            and os.path.realpath(program) == os.path.realpath(own))
+
+
+# -- running one -----------------------------------------------------------------------------
+
+
+@frozen
+class FunctionCall:
+    """One function task as the warm path runs it."""
+
+    payload: bytes = field(repr=False)
+    job: Hashable  # whose initializer's result the task shares: (server uid, job id)
+    plan: LaunchPlan
+    cpus: Sequence[int] | None  # None: not pinned
+    numa: int | None  # the NUMA node to bind memory to
+    mem_mode: int  # affinity.MemPolicy value
+
+
+@frozen
+class Ending:
+    """How the task's interpreter would have ended: its exit code, or the signal."""
+
+    code: int = 0
+    signum: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and self.signum == 0
+
+    def error(self) -> str:
+        """The task's error when it wrote none to its error file: a program's end in HQ's
+        words."""
+        if self.signum:
+            return errors.signal_error(self.signum)
+        return errors.exit_code_error(self.code)
+
+
+@frozen
+class _Saved:
+    """The executor's own state, saved at its first function task."""
+
+    pid: int
+    pgid: int
+    cwd: int  # an fd of the working directory: fchdir works even if it was renamed
+    fds: tuple[int | None, ...]  # copies of fds 0-2 (None: closed)
+    devnull: int
+    cpus: list[int]
+    path_tail: list[str]  # sys.path after its first entry, less the executor's PYTHONPATH
+    path: list[str]
+    argv: list[str]
+    streams: tuple[Any, Any, Any]  # sys.stdin, sys.stdout, sys.stderr
+    log_handlers: list[logging.Handler]
+    log_level: int
+    warning_filters: list[Any]
+    signals: dict[int, Any]
+    umask: int
+
+
+class WarmRunner:
+    """Runs function tasks in this process, one at a time (an executor's)."""
+
+    def __init__(self) -> None:
+        self._saved: _Saved | None = None
+        self._environment: _Environment | None = None
+        self._cpus: Sequence[int] | None = None  # the affinity a task set (None: the saved one)
+        self._streams: list[TextIO] = []
+        self.running = False  # between taking on a task and putting the executor back
+        self._armed = False  # SIGINT may raise KeyboardInterrupt (once)
+        self._interrupted: Callable[[], bool] = bool
+
+    def run(self, call: FunctionCall, started: Callable[[], None],
+            interrupted: Callable[[], bool]) -> Ending:
+        """Take the task on, call ``started``, run it, put the executor back. ``interrupted``
+        says whether the node interrupts this task. Raises SpawnError, at the stage a program's
+        launch would have failed at, when the task cannot be set up."""
+        saved = self._saved or self._save()
+        self._interrupted = interrupted
+        try:
+            self._enter(call, saved)
+            started()
+            ending = self._call(call)
+            if os.getpid() != saved.pid:  # the function forked, and its child returned here
+                _leave_process(ending)
+            return ending
+        finally:
+            self._leave(call, saved)
+
+    # -- before --
+
+    def _save(self) -> _Saved:
+        own_path = {os.path.abspath(p)
+                    for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+        tail = sys.path if sys.flags.safe_path else sys.path[1:]
+        root = logging.getLogger()
+        self._saved = _Saved(
+            pid=os.getpid(), pgid=os.getpgid(0),
+            cwd=os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
+            fds=tuple(_copy_fd(fd) for fd in (0, 1, 2)),
+            devnull=os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC),
+            cpus=affinity.get_affinity(), path_tail=[p for p in tail if p not in own_path],
+            path=sys.path, argv=sys.argv, streams=(sys.stdin, sys.stdout, sys.stderr),
+            log_handlers=root.handlers, log_level=root.level,
+            warning_filters=list(warnings.filters),
+            signals={sig: signal.getsignal(sig) for sig in KEPT_SIGNALS}, umask=_umask())
+        self._environment = _Environment()
+        return self._saved
+
+    def _enter(self, call: FunctionCall, saved: _Saved) -> None:
+        plan = call.plan
+        program = plan.argv[0]
+        for stream in saved.streams[1:]:  # what the executor wrote is not the task's output
+            with contextlib.suppress(Exception):
+                stream.flush()
+        self.running = True
+        with contextlib.suppress(OSError):  # a session leader already leads its group
+            os.setpgid(0, 0)
+        if call.cpus != self._cpus:
+            _step(SpawnStage.AFFINITY, program, affinity.set_affinity,
+                  saved.cpus if call.cpus is None else call.cpus)
+            self._cpus = call.cpus
+        if call.numa is not None:
+            _step(SpawnStage.MEMPOLICY, program, affinity.set_memory_policy,
+                  affinity.MemPolicy(call.mem_mode), call.numa)
+        _step(SpawnStage.CWD, program, os.chdir, plan.cwd)
+        os.dup2(saved.devnull, 0)
+        self._redirect(plan.stdout, 1, SpawnStage.STDOUT, program, saved)
+        self._redirect(plan.stderr, 2, SpawnStage.STDERR, program, saved)
+        assert self._environment is not None
+        self._environment.become(plan.env)
+        self._fresh_interpreter(plan.env, saved)
+
+    @staticmethod
+    def _redirect(path: str | None, fd: int, stage: SpawnStage, program: str,
+                  saved: _Saved) -> None:
+        if path is None:
+            os.dup2(saved.devnull, fd)
+            return
+        opened = _step(stage, program, os.open, path, OUTPUT_FLAGS, 0o666)
+        os.dup2(opened, fd)
+        os.close(opened)
+
+    def _fresh_interpreter(self, env: Mapping[str, str], saved: _Saved) -> None:
+        """``sys`` and logging as ``python -c`` with this environment starts them."""
+        pythonpath = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                      if p]
+        sys.path = [*([] if env.get("PYTHONSAFEPATH") else [""]), *pythonpath, *saved.path_tail]
+        sys.argv = ["-c"]
+        sys.stdin, sys.stdout, sys.stderr = self._task_streams(saved)
+        root = logging.root
+        root.handlers = []
+        # Not setLevel, which clears every logger's cache of enabled levels (most of a task's
+        # set-up): the executor's loggers log only between tasks and the tasks' only during
+        # them, each under one level of the root, so each cache stays right. ``_leave``
+        # clears them all when a task changed the level (HQ_PYLOG's basicConfig does).
+        root.level = logging.WARNING
+        signal.signal(signal.SIGINT, self._on_interrupt)
+
+    def _task_streams(self, saved: _Saved) -> list[TextIO]:
+        """Text streams on fds 0-2 like a fresh interpreter's, made once (again if the function
+        closed one): making them costs more than the rest of a task's set-up."""
+        if not self._streams or any(stream.closed for stream in self._streams):
+            like = saved.streams[1]
+            encoding = getattr(like, "encoding", None) or "utf-8"
+            handling = getattr(like, "errors", None) or "strict"
+            self._streams = [
+                _stream(0, "r", encoding, handling),
+                _stream(1, "w", encoding, handling),
+                _stream(2, "w", encoding, "backslashreplace", line_buffered=True),
+            ]
+        return self._streams
+
+    # -- the call --
+
+    def _on_interrupt(self, _signum: int, _frame: object) -> None:
+        if self._armed and self._interrupted():
+            self._armed = False
+            raise KeyboardInterrupt
+
+    def _call(self, call: FunctionCall) -> Ending:
+        try:
+            return self._armed_call(call)
+        except KeyboardInterrupt as exc:  # it came as the call ended: still the task's end
+            _print_traceback(exc)
+            return Ending(signum=signal.SIGINT)
+
+    def _armed_call(self, call: FunctionCall) -> Ending:
+        """The function's end, its threads joined, as the cold interpreter's would be."""
+        before = _threads()
+        self._armed = True
+        try:
+            if self._interrupted():  # the node's signal came before we were armed
+                raise KeyboardInterrupt
+            ending = _call_function(call)
+            _join_new_threads(before)  # as an interpreter does before it exits
+            return ending
+        except KeyboardInterrupt as exc:
+            _print_traceback(exc)
+            return Ending(signum=signal.SIGINT)
+        finally:
+            self._armed = False
+
+    # -- after --
+
+    def _leave(self, call: FunctionCall, saved: _Saved) -> None:
+        """Put the executor back, whatever the function did (each system call on its own: one
+        failing skips no other)."""
+        self._armed = False
+        for sig, handler in saved.signals.items():
+            if signal.getsignal(sig) != handler:
+                signal.signal(sig, handler)
+        for stream in {id(s): s for s in (*self._streams, sys.stdout, sys.stderr)}.values():
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdin, sys.stdout, sys.stderr = saved.streams
+        sys.path, sys.argv = saved.path, saved.argv
+        root = logging.root
+        root.handlers = saved.log_handlers
+        if root.level == logging.WARNING:
+            root.level = saved.log_level
+        else:
+            root.setLevel(saved.log_level)
+        if warnings.filters != saved.warning_filters:
+            warnings.filters[:] = saved.warning_filters
+            warnings._filters_mutated()  # type: ignore[attr-defined]  # as catch_warnings does
+        os.umask(saved.umask)
+        for fd, kept in enumerate(saved.fds):
+            with contextlib.suppress(OSError):
+                if kept is None:
+                    os.close(fd)
+                else:
+                    os.dup2(kept, fd)
+        with contextlib.suppress(OSError):
+            os.fchdir(saved.cwd)
+        self._check_affinity(saved)
+        if call.numa is not None:
+            with contextlib.suppress(OSError):
+                affinity.set_memory_policy(affinity.MemPolicy.DEFAULT, None)
+        self._leave_group(saved)
+        self.running = False
+
+    def _check_affinity(self, saved: _Saved) -> None:
+        """Back to the saved CPUs if the function changed the ones it was given."""
+        with contextlib.suppress(OSError):
+            if affinity.get_affinity() != (saved.cpus if self._cpus is None
+                                           else sorted(self._cpus)):
+                affinity.set_affinity(saved.cpus)
+                self._cpus = None
+
+    def _leave_group(self, saved: _Saved) -> None:
+        """Back into the node's process group. What an interrupted function left in its own
+        is killed, as the node kills what a killed program left in its session."""
+        with contextlib.suppress(OSError):
+            os.setpgid(0, saved.pgid)
+        if self._interrupted() and os.getpgid(0) != saved.pid:
+            with contextlib.suppress(OSError):
+                os.killpg(saved.pid, signal.SIGKILL)
+
+
+class _Environment:
+    """``os.environ`` as the last function task left it, made each next task's by changing
+    only what differs."""
+
+    def __init__(self) -> None:
+        # CPython's encoded copy of the environment, compared whole in microseconds: decoding
+        # it (os.environ.copy()) costs a hundred.
+        self._raw: dict[bytes, bytes] = getattr(os.environ, "_data")  # noqa: B009
+        self._now: Mapping[str, str] = dict(os.environ)
+        self._raw_now = dict(self._raw)
+
+    def become(self, env: Mapping[str, str]) -> None:
+        if self._raw != self._raw_now:  # the function before changed it
+            self._now = dict(os.environ)
+        environ, now = os.environ, self._now
+        for name in now.keys() - env.keys():
+            environ.pop(name, None)
+        for name, value in env.items():
+            if now.get(name) != value:
+                environ[name] = value
+        self._now = env
+        self._raw_now = dict(self._raw)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _step(stage: SpawnStage, program: str, action: Callable[..., Any], *args: Any) -> Any:
+    """One set-up step; its OSError as the SpawnError a program's launch raises there."""
+    try:
+        return action(*args)
+    except OSError as exc:
+        raise SpawnError(stage, exc.errno or errno.EINVAL, program) from None
+
+
+def _stream(fd: int, mode: str, encoding: str, errors: str, line_buffered: bool = False
+            ) -> TextIO:
+    """A text stream on ``fd`` that the executor keeps from task to task."""
+    return open(fd, mode, buffering=1 if line_buffered else -1,  # noqa: SIM115
+                encoding=encoding, errors=errors, closefd=False)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _copy_fd(fd: int) -> int | None:
+    try:
+        return os.dup(fd)
+    except OSError:
+        return None
+
+
+def _call_function(call: FunctionCall) -> Ending:
+    """Run the payload; its end as the cold interpreter's: ``task_main`` reports an
+    Exception, the interpreter ends with SystemExit's code, or prints what else escaped and
+    exits 1. KeyboardInterrupt goes to the caller."""
+    try:
+        functiontask.configure_logging()
+        functiontask.run_payload(call.payload, call.job)
+        return Ending()
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        return Ending(code=_exit_code(exc))
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            functiontask.report_error(exc)
+        return Ending(code=1)
+    except BaseException as exc:  # noqa: BLE001 - the interpreter's end for anything else
+        _print_traceback(exc)
+        return Ending(code=1)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The exit status of an interpreter that ends with ``exc``: ``sys.exit``'s number, or 1
+    after printing any other value."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(Exception):
+        print(code, file=sys.stderr)
+    return 1
+
+
+def _print_traceback(exc: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(functiontask.error_text(exc))
+
+
+def _threads() -> set[Any]:
+    threading = sys.modules.get("threading")
+    return set(threading.enumerate()) if threading is not None else set()
+
+
+def _join_new_threads(before: set[Any]) -> None:
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    for thread in threading.enumerate():
+        if thread not in before and not thread.daemon and thread is not threading.current_thread():
+            thread.join()
+
+
+def _leave_process(ending: Ending) -> None:
+    """A child that the function forked got back here: it ends as the cold interpreter's
+    child would have, never running the executor's code."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + ending.signum if ending.signum else ending.code)
