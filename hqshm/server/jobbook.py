@@ -306,14 +306,16 @@ class JobBook:
             self._register(job)
         job.submit_dir = job.submit_dir or event.submit_dir
         job.finished_at = None
+        submits = []
         for new in event.submits:
             entries = list(new.entries) if new.entries is not None else None
             submit = Submit(new.gid, new.template, new.program, TaskTable(new.ids), entries,
                             new.batch, new.is_array, dict(new.deps), after=new.after,
                             after_keys=new.after_keys)
             self.by_gid[submit.gid] = submit
-            job.submits.append(submit)
+            submits.append(submit)
             self.next_gid = max(self.next_gid, GroupId(submit.gid + 1))
+        job.add_submits(submits)
 
     def _find(self, key: TaskKey) -> tuple[Job, Submit, int] | None:
         job_id, task_id = split_key(key)
@@ -383,25 +385,32 @@ class JobBook:
 
     def _locate(self, keys: np.ndarray) -> Iterator[tuple[Job, Submit, np.ndarray, np.ndarray]]:
         """For each submit that holds some of ``keys``: its job, the rows, and the positions
-        of those keys in ``keys`` (ascending). Keys of unknown tasks are left out."""
+        of those keys in ``keys`` (ascending). Keys of unknown tasks are left out. Costs
+        O(k log k) for k keys, whatever the number of jobs they span or submits those have."""
         keys = keys.astype(np.uint64, copy=False)
         job_ids = keys >> np.uint64(KEY_SHIFT)
         task_ids = (keys & np.uint64(TASK_MASK)).astype(np.uint32)
-        for job_id in np.unique(job_ids).tolist():
+        by_job = np.argsort(job_ids, kind="stable")
+        present, begins = np.unique(job_ids[by_job], return_index=True)
+        ends = np.append(begins[1:], len(keys))
+        for job_id, begin, end in zip(present.tolist(), begins.tolist(), ends.tolist(),
+                                      strict=True):
             job = self.jobs.get(JobId(job_id))
             if job is None:
                 continue
-            in_job = np.flatnonzero(job_ids == job_id)
-            wanted = task_ids[in_job]
-            for submit in job.submits:
-                ids = submit.table.ids
-                if not len(ids):
-                    continue
-                pos = np.searchsorted(ids, wanted)
-                hit = pos < len(ids)
-                hit[hit] = ids[pos[hit]] == wanted[hit]
-                if hit.any():
-                    yield job, submit, pos[hit], in_job[hit]
+            in_job = by_job[begin:end]
+            found, submit, rows = job.index.find(task_ids[in_job])
+            items = in_job[found]
+            if not len(items):
+                continue
+            if len(job.submits) == 1:
+                yield job, job.submits[0], rows, items
+                continue
+            by_submit = np.argsort(submit, kind="stable")
+            parts, starts = np.unique(submit[by_submit], return_index=True)
+            for index, part in zip(parts.tolist(), np.split(by_submit, starts[1:]),
+                                   strict=True):
+                yield job, job.submits[index], rows[part], items[part]
 
     def _apply_failed(self, event: TasksFailed) -> tuple[int, Job | None]:
         """Fail tasks in order, up to one that takes its job past --max-fails: how many items

@@ -6,6 +6,7 @@ read them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,10 +17,11 @@ from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.errors import UserError
 from hqshm.link.responses import JobSummary
 from hqshm.model.program import ProgramSpec
+from hqshm.model.scanner import U32_MAX
 from hqshm.model.selection import Ranges
 from hqshm.model.submission import TaskTemplate
-from hqshm.model.taskstates import job_state
-from hqshm.model.tasktable import TaskTable, merge_counts
+from hqshm.model.taskstates import TaskState, job_state
+from hqshm.model.tasktable import TaskTable
 
 
 class JobNotFound(UserError):  # spec/cli.md §5.3, server-side submit errors
@@ -74,6 +76,65 @@ class NewGroup:
     after: tuple[TaskKey, ...] = ()  # unfinished keys the whole group waits for
 
 
+class TaskIndex:
+    """Where each task of a job is: one binary search over the job's ids, however many
+    submits it has. Job files and Python API jobs make a submit per template (thousands of
+    them), and a job file's submits may interleave ids (tasks go to their template's submit),
+    so neither searching the submits in turn nor bisecting their first ids would do."""
+
+    __slots__ = ("ids", "where", "starts")
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.uint32)  # every task id of the job, sorted
+        # Each id's position in the submits' ids laid end to end; None while that is the
+        # identity: a job of one submit shares its table's ids and costs no memory here.
+        self.where: np.ndarray | None = None
+        self.starts = np.zeros(0, dtype=np.int64)  # where each submit begins in that layout
+
+    def add(self, parts: Sequence[np.ndarray]) -> None:
+        """Index new submits' (sorted) ids: O(the job's tasks) memory copies, no sort of
+        the old ones, so a stream of submits into an open job costs no sort each."""
+        total = len(self.ids)
+        lengths = np.array([len(p) for p in parts], dtype=np.int64)
+        self.starts = np.concatenate((self.starts, total + np.cumsum(lengths) - lengths))
+        if total == 0 and len(parts) == 1:
+            self.ids = parts[0]
+            return
+        new = np.concatenate(parts)
+        order = np.argsort(new, kind="stable")
+        where = self.where if self.where is not None else np.arange(total, dtype=np.uint32)
+        at = np.searchsorted(self.ids, new[order])
+        self.ids = np.insert(self.ids, at, new[order])
+        self.where = np.insert(where, at, (order + total).astype(np.uint32))
+
+    def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions in ``wanted`` (uint32 task ids) of the tasks the job has, with the
+        index of each one's submit and its row there."""
+        ids = self.ids
+        pos = np.searchsorted(ids, wanted)
+        hit = pos < len(ids)
+        hit[hit] = ids[pos[hit]] == wanted[hit]
+        found = np.flatnonzero(hit)
+        flat = pos[found] if self.where is None else self.where[pos[found]].astype(np.int64)
+        submit = np.searchsorted(self.starts, flat, side="right") - 1
+        return found, submit, flat - self.starts[submit]
+
+    def find_one(self, task_id: TaskId) -> tuple[int, int] | None:
+        """The index of the task's submit and its row there."""
+        if not 0 <= task_id <= U32_MAX:
+            return None
+        # Searched as the column's own type (see ``TaskTable.row``).
+        i = int(np.searchsorted(self.ids, np.uint32(task_id)))
+        if i == len(self.ids) or self.ids.item(i) != task_id:
+            return None
+        flat = i if self.where is None else self.where.item(i)
+        submit = int(np.searchsorted(self.starts, flat, side="right")) - 1
+        return submit, flat - self.starts.item(submit)
+
+    def last_id(self) -> int | None:
+        return self.ids.item(-1) if len(self.ids) else None
+
+
 @dataclass(eq=False)
 class Job:
     id: JobId
@@ -82,24 +143,45 @@ class Job:
     submit_dir: str
     submitted_at: float
     is_open: bool = False
-    submits: list[Submit] = field(default_factory=list)
+    submits: list[Submit] = field(default_factory=list)  # more come by ``add_submits``
     cancel_reason: str | None = None
     finished_at: float | None = None
     worker_ids: set[WorkerId] = field(default_factory=set)
+    # Kept as submits come and tasks change state, so that what the book reads per task
+    # event costs the same for a job of one submit and one of thousands.
+    index: TaskIndex = field(init=False, repr=False)
+    _counts: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        given, self.submits = self.submits, []
+        self.index = TaskIndex()
+        self._counts = [0] * len(TaskState)
+        self.add_submits(given)
+
+    def add_submits(self, submits: Sequence[Submit]) -> None:
+        """Take these submits (each with a table of its own) into the job."""
+        if not submits:
+            return
+        for submit in submits:
+            table = submit.table
+            assert table.totals is None, "a task table belongs to one job"
+            table.totals = self._counts
+            for state, count in enumerate(table.counts):
+                self._counts[state] += count
+        self.submits.extend(submits)
+        self.index.add([s.table.ids for s in submits])
 
     @property
     def counts(self) -> tuple[int, int, int, int, int, int]:
-        if len(self.submits) == 1:  # most jobs: no merge (`hq job list` reads every job's)
-            return tuple(self.submits[0].table.counts)  # type: ignore[return-value]
-        return merge_counts(s.table for s in self.submits)
+        return tuple(self._counts)  # type: ignore[return-value]
 
     @property
     def task_count(self) -> int:
-        return sum(len(s.table) for s in self.submits)
+        return sum(self._counts)
 
     @property
     def unfinished(self) -> int:
-        return sum(s.table.unfinished for s in self.submits)
+        return self._counts[TaskState.WAITING] + self._counts[TaskState.RUNNING]
 
     @property
     def terminated(self) -> bool:
@@ -114,13 +196,10 @@ class Job:
         return job_state(self.counts, self.is_open)
 
     def locate(self, task_id: TaskId) -> tuple[Submit, int] | None:
-        for submit in self.submits:
-            ids = submit.table.ids
-            if len(ids) and int(ids[0]) <= task_id <= int(ids[-1]):
-                row = submit.table.row(task_id)
-                if row is not None:
-                    return submit, row
-        return None
+        found = self.index.find_one(task_id)
+        if found is None:
+            return None
+        return self.submits[found[0]], found[1]
 
     def summary(self) -> JobSummary:
         return JobSummary(

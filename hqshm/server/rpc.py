@@ -13,7 +13,7 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -93,6 +93,14 @@ class Waiter:
     missing: tuple[JobId, ...]
     without_close: bool
     notifications: bool = False
+    jobs: frozenset[JobId] = field(init=False)
+    # Its jobs not done yet, each looked at again only when an event names it: one
+    # `hq job wait all` on 6,000 jobs once spent 31 s of 82 looking at every job per event.
+    pending: set[JobId] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = frozenset(self.job_ids)
+        self.pending = set(self.job_ids)
 
 
 class ServerControl:
@@ -363,19 +371,22 @@ class ClientService:
         present, missing = resolve_ids(request.selector, self.book.jobs)
         waiter = Waiter(identity, tuple(present), tuple(missing), request.without_close,
                         request.notifications)
-        if not self._waiter_done(waiter):
+        self._recheck(waiter, waiter.job_ids)
+        if waiter.pending:
             self.waiters.append(waiter)
         else:
             self._answer(waiter)
 
-    def _waiter_done(self, waiter: Waiter) -> bool:
-        for job_id in waiter.job_ids:
+    def _recheck(self, waiter: Waiter, job_ids: Iterable[JobId]) -> None:
+        """Update which of these jobs the waiter still waits for: a job is done once it is
+        gone, or has no unfinished task and is closed (or the waiter ignores closing); a
+        submit into an open job makes it pending again."""
+        for job_id in job_ids:
             job = self.book.jobs.get(job_id)
-            if job is None:
-                continue
-            if not job.terminated or (job.is_open and not waiter.without_close):
-                return False
-        return True
+            if job is None or (job.terminated and (not job.is_open or waiter.without_close)):
+                waiter.pending.discard(job_id)
+            else:
+                waiter.pending.add(job_id)
 
     def _answer(self, waiter: Waiter) -> None:
         jobs = tuple(self.book.jobs[i].summary() for i in waiter.job_ids if i in self.book.jobs)
@@ -384,17 +395,20 @@ class ClientService:
     def notify(self, job_id: JobId, task_id: TaskId, worker_id: WorkerId, message: bytes) -> None:
         """A task's notification, to every client waiting on its job that asked for them."""
         for waiter in self.waiters:
-            if waiter.notifications and job_id in waiter.job_ids:
+            if waiter.notifications and job_id in waiter.jobs:
                 self.reply(waiter.identity, Notification(job_id, task_id, worker_id, message))
 
     def answer_waiters(self) -> None:
-        """Answer the waiters whose jobs are done; only those on changed jobs can be."""
+        """Answer the waiters whose jobs are done; only those on changed jobs can be, and
+        only the changed jobs are looked at again."""
         changed = self.changed.take()
         if not changed:
             return
         still = []
         for waiter in self.waiters:
-            if not changed.isdisjoint(waiter.job_ids) and self._waiter_done(waiter):
+            touched = changed & waiter.jobs  # iterates the smaller of the two
+            self._recheck(waiter, touched)
+            if touched and not waiter.pending:
                 self._answer(waiter)
             else:
                 still.append(waiter)

@@ -85,13 +85,13 @@ def plan_graph(job: Job, req: GraphSubmission, first_gid: GroupId,
         if task_id in seen:
             raise TaskDefinedTwice(task_id=task_id)
         seen.add(task_id)
-    existing = {int(i): s for s in job.submits for i in s.table.ids.tolist()}
-    for task_id in ids:
-        if task_id in existing:
-            raise TaskExists(task_id=task_id, job_id=job.id)
+    # The job's own ids are searched, not gathered in a set: an open job may hold millions.
+    found = job.index.find(np.array(ids, dtype=np.uint32))[0]
+    if len(found):
+        raise TaskExists(task_id=ids[int(found[0])], job_id=job.id)
     for task in req.tasks:
         for dep in task.deps:
-            if dep not in seen and dep not in existing:
+            if dep not in seen and job.index.find_one(dep) is None:
                 raise UserError(f"Invalid dependency on {dep}")
     # Prerequisites outside this submit were checked above; only those inside can form a cycle.
     inside = {t.id: tuple(d for d in t.deps if d in seen) for t in req.tasks}
@@ -193,9 +193,8 @@ def _task_ids(job: Job, req: ArraySubmission) -> tuple[np.ndarray, list[bytes] |
         dup = np.nonzero(np.diff(explicit.astype(np.int64)) == 0)[0]
         if len(dup):
             raise TaskDefinedTwice(task_id=int(explicit[dup[0]]))
-    first_free = 0
-    if job.submits:
-        first_free = max(int(s.table.ids[-1]) for s in job.submits if len(s.table)) + 1
+    last = job.index.last_id()
+    first_free = 0 if last is None else last + 1
     entries: list[bytes] | None = None
     if req.entries is not None and req.entries_by_position:
         given = expand_ranges(req.ids)
@@ -218,10 +217,11 @@ def _task_ids(job: Job, req: ArraySubmission) -> tuple[np.ndarray, list[bytes] |
         ids = explicit
     else:
         ids = np.array([first_free], dtype=np.uint32)
-    for submit in job.submits:
-        clash = np.intersect1d(submit.table.ids, ids)
-        if len(clash):
-            raise TaskExists(task_id=int(clash[0]), job_id=job.id)
+    # One search, not one per submit (an open job may have thousands); named as before: the
+    # smallest clashing id of the earliest submit.
+    found, submit, _rows = job.index.find(ids)
+    if len(found):
+        raise TaskExists(task_id=int(ids[found[np.argmin(submit)]]), job_id=job.id)
     return ids, entries
 
 

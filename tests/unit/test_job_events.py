@@ -31,6 +31,7 @@ from hqshm.model.submission import (
     TaskTemplate,
 )
 from hqshm.model.taskstates import TaskState
+from hqshm.model.tasktable import merge_counts
 from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.server import views
 from hqshm.server.events import (
@@ -195,10 +196,21 @@ def _column(values: np.ndarray) -> list[Any]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values.tolist()]
 
 
+def check_job(job: Job) -> None:
+    """What the job keeps beside its tables (counts, where each task is) must agree with
+    them: after events, replay and restore alike."""
+    assert job.counts == merge_counts(s.table for s in job.submits)
+    for submit in job.submits:
+        for row, task_id in enumerate(submit.table.ids.tolist()):
+            assert job.locate(task_id) == (submit, row)
+    assert len(job.index.ids) == job.task_count
+
+
 def snapshot(book: JobBook) -> dict[str, Any]:
     """Everything the book knows, as plain values (NaN as None), and every view of it."""
     jobs = {}
     for job_id, job in book.jobs.items():
+        check_job(job)
         submits = []
         for submit in job.submits:
             table = submit.table

@@ -88,9 +88,7 @@ def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
     old = book.jobs.pop(JobId(rec.job_id), None)
     for submit in old.submits if old is not None else ():
         book.by_gid.pop(submit.gid, None)
-    job = Job(JobId(rec.job_id), rec.name, rec.max_fails, rec.submit_dir, rec.submitted_at,
-              rec.is_open, cancel_reason=rec.cancel_reason, finished_at=rec.finished_at,
-              worker_ids={WorkerId(w) for w in rec.worker_ids})
+    submits = []
     for s in rec.submits:
         submit = Submit(GroupId(s.gid), s.template, decode_program(s.program), _table(s),
                         list(s.entries) if s.entries is not None else None, s.batch,
@@ -99,9 +97,13 @@ def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
                         s.after,
                         tuple(TaskKey(k) for k in unpack(s.after_keys, "<u8").tolist()),
                         dict(s.crashes))
-        job.submits.append(submit)
+        submits.append(submit)
         book.by_gid[submit.gid] = submit
         book.next_gid = GroupId(max(book.next_gid, submit.gid + 1))
+    # The job takes the restored tables with their counts and indexes their ids.
+    job = Job(JobId(rec.job_id), rec.name, rec.max_fails, rec.submit_dir, rec.submitted_at,
+              rec.is_open, submits, cancel_reason=rec.cancel_reason,
+              finished_at=rec.finished_at, worker_ids={WorkerId(w) for w in rec.worker_ids})
     book.jobs[job.id] = job
     book.next_job_id = JobId(max(book.next_job_id, job.id + 1))
 
