@@ -81,6 +81,7 @@ def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
             priority=task.priority,
             crash_limit=task.crash_limit,
             task_dir=task.needs_task_dir,
+            function=task.function_name,
             stdin=stdin,
         )
     except UserError as exc:

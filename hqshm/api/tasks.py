@@ -50,6 +50,11 @@ class Task(abc.ABC):
     def needs_task_dir(self) -> bool:
         """Whether the task gets a task directory (HQ_TASK_DIR, HQ_ERROR_FILENAME)."""
 
+    @property
+    def function_name(self) -> str:
+        """The callable a function task calls, as `hq job info` shows it ("": a program)."""
+        return ""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task_id={self.task_id}, label={self.label!r})"
 
@@ -89,3 +94,10 @@ class PythonFunction(Task):
     @property
     def needs_task_dir(self) -> bool:
         return True  # the traceback goes to $HQ_ERROR_FILENAME, which lives there
+
+    @property
+    def function_name(self) -> str:
+        fn = self.fn
+        name = getattr(fn, "__qualname__", None) or type(fn).__qualname__  # a partial, say
+        module = getattr(fn, "__module__", None)
+        return name if module in (None, "__main__") else f"{module}.{name}"

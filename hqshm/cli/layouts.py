@@ -171,6 +171,13 @@ def command_text(args: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def template_command(template: TaskTemplate) -> str:
+    """A program's arguments; a function task's callable (its arguments only start Python)."""
+    if template.function:
+        return f"{template.function} (Python function)"
+    return command_text(template.args)
+
+
 def env_text(env: dict[str, str]) -> str:
     return "\n".join(f"{k}={v}" for k, v in sorted(env.items()) if not k.startswith("HQ_"))
 
@@ -200,7 +207,7 @@ def job_rows(job: JobDetail, now: float, color: bool) -> list[tuple[str, str]]:
             ("Resources", resources_view().request_lines(t.request)),
             ("Pin", t.pin),
             ("Priority", str(t.priority)),
-            ("Command", command_text(t.args)),
+            ("Command", template_command(t)),
             ("Stdout", formats.format_stdio(sub.stdout, sub.stdout == "<Stream>")),
             ("Stderr", formats.format_stdio(sub.stderr, sub.stderr == "<Stream>")),
             ("Environment", env_text(t.env)),
@@ -237,7 +244,7 @@ def task_rows(t: TaskView, template: TaskTemplate, error: str, now: float,
     return [
         ("Task ID", str(t.id)),
         ("State", state_text),
-        ("Command", command_text(template.args)),
+        ("Command", template_command(template)),
         ("Environment", env_text(template.env)),
         ("Worker", "\n".join(t.hostnames)),
         ("Start", formats.format_local_datetime(t.started_at) if t.started_at else ""),
@@ -294,6 +301,7 @@ def template_json(sub: SubmitView) -> dict[str, Any]:
             "args": list(t.args), "env": dict(t.env), "cwd": sub.cwd,
             "stdout": _stdio_json(t.stdout.kind, sub.stdout),
             "stderr": _stdio_json(t.stderr.kind, sub.stderr),
+            **({"function": t.function} if t.function else {}),
         },
         "resources": resources_view().request_json(t.request),
         "pin_mode": {"none": None, "taskset": "taskset", "omp": "openmp"}.get(t.pin),

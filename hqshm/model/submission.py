@@ -82,11 +82,14 @@ class TaskTemplate:
     task_dir: bool = False
     stdin: bytes = field(default=b"", repr=False)
     retries: int = 0  # beyond HQ: re-run a task that exits non-zero up to this many times
+    function: str = ""  # a function task's callable (`module.name`): views show it, not argv
 
     def __post_init__(self) -> None:
         """What an executor could not run (empty argv, NUL bytes) or the server not place (no
         variant, amounts of 0) is refused here, before anything is recorded."""
         limits.check_argv(self.args)
+        if self.function:
+            limits.check_text("the function name", self.function)
         limits.check_env(self.env)
         limits.check_text("the working directory", self.cwd)
         check_request(self.request)

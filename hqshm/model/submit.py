@@ -256,6 +256,7 @@ def task_template(
     task_dir: bool = False,
     stdin: bytes | str = b"",
     retries: int = 0,
+    function: str = "",
 ) -> TaskTemplate:
     """One task's template; no variants: `cpus: 1 compact`. Durations are in seconds."""
     check_command(command)
@@ -277,6 +278,7 @@ def task_template(
         task_dir=task_dir,
         stdin=stdin.encode() if isinstance(stdin, str) else stdin,
         retries=retries,
+        function=function,
     )
 
 

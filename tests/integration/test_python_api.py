@@ -361,3 +361,21 @@ def test_python_env_prologue(hq_env: HqEnv, monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         client.connection.close()
     assert (hq_env.work / "abc").read_text() == "xyz"
+
+
+def test_function_tasks_show_their_callable(hq_env: HqEnv, client: Client) -> None:
+    """`hq task info` and job JSON name the function (issue 10, item 6), not `python -c ...`;
+    programs keep their arguments."""
+    hq_env.start_worker()
+    job = Job(default_env=FUNCTIONS_PATH)
+    job.function(pyapi_functions.greet, args=("world",))
+    job.program(["echo", "plain"])
+    submitted = client.submit(job)
+    client.wait_for_jobs([submitted])
+    (function_task,) = task_info(hq_env, submitted.id, "0")
+    assert function_task.get("Command") == "pyapi_functions.greet (Python function)"
+    (program_task,) = task_info(hq_env, submitted.id, "1")
+    assert program_task.get("Command") == "echo\nplain"
+    (detail,) = hq_env.json(["job", "info", str(submitted.id)])
+    programs = [task["program"] for submit in detail["submits"] for task in submit["graph"]]
+    assert [p.get("function") for p in programs] == ["pyapi_functions.greet", None]

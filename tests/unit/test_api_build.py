@@ -242,3 +242,15 @@ def test_submitted_job_and_its_id() -> None:
     job = Job()
     assert get_job_id(SubmittedJob(job=job, id=7)) == 7
     assert get_job_id(3) == 3
+
+
+def test_a_function_task_names_its_callable_in_its_template() -> None:
+    import functools
+
+    job = Job()
+    job.function(test_a_function_task_names_its_callable_in_its_template)
+    job.function(functools.partial(print, "x"))
+    job.program(["true"])
+    names = [t.function_name for t in job.tasks]
+    assert names == [f"{__name__}.test_a_function_task_names_its_callable_in_its_template",
+                     "functools.partial", ""]
