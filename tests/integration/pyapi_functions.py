@@ -13,6 +13,10 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
+
+# The environment that lets a task import this module (by reference, like a script's own).
+FUNCTIONS_PATH = {"PYTHONPATH": str(Path(__file__).parent)}
 
 
 def greet(name: str, *, punctuation: str = "!") -> None:

@@ -11,7 +11,6 @@ import datetime
 import logging
 import random
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyapi_functions
@@ -29,18 +28,7 @@ from hqshm.api.resources import ResourceRequest
 from hqshm.link.serverdir import NoRunningInstance
 from hqshm.link.submitting import PART_VALUES
 
-# Tasks import pyapi_functions from here (by reference, like a script's own modules).
-FUNCTIONS_PATH = {"PYTHONPATH": str(Path(pyapi_functions.__file__).parent)}
-
-
-@pytest.fixture
-def client(hq_env: HqEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    """A client of a running server, submitting from the env's work dir."""
-    monkeypatch.chdir(hq_env.work)
-    hq_env.start_server()
-    client = Client(hq_env.server_dir)
-    yield client
-    client.connection.close()
+FUNCTIONS_PATH = pyapi_functions.FUNCTIONS_PATH
 
 
 def state_of_tasks(env: HqEnv, job_id: int) -> dict[int, str]:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,8 @@ from hqshm.api.client import Client
 from hqshm.api.function import PythonEnv
 from hqshm.api.job import Job
 
-FUNCTIONS_PATH = {"PYTHONPATH": str(Path(pyapi_functions.__file__).parent)}
+FUNCTIONS_PATH = pyapi_functions.FUNCTIONS_PATH
 FAILED_TRACEBACK = r"Traceback \(most recent call last\)"  # a task's error, as the server shows it
-
-
-@pytest.fixture
-def client(hq_env: HqEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    monkeypatch.chdir(hq_env.work)
-    hq_env.start_server()
-    client = Client(hq_env.server_dir)
-    yield client
-    client.connection.close()
 
 
 def read(path: Path) -> Any:

@@ -522,24 +522,29 @@ def test_a_worker_that_can_start_all_its_tasks_is_not_robbed(env: Env) -> None:
 # --- cost of waiting work ---------------------------------------------------------------------
 
 
-def test_waiting_groups_are_not_examined_without_room(env: Env,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A turn costs O(workers) once no worker has room, not O(groups x workers): with 3,500
-    single-task jobs waiting, each submit took the server 27 ms (bench/submit_bench.py)."""
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per call of ``scheduler.place`` (the work a scheduling pass does per group)."""
     from hqshm.cluster import scheduler
 
+    made: list[int] = []
+    place = scheduler.place
+
+    def counted(*args: object, **kwargs: object) -> int:
+        made.append(1)
+        return place(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scheduler, "place", counted)
+    return made
+
+
+def test_waiting_groups_are_not_examined_without_room(env: Env, calls: list[int]) -> None:
+    """A turn costs O(workers) once no worker has room, not O(groups x workers): with 3,500
+    single-task jobs waiting, each submit took the server 27 ms (bench/submit_bench.py)."""
     groups = [env.group(1) for _ in range(200)]
     env.schedule()  # no workers: nothing placed, nothing examined
     assert all(g.pending == 1 for g in groups)
     w = env.worker(1)
-    calls: list[int] = []
-    place = scheduler.place
-
-    def counted(*args: object, **kwargs: object) -> int:
-        calls.append(1)
-        return place(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(scheduler, "place", counted)
     env.schedule()
     # One group fills the worker's CPU and the next its prefill room (one round: no task of
     # theirs ran yet); then nothing fits and the other 198 groups are not looked at.
@@ -553,23 +558,13 @@ def test_waiting_groups_are_not_examined_without_room(env: Env,
 
 
 def test_room_in_a_pool_nobody_asks_for_does_not_make_every_group_try(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Env, calls: list[int]) -> None:
     """A worker's memory stays free while single-CPU jobs wait for its CPUs: once one group
     found no room, the groups with its request and priority are skipped for the rest of the
     pass. Before, 650 waiting single-task jobs were 650 placements a turn, and the server fell
     behind a steady 100 jobs/s (bench/many_jobs_bench.py)."""
-    from hqshm.cluster import scheduler
-
     w = env.worker(1, sum_pool("mem", 1000))
     groups = [env.group(1) for _ in range(200)]
-    calls: list[int] = []
-    place = scheduler.place
-
-    def counted(*args: object, **kwargs: object) -> int:
-        calls.append(1)
-        return place(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(scheduler, "place", counted)
     env.schedule()
     assert sum(g.pending == 0 for g in groups) == 2  # the CPU, then its prefill room
     assert len(calls) <= 2 + 3  # fill: one placed, one found none; prefill: two, then none
