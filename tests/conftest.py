@@ -26,6 +26,7 @@ for _folder in ("", "unit", "integration"):
 
 from harness import HqEnv  # noqa: E402
 from hypothesis import settings  # noqa: E402
+from slurmcluster import slurm  # noqa: E402, F401 (the fixture)
 
 # Property tests check what happens, never how fast: the suite runs in two processes on machines
 # that others share, where one example can take longer than hypothesis's default deadline.
