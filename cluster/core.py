@@ -33,6 +33,8 @@ from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .protocol import Finished, Started
 from .resources import ResourceDescriptor, ResourceRequest
 
+SWEEP_AFTER_GROUPS = 1000
+
 Placed = tuple[GroupId, int]  # (gid, variant index) of a task placed on a worker
 # A node's ``Failed`` report without its retryable flag: a failure for good, retries spent.
 FailedForGood = tuple[TaskKey, InstanceId, float, float, int, str]
@@ -190,6 +192,18 @@ class Worker:
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now
 
+    def forget_groups(self, live: dict[GroupId, Group]) -> None:
+        """Drop what was cached of groups that are over and hold nothing here."""
+        held = {p[0] for p in (*self.assigned.values(), *self.running.values(),
+                               *self.incoming.values())}
+
+        def kept(gid: GroupId) -> bool:
+            return gid in live or gid in held
+
+        self.sent_groups = {g for g in self.sent_groups if kept(g)}
+        self.fitting = {g: v for g, v in self.fitting.items() if kept(g)}
+        self.amounts_cache = {p: a for p, a in self.amounts_cache.items() if kept(p[0])}
+
     def variants_for(self, group: Group) -> tuple[int, ...]:
         """Indices of the group's variants that can ever run here, in order of preference."""
         fitting = self.fitting.get(group.gid)
@@ -243,6 +257,19 @@ class Core:
     # back from the node, not run a second time under the same instance.
     paused_until: float = 0.0
     reconnecting: int = 0
+    # Groups over since the workers' caches were last swept of them (``drop_group``).
+    dropped: int = 0
+
+    def drop_group(self, gid: GroupId) -> None:
+        """A group is over. Every worker caches what the groups it was offered take there;
+        a server runs millions of groups in its life (one per single-task job), so those
+        caches are swept once as many groups ended as are left (amortised O(1) a group)."""
+        self.groups.pop(gid, None)
+        self.dropped += 1
+        if self.dropped > max(SWEEP_AFTER_GROUPS, len(self.groups)):
+            self.dropped = 0
+            for worker in self.workers.values():
+                worker.forget_groups(self.groups)
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""

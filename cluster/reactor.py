@@ -142,7 +142,7 @@ def _end(core: Core, group: Group | None) -> None:
     if group is not None:
         group.active -= 1
         if group.active <= 0:
-            del core.groups[group.gid]
+            core.drop_group(group.gid)
 
 
 def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
@@ -363,7 +363,7 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[GroupId]) -> None:
         del core.blocked_group[key]
         core.deps_waiting.pop(key, None)
     for gid in gid_set:
-        core.groups.pop(gid, None)
+        core.drop_group(gid)
     core.needs_scheduling = True
 
 

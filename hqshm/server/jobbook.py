@@ -64,6 +64,7 @@ from hqshm.server.jobs import (
     Submit,
     crash_error,
 )
+from hqshm.server.jobstore import JobStore
 from hqshm.server.submits import core_group, plan_array, plan_graph
 from hqshm.server.workers import WorkerBook
 
@@ -82,10 +83,10 @@ class JobBook:
         self.server_uid = server_uid
         self.workers = workers
         self.events = events
-        self.jobs: dict[JobId, Job] = {}
         self.next_job_id = JobId(1)
         self.next_gid = GroupId(1)
         self.by_gid: dict[GroupId, Submit] = {}
+        self.jobs = JobStore(self.by_gid)
         # Set by the server: drop every unfinished task of these core groups.
         self.cancel_groups: Callable[[Sequence[GroupId], float], None] = lambda gids, now: None
 
@@ -110,7 +111,7 @@ class JobBook:
     def submit(self, req: ArraySubmission, now: float) -> tuple[Job, list[NewGroup]]:
         """An array-style submit: one template, many ids (hq submit, job-file [array])."""
         target = self._target_job(req.job_id, req.name, req.max_fails, req.submit_dir, now)
-        plan = plan_array(self.jobs, target, req, self.next_gid, self.server_uid)
+        plan = plan_array(self.jobs.view, target, req, self.next_gid, self.server_uid)
         self._record(JobSubmitted(target.id, target.name, target.max_fails, req.submit_dir,
                                   (plan.submit,), now))
         job = self.jobs[target.id]
@@ -154,7 +155,7 @@ class JobBook:
         wanted = {s.upper() for s in states}
         forgotten = []
         for job_id in dict.fromkeys(job_ids):  # a selector may name a job twice
-            job = self.jobs.get(job_id)
+            job = self.jobs.peek(job_id)
             if job is not None and job.completed and job.state in wanted:
                 forgotten.append(job_id)
         if forgotten:
@@ -277,8 +278,7 @@ class JobBook:
                 self._stop_unfinished(self.jobs[event.job_id], TaskState.ABORTED, event.at)
             case JobsForgotten():
                 for job_id in event.job_ids:
-                    for submit in self.jobs.pop(job_id).submits:
-                        self.by_gid.pop(submit.gid, None)
+                    self.jobs.remove(job_id)
             case WorkerConnected() | WorkerLost():
                 self.workers.apply(event)
 
@@ -514,6 +514,12 @@ class JobBook:
     def _after_change(self, job: Job, at: float) -> None:
         if job.terminated and job.finished_at is None:
             job.finished_at = at
+        if job.completed:
+            self.jobs.note_completed(job)
+
+    def seal_completed(self) -> int:
+        """Pack the jobs completed since the last call (between the server's turns)."""
+        return self.jobs.seal_completed()
 
     def _note_last_task(self, worker: WorkerId,
                         last: tuple[JobId, TaskId, float] | None) -> None:

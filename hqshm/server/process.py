@@ -179,6 +179,7 @@ class Server(ServerControl):
 
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
+        self.book.seal_completed()
         self.journal.journal.turn_done()
 
     # --- ServerControl --------------------------------------------------------------------

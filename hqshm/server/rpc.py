@@ -78,6 +78,7 @@ from hqshm.server import views
 from hqshm.server.events import Event, EventStream
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, NewGroup, match_ranges, missing_in_ranges
+from hqshm.server.jobstore import SealedJob
 from hqshm.server.submits import resubmit
 from hqshm.server.workers import WorkerBook
 
@@ -282,12 +283,13 @@ class ClientService:
 
     def close_jobs(self, request: CloseJobsRequest, now: float) -> CloseJobsResponse:
         if request.selector.kind == "all":
-            ids = [i for i, j in sorted(self.book.jobs.items()) if j.is_open]
+            ids = sorted(i for i, j in self.book.jobs.live.items() if j.is_open)
             missing: list[JobId] = []
         else:
             ids, missing = resolve_ids(request.selector, self.book.jobs)
-        results = [(i, "closed" if self.book.close(self.book.jobs[i], now) else "already-closed")
-                   for i in ids]
+        # An open job is never sealed: one that is not live is closed.
+        results = [(i, "closed" if (job := self.book.jobs.live.get(i)) is not None
+                    and self.book.close(job, now) else "already-closed") for i in ids]
         results.extend((i, "not-found") for i in missing)
         return CloseJobsResponse(tuple(results))
 
@@ -305,23 +307,34 @@ class ClientService:
         present, missing = resolve_ids(request.selector, self.book.jobs)
         states = parse_states(request.states) if request.states else None
         return TaskIdsResponse(
-            tuple((i, views.task_ids(self.book.jobs[i], states)) for i in present),
+            tuple((i, views.task_ids(self._view(i), states)) for i in present),
             tuple(missing))
 
     def explain(self, request: TaskExplainRequest, now: float) -> TaskExplainResponse:
         present, _missing = resolve_ids(request.job, self.book.jobs)
         if not present:
             raise UserError("Job not found")
-        return self.control.explain(self.book.jobs[present[0]], request.task_id, now)
+        return self.control.explain(self._view(present[0]), request.task_id, now)
 
     def resubmit(self, request: ResubmitRequest, now: float) -> SubmitResponse:
-        job = self.book.jobs.get(request.job_id)
+        job = self.book.jobs.view(request.job_id)
         if job is None:
             raise UserError(f"Job {request.job_id} not found")
         return self._submit(resubmit(job, parse_states(request.states), job.submit_dir), now)
 
+    def _view(self, job_id: JobId) -> Job:
+        """A job named by a resolved id, to read (a sealed one stays sealed)."""
+        job = self.book.jobs.view(job_id)
+        assert job is not None, "resolved ids name jobs that exist"
+        return job
+
+    def _peek(self, job_id: JobId) -> Job | SealedJob:
+        job = self.book.jobs.peek(job_id)
+        assert job is not None, "resolved ids name jobs that exist"
+        return job
+
     def job_list(self, request: JobListRequest, now: float) -> JobListResponse:
-        jobs: Iterable[Job] = self.book.jobs.values()
+        jobs: Iterable[Job | SealedJob] = self.book.jobs.everything()
         if request.after:
             jobs = (j for j in jobs if j.id > request.after)
         if request.states:
@@ -340,22 +353,22 @@ class ClientService:
     def job_info(self, request: JobInfoRequest, now: float) -> JobInfoResponse:
         present, missing = resolve_ids(request.selector, self.book.jobs)
         details = tuple(
-            views.detail(self.book, self.book.jobs[i], request.include_tasks) for i in present
+            views.detail(self.book, self._view(i), request.include_tasks) for i in present
         )
         return JobInfoResponse(details, tuple(missing))
 
     def cancel(self, request: CancelJobsRequest, now: float) -> CancelJobsResponse:
         if request.selector.kind == "all":
-            ids = [i for i in sorted(self.book.jobs)
-                   if self.book.jobs[i].state in ("WAITING", "RUNNING")]
+            ids = sorted(i for i, j in self.book.jobs.live.items()  # sealed: completed
+                         if j.state in ("WAITING", "RUNNING"))
             missing: list[JobId] = []
         else:
             ids, missing = resolve_ids(request.selector, self.book.jobs)
         canceled = []
         finished = []
         for job_id in ids:
-            job = self.book.jobs[job_id]
-            n, done = self.book.cancel(job, request.reason, now)
+            job = self.book.jobs.live.get(job_id)  # a sealed one has nothing to cancel
+            n, done = self.book.cancel(job, request.reason, now) if job else (0, 0)
             if n:
                 canceled.append((job_id, n, done))
                 logger.info("Job %d canceled (%d tasks canceled)", job_id, n)
@@ -365,7 +378,7 @@ class ClientService:
 
     def progress(self, request: JobProgressRequest, now: float) -> JobProgressResponse:
         present, _missing = resolve_ids(request.selector, self.book.jobs)
-        return JobProgressResponse(tuple(self.book.jobs[i].summary() for i in present))
+        return JobProgressResponse(tuple(self._peek(i).summary() for i in present))
 
     def wait(self, identity: bytes, request: WaitJobsRequest) -> None:
         present, missing = resolve_ids(request.selector, self.book.jobs)
@@ -382,14 +395,14 @@ class ClientService:
         gone, or has no unfinished task and is closed (or the waiter ignores closing); a
         submit into an open job makes it pending again."""
         for job_id in job_ids:
-            job = self.book.jobs.get(job_id)
+            job = self.book.jobs.peek(job_id)
             if job is None or (job.terminated and (not job.is_open or waiter.without_close)):
                 waiter.pending.discard(job_id)
             else:
                 waiter.pending.add(job_id)
 
     def _answer(self, waiter: Waiter) -> None:
-        jobs = tuple(self.book.jobs[i].summary() for i in waiter.job_ids if i in self.book.jobs)
+        jobs = tuple(j.summary() for j in map(self.book.jobs.peek, waiter.job_ids) if j)
         self.reply(waiter.identity, WaitJobsResponse(jobs, waiter.missing))
 
     def notify(self, job_id: JobId, task_id: TaskId, worker_id: WorkerId, message: bytes) -> None:
@@ -419,7 +432,7 @@ class ClientService:
         states = parse_states(request.states) if request.states else None
         out = []
         for job_id in present:
-            job = self.book.jobs[job_id]
+            job = self._view(job_id)
             shown = []
             for index, submit in enumerate(job.submits):
                 table = submit.table
@@ -437,7 +450,7 @@ class ClientService:
         present, _missing = resolve_ids(request.job, self.book.jobs)
         if not present:
             return TaskInfoResponse(None, (), ())
-        job = self.book.jobs[present[0]]
+        job = self._view(present[0])
         found = located_tasks(job, request.tasks)
         shown = [views.task_view(self.book, job, job.submits[index], row, index)
                  for index, row in zip(found.submit.tolist(), found.row.tolist(), strict=True)]

@@ -8,7 +8,7 @@ way, from a job's tasks to a request that runs them again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import msgpack
 import numpy as np
@@ -61,13 +61,13 @@ class GraphPlan:
     dead: list[TaskId]  # task ids with a prerequisite that failed, was canceled or aborted
 
 
-def plan_array(jobs: Mapping[JobId, Job], job: Job, req: ArraySubmission, gid: GroupId,
+def plan_array(find_job: Callable[[JobId], Job | None], job: Job, req: ArraySubmission, gid: GroupId,
                server_uid: str) -> ArrayPlan:
     """An array-style submit into ``job`` (new or open): one template, many ids."""
     ids, entries = _task_ids(job, req)
     if len(ids) == 0:
         raise UserError("The submission contains no tasks.")
-    after, dead, n_after = _prerequisites(jobs, job, req.after)
+    after, dead, n_after = _prerequisites(find_job, job, req.after)
     program = _program(job.id, req.template, req.submit_dir, req.stream_dir, server_uid)
     submit = NewSubmit(gid, req.template, program, ids, entries, gid, True, {}, n_after,
                        tuple(after))
@@ -153,7 +153,7 @@ def _template_key(template: TaskTemplate) -> bytes:
     return key
 
 
-def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]
+def _prerequisites(find_job: Callable[[JobId], Job | None], job: Job, refs: Sequence[TaskRef]
                    ) -> tuple[list[TaskKey], bool, int]:
     """Unfinished keys of `--after` tasks, whether one of them already failed, and how
     many tasks they name."""
@@ -161,7 +161,7 @@ def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]
     dead = False
     named = 0
     for ref in refs:
-        target = job if ref.job_id == job.id else jobs.get(ref.job_id)
+        target = job if ref.job_id == job.id else find_job(ref.job_id)
         if target is None:
             raise JobNotFound(job_id=ref.job_id)
         wanted = expand_ranges(ref.tasks) if ref.tasks is not None else None

@@ -111,7 +111,7 @@ def detail(book: JobBook, job: Job, include_tasks: bool) -> JobDetail:
 def summary(book: JobBook) -> dict[str, int]:
     """How many jobs are in each state (`hq job summary`)."""
     counts = dict.fromkeys(JOB_STATES, 0)
-    for job in book.jobs.values():
+    for job in book.jobs.everything():
         state = job.state
         counts[state] = counts.get(state, 0) + 1
     return counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, SimNode
+from hqshm.cluster.core import SWEEP_AFTER_GROUPS
 from hqshm.cluster.crashlimit import NEVER_RESTART, UNLIMITED_CRASHES
 from hqshm.cluster.protocol import (
     CancelTasks,
@@ -416,3 +417,35 @@ CoreScenario.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_core_scenario = CoreScenario.TestCase
+
+
+# --- what workers cache of groups -----------------------------------------------------------
+
+
+def test_workers_forget_the_groups_that_are_over(env: Env) -> None:
+    """A server lives through millions of single-task jobs: what each worker cached of a
+    group (its fitting variants, its amounts, that it was sent) must not outlive it."""
+    idle, busy = env.worker(1), env.worker(1)
+    long = env.group(1)
+    env.schedule()
+    (held,) = env.out.take_keys(idle.wid, ComputeTasks) or env.out.take_keys(busy.wid,
+                                                                             ComputeTasks)
+    holder = idle if held in idle.assigned else busy
+    env.start(holder, [held])
+    for _ in range(3 * SWEEP_AFTER_GROUPS):
+        env.group(1)
+        env.schedule()
+        for worker in (idle, busy):
+            keys = env.out.take_keys(worker.wid, ComputeTasks)
+            env.start(worker, keys)
+            env.finish(worker, keys)
+    env.out.discard(DefineGroup)
+    env.check()
+    for worker in (idle, busy):
+        assert len(worker.fitting) <= SWEEP_AFTER_GROUPS + 2
+        assert len(worker.amounts_cache) <= SWEEP_AFTER_GROUPS + 2
+        assert len(worker.sent_groups) <= SWEEP_AFTER_GROUPS + 2
+    # The task still running keeps what it holds, and ends as any other.
+    assert long.gid in holder.fitting and (long.gid, 0) in holder.amounts_cache
+    env.finish(holder, [held])
+    env.check()

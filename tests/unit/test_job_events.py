@@ -209,7 +209,9 @@ def check_job(job: Job) -> None:
 def snapshot(book: JobBook) -> dict[str, Any]:
     """Everything the book knows, as plain values (NaN as None), and every view of it."""
     jobs = {}
-    for job_id, job in book.jobs.items():
+    for job_id in sorted(book.jobs):
+        job = book.jobs.view(job_id)
+        assert job is not None
         check_job(job)
         submits = []
         for submit in job.submits:
@@ -226,7 +228,10 @@ def snapshot(book: JobBook) -> dict[str, Any]:
             views.detail(book, job, include_tasks=True), views.task_ids(job, None),
         )
     workers = {wid: book.workers.view(record) for wid, record in book.workers.workers.items()}
-    return {"jobs": jobs, "next": (book.next_job_id, book.next_gid), "gids": sorted(book.by_gid),
+    # The groups of live jobs are indexed (a sealed job's come back when it thaws).
+    live = sorted(s.gid for job in book.jobs.live.values() for s in job.submits)
+    assert sorted(book.by_gid) == live
+    return {"jobs": jobs, "next": (book.next_job_id, book.next_gid),
             "summary": views.summary(book), "workers": workers}
 
 

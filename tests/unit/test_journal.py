@@ -208,12 +208,26 @@ def test_compaction_rewrites_the_journal_as_the_snapshot() -> None:
     assert snapshot(fresh.book) == snapshot(c.book)
 
 
-def test_decompression_rejects_a_column_of_the_wrong_length() -> None:
-    packed = compress_ints(np.arange(10, dtype=np.uint32), "u4")
+@pytest.mark.parametrize("n", [10, 1000], ids=["raw", "deflated"])
+def test_decompression_rejects_a_column_of_the_wrong_length(n: int) -> None:
+    packed = compress_ints(np.arange(n, dtype=np.uint32), "u4")
+    assert decompress_ints(packed, n).tolist() == list(range(n))
     with pytest.raises(ValueError):
-        decompress_ints(packed, 11)
-    with pytest.raises(zlib.error):
+        decompress_ints(packed, n + 1)
+    with pytest.raises(ValueError, match="unknown type"):
         decompress_ints(b"garbage", 1)
+    with pytest.raises(zlib.error):
+        decompress_ints(b"garbage" + b"u4", 1)
+
+
+@pytest.mark.parametrize("n", [3, 1000], ids=["raw", "deflated"])
+def test_times_keep_never_and_the_microsecond(n: int) -> None:
+    times = np.full(n, np.nan)
+    times[1] = 1_700_000_000.123456
+    back = decompress_times(compress_times(times), n)
+    assert np.isnan(back[0]) and back[1] == pytest.approx(times[1], abs=1e-6)
+    with pytest.raises(ValueError):
+        decompress_times(compress_times(times), n + 1)
 
 
 def test_background_compaction_keeps_the_events_written_meanwhile(
@@ -311,3 +325,34 @@ def test_the_server_uid_is_read_from_the_first_record_alone(tmp_path: Path) -> N
     other = frames.HEADER + frames.frame(JOURNAL.encode(to_record(c.recorder.events[0])))
     path.write_bytes(other)
     assert journal_server_uid(path) == (False, None)
+
+
+def test_an_in_memory_journal_is_kept_only_while_clients_read_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --journal nothing is encoded or kept until `hq journal replay|stream` asks;
+    the reader then gets the state as a snapshot, and the events from then on."""
+    c = Cluster()
+    play_everything(c)
+    cut = len(c.recorder.events) // 2
+    journal = Journal(None, lambda: [ServerStarted("uid", 0.0), *state_records(c.book, 9)],
+                      on_demand=True)
+    for event in c.recorder.events[:cut]:
+        journal.emit(event)
+    journal.flush()
+    assert journal.size <= len(frames.HEADER) and not journal.pending
+    first = frames.records_from(journal.read(len(frames.HEADER), 1 << 30))[0]
+    assert journal.generation == 1
+    assert isinstance(JOURNAL.decode(first[0]), ServerStarted)
+    assert sum(isinstance(JOURNAL.decode(p), JobSnapshot) for p in first) == len(c.book.jobs)
+    for event in c.recorder.events[cut:]:
+        journal.emit(event)
+    journal.flush()
+    grown = frames.records_from(journal.read(len(frames.HEADER), 1 << 30))[0]
+    assert len(grown) == len(first) + len(c.recorder.events) - cut
+    journal.maintain()  # read a moment ago: kept
+    assert not journal.dormant
+    monkeypatch.setattr("hqshm.server.journal.writer.READER_IDLE", -1.0)
+    journal.maintain()
+    assert journal.dormant and journal.size == 0 and journal.generation == 2
+    journal.emit(c.recorder.events[0])
+    assert not journal.pending

@@ -72,7 +72,7 @@ def _record_at(data: bytes, pos: int) -> int | None:
         return None
     if zlib.crc32(memoryview(data)[pos + PREFIX_SIZE : end]) != crc:
         return None
-    return end
+    return int(end)
 
 
 def _next_record(data: bytes, pos: int) -> int | None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.frozen import frozen
-from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
+from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.model.program import decode_program
 from hqshm.model.submission import TaskTemplate
 from hqshm.model.workerconfig import decode_configuration
@@ -324,29 +324,55 @@ class WorkerSnapshot:
 _NAN_US = np.iinfo(np.int64).min  # "never" among times in microseconds
 
 
+# Columns this short are kept raw: deflating one costs 30 us and saves nothing, and every
+# finished job is sealed into a snapshot (server/jobstore.py), most of them of one task.
+RAW_COLUMN = 16
+
+
 def compress_ints(values: np.ndarray, dtype: str) -> bytes:
-    """Delta-coded, then deflated: sorted ids and repeated values shrink to almost nothing."""
+    """Delta-coded, then deflated: sorted ids and repeated values shrink to almost nothing.
+    The last two bytes name the dtype: in lower case (``u4``) after deflated deltas, in upper
+    case (``U4``) after the raw values of a short column."""
+    code = dtype[-2:]
+    if len(values) <= RAW_COLUMN:
+        return values.astype("<" + code).tobytes() + code.upper().encode()
     wide = values.astype(np.int64)
     deltas = np.diff(wide, prepend=np.int64(0)) if len(wide) else wide
-    return zlib.compress(deltas.astype(_I64).tobytes(), 1) + dtype.encode()[-2:]
+    return zlib.compress(deltas.astype(_I64).tobytes(), 1) + code.encode()
 
 
 def decompress_ints(data: bytes, n: int) -> np.ndarray:
-    dtype = "<" + data[-2:].decode("ascii")
-    deltas = unpack(zlib.decompress(data[:-2]), _I64)
-    if len(deltas) != n:
+    code = data[-2:].decode("ascii")
+    if code not in _COLUMN_CODES:
+        raise ValueError("a snapshot column of an unknown type")
+    if code.isupper():
+        values = unpack(data[:-2], "<" + code.lower())
+    else:
+        values = np.cumsum(unpack(zlib.decompress(data[:-2]), _I64))
+    if len(values) != n:
         raise ValueError("a snapshot column of the wrong length")
-    return np.cumsum(deltas).astype(dtype)
+    return values.astype("<" + code.lower())
+
+
+_COLUMN_CODES = frozenset(c for k in ("u1", "u4", "u8", "i8") for c in (k, k.upper()))
 
 
 def compress_times(values: np.ndarray) -> bytes:
-    """Epoch seconds kept to the microsecond (what every view shows, and more)."""
+    """Epoch seconds kept to the microsecond (what every view shows, and more); a short
+    column as raw doubles (``F8``), since converting it costs more than it saves."""
+    if len(values) <= RAW_COLUMN:
+        return values.astype(_F64).tobytes() + b"F8"
     micros = np.where(np.isnan(values), _NAN_US, np.round(np.nan_to_num(values) * 1e6))
     with np.errstate(over="ignore"):
         return compress_ints(micros.astype(np.int64), _I64)
 
 
 def decompress_times(data: bytes, n: int) -> np.ndarray:
+    if data[-2:] == b"F8":
+        values = unpack(data[:-2], _F64)
+        if len(values) != n:
+            raise ValueError("a snapshot column of the wrong length")
+        return values.copy()
     micros = decompress_ints(data, n)
     return np.where(micros == _NAN_US, np.nan, micros / 1e6)
 
@@ -364,7 +390,8 @@ def _submit_record(new: NewSubmit) -> SubmitRecord:
 def _new_submit(rec: SubmitRecord) -> NewSubmit:
     return NewSubmit(GroupId(rec.gid), rec.template, decode_program(rec.program),
                      unpack(rec.ids, _U32).copy(), rec.entries, rec.batch, rec.is_array,
-                     dict(rec.deps), rec.after,
+                     {TaskId(k): tuple(TaskId(d) for d in v) for k, v in rec.deps.items()},
+                     rec.after,
                      tuple(TaskKey(k) for k in unpack(rec.after_keys, _U64).tolist()))
 
 
@@ -376,16 +403,15 @@ def to_record(event: Event) -> object:  # noqa: C901, PLR0911 - one case per eve
     """The journal record of one event."""
     match event:
         case TasksStarted():
-            return TasksStartedRecord(event.worker, *_columns(
-                event.started, (0, _U64), (1, _U32), (2, _F64), (3, _U32)), event.at)
+            c = _columns(event.started, (0, _U64), (1, _U32), (2, _F64), (3, _U32))
+            return TasksStartedRecord(event.worker, c[0], c[1], c[2], c[3], event.at)
         case TasksFinished():
-            return TasksFinishedRecord(event.worker, *_columns(
-                event.finished, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32)),
-                event.at)
+            c = _columns(event.finished, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32))
+            return TasksFinishedRecord(event.worker, c[0], c[1], c[2], c[3], c[4], event.at)
         case TasksFailed():
-            return TasksFailedRecord(event.worker, *_columns(
-                event.failed, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32)),
-                tuple(item[5] for item in event.failed), event.at)
+            c = _columns(event.failed, (0, _U64), (1, _U32), (2, _F64), (3, _F64), (4, _U32))
+            return TasksFailedRecord(event.worker, c[0], c[1], c[2], c[3], c[4],
+                                     tuple(item[5] for item in event.failed), event.at)
         case TasksRequeued():
             return TasksRequeuedRecord(pack(event.keys, _U64), pack(event.instances, _U32),
                                        pack(event.crashes, _U32), event.at)
@@ -423,14 +449,17 @@ def to_record(event: Event) -> object:  # noqa: C901, PLR0911 - one case per eve
 
 def started_columns(r: TasksStartedRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keys, instances and start times of a record, as arrays (replay's fast path)."""
-    return _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32), unpack(r.times, _F64))
+    keys, instances, times = _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32),
+                                          unpack(r.times, _F64))
+    return keys, instances, times
 
 
 def finished_columns(r: TasksFinishedRecord
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Keys, instances, start and end times of a record, as arrays."""
-    return _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32),
-                        unpack(r.starts, _F64), unpack(r.ends, _F64))
+    keys, instances, starts, ends = _same_length(unpack(r.keys, _U64), unpack(r.instances, _U32),
+                                                 unpack(r.starts, _F64), unpack(r.ends, _F64))
+    return keys, instances, starts, ends
 
 
 def _same_length(*columns: np.ndarray) -> tuple[np.ndarray, ...]:

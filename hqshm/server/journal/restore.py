@@ -146,7 +146,7 @@ def running_tasks(book: JobBook) -> Running:
     reconnecting = {w.id for w in book.workers.workers.values()
                     if w.online and w.config.on_server_lost == RECONNECT}
     found = Running([], [], [], len(reconnecting))
-    for job in book.jobs.values():
+    for job in book.jobs.live.values():  # a sealed job has nothing running
         for submit in job.submits:
             table = submit.table
             rows = table.rows_in_states((TaskState.RUNNING,))
@@ -169,7 +169,7 @@ def core_groups(book: JobBook, orphans: Iterable[TaskKey] = ()) -> list[NewGroup
     pending), with what each still waits for."""
     held = set(orphans)
     groups = []
-    for job in book.jobs.values():
+    for job in book.jobs.live.values():  # a sealed job has nothing waiting
         for submit in job.submits:
             if submit.table.unfinished:
                 groups.append(_group(book, job, submit, held))
@@ -224,7 +224,7 @@ def _task_unfinished(job: Job, task_id: TaskId) -> bool:
 
 def _unfinished(book: JobBook, key: TaskKey) -> bool:
     job_id, task_id = split_key(key)
-    job = book.jobs.get(job_id)
+    job = book.jobs.live.get(job_id)  # a sealed job has nothing unfinished
     return job is not None and _task_unfinished(job, task_id)
 
 

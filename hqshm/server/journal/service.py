@@ -50,7 +50,7 @@ class JournalService:
         self.book = book
         self.server_uid = server_uid
         self.next_worker_id = next_worker_id
-        self.journal = Journal(path, self._snapshot)
+        self.journal = Journal(path, self._snapshot, on_demand=True)
 
     def _snapshot(self) -> Iterator[object]:
         yield ServerStarted(self.server_uid, 0.0)

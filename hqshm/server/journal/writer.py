@@ -12,8 +12,11 @@ as a fresh snapshot, so its size follows the live state with no user action. A f
 (``Compactor``) writes the snapshot of the state as it was at the fork while the server goes
 on; the records written since are then appended to it and the new file replaces the old one.
 
-Without ``--journal`` the server keeps the same journal in memory (compacted the same way), so
-that `hq journal replay|stream` work everywhere.
+Without ``--journal`` the server keeps no journal until a client reads one: `hq journal
+replay|stream` then get the live state as a snapshot (what the spec calls reconstructing the
+events from the server's state) and the events from then on, kept in memory (compacted the same
+way) until no client has read for ``READER_IDLE`` seconds. A server that nobody streams spends
+neither memory (about 400 bytes a finished job) nor encoding on a journal.
 
 A failing disk does not stop the server: what could not be written stays queued (up to a bound)
 and is retried on the next flush, and the error is logged once per failure streak.
@@ -27,6 +30,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +44,14 @@ logger = logging.getLogger(__name__)
 
 COMPACT_MIN_BYTES = 8 * 1024 * 1024  # below this a journal is never compacted
 MAX_QUEUED_BYTES = 512 * 1024 * 1024  # unwritable data kept for a retry, at most
+READER_IDLE = 60.0  # seconds without a read before an in-memory journal is dropped
 
 
 class Journal:
-    def __init__(self, path: Path | None, snapshot: Callable[[], Iterable[object]]) -> None:
-        """``path`` None keeps it in memory; ``snapshot`` gives the records of the whole live
-        state (for compaction)."""
+    def __init__(self, path: Path | None, snapshot: Callable[[], Iterable[object]],
+                 on_demand: bool = False) -> None:
+        """``path`` None keeps it in memory (``on_demand``: only while clients read it);
+        ``snapshot`` gives the records of the whole live state (for compaction)."""
         self.path = path
         self.snapshot = snapshot
         self.pending: list[bytes] = []
@@ -61,6 +67,10 @@ class Journal:
             self.pending_bytes = len(frames.HEADER)
         self.compacted_size = self.size
         self.compactor: Compactor | None = None
+        # In memory and nobody reading: nothing is kept (see the module's docstring).
+        self.on_demand = on_demand and path is None
+        self.dormant = self.on_demand
+        self.last_read = 0.0
 
     @property
     def where(self) -> str:
@@ -70,6 +80,8 @@ class Journal:
         self.append(to_record(event))
 
     def append(self, record: object) -> None:
+        if self.dormant:
+            return
         data = frames.frame(JOURNAL.encode(record))
         self.pending.append(data)
         self.pending_bytes += len(data)
@@ -125,7 +137,14 @@ class Journal:
         self.flush(sync=True)
 
     def maintain(self) -> None:
-        """Every second: compact in the background once the file outgrew the state."""
+        """Every second: compact in the background once the file outgrew the state; drop an
+        in-memory journal that nobody reads any more."""
+        if (self.on_demand and not self.dormant
+                and time.monotonic() - self.last_read > READER_IDLE):
+            self._go_dormant()
+            return
+        if self.dormant:
+            return
         if self.compactor is not None:
             if self.compactor.done():
                 self._finish_background(self.compactor)
@@ -213,8 +232,27 @@ class Journal:
         logger.info("Journal %s compacted to %d bytes", self.where, self.size)
         return self.size
 
+    def _go_dormant(self) -> None:
+        if self.compactor is not None:
+            self.compactor.cancel()
+            self.compactor = None
+        self.dormant = True
+        self.pending.clear()
+        self.pending_bytes = 0
+        self.file = io.BytesIO()
+        self.size = self.compacted_size = 0
+        self.generation += 1  # what readers hold means nothing now
+        logger.debug("In-memory journal dropped: nobody reads it")
+
     def read(self, offset: int, limit: int) -> bytes:
-        """Up to ``limit`` bytes of the journal from ``offset``, after a flush."""
+        """Up to ``limit`` bytes of the journal from ``offset``, after a flush. A dormant
+        in-memory journal first becomes a snapshot of the state (a new generation: callers
+        check it after the read)."""
+        if self.on_demand:
+            self.last_read = time.monotonic()
+            if self.dormant:
+                self.dormant = False
+                self.compact()
         self.flush()
         if isinstance(self.file, io.BytesIO):
             return self.file.getbuffer()[offset : offset + limit].tobytes()
@@ -232,10 +270,11 @@ class Journal:
 
 
 def write_journal(f: BinaryIO, records: Iterable[object]) -> None:
-    """A whole journal: the header, then ``records``; a real file is synced."""
+    """A whole journal: the header, then ``records`` (bytes: one encoded already); a real
+    file is synced."""
     f.write(frames.HEADER)
     for record in records:
-        f.write(frames.frame(JOURNAL.encode(record)))
+        f.write(frames.frame(record if isinstance(record, bytes) else JOURNAL.encode(record)))
     if not isinstance(f, io.BytesIO):
         f.flush()
         os.fsync(f.fileno())

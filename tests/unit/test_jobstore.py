@@ -1,0 +1,162 @@
+"""Completed jobs sealed into their snapshot bytes: every view the same as before, late news
+still handled, compaction writing the sealed bytes as they are, and the memory it saves."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import tracemalloc
+
+import pytest
+from test_job_events import Cluster, Replica, array, play_everything, snapshot
+from test_jobbook import Book, key, request, state_of
+
+from hqshm.link.requests import Selector
+from hqshm.model.submission import ArraySubmission, TaskRef
+from hqshm.model.taskstates import TaskState
+from hqshm.server.jobstore import SealedJob
+from hqshm.server.journal.records import JOURNAL, JobSnapshot
+from hqshm.server.journal.restore import replay
+from hqshm.server.journal.snapshot import snapshot as state_records
+
+NOW = 100.0
+
+
+def test_only_completed_jobs_are_sealed_and_every_view_stays_the_same() -> None:
+    c = Cluster()
+    play_everything(c)
+    c.submit(array(((0, 2, 1),), name="waiting"))
+    before = snapshot(c.book)
+    completed = sorted(j.id for j in c.book.jobs.live.values() if j.completed)
+    unfinished = sorted(j.id for j in c.book.jobs.live.values() if not j.completed)
+    assert completed and unfinished
+    assert c.book.seal_completed() == len(completed)
+    assert sorted(c.book.jobs.sealed) == completed
+    assert sorted(c.book.jobs.live) == unfinished
+    assert snapshot(c.book) == before
+    # What listings read comes without unpacking, and says what the live job said.
+    for job_id in completed:
+        sealed = c.book.jobs.peek(job_id)
+        assert isinstance(sealed, SealedJob)
+        view = c.book.jobs.view(job_id)
+        assert view is not None and sealed.summary() == view.summary()
+        assert sealed.state == view.state and sealed.finished_at == view.finished_at
+    # A sealed job's groups leave the book's index, and nothing else does.
+    assert all(s.gid in c.book.by_gid for j in c.book.jobs.live.values() for s in j.submits)
+    assert len(c.book.by_gid) == sum(len(j.submits) for j in c.book.jobs.live.values())
+    assert c.book.seal_completed() == 0
+
+
+def test_news_of_a_sealed_job_thaws_it_and_is_ignored_as_before() -> None:
+    b = Book()
+    job, _ = b.submit(((0, 1, 1),))
+    b.start(job, 0, 1)
+    b.book.cancel(job, None, NOW)
+    assert b.book.seal_completed() == 1 and job.id in b.book.jobs.sealed
+    b.finish(job, 0)  # the node's report comes after the cancel: too late
+    live = b.book.jobs.live[job.id]
+    assert state_of(live, 0) == TaskState.CANCELED
+    assert b.book.seal_completed() == 1
+    assert job.id in b.book.jobs.sealed and job.id not in b.book.jobs.live
+
+
+def test_an_array_after_a_sealed_job_sees_its_finished_and_failed_tasks() -> None:
+    b = Book()
+    done, _ = b.submit(((0, 1, 1),))
+    b.start(done, 0, 1)
+    b.finish(done, 0)
+    b.fail(done, 1)
+    b.book.seal_completed()
+    assert done.id in b.book.jobs.sealed
+
+    def after(task_id: int) -> ArraySubmission:
+        return dataclasses.replace(request(), after=(TaskRef(done.id, ((task_id, task_id, 1),)),))
+
+    ok, groups = b.book.submit(after(0), NOW)
+    assert groups[0].after == () and ok.counts[TaskState.WAITING] == 1
+    dead, _ = b.book.submit(after(1), NOW)
+    assert dead.counts[TaskState.WAITING] == 0  # its prerequisite failed: it never runs
+    assert done.id in b.book.jobs.sealed  # read, not thawed
+
+
+def test_forgetting_a_sealed_job_drops_it() -> None:
+    b = Book()
+    job, _ = b.submit()
+    b.start(job, 0)
+    b.finish(job, 0)
+    b.book.seal_completed()
+    assert b.book.forget([job.id], ("FINISHED",), NOW) == (1, 0)
+    assert job.id not in b.book.jobs and len(b.book.jobs) == 0 and not b.book.by_gid
+
+
+def test_compaction_writes_a_sealed_job_as_its_bytes_and_restores_it() -> None:
+    c = Cluster()
+    play_everything(c)
+    c.book.seal_completed()
+    records = list(state_records(c.book, 7))
+    sealed = [r for r in records if isinstance(r, bytes)]
+    assert len(sealed) == len(c.book.jobs.sealed)
+    assert all(isinstance(JOURNAL.decode(r), JobSnapshot) for r in sealed)
+    fresh = Replica()
+    replay(fresh.book, [JOURNAL.decode(r if isinstance(r, bytes) else JOURNAL.encode(r))
+                        for r in records])
+    assert snapshot(fresh.book) == snapshot(c.book)
+    # A restored book seals what is completed at its first turn.
+    assert fresh.book.seal_completed() == len(c.book.jobs.sealed)
+
+
+def test_a_sealed_single_task_job_holds_well_under_a_kibibyte() -> None:
+    """The server keeps 100,000 finished jobs for days (issue 9: at most 1 KiB each)."""
+    b = Book()
+    jobs = 2_000
+
+    def run_one() -> None:
+        job, _ = b.submit()
+        b.book.tasks_started(1, [(key(job, 0), 0, 10.0, 0)], NOW)
+        b.book.tasks_finished(1, [(key(job, 0), 0, 10.0, 12.0, 0)], NOW)
+        b.book.seal_completed()
+
+    for _ in range(50):
+        run_one()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(jobs):
+            run_one()
+        gc.collect()
+        grown = sum(s.size_diff for s in
+                    tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert grown / jobs < 700
+
+
+def test_a_selector_of_sealed_jobs_resolves_without_unpacking_them() -> None:
+    from hqshm.server.rpc import resolve_ids
+
+    b = Book()
+    for _ in range(3):
+        job, _ = b.submit()
+        b.start(job, 0)
+        b.finish(job, 0)
+    b.book.seal_completed()
+    assert resolve_ids(Selector("all"), b.book.jobs) == ([1, 2, 3], [])
+    assert len(b.book.jobs.live) == 0
+
+
+@pytest.mark.parametrize("state", ["FINISHED", "FAILED"])
+def test_a_sealed_job_keeps_its_errors_and_times(state: str) -> None:
+    b = Book()
+    job, _ = b.submit()
+    b.start(job, 0)
+    (b.finish if state == "FINISHED" else b.fail)(job, 0)
+    live = b.book.jobs.view(job.id)
+    assert live is not None
+    table = live.submits[0].table
+    b.book.seal_completed()
+    view = b.book.jobs.view(job.id)
+    assert view is not None and view is not live
+    again = view.submits[0].table
+    assert again.errors == table.errors and again.started.tolist() == table.started.tolist()
+    assert again.ended.tolist() == table.ended.tolist() and view.state == state
