@@ -25,6 +25,10 @@ from typing import Any
 import pytest
 
 DEFAULT_TIMEOUT = 20.0
+# What makes a worker take a PBS or Slurm allocation as its group and time limit (deployment.md
+# §4.5): kept out of every process a test starts, so that a suite run inside an allocation
+# behaves as one outside it. A test that wants them passes them in its ``env``.
+BATCH_VARIABLES = ("PBS_ENVIRONMENT", "PBS_JOBID", "SLURM_JOB_ID", "SLURM_JOBID")
 
 # What a bug or an unplanned failure leaves in a server's or node's log: HQ's ERROR level
 # (hqshm/cli/main.py writes `2024-05-01T10:00:00Z ERROR message`, with milliseconds under
@@ -138,6 +142,8 @@ class HqEnv:
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
+        for name in BATCH_VARIABLES:
+            env.pop(name, None)
         env["HQ_SERVER_DIR"] = str(self.server_dir)
         env.pop("HQ_OUTPUT_MODE", None)
         env.pop("HQ_DEBUG", None)

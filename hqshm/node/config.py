@@ -55,7 +55,7 @@ class NodeOptions:
     time_limit: float | None = None
     on_server_lost: str = "stop"  # stop | finish-running | reconnect (not in HQ)
     group: str | None = None
-    manager: str = "detect"
+    manager: str = "detect"  # detect | none | pbs | slurm: hqshm/node/batchsystem.py
     overview_interval: float | None = None
     min_utilization: float = 0.0
     pin: bool = True

@@ -7,21 +7,18 @@ numbers). HQ reads only the variables and /proc; the tools and KFD find GPUs on 
 batch system sets no variable.
 
 A worker must start on a machine whose tools are missing, broken or hung, so each tool runs at
-most `TOOL_TIMEOUT` seconds in its own process group and any failure only logs.
+most `TOOL_TIMEOUT` seconds (hqshm/node/tools.py) and any failure only logs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
 from collections.abc import Mapping
 
 from hqshm.cluster.resources import PoolKind, ResourcePool
+from hqshm.node import tools
 
 logger = logging.getLogger(__name__)
 
@@ -134,41 +131,16 @@ def count_entries(directory: str) -> int:
 
 def run_tool(argv: list[str], env: Mapping[str, str], timeout: float) -> str | None:
     """Stdout of a tool found on the worker's PATH, or None (absent, failed or too slow)."""
-    path = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-    if path is None:
-        logger.debug("%s is not on PATH", argv[0])
-        return None
     try:
-        # A session of its own, so that a timeout kills whatever the tool started too (a
-        # grandchild holding the pipe would otherwise block us past the timeout).
-        proc = subprocess.Popen(
-            [path, *argv[1:]],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
-    except OSError as exc:
-        logger.warning("Cannot run %s: %s", argv[0], exc)
+        return tools.call(argv, env, timeout)
+    except tools.ToolError as exc:
+        if exc.missing:
+            logger.debug("%s", exc)
+        elif exc.timed_out:
+            logger.warning("%s; its GPUs are not detected", exc)
+        else:
+            logger.warning("%s", exc)
         return None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        logger.warning("%s did not answer within %g s; its GPUs are not detected", argv[0], timeout)
-        return None
-    if proc.returncode != 0:
-        logger.warning(
-            "%s exited with %d: %s",
-            argv[0],
-            proc.returncode,
-            err.decode(errors="replace").strip()[:200],
-        )
-        return None
-    return out.decode(errors="replace")
 
 
 def _listed(family: str, labels: tuple[str, ...]) -> ResourcePool | None:

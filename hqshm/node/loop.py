@@ -15,6 +15,7 @@ The clocks are read here and only here, and passed to the core as ``now`` (epoch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -44,7 +45,7 @@ from hqshm.cluster.protocol import (
 from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
 from hqshm.model.workerconfig import WorkerConfiguration
-from hqshm.node import affinity, launch, notify
+from hqshm.node import affinity, batchsystem, launch, notify
 from hqshm.node.config import NodeOptions, ServerEndpoint, cpu_ids, node_resources
 from hqshm.node.core import NodeCore, NodeSettings, Signal
 from hqshm.node.executor import IN_PROCESS, OK, SKIPPED, TaskPayload, end_text
@@ -78,6 +79,14 @@ class Node:
 
     def __init__(self, options: NodeOptions,
                  on_registered: Callable[[int, WorkerConfiguration], None] | None = None) -> None:
+        # The batch allocation first: `--manager slurm` outside Slurm fails before any set-up.
+        # Its ID and remaining time are the defaults of --group and --time-limit.
+        self.allocation = batchsystem.detect_allocation(options.manager, options.env)
+        options = dataclasses.replace(
+            options,
+            group=batchsystem.worker_group(options.group, self.allocation),
+            time_limit=batchsystem.worker_time_limit(options.time_limit, self.allocation),
+        )
         self.options = options
         self.on_registered = on_registered
         self.hostname = options.hostname or socket.gethostname()
@@ -163,6 +172,8 @@ class Node:
             pid=os.getpid(),
             listen_address=f"{self.hostname}:0",
             resources=self.descriptor,
+            manager=self.allocation.manager if self.allocation is not None else "None",
+            manager_job_id=self.allocation.job_id if self.allocation is not None else None,
             overview_interval=self.options.overview_interval,
             min_utilization=self.options.min_utilization,
             launcher_fallback="" if affinity.C_MODULE else str(affinity.FALLBACK_REASON),

@@ -39,6 +39,7 @@ CORES = [
     "hqshm/server/explain.py",
     "hqshm/node/allocator.py",
     "hqshm/node/core.py",
+    "hqshm/node/batchsystem.py",
 ]
 
 # A module that mixes ids up on purpose, across two packages: mypy must refuse it.
