@@ -37,6 +37,13 @@ CORES = [
     "hqshm/server/views.py",
     "hqshm/server/workers.py",
     "hqshm/server/explain.py",
+    "hqshm/model/allocqueue.py",
+    "hqshm/server/autoalloc/script.py",
+    "hqshm/server/autoalloc/parsers.py",
+    "hqshm/server/autoalloc/state.py",
+    "hqshm/server/autoalloc/demand.py",
+    "hqshm/server/autoalloc/planner.py",
+    "hqshm/server/autoalloc/reconcile.py",
     "hqshm/node/allocator.py",
     "hqshm/node/core.py",
 ]
