@@ -165,18 +165,19 @@ def test_remove_and_server_stop_cancel(hq_env: HqEnv, pbs: FakePbs) -> None:
         hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run",
                         "--cpus", "1"])
     hq_env.command(["submit", "--", "sleep", "100"])
-    wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 1")
-    wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 2", queue=2)
-    pbs.set_job("1.pbs", job_state="R")
+    first = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 1")[0]["id"]
+    second = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 2",
+                         queue=2)[0]["id"]
+    pbs.set_job(first, job_state="R")
     wait_allocs(hq_env, lambda a: a[0]["status"] == "running", "RUNNING")
     hq_env.command(["alloc", "remove", "1"], expect_fail="Allocation queue has running jobs, "
                    "so it will not be removed. Use `--force` if you want to remove the queue "
                    "anyway")
     hq_env.command(["alloc", "remove", "1", "--force"])
-    hq_env.wait_until(lambda: ["1.pbs"] in [c["args"] for c in pbs.calls("qdel")], "qdel 1.pbs")
+    hq_env.wait_until(lambda: [first] in [c["args"] for c in pbs.calls("qdel")], "qdel")
     hq_env.command(["server", "stop"])
     hq_env.server.wait(timeout=20)
-    assert ["2.pbs"] in [c["args"] for c in pbs.calls("qdel")]
+    assert [second] in [c["args"] for c in pbs.calls("qdel")]
 
 
 def test_queues_restored_from_journal(hq_env: HqEnv, pbs: FakePbs) -> None:
