@@ -198,3 +198,28 @@ def test_queues_restored_from_journal(hq_env: HqEnv, pbs: FakePbs) -> None:
     hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run"])
     assert [q["id"] for q in hq_env.json(["alloc", "list"])] == [1, 3, 4]
     assert Table  # imported for the table checks above
+
+
+def test_reasons_and_no_allocation_for_blocked_or_unfit_tasks(hq_env: HqEnv,
+                                                               pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "30m", "--no-dry-run", "--cpus", "1"])
+
+    def reason() -> str:
+        return queue_json(hq_env)["status"]["reason"] or ""
+
+    hq_env.wait_until(lambda: reason() == "no waiting tasks", "the first tick")
+    hq_env.command(["submit", "--time-request", "1h", "--", "true"])
+    hq_env.wait_until(lambda: "time request longer than the allocation" in reason(), "reason")
+    hq_env.command(["job", "cancel", "1"])
+    hq_env.command(["submit", "--cpus", "4", "--", "true"])
+    hq_env.wait_until(lambda: "no waiting task fits this queue's workers" in reason(), "reason")
+    hq_env.command(["job", "cancel", "2"])
+    hq_env.start_worker(cpus=1)
+    hq_env.command(["submit", "--", "sleep", "8"])
+    hq_env.command(["submit", "--after", "3", "--", "true"])
+    hq_env.wait_until(lambda: "blocked on dependencies" in reason(), "reason")
+    assert pbs.calls("qsub") == []
+    # Once the dependency finished, the task waits ready: the worker takes it, or the queue
+    # submits for it; either way it runs.
+    hq_env.wait_for_job_state(4, "FINISHED", timeout=40)
