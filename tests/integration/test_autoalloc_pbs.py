@@ -9,6 +9,8 @@ import pytest
 from autoalloc_helpers import FakePbs, allocations, queue_json, start_server, wait_allocs
 from harness import HqEnv, Table
 
+pytestmark = pytest.mark.slow  # several s each: a server, fake PBS programs, polls
+
 
 @pytest.fixture
 def pbs(hq_env: HqEnv) -> FakePbs:
