@@ -75,7 +75,7 @@ def _clap_message(message: str, parser: argparse.ArgumentParser) -> str:
     if unknown:
         text = f"error: unexpected argument '{_flag_name(unknown.group(1))}' found"
     elif message.startswith("the following arguments are required: "):
-        names = message.split(": ", 1)[1].split(", ")
+        names = [n.split("/")[-1] for n in message.split(": ", 1)[1].split(", ")]
         listed = "\n  ".join(f"{n} {_metavar(n)}" if n.startswith("-") else f"<{n.upper()}>"
                              for n in names)
         text = f"error: the following required arguments were not provided:\n  {listed}"
@@ -108,7 +108,8 @@ def _add_globals(parser: argparse.ArgumentParser, top: bool = False) -> None:
 # Only the branch of the tree a command line selects is filled in: building every command's
 # options costs a few milliseconds of every `hq` call. No (or an unknown) command: all of it.
 _GLOBALS_WITH_VALUE = ("--server-dir", "--output-mode", "--colors")
-_COMMANDS = ("server", "worker", "submit", "job", "task", "output-log", "journal", "local")
+_COMMANDS = ("server", "worker", "submit", "job", "task", "alloc", "output-log", "journal",
+             "local")
 
 
 def _selected(argv: list[str]) -> tuple[str, ...]:
@@ -176,6 +177,8 @@ def _build(words: tuple[str, ...]) -> HqParser:
         ("submit", "Submit a job (alias of `hq job submit`)", add_submit_options),
         ("job", "Commands for jobs", _job_commands),
         ("task", "Commands for tasks", _task_commands),
+        ("alloc", "Automatic allocation: queues that submit batch jobs running workers",
+         _alloc_commands),
         ("output-log", "Read the output streamed with `--stream`", _output_log_commands),
         ("journal", "Read and manage the server's event journal", _journal_commands),
         ("local", "Laptop mode: a server and a node on this machine, in the background",
@@ -418,6 +421,70 @@ def _task_commands(parser: argparse.ArgumentParser) -> None:
     explain.add_argument("task", metavar="TASK_ID")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid digit found in string '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}'")
+    return value
+
+
+def add_queue_options(parser: argparse.ArgumentParser) -> None:
+    """`hq alloc add|dry-run pbs|slurm` (spec/cli.md §8); manager arguments after `--`."""
+    parser.add_argument("manager", choices=("pbs", "slurm"), metavar="MANAGER")
+    parser.add_argument("-t", "--time-limit", required=True, metavar="DURATION",
+                        help="Walltime of each allocation")
+    parser.add_argument("-b", "--backlog", type=_positive, default=1,
+                        help="Most allocations queued at once (default 1)")
+    parser.add_argument("-m", "--max-workers-per-alloc", type=_positive, default=1,
+                        help="Workers (nodes) per allocation (default 1)")
+    parser.add_argument("--max-worker-count", type=_positive,
+                        help="Most queued and running workers of the queue")
+    parser.add_argument("-n", "--name", help="Queue name (allocation names, directories)")
+    parser.add_argument("--cpus", help="CPUs of each worker")
+    parser.add_argument("--resource", action="append", default=[], metavar="NAME=DEF",
+                        help="A resource of each worker")
+    parser.add_argument("--group", help="Worker group")
+    parser.add_argument("--coupling", metavar="SPEC", help="Workers' --coupling")
+    parser.add_argument("--detect-resources", metavar="LIST", help="Workers' --detect-resources")
+    parser.add_argument("--no-hyper-threading", action="store_true")
+    parser.add_argument("--idle-timeout", metavar="DURATION",
+                        help="Workers end after being idle this long (default 5m)")
+    parser.add_argument("--overview-interval", metavar="DURATION", help=argparse.SUPPRESS)
+    parser.add_argument("--min-utilization", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--on-server-lost", choices=("stop", "finish-running"),
+                        default="finish-running")
+    parser.add_argument("--no-dry-run", action="store_true",
+                        help="Do not submit a test allocation first")
+    parser.add_argument("--worker-start-cmd", metavar="CMD", help="Run before the worker")
+    parser.add_argument("--worker-stop-cmd", metavar="CMD", help="Run after the worker")
+    parser.add_argument("--worker-wrap-cmd", metavar="CMD", help="Prefix of the worker command")
+    parser.add_argument("--worker-time-limit", metavar="DURATION",
+                        help="Workers' time limit (at most --time-limit)")
+
+
+def _alloc_commands(parser: argparse.ArgumentParser) -> None:
+    sub = _subcommands(parser, "alloc_command")
+    _sub(sub, "list", "List allocation queues")
+    info = _sub(sub, "info", "Allocations of a queue (and why it submits nothing)")
+    info.add_argument("queue_id", type=_positive, metavar="QUEUE_ID")
+    info.add_argument("--filter", choices=("queued", "running", "finished", "failed"))
+    log = _sub(sub, "log", "Print an allocation's stdout or stderr")
+    log.add_argument("allocation_id", metavar="ALLOCATION_ID")
+    log.add_argument("channel", choices=("stdout", "stderr"), metavar="CHANNEL")
+    add_queue_options(_sub(sub, "add", "Create an allocation queue"))
+    add_queue_options(_sub(sub, "dry-run", "Submit a test allocation and cancel it"))
+    for name, text in (("pause", "Pause a queue"), ("resume", "Resume a queue"),
+                       ("remove", "Remove a queue")):
+        action = _sub(sub, name, text)
+        action.add_argument("queue_id", type=_positive, metavar="QUEUE_ID")
+        if name == "remove":
+            action.add_argument("--force", action="store_true",
+                                help="Also cancel its running allocations")
+
+
 def _journal_commands(parser: argparse.ArgumentParser) -> None:
     sub = _subcommands(parser, "journal_command")
     export = _sub(sub, "export", "Print the events of a journal file as JSON lines (offline)")
@@ -466,6 +533,16 @@ def _port(text: str) -> int:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    extra: list[str] = []
+    if _selected(argv) in (("alloc", "add"), ("alloc", "dry-run")):
+        # Everything after `--` goes verbatim to qsub/sbatch (argparse would take a positional
+        # followed by REMAINDER as the start of the remainder).
+        if "--" in argv:
+            cut = argv.index("--")
+            argv, extra = argv[:cut], argv[cut + 1:]
+        args = build_parser(argv).parse_args(argv)
+        args.additional_args = extra
+        return args
     return build_parser(argv).parse_args(argv)
 
 

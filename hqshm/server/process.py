@@ -25,6 +25,7 @@ from hqshm.cluster.server_loop import ServerLoop
 from hqshm.link.details import TaskExplainResponse
 from hqshm.link.responses import ServerInfo
 from hqshm.model.workerconfig import decode_configuration
+from hqshm.server.autoalloc.service import AutoAlloc
 from hqshm.server.endpoints import Endpoints, ServerConfig, open_endpoints
 from hqshm.server.events import EventStream
 from hqshm.server.explain import explain_task
@@ -77,6 +78,14 @@ class Server(ServerControl):
         self.loop.serve_workers(endpoints.workers, endpoints.worker_monitor)
         self.loop.add_reader(self.clients.socket, self.clients.read)
         self.clients.handlers.update(self.journal.handlers())
+        self.autoalloc = AutoAlloc(
+            self.core, lambda: self.endpoints.instance, self.journal.journal.append,
+            self.loop.add_reader, self.clients.reply, lambda: self.clients._identity,
+            dict(os.environ))
+        if loaded is not None:
+            self.autoalloc.restore(loaded.records, time.time())
+        self.journal.extra_snapshot = self.autoalloc.snapshot
+        self.clients.handlers.update(self.autoalloc.handlers())
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)
@@ -136,6 +145,9 @@ class Server(ServerControl):
         self.loop.call_every(1.0, lambda now: self.journal.journal.maintain())
         self.loop.call_every(1.0, lambda now: reactor.expire_orphans(self.core, self.loop.out,
                                                                      now))
+        tun = self.autoalloc.tun
+        self.loop.call_every(tun.schedule_tick, self.autoalloc.tick)
+        self.loop.call_every(tun.refresh_interval, self.autoalloc.poll)
         try:
             if on_ready is not None:
                 on_ready(self.info)
@@ -150,6 +162,7 @@ class Server(ServerControl):
 
     def shutdown(self) -> None:
         logger.info("Stopping server")
+        self.autoalloc.shutdown()
         # Not STOPPED, which means `hq worker stop` (exit 0): to a node a stopping server is a
         # lost one, as in HQ, so it exits 1 (after its running tasks with finish-running).
         self.loop.stop_nodes(StopReason.SERVER_STOPPED)
@@ -168,10 +181,12 @@ class Server(ServerControl):
             config = replace(config, idle_timeout=self.config.idle_timeout)
         self.workers.joined(worker.wid, config, now)
         logger.info("Worker %d registered from %s", worker.wid, msg.hostname)
+        self.autoalloc.worker_connected(worker.wid, config, now)
         return None
 
     def node_left(self, wid: WorkerId, reason: str, now: float) -> None:
         self.workers.left(wid, reason, now)
+        self.autoalloc.worker_lost(wid, reason, now)
 
     def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None:
         job_id, task_id = split_key(msg.key)
@@ -180,6 +195,7 @@ class Server(ServerControl):
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
         self.book.seal_completed()
+        self.autoalloc.after_turn(now, self.book.next_gid)
         self.journal.journal.turn_done()
 
     # --- ServerControl --------------------------------------------------------------------

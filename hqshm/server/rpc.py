@@ -85,6 +85,7 @@ from hqshm.server.workers import WorkerBook
 logger = logging.getLogger(__name__)
 
 Id = TypeVar("Id", bound=int)
+DEFERRED = object()  # a handler's answer that comes later, through ``reply``
 
 
 @dataclass(eq=False)
@@ -244,6 +245,8 @@ class ClientService:
                         f"unexpected request {type(request).__name__}")
                 else:
                     response = handler(request, now)
+                    if response is DEFERRED:  # the handler replies later (`hq alloc add`)
+                        continue
             except UserError as exc:
                 response = ErrorResponse(str(exc))
             except Exception:  # a bug: log it, answer, keep serving

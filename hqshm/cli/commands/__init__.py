@@ -39,6 +39,10 @@ def dispatch(args: argparse.Namespace, out: Output) -> int:
         from hqshm.cli.commands import tasks
 
         return tasks.run(ctx, args.task_command)
+    if command == "alloc":
+        from hqshm.cli.commands import alloc
+
+        return alloc.run(ctx, args.alloc_command)
     if command == "output-log":
         from hqshm.cli.commands import outputlog
 

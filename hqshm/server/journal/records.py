@@ -541,3 +541,8 @@ def to_event(record: object) -> Event | None:  # noqa: C901, PLR0911 - one case 
         case WorkerLostRecord():
             return WorkerLost(WorkerId(record.worker), record.reason, record.at)
     return None
+
+
+# Automatic allocation's records share the registry; imported here so that every reader of a
+# journal knows them (the module needs ``JOURNAL`` above).
+from hqshm.server.journal import allocrecords as _allocrecords  # noqa: E402, F401

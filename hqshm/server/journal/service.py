@@ -8,7 +8,7 @@ offset the client got last; ``prune`` rewrites it without completed jobs and off
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from hqshm.cluster.ids import WorkerId
@@ -51,10 +51,14 @@ class JournalService:
         self.server_uid = server_uid
         self.next_worker_id = next_worker_id
         self.journal = Journal(path, self._snapshot, on_demand=True)
+        # Records of other parts of the server (automatic allocation's queues) that every
+        # snapshot holds too.
+        self.extra_snapshot: Callable[[], Iterable[object]] = lambda: ()
 
     def _snapshot(self) -> Iterator[object]:
         yield ServerStarted(self.server_uid, 0.0)
         yield from snapshot(self.book, self.next_worker_id())
+        yield from self.extra_snapshot()
 
     # --- start and stop -------------------------------------------------------------------
 
@@ -106,7 +110,7 @@ class JournalService:
         before = self.journal.size + self.journal.pending_bytes
         records = [ServerStarted(self.server_uid, now), *snapshot(
             self.book, self.next_worker_id(), keep_job=lambda job: not job.completed,
-            keep_worker=lambda worker: worker.online)]
+            keep_worker=lambda worker: worker.online), *self.extra_snapshot()]
         after = self.journal.compact(records)
         return JournalPruned(before, after)
 

@@ -1,0 +1,102 @@
+"""An allocation's state from what its workers and the batch system say (pure, §6.6).
+
+Each function returns the end verdict when the allocation ended with this news: ``(failed,
+message)``, None otherwise. Workers decide while they connect and leave; when the batch
+system reports the end first, its verdict decides. An allocation the batch system no longer
+reports for ``MISSING_POLLS`` polls in a row, or whose status query keeps failing, ended:
+FAILED, so that it no longer holds the queue's backlog (beyond HQ: reconciled within two polls).
+"""
+
+from __future__ import annotations
+
+from hqshm.server.autoalloc.parsers import ManagerStatus
+from hqshm.server.autoalloc.state import (
+    EARLY_LOSS,
+    FAILED,
+    FINISHED,
+    MAX_QUEUED_POLL_FAILURES,
+    MAX_RUNNING_POLL_FAILURES,
+    MISSING_POLLS,
+    QUEUED,
+    RUNNING,
+    Allocation,
+)
+
+ABNORMAL = ("connection-lost", "heartbeat-lost")
+
+Verdict = tuple[bool, str] | None  # (failed, why) when the allocation just ended
+
+
+def _end(alloc: Allocation, state: str, now: float, why: str, benign: bool = False) -> Verdict:
+    alloc.state = state
+    alloc.ended_at = now
+    alloc.end_reason = why
+    alloc.benign = benign
+    return state == FAILED and not benign, why
+
+
+def worker_connected(alloc: Allocation, wid: int, now: float) -> None:
+    if not alloc.active:
+        return
+    if alloc.state == QUEUED:
+        alloc.state = RUNNING
+        alloc.started_at = now
+    alloc.connected[wid] = now
+
+
+def worker_lost(alloc: Allocation, wid: int, reason: str, now: float) -> Verdict:
+    """A worker of the allocation left; the allocation ends with its last expected worker."""
+    since = alloc.connected.pop(wid, None)
+    if since is None:
+        return None
+    early = reason.lower() in ABNORMAL and now - since < EARLY_LOSS
+    alloc.lost.append((wid, now, early))
+    if not alloc.active or alloc.connected or len(alloc.lost) < alloc.target_workers:
+        return None
+    if all(e for _, _, e in alloc.lost):
+        return _end(alloc, FAILED, now, "every worker was lost right after it connected")
+    return _end(alloc, FINISHED, now, "all workers ended")
+
+
+def status_reported(alloc: Allocation, status: ManagerStatus, now: float) -> Verdict:
+    alloc.poll_failures = 0
+    alloc.missing_polls = 0
+    if not alloc.active:
+        return None
+    if status.state == QUEUED:
+        return None
+    if status.state == RUNNING:
+        if alloc.state == QUEUED:
+            alloc.state = RUNNING
+            alloc.started_at = status.started_at or now
+        return None
+    if alloc.started_at is None and status.started_at is not None:
+        alloc.started_at = status.started_at
+    why = f"the batch system reports it ended ({status.detail})"
+    verdict = _end(alloc, status.state, status.ended_at or now, why, status.benign)
+    return verdict
+
+
+def status_missing(alloc: Allocation, now: float) -> Verdict:
+    """The batch system does not know the allocation (any more)."""
+    if not alloc.active:
+        return None
+    if alloc.connected:  # its workers speak for it: it lives
+        alloc.missing_polls = 0
+        return None
+    alloc.missing_polls += 1
+    if alloc.missing_polls < MISSING_POLLS:
+        return None
+    return _end(alloc, FAILED, now, "the batch system no longer knows this allocation")
+
+
+def status_failed(alloc: Allocation, error: str, now: float) -> Verdict:
+    """The status query failed (the batch system is down, or answers nonsense)."""
+    if not alloc.active:
+        return None
+    alloc.poll_failures += 1
+    limit = MAX_QUEUED_POLL_FAILURES if alloc.state == QUEUED else MAX_RUNNING_POLL_FAILURES
+    if alloc.poll_failures < limit:
+        return None
+    return _end(alloc, FAILED, now, f"its status query failed {alloc.poll_failures} times: "
+                                    f"{error}")

@@ -1,0 +1,227 @@
+"""`hq alloc` against recorded PBS behaviour (autoalloc_helpers.FakePbs: no PBS server can run
+here, so fake qsub/qstat/qdel first on the server's PATH stand in for it): commands and
+messages, the script and directory of a submission, states from polls, failing qsub, vanished
+jobs, pause after failures with retries, dry runs, remove, server stop, journal restore."""
+
+from __future__ import annotations
+
+import pytest
+from autoalloc_helpers import FakePbs, allocations, queue_json, start_server, wait_allocs
+from harness import HqEnv, Table
+
+pytestmark = pytest.mark.slow  # several s each: a server, fake PBS programs, polls
+
+
+@pytest.fixture
+def pbs(hq_env: HqEnv) -> FakePbs:
+    return FakePbs(hq_env.root)
+
+
+def _start(hq_env: HqEnv, pbs: FakePbs, args: tuple[str, ...] = (), **extra: str) -> None:
+    start_server(hq_env, pbs.env(hq_env.env(), **extra), args)
+
+
+def test_queue_commands_and_listing(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    out = hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run",
+                          "--name", "foo", "--backlog", "3", "-m", "2", "--", "-q", "qexp"])
+    assert "Allocation queue 1 successfully created" in out
+    assert "probing mode" in out
+    table = hq_env.command(["alloc", "list"], as_table=True)
+    assert table.header == ["ID", "State", "Backlog size", "Max workers per alloc",
+                            "Max worker count", "Timelimit", "Manager", "Worker resources",
+                            "Name", "Args"]
+    assert table.rows == [["1", "ACTIVE", "3", "2", "0", "1h", "PBS", "<unknown>", "foo",
+                           "-q,qexp"]]
+    q = queue_json(hq_env)
+    assert (q["manager"], q["state"], q["timelimit"], q["additional_args"], q["name"]) == \
+        ("PBS", "Active", 3600.0, ["-q", "qexp"], "foo")
+    assert q["worker_args"][-2:] == ['--on-server-lost "finish-running"', '--time-limit "1h"']
+    assert "Allocation queue 1 successfully paused" in hq_env.command(["alloc", "pause", "1"])
+    assert hq_env.command(["alloc", "list"], as_table=True).rows[0][1] == "PAUSED"
+    assert "successfully resumed" in hq_env.command(["alloc", "resume", "1"])
+    hq_env.command(["alloc", "pause", "7"], expect_fail="Allocation queue not found")
+    hq_env.command(["alloc", "info", "7"], expect_fail="Queue 7 not found")
+    hq_env.command(["alloc", "log", "nope", "stdout"], expect_fail="Allocation nope not found")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--backlog", "0"],
+                   expect_fail="Backlog has to be at least 1")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "10m", "--worker-time-limit", "1h"],
+                   expect_fail="Worker time limit cannot be larger than queue time limit")
+    out = hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run",
+                          "--cpus", "4", "--idle-timeout", "20m"])
+    assert "idle timeout longer than 10 minutes" in out and "probing mode" not in out
+    assert hq_env.command(["alloc", "list"], as_table=True).rows[1][7] == "cpus 4"
+    assert "successfully removed" in hq_env.command(["alloc", "remove", "2"])
+    assert [q["id"] for q in hq_env.json(["alloc", "list"])] == [1]
+
+
+def test_submission_script_dir_and_states(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs, RUST_LOG="foo")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "3m", "--no-dry-run", "--name",
+                    "foo", "--cpus", "2", "--", "--foo=bar", "a", "b", "--baz", "42"])
+    hq_env.command(["submit", "--", "true"])
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+    workdir = hq_env.server_dir / "001" / "autoalloc" / "1-foo" / "001"
+    assert allocs[0]["id"] == "1.pbs" and allocs[0]["status"] == "queued"
+    assert allocs[0]["workdir"] == str(workdir) and allocs[0]["target_worker_count"] == 1
+    qsub = pbs.calls("qsub")[0]
+    assert qsub["args"] == ["hq-submit.sh"] and qsub["cwd"] == str(workdir)
+    assert (workdir / "jobid").read_text() == "1.pbs"
+    lines = (workdir / "hq-submit.sh").read_text().splitlines()
+    assert lines[:7] == ["#!/bin/bash", "#PBS -l select=1", "#PBS -N foo-1",
+                         f"#PBS -o {workdir}/stdout", f"#PBS -e {workdir}/stderr",
+                         "#PBS -l walltime=00:03:00", "#PBS --foo=bar a b --baz 42"]
+    assert lines[7] == ""
+    assert lines[8].startswith("RUST_LOG=foo /") and lines[8].endswith(
+        f'/hq worker start --idle-timeout "5m" --manager "pbs" --server-dir '
+        f'"{hq_env.server_dir / "001"}" --cpus "2" --on-server-lost "finish-running" '
+        '--time-limit "3m"')
+    pbs.set_job("1.pbs", job_state="R", stime="Wed May 01 10:00:00 2024")
+    wait_allocs(hq_env, lambda a: a[0]["status"] == "running", "RUNNING")
+    pbs.set_job("1.pbs", job_state="F", Exit_status=0, stime="Wed May 01 10:00:00 2024",
+                mtime="Wed May 01 10:05:00 2024")
+    allocs = wait_allocs(hq_env, lambda a: a[0]["status"] == "finished", "FINISHED")
+    assert allocs[0]["started_at"] and allocs[0]["ended_at"]
+    table = hq_env.command(["alloc", "info", "1"], as_table=True)
+    assert table.header == ["ID", "State", "Working directory", "Worker count", "Queue time",
+                            "Start time", "Finish time"]
+    assert table.rows[0][:4] == ["1.pbs", "FINISHED", str(workdir), "1"]
+    assert hq_env.json(["alloc", "info", "1", "--filter", "running"]) == []
+    (workdir / "stdout").write_text("hello from the allocation\n")
+    out = hq_env.command(["alloc", "log", "1.pbs", "stdout"])
+    assert "hello from the allocation" in out and "Outputting allocation path at" in out
+
+
+def test_failing_qsub_is_reported_and_rate_limited(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    pbs.fail_qsub("FOOBAR")
+    out = hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h"], expect_fail="FOOBAR")
+    assert "Dry-run (test allocation submission) has failed" in out
+    assert "Could not submit allocation: qsub execution failed" in out and "Stderr: FOOBAR" in out
+    hq_env.command(["alloc", "dry-run", "pbs", "--time-limit", "1h"],
+                   expect_fail="Could not submit allocation: qsub execution failed")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["failed_submissions"] >= 2,
+                      "two failed submissions")
+    status = queue_json(hq_env)["status"]
+    assert status["reason"].startswith("rate limited after 2 failed submissions")
+    assert "Stderr: FOOBAR" in status["last_failure"] and status["next_submit_at"]
+    result = hq_env.run(["alloc", "info", "1"])
+    assert b"Queue 1 is not submitting: rate limited" in result.stderr
+    assert allocations(hq_env) == []
+
+
+def test_queue_pauses_after_failures_and_retries(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs, HQ_AUTOALLOC_BACKOFF_UNIT_MS="1", HQ_AUTOALLOC_PAUSE_RETRY_MS="1500")
+    pbs.fail_qsub("FOOBAR")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])
+    hq_env.wait_until(lambda: queue_json(hq_env)["state"] == "Paused", "the queue to pause")
+    assert "The queue 1 had too many failed submissions, it will be paused." in \
+        hq_env.log("server")
+    q = queue_json(hq_env)
+    assert q["status"]["paused_automatically"] and q["status"]["retry_at"]
+    assert q["status"]["reason"].startswith("paused after 10 failures")
+    pbs.fail_qsub(None)  # the cause is gone: the next retry submits and resumes the queue
+    hq_env.wait_until(lambda: queue_json(hq_env)["state"] == "Active", "the queue to resume",
+                      timeout=10)
+    wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+
+
+def test_vanished_allocation_fails_and_is_replaced(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])
+    wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+    pbs.forget_job("1.pbs")
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 2 and a[0]["status"] == "failed",
+                         "FAILED and a new one")
+    assert allocs[1]["status"] == "queued"
+
+
+def test_failed_status_queries_end_allocation(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])
+    wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+    (pbs.state / "qstat_fail").write_text("")
+    wait_allocs(hq_env, lambda a: a[0]["status"] == "failed" and len(a) == 2,
+                "FAILED after failing polls, and a new QUEUED one")
+
+
+def test_dry_run_submits_and_cancels(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    out = hq_env.command(["alloc", "dry-run", "pbs", "--time-limit", "1h"])
+    assert "A trial allocation was submitted successfully. It was immediately canceled" in out
+    assert [c["args"] for c in pbs.calls("qdel")] == [["1.pbs"]]
+    out = hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--cpus", "1"])
+    assert "A trial allocation was submitted successfully" in out
+    assert [c["args"] for c in pbs.calls("qdel")][-1] == ["2.pbs"]
+    assert len(hq_env.json(["alloc", "list"])) == 1
+
+
+def test_remove_and_server_stop_cancel(hq_env: HqEnv, pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    for _ in range(2):
+        hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run",
+                        "--cpus", "1"])
+    hq_env.command(["submit", "--", "sleep", "100"])
+    first = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 1")[0]["id"]
+    second = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation of queue 2",
+                         queue=2)[0]["id"]
+    pbs.set_job(first, job_state="R")
+    wait_allocs(hq_env, lambda a: a[0]["status"] == "running", "RUNNING")
+    hq_env.command(["alloc", "remove", "1"], expect_fail="Allocation queue has running jobs, "
+                   "so it will not be removed. Use `--force` if you want to remove the queue "
+                   "anyway")
+    hq_env.command(["alloc", "remove", "1", "--force"])
+    hq_env.wait_until(lambda: [first] in [c["args"] for c in pbs.calls("qdel")], "qdel")
+    hq_env.command(["server", "stop"])
+    hq_env.server.wait(timeout=20)
+    assert [second] in [c["args"] for c in pbs.calls("qdel")]
+
+
+def test_queues_restored_from_journal(hq_env: HqEnv, pbs: FakePbs) -> None:
+    journal = str(hq_env.root / "journal.bin")
+    _start(hq_env, pbs, ("--journal", journal))
+    for name in ("a", "b", "c"):
+        hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--name",
+                        name, "--", "-q", "x"])
+    hq_env.command(["alloc", "remove", "2"])
+    hq_env.command(["alloc", "pause", "3"])
+    before = hq_env.json(["alloc", "list"])
+    hq_env.command(["server", "stop"])
+    hq_env.server.wait(timeout=20)
+    _start(hq_env, pbs, ("--journal", journal))
+    after = hq_env.json(["alloc", "list"])
+    strip = [{k: v for k, v in q.items() if k != "status"} for q in before]
+    assert [{k: v for k, v in q.items() if k != "status"} for q in after] == strip
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run"])
+    assert [q["id"] for q in hq_env.json(["alloc", "list"])] == [1, 3, 4]
+    assert Table  # imported for the table checks above
+
+
+def test_reasons_and_no_allocation_for_blocked_or_unfit_tasks(hq_env: HqEnv,
+                                                               pbs: FakePbs) -> None:
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "30m", "--no-dry-run", "--cpus", "1"])
+
+    def reason() -> str:
+        return queue_json(hq_env)["status"]["reason"] or ""
+
+    hq_env.wait_until(lambda: reason() == "no waiting tasks", "the first tick")
+    hq_env.command(["submit", "--time-request", "1h", "--", "true"])
+    hq_env.wait_until(lambda: "time request longer than the allocation" in reason(), "reason")
+    hq_env.command(["job", "cancel", "1"])
+    hq_env.command(["submit", "--cpus", "4", "--", "true"])
+    hq_env.wait_until(lambda: "no waiting task fits this queue's workers" in reason(), "reason")
+    hq_env.command(["job", "cancel", "2"])
+    hq_env.start_worker(cpus=1)
+    hq_env.command(["submit", "--", "sleep", "8"])
+    hq_env.command(["submit", "--after", "3", "--", "true"])
+    hq_env.wait_until(lambda: "blocked on dependencies" in reason(), "reason")
+    assert pbs.calls("qsub") == []
+    # Once the dependency finished, the task waits ready: the worker takes it, or the queue
+    # submits for it; either way it runs.
+    hq_env.wait_for_job_state(4, "FINISHED", timeout=40)
