@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
-from hqshm.link.responses import JobSummary
 from hqshm.model.program import decode_program
-from hqshm.model.taskstates import TaskState, job_state
+from hqshm.model.taskstates import TaskState
 from hqshm.model.tasktable import TaskTable
 from hqshm.server.jobs import Job, Submit
 from hqshm.server.journal.records import (
@@ -32,39 +31,7 @@ from hqshm.server.journal.records import (
     pack,
     unpack,
 )
-
-Counts = tuple[int, int, int, int, int, int]
-
-
-class SealedJob:
-    """A completed job as its encoded ``JobSnapshot``, with what listings read kept aside."""
-
-    __slots__ = ("id", "name", "cancel_reason", "counts", "finished_at", "blob")
-    is_open = False
-    terminated = True
-    completed = True
-
-    def __init__(self, job_id: JobId, name: str, cancel_reason: str | None, counts: Counts,
-                 finished_at: float | None, blob: bytes) -> None:
-        self.id = job_id
-        self.name = name
-        self.cancel_reason = cancel_reason
-        self.counts = counts
-        self.finished_at = finished_at
-        self.blob = blob
-
-    @property
-    def task_count(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def state(self) -> str:
-        return job_state(self.counts, False)
-
-    def summary(self) -> JobSummary:
-        return JobSummary(id=self.id, name=self.name, is_open=False,
-                          cancel_reason=self.cancel_reason, task_count=self.task_count,
-                          counts=self.counts)
+from hqshm.server.sealedjobs import SealedJob, SealedJobs
 
 
 class JobStore:
@@ -77,12 +44,9 @@ class JobStore:
 
     def __init__(self, by_gid: dict[GroupId, Submit]) -> None:
         self.live: dict[JobId, Job] = {}
-        self.sealed: dict[JobId, SealedJob] = {}
+        self.sealed = SealedJobs()
         self.by_gid = by_gid  # the book's: a sealed job's submits leave it, and come back
         self._completed: list[JobId] = []  # live jobs that may be completed now
-        # Shared among sealed jobs: most of them have the same few names and counts.
-        self._names: dict[str, str] = {}
-        self._counts: dict[Counts, Counts] = {}
 
     # --- the mapping the book and its requests use ----------------------------------------
 
@@ -99,7 +63,7 @@ class JobStore:
         return job
 
     def __setitem__(self, job_id: JobId, job: Job) -> None:
-        self.sealed.pop(job_id, None)
+        self.sealed.pop(job_id)
         self.live[job_id] = job
 
     def __contains__(self, job_id: object) -> bool:
@@ -112,9 +76,13 @@ class JobStore:
         yield from self.live
         yield from self.sealed
 
+    def settle(self) -> None:
+        """After removing jobs: give back the memory they held."""
+        self.sealed.settle()
+
     def remove(self, job_id: JobId) -> None:
         """Drop a job, live or sealed, and its submits' groups."""
-        if self.sealed.pop(job_id, None) is not None:
+        if self.sealed.pop(job_id) is not None:
             return
         job = self.live.pop(job_id, None)
         for submit in job.submits if job is not None else ():
@@ -124,25 +92,23 @@ class JobStore:
 
     def peek(self, job_id: JobId) -> Job | SealedJob | None:
         """The job as it is kept: enough for ``summary``, ``state`` and ``finished_at``."""
-        return self.live.get(job_id) or self.sealed.get(job_id)
+        job = self.live.get(job_id)
+        return job if job is not None else self.sealed.get(job_id)
 
     def view(self, job_id: JobId) -> Job | None:
         """The whole job to read; a sealed one is unpacked into a copy that stays apart."""
         job = self.live.get(job_id)
-        if job is None and (sealed := self.sealed.get(job_id)) is not None:
-            job = job_from_snapshot(JOURNAL.decode(sealed.blob))
+        if job is None and (record := self.sealed.record(job_id)) is not None:
+            job = job_from_snapshot(JOURNAL.decode(record))
         return job
 
     def everything(self) -> Iterator[Job | SealedJob]:
         yield from self.live.values()
         yield from self.sealed.values()
 
-    def snapshot_records(self) -> Iterator[JobSnapshot | bytes]:
-        """Each job's snapshot record: a sealed job's is its encoded bytes, as they are."""
-        for job in self.live.values():
-            yield job_snapshot(job)
-        for sealed in self.sealed.values():
-            yield sealed.blob
+    def record(self, job_id: JobId) -> bytes | None:
+        """A sealed job's snapshot record, encoded: what compaction writes as it is."""
+        return self.sealed.record(job_id)
 
     # --- sealing --------------------------------------------------------------------------
 
@@ -163,17 +129,17 @@ class JobStore:
         return sealed
 
     def _seal(self, job: Job) -> None:
-        blob = JOURNAL.encode(job_snapshot(job))
-        name = self._names.setdefault(job.name, job.name)
-        counts = self._counts.setdefault(job.counts, job.counts)
+        record = JOURNAL.encode(job_snapshot(job))
         for submit in job.submits:
             self.by_gid.pop(submit.gid, None)
         del self.live[job.id]
-        self.sealed[job.id] = SealedJob(job.id, name, job.cancel_reason, counts,
-                                        job.finished_at, blob)
+        self.sealed.add(job.id, job.name, job.cancel_reason, job.counts, job.finished_at,
+                        record)
 
     def _thaw(self, job_id: JobId) -> Job:
-        job = job_from_snapshot(JOURNAL.decode(self.sealed.pop(job_id).blob))
+        record = self.sealed.pop(job_id)
+        assert record is not None
+        job = job_from_snapshot(JOURNAL.decode(record))
         for submit in job.submits:
             self.by_gid[submit.gid] = submit
         self.live[job_id] = job

@@ -78,7 +78,8 @@ from hqshm.server import views
 from hqshm.server.events import Event, EventStream
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, NewGroup, match_ranges, missing_in_ranges
-from hqshm.server.jobstore import SealedJob
+from hqshm.server.memory import release_free_memory
+from hqshm.server.sealedjobs import SealedJob
 from hqshm.server.submits import resubmit
 from hqshm.server.workers import WorkerBook
 
@@ -299,6 +300,8 @@ class ClientService:
     def forget(self, request: ForgetJobsRequest, now: float) -> ForgetJobsResponse:
         ids, _missing = resolve_ids(request.selector, self.book.jobs)
         forgotten, ignored = self.book.forget(ids, request.states, now)
+        if forgotten:
+            release_free_memory()
         if request.selector.kind == "ids":  # every id named and missing counts, listed or not
             ignored += range_count(request.selector.ranges) - len(ids)
         return ForgetJobsResponse(forgotten, ignored)

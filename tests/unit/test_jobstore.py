@@ -8,16 +8,17 @@ import gc
 import tracemalloc
 
 import pytest
+from hqshm.cluster.ids import JobId
 from test_job_events import Cluster, Replica, array, play_everything, snapshot
 from test_jobbook import Book, key, request, state_of
 
 from hqshm.link.requests import Selector
 from hqshm.model.submission import ArraySubmission, TaskRef
 from hqshm.model.taskstates import TaskState
-from hqshm.server.jobstore import SealedJob
 from hqshm.server.journal.records import JOURNAL, JobSnapshot
 from hqshm.server.journal.restore import replay
 from hqshm.server.journal.snapshot import snapshot as state_records
+from hqshm.server.sealedjobs import SEGMENT, SealedJob, SealedJobs
 
 NOW = 100.0
 
@@ -160,3 +161,67 @@ def test_a_sealed_job_keeps_its_errors_and_times(state: str) -> None:
     again = view.submits[0].table
     assert again.errors == table.errors and again.started.tolist() == table.started.tolist()
     assert again.ended.tolist() == table.ended.tolist() and view.state == state
+
+
+# --- the sealed jobs' buffers ---------------------------------------------------------------
+
+
+def _add(jobs: SealedJobs, job_id: int, size: int = 300, reason: str | None = None) -> bytes:
+    record = bytes([job_id % 251]) * size
+    jobs.add(JobId(job_id), f"job{job_id % 3}", reason, (0, 0, 1, 0, 0, 0), 12.5, record)
+    return record
+
+
+def test_sealed_jobs_keep_each_record_and_summary_by_id() -> None:
+    jobs = SealedJobs()
+    records = {i: _add(jobs, i, 100 + i, reason="why" if i % 2 else None)
+               for i in (5, 3, 4000, 7)}
+    assert list(jobs) == [3, 5, 7, 4000] and len(jobs) == 4
+    assert 6 not in jobs and 0 not in jobs and -1 not in jobs and "5" not in jobs
+    for job_id, record in records.items():
+        assert jobs.record(JobId(job_id)) == record
+        sealed = jobs.get(JobId(job_id))
+        assert sealed is not None and sealed.name == f"job{job_id % 3}"
+        assert sealed.cancel_reason == ("why" if job_id % 2 else None)
+        assert sealed.counts == (0, 0, 1, 0, 0, 0) and sealed.finished_at == 12.5
+        assert sealed.state == "FINISHED"
+    assert jobs.pop(JobId(5)) == records[5] and jobs.pop(JobId(5)) is None
+    assert list(jobs) == [3, 7, 4000] and jobs.get(JobId(5)) is None
+    _add(jobs, 7, 50)  # sealed again after a thaw: replaces the old row
+    assert len(jobs) == 3 and jobs.record(JobId(7)) == bytes([7]) * 50
+
+
+def test_forgotten_records_give_their_memory_maps_back() -> None:
+    jobs = SealedJobs()
+    per_segment = SEGMENT // 1000
+    for job_id in range(1, 5 * per_segment + 1):
+        _add(jobs, job_id, 1000)
+    assert len(jobs._segments) == 5  # noqa: SLF001 - the point of the test
+    for job_id in range(1, 4 * per_segment + 1):  # the first four segments, whole
+        jobs.pop(JobId(job_id))
+    assert len(jobs._segments) == 1  # noqa: SLF001
+    # A segment mostly forgotten moves what it still holds to the tail, and goes.
+    for job_id in range(4 * per_segment + 1, 5 * per_segment + 1):
+        _add(jobs, job_id + 10 * per_segment, 1000)
+    for job_id in range(4 * per_segment + 1, 5 * per_segment - 10):
+        jobs.pop(JobId(job_id))
+    assert 4 in jobs._segments  # noqa: SLF001 - the fifth, holding 11 records of 1048
+    jobs.settle()
+    assert 4 not in jobs._segments  # noqa: SLF001
+    for job_id in range(5 * per_segment - 10, 5 * per_segment + 1):
+        assert jobs.record(JobId(job_id)) == bytes([job_id % 251]) * 1000
+    big = _add(jobs, 99_999, SEGMENT + 5)
+    assert jobs.record(JobId(99_999)) == big
+
+
+def test_freed_rows_are_reused_so_rows_follow_the_jobs_kept() -> None:
+    jobs = SealedJobs()
+    for round_ in range(20):
+        first = round_ * 1000 + 1
+        for job_id in range(first, first + 1000):
+            _add(jobs, job_id, 20)
+        for job_id in range(first, first + 1000):
+            jobs.pop(JobId(job_id))
+    assert len(jobs) == 0 and len(jobs._ids) <= 4096  # noqa: SLF001
+    _add(jobs, 30_000)
+    assert list(jobs) == [30_000]

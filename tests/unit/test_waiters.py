@@ -10,8 +10,9 @@ from test_jobbook import Book
 from hqshm.link.requests import Selector, WaitJobsRequest
 from hqshm.link.responses import Notification, WaitJobsResponse
 from hqshm.server.jobs import Job
-from hqshm.server.jobstore import JobStore, SealedJob
+from hqshm.server.jobstore import JobStore
 from hqshm.server.rpc import ClientService, ServerControl
+from hqshm.server.sealedjobs import SealedJob
 
 NOW = 100.0
 

@@ -16,8 +16,9 @@ from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, Submit
-from hqshm.server.jobstore import SealedJob, job_from_snapshot, job_snapshot
+from hqshm.server.jobstore import job_from_snapshot, job_snapshot
 from hqshm.server.journal.records import Counters, JobSnapshot, WorkerSnapshot
+from hqshm.server.sealedjobs import SealedJob
 from hqshm.server.workers import WorkerRecord
 
 
@@ -30,7 +31,7 @@ def snapshot(book: JobBook, next_worker_id: int,
     yield Counters(book.next_job_id, book.next_gid, next_worker_id)
     for job in book.jobs.everything():
         if keep_job(job):
-            yield job.blob if isinstance(job, SealedJob) else job_snapshot(job)
+            yield book.jobs.record(job.id) if isinstance(job, SealedJob) else job_snapshot(job)
     for record in book.workers.workers.values():
         if keep_worker(record):
             yield WorkerSnapshot(record.id, record.config.encode(), record.started_at,

@@ -77,7 +77,8 @@ class Journal:
         return str(self.path) if self.path is not None else "in memory"
 
     def emit(self, event: Event) -> None:
-        self.append(to_record(event))
+        if not self.dormant:
+            self.append(to_record(event))
 
     def append(self, record: object) -> None:
         if self.dormant:
