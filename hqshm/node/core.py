@@ -338,6 +338,8 @@ class NodeCore:
             case ForgetGroups():
                 for gid in message.gids:
                     self.forget(gid)
+                logger.debug("The server forgot %d groups; %d groups kept here",
+                             len(message.gids), len(self.groups))
             case CancelTasks():
                 self._cancel(message.keys, mono)
                 self._settle_forgotten()
