@@ -108,6 +108,8 @@ class Group:
     active: int = 0  # tasks not ended yet
     ran: int = 0  # tasks that ended after running, and their total run time: the mean
     ran_time: float = 0.0  # duration decides how deep nodes are prefilled
+    # Workers sent its DefineGroup (since it was last dropped): told to forget it when it is.
+    sent_to: list[WorkerId] = field(default_factory=list)
     # Groups with equal keys place alike (same request and priority). A string hashes once
     # and compares as bytes; equal requests of separate submits compare field by field.
     placement_key: tuple[int, str] = field(init=False)
@@ -259,17 +261,46 @@ class Core:
     reconnecting: int = 0
     # Groups over since the workers' caches were last swept of them (``drop_group``).
     dropped: int = 0
+    # Groups dropped this turn, per worker that was sent them: one ``ForgetGroups`` a worker
+    # at the end of the turn (``reactor.send_forgets``).
+    forgetting: dict[WorkerId, set[GroupId]] = field(default_factory=dict)
 
     def drop_group(self, gid: GroupId) -> None:
         """A group is over. Every worker caches what the groups it was offered take there;
         a server runs millions of groups in its life (one per single-task job), so those
-        caches are swept once as many groups ended as are left (amortised O(1) a group)."""
-        self.groups.pop(gid, None)
+        caches are swept once as many groups ended as are left (amortised O(1) a group).
+        The nodes it was sent are told to forget it too, at the end of the turn."""
+        group = self.groups.pop(gid, None)
+        if group is not None:
+            self._forget_on_workers(group)
         self.dropped += 1
         if self.dropped > max(SWEEP_AFTER_GROUPS, len(self.groups)):
             self.dropped = 0
             for worker in self.workers.values():
                 worker.forget_groups(self.groups)
+
+    def _forget_on_workers(self, group: Group) -> None:
+        """Queue the group's forgetting on every worker it was sent to; a later assignment
+        there defines it again (or takes the forgetting back, within the same turn)."""
+        for wid in group.sent_to:
+            worker = self.workers.get(wid)
+            if worker is not None and group.gid in worker.sent_groups:
+                worker.sent_groups.discard(group.gid)
+                self.forgetting.setdefault(wid, set()).add(group.gid)
+        group.sent_to.clear()
+
+    def define_on(self, worker: Worker, group: Group) -> bool:
+        """Record that ``worker`` knows ``group``; False when it must be sent a DefineGroup
+        (True: it knew it already, or it still does, its forgetting not sent yet)."""
+        if group.gid in worker.sent_groups:
+            return True
+        worker.sent_groups.add(group.gid)
+        group.sent_to.append(worker.wid)
+        pending = self.forgetting.get(worker.wid)
+        if pending is not None and group.gid in pending:
+            pending.discard(group.gid)
+            return True
+        return False
 
     def check(self) -> None:
         """Invariants; tests call it at the end of every scenario."""

@@ -11,6 +11,8 @@ Ordering that matters:
   unless the server retracted or canceled it first; ends of canceled tasks may still arrive and
   are ignored by the server.
 - ``TasksRetracted`` lists only tasks that had not started; those will never start on that node.
+- ``ForgetGroups`` names groups the server dropped; a later ``DefineGroup`` of such a gid
+  defines it anew before any ``ComputeTasks`` of it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from .frozen import frozen
 from .ids import GroupId, InstanceId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
-PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
+# Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
+# of protocol 1 would log every one as an invalid message).
+PROTOCOL = 2
 HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods (+1 s) is lost
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
+MAX_FORGET = 65_536  # groups one ForgetGroups names; more go in several messages
 
 NODE_LINK = Registry("node", PROTOCOL)
 
@@ -196,6 +201,21 @@ class ReserveNode:
 
     TAG: ClassVar[int] = 108
     key: TaskKey
+
+
+@NODE_LINK.message
+@frozen
+class ForgetGroups:
+    """Groups the server dropped (their tasks all ended, or they were canceled): the node
+    forgets each once it holds none of its tasks. One message per node and server turn, so a
+    node running thousands of single-task jobs a second keeps only the live groups."""
+
+    TAG: ClassVar[int] = 109
+    gids: tuple[GroupId, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.gids) > MAX_FORGET:
+            raise ValueError(f"more than {MAX_FORGET} groups to forget")
 
 
 @NODE_LINK.message

@@ -17,11 +17,13 @@ import numpy as np
 from .core import Core, FailedForGood, Group, Outbox, Placed, Worker
 from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId, job_of
 from .protocol import (
+    MAX_FORGET,
     CancelTasks,
     ComputeTasks,
     DefineGroup,
     Failed,
     Finished,
+    ForgetGroups,
     ReserveNode,
     Resumed,
     RetractTasks,
@@ -79,8 +81,7 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[Tas
         return
     amounts = worker.amounts(group, variant)
     assert amounts is not None
-    if group.gid not in worker.sent_groups:
-        worker.sent_groups.add(group.gid)
+    if not core.define_on(worker, group):
         out.send(worker.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
     placed = (group.gid, variant)
     for key in keys:
@@ -104,8 +105,7 @@ def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: 
     root = members[0]
     placed = (group.gid, variant)
     root.amounts_cache[placed] = {}  # it holds the node as a whole, not amounts of it
-    if group.gid not in root.sent_groups:
-        root.sent_groups.add(group.gid)
+    if not core.define_on(root, group):
         out.send(root.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
     root.assigned[key] = placed
     instance = group.instances.get(key, FIRST_INSTANCE)
@@ -118,6 +118,19 @@ def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: 
             out.send(member.wid, ReserveNode(key))
     core.multinode[key] = [w.wid for w in members]
     out.events.task_nodes(key, [w.wid for w in members], now)
+
+
+def send_forgets(core: Core, out: Outbox) -> None:
+    """End of a turn: tell each worker, in one message (parts past MAX_FORGET), the groups
+    dropped this turn that it was sent; at thousands of jobs a second, one a group would
+    cost a frame each."""
+    for wid, gids in core.forgetting.items():
+        if not gids or wid not in core.workers:
+            continue
+        ordered = sorted(gids)
+        for at in range(0, len(ordered), MAX_FORGET):
+            out.send(wid, ForgetGroups(tuple(ordered[at : at + MAX_FORGET])))
+    core.forgetting.clear()
 
 
 def release_nodes(core: Core, out: Outbox, key: TaskKey) -> None:
@@ -384,6 +397,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
     worker = core.workers.pop(wid, None)
     if worker is None:
         return
+    core.forgetting.pop(wid, None)  # its node is gone, and so is what it knew
     # Reservations first: the events below may cancel groups (max-fails), and the thieves
     # must have their room back whatever happens to the tasks.
     for other in core.workers.values():

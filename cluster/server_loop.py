@@ -159,6 +159,7 @@ class ServerLoop:
                 end = time.monotonic()
                 self.schedule_after = end + (end - start)
         self.hooks.after_turn(now)
+        reactor.send_forgets(self.core, self.out)
         self.flush()
 
     def stop(self) -> None:

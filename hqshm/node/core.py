@@ -52,6 +52,7 @@ from hqshm.cluster.protocol import (
     DefineGroup,
     Failed,
     Finished,
+    ForgetGroups,
     Heartbeat,
     NodeStopping,
     ReserveNode,
@@ -137,6 +138,10 @@ class Outbox(Protocol):
 
     def start_executor(self) -> None:
         """Start one more executor; it gets the next index."""
+
+    def forget_group(self, gid: GroupId) -> None:
+        """The group is gone from the node: executors that were sent its program drop it
+        (before their next task), and get it again should the gid be defined anew."""
 
     def register_again(self, server_uid: str, resumed: tuple[Resumed, ...],
                        time_limit: float | None) -> None:
@@ -250,6 +255,9 @@ class NodeCore:
         self.n_cpus = cpu_pool.count
         self.slots = [Slot(i) for i in range(max(1, self.n_cpus))]
         self.groups: dict[GroupId, GroupInfo] = {}
+        # Groups the server forgot whose tasks are still here (a canceled one dying, say):
+        # dropped when the last one leaves, unless a DefineGroup brings them back first.
+        self.forgotten: set[GroupId] = set()
         # The local queue: FIFO per group; groups run by priority, then job (the key's upper
         # half), as the server orders them. ``queued`` is the truth: an entry of a deque whose
         # key is no longer there was canceled or retracted and is skipped.
@@ -326,17 +334,77 @@ class NodeCore:
                 self._compute(message)
             case DefineGroup():
                 self.groups[message.gid] = group_info(message)
+                self.forgotten.discard(message.gid)
+            case ForgetGroups():
+                for gid in message.gids:
+                    self.forget(gid)
+                logger.debug("The server forgot %d groups; %d groups kept here",
+                             len(message.gids), len(self.groups))
             case CancelTasks():
                 self._cancel(message.keys, mono)
+                self._settle_forgotten()
             case RetractTasks():
                 given = tuple(k for k in message.keys if self.queued.pop(k, None) is not None)
                 self.out.send(TasksRetracted(given))
+                self._settle_forgotten()
             case StopNode():
                 self._stop_requested(message.reason, mono)
             case ReserveNode():
                 self.reserved_for = message.key
                 if not message.key and not self.running and not self.queued:
                     self.idle_since = mono
+
+    # --- groups ------------------------------------------------------------------------------
+
+    def forget(self, gid: GroupId) -> None:
+        """The server is done with a group: drop it now if no task of it is here, else once
+        the last one leaves (``_settle``). Memory then follows the live groups, not every
+        group ever run (a single-task job is a group)."""
+        if gid not in self.groups:
+            return
+        if self._holds(gid):
+            self.forgotten.add(gid)
+        else:
+            self._drop_group(gid)
+
+    def forget_all(self) -> None:
+        """Registered again after the server was lost: group ids are the old server's, and a
+        new server numbers its groups anew; it defines again whatever it sends."""
+        for gid in list(self.groups):
+            self.forget(gid)
+
+    def _holds(self, gid: GroupId) -> bool:
+        """Whether a task of the group is queued, running or handed to an executor here."""
+        tasks = self.queue.get(gid)
+        if tasks:
+            while tasks and tasks[0].key not in self.queued:
+                tasks.popleft()  # canceled or retracted meanwhile
+            if any(self.queued.get(q.key) is q for q in tasks):
+                return True
+        return any(task.gid == gid for task in self.running.values())
+
+    def _settle(self, gid: GroupId) -> None:
+        """A task of ``gid`` left: drop the group if the server forgot it and it was the last."""
+        if gid in self.forgotten and not self._holds(gid):
+            self.forgotten.discard(gid)
+            self._drop_group(gid)
+
+    def _settle_forgotten(self) -> None:
+        """After tasks left in bulk (cancels, retractions, a cleared queue)."""
+        for gid in list(self.forgotten):
+            self._settle(gid)
+
+    def _clear_queue(self) -> None:
+        """Drop every queued task (the node stops, or its server is lost)."""
+        self.queued.clear()
+        self.queue.clear()
+        self._settle_forgotten()
+
+    def _drop_group(self, gid: GroupId) -> None:
+        self.forgotten.discard(gid)
+        self.queue.pop(gid, None)
+        if self.groups.pop(gid, None) is not None:
+            self.out.forget_group(gid)
 
     def _compute(self, msg: ComputeTasks) -> None:
         group = self.groups.get(msg.gid)
@@ -385,8 +453,7 @@ class NodeCore:
         self.stopping = True
         self.finishing = False
         self.exit_code = 1
-        self.queued.clear()
-        self.queue.clear()
+        self._clear_queue()
         self.updates = Updates()
         for task in self.running.values():
             task.canceled = True  # ends unreported
@@ -402,8 +469,7 @@ class NodeCore:
         self.stopping = True
         self.finishing = False
         self.exit_code = 1
-        self.queued.clear()
-        self.queue.clear()
+        self._clear_queue()
         for task in self.running.values():
             task.canceled = True  # ends unreported: the server counts the crash
 
@@ -422,8 +488,7 @@ class NodeCore:
             if not self.finishing:
                 logger.info("Waiting for finishing running tasks")
             self.finishing = True
-            self.queued.clear()
-            self.queue.clear()
+            self._clear_queue()
         else:
             self.stopping = True
 
@@ -438,8 +503,7 @@ class NodeCore:
                        "server is back")
         self.lost_since = mono
         self.next_attempt = mono
-        self.queued.clear()
-        self.queue.clear()
+        self._clear_queue()
         # Ends the lost server may not have journaled go again, before the newer ones (starts
         # never go again: a server that takes a task back knows it runs).
         updates = Updates()
@@ -486,6 +550,7 @@ class NodeCore:
                     len(held) - len(refused & held.keys()), len(refused & held.keys()))
         self.lost_since = None
         self.reserved_for = TaskKey(0)  # the lost server's reservations are gone with it
+        self.forget_all()
         if not self.running and not self.queued:
             self.idle_since = mono
         self.flush(mono, force=True)
@@ -702,6 +767,7 @@ class NodeCore:
                     self._requeue(task)
                 else:  # nothing starts without a server: dropped, as the local queue was
                     del self.running[task.key]
+                    self._settle(task.gid)
         for task in tasks:
             if task.key in self.running:
                 if task.in_process and as_program:
@@ -733,6 +799,8 @@ class NodeCore:
             self.allocator.release(task.allocation)  # else the hand-off successor keeps it
         if not self.running and not self.queued:
             self.idle_since = mono
+        if self.forgotten:
+            self._settle(task.gid)
         if task.canceled:
             return
         variant = task.allocation.variant

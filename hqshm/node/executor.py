@@ -35,8 +35,10 @@ import os
 import select
 import shutil
 import signal
+import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Iterable
 from dataclasses import field
 from typing import TYPE_CHECKING
@@ -57,7 +59,6 @@ if TYPE_CHECKING:  # the pool writes the page; an executor only reads it
 
 logger = logging.getLogger(__name__)
 
-MAX_PROGRAMS = 256  # programs an executor keeps decoded; older ones are sent again if needed
 ERROR_FILE_LIMIT = 2048
 # What is read from a streamed task's pipes after it exited: all it wrote fits in the pipes
 # (a writer blocks on a full pipe), unless a child it left behind keeps writing.
@@ -147,6 +148,8 @@ class Executor:
                 self._define(record)
             elif record.kind == RecordKind.RUN:
                 self._run(record)
+            elif record.kind == RecordKind.FORGET:
+                self._forget(record)
 
     def _terminated(self, _signum: int, _frame: object) -> None:
         """SIGTERM: the node died (parent-death signal), or the node's process group got it
@@ -203,23 +206,31 @@ class Executor:
 
     def _define(self, record: Record) -> None:
         # A group defined again (the node registered with a new server) may have new stdin.
-        stale = self.stdin_files.pop(record.key, None)
-        if stale:
-            with contextlib.suppress(OSError):
-                os.unlink(stale)
-        if len(self.programs) >= MAX_PROGRAMS and record.key not in self.programs:
-            oldest = next(iter(self.programs))
-            del self.programs[oldest]
-            self.function_groups.discard(oldest)
-            path = self.stdin_files.pop(oldest, None)
-            if path:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        self._remove_stdin_file(record.key)
         spec = self.programs[record.key] = decode_program(record.payload)
         if warm.is_function_program(spec, self.node.base_env):
             self.function_groups.add(record.key)
         else:
             self.function_groups.discard(record.key)
+
+    def _forget(self, record: Record) -> None:
+        """Groups the node dropped (their tasks all ended here and at the server): what this
+        executor keeps of each goes, so that it holds the live groups only, not every group
+        it ever ran (one per single-task job)."""
+        gids = array("Q")
+        gids.frombytes(record.payload[: len(record.payload) // 8 * 8])
+        if sys.byteorder != "little":
+            gids.byteswap()
+        for gid in gids:
+            self.programs.pop(gid, None)
+            self.function_groups.discard(gid)
+            self._remove_stdin_file(gid)
+
+    def _remove_stdin_file(self, gid: int) -> None:
+        path = self.stdin_files.pop(gid, None)
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _ended(
         self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0

@@ -475,6 +475,9 @@ class Node:
     def start_executor(self) -> None:
         self.pool.grow()
 
+    def forget_group(self, gid: GroupId) -> None:
+        self.pool.forget(gid)
+
     def register_again(self, server_uid: str, resumed: tuple[Resumed, ...],
                        time_limit: float | None) -> None:
         """Register with the server the access file names now; a registration still on its

@@ -16,7 +16,9 @@ import mmap
 import os
 import signal
 import struct
+import sys
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +29,12 @@ from hqshm.node.ring import Record, RecordKind, Ring, drain_doorbell, open_doorb
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# Groups one FORGET record names: 8 bytes each within a slot's payload area (16 KiB).
+FORGET_PER_RECORD = 2000
+# A submission ring holds at most two tasks' records that the executor has not popped (the
+# one it is about to run and a hand-off behind it): FORGET, DEFINE and RUN each, so a push
+# never waits.
+SUB_CAPACITY = 6
 
 
 def _die_with_parent() -> None:
@@ -106,6 +114,9 @@ class ExecutorHandle:
     # report, so ``drain`` leaves its ring alone.
     unanswered: int = 0
     defined: set[int] = field(default_factory=set)  # groups whose program it has been sent
+    # Groups it was sent that are gone since: it drops them before its next task (a FORGET
+    # record). An ordered set: those past one record's worth go with the next task.
+    forgets: dict[int, None] = field(default_factory=dict)
 
 
 class ExecutorPool:
@@ -132,7 +143,7 @@ class ExecutorPool:
     def _start(self, index: int) -> ExecutorHandle:
         # No spinning: on a node with as many executors as CPUs, a spinning executor takes a
         # CPU from the tasks; a sleeping one wakes within tens of microseconds.
-        sub = Ring.create("hqshm-sub", capacity=4, spin=0.0)
+        sub = Ring.create("hqshm-sub", capacity=SUB_CAPACITY, spin=0.0)
         done = Ring.create("hqshm-done", capacity=8, spin=0.0)
         parent = os.getpid()
         pid = os.fork()
@@ -183,7 +194,12 @@ class ExecutorPool:
         numa: int,
         payload: bytes,
     ) -> None:
-        """Queue a task on an executor (behind the one it runs, for a hand-off)."""
+        """Queue a task on an executor (behind the one it runs, for a hand-off), after what
+        it must forget."""
+        if gid not in handle.defined:
+            handle.forgets.pop(gid, None)  # defined anew below: the program is replaced
+        if handle.forgets:
+            self._push_forgets(handle)
         if gid not in handle.defined:
             handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
             handle.defined.add(gid)
@@ -192,10 +208,33 @@ class ExecutorPool:
             key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
         )
 
+    def _push_forgets(self, handle: ExecutorHandle) -> None:
+        """One FORGET record with the oldest groups the executor must drop."""
+        gids = array("Q")
+        for gid in handle.forgets:
+            gids.append(gid)
+            if len(gids) == FORGET_PER_RECORD:
+                break
+        for gid in gids:
+            del handle.forgets[gid]
+        if gids.itemsize != 8:
+            raise RuntimeError("array('Q') is not 8 bytes here")
+        handle.sub.push(key=len(gids), instance=0, kind=RecordKind.FORGET,
+                        payload=_little_endian(gids))
+
+    def forget(self, gid: int) -> None:
+        """A group the node dropped: each executor that has its program drops it too."""
+        for handle in self.handles:
+            if gid in handle.defined:
+                handle.defined.discard(gid)
+                handle.forgets[gid] = None
+
     def forget_groups(self) -> None:
         """Send each group's program again before its next task: group ids are a server's,
-        and a node registered with a new server gets new groups under the old ids."""
+        and a node registered with a new server gets new groups under the old ids. The old
+        programs are dropped (FORGET) before the next task."""
         for handle in self.handles:
+            handle.forgets.update(dict.fromkeys(handle.defined))
             handle.defined.clear()
 
     def set_worker_id(self, worker_id: int) -> None:
@@ -277,3 +316,11 @@ class ExecutorPool:
         os.close(self.doorbell_r)
         os.close(self.doorbell_w)
         self.control.page.close()
+
+
+def _little_endian(values: array) -> bytes:
+    """The record's byte order, whatever the machine's."""
+    if sys.byteorder != "little":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()

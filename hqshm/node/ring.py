@@ -142,6 +142,7 @@ class RecordKind(IntEnum):
     ENDED = 3  # executor -> node: the task ended with ``status``
     STOP = 5  # node -> executor: exit after this record
     DEFINE = 6  # node -> executor: the program body of a group, sent once per executor
+    FORGET = 7  # node -> executor: drop these groups (payload: gids, little-endian u64)
 
 
 class RecordFlag(IntFlag):

@@ -26,6 +26,7 @@ from hqshm.cluster.protocol import (
     DefineGroup,
     Failed,
     Finished,
+    ForgetGroups,
     RetractTasks,
     Started,
     StopReason,
@@ -138,7 +139,8 @@ class RecordingOutbox:
     """The core's ``Outbox``, recording what it sends (after a codec round trip).
 
     It also checks the link's ordering rule: a ``DefineGroup`` precedes the first
-    ``ComputeTasks`` of its group on each worker's link, and is sent only once there.
+    ``ComputeTasks`` of its group on each worker's link, and is sent only once there until a
+    ``ForgetGroups`` names it.
     """
 
     def __init__(self, events: Any) -> None:
@@ -153,6 +155,10 @@ class RecordingOutbox:
             self._defined.add((worker, decoded.gid))
         if isinstance(decoded, ComputeTasks):
             assert (worker, decoded.gid) in self._defined, "ComputeTasks before DefineGroup"
+        if isinstance(decoded, ForgetGroups):
+            for gid in decoded.gids:
+                assert (worker, gid) in self._defined, "ForgetGroups of a group never defined"
+                self._defined.discard((worker, gid))
         self.sent.append((worker, decoded))
 
     def take(self, to: int, kind: type[M], count: int | None = None) -> list[M]:
@@ -279,7 +285,9 @@ class Env:
     # --- what the server loop would do ------------------------------------------------------
 
     def schedule(self) -> None:
+        """What the end of a server turn does: schedule, then send the turn's forgettings."""
         schedule(self.core, self.out, self.clock.now())
+        reactor.send_forgets(self.core, self.out)
 
     def lose(self, worker: Worker, reason: str = StopReason.CONNECTION_LOST) -> None:
         reactor.on_worker_lost(self.core, self.out, worker.wid, reason, self.clock.now())
@@ -359,6 +367,11 @@ class SimNode:
         for msg in [m for w, m in self.env.out.sent if w == self.worker.wid]:
             if isinstance(msg, DefineGroup):
                 self.defined[msg.gid] = msg
+            elif isinstance(msg, ForgetGroups):
+                held = {q[2] for q in self.queued} | {r[0] for r in self.running.values()}
+                for gid in msg.gids:
+                    if gid not in held:  # a real node forgets the others once they end
+                        self.defined.pop(gid, None)
             elif isinstance(msg, ComputeTasks):
                 instances = msg.instances or (0,) * len(msg.keys)
                 self.queued.extend(

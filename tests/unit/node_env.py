@@ -103,6 +103,13 @@ class ExecutorStarted:
 
 
 @dataclass(frozen=True)
+class Forgotten:
+    """The core dropped a group: executors that have its program drop it."""
+
+    gid: int
+
+
+@dataclass(frozen=True)
 class RegisterAgain:
     """The core asks the loop to register with the server that came back (reconnect)."""
 
@@ -150,6 +157,9 @@ class RecordingOutbox:
     def register_again(self, server_uid: str, resumed: tuple[tuple[int, int, int], ...],
                        time_limit: float | None) -> None:
         self.log.append(RegisterAgain(server_uid, resumed, time_limit))
+
+    def forget_group(self, gid: int) -> None:
+        self.log.append(Forgotten(gid))
 
     def take(self, kind: type[M], count: int | None = None) -> list[M]:
         """Remove and return what was recorded of one kind, in order; with ``count``, insist."""

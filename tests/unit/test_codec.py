@@ -146,6 +146,7 @@ NODE_SAMPLES: list[Any] = [
     protocol.RetractTasks((BIG_KEY,)),
     protocol.StopNode(protocol.StopReason.STOPPED),
     protocol.ServerHeartbeat(),
+    protocol.ForgetGroups((1, 9, 2**40)),
     protocol.TaskNotification(BIG_KEY, 2, b"hello"),
     protocol.ReserveNode(BIG_KEY),
     protocol.ComputeTasks(7, (BIG_KEY,), (), (), ("root.cluster", "node2")),

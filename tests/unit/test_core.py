@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, SimNode
+from hqshm.cluster import reactor
 from hqshm.cluster.core import SWEEP_AFTER_GROUPS
 from hqshm.cluster.crashlimit import NEVER_RESTART, UNLIMITED_CRASHES
 from hqshm.cluster.protocol import (
     CancelTasks,
     ComputeTasks,
     DefineGroup,
+    ForgetGroups,
     RetractTasks,
     StopReason,
     TaskUpdates,
@@ -226,7 +228,10 @@ def test_cancel_tells_only_the_workers_holding_tasks_and_frees_their_capacity(en
     env.give_back(w1, a_on_w1[1:])
     env.events.assert_empty()
     env.schedule()
-    env.out.assert_empty()  # the pending group is gone too
+    # The pending group is gone too; the nodes that were sent a forget it (pending never was).
+    for w in (w1, w2):
+        assert env.out.take(w.wid, ForgetGroups) == [ForgetGroups((a.gid,))]
+    env.out.assert_empty()
     env.check()
 
 
@@ -449,3 +454,76 @@ def test_workers_forget_the_groups_that_are_over(env: Env) -> None:
     assert long.gid in holder.fitting and (long.gid, 0) in holder.amounts_cache
     env.finish(holder, [held])
     env.check()
+
+
+# --- telling nodes to forget groups ----------------------------------------------------------
+
+
+def test_groups_over_in_one_turn_are_forgotten_in_one_message_per_node(env: Env) -> None:
+    """Single-task jobs at thousands a second: one ForgetGroups per node and turn, naming
+    only the groups that node was sent."""
+    w1, w2, idle = env.worker(4), env.worker(4), env.worker(4)
+    groups = [env.group(1) for _ in range(6)]
+    env.schedule()
+    on: dict[int, list[int]] = {}
+    for worker in (w1, w2, idle):
+        for msg in env.out.take(worker.wid, ComputeTasks):
+            on.setdefault(worker.wid, []).append(msg.gid)
+    env.out.discard(DefineGroup)
+    holders = [w for w in (w1, w2, idle) if w.wid in on]
+    for worker in holders:
+        keys = [int(env.groups[g].keys[0]) for g in on[worker.wid]]
+        env.start(worker, keys)
+        env.finish(worker, keys)
+    assert not env.core.groups
+    env.out.assert_empty()  # nothing before the turn ends
+    env.schedule()
+    for worker in holders:
+        assert env.out.take(worker.wid, ForgetGroups) == [
+            ForgetGroups(tuple(sorted(on[worker.wid])))]
+    env.out.assert_empty()
+    assert sorted(g for gids in on.values() for g in gids) == [g.gid for g in groups]
+    assert not env.core.forgetting
+    assert all(not w.sent_groups for w in (w1, w2, idle))
+
+
+def test_a_group_defined_again_after_it_was_forgotten(env: Env) -> None:
+    """A retried task brings its group back after the node was told to forget it: the node
+    gets a DefineGroup again before the task (the outbox checks the order)."""
+    w = env.worker(1)
+    group = env.group(1, retries=1)
+    (key,) = group.keys.tolist()
+    env.schedule()
+    env.out.discard(DefineGroup)
+    env.out.take(w.wid, ComputeTasks)
+    env.start(w, [key])
+    other = env.worker(1)  # the retry may run on either
+    # The retry runs on a later turn than the one in which the group was forgotten.
+    env.fail(w, [key])
+    reactor.send_forgets(env.core, env.out)
+    assert env.out.take(w.wid, ForgetGroups) == [ForgetGroups((group.gid,))]
+    env.schedule()
+    holder = w if env.out.take(w.wid, DefineGroup) else other
+    if holder is other:
+        assert env.out.take(other.wid, DefineGroup, count=1)
+    assert env.out.take_keys(holder.wid, ComputeTasks) == [key]
+    env.start(holder, [key])
+    env.finish(holder, [key])
+    env.schedule()
+    assert env.out.take(holder.wid, ForgetGroups) == [ForgetGroups((group.gid,))]
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_lost_worker_is_not_told_to_forget(env: Env) -> None:
+    w = env.worker(1)
+    group = env.group(1)
+    env.schedule()
+    env.out.discard(DefineGroup)
+    env.out.take(w.wid, ComputeTasks)
+    env.cancel(group)
+    env.out.take(w.wid, CancelTasks, count=1)
+    env.lose(w, StopReason.STOPPED)
+    env.schedule()
+    env.out.assert_empty()
+    assert not env.core.forgetting

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from core_env import Env
 from hqshm.cluster.ids import task_key
-from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup
+from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, ForgetGroups
 
 
 @pytest.fixture
@@ -43,6 +43,8 @@ def test_a_retryable_failure_runs_again_with_the_next_instance(env: Env) -> None
     env.events.take("started")
     assert env.events.take("failed") == [(w.wid, key, 2, "third time")]
     env.schedule()
+    # Forgotten once, at the end: each retry took back the forgetting of the turn it failed in.
+    assert env.out.take(w.wid, ForgetGroups) == [ForgetGroups((group.gid,))]
     env.out.assert_empty()
     assert not env.core.groups  # the group is done
     env.check()
@@ -166,5 +168,6 @@ def test_a_failed_prerequisite_aborts_the_whole_group_waiting_on_it(env: Env) ->
     assert aborted_groups == sorted([second.gid, third.gid])
     assert not env.core.groups
     env.schedule()
+    assert env.out.take(w.wid, ForgetGroups) == [ForgetGroups((first.gid,))]  # only it was sent
     env.out.assert_empty()
     env.check()

@@ -14,6 +14,8 @@ from core_env import list_pool
 from hqshm.cluster.protocol import (
     CancelTasks,
     ComputeTasks,
+    DefineGroup,
+    ForgetGroups,
     Heartbeat,
     NodeStopping,
     ReserveNode,
@@ -25,12 +27,14 @@ from hqshm.cluster.protocol import (
     TasksRetracted,
     TaskUpdates,
 )
+from hqshm.cluster.resources import ResourceRequest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from node_env import (
     Dispatch,
     ExecutorStarted,
+    Forgotten,
     NodeEnv,
     RegisterAgain,
     Signaled,
@@ -806,6 +810,7 @@ def test_a_node_that_lost_its_server_keeps_its_tasks_and_registers_again(
     env.end(running)
     env.turn()
     assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == [running]
+    assert env.out.take(Forgotten) == [Forgotten(gid)]  # the old server's group
     env.out.assert_empty()
     assert queued not in env.core.running
     env.check()
@@ -830,6 +835,7 @@ def test_reports_of_a_lost_server_wait_for_the_next_one() -> None:
     msg = env.out.take_one(TaskUpdates)  # at once
     assert [f[0] for f in msg.finished] == [first] and msg.started == ()
     assert [(f[0], f[5], f[6]) for f in msg.failed] == [(second, "boom", True)]
+    assert env.out.take(Forgotten) == [Forgotten(gid)]  # the old server's group
     env.out.assert_empty()
     env.check()
 
@@ -874,6 +880,7 @@ def test_tasks_the_new_server_rejects_are_killed_and_never_reported() -> None:
     msg = env.out.take_one(TaskUpdates)
     assert [f[0] for f in msg.finished] == [kept] and msg.failed == ()
     env.out.discard(Heartbeat)
+    assert env.out.take(Forgotten) == [Forgotten(gid)]  # the old server's group
     env.out.assert_empty()
     env.check()
 
@@ -890,6 +897,7 @@ def test_a_new_server_rejects_everything_and_the_node_goes_on_as_a_new_worker() 
     env.register(worker_id=1, server_uid="fresh", rejected=[old])
     env.out.take(Signaled, count=1)
     env.end(old, ok=False, error=errors.signal_error(2))
+    assert env.out.take(Forgotten) == [Forgotten(gid)]  # the old server's, once its task ended
     gid = env.group()  # the new server's first group, under an id the old one used
     [new] = env.run(gid)
     env.end(new)
@@ -936,6 +944,7 @@ def test_a_hand_off_queued_when_the_server_is_lost_runs_and_is_taken_back() -> N
     env.register(worker_id=2)
     msg = env.out.take_one(TaskUpdates)
     assert sorted(f[0] for f in msg.finished) == [first, second] and msg.failed == ()
+    assert len(env.out.take(Forgotten)) == 1  # the old server's group
     env.out.assert_empty()
     env.check()
 
@@ -1034,6 +1043,9 @@ def test_notifications_of_running_tasks_are_forwarded(env: NodeEnv) -> None:
 # --- a randomized run -------------------------------------------------------------------------
 
 
+CPUS = (1, 0.5, 2)  # of the scenarios' three groups
+
+
 class NodeScenario(RuleBasedStateMachine):
     """Tasks arrive, executors start and end them in order, die, tasks are canceled and
     retracted, time passes; the core's bookkeeping must match what it dispatched."""
@@ -1041,7 +1053,8 @@ class NodeScenario(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.env = NodeEnv(cpus=2, heartbeat=1000.0)
-        self.gids = [self.env.group(variant(cpus=c)) for c in (1, 0.5, 2)]
+        self.gids = [self.env.group(variant(cpus=c)) for c in CPUS]
+        self.told_to_forget: set[int] = set()  # a server defines these again before tasks
         self.executors: dict[int, deque[int]] = {}
         self.skipped: set[int] = set()
         self.started: set[int] = set()
@@ -1064,7 +1077,20 @@ class NodeScenario(RuleBasedStateMachine):
 
     @rule(group=st.integers(0, 2), n=st.integers(1, 4))
     def compute(self, group: int, n: int) -> None:
-        self.env.compute(self.gids[group], n)
+        gid = self.gids[group]
+        if gid in self.told_to_forget or gid not in self.env.core.groups:
+            # As a server does after a ForgetGroups, or a new server after a reconnection.
+            self.told_to_forget.discard(gid)
+            request = ResourceRequest((variant(cpus=CPUS[group]),))
+            self.env.deliver(DefineGroup(gid, request, 0, self.env.bodies[gid]))
+        self.env.compute(gid, n)
+
+    @rule(group=st.integers(0, 2))
+    def server_forgets(self, group: int) -> None:
+        """A server forgets a group once none of its tasks is here as far as it knows; a
+        canceled one may still be dying (this forgets it at any time)."""
+        self.told_to_forget.add(self.gids[group])
+        self.env.deliver(ForgetGroups((self.gids[group],)))
 
     @rule()
     def turn(self) -> None:
@@ -1119,6 +1145,10 @@ class NodeScenario(RuleBasedStateMachine):
     def consistent(self) -> None:
         self._absorb()
         self.env.check()
+        core = self.env.core
+        used = {q.gid for q in core.queued.values()} | {t.gid for t in core.running.values()}
+        assert used <= core.groups.keys(), "a task here lost its group"
+        assert core.forgotten <= used, "a forgotten group without tasks was kept"
         held = {k for keys in self.executors.values() for k in keys}
         assert held == set(self.env.core.running), (held, set(self.env.core.running))
         for index, keys in self.executors.items():
@@ -1161,7 +1191,7 @@ class ReconnectScenario(NodeScenario):
         super().__init__()
         self.env = NodeEnv(cpus=2, heartbeat=1000.0, on_server_lost="reconnect")
         self.env.register(worker_id=1)
-        self.gids = [self.env.group(variant(cpus=c)) for c in (1, 0.5, 2)]
+        self.gids = [self.env.group(variant(cpus=c)) for c in CPUS]
         self.server = 0  # which server the node reports to
         self.sent: set[tuple[int, int]] = set()  # (server, key) of every end reported
 
@@ -1203,3 +1233,111 @@ class ReconnectScenario(NodeScenario):
 
 ReconnectScenario.TestCase.settings = NodeScenario.TestCase.settings
 test_reconnect_scenario = ReconnectScenario.TestCase
+
+
+# --- forgetting groups ------------------------------------------------------------------------
+
+
+def test_a_group_without_tasks_here_is_forgotten_at_once(env: NodeEnv) -> None:
+    gid, other = env.group(), env.group()
+    [key] = env.run(gid)
+    env.end(key)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.deliver(ForgetGroups((gid, other, 999)))  # 999: never defined, ignored
+    assert env.out.take(Forgotten) == [Forgotten(gid), Forgotten(other)]
+    assert not env.core.groups and not env.core.queue and not env.core.forgotten
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_group_is_forgotten_when_its_last_task_here_ends(env: NodeEnv) -> None:
+    """The server forgets a group once its tasks ended there; a task canceled here may still
+    be dying, and it needs its group until it ends."""
+    gid = env.group()
+    first, second = env.run(gid, 2)
+    env.deliver(CancelTasks((first, second)))
+    env.out.discard(Signaled)
+    env.deliver(ForgetGroups((gid,)))
+    env.out.assert_empty()
+    env.end(first, ok=False, error="killed")
+    env.out.discard(Signaled)  # what is left of its process group
+    env.out.assert_empty()
+    env.end(second, ok=False, error="killed")
+    assert env.out.take(Forgotten) == [Forgotten(gid)]
+    assert not env.core.groups and not env.core.forgotten
+    env.turn()
+    env.out.discard(Signaled)
+    env.out.assert_empty()  # canceled: never reported
+    env.check()
+
+
+def test_a_hand_off_keeps_its_group_until_it_ends() -> None:
+    env = NodeEnv(cpus=1)
+    gid = short_group(env)
+    first, second = env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=2)  # the second waits in the executor's ring
+    env.deliver(CancelTasks((first, second)))
+    env.out.discard(Skip)
+    env.out.discard(Signaled)
+    env.deliver(ForgetGroups((gid,)))
+    env.end(first, ok=False, error="killed")
+    env.out.assert_empty()  # the hand-off's record still names the group
+    env.end(second, skipped=True)
+    assert env.out.take(Forgotten) == [Forgotten(gid)]
+    env.check()
+
+
+def test_a_group_defined_again_after_it_was_forgotten_runs_its_tasks(env: NodeEnv) -> None:
+    """A retried task brings its group back at the server, which defines it again."""
+    gid = env.group()
+    [key] = env.run(gid)
+    env.end(key, ok=False, error="boom")
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.deliver(ForgetGroups((gid,)))
+    assert env.out.take(Forgotten) == [Forgotten(gid)]
+    env.deliver(DefineGroup(gid, ResourceRequest((variant(),)), 0, env.bodies[gid]))
+    env.deliver(ComputeTasks(gid, (key,), (1,)))
+    env.turn()
+    assert [(d.key, d.instance) for d in env.out.take(Dispatch)] == [(key, 1)]
+    env.start(key)
+    env.end(key)
+    env.turn()
+    updates = env.out.take(TaskUpdates)
+    assert [f[:2] for u in updates for f in u.finished] == [(key, 1)]
+    env.out.assert_empty()
+    env.check()
+
+
+def test_a_definition_takes_back_a_forgetting_that_waits_for_a_task(env: NodeEnv) -> None:
+    """Forgotten while a canceled task dies, then defined again: the group stays when that
+    task ends, for the tasks the server sends next."""
+    gid = env.group()
+    [key] = env.run(gid)
+    env.deliver(CancelTasks((key,)))
+    env.out.discard(Signaled)
+    env.deliver(ForgetGroups((gid,)))
+    env.deliver(DefineGroup(gid, ResourceRequest((variant(),)), 0, env.bodies[gid]))
+    env.end(key, ok=False, error="killed")
+    env.out.discard(Signaled)
+    env.out.assert_empty()
+    assert gid in env.core.groups
+    [again] = env.compute(gid)
+    env.turn()
+    assert [d.key for d in env.out.take(Dispatch)] == [again]
+    env.check()
+
+
+def test_memory_follows_the_live_groups(env: NodeEnv) -> None:
+    """A thousand single-task jobs, each forgotten after its end: nothing of them stays."""
+    for _ in range(1000):
+        gid = env.group()
+        [key] = env.run(gid)
+        env.end(key)
+        env.turn()
+        env.deliver(ForgetGroups((gid,)))
+    assert len(env.out.take(Forgotten)) == 1000
+    assert not env.core.groups and not env.core.queue and not env.core.forgotten
+    env.check()

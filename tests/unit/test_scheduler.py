@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from core_env import Env, FakeClock, list_pool, sum_pool
-from hqshm.cluster.protocol import ComputeTasks, DefineGroup, RetractTasks
+from hqshm.cluster.protocol import ComputeTasks, DefineGroup, ForgetGroups, RetractTasks
 from hqshm.cluster.resources import FRACTIONS, RequestVariant, ResourceEntry, ResourceRequest
 from hqshm.cluster.scheduler import MAX_PREFILL, PREFILL, PREFILL_BUFFER, prefill_factor
 
@@ -131,6 +131,9 @@ def test_priorities_run_higher_first_then_older_jobs(env: Env) -> None:
         (0, 4),
     ]
     env.out.discard(DefineGroup)
+    # Each group is forgotten at the end of the turn after its task ended.
+    assert sorted(g for m in env.out.take(w.wid, ForgetGroups) for g in m.gids) == sorted(
+        g.gid for g in groups)
     env.out.assert_empty()
     env.check()
 
@@ -184,6 +187,7 @@ def test_lower_priority_waits_while_a_higher_one_waits_for_busy_cores(env: Env) 
     # Only now, with big running, do small tasks queue behind it.
     assert len(env.out.take_keys(w.wid, ComputeTasks)) == 2
     env.out.discard(DefineGroup)
+    assert env.out.take(w.wid, ForgetGroups) == [ForgetGroups((base.gid,))]
     env.out.assert_empty()
     env.check()
 
