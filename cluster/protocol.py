@@ -35,6 +35,13 @@ Finished = tuple[TaskKey, InstanceId, float, float, int]
 # (key, instance, started_at, ended_at, variant, error, retryable). Retryable: the program ran
 # and exited non-zero (not killed for its time limit, not unable to start): --retries applies.
 Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
+# (key, instance, kind, size, blob) of a function task's result (hqshm/taskresult.py): kind 0
+# the value, 1 the exception it raised, 2 a value that could not be pickled (the blob says
+# why); the blob is empty when the result is larger than the job lets travel (then only its
+# size does).
+ResultItem = tuple[TaskKey, InstanceId, int, int, bytes]
+MAX_RESULT_KIND = 2
+MAX_RESULT_BYTES = 64 << 20  # the most bytes of one result in a report
 # (key, instance, variant) of a task a reconnecting node still holds (running, or ended and not
 # yet reported)
 Resumed = tuple[TaskKey, InstanceId, int]
@@ -74,6 +81,13 @@ class TaskUpdates:
     started: tuple[Started, ...] = ()
     finished: tuple[Finished, ...] = ()
     failed: tuple[Failed, ...] = ()
+    # Trailing and optional: a node without results sends the frame as before.
+    results: tuple[ResultItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        for _key, _instance, kind, size, blob in self.results:
+            if not 0 <= kind <= MAX_RESULT_KIND or size < 0 or len(blob) > MAX_RESULT_BYTES:
+                raise ValueError("invalid task result")
 
 
 @NODE_LINK.message

@@ -39,6 +39,7 @@ from .protocol import (
     NodeRegistered,
     NodeStopping,
     RegisterNode,
+    ResultItem,
     ServerHeartbeat,
     StopNode,
     StopReason,
@@ -65,6 +66,10 @@ class ServerHooks(Protocol):
     def node_left(self, wid: WorkerId, reason: str, now: float) -> None: ...
 
     def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None: ...
+
+    def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
+        """Function tasks' results, before the ends of those tasks are handled."""
+        ...
 
     def after_turn(self, now: float) -> None: ...
 
@@ -260,6 +265,8 @@ class ServerLoop:
             return
         worker.last_seen = now
         if isinstance(message, TaskUpdates):
+            if message.results:
+                self.hooks.task_results(wid, message.results, now)
             reactor.on_task_updates(self.core, self.out, wid, message, now)
         elif isinstance(message, TasksRetracted):
             reactor.on_tasks_retracted(self.core, self.out, wid, message.keys, now)

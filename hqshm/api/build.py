@@ -6,7 +6,7 @@ texts are those of `hq submit` and job files; an error names the task it is abou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hqshm.api.errors import EmptyJob, ForeignDependency
@@ -45,10 +45,12 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
     name = PYAPI_JOB_NAME if job.name is None else job.name
     submit.check_name(name)
     default_cwd = submit_dir if job.default_workdir is None else str(job.default_workdir)
-    payloads = PayloadBuilder(job.initializer)
+    payloads = PayloadBuilder(job.initializer, job.max_result_size)
+    # Function tasks given as arguments: their results are the arguments, and dependencies.
+    refs = payloads.prepare(job.tasks, lambda task: job.task_by_id(task.task_id) is task)
     tasks = tuple(
         GraphTask(TaskId(task.task_id), _template(task, job, default_cwd, python_env, payloads),
-                  _dependencies(task, job))
+                  _dependencies(task, job, refs.get(task.task_id, ())))
         for task in job.tasks
     )
     blocked = next(iter(never_ready({task.id: task.deps for task in tasks})), None)
@@ -58,11 +60,12 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
                            tasks=tasks)
 
 
-def _dependencies(task: Task, job: Job) -> tuple[TaskId, ...]:
+def _dependencies(task: Task, job: Job, refs: Sequence[int]) -> tuple[TaskId, ...]:
     for dep in task.dependencies:
         if job.task_by_id(dep.task_id) is not dep:
             raise ForeignDependency(task_id=task.task_id)
-    return tuple(dict.fromkeys(TaskId(dep.task_id) for dep in task.dependencies))
+    ids = [dep.task_id for dep in task.dependencies]
+    return tuple(dict.fromkeys(TaskId(i) for i in (*ids, *refs)))
 
 
 def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,

@@ -78,8 +78,9 @@ class ExternalProgram(Task):
 
 
 class PythonFunction(Task):
-    """A Python function called with ``args`` and ``kwargs`` in the task's interpreter; its
-    return value is dropped."""
+    """A Python function called with ``args`` and ``kwargs`` in the task's interpreter. Its
+    return value is the task's result (``SubmittedJob.result``); given as an argument of
+    another function task of the job, it stands for that result there."""
 
     def __init__(self, task_id: int, *, fn: Callable[..., Any], args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, **common: Any) -> None:
@@ -89,7 +90,8 @@ class PythonFunction(Task):
         self.kwargs = dict(kwargs or {})
 
     def command(self, python_env: PythonEnv, payloads: PayloadBuilder) -> tuple[list[str], bytes]:
-        return python_env.command(), payloads.payload(self.fn, self.args, self.kwargs)
+        return python_env.command(), payloads.payload_of(self.task_id, self.fn, self.args,
+                                                         self.kwargs)
 
     @property
     def needs_task_dir(self) -> bool:

@@ -20,7 +20,7 @@ from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
 from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
-from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification
+from hqshm.cluster.protocol import RegisterNode, ResultItem, StopReason, TaskNotification
 from hqshm.cluster.server_loop import ServerLoop
 from hqshm.link.details import TaskExplainResponse
 from hqshm.link.responses import ServerInfo
@@ -31,6 +31,7 @@ from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, NewGroup
 from hqshm.server.journal.service import JournalService, load_journal
+from hqshm.server.results import ResultStore, store_limit
 from hqshm.server.rpc import ClientService, ServerControl
 from hqshm.server.workers import WorkerBook
 
@@ -77,6 +78,9 @@ class Server(ServerControl):
         self.loop.serve_workers(endpoints.workers, endpoints.worker_monitor)
         self.loop.add_reader(self.clients.socket, self.clients.read)
         self.clients.handlers.update(self.journal.handlers())
+        self.results = ResultStore(self.book, store_limit(), time.time())
+        self.events.subscribe(self.results)
+        self.clients.handlers.update(self.results.handlers())
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)
@@ -176,6 +180,9 @@ class Server(ServerControl):
     def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None:
         job_id, task_id = split_key(msg.key)
         self.clients.notify(job_id, task_id, wid, msg.message)
+
+    def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
+        self.results.add(wid, results)
 
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
