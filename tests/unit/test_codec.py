@@ -134,6 +134,7 @@ NODE_SAMPLES: list[Any] = [
         finished=((1, 0, 1.5, 2.5, 0),),
         failed=((BIG_KEY, 3, 2.0, 4.0, 1, "Program terminated with exit code 1.", True),),
     ),
+    protocol.TaskUpdates(results=((1, 0, 0, 17, b"HQR1" + bytes(13)), (BIG_KEY, 3, 0, 9 << 20, b""))),
     protocol.TaskUpdates(),
     protocol.TasksRetracted((5, BIG_KEY)),
     protocol.Heartbeat(),
@@ -201,6 +202,9 @@ CLIENT_SAMPLES: list[Any] = [
     requests.ResubmitRequest(1, ("failed", "canceled")),
     responses.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
     responses.ForgetJobsResponse(2, 1),
+    requests.TaskResultsRequest(3, (0, 1, 2**32 - 1)),
+    responses.TaskResultsResponse(((0, responses.ResultStatus.VALUE, 3, b"abc", ""),
+                                   (1, responses.ResultStatus.PENDING, 0, b"", ""))),
     responses.Notification(1, 2, 3, b"message"),
     responses.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
     responses.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
@@ -397,6 +401,10 @@ BAD_FIELDS = [
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0]]),  # started triple missing its variant
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0, 0, 9]]),  # one too many
     (protocol.TaskUpdates(), 2, [[1, 0, 1.0, 2.0, 0, b"err"]]),
+    (protocol.TaskUpdates(), 3, [[1, 0, 0, 3, "abc"]]),  # str for a result's bytes
+    (protocol.TaskUpdates(), 3, [[1, 0, 7, 3, b"abc"]]),  # no such result kind
+    (protocol.TaskUpdates(), 3, [[1, 0, 0, -1, b""]]),  # a negative size
+    (requests.TaskResultsRequest(1, ()), 1, [2**32]),  # a task id past u32
     (CLIENT_SAMPLES[3], 0, "submission"),
     (responses.ErrorResponse("x"), 0, ["x"]),
     (requests.JobListRequest(), 0, [1]),  # tuple[str, ...] with an int
