@@ -88,15 +88,38 @@ def pack(fn: PickledFunction, args: Sequence[Any], kwargs: Mapping[str, Any],
     return fn, tuple(args), dict(kwargs), initializer, dict(options)
 
 
+ENTRY_PREFIX = "hqshm-args:"
+"""A function task's own arguments in its HQ_ENTRY (``entry_text``): its payload on stdin is
+then the function's alone, the same for every task calling it, so that they share one template
+and the server one group (each distinct stdin would be a group of its own)."""
+
+
+def entry_text(args: bytes, keep: bool) -> str:
+    """HQ_ENTRY carrying a task's pickled arguments (text: environment values hold no NUL)."""
+    import base64
+
+    return f"{ENTRY_PREFIX}{'k' if keep else '-'}:{base64.b64encode(args).decode()}"
+
+
+def _read_entry(entry: str | None) -> tuple[bytes, bool]:
+    import base64
+
+    if entry is None or not entry.startswith(ENTRY_PREFIX):
+        raise ValueError("the task's arguments are missing (no HQ_ENTRY of hqshm's)")
+    flag, _, data = entry[len(ENTRY_PREFIX):].partition(":")
+    return base64.b64decode(data, validate=True), flag == "k"
+
+
 class Call:
     """A payload read back: what to call, and how to treat its result."""
 
-    __slots__ = ("fn", "args", "kwargs", "initializer", "keep", "max_result")
+    __slots__ = ("fn", "args", "kwargs", "initializer", "keep", "max_result", "used_entry")
 
     def __init__(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
                  initializer: Callable[[], Any] | None, keep: bool, max_result: int) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.initializer, self.keep, self.max_result = initializer, keep, max_result
+        self.used_entry = False
 
 
 class _ArgsUnpickler(pickle.Unpickler):
@@ -120,8 +143,10 @@ class _ArgsUnpickler(pickle.Unpickler):
         return self._resolve(pid[1])
 
 
-def load_payload(data: bytes, resolve: Callable[[int], Any] | None = None) -> Call:
-    """Unpickle a payload; tasks given as arguments become their results through
+def load_payload(data: bytes, resolve: Callable[[int], Any] | None = None,
+                 entry: str | None = None) -> Call:
+    """Unpickle a payload, with the task's arguments from ``entry`` (its HQ_ENTRY) when the
+    payload says they are there; tasks given as arguments become their results through
     ``resolve(task_id)``. Raises what unpickling or resolving raises."""
     from hqshm import taskresult
 
@@ -130,11 +155,17 @@ def load_payload(data: bytes, resolve: Callable[[int], Any] | None = None) -> Ca
     initializer = rest[0] if rest else None
     options = rest[1] if len(rest) > 1 and isinstance(rest[1], dict) else {}
     blob = options.get("args")
+    keep = bool(options.get("keep"))
+    in_entry = options.get("entry") is True
+    if in_entry:
+        blob, keep = _read_entry(entry)
     if isinstance(blob, bytes):
         args, kwargs = _ArgsUnpickler(blob, resolve).load()
     max_result = options.get("max_result", taskresult.DEFAULT_MAX_RESULT)
-    return Call(fn, args, kwargs, initializer, bool(options.get("keep")),
-                max_result if type(max_result) is int else taskresult.DEFAULT_MAX_RESULT)
+    loaded = Call(fn, args, kwargs, initializer, keep,
+                  max_result if type(max_result) is int else taskresult.DEFAULT_MAX_RESULT)
+    loaded.used_entry = in_entry
+    return loaded
 
 
 # -- the job's initializer -------------------------------------------------------------------
@@ -218,7 +249,10 @@ def task_main() -> None:
     loaded = None
     try:
         configure_logging()
-        loaded = load_payload(sys.stdin.buffer.read(), _cold_resolver())
+        loaded = load_payload(sys.stdin.buffer.read(), _cold_resolver(),
+                              os.environ.get("HQ_ENTRY"))
+        if loaded.used_entry:  # hqshm's carrier of the arguments, not the task's
+            del os.environ["HQ_ENTRY"]
         value = call(loaded)
     except Exception as exc:
         report_error(exc)

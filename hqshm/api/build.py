@@ -49,9 +49,11 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
     # Function tasks given as arguments: their results are the arguments, and dependencies.
     refs = payloads.prepare(job.tasks, lambda task: job.task_by_id(task.task_id) is task)
     tasks = tuple(
-        GraphTask(TaskId(task.task_id), _template(task, job, default_cwd, python_env, payloads),
-                  _dependencies(task, job, refs.get(task.task_id, ())))
+        GraphTask(TaskId(task.task_id), template, _dependencies(task, job,
+                                                                refs.get(task.task_id, ())),
+                  entry)
         for task in job.tasks
+        for template, entry in (_template(task, job, default_cwd, python_env, payloads),)
     )
     blocked = next(iter(never_ready({task.id: task.deps for task in tasks})), None)
     if blocked is not None:  # only when a script edited `dependencies` into a cycle
@@ -69,11 +71,12 @@ def _dependencies(task: Task, job: Job, refs: Sequence[int]) -> tuple[TaskId, ..
 
 
 def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
-              payloads: PayloadBuilder) -> TaskTemplate:
+              payloads: PayloadBuilder) -> tuple[TaskTemplate, bytes | None]:
+    """The task's template, and its HQ_ENTRY (a function task's arguments)."""
     try:
         env = {**job.default_env, **task.env}
         _check_types(env, task.priority)
-        args, stdin = task.command(python_env, payloads)
+        args, stdin, entry = task.command(python_env, payloads)
         return submit.task_template(
             args,
             env=env,
@@ -86,7 +89,7 @@ def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
             task_dir=task.needs_task_dir,
             function=task.function_name,
             stdin=stdin,
-        )
+        ), None if entry is None else entry.encode()
     except UserError as exc:
         raise InvalidTask(label=task.label, task_id=task.task_id, message=str(exc)) from None
 

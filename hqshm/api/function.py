@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from hqshm import taskresult
 from hqshm.errors import UserError
-from hqshm.functiontask import TASK_CODE, PickledFunction, pack, task_main
+from hqshm.functiontask import TASK_CODE, PickledFunction, entry_text, pack, task_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +72,10 @@ class PythonEnv:
         return [self.shell, "-c", f'{self.prologue}\n\n{self.python_bin} -c "{TASK_CODE}"']
 
 
+# Pickled arguments up to this size go in the task's HQ_ENTRY (base64: 4/3 of it, within the
+# 128 KiB that one environment value may have).
+MAX_ENTRY_ARGS = 64 * 1024
+
 # -- the payload -----------------------------------------------------------------------------
 
 
@@ -90,6 +94,7 @@ class PayloadBuilder:
         self.initializer = initializer
         self.max_result = max_result
         self._args: dict[int, bytes] = {}
+        self._common: dict[int, bytes] = {}  # function -> its payload without arguments
         self._referenced: set[int] = set()
 
     def prepare(self, tasks: Sequence[Any], owns: Callable[[Any], bool]) -> dict[int, list[int]]:
@@ -133,15 +138,25 @@ class PayloadBuilder:
         return refs
 
     def payload_of(self, task_id: int, fn: Callable[..., Any], args: Sequence[Any],
-                   kwargs: Mapping[str, Any]) -> bytes:
-        """A prepared task's payload (its args pickled by ``prepare``), else ``payload``."""
+                   kwargs: Mapping[str, Any]) -> tuple[bytes, str | None]:
+        """A prepared task's stdin and HQ_ENTRY. Arguments that fit go in the entry and the
+        stdin is the function's alone, the same for every task calling it (one template, one
+        group on the server); larger ones go with the function on stdin."""
         blob = self._args.pop(task_id, None)
         if blob is None:
-            return self.payload(fn, args, kwargs)
-        options: dict[str, Any] = {"args": blob, "keep": task_id in self._referenced}
+            return self.payload(fn, args, kwargs), None
+        keep = task_id in self._referenced
+        if len(blob) <= MAX_ENTRY_ARGS:
+            common = self._common.get(id(fn))
+            if common is None:
+                common = self._common[id(fn)] = self._pack(fn, (), {}, self._options(entry=True))
+            return common, entry_text(blob, keep)
+        return self._pack(fn, (), {}, self._options(args=blob, keep=keep)), None
+
+    def _options(self, **options: Any) -> dict[str, Any]:
         if self.max_result is not None:
             options["max_result"] = self.max_result
-        return self._pack(fn, (), {}, options)
+        return options
 
     def payload(self, fn: Callable[..., Any], args: Sequence[Any],
                 kwargs: Mapping[str, Any]) -> bytes:

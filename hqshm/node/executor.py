@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from hqshm import errors, taskresult
+from hqshm import errors, functiontask, taskresult
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
@@ -353,6 +353,9 @@ class Executor:
         task_dir: str | None,
     ) -> None:
         """A function task inside this process, reported as its program would be."""
+        entry = plan.env.get("HQ_ENTRY")
+        if entry is not None and entry.startswith(functiontask.ENTRY_PREFIX):
+            del plan.env["HQ_ENTRY"]  # the arguments' carrier, not the task's environment
         call = warm.FunctionCall(
             payload=spec.stdin,
             job=(spec.server_uid, spec.job_id),
@@ -361,6 +364,7 @@ class Executor:
             numa=record.numa if record.numa >= 0 else None,
             mem_mode=self.node.memory_mode,
             resolve=self._resolver(spec),
+            entry=entry,
         )
         pid = self.pid
 

@@ -131,6 +131,7 @@ class FunctionCall:
     mem_mode: int  # affinity.MemPolicy value
     # The results of tasks given as arguments, by task id (hqshm/taskresult.py's resolver).
     resolve: Callable[[int], Any] | None = None
+    entry: str | None = None  # HQ_ENTRY: the task's own arguments (functiontask.entry_text)
 
 
 @frozen
@@ -448,7 +449,7 @@ def _call_function(call: FunctionCall) -> Ending:
     loaded = None
     try:
         functiontask.configure_logging()
-        loaded = functiontask.load_payload(call.payload, call.resolve)
+        loaded = functiontask.load_payload(call.payload, call.resolve, call.entry)
         value = functiontask.call(loaded, call.job)
         return Ending(outcome=Outcome(taskresult.VALUE, value, loaded.keep, loaded.max_result))
     except KeyboardInterrupt:

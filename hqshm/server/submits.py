@@ -8,11 +8,12 @@ way, from a job's tasks to a request that runs them again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgpack
 import numpy as np
 
+from hqshm.cluster.codec import struct_encoder
 from hqshm.cluster.core import Group
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
 from hqshm.errors import UserError
@@ -148,9 +149,17 @@ def core_group(job_id: JobId, submit: Submit) -> Group:
 
 
 def _template_key(template: TaskTemplate) -> bytes:
-    """Tasks with equal templates share a core group (and are sent to nodes once)."""
-    key: bytes = msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
+    """Tasks with equal templates share a core group (and are sent to nodes once). Packed as
+    the codec packs it: ``dataclasses.astuple`` deep-copies, 0.6 ms a template, which made a
+    job of 10,000 function tasks cost the server seconds."""
+    global _template_fields
+    if _template_fields is None:
+        _template_fields = struct_encoder(TaskTemplate)
+    key: bytes = msgpack.packb(_template_fields(template), use_bin_type=True)
     return key
+
+
+_template_fields: Callable[[TaskTemplate], list[object]] | None = None
 
 
 def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]
