@@ -168,8 +168,14 @@ class ComputeTasks:
     entries: tuple[bytes, ...] = ()
     # A multi-node task (one key): the hostnames of its nodes, this (root) node first.
     nodes: tuple[str, ...] = ()
+    # Results these tasks take as arguments that were made on other nodes: (key of the task
+    # that made it, kind, blob); the node stores them before it starts the tasks.
+    results: tuple[tuple[TaskKey, int, bytes], ...] = ()
 
     def __post_init__(self) -> None:
+        for _key, kind, blob in self.results:
+            if not 0 <= kind <= 1 or len(blob) > MAX_RESULT_BYTES:
+                raise ValueError("invalid dependency result")
         if self.instances and len(self.instances) != len(self.keys):
             raise ValueError("instances do not align with keys")
         if self.entries and len(self.entries) != len(self.keys):

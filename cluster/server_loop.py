@@ -35,6 +35,7 @@ from .monitor import monitor_event
 from .protocol import (
     NODE_LINK,
     PROTOCOL,
+    ComputeTasks,
     Heartbeat,
     NodeRegistered,
     NodeStopping,
@@ -115,6 +116,8 @@ class ServerLoop:
         # waits as long as the last one took, so scheduling takes at most half the loop.
         self.schedule_after = 0.0  # monotonic
         self.worker_socket: zmq.Socket | None = None
+        # The product's last word on a ComputeTasks before it leaves (results it carries).
+        self.before_compute: Callable[[WorkerId, ComputeTasks], ComputeTasks] | None = None
         self.add_reader(zap.socket, zap.handle_ready)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -177,10 +180,13 @@ class ServerLoop:
     def flush(self) -> None:
         assert self.worker_socket is not None
         pending, self.out.pending = self.out.pending, []
+        before_compute = self.before_compute
         for wid, message in pending:
             link = self.links.get(wid)
             if link is None:
                 continue
+            if before_compute is not None and isinstance(message, ComputeTasks):
+                message = before_compute(wid, message)
             try:
                 self.worker_socket.send_multipart(
                     [link.routing_id, NODE_LINK.encode(message)], zmq.NOBLOCK

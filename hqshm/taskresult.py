@@ -172,8 +172,8 @@ def resolver(root: str, server_uid: str, job_id: int) -> Callable[[int], Any]:
         except FileNotFoundError:
             raise ResultError(
                 f"The result of task {task_id} (an argument of this task) is not on this "
-                "worker: results travel between tasks of one worker only (hqshm "
-                "docs/python-api.md, Results)") from None
+                "worker: a result larger than the job's max_result_size goes only to tasks "
+                "on the worker that made it (hqshm docs/python-api.md, Results)") from None
         if kind == EXCEPTION:
             raise DependencyFailed(f"task {task_id} raised {value!r}") from value
         return value

@@ -35,6 +35,7 @@ from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
 from hqshm.cluster.protocol import (
     NODE_LINK,
+    ComputeTasks,
     NodeRegistered,
     RegisterNode,
     Resumed,
@@ -356,6 +357,9 @@ class Node:
                 if self.core.lost:  # registered again: this socket is the link now
                     self._registered(message, self.configuration())
                 continue
+            if isinstance(message, ComputeTasks) and message.results:
+                results.store_received(self.node_ctx.results_dir, self.core.server_uid,
+                                       message.results)
             try:
                 self.core.on_message(message, time.monotonic())
             except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -95,3 +96,16 @@ def read_ended(flags: int, payload: bytes) -> tuple[bytes, Report | None]:
         return text, (kind, size, blob)
     except Exception:
         return b"", None
+
+
+def store_received(root: str, server_uid: str, items: Sequence[tuple[int, int, bytes]]) -> None:
+    """Results of tasks that ran on other nodes, sent with the tasks that take them as
+    arguments (``ComputeTasks.results``): stored as if made here, before those tasks start."""
+    if not root:
+        return
+    for key, kind, blob in items:
+        path = taskresult.stored_path(root, server_uid, key >> 32, key & 0xFFFFFFFF)
+        if os.path.exists(path):
+            continue
+        with contextlib.suppress(OSError):
+            taskresult.write_stored(path, kind, [blob])

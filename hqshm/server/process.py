@@ -81,6 +81,7 @@ class Server(ServerControl):
         self.results = ResultStore(self.book, store_limit(), time.time())
         self.events.subscribe(self.results)
         self.clients.handlers.update(self.results.handlers())
+        self.loop.before_compute = self.results.attach
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)

@@ -16,12 +16,13 @@ asks again for those still pending (hqshm/api/results.py). One answer carries at
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
 
-from hqshm.cluster.ids import InstanceId, JobId, TaskId, WorkerId, split_key
-from hqshm.cluster.protocol import ResultItem
+from hqshm.cluster.ids import InstanceId, JobId, TaskId, TaskKey, WorkerId, split_key, task_key
+from hqshm.cluster.protocol import ComputeTasks, ResultItem
 from hqshm.link.requests import TaskResultsRequest
 from hqshm.link.responses import ResultStatus, TaskResultsResponse
 from hqshm.model.taskstates import TaskState
@@ -36,8 +37,8 @@ ANSWER_BYTES = 64 << 20  # blobs in one answer (the client link's frame limit is
 ENTRY_COST = 96  # bytes counted per kept result beyond its blob (dict entry and tuple)
 
 _KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE}
-# (kind, size, blob, instance); kind -1: dropped (the store was full)
-Kept = tuple[int, int, bytes, InstanceId]
+# (kind, size, blob, instance, worker that made it); kind -1: dropped (the store was full)
+Kept = tuple[int, int, bytes, InstanceId, WorkerId]
 _DROPPED = -1
 
 
@@ -88,9 +89,9 @@ class ResultStore:
                                    "dropped until jobs are forgotten", self.limit,
                                    STORE_VARIABLE)
                     self.warned = True
-                kept[task_id] = (_DROPPED, size, b"", instance)
+                kept[task_id] = (_DROPPED, size, b"", instance, worker)
                 continue
-            kept[task_id] = (kind, size, blob, instance)
+            kept[task_id] = (kind, size, blob, instance, worker)
             self.total += cost
 
     def emit(self, event: Event) -> None:
@@ -104,6 +105,32 @@ class ResultStore:
             self.total -= sum(len(k[2]) + ENTRY_COST for k in kept.values()
                               if k[0] != _DROPPED)
             self.warned = False
+
+    # -- to nodes ------------------------------------------------------------------------
+
+    def attach(self, worker: WorkerId, message: ComputeTasks) -> ComputeTasks:
+        """Add to ``message`` the results that its tasks' dependencies made on other workers
+        (a task may take them as arguments: hqshm/taskresult.py); costs nothing for jobs
+        without results."""
+        if not self.jobs:
+            return message
+        attached: dict[TaskKey, tuple[TaskKey, int, bytes]] = {}
+        for key in message.keys:
+            job_id, task_id = split_key(key)
+            kept = self.jobs.get(job_id)
+            job = self.book.jobs.get(job_id) if kept else None
+            found = None if job is None else job.locate(task_id)
+            if found is None:
+                continue
+            for dep in found[0].deps.get(task_id, ()):
+                result = kept.get(dep)  # type: ignore[union-attr]
+                if (result is not None and result[4] != worker and result[2]
+                        and result[0] in (0, 1)):
+                    dep_key = task_key(job_id, dep)
+                    attached[dep_key] = (dep_key, result[0], result[2])
+        if not attached:
+            return message
+        return dataclasses.replace(message, results=tuple(attached.values()))
 
     # -- out -----------------------------------------------------------------------------
 
@@ -149,7 +176,7 @@ class ResultStore:
                 return task_id, ResultStatus.LOST, 0, b"", ""
             status = ResultStatus.NONE if state == TaskState.FINISHED else ResultStatus.FAILED
             return task_id, status, 0, b"", error
-        kind, size, blob, _instance = result
+        kind, size, blob, _instance, _worker = result
         if kind == _DROPPED:
             return task_id, ResultStatus.DROPPED, size, b"", ""
         status = _KIND_STATUS.get(kind, ResultStatus.UNPICKLABLE)

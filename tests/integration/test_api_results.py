@@ -10,6 +10,7 @@ import pytest
 import result_functions as rf
 from harness import HqEnv
 
+from hqshm import taskresult
 from hqshm.api.client import Client
 from hqshm.api.errors import RemoteTraceback, ResultError, TaskFailedError
 from hqshm.api.function import PythonEnv
@@ -130,3 +131,35 @@ def test_chained_tasks_pass_bytes(hq_env: HqEnv, client: Client) -> None:
     expected = bytes(range(10)) * 100
     expected = expected[50 % 1000:] + expected[:50 % 1000]
     assert submitted.result(task, timeout=60) == expected
+
+
+def test_results_of_tasks_on_another_worker_come_through_the_server(hq_env: HqEnv,
+                                                                    client: Client) -> None:
+    from hqshm.api.resources import ResourceRequest
+
+    hq_env.start_worker(cpus=1, args=["--resource", "here=sum(1)"])
+    hq_env.start_worker(cpus=1, args=["--resource", "there=sum(1)"])
+    job = Job(default_env=rf.FUNCTIONS_PATH)
+    here, there = ResourceRequest(resources={"here": 1}), ResourceRequest(resources={"there": 1})
+    a = job.function(rf.make_array, args=(1000,), resources=here)
+    b = job.function(rf.array_info, args=(a,), resources=there)
+    c = job.function(rf.add, args=(5, 6), resources=there)
+    d = job.function(rf.add, args=(c, 1), resources=here)
+    submitted = client.submit(job)
+    info = submitted.result(b, timeout=60)
+    assert info["sum"] == float(sum(range(1000)))
+    assert submitted.result(d, timeout=60) == 12
+
+
+def test_a_large_result_on_another_worker_is_a_clear_error(hq_env: HqEnv,
+                                                           client: Client) -> None:
+    from hqshm.api.resources import ResourceRequest
+
+    hq_env.start_worker(cpus=1, args=["--resource", "here=sum(1)"])
+    hq_env.start_worker(cpus=1, args=["--resource", "there=sum(1)"])
+    job = Job(default_env=rf.FUNCTIONS_PATH, max_result_size=100)
+    a = job.function(rf.big, args=(1000,), resources=ResourceRequest(resources={"here": 1}))
+    b = job.function(rf.echo, args=(a,), resources=ResourceRequest(resources={"there": 1}))
+    submitted = client.submit(job)
+    with pytest.raises(taskresult.ResultError, match="is not on this worker: a result larger"):
+        submitted.result(b, timeout=60)
