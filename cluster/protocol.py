@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from .codec import Registry
 from .frozen import frozen
-from .ids import GroupId, InstanceId, TaskKey, WorkerId
+from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
 PROTOCOL = 1  # bump on any incompatible change; registration refuses a mismatch
@@ -216,6 +216,15 @@ class ReserveNode:
 
     TAG: ClassVar[int] = 108
     key: TaskKey
+
+
+@NODE_LINK.message
+@frozen
+class ReleaseResults:
+    """These jobs were forgotten: drop the results the node keeps for their tasks."""
+
+    TAG: ClassVar[int] = 109
+    job_ids: tuple[JobId, ...]
 
 
 @NODE_LINK.message

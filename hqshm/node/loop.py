@@ -38,6 +38,7 @@ from hqshm.cluster.protocol import (
     ComputeTasks,
     NodeRegistered,
     RegisterNode,
+    ReleaseResults,
     Resumed,
     StopNode,
     TaskUpdates,
@@ -356,6 +357,10 @@ class Node:
             if isinstance(message, NodeRegistered):
                 if self.core.lost:  # registered again: this socket is the link now
                     self._registered(message, self.configuration())
+                continue
+            if isinstance(message, ReleaseResults):
+                results.release(self.node_ctx.results_dir, self.core.server_uid,
+                                message.job_ids)
                 continue
             if isinstance(message, ComputeTasks) and message.results:
                 results.store_received(self.node_ctx.results_dir, self.core.server_uid,

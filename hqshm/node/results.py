@@ -109,3 +109,15 @@ def store_received(root: str, server_uid: str, items: Sequence[tuple[int, int, b
             continue
         with contextlib.suppress(OSError):
             taskresult.write_stored(path, kind, [blob])
+
+
+def release(root: str, server_uid: str, job_ids: Sequence[int]) -> None:
+    """Remove the stored results of these jobs (forgotten on the server)."""
+    if not root:
+        return
+    prefixes = tuple(f"{server_uid}.{job_id}." for job_id in job_ids)
+    with contextlib.suppress(OSError), os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefixes):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)

@@ -19,8 +19,14 @@ from pathlib import Path
 from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
-from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
-from hqshm.cluster.protocol import RegisterNode, ResultItem, StopReason, TaskNotification
+from hqshm.cluster.ids import GroupId, JobId, TaskId, WorkerId, split_key
+from hqshm.cluster.protocol import (
+    RegisterNode,
+    ReleaseResults,
+    ResultItem,
+    StopReason,
+    TaskNotification,
+)
 from hqshm.cluster.server_loop import ServerLoop
 from hqshm.link.details import TaskExplainResponse
 from hqshm.link.responses import ServerInfo
@@ -82,6 +88,7 @@ class Server(ServerControl):
         self.events.subscribe(self.results)
         self.clients.handlers.update(self.results.handlers())
         self.loop.before_compute = self.results.attach
+        self.results.on_release = self._release_results
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)
@@ -213,6 +220,10 @@ class Server(ServerControl):
             members = self.core.multinode.get(worker.reserved_for, [])
             role = "main" if members[:1] == [wid] else "secondary"
         return len(worker.assigned) + len(worker.running), len(worker.running), role
+
+    def _release_results(self, job_ids: tuple[JobId, ...]) -> None:
+        for wid in list(self.loop.links):
+            self.loop.out.send(wid, ReleaseResults(job_ids))
 
     def _cancel_groups(self, gids: Sequence[GroupId], now: float) -> None:
         reactor.cancel_groups(self.core, self.loop.out, gids, now)

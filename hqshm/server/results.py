@@ -62,6 +62,8 @@ class ResultStore:
         self.jobs: dict[JobId, dict[TaskId, Kept]] = {}
         self.total = 0
         self.warned = False
+        # Tells the nodes which jobs' results to drop (the loop's outbox, from process.py).
+        self.on_release: Callable[[tuple[JobId, ...]], None] | None = None
 
     # -- in ------------------------------------------------------------------------------
 
@@ -96,15 +98,19 @@ class ResultStore:
 
     def emit(self, event: Event) -> None:
         if isinstance(event, JobsForgotten):
-            for job_id in event.job_ids:
-                self._release(job_id)
+            released = tuple(job_id for job_id in event.job_ids if self._release(job_id))
+            if released and self.on_release is not None:
+                self.on_release(released)
 
-    def _release(self, job_id: JobId) -> None:
+    def _release(self, job_id: JobId) -> bool:
+        """Drop a job's results; whether it had any (nodes may keep some then: a node keeps a
+        result only when it also sends it)."""
         kept = self.jobs.pop(job_id, None)
         if kept:
             self.total -= sum(len(k[2]) + ENTRY_COST for k in kept.values()
                               if k[0] != _DROPPED)
             self.warned = False
+        return bool(kept)
 
     # -- to nodes ------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ without a copy on one worker), the size cap, release on forget, asyncio waiting.
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 import result_functions as rf
@@ -95,15 +97,31 @@ def test_unpicklable_value_still_finishes(hq_env: HqEnv, client: Client) -> None
         submitted.result(t)
 
 
+def stored_on_workers(client: Client, job_id: int) -> list[str]:
+    """The result files the workers of this server keep for the job (hqshm/taskresult.py)."""
+    from hqshm.link.requests import ServerInfoRequest
+    from hqshm.link.responses import ServerInfo
+
+    uid = client.connection._connection().request(ServerInfoRequest(), ServerInfo).server_uid
+    return sorted(path.name for path in Path("/dev/shm").glob(f"hqshm-results-*/{uid}.{job_id}.*"))
+
+
 def test_results_released_on_forget(hq_env: HqEnv, client: Client) -> None:
     hq_env.start_worker(cpus=1)
     job = Job(default_env=rf.FUNCTIONS_PATH)
     t = job.function(rf.big, args=(100_000,))
+    u = job.function(rf.echo, args=(t,))
     submitted = client.submit(job)
-    assert submitted.result(t, timeout=30) == b"x" * 100_000
+    assert submitted.result(u, timeout=30) == b"x" * 100_000
+    assert submitted.result(t) == b"x" * 100_000
+    assert len(stored_on_workers(client, submitted.id)) == 1  # t's, kept for u
     client.forget(submitted)
     with pytest.raises(ResultError, match="not found"):
         submitted.result(t)
+    deadline = time.monotonic() + 10
+    while stored_on_workers(client, submitted.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored_on_workers(client, submitted.id) == []
 
 
 def test_asyncio_waiting(hq_env: HqEnv, client: Client) -> None:

@@ -136,6 +136,7 @@ NODE_SAMPLES: list[Any] = [
     ),
     protocol.TaskUpdates(results=((1, 0, 0, 17, b"HQR1" + bytes(13)), (BIG_KEY, 3, 0, 9 << 20, b""))),
     protocol.TaskUpdates(),
+    protocol.ReleaseResults((1, 2**32 - 1)),
     protocol.TasksRetracted((5, BIG_KEY)),
     protocol.Heartbeat(),
     protocol.NodeStopping(protocol.StopReason.IDLE_TIMEOUT),
@@ -150,6 +151,7 @@ NODE_SAMPLES: list[Any] = [
     protocol.TaskNotification(BIG_KEY, 2, b"hello"),
     protocol.ReserveNode(BIG_KEY),
     protocol.ComputeTasks(7, (BIG_KEY,), (), (), ("root.cluster", "node2")),
+    protocol.ComputeTasks(7, (3,), results=((BIG_KEY, 0, b"HQR1" + bytes(8)), (5, 1, b""))),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
