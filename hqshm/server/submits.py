@@ -8,12 +8,10 @@ way, from a job's tasks to a request that runs them again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import msgpack
 import numpy as np
 
-from hqshm.cluster.codec import struct_encoder
 from hqshm.cluster.core import Group
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
 from hqshm.errors import UserError
@@ -28,6 +26,7 @@ from hqshm.model.submission import (
     TaskTemplate,
     invalid_dependencies,
     never_ready,
+    template_key,
 )
 from hqshm.model.taskstates import TaskState
 from hqshm.server.events import NewSubmit
@@ -99,8 +98,9 @@ def plan_graph(job: Job, req: GraphSubmission, first_gid: GroupId,
     if stuck := never_ready(inside):
         raise UserError(invalid_dependencies(min(stuck)))
     by_template: dict[bytes, list[GraphTask]] = {}
+    known: dict[int, tuple[TaskTemplate, bytes]] = {}
     for task in req.tasks:
-        by_template.setdefault(_template_key(task.template), []).append(task)
+        by_template.setdefault(_template_key(task.template, known), []).append(task)
     submits = []
     for gid, tasks in enumerate(by_template.values(), start=first_gid):
         tasks.sort(key=lambda t: t.id)
@@ -148,18 +148,13 @@ def core_group(job_id: JobId, submit: Submit) -> Group:
     )
 
 
-def _template_key(template: TaskTemplate) -> bytes:
-    """Tasks with equal templates share a core group (and are sent to nodes once). Packed as
-    the codec packs it: ``dataclasses.astuple`` deep-copies, 0.6 ms a template, which made a
-    job of 10,000 function tasks cost the server seconds."""
-    global _template_fields
-    if _template_fields is None:
-        _template_fields = struct_encoder(TaskTemplate)
-    key: bytes = msgpack.packb(_template_fields(template), use_bin_type=True)
-    return key
-
-
-_template_fields: Callable[[TaskTemplate], list[object]] | None = None
+def _template_key(template: TaskTemplate, known: dict[int, tuple[TaskTemplate, bytes]]) -> bytes:
+    """Tasks with equal templates share a core group (and are sent to nodes once). A packed
+    submission's tasks share template objects: each is keyed once (``known``, by id)."""
+    kept = known.get(id(template))
+    if kept is None:
+        kept = known[id(template)] = (template, template_key(template))
+    return kept[1]
 
 
 def _prerequisites(jobs: Mapping[JobId, Job], job: Job, refs: Sequence[TaskRef]

@@ -181,3 +181,24 @@ def test_a_large_result_on_another_worker_is_a_clear_error(hq_env: HqEnv,
     submitted = client.submit(job)
     with pytest.raises(taskresult.ResultError, match="is not on this worker: a result larger"):
         submitted.result(b, timeout=60)
+
+
+@pytest.mark.slow
+def test_two_hundred_thousand_function_tasks_submit_in_parts(hq_env: HqEnv,
+                                                             client: Client) -> None:
+    """Issue 10, item 5: HQ fails at 10,000 tasks with large arguments; each request here
+    stays within the server's decode budget (the job goes in parts), and tasks of one
+    function share one template: the server keeps a few hundred bytes a task."""
+    from hqshm.api.build import build_submission
+    from hqshm.link import submitting
+
+    job = Job(max_fails=None)
+    payload = b"a" * 1000
+    for i in range(200_000):
+        job.function(rf.echo, args=((i, payload),), stdout=None, stderr=None)
+    submission = build_submission(job, client.python_env, str(hq_env.work))
+    assert len(list(submitting.graph_parts(submission.tasks))) > 1
+    assert submission.tasks[0].template == submission.tasks[-1].template
+    job_id = client.connection.submit(submission)
+    info = hq_env.command(["job", "info", str(job_id)])
+    assert "200000" in info.replace(",", "")

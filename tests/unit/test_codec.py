@@ -539,3 +539,23 @@ def test_mutated_sample_fields_are_refused_or_give_a_valid_message(
     except PeerError:
         return
     assert link.decode(link.encode(msg)) == msg
+
+
+def test_a_graph_travels_packed_and_arrives_as_tasks() -> None:
+    """Each distinct template once (GraphSubmission.packed_form): decoded, the tasks share
+    the template object; an index past the templates is refused."""
+    plain = submission.GraphSubmission(
+        "graph", 1, "/home/u",
+        (submission.GraphTask(1, TEMPLATE), submission.GraphTask(2, TEMPLATE, (1,), b"entry"),
+         submission.GraphTask(3, TEMPLATE)))
+    packed = plain.packed_form()
+    assert len(packed.templates) == 1 and not packed.tasks
+    frame_bytes = CLIENT_LINK.encode(submitrequests.SubmitGraphRequest(packed))
+    back = CLIENT_LINK.decode(frame_bytes).submission
+    assert back == plain
+    assert back.tasks[0].template is back.tasks[2].template
+    fields = fields_of(CLIENT_LINK, submitrequests.SubmitGraphRequest(packed))
+    fields[0][7][1][1] = 5  # the second task's template index
+    with pytest.raises(PeerError, match="template 5"):
+        CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, submitrequests.SubmitGraphRequest.TAG,
+                                 *fields))
