@@ -48,12 +48,14 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
     payloads = PayloadBuilder(job.initializer, job.max_result_size)
     # Function tasks given as arguments: their results are the arguments, and dependencies.
     refs = payloads.prepare(job.tasks, lambda task: job.task_by_id(task.task_id) is task)
+    made: dict[tuple[Any, ...], TaskTemplate] = {}
     tasks = tuple(
         GraphTask(TaskId(task.task_id), template, _dependencies(task, job,
                                                                 refs.get(task.task_id, ())),
                   entry)
         for task in job.tasks
-        for template, entry in (_template(task, job, default_cwd, python_env, payloads),)
+        for template, entry in (_template(task, job, default_cwd, python_env, payloads,
+                                          made),)
     )
     blocked = next(iter(never_ready({task.id: task.deps for task in tasks})), None)
     if blocked is not None:  # only when a script edited `dependencies` into a cycle
@@ -71,13 +73,23 @@ def _dependencies(task: Task, job: Job, refs: Sequence[int]) -> tuple[TaskId, ..
 
 
 def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
-              payloads: PayloadBuilder) -> tuple[TaskTemplate, bytes | None]:
-    """The task's template, and its HQ_ENTRY (a function task's arguments)."""
+              payloads: PayloadBuilder, made: dict[tuple[Any, ...], TaskTemplate]
+              ) -> tuple[TaskTemplate, bytes | None]:
+    """The task's template, and its HQ_ENTRY (a function task's arguments). Tasks made
+    alike (a function's tasks, whose arguments are in their entries) share one template,
+    built and checked once (``made``, by what the template is made of)."""
     try:
         env = {**job.default_env, **task.env}
         _check_types(env, task.priority)
         args, stdin, entry = task.command(python_env, payloads)
-        return submit.task_template(
+        encoded = None if entry is None else entry.encode()
+        key = (tuple(args), tuple(env.items()), task.cwd, _stdio_key(task.stdout),
+               _stdio_key(task.stderr), id(task.resources), task.priority, task.crash_limit,
+               task.needs_task_dir, task.function_name, id(stdin))
+        template = made.get(key)
+        if template is not None and template.stdin is stdin:
+            return template, encoded
+        template = made[key] = submit.task_template(
             args,
             env=env,
             cwd=default_cwd if task.cwd is None else str(task.cwd),
@@ -89,9 +101,14 @@ def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
             task_dir=task.needs_task_dir,
             function=task.function_name,
             stdin=stdin,
-        ), None if entry is None else entry.encode()
+        )
+        return template, encoded
     except UserError as exc:
         raise InvalidTask(label=task.label, task_id=task.task_id, message=str(exc)) from None
+
+
+def _stdio_key(stdio: Any) -> tuple[Any, ...] | None:
+    return None if stdio is None else (stdio.path, stdio.on_close)
 
 
 def _check_types(env: Mapping[Any, Any], priority: object) -> None:

@@ -35,7 +35,13 @@ def submit(conn: ClientConnection, submission: ArraySubmission | GraphSubmission
     if isinstance(submission, ArraySubmission):
         return JobId(conn.request(SubmitRequest.of(submission), SubmitResponse,
                                   timeout=timeout).job_id)
-    keys = {id(task): template_key(task.template) for task in submission.tasks}
+    by_template: dict[int, bytes] = {}  # tasks of the API's builds share template objects
+    keys = {}
+    for task in submission.tasks:
+        key = by_template.get(id(task.template))
+        if key is None:
+            key = by_template[id(task.template)] = template_key(task.template)
+        keys[id(task)] = key
     parts = list(graph_parts(submission.tasks, keys=keys))
     if len(parts) == 1:
         return JobId(conn.request(SubmitGraphRequest(_packed(submission, keys)),

@@ -232,16 +232,19 @@ _template_fields: Callable[[TaskTemplate], list[object]] | None = None
 
 
 def template_key(template: TaskTemplate) -> bytes:
-    """Bytes equal exactly for equal templates: the codec's field lists, packed."""
+    """16 bytes equal for equal templates (a 128-bit digest of the codec's field lists,
+    packed): a client keeps one per task, and a template holds a function's payload."""
     global _template_fields
+    import hashlib
+
     import msgpack
 
     from hqshm.cluster.codec import struct_encoder
 
     if _template_fields is None:
         _template_fields = struct_encoder(TaskTemplate)
-    key: bytes = msgpack.packb(_template_fields(template), use_bin_type=True)
-    return key
+    packed = msgpack.packb(_template_fields(template), use_bin_type=True)
+    return hashlib.blake2b(packed, digest_size=16).digest()
 
 
 def check_submission(name: str, max_fails: int | None, submit_dir: str, job_id: JobId | None,
