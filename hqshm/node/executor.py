@@ -127,6 +127,7 @@ class Executor:
         self.streams = StreamFiles(node.stream_key)
         self.node_pid = node_pid or os.getppid()
         self.own_dir = own_dir
+        self.results_dir = node.results_dir  # results kept for dependants: the node's too
         # What must not outlive the node: the running task's process group and directory.
         self.task_pid = 0
         self.task_dir: str | None = None
@@ -188,8 +189,8 @@ class Executor:
         self._remove_stdin_files()
         self.sub.remove_spills()
         self.done.remove_spills()
-        if self.node.results_dir:
-            shutil.rmtree(self.node.results_dir, ignore_errors=True)
+        if self.results_dir:
+            shutil.rmtree(self.results_dir, ignore_errors=True)
         if self.own_dir is not None:
             # Every executor tries: the last to get here finds every task dead.
             shutil.rmtree(self.own_dir, ignore_errors=True)

@@ -72,10 +72,9 @@ def test_numpy_arrays_travel_without_copy_on_one_worker(hq_env: HqEnv, client: C
         submitted.result(arr)
 
 
-def test_cold_path_results(hq_env: HqEnv, tmp_path: object) -> None:
-    hq_env.start_server()
+def test_cold_path_results(hq_env: HqEnv, client: Client) -> None:
     hq_env.start_worker(cpus=1)
-    client = Client(hq_env.server_dir, python_env=PythonEnv(prologue="true"))
+    client.python_env = PythonEnv(prologue="true")  # an interpreter per task
     job = Job(default_env=rf.FUNCTIONS_PATH)
     a = job.function(rf.add, args=(20, 22))
     b = job.function(rf.echo, args=(a,))
@@ -84,7 +83,7 @@ def test_cold_path_results(hq_env: HqEnv, tmp_path: object) -> None:
     assert submitted.result(b, timeout=60) == 42
     with pytest.raises(ValueError, match="cold"):
         submitted.result(c, timeout=60)
-    client.connection.close()
+    assert (hq_env.work / "2.stderr").exists()  # the cold path ran
 
 
 def test_unpicklable_value_still_finishes(hq_env: HqEnv, client: Client) -> None:
