@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from .codec import Registry
 from .frozen import frozen
-from .ids import GroupId, InstanceId, TaskKey, WorkerId
+from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
 # Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
@@ -40,6 +40,13 @@ Finished = tuple[TaskKey, InstanceId, float, float, int]
 # (key, instance, started_at, ended_at, variant, error, retryable). Retryable: the program ran
 # and exited non-zero (not killed for its time limit, not unable to start): --retries applies.
 Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
+# (key, instance, kind, size, blob) of a function task's result (hqshm/taskresult.py): kind 0
+# the value, 1 the exception it raised, 2 a value that could not be pickled (the blob says
+# why); the blob is empty when the result is larger than the job lets travel (then only its
+# size does).
+ResultItem = tuple[TaskKey, InstanceId, int, int, bytes]
+MAX_RESULT_KIND = 2
+MAX_RESULT_BYTES = 64 << 20  # the most bytes of one result in a report
 # (key, instance, variant) of a task a reconnecting node still holds (running, or ended and not
 # yet reported)
 Resumed = tuple[TaskKey, InstanceId, int]
@@ -79,6 +86,13 @@ class TaskUpdates:
     started: tuple[Started, ...] = ()
     finished: tuple[Finished, ...] = ()
     failed: tuple[Failed, ...] = ()
+    # Trailing and optional: a node without results sends the frame as before.
+    results: tuple[ResultItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        for _key, _instance, kind, size, blob in self.results:
+            if not 0 <= kind <= MAX_RESULT_KIND or size < 0 or len(blob) > MAX_RESULT_BYTES:
+                raise ValueError("invalid task result")
 
 
 @NODE_LINK.message
@@ -159,8 +173,14 @@ class ComputeTasks:
     entries: tuple[bytes, ...] = ()
     # A multi-node task (one key): the hostnames of its nodes, this (root) node first.
     nodes: tuple[str, ...] = ()
+    # Results these tasks take as arguments that were made on other nodes: (key of the task
+    # that made it, kind, blob); the node stores them before it starts the tasks.
+    results: tuple[tuple[TaskKey, int, bytes], ...] = ()
 
     def __post_init__(self) -> None:
+        for _key, kind, blob in self.results:
+            if not 0 <= kind <= 1 or len(blob) > MAX_RESULT_BYTES:
+                raise ValueError("invalid dependency result")
         if self.instances and len(self.instances) != len(self.keys):
             raise ValueError("instances do not align with keys")
         if self.entries and len(self.entries) != len(self.keys):
@@ -216,6 +236,15 @@ class ForgetGroups:
     def __post_init__(self) -> None:
         if len(self.gids) > MAX_FORGET:
             raise ValueError(f"more than {MAX_FORGET} groups to forget")
+
+
+@NODE_LINK.message
+@frozen
+class ReleaseResults:
+    """These jobs were forgotten: drop the results the node keeps for their tasks."""
+
+    TAG: ClassVar[int] = 110
+    job_ids: tuple[JobId, ...]
 
 
 @NODE_LINK.message

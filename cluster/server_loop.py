@@ -35,10 +35,12 @@ from .monitor import monitor_event
 from .protocol import (
     NODE_LINK,
     PROTOCOL,
+    ComputeTasks,
     Heartbeat,
     NodeRegistered,
     NodeStopping,
     RegisterNode,
+    ResultItem,
     ServerHeartbeat,
     StopNode,
     StopReason,
@@ -65,6 +67,10 @@ class ServerHooks(Protocol):
     def node_left(self, wid: WorkerId, reason: str, now: float) -> None: ...
 
     def task_notified(self, wid: WorkerId, msg: TaskNotification) -> None: ...
+
+    def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
+        """Function tasks' results, before the ends of those tasks are handled."""
+        ...
 
     def after_turn(self, now: float) -> None: ...
 
@@ -110,6 +116,8 @@ class ServerLoop:
         # waits as long as the last one took, so scheduling takes at most half the loop.
         self.schedule_after = 0.0  # monotonic
         self.worker_socket: zmq.Socket | None = None
+        # The product's last word on a ComputeTasks before it leaves (results it carries).
+        self.before_compute: Callable[[WorkerId, ComputeTasks], ComputeTasks] | None = None
         self.add_reader(zap.socket, zap.handle_ready)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -173,10 +181,13 @@ class ServerLoop:
     def flush(self) -> None:
         assert self.worker_socket is not None
         pending, self.out.pending = self.out.pending, []
+        before_compute = self.before_compute
         for wid, message in pending:
             link = self.links.get(wid)
             if link is None:
                 continue
+            if before_compute is not None and isinstance(message, ComputeTasks):
+                message = before_compute(wid, message)
             try:
                 self.worker_socket.send_multipart(
                     [link.routing_id, NODE_LINK.encode(message)], zmq.NOBLOCK
@@ -261,6 +272,8 @@ class ServerLoop:
             return
         worker.last_seen = now
         if isinstance(message, TaskUpdates):
+            if message.results:
+                self.hooks.task_results(wid, message.results, now)
             reactor.on_task_updates(self.core, self.out, wid, message, now)
         elif isinstance(message, TasksRetracted):
             reactor.on_tasks_retracted(self.core, self.out, wid, message.keys, now)

@@ -77,9 +77,95 @@ def load_function(data: bytes) -> Callable[..., Any]:
 
 
 def pack(fn: PickledFunction, args: Sequence[Any], kwargs: Mapping[str, Any],
-         initializer: PickledFunction | None) -> tuple[Any, ...]:
-    """What a payload pickles; ``run_payload`` reads it back."""
-    return fn, tuple(args), dict(kwargs), initializer
+         initializer: PickledFunction | None, options: Mapping[str, Any] | None = None
+         ) -> tuple[Any, ...]:
+    """What a payload pickles; ``load_payload`` reads it back. ``options`` (hqshm's, from the
+    API's PayloadBuilder): ``args`` (the args and kwargs pickled apart, with tasks given as
+    arguments as persistent ids), ``keep`` (store the result on the node: a later task takes
+    it as an argument), ``max_result`` (the most bytes of a result sent to the server)."""
+    if options is None:
+        return fn, tuple(args), dict(kwargs), initializer
+    return fn, tuple(args), dict(kwargs), initializer, dict(options)
+
+
+ENTRY_PREFIX = "hqshm-args:"
+"""A function task's own arguments in its HQ_ENTRY (``entry_text``): its payload on stdin is
+then the function's alone, the same for every task calling it, so that they share one template
+and the server one group (each distinct stdin would be a group of its own)."""
+
+
+def entry_text(args: bytes, keep: bool) -> str:
+    """HQ_ENTRY carrying a task's pickled arguments (text: environment values hold no NUL)."""
+    import base64
+
+    return f"{ENTRY_PREFIX}{'k' if keep else '-'}:{base64.b64encode(args).decode()}"
+
+
+def _read_entry(entry: str | None) -> tuple[bytes, bool]:
+    import base64
+
+    if entry is None or not entry.startswith(ENTRY_PREFIX):
+        raise ValueError("the task's arguments are missing (no HQ_ENTRY of hqshm's)")
+    flag, _, data = entry[len(ENTRY_PREFIX):].partition(":")
+    return base64.b64decode(data, validate=True), flag == "k"
+
+
+class Call:
+    """A payload read back: what to call, and how to treat its result."""
+
+    __slots__ = ("fn", "args", "kwargs", "initializer", "keep", "max_result", "used_entry")
+
+    def __init__(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+                 initializer: Callable[[], Any] | None, keep: bool, max_result: int) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.initializer, self.keep, self.max_result = initializer, keep, max_result
+        self.used_entry = False
+
+
+class _ArgsUnpickler(pickle.Unpickler):
+    """Arguments whose persistent ids name tasks of the job: their results."""
+
+    def __init__(self, data: bytes, resolve: Callable[[int], Any] | None) -> None:
+        import io
+
+        super().__init__(io.BytesIO(data))
+        self._resolve = resolve
+
+    def persistent_load(self, pid: Any) -> Any:
+        from hqshm import taskresult
+
+        if (not isinstance(pid, tuple) or len(pid) != 2 or pid[0] != taskresult.PERSISTENT_TAG
+                or type(pid[1]) is not int):
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        if self._resolve is None:
+            raise taskresult.ResultError("this task takes results of other tasks, which only "
+                                         "a worker's function task can resolve")
+        return self._resolve(pid[1])
+
+
+def load_payload(data: bytes, resolve: Callable[[int], Any] | None = None,
+                 entry: str | None = None) -> Call:
+    """Unpickle a payload, with the task's arguments from ``entry`` (its HQ_ENTRY) when the
+    payload says they are there; tasks given as arguments become their results through
+    ``resolve(task_id)``. Raises what unpickling or resolving raises."""
+    from hqshm import taskresult
+
+    # Payloads made before initializers (kept in a journal since) have three items.
+    fn, args, kwargs, *rest = pickle.loads(data)
+    initializer = rest[0] if rest else None
+    options = rest[1] if len(rest) > 1 and isinstance(rest[1], dict) else {}
+    blob = options.get("args")
+    keep = bool(options.get("keep"))
+    in_entry = options.get("entry") is True
+    if in_entry:
+        blob, keep = _read_entry(entry)
+    if isinstance(blob, bytes):
+        args, kwargs = _ArgsUnpickler(blob, resolve).load()
+    max_result = options.get("max_result", taskresult.DEFAULT_MAX_RESULT)
+    loaded = Call(fn, args, kwargs, initializer, keep,
+                  max_result if type(max_result) is int else taskresult.DEFAULT_MAX_RESULT)
+    loaded.used_entry = in_entry
+    return loaded
 
 
 # -- the job's initializer -------------------------------------------------------------------
@@ -111,15 +197,19 @@ def _initialized(job: Hashable, initializer: Callable[[], Any]) -> Any:
 # -- calling ---------------------------------------------------------------------------------
 
 
-def run_payload(data: bytes, job: Hashable = None) -> None:
+def run_payload(data: bytes, job: Hashable = None,
+                resolve: Callable[[int], Any] | None = None) -> Any:
     """Call the payload's function, after the job's initializer if this interpreter has not run
-    it for ``job`` yet. Whatever the function raises goes to the caller."""
+    it for ``job`` yet, and return its value. Whatever the function raises goes to the
+    caller."""
+    return call(load_payload(data, resolve), job)
+
+
+def call(loaded: Call, job: Hashable = None) -> Any:
     global _state
-    # Payloads made before initializers (kept in a journal since) have three items.
-    fn, args, kwargs, *rest = pickle.loads(data)
-    initializer = rest[0] if rest else None
+    initializer = loaded.initializer
     _state = _NOT_RUN if initializer is None else _initialized(job, initializer)
-    fn(*args, **kwargs)
+    return loaded.fn(*loaded.args, **loaded.kwargs)
 
 
 def configure_logging() -> None:
@@ -154,10 +244,59 @@ def report_error(exc: BaseException) -> None:
 
 
 def task_main() -> None:
-    """The cold path: run the payload on stdin; exit 1 with the traceback as the error."""
+    """The cold path: run the payload on stdin; exit 1 with the traceback as the error. The
+    result goes to the task directory's ``hq-result`` for the executor (``write_cold_result``)."""
+    loaded = None
     try:
         configure_logging()
-        run_payload(sys.stdin.buffer.read())
+        loaded = load_payload(sys.stdin.buffer.read(), _cold_resolver(),
+                              os.environ.get("HQ_ENTRY"))
+        if loaded.used_entry:  # hqshm's carrier of the arguments, not the task's
+            del os.environ["HQ_ENTRY"]
+        value = call(loaded)
     except Exception as exc:
         report_error(exc)
+        _write_cold_result(1, exc, loaded)
         sys.exit(1)
+    _write_cold_result(0, value, loaded)
+
+
+def _cold_resolver() -> Callable[[int], Any] | None:
+    """Results of other tasks from the node's store, which the executor names in
+    ``HQSHM_RESULT_STORE`` (directory and server UID) for a function task it starts."""
+    store = os.environ.get("HQSHM_RESULT_STORE")
+    job = os.environ.get("HQ_JOB_ID", "")
+    if not store or not job.isdigit():
+        return None
+    from hqshm import taskresult
+
+    root, _, uid = store.rpartition(":")
+    return taskresult.resolver(root, uid, int(job))
+
+
+def _write_cold_result(kind: int, value: Any, loaded: Call | None) -> None:
+    """``hq-result`` in the task directory: kind, keep, the byte limit, then the blob."""
+    task_dir = os.environ.get("HQ_TASK_DIR")
+    if not task_dir:
+        return
+    import struct
+
+    from hqshm import taskresult
+
+    try:
+        parts = taskresult.encode_parts(value)
+    except taskresult.ResultError as exc:
+        if kind == taskresult.EXCEPTION:  # an exception that does not pickle: its text
+            parts = taskresult.encode_parts(taskresult.ResultError(repr(value)))
+        else:
+            report_error(exc)
+            sys.exit(1)
+    keep = loaded is not None and loaded.keep
+    limit = taskresult.DEFAULT_MAX_RESULT if loaded is None else loaded.max_result
+    try:
+        with open(os.path.join(task_dir, taskresult.RESULT_FILE), "wb") as f:
+            f.write(struct.pack("<BBQ", kind, keep, limit))
+            for part in parts:
+                f.write(part)
+    except OSError:
+        pass

@@ -6,7 +6,7 @@ texts are those of `hq submit` and job files; an error names the task it is abou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from hqshm.api.errors import EmptyJob, ForeignDependency
@@ -45,11 +45,17 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
     name = PYAPI_JOB_NAME if job.name is None else job.name
     submit.check_name(name)
     default_cwd = submit_dir if job.default_workdir is None else str(job.default_workdir)
-    payloads = PayloadBuilder(job.initializer)
+    payloads = PayloadBuilder(job.initializer, job.max_result_size)
+    # Function tasks given as arguments: their results are the arguments, and dependencies.
+    refs = payloads.prepare(job.tasks, lambda task: job.task_by_id(task.task_id) is task)
+    made: dict[tuple[Any, ...], TaskTemplate] = {}
     tasks = tuple(
-        GraphTask(TaskId(task.task_id), _template(task, job, default_cwd, python_env, payloads),
-                  _dependencies(task, job))
+        GraphTask(TaskId(task.task_id), template, _dependencies(task, job,
+                                                                refs.get(task.task_id, ())),
+                  entry)
         for task in job.tasks
+        for template, entry in (_template(task, job, default_cwd, python_env, payloads,
+                                          made),)
     )
     blocked = next(iter(never_ready({task.id: task.deps for task in tasks})), None)
     if blocked is not None:  # only when a script edited `dependencies` into a cycle
@@ -58,20 +64,32 @@ def build_submission(job: Job, python_env: PythonEnv, submit_dir: str) -> GraphS
                            tasks=tasks)
 
 
-def _dependencies(task: Task, job: Job) -> tuple[TaskId, ...]:
+def _dependencies(task: Task, job: Job, refs: Sequence[int]) -> tuple[TaskId, ...]:
     for dep in task.dependencies:
         if job.task_by_id(dep.task_id) is not dep:
             raise ForeignDependency(task_id=task.task_id)
-    return tuple(dict.fromkeys(TaskId(dep.task_id) for dep in task.dependencies))
+    ids = [dep.task_id for dep in task.dependencies]
+    return tuple(dict.fromkeys(TaskId(i) for i in (*ids, *refs)))
 
 
 def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
-              payloads: PayloadBuilder) -> TaskTemplate:
+              payloads: PayloadBuilder, made: dict[tuple[Any, ...], TaskTemplate]
+              ) -> tuple[TaskTemplate, bytes | None]:
+    """The task's template, and its HQ_ENTRY (a function task's arguments). Tasks made
+    alike (a function's tasks, whose arguments are in their entries) share one template,
+    built and checked once (``made``, by what the template is made of)."""
     try:
         env = {**job.default_env, **task.env}
         _check_types(env, task.priority)
-        args, stdin = task.command(python_env, payloads)
-        return submit.task_template(
+        args, stdin, entry = task.command(python_env, payloads)
+        encoded = None if entry is None else entry.encode()
+        key = (tuple(args), tuple(env.items()), task.cwd, _stdio_key(task.stdout),
+               _stdio_key(task.stderr), id(task.resources), task.priority, task.crash_limit,
+               task.needs_task_dir, task.function_name, id(stdin))
+        template = made.get(key)
+        if template is not None and template.stdin is stdin:
+            return template, encoded
+        template = made[key] = submit.task_template(
             args,
             env=env,
             cwd=default_cwd if task.cwd is None else str(task.cwd),
@@ -84,8 +102,13 @@ def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
             function=task.function_name,
             stdin=stdin,
         )
+        return template, encoded
     except UserError as exc:
         raise InvalidTask(label=task.label, task_id=task.task_id, message=str(exc)) from None
+
+
+def _stdio_key(stdio: Any) -> tuple[Any, ...] | None:
+    return None if stdio is None else (stdio.path, stdio.on_close)
 
 
 def _check_types(env: Mapping[Any, Any], priority: object) -> None:

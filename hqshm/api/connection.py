@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hqshm.api.errors import CannotForget, FailedTaskContext
 from hqshm.link import client, serverdir, submitting
@@ -97,6 +98,13 @@ class ClientConnection:
                                               ForgetJobsResponse)
         if not response.forgotten:
             raise CannotForget(job_id=job_id)
+
+    def get_results(self, job_id: int, task_ids: Sequence[int],
+                    timeout: float | None = None) -> list[Any]:
+        """Function tasks' results in order, waiting for them (hqshm/api/results.py)."""
+        from hqshm.api import results
+
+        return results.fetch(self._connection(), job_id, task_ids, timeout)
 
     def stop_server(self) -> None:
         self._connection().request(StopServerRequest(), Ack)

@@ -105,3 +105,31 @@ class MissingPackageException(UserError):  # HQ's text
     template: ClassVar[str] = (
         "Unable to import `{package}`. You have to install the `{package}` package."
     )
+
+
+class NotAResult(UserError):
+    template: ClassVar[str] = (
+        "{task} is given as an argument, but only function tasks of the same job stand for "
+        "their results there"
+    )
+
+
+class ResultError(UserError):
+    """A task's result that cannot be given (``SubmittedJob.result``): the message says why."""
+
+    template: ClassVar[str] = "Result of task {task_id} of job {job_id}: {message}"
+
+
+class TaskFailedError(ResultError):
+    """The task failed without an exception to re-raise (a program, a crash, a time limit),
+    or it was canceled or aborted; ``error`` is the task's error text."""
+
+    template: ClassVar[str] = "Task {task_id} of job {job_id} did not finish: {message}"
+
+
+class RemoteTraceback(Exception):
+    """The cause attached to a task's exception re-raised by ``result``: the traceback the
+    task printed, where it ran."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]) if self.args else ""

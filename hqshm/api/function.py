@@ -18,7 +18,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from hqshm.functiontask import TASK_CODE, PickledFunction, pack, task_main
+from hqshm import taskresult
+from hqshm.errors import UserError
+from hqshm.functiontask import TASK_CODE, PickledFunction, entry_text, pack, task_main
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -70,25 +72,104 @@ class PythonEnv:
         return [self.shell, "-c", f'{self.prologue}\n\n{self.python_bin} -c "{TASK_CODE}"']
 
 
+# Pickled arguments up to this size go in the task's HQ_ENTRY (base64: 4/3 of it, within the
+# 128 KiB that one environment value may have).
+MAX_ENTRY_ARGS = 64 * 1024
+
 # -- the payload -----------------------------------------------------------------------------
 
 
 class PayloadBuilder:
     """Payloads of one submit: each function object (and the job's ``initializer``) is pickled
-    once, however many tasks call it."""
+    once, however many tasks call it.
 
-    def __init__(self, initializer: Callable[[], Any] | None = None) -> None:
+    ``prepare`` pickles every function task's args and kwargs first, with the job's function
+    tasks found in them as references (persistent ids): it gives each task the tasks whose
+    results it takes (dependencies the build adds), and the tasks so referenced keep their
+    results on their node for it (``keep``: hqshm/taskresult.py)."""
+
+    def __init__(self, initializer: Callable[[], Any] | None = None,
+                 max_result: int | None = None) -> None:
         self._functions: dict[int, tuple[Callable[..., Any], PickledFunction]] = {}
         self.initializer = initializer
+        self.max_result = max_result
+        self._args: dict[int, bytes] = {}
+        self._common: dict[int, bytes] = {}  # function -> its payload without arguments
+        self._referenced: set[int] = set()
+
+    def prepare(self, tasks: Sequence[Any], owns: Callable[[Any], bool]) -> dict[int, list[int]]:
+        """Pickle the args of the function tasks among ``tasks``; task id -> the ids of the
+        tasks it takes as arguments. ``owns(task)``: whether a task belongs to the job."""
+        import io
+
+        import cloudpickle
+
+        from hqshm.api.tasks import PythonFunction, Task
+
+        refs: dict[int, list[int]] = {}
+        found: list[int] = []
+
+        class ArgsPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+            def persistent_id(self, obj: Any) -> Any:
+                if not isinstance(obj, Task):
+                    return None
+                if not isinstance(obj, PythonFunction) or not owns(obj):
+                    from hqshm.api.errors import NotAResult
+
+                    raise NotAResult(task=repr(obj))
+                found.append(obj.task_id)
+                return (taskresult.PERSISTENT_TAG, obj.task_id)
+
+        for task in tasks:
+            if not isinstance(task, PythonFunction):
+                continue
+            found.clear()
+            buffer = io.BytesIO()
+            try:
+                ArgsPickler(buffer, protocol=5).dump((tuple(task.args), dict(task.kwargs)))
+            except UserError:
+                raise
+            except Exception as exc:
+                raise _unpicklable(task.fn, exc) from None
+            self._args[task.task_id] = buffer.getvalue()
+            if found:
+                refs[task.task_id] = list(dict.fromkeys(found))
+                self._referenced.update(found)
+        return refs
+
+    def payload_of(self, task_id: int, fn: Callable[..., Any], args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> tuple[bytes, str | None]:
+        """A prepared task's stdin and HQ_ENTRY. Arguments that fit go in the entry and the
+        stdin is the function's alone, the same for every task calling it (one template, one
+        group on the server); larger ones go with the function on stdin."""
+        blob = self._args.pop(task_id, None)
+        if blob is None:
+            return self.payload(fn, args, kwargs), None
+        keep = task_id in self._referenced
+        if len(blob) <= MAX_ENTRY_ARGS:
+            common = self._common.get(id(fn))
+            if common is None:
+                common = self._common[id(fn)] = self._pack(fn, (), {}, self._options(entry=True))
+            return common, entry_text(blob, keep)
+        return self._pack(fn, (), {}, self._options(args=blob, keep=keep)), None
+
+    def _options(self, **options: Any) -> dict[str, Any]:
+        if self.max_result is not None:
+            options["max_result"] = self.max_result
+        return options
 
     def payload(self, fn: Callable[..., Any], args: Sequence[Any],
                 kwargs: Mapping[str, Any]) -> bytes:
+        return self._pack(fn, args, kwargs, None)
+
+    def _pack(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+              options: dict[str, Any] | None) -> bytes:
         import cloudpickle  # only jobs with function tasks need it
 
         init = None if self.initializer is None else self._pickled(self.initializer)
         pickled = self._pickled(fn)
         try:
-            payload: bytes = cloudpickle.dumps(pack(pickled, args, kwargs, init))
+            payload: bytes = cloudpickle.dumps(pack(pickled, args, kwargs, init, options))
             return payload
         except Exception as exc:  # pickling runs the user's __reduce__ methods: anything
             raise _unpicklable(fn, exc) from None

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from hqshm.api.output import DEFAULT_STDERR, DEFAULT_STDOUT, Stdio
 from hqshm.api.tasks import ExternalProgram, PythonFunction, Resources, Task
 from hqshm.errors import UserError
+from hqshm.taskresult import MAX_RESULT_LIMIT
 
 JobId = int
 TaskId = int
@@ -23,11 +24,15 @@ class Job:
     first failed task. ``default_env`` lies under each task's own ``env``. ``initializer``
     (beyond HQ): a function without arguments that runs before the job's first function task in
     each interpreter that runs its tasks; they get its result from ``hqshm.api.worker_state()``.
+    ``max_result_size`` (beyond HQ): the most bytes of a function task's pickled result sent to
+    the server for ``SubmittedJob.result`` (default 1 MiB, at most 64 MiB); a larger one stays on
+    its worker, for the job's tasks there that take it as an argument.
     """
 
     def __init__(self, default_workdir: str | Path | None = None, max_fails: int | None = 1,
                  default_env: Mapping[str, str] | None = None, name: str | None = None, *,
-                 initializer: Callable[[], Any] | None = None) -> None:
+                 initializer: Callable[[], Any] | None = None,
+                 max_result_size: int | None = None) -> None:
         self.default_workdir = (Path(default_workdir).resolve()
                                 if default_workdir is not None else None)
         self.max_fails = max_fails
@@ -36,6 +41,11 @@ class Job:
         if initializer is not None and not callable(initializer):
             raise UserError(f"The initializer must be a function, not {initializer!r}")
         self.initializer = initializer
+        if max_result_size is not None and not (
+                isinstance(max_result_size, int) and 0 <= max_result_size <= MAX_RESULT_LIMIT):
+            raise UserError(f"max_result_size must be a number of bytes from 0 to "
+                            f"{MAX_RESULT_LIMIT}, not {max_result_size!r}")
+        self.max_result_size = max_result_size
         self.tasks: list[Task] = []
         self._by_id: dict[TaskId, Task] = {}
 
@@ -80,8 +90,36 @@ class Job:
 
 @dataclasses.dataclass
 class SubmittedJob:
+    """A job the server took. ``result``, ``results`` and their ``_async`` forms (beyond HQ)
+    need the client that submitted it (``Client.submit`` sets it)."""
+
     job: Job
     id: JobId
+    client: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def result(self, task: Task | TaskId, timeout: float | None = None) -> Any:
+        """The value the function task returned, once it ended; raises the exception it
+        raised (its remote traceback as the cause), or ``ResultError`` naming why there is
+        no value (failed, canceled, too large...). ``timeout``: TimeoutError after it."""
+        return self._client().get_result(self, task, timeout)
+
+    def results(self, tasks: Iterable[Task | TaskId] | None = None,
+                timeout: float | None = None) -> list[Any]:
+        """``result`` of several tasks (None: all the job's), in their order."""
+        return self._client().get_results(self, tasks, timeout)
+
+    async def result_async(self, task: Task | TaskId, timeout: float | None = None) -> Any:
+        return await self._client().get_result_async(self, task, timeout)
+
+    async def results_async(self, tasks: Iterable[Task | TaskId] | None = None,
+                            timeout: float | None = None) -> list[Any]:
+        return await self._client().get_results_async(self, tasks, timeout)
+
+    def _client(self) -> Any:
+        if self.client is None:
+            raise UserError("this SubmittedJob has no client: use the one Client.submit "
+                            "returned, or client.get_result(job, task)")
+        return self.client
 
 
 def get_job_id(job: SubmittedJob | JobId) -> JobId:

@@ -42,8 +42,9 @@ class Task(abc.ABC):
         return self.name if self.name is not None else str(self.task_id)
 
     @abc.abstractmethod
-    def command(self, python_env: PythonEnv, payloads: PayloadBuilder) -> tuple[list[str], bytes]:
-        """The argv and the stdin of the task's program."""
+    def command(self, python_env: PythonEnv, payloads: PayloadBuilder
+                ) -> tuple[list[str], bytes, str | None]:
+        """The argv, the stdin and the HQ_ENTRY (None: none) of the task's program."""
 
     @property
     @abc.abstractmethod
@@ -69,8 +70,9 @@ class ExternalProgram(Task):
         self.task_dir = task_dir
         self.stdin = stdin.encode() if isinstance(stdin, str) else stdin
 
-    def command(self, python_env: PythonEnv, payloads: PayloadBuilder) -> tuple[list[str], bytes]:
-        return self.args, self.stdin or b""
+    def command(self, python_env: PythonEnv, payloads: PayloadBuilder
+                ) -> tuple[list[str], bytes, str | None]:
+        return self.args, self.stdin or b"", None
 
     @property
     def needs_task_dir(self) -> bool:
@@ -78,8 +80,9 @@ class ExternalProgram(Task):
 
 
 class PythonFunction(Task):
-    """A Python function called with ``args`` and ``kwargs`` in the task's interpreter; its
-    return value is dropped."""
+    """A Python function called with ``args`` and ``kwargs`` in the task's interpreter. Its
+    return value is the task's result (``SubmittedJob.result``); given as an argument of
+    another function task of the job, it stands for that result there."""
 
     def __init__(self, task_id: int, *, fn: Callable[..., Any], args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, **common: Any) -> None:
@@ -88,8 +91,10 @@ class PythonFunction(Task):
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
 
-    def command(self, python_env: PythonEnv, payloads: PayloadBuilder) -> tuple[list[str], bytes]:
-        return python_env.command(), payloads.payload(self.fn, self.args, self.kwargs)
+    def command(self, python_env: PythonEnv, payloads: PayloadBuilder
+                ) -> tuple[list[str], bytes, str | None]:
+        stdin, entry = payloads.payload_of(self.task_id, self.fn, self.args, self.kwargs)
+        return python_env.command(), stdin, entry
 
     @property
     def needs_task_dir(self) -> bool:

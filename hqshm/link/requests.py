@@ -244,3 +244,24 @@ class JournalFlushRequest:
 @frozen
 class JournalPruneRequest:
     TAG: ClassVar[int] = 42
+
+
+MAX_RESULT_IDS = 10_000  # task ids of one TaskResultsRequest
+
+
+@CLIENT_LINK.message
+@frozen
+class TaskResultsRequest:
+    """Function tasks' results (hqshm/server/results.py): what is known of each now; the
+    client asks again for those still pending."""
+
+    TAG: ClassVar[int] = 22
+    job_id: JobId
+    task_ids: tuple[TaskId, ...]
+
+    def __post_init__(self) -> None:
+        check_id("a job id", self.job_id)
+        if len(self.task_ids) > MAX_RESULT_IDS:
+            raise limits.LimitError(message=f"at most {MAX_RESULT_IDS} task ids per request")
+        for task_id in self.task_ids:
+            check_id("a task id", task_id)

@@ -159,3 +159,28 @@ class JournalPruned:
     TAG: ClassVar[int] = 141
     size_before: int
     size_after: int
+
+
+class ResultStatus:
+    """What a ``TaskResultsResponse`` says of one task."""
+
+    PENDING = 0  # not ended yet
+    VALUE = 1  # blob: the returned value (hqshm/taskresult.py)
+    EXCEPTION = 2  # blob: the exception it raised; error: the task's error (traceback)
+    FAILED = 3  # failed without an exception to give (a program, a crash): error
+    CANCELED = 4  # canceled or aborted: error says which
+    NONE = 5  # finished without a result (returned None, or a program task)
+    TOO_LARGE = 6  # size: bytes of the result, above the job's max_result_size
+    DROPPED = 7  # the server's result store was full: error
+    UNPICKLABLE = 8  # the value could not be pickled: error
+    LATER = 9  # not in this answer (its size budget): ask again
+    UNKNOWN = 10  # no such job or task: error
+    LOST = 11  # ended before the server restarted: results are not in the journal
+
+
+@CLIENT_LINK.message
+@frozen
+class TaskResultsResponse:
+    TAG: ClassVar[int] = 119
+    # (task id, ResultStatus, size, blob, error text), in the order asked
+    items: tuple[tuple[int, int, int, bytes, str], ...]

@@ -11,7 +11,7 @@ midway cancels the job, so no half-submitted job file is left running.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from hqshm.cluster.ids import JobId
@@ -21,11 +21,12 @@ from hqshm.link.requests import CancelJobsRequest, CloseJobsRequest, OpenJobRequ
 from hqshm.link.responses import CancelJobsResponse, CloseJobsResponse, SubmitResponse
 from hqshm.link.submitrequests import SubmitGraphRequest, SubmitRequest
 from hqshm.model import limits
-from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask
+from hqshm.model.submission import ArraySubmission, GraphSubmission, GraphTask, template_key
 
 # Values one part of a job file may hold, by ``_values``' estimate: well under the server's
 # budget, so that an estimate off by half still fits, and each part decodes in a few ms.
 PART_VALUES = limits.MAX_REQUEST_VALUES // 4
+PACKED_TASK_VALUES = 6  # a packed task: its array, id, template index, deps' array, entry
 
 
 def submit(conn: ClientConnection, submission: ArraySubmission | GraphSubmission,
@@ -34,15 +35,28 @@ def submit(conn: ClientConnection, submission: ArraySubmission | GraphSubmission
     if isinstance(submission, ArraySubmission):
         return JobId(conn.request(SubmitRequest.of(submission), SubmitResponse,
                                   timeout=timeout).job_id)
-    parts = list(graph_parts(submission.tasks))
+    by_template: dict[int, bytes] = {}  # tasks of the API's builds share template objects
+    keys = {}
+    for task in submission.tasks:
+        key = by_template.get(id(task.template))
+        if key is None:
+            key = by_template[id(task.template)] = template_key(task.template)
+        keys[id(task)] = key
+    parts = list(graph_parts(submission.tasks, keys=keys))
     if len(parts) == 1:
-        return JobId(conn.request(SubmitGraphRequest(submission), SubmitResponse,
-                                  timeout=timeout).job_id)
-    return _submit_in_parts(conn, submission, parts, timeout)
+        return JobId(conn.request(SubmitGraphRequest(_packed(submission, keys)),
+                                  SubmitResponse, timeout=timeout).job_id)
+    return _submit_in_parts(conn, submission, parts, timeout, keys)
+
+
+def _packed(submission: GraphSubmission, keys: dict[int, bytes]) -> GraphSubmission:
+    """Each distinct template once (``GraphSubmission.packed_form``)."""
+    return submission.packed_form([keys[id(task)] for task in submission.tasks])
 
 
 def _submit_in_parts(conn: ClientConnection, submission: GraphSubmission,
-                     parts: list[tuple[GraphTask, ...]], timeout: float | None) -> JobId:
+                     parts: list[tuple[GraphTask, ...]], timeout: float | None,
+                     keys: dict[int, bytes]) -> JobId:
     job_id = submission.job_id
     opened = job_id is None
     if job_id is None:
@@ -51,8 +65,8 @@ def _submit_in_parts(conn: ClientConnection, submission: GraphSubmission,
     selector = Selector("ids", ((job_id, job_id, 1),))
     try:
         for part in parts:
-            conn.request(SubmitGraphRequest(replace(submission, tasks=part, job_id=job_id)),
-                         SubmitResponse, timeout=timeout)
+            request = _packed(replace(submission, tasks=part, job_id=job_id), keys)
+            conn.request(SubmitGraphRequest(request), SubmitResponse, timeout=timeout)
     except BaseException:  # a refused part, a lost server, Ctrl-C
         if opened:  # the parts sent so far must not run as if they were the whole file
             with contextlib.suppress(HqError):  # the first error is the one to report
@@ -65,17 +79,31 @@ def _submit_in_parts(conn: ClientConnection, submission: GraphSubmission,
     return job_id
 
 
-def graph_parts(tasks: Sequence[GraphTask],
-                budget: int = PART_VALUES) -> Iterator[tuple[GraphTask, ...]]:
+def graph_parts(tasks: Sequence[GraphTask], budget: int = PART_VALUES,
+                keys: Mapping[int, bytes] | None = None) -> Iterator[tuple[GraphTask, ...]]:
     """The tasks in parts of at most ``budget`` estimated values, every task after the tasks
-    it depends on (an earlier part or its own), in the file's order where deps allow."""
+    it depends on (an earlier part or its own), in the file's order where deps allow.
+    With ``keys`` (task's id() -> its template's key) the parts travel packed: a template
+    costs its values once a part, a task a few more."""
     part: list[GraphTask] = []
     used = 0
+    seen: set[bytes] = set()
     for task in _prerequisites_first(tasks):
-        cost = _values(task)
+        if keys is None:
+            cost = _values(task)
+        else:
+            key = keys[id(task)]
+            cost = PACKED_TASK_VALUES + len(task.deps)
+            if key not in seen:
+                cost += _values(task)
         if part and used + cost > budget:
             yield tuple(part)
             part, used = [], 0
+            seen = set()
+            if keys is not None:
+                cost = PACKED_TASK_VALUES + len(task.deps) + _values(task)
+        if keys is not None:
+            seen.add(keys[id(task)])
         part.append(task)
         used += cost
     if part:

@@ -7,7 +7,7 @@ expanded, so a million-task array is a few integers here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from typing import ClassVar
 
@@ -174,13 +174,77 @@ class GraphSubmission:
     tasks: tuple[GraphTask, ...]
     job_id: JobId | None = None
     stream_dir: str | None = None
+    # The packed form (``pack_graph``), in which the tasks travel: each distinct template
+    # once, and per task (id, index of its template, deps, entry). Decoding expands it into
+    # ``tasks`` sharing those templates, so that a job of a million function tasks costs one
+    # template's decode, not a million.
+    templates: tuple[TaskTemplate, ...] = ()
+    packed: tuple[tuple[TaskId, int, tuple[TaskId, ...], bytes | None], ...] = ()
 
     def __post_init__(self) -> None:
         check_submission(self.name, self.max_fails, self.submit_dir, self.job_id,
                          self.stream_dir)
+        if self.packed or self.templates:
+            self._unpack()
         limits.check_count("tasks in one job file", len(self.tasks), limits.MAX_GRAPH_TASKS)
         limits.check_count("dependencies in one job file",
                            sum(len(task.deps) for task in self.tasks), limits.MAX_GRAPH_DEPS)
+
+
+    def _unpack(self) -> None:
+        if self.tasks:
+            raise ValueError("a job's tasks come packed or not, not both")
+        limits.check_count("tasks in one job file", len(self.packed), limits.MAX_GRAPH_TASKS)
+        templates = self.templates
+        tasks = []
+        for task_id, index, deps, entry in self.packed:
+            if not 0 <= index < len(templates):
+                raise ValueError(f"task {task_id} names template {index} of {len(templates)}")
+            tasks.append(GraphTask(task_id, templates[index], deps, entry))
+        object.__setattr__(self, "tasks", tuple(tasks))
+        object.__setattr__(self, "templates", ())
+        object.__setattr__(self, "packed", ())
+
+    def packed_form(self, keys: Sequence[bytes] | None = None) -> GraphSubmission:
+        """The same submission in the packed form; ``keys``: each task's template key
+        (``template_key``), when the caller has them already."""
+        if keys is None:
+            keys = [template_key(task.template) for task in self.tasks]
+        index: dict[bytes, int] = {}
+        templates: list[TaskTemplate] = []
+        packed = []
+        for task, key in zip(self.tasks, keys, strict=True):
+            at = index.get(key)
+            if at is None:
+                at = index[key] = len(templates)
+                templates.append(task.template)
+            packed.append((task.id, at, task.deps, task.entry))
+        packed_form = object.__new__(GraphSubmission)  # no unpacking on this side
+        for name, value in (("name", self.name), ("max_fails", self.max_fails),
+                            ("submit_dir", self.submit_dir), ("tasks", ()),
+                            ("job_id", self.job_id), ("stream_dir", self.stream_dir),
+                            ("templates", tuple(templates)), ("packed", tuple(packed))):
+            object.__setattr__(packed_form, name, value)
+        return packed_form
+
+
+_template_fields: Callable[[TaskTemplate], list[object]] | None = None
+
+
+def template_key(template: TaskTemplate) -> bytes:
+    """16 bytes equal for equal templates (a 128-bit digest of the codec's field lists,
+    packed): a client keeps one per task, and a template holds a function's payload."""
+    global _template_fields
+    import hashlib
+
+    import msgpack
+
+    from hqshm.cluster.codec import struct_encoder
+
+    if _template_fields is None:
+        _template_fields = struct_encoder(TaskTemplate)
+    packed = msgpack.packb(_template_fields(template), use_bin_type=True)
+    return hashlib.blake2b(packed, digest_size=16).digest()
 
 
 def check_submission(name: str, max_fails: int | None, submit_dir: str, job_id: JobId | None,

@@ -56,6 +56,7 @@ from hqshm.cluster.protocol import (
     Heartbeat,
     NodeStopping,
     ReserveNode,
+    ResultItem,
     Resumed,
     RetractTasks,
     Started,
@@ -101,6 +102,7 @@ ACK_LAG = 0.5
 # Tasks per list of one TaskUpdates: three lists of at most 8 values a task stay well under
 # the server's decode budget (MAX_NODE_VALUES, 4,000,000).
 REPORT_PART = 100_000
+RESULT_PART_BYTES = 32 << 20  # result bytes in one report (the frame limit is 256 MiB)
 
 
 class Signal(enum.Enum):
@@ -236,9 +238,10 @@ class Updates:
     started: list[Started] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
+    results: list[ResultItem] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.started or self.finished or self.failed)
+        return bool(self.started or self.finished or self.failed or self.results)
 
 
 class NodeCore:
@@ -510,10 +513,12 @@ class NodeCore:
         for _, sent in self.unacked:
             updates.finished += sent.finished
             updates.failed += sent.failed
+            updates.results += sent.results
         self.unacked.clear()
         updates.started = self.updates.started
         updates.finished += self.updates.finished
         updates.failed += self.updates.failed
+        updates.results += self.updates.results
         self.updates = updates
 
     def resumed(self) -> tuple[Resumed, ...]:
@@ -545,7 +550,9 @@ class NodeCore:
         self.updates = Updates(
             finished=[f for f in updates.finished
                       if f[0] not in refused and held.get(f[0]) == f[1]],
-            failed=[f for f in updates.failed if f[0] not in refused and held.get(f[0]) == f[1]])
+            failed=[f for f in updates.failed if f[0] not in refused and held.get(f[0]) == f[1]],
+            results=[r for r in updates.results
+                     if r[0] not in refused and held.get(r[0]) == r[1]])
         logger.info("Registered again: %d tasks taken back by the server, %d rejected (killed)",
                     len(held) - len(refused & held.keys()), len(refused & held.keys()))
         self.lost_since = None
@@ -723,9 +730,11 @@ class NodeCore:
             task.signal_pending = None
 
     def on_ended(self, executor: int, key: TaskKey, ok: bool, skipped: bool, started: float,
-                 ended: float, error: bytes, now: float, mono: float) -> None:
+                 ended: float, error: bytes, now: float, mono: float,
+                 result: tuple[int, int, bytes] | None = None) -> None:
         """The executor reports a task's end: ``ok``, failed with ``error``, or ``skipped``
-        (never spawned: canceled, or the node is stopping)."""
+        (never spawned: canceled, or the node is stopping); a function task's ``result``
+        (kind, size, blob: hqshm/node/results.py) goes to the server with it."""
         slot = self.slots[executor]
         if slot.inflight and slot.inflight[0] == key:
             slot.inflight.popleft()
@@ -743,6 +752,8 @@ class NodeCore:
             # lives in its process group (`cmd &` ignores SIGINT) goes too. (An executor that
             # ran the task inside it lives on, and killed the rest of the task's group itself.)
             self.out.send_signal(task.pid, Signal.KILL)
+        if result is not None and not task.canceled and not task.timed_out:
+            self.updates.results.append((key, task.instance, *result))
         self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono)
 
     def executor_died(self, executor: int, cause: str, now: float, mono: float,
@@ -893,6 +904,13 @@ class NodeCore:
         started = [s for s in updates.started if s[0] not in ended]
         # In parts that the server's decode budget (MAX_NODE_VALUES) takes: reports kept
         # through a long loss of the server can be many.
+        # Results go first, in frames of a bounded size: a result is in the server's store
+        # before the task's end that a client waits for.
+        for part in _result_parts(updates.results):
+            report = TaskUpdates(results=part)
+            self.out.report(report)
+            if self.reconnects:
+                self.unacked.append((mono, report))
         step = REPORT_PART
         for at in range(0, max(len(started), len(updates.finished), len(updates.failed)), step):
             report = TaskUpdates(tuple(started[at : at + step]),
@@ -967,3 +985,19 @@ class NodeCore:
 
 def _multinode_variant(group: GroupInfo) -> int:
     return next((i for i, v in enumerate(group.request_variants) if v.n_nodes), 0)
+
+
+def _result_parts(items: list[ResultItem]) -> list[tuple[ResultItem, ...]]:
+    """Results in reports of at most RESULT_PART_BYTES (one larger result goes alone) and
+    REPORT_PART items."""
+    parts: list[tuple[ResultItem, ...]] = []
+    start, size = 0, 0
+    for at, item in enumerate(items):
+        if at > start and (size + len(item[4]) > RESULT_PART_BYTES
+                           or at - start >= REPORT_PART):
+            parts.append(tuple(items[start:at]))
+            start, size = at, 0
+        size += len(item[4])
+    if start < len(items):
+        parts.append(tuple(items[start:]))
+    return parts

@@ -39,18 +39,18 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from hqshm import errors
+from hqshm import errors, functiontask, taskresult
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
-from hqshm.node import affinity, launch, warm
+from hqshm.node import affinity, launch, results, warm
 from hqshm.node.ring import Record, RecordKind, Ring, ring_doorbell
 from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
@@ -121,12 +121,14 @@ class Executor:
         self.programs: dict[int, ProgramSpec] = {}
         self.function_groups: set[int] = set()  # groups whose tasks run inside this process
         self.warm = warm.WarmRunner()
+        self._resolving: tuple[object, Callable[[int], Any]] = (None, lambda _: None)
         self.pid = os.getpid()
         self.stdin_files: dict[int, str] = {}
         self.made_dirs: set[str] = set()
         self.streams = StreamFiles(node.stream_key)
         self.node_pid = node_pid or os.getppid()
         self.own_dir = own_dir
+        self.results_dir = node.results_dir  # results kept for dependants: the node's too
         # What must not outlive the node: the running task's process group and directory.
         self.task_pid = 0
         self.task_dir: str | None = None
@@ -190,6 +192,8 @@ class Executor:
         self._remove_stdin_files()
         self.sub.remove_spills()
         self.done.remove_spills()
+        if self.results_dir:
+            shutil.rmtree(self.results_dir, ignore_errors=True)
         if self.own_dir is not None:
             # Every executor tries: the last to get here finds every task dead.
             shutil.rmtree(self.own_dir, ignore_errors=True)
@@ -233,8 +237,10 @@ class Executor:
                 os.unlink(path)
 
     def _ended(
-        self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0
+        self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0,
+        result: results.Report | None = None,
     ) -> None:
+        flags, payload = results.ended_payload(error, result)
         self.done.push(
             key=record.key,
             instance=record.instance,
@@ -243,7 +249,8 @@ class Executor:
             t_start=t0,
             t_end=t1,
             pid=pid,
-            payload=error.encode("utf-8", "replace"),
+            flags=flags,
+            payload=payload,
         )
         # With its next task already queued the executor goes on at once, and the node
         # collects this report on its next tick; only an executor about to idle, or a failure
@@ -302,6 +309,12 @@ class Executor:
             if task.gid in self.function_groups and warm.runs_warm(task.resource_env):
                 self._run_in_process(record, task, spec, plan, t0, task_dir)
                 return
+            # A function task started cold has a task directory (for its error file), where it
+            # writes its result (hqshm/functiontask.py, task_main); only the dependencies'
+            # results need the store's name.
+            function = spec.task_dir
+            if function and self.node.results_dir:
+                plan.env["HQSHM_RESULT_STORE"] = f"{self.node.results_dir}:{spec.server_uid}"
             try:
                 pid = self._spawn(
                     affinity.SpawnSpec(
@@ -329,11 +342,14 @@ class Executor:
             status = _wait(pid)
             self.task_pid = 0
             t1 = time.time()
+            result = (results.cold_report(self.node.results_dir, spec.server_uid, spec.job_id,
+                                          task_id, task_dir) if function else None)
             if status == 0:
                 _remove_outputs(plan)
-                self._ended(record, OK, t0, t1, pid=pid)
+                self._ended(record, OK, t0, t1, pid=pid, result=result)
             else:
-                self._ended(record, FAILED, t0, t1, _failure_text(status, task_dir), pid=pid)
+                self._ended(record, FAILED, t0, t1, _failure_text(status, task_dir), pid=pid,
+                            result=result)
         finally:
             if task_dir is not None:
                 _remove_dir(task_dir)
@@ -349,6 +365,9 @@ class Executor:
         task_dir: str | None,
     ) -> None:
         """A function task inside this process, reported as its program would be."""
+        entry = plan.env.get("HQ_ENTRY")
+        if entry is not None and entry.startswith(functiontask.ENTRY_PREFIX):
+            del plan.env["HQ_ENTRY"]  # the arguments' carrier, not the task's environment
         call = warm.FunctionCall(
             payload=spec.stdin,
             job=(spec.server_uid, spec.job_id),
@@ -356,6 +375,8 @@ class Executor:
             cpus=record.cpus if task.pin and record.cpus else None,
             numa=record.numa if record.numa >= 0 else None,
             mem_mode=self.node.memory_mode,
+            resolve=self._resolver(spec),
+            entry=entry,
         )
         pid = self.pid
 
@@ -371,11 +392,26 @@ class Executor:
             self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
             return
         t1 = time.time()
+        result = None
+        outcome = ending.outcome
+        if outcome is not None:
+            result = results.report(self.node.results_dir, spec.server_uid, spec.job_id,
+                                    split_key(record.key)[1], outcome.kind, outcome.value,
+                                    outcome.keep, outcome.max_result)
         if ending.ok:
             _remove_outputs(plan)
-            self._ended(record, OK, t0, t1, pid=pid)
+            self._ended(record, OK, t0, t1, pid=pid, result=result)
         else:
-            self._ended(record, FAILED, t0, t1, _error_text(task_dir, ending.error()), pid=pid)
+            self._ended(record, FAILED, t0, t1, _error_text(task_dir, ending.error()), pid=pid,
+                        result=result)
+
+    def _resolver(self, spec: ProgramSpec) -> Callable[[int], Any]:
+        """Results of the job's tasks given as arguments, from this node's store."""
+        key = (spec.server_uid, spec.job_id)
+        if self._resolving[0] != key:
+            self._resolving = (key, taskresult.resolver(self.node.results_dir, spec.server_uid,
+                                                         spec.job_id))
+        return self._resolving[1]
 
     def _run_streamed(
         self,

@@ -39,6 +39,9 @@ class NodeContext:
     # set_mempolicy mode for a task whose CPUs lie in one NUMA node (hqshm.node.affinity's
     # MemPolicy value: 2 bind, 1 preferred); the node sends the node id with each task.
     memory_mode: int = 2
+    # Where function tasks' results that other tasks take as arguments are kept (tmpfs):
+    # hqshm/node/results.py; "" for none.
+    results_dir: str = ""
 
 
 @frozen

@@ -36,8 +36,10 @@ from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
 from hqshm.cluster.protocol import (
     NODE_LINK,
+    ComputeTasks,
     NodeRegistered,
     RegisterNode,
+    ReleaseResults,
     Resumed,
     StopNode,
     TaskUpdates,
@@ -45,7 +47,7 @@ from hqshm.cluster.protocol import (
 from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
 from hqshm.model.workerconfig import WorkerConfiguration
-from hqshm.node import affinity, batchsystem, launch, notify
+from hqshm.node import affinity, batchsystem, launch, notify, results
 from hqshm.node.config import NodeOptions, ServerEndpoint, cpu_ids, node_resources
 from hqshm.node.core import NodeCore, NodeSettings, Signal
 from hqshm.node.executor import IN_PROCESS, OK, SKIPPED, TaskPayload, end_text
@@ -126,6 +128,7 @@ class Node:
             worker_id=0, hostname=self.hostname, work_dir=self.work_dir,
             hq_path=_hq_path(), base_env=dict(options.env),
             access_key=self.notify.access_key,
+            results_dir=_results_dir(self.own_work_root or self.work_dir),
             memory_mode=(affinity.MemPolicy.PREFERRED if options.memory_binding == "prefer"
                          else affinity.MemPolicy.BIND))
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
@@ -366,6 +369,13 @@ class Node:
                 if self.core.lost:  # registered again: this socket is the link now
                     self._registered(message, self.configuration())
                 continue
+            if isinstance(message, ReleaseResults):
+                results.release(self.node_ctx.results_dir, self.core.server_uid,
+                                message.job_ids)
+                continue
+            if isinstance(message, ComputeTasks) and message.results:
+                results.store_received(self.node_ctx.results_dir, self.core.server_uid,
+                                       message.results)
             try:
                 self.core.on_message(message, time.monotonic())
             except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
@@ -426,8 +436,9 @@ class Node:
             kind = record.kind
             if kind is _ENDED:
                 status = record.status
+                error, result = results.read_ended(record.flags, record.payload)
                 on_ended(handle.index, record.key, status == OK, status == SKIPPED,
-                         record.t_start, record.t_end, record.payload, now, mono)
+                         record.t_start, record.t_end, error, now, mono, result)
             elif kind is _STARTED:
                 on_started(handle.index, record.key, record.pid, record.t_start, now, mono,
                            record.status == IN_PROCESS)
@@ -526,6 +537,17 @@ class Node:
             self.context.term()
         if self.own_work_root is not None:
             shutil.rmtree(self.own_work_root, ignore_errors=True)
+        if self.node_ctx.results_dir:
+            shutil.rmtree(self.node_ctx.results_dir, ignore_errors=True)
+
+
+def _results_dir(fallback: str) -> str:
+    """The node's result directory: on tmpfs (/dev/shm) when there is one, so that results
+    live in shared memory; removed when the node ends (here, or by its executors)."""
+    for parent in ("/dev/shm", fallback):
+        with contextlib.suppress(OSError):
+            return tempfile.mkdtemp(prefix="hqshm-results-", dir=parent)
+    return ""
 
 
 def _death_cause(status: int) -> str:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, TextIO
 
-from hqshm import errors, functiontask
+from hqshm import errors, functiontask, taskresult
 from hqshm.cluster.frozen import frozen
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
 from hqshm.node import affinity
@@ -129,14 +129,30 @@ class FunctionCall:
     cpus: Sequence[int] | None  # None: not pinned
     numa: int | None  # the NUMA node to bind memory to
     mem_mode: int  # affinity.MemPolicy value
+    # The results of tasks given as arguments, by task id (hqshm/taskresult.py's resolver).
+    resolve: Callable[[int], Any] | None = None
+    entry: str | None = None  # HQ_ENTRY: the task's own arguments (functiontask.entry_text)
+
+
+@frozen
+class Outcome:
+    """What the function gave: its value or the exception it raised (``taskresult`` kinds),
+    with the payload's ``keep`` and ``max_result`` (defaults when the payload did not load)."""
+
+    kind: int
+    value: Any
+    keep: bool = False
+    max_result: int = taskresult.DEFAULT_MAX_RESULT
 
 
 @frozen
 class Ending:
-    """How the task's interpreter would have ended: its exit code, or the signal."""
+    """How the task's interpreter would have ended: its exit code, or the signal; and the
+    function's outcome when it returned or raised an Exception."""
 
     code: int = 0
     signum: int = 0
+    outcome: Outcome | None = None
 
     @property
     def ok(self) -> bool:
@@ -430,10 +446,12 @@ def _call_function(call: FunctionCall) -> Ending:
     """Run the payload; its end as the cold interpreter's: ``task_main`` reports an
     Exception, the interpreter ends with SystemExit's code, or prints what else escaped and
     exits 1. KeyboardInterrupt goes to the caller."""
+    loaded = None
     try:
         functiontask.configure_logging()
-        functiontask.run_payload(call.payload, call.job)
-        return Ending()
+        loaded = functiontask.load_payload(call.payload, call.resolve, call.entry)
+        value = functiontask.call(loaded, call.job)
+        return Ending(outcome=Outcome(taskresult.VALUE, value, loaded.keep, loaded.max_result))
     except KeyboardInterrupt:
         raise
     except SystemExit as exc:
@@ -441,7 +459,10 @@ def _call_function(call: FunctionCall) -> Ending:
     except Exception as exc:
         with contextlib.suppress(Exception):
             functiontask.report_error(exc)
-        return Ending(code=1)
+        if loaded is None:
+            return Ending(code=1, outcome=Outcome(taskresult.EXCEPTION, exc))
+        return Ending(code=1, outcome=Outcome(taskresult.EXCEPTION, exc, loaded.keep,
+                                              loaded.max_result))
     except BaseException as exc:  # noqa: BLE001 - the interpreter's end for anything else
         _print_traceback(exc)
         return Ending(code=1)

@@ -19,8 +19,14 @@ from pathlib import Path
 from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
-from hqshm.cluster.ids import GroupId, TaskId, WorkerId, split_key
-from hqshm.cluster.protocol import RegisterNode, StopReason, TaskNotification
+from hqshm.cluster.ids import GroupId, JobId, TaskId, WorkerId, split_key
+from hqshm.cluster.protocol import (
+    RegisterNode,
+    ReleaseResults,
+    ResultItem,
+    StopReason,
+    TaskNotification,
+)
 from hqshm.cluster.server_loop import ServerLoop
 from hqshm.link.details import TaskExplainResponse
 from hqshm.link.responses import ServerInfo
@@ -32,6 +38,7 @@ from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, NewGroup
 from hqshm.server.journal.service import JournalService, load_journal
+from hqshm.server.results import ResultStore, store_limit
 from hqshm.server.rpc import ClientService, ServerControl
 from hqshm.server.workers import WorkerBook
 
@@ -86,6 +93,11 @@ class Server(ServerControl):
             self.autoalloc.restore(loaded.records, time.time())
         self.journal.extra_snapshot = self.autoalloc.snapshot
         self.clients.handlers.update(self.autoalloc.handlers())
+        self.results = ResultStore(self.book, store_limit(), time.time())
+        self.events.subscribe(self.results)
+        self.clients.handlers.update(self.results.handlers())
+        self.loop.before_compute = self.results.attach
+        self.results.on_release = self._release_results
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)
@@ -192,6 +204,9 @@ class Server(ServerControl):
         job_id, task_id = split_key(msg.key)
         self.clients.notify(job_id, task_id, wid, msg.message)
 
+    def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
+        self.results.add(wid, results)
+
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()
         self.book.seal_completed()
@@ -222,6 +237,10 @@ class Server(ServerControl):
             members = self.core.multinode.get(worker.reserved_for, [])
             role = "main" if members[:1] == [wid] else "secondary"
         return len(worker.assigned) + len(worker.running), len(worker.running), role
+
+    def _release_results(self, job_ids: tuple[JobId, ...]) -> None:
+        for wid in list(self.loop.links):
+            self.loop.out.send(wid, ReleaseResults(job_ids))
 
     def _cancel_groups(self, gids: Sequence[GroupId], now: float) -> None:
         reactor.cancel_groups(self.core, self.loop.out, gids, now)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-import msgpack
 import numpy as np
 
 from hqshm.cluster.core import Group
@@ -27,6 +26,7 @@ from hqshm.model.submission import (
     TaskTemplate,
     invalid_dependencies,
     never_ready,
+    template_key,
 )
 from hqshm.model.taskstates import TaskState
 from hqshm.server.events import NewSubmit
@@ -98,8 +98,9 @@ def plan_graph(job: Job, req: GraphSubmission, first_gid: GroupId,
     if stuck := never_ready(inside):
         raise UserError(invalid_dependencies(min(stuck)))
     by_template: dict[bytes, list[GraphTask]] = {}
+    known: dict[int, tuple[TaskTemplate, bytes]] = {}
     for task in req.tasks:
-        by_template.setdefault(_template_key(task.template), []).append(task)
+        by_template.setdefault(_template_key(task.template, known), []).append(task)
     submits = []
     for gid, tasks in enumerate(by_template.values(), start=first_gid):
         tasks.sort(key=lambda t: t.id)
@@ -147,10 +148,13 @@ def core_group(job_id: JobId, submit: Submit) -> Group:
     )
 
 
-def _template_key(template: TaskTemplate) -> bytes:
-    """Tasks with equal templates share a core group (and are sent to nodes once)."""
-    key: bytes = msgpack.packb(dataclasses.astuple(template), use_bin_type=True)
-    return key
+def _template_key(template: TaskTemplate, known: dict[int, tuple[TaskTemplate, bytes]]) -> bytes:
+    """Tasks with equal templates share a core group (and are sent to nodes once). A packed
+    submission's tasks share template objects: each is keyed once (``known``, by id)."""
+    kept = known.get(id(template))
+    if kept is None:
+        kept = known[id(template)] = (template, template_key(template))
+    return kept[1]
 
 
 def _prerequisites(find_job: Callable[[JobId], Job | None], job: Job, refs: Sequence[TaskRef]

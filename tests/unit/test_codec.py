@@ -134,7 +134,9 @@ NODE_SAMPLES: list[Any] = [
         finished=((1, 0, 1.5, 2.5, 0),),
         failed=((BIG_KEY, 3, 2.0, 4.0, 1, "Program terminated with exit code 1.", True),),
     ),
+    protocol.TaskUpdates(results=((1, 0, 0, 17, b"HQR1" + bytes(13)), (BIG_KEY, 3, 0, 9 << 20, b""))),
     protocol.TaskUpdates(),
+    protocol.ReleaseResults((1, 2**32 - 1)),
     protocol.TasksRetracted((5, BIG_KEY)),
     protocol.Heartbeat(),
     protocol.NodeStopping(protocol.StopReason.IDLE_TIMEOUT),
@@ -150,6 +152,7 @@ NODE_SAMPLES: list[Any] = [
     protocol.TaskNotification(BIG_KEY, 2, b"hello"),
     protocol.ReserveNode(BIG_KEY),
     protocol.ComputeTasks(7, (BIG_KEY,), (), (), ("root.cluster", "node2")),
+    protocol.ComputeTasks(7, (3,), results=((BIG_KEY, 0, b"HQR1" + bytes(8)), (5, 1, b""))),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
@@ -202,6 +205,9 @@ CLIENT_SAMPLES: list[Any] = [
     requests.ResubmitRequest(1, ("failed", "canceled")),
     responses.CloseJobsResponse(((1, "closed"), (2, "not-found"))),
     responses.ForgetJobsResponse(2, 1),
+    requests.TaskResultsRequest(3, (0, 1, 2**32 - 1)),
+    responses.TaskResultsResponse(((0, responses.ResultStatus.VALUE, 3, b"abc", ""),
+                                   (1, responses.ResultStatus.PENDING, 0, b"", ""))),
     responses.Notification(1, 2, 3, b"message"),
     responses.JobSummaryResponse((("RUNNING", 1), ("FINISHED", 3))),
     responses.TaskIdsResponse(((1, ((0, 4, 1),)),), (9,)),
@@ -398,6 +404,10 @@ BAD_FIELDS = [
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0]]),  # started triple missing its variant
     (protocol.TaskUpdates(), 0, [[1, 0, 1.0, 0, 9]]),  # one too many
     (protocol.TaskUpdates(), 2, [[1, 0, 1.0, 2.0, 0, b"err"]]),
+    (protocol.TaskUpdates(), 3, [[1, 0, 0, 3, "abc"]]),  # str for a result's bytes
+    (protocol.TaskUpdates(), 3, [[1, 0, 7, 3, b"abc"]]),  # no such result kind
+    (protocol.TaskUpdates(), 3, [[1, 0, 0, -1, b""]]),  # a negative size
+    (requests.TaskResultsRequest(1, ()), 1, [2**32]),  # a task id past u32
     (CLIENT_SAMPLES[3], 0, "submission"),
     (responses.ErrorResponse("x"), 0, ["x"]),
     (requests.JobListRequest(), 0, [1]),  # tuple[str, ...] with an int
@@ -530,3 +540,23 @@ def test_mutated_sample_fields_are_refused_or_give_a_valid_message(
     except PeerError:
         return
     assert link.decode(link.encode(msg)) == msg
+
+
+def test_a_graph_travels_packed_and_arrives_as_tasks() -> None:
+    """Each distinct template once (GraphSubmission.packed_form): decoded, the tasks share
+    the template object; an index past the templates is refused."""
+    plain = submission.GraphSubmission(
+        "graph", 1, "/home/u",
+        (submission.GraphTask(1, TEMPLATE), submission.GraphTask(2, TEMPLATE, (1,), b"entry"),
+         submission.GraphTask(3, TEMPLATE)))
+    packed = plain.packed_form()
+    assert len(packed.templates) == 1 and not packed.tasks
+    frame_bytes = CLIENT_LINK.encode(submitrequests.SubmitGraphRequest(packed))
+    back = CLIENT_LINK.decode(frame_bytes).submission
+    assert back == plain
+    assert back.tasks[0].template is back.tasks[2].template
+    fields = fields_of(CLIENT_LINK, submitrequests.SubmitGraphRequest(packed))
+    fields[0][7][1][1] = 5  # the second task's template index
+    with pytest.raises(PeerError, match="template 5"):
+        CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, submitrequests.SubmitGraphRequest.TAG,
+                                 *fields))

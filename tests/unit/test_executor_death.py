@@ -36,6 +36,7 @@ def orphaned_executor() -> Executor:
     executor.orphaned = False
     executor.stdin_files = {}
     executor.own_dir = None
+    executor.results_dir = ""
     executor.sub = executor.done = SimpleNamespace(remove_spills=lambda: None)
     return executor
 

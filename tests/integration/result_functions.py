@@ -1,0 +1,60 @@
+"""Functions whose results the results tests check (imported by reference by the tasks)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+FUNCTIONS_PATH = {"PYTHONPATH": str(Path(__file__).parent)}
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def echo(value: Any) -> Any:
+    return value
+
+
+def nothing() -> None:
+    return None
+
+
+def boom(text: str) -> None:
+    raise ValueError(text)
+
+
+def exit_code(code: int) -> None:
+    raise SystemExit(code)
+
+
+def make_array(n: int) -> Any:
+    import numpy as np
+
+    return np.arange(n, dtype=np.float64)
+
+
+def array_info(array: Any) -> dict[str, Any]:
+    """Whether ``array`` is a view of a shared mapping (no copy) and its sum."""
+    import numpy as np
+
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    while isinstance(base, memoryview):
+        base = base.obj
+    return {"sum": float(array.sum()), "writeable": bool(array.flags.writeable),
+            "base": type(base).__name__, "pid": os.getpid()}
+
+
+def unpicklable() -> Any:
+    return (x for x in range(3))
+
+
+def chain(previous: bytes) -> bytes:
+    return previous[1:] + previous[:1]
+
+
+def big(n: int) -> bytes:
+    return b"x" * n
