@@ -1,9 +1,10 @@
 """Many finished jobs kept by one server (issue 9, items 4 and 7), measured in one run.
 
-    python bench/many_jobs_bench.py [--jobs 100000] [--rounds 11]
+    python bench/many_jobs_bench.py [--jobs 100000] [--rounds 11] [--rate 200]
 
 One server and one 2-CPU worker; ``--jobs`` single-task jobs of `true` submitted over one
-connection and run to the end. Then:
+connection (all at once, or ``--rate`` jobs a second, so that few wait at a time) and run to
+the end. Then:
 
 - the server's RSS per finished job (before the submits and after the runs; target ≤ 1 KiB),
   and after `hq job forget all` (target: given back);
@@ -45,10 +46,24 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
     return float(wall), int(rss)
 
 
+def submit(server_dir: Path, jobs: int, rate: float) -> None:
+    """Submit all at once, or in chunks of 100 at ``rate`` jobs a second."""
+    if rate <= 0:
+        one_connection(server_dir, jobs)
+        return
+    start = time.perf_counter()
+    for sent in range(0, jobs, 100):
+        one_connection(server_dir, min(100, jobs - sent))
+        time.sleep(max(0.0, start + (sent + 100) / rate - time.perf_counter()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="submit this many jobs a second (0: all at once); RSS then "
+                             "measures the finished jobs kept, not the peak of waiting ones")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hqshm-many-jobs-"))
     hq = hq_command()
@@ -61,7 +76,7 @@ def main() -> None:
                                   start_new_session=True)
         try:
             start = time.perf_counter()
-            one_connection(server_dir, args.jobs)
+            submit(server_dir, args.jobs, args.rate)
             # One wait request: polling `hq job summary` would cost the server a pass over
             # every job each time.
             subprocess.run([*hq, "job", "wait", "all"], env=env, cwd=root, check=True,
