@@ -261,6 +261,30 @@ class Core:
     reconnecting: int = 0
     # Groups over since the workers' caches were last swept of them (``drop_group``).
     dropped: int = 0
+    # What the last scheduling pass learnt, so that the next one may be skipped: a pass that
+    # ended with no room for any class of waiting task (a placement class: priority and
+    # request) stays right until room frees, pending tasks change, or a group of another class
+    # comes. ``dirty`` is any change but new groups, which are listed instead.
+    dirty: bool = True
+    new_groups: list[Group] = field(default_factory=list)
+    full_classes: frozenset[tuple[int, str]] | None = None
+
+    def changed(self) -> None:
+        """Room or pending tasks changed: the next pass must look at everything."""
+        self.needs_scheduling = True
+        self.dirty = True
+
+    def group_added(self, group: Group) -> None:
+        self.needs_scheduling = True
+        self.new_groups.append(group)
+
+    def nothing_new_fits(self) -> bool:
+        """Whether a pass would place nothing: the last one found every class full, and
+        since then only groups of those classes came (a full cluster under a stream of
+        submits then costs O(1) a submit, not a scan of every waiting group)."""
+        full = self.full_classes
+        return (not self.dirty and full is not None
+                and all(not g.multi_node and g.placement_key in full for g in self.new_groups))
     # Groups dropped this turn, per worker that was sent them: one ``ForgetGroups`` a worker
     # at the end of the turn (``reactor.send_forgets``).
     forgetting: dict[WorkerId, set[GroupId]] = field(default_factory=dict)

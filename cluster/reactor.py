@@ -44,7 +44,7 @@ def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: 
     worker = Worker(wid, hostname, resources, group, deadline, last_seen=now,
                     min_utilization=min_utilization)
     core.workers[wid] = worker
-    core.needs_scheduling = True
+    core.changed()
     logger.debug("Worker %d added to the core", wid)
     return worker
 
@@ -71,7 +71,7 @@ def add_group(core: Core, group: Group, deps: Mapping[TaskKey, Sequence[TaskKey]
     group.barrier = len(after)
     for prerequisite in after:
         core.barrier_dependants.setdefault(prerequisite, []).append(group.gid)
-    core.needs_scheduling = True
+    core.group_added(group)
 
 
 def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[TaskKey],
@@ -142,7 +142,7 @@ def release_nodes(core: Core, out: Outbox, key: TaskKey) -> None:
         worker.reserved_for = None
         if index:  # the root knows: its task ended; secondary nodes are told
             out.send(wid, ReserveNode(TaskKey(0)))
-    core.needs_scheduling = True
+    core.changed()
 
 
 def _release(core: Core, worker: Worker, placed: Placed) -> Group | None:
@@ -197,7 +197,7 @@ def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
         if failed:
             out.events.tasks_failed(wid, failed, now)
             _tasks_dead(core, out, [item[0] for item in failed], (), now)
-    core.needs_scheduling = True
+    core.changed()
 
 
 def _as_chosen(core: Core, worker: Worker, placed: Placed, variant: int) -> Placed:
@@ -260,7 +260,7 @@ def _task_done(core: Core, key: TaskKey) -> None:
         group = core.groups.get(gid)
         if group is not None and group.barrier > 0:
             group.barrier -= 1
-    core.needs_scheduling = True
+    core.changed()
 
 
 def _tasks_dead(core: Core, out: Outbox, keys: Iterable[TaskKey], groups: Iterable[Group],
@@ -337,7 +337,7 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: WorkerId, keys: Sequence[Ta
                 assign(core, out, thief, group, group_keys, variant)
             else:
                 group.give_back(group_keys)
-    core.needs_scheduling = True
+    core.changed()
 
 
 def reserve(core: Core, thief: Worker, key: TaskKey, gid: GroupId, variant: int) -> None:
@@ -377,7 +377,7 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[GroupId]) -> None:
         core.deps_waiting.pop(key, None)
     for gid in gid_set:
         core.drop_group(gid)
-    core.needs_scheduling = True
+    core.changed()
 
 
 def cancel_groups(core: Core, out: Outbox, gids: Iterable[GroupId], now: float) -> None:
@@ -451,7 +451,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
         "Worker %d lost (%s); %d running and %d queued tasks returned",
         wid, reason, len(worker.running), len(worker.assigned),
     )
-    core.needs_scheduling = True
+    core.changed()
 
 
 def adopt(core: Core, out: Outbox, worker: Worker, resumed: Sequence[Resumed],
@@ -483,7 +483,7 @@ def adopt(core: Core, out: Outbox, worker: Worker, resumed: Sequence[Resumed],
     rejected += left
     if adopted:
         out.events.tasks_adopted(worker.wid, adopted, now)
-    core.needs_scheduling = True
+    core.changed()
     return rejected
 
 
@@ -538,7 +538,7 @@ def expire_orphans(core: Core, out: Outbox, now: float) -> None:
     scheduling resumes once the pause after a restore is over."""
     if core.paused_until and now >= core.paused_until:
         core.paused_until = 0.0
-        core.needs_scheduling = True
+        core.changed()
     expired = [(key, gid, instance) for key, (gid, instance, deadline) in core.orphans.items()
                if deadline <= now]
     keys: list[TaskKey] = []
@@ -555,7 +555,7 @@ def expire_orphans(core: Core, out: Outbox, now: float) -> None:
     if keys:
         out.events.tasks_requeued(keys, instances, now)
         logger.info("%d tasks of a node that did not reconnect run again", len(keys))
-        core.needs_scheduling = True
+        core.changed()
 
 
 def retract(out: Outbox, worker: Worker, keys: list[TaskKey], thief: WorkerId | None) -> None:

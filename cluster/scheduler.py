@@ -168,6 +168,13 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     core.needs_scheduling = False
     if not core.workers:
         return  # nothing to place, hold, steal or retract: waiting jobs cost nothing per turn
+    workers = sorted(core.workers.values(), key=lambda w: w.wid)
+    if core.nothing_new_fits():
+        core.new_groups.clear()
+        retract_expired(core, out, workers, now)
+        return
+    core.dirty = False
+    core.new_groups.clear()
     groups: list[Group] = []
     largest: dict[tuple[int, str], int] = {}  # placement class -> its most pending tasks
     multi_node = False
@@ -183,8 +190,10 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
             elif largest.get(group.placement_key, 0) < pending:
                 largest[group.placement_key] = pending
     groups.sort(key=_ORDER)  # in C, and mostly in order already: job ids grow
-    workers = sorted(core.workers.values(), key=lambda w: w.wid)
     holds = Holds(core)
+    # Whether each pass ended with no room for any class: then so will the next, until
+    # something changes (``Core.nothing_new_fits``).
+    all_full = not multi_node and all(w.min_utilization <= 0 for w in workers)
     for prefill in (False, True):
         # Room only shrinks while a pass assigns: once no worker has any, the groups left
         # cannot be placed (nor need holds, which only later placements and steals read, and
@@ -193,6 +202,8 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
         factor = 1.0 + most_prefill if prefill else 1.0
         if not _any_room(workers, factor):
             continue
+        if not groups:
+            all_full = False  # room, and nothing waits: whatever comes may fit
         # Room can stay in pools nobody asks for (a worker's memory), so the stop above does
         # not end a pass that only single-CPU jobs wait for. A group that placed nothing
         # tells the same of every later group with its request and priority and no more
@@ -201,6 +212,7 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
         # every class is full, the rest of the list is not even looked at.
         full: dict[tuple[int, str], int] = {}
         classes_full = 0
+        ended_full = False
         for group in groups:
             if group.multi_node:
                 if not prefill:
@@ -211,6 +223,7 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                 continue
             if place(core, out, group, workers, holds, prefill, now):
                 if not _any_room(workers, factor):
+                    ended_full = True
                     break
             else:
                 key = group.placement_key
@@ -219,7 +232,10 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                 if before < largest[key] <= full[key]:
                     classes_full += 1
                     if classes_full == len(largest) and not multi_node:
+                        ended_full = True
                         break
+        all_full = all_full and ended_full
+    core.full_classes = frozenset(largest) if all_full else None
     for worker in workers:
         if worker.min_utilization > 0:
             fill_min_utilization(core, out, worker, groups, now)

@@ -352,7 +352,7 @@ class ServerLoop:
                 continue
             if worker.deadline is not None and worker.assigned:
                 # Its remaining lifetime shrinks: tasks it can no longer start must move.
-                self.core.needs_scheduling = True
+                self.core.changed()
             if now - worker.last_seen > heartbeat_timeout(link.heartbeat):
                 logger.warning("Worker %d missed its heartbeats", wid)
                 # Should it be only frozen, it reads this first when it wakes up.

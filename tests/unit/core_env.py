@@ -10,6 +10,7 @@ that obeys the protocol, for randomized scenarios.
 
 from __future__ import annotations
 
+import copy as copy_module
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,7 @@ class Env:
     core: Core = field(default_factory=Core)
     out: RecordingOutbox = field(init=False)
     groups: dict[int, Group] = field(default_factory=dict)  # kept after the core forgets one
+    probe_skips: bool = True  # check every skipped pass against a full one (``schedule``)
     _job_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _gids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -285,7 +287,18 @@ class Env:
     # --- what the server loop would do ------------------------------------------------------
 
     def schedule(self) -> None:
-        """What the end of a server turn does: schedule, then send the turn's forgettings."""
+        """What the end of a server turn does: schedule, then send the turn's forgettings.
+
+        Whenever the pass may be skipped (``Core.nothing_new_fits``), a full pass on a copy of
+        the core must place nothing: the skip never leaves a task waiting that could run."""
+        if self.probe_skips and self.core.nothing_new_fits():
+            copy = copy_module.deepcopy(self.core)
+            copy.dirty = True
+            probe = RecordingOutbox(RecordingEvents())
+            probe._defined = set(self.out._defined)  # noqa: SLF001 - the same links
+            schedule(copy, probe, self.clock.now())
+            placed = [m for _, m in probe.sent if isinstance(m, ComputeTasks)]
+            assert not placed, f"a skipped pass would have placed {placed}"
         schedule(self.core, self.out, self.clock.now())
         reactor.send_forgets(self.core, self.out)
 
