@@ -345,3 +345,97 @@ def test_failing_status_queries() -> None:
     assert r.state == RUNNING
     reconcile.status_failed(r, "boom", 1.0)
     assert r.state == FAILED
+
+
+def test_worker_killed_at_walltime_is_no_failure() -> None:
+    """A 1-minute allocation whose only worker is killed (connection lost) 50 s after it
+    connected: the batch system's time limit, not a broken allocation."""
+    a = Allocation("7", 1, 1, 1, "", 0.0)
+    reconcile.worker_connected(a, 1, 10.0)
+    verdict = reconcile.worker_lost(a, 1, "connection-lost", 60.0, limit=60.0)
+    assert verdict == (False, "its workers ended at the time limit")
+    assert a.state == FINISHED and a.benign
+    b = Allocation("8", 1, 2, 1, "", 0.0)
+    reconcile.worker_connected(b, 1, 10.0)
+    verdict = reconcile.worker_lost(b, 1, "connection-lost", 20.0, limit=3600.0)
+    assert verdict is not None and verdict[0] and b.state == FAILED  # early: broken
+
+
+def test_every_reason_names_its_cause() -> None:
+    """Item 5's list, each with what it promises: when a rate-limited queue may submit next,
+    and the last failure's message of a paused one (failed allocations too)."""
+    env = Env()
+    env.group(4)
+    q = queue()
+    tun = Tunables(backoff_unit=60.0, pause_retry=100.0, max_allocation_fails=2)
+    d = queue_demand(env.core, q.resources, 3600.0, 1)
+    planner.submission_failed(q, "first", 0.0, tun)
+    planner.submission_failed(q, "Stderr: no such partition", 0.0, tun)
+    reason = planner.plan(q, d, 1.0).reason
+    assert reason.startswith("rate limited after 2 failed submissions; may submit at ")
+    assert reason.endswith("last failure: Stderr: no such partition")
+    assert planner.plan(q, d, 61.0).submit == (1,)
+    p = queue()
+    planner.allocation_ended(p, True, "allocation 5: its status query failed", 0.0, tun)
+    planner.allocation_ended(p, True, "allocation 6: every worker was lost", 0.0, tun)
+    reason = planner.plan(p, d, 1.0).reason
+    assert reason.startswith("paused after 2 failures; retries at ")
+    assert reason.endswith("last failure: allocation 6: every worker was lost")
+
+
+def test_journal_events_of_automatic_allocation() -> None:
+    """`hq journal export|replay` name allocation events as HQ does (output.md §6)."""
+    from hqshm.cli.eventjson import EventRenderer
+    from hqshm.server.journal.allocrecords import (
+        AllocQueuedRecord,
+        AllocStateRecord,
+        QueueCreatedRecord,
+        QueueRemovedRecord,
+        QueueStateRecord,
+    )
+
+    r = EventRenderer()
+    p = params(name="foo", cpus="2", backlog=3)
+    bodies = [e["event"] for rec in (
+        QueueCreatedRecord(1, p, 10.0), QueueStateRecord(1, True, False, 11.0),
+        AllocQueuedRecord(1, "42", 1, 2, "/d", 12.0), AllocStateRecord(1, "42", RUNNING, 13.0),
+        AllocStateRecord(1, "42", FAILED, 14.0), QueueRemovedRecord(1, 15.0))
+        for e in r.render(rec)]
+    assert [b["type"] for b in bodies] == [
+        "autoalloc-queue-created", "autoalloc-allocation-queued", "autoalloc-allocation-started",
+        "autoalloc-allocation-finished", "autoalloc-queue-removed"]
+    created = bodies[0]
+    assert created["queue-id"] == 1 and created["params"]["name"] == "foo"
+    assert created["params"]["backlog"] == 3 and created["params"]["manager"] == "Slurm"
+    assert created["params"]["worker_args"][0] == '--cpus "2"'
+    assert bodies[1] == {"type": "autoalloc-allocation-queued", "queue-id": 1,
+                         "allocation-id": "42", "worker-count": 2}
+    assert bodies[2] == {"type": "autoalloc-allocation-started", "queue-id": 1,
+                         "allocation-id": "42"}
+
+
+def test_compacted_journal_restores_allocations() -> None:
+    """The journal's snapshot (what compaction keeps) restores queues, allocations with their
+    states and times, the counters, and the directories that old ones are removed from."""
+    from hqshm.server.autoalloc.service import AutoAlloc
+
+    def service() -> AutoAlloc:
+        return AutoAlloc(None, lambda: None, lambda r: None, lambda *a: None,  # type: ignore[arg-type]
+                         lambda *a: None, lambda: b"", {})
+
+    old = service()
+    q = Queue(2, params(name="n", cpus="1"), None, created_at=5.0, counter=2)
+    q.allocations["41"] = Allocation("41", 2, 1, 1, "/d/001", 6.0, state=FINISHED,
+                                     started_at=7.0, ended_at=8.0)
+    q.allocations["42"] = Allocation("42", 2, 2, 1, "/d/002", 9.0, state=RUNNING,
+                                     started_at=10.0)
+    old.queues[2] = q
+    old.next_queue_id = 3
+    new = service()
+    new.restore(list(old.snapshot()), 100.0)
+    r = new.queues[2]
+    assert new.next_queue_id == 3 and r.counter == 2 and r.created_at == 5.0
+    assert [(a.id, a.state, a.queued_at, a.started_at, a.ended_at)
+            for a in r.allocations.values()] == [("41", FINISHED, 6.0, 7.0, 8.0),
+                                                  ("42", RUNNING, 9.0, 10.0, None)]
+    assert new.by_alloc == {"41": 2, "42": 2} and list(new.ended_dirs[2]) == ["/d/001"]

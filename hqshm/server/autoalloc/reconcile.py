@@ -23,6 +23,7 @@ from hqshm.server.autoalloc.state import (
 )
 
 ABNORMAL = ("connection-lost", "heartbeat-lost")
+WALLTIME_SLACK = 15.0  # seconds: a worker starts this much later than its allocation, at most
 
 Verdict = tuple[bool, str] | None  # (failed, why) when the allocation just ended
 
@@ -44,17 +45,29 @@ def worker_connected(alloc: Allocation, wid: int, now: float) -> None:
     alloc.connected[wid] = now
 
 
-def worker_lost(alloc: Allocation, wid: int, reason: str, now: float) -> Verdict:
-    """A worker of the allocation left; the allocation ends with its last expected worker."""
+def at_walltime(alloc: Allocation, now: float, limit: float) -> bool:
+    """Whether the allocation is (about) as old as its workers may live: a worker lost now
+    was most likely killed by the batch system at the time limit, which is no failure."""
+    start = alloc.started_at if alloc.started_at is not None else alloc.queued_at
+    return now - start >= limit - max(WALLTIME_SLACK, 0.05 * limit)
+
+
+def worker_lost(alloc: Allocation, wid: int, reason: str, now: float,
+                limit: float | None = None) -> Verdict:
+    """A worker of the allocation left; the allocation ends with its last expected worker.
+    ``limit``: how long its workers may live (a loss at that age is the walltime's)."""
     since = alloc.connected.pop(wid, None)
     if since is None:
         return None
-    early = reason.lower() in ABNORMAL and now - since < EARLY_LOSS
+    walltime = limit is not None and at_walltime(alloc, now, limit)
+    early = reason.lower() in ABNORMAL and now - since < EARLY_LOSS and not walltime
     alloc.lost.append((wid, now, early))
     if not alloc.active or alloc.connected or len(alloc.lost) < alloc.target_workers:
         return None
     if all(e for _, _, e in alloc.lost):
         return _end(alloc, FAILED, now, "every worker was lost right after it connected")
+    if walltime:
+        return _end(alloc, FINISHED, now, "its workers ended at the time limit", benign=True)
     return _end(alloc, FINISHED, now, "all workers ended")
 
 

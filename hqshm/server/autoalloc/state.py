@@ -121,6 +121,7 @@ class Queue:
     in_flight_workers: int = 0
     reason: str = ""  # why the last tick submitted nothing ("" if it submitted)
     removing: bool = False
+    created_at: float = 0.0
 
     def queued_count(self) -> int:
         return self.in_flight + sum(1 for a in self.allocations.values() if a.state == QUEUED)
