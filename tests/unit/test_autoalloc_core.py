@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hqshm.cluster.ids import task_key
+from hqshm.cluster.resources import RequestVariant, ResourceRequest
 
 from hqshm.model.allocqueue import QueueParams
 from hqshm.model.limits import LimitError
@@ -308,10 +309,32 @@ def test_workers_drive_the_allocation() -> None:
 
 
 def test_worker_lost_right_after_start_fails_allocation() -> None:
-    a = Allocation("7", 1, 1, 1, "", 0.0)
-    reconcile.worker_connected(a, 1, 10.0)
-    verdict = reconcile.worker_lost(a, 1, "connection-lost", 12.0)
+    """HQ: FAILED. hqshm asks the batch system first: a preempted node loses its workers the
+    same way, and that is no failure; anything else (or silence) is FAILED."""
+    def suspect() -> Allocation:
+        a = Allocation("7", 1, 1, 1, "", 0.0)
+        reconcile.worker_connected(a, 1, 10.0)
+        assert reconcile.worker_lost(a, 1, "connection-lost", 12.0) is None
+        assert a.state == RUNNING and a.suspect_at == 12.0
+        return a
+
+    a = suspect()
+    assert reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 13.0) is None
+    verdict = reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 22.0)
+    assert verdict is not None and verdict[0] and a.state == FAILED  # alive 10 s later
+    a = suspect()
+    verdict = reconcile.status_reported(
+        a, parsers.ManagerStatus(FAILED, 9.0, 12.0, True, "PREEMPTED"), 13.0)
+    assert verdict is not None and not verdict[0] and a.benign
+    a = suspect()
+    verdict = reconcile.status_reported(
+        a, parsers.ManagerStatus(FINISHED, 9.0, 12.0, False, "COMPLETED"), 13.0)
     assert verdict is not None and verdict[0] and a.state == FAILED
+    a = suspect()
+    assert reconcile.status_missing(a, 13.0) is not None and a.state == FAILED
+    a = suspect()
+    assert reconcile.status_failed(a, "boom", 13.0) is None
+    assert reconcile.status_failed(a, "boom", 23.0) is not None and a.state == FAILED
 
 
 def test_manager_verdicts() -> None:
@@ -358,7 +381,7 @@ def test_worker_killed_at_walltime_is_no_failure() -> None:
     b = Allocation("8", 1, 2, 1, "", 0.0)
     reconcile.worker_connected(b, 1, 10.0)
     verdict = reconcile.worker_lost(b, 1, "connection-lost", 20.0, limit=3600.0)
-    assert verdict is not None and verdict[0] and b.state == FAILED  # early: broken
+    assert verdict is None and b.suspect_at == 20.0  # early: the batch system decides
 
 
 def test_every_reason_names_its_cause() -> None:
@@ -439,3 +462,40 @@ def test_compacted_journal_restores_allocations() -> None:
             for a in r.allocations.values()] == [("41", FINISHED, 6.0, 7.0, 8.0),
                                                   ("42", RUNNING, 9.0, 10.0, None)]
     assert new.by_alloc == {"41": 2, "42": 2} and list(new.ended_dirs[2]) == ["/d/001"]
+
+
+def test_min_utilization_and_multi_node_sizing() -> None:
+    """--min-utilization: a worker that its tasks would fill less than that is not started
+    (beyond the full ones). Multi-node tasks get allocations of their node count each."""
+    env = Env()
+    env.group(5, cpus=1)  # 1.25 workers of 4 CPUs
+    q = queue(params(cpus="4", backlog=5, max_workers_per_alloc=4, min_utilization=0.5))
+    d = queue_demand(env.core, q.resources, 3600.0, 4)
+    assert planner.plan(q, d, 0.0).submit == (1,)  # the quarter-filled second one is not
+    small = Env()
+    small.group(1, cpus=1)
+    d = queue_demand(small.core, q.resources, 3600.0, 4)
+    decision = planner.plan(q, d, 0.0)
+    assert decision.submit == () and "--min-utilization 0.5" in decision.reason
+    assert planner.worker_demand(1.5, 0.5) == 2 and planner.worker_demand(1.25, 0.0) == 2
+    multi = Env()
+    multi.group(2, req=ResourceRequest((RequestVariant(n_nodes=2),)))
+    multi.group(1, req=ResourceRequest((RequestVariant(n_nodes=8),)))  # more than 4: unfit
+    q = queue(params(cpus="4", backlog=5, max_workers_per_alloc=4))
+    d = queue_demand(multi.core, q.resources, 3600.0, 4)
+    assert d.multi_node == [2, 2] and d.unfit == 1
+    assert planner.plan(q, d, 0.0).submit == (2, 2)
+
+
+def test_just_connected_worker_is_not_unmet_demand() -> None:
+    """A tick in the same turn as a worker's registration sees its tasks still waiting: that
+    worker counts as coming for a few seconds, so no second allocation is submitted."""
+    env = Env()
+    env.group(1)
+    q = queue(params(cpus="4", backlog=3))
+    a = Allocation("1", 1, 1, 1, "", 0.0)
+    q.allocations["1"] = a
+    reconcile.worker_connected(a, 1, 100.0)
+    d = queue_demand(env.core, q.resources, 3600.0, 1)
+    assert planner.plan(q, d, 100.0).submit == ()
+    assert planner.plan(q, d, 106.0).submit == (1,)  # still waiting later: unmet demand

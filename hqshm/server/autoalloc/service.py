@@ -355,6 +355,7 @@ class AutoAlloc:
                 queue.reason = decision.reason
                 for workers in decision.submit:
                     self._submit(queue, workers, now)
+                self._check_suspects(queue)
             except Exception:  # noqa: BLE001 - the last resort: one queue's bug, not all
                 logger.exception("Automatic allocation of queue %d failed", queue.id)
 
@@ -504,6 +505,14 @@ class AutoAlloc:
             limit = queue.params.worker_limit
             self._verdict(queue, job_id, lambda a: reconcile.worker_lost(a, wid, reason, now,
                                                                          limit), now)
+            self._check_suspects(queue)
+
+    def _check_suspects(self, queue: Queue) -> None:
+        """Ask the batch system why allocations whose workers all died at once ended."""
+        suspects = [a for a in queue.allocations.values()
+                    if a.active and a.suspect_at is not None]
+        if suspects and queue.id not in self.polling:
+            self._poll_queue(queue, suspects)
 
     # --- stop, journal --------------------------------------------------------------------
 
