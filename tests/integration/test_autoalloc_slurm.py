@@ -33,13 +33,14 @@ class SlurmServer:
     def start(self, args: tuple[str, ...] = (), **extra: str) -> None:
         start_server(self.hq_env, {**self.slurm.env(self.hq_env.env()), **FAST, **extra}, args)
 
-    def add(self, *args: str, cpus: str | None = "1", time_limit: str = "5m") -> str:
+    def add(self, *args: str, cpus: str | None = "1", time_limit: str = "5m",
+            sbatch: tuple[str, ...] = ()) -> str:
         name = f"hqt{uuid.uuid4().hex[:8]}"
         self.names.append(name)
         self.hq_env.command(["alloc", "add", "slurm", "--time-limit", time_limit,
                              "--no-dry-run", "--name", name,
                              *(("--cpus", cpus) if cpus is not None else ()), *args, "--",
-                             f"--partition={self.slurm.partition}"])
+                             f"--partition={self.slurm.partition}", *sbatch])
         return name
 
     def jobs(self) -> dict[str, str]:
@@ -212,11 +213,13 @@ def test_slurm_remove_force_cancels_running(served: SlurmServer) -> None:
 
 @pytest.mark.slow
 def test_slurm_walltime_kill_reruns_task_elsewhere(served: SlurmServer) -> None:
-    """The allocation's node is killed at its 1 minute time limit (Slurm acts up to 30 s
-    late): its task runs again on another worker, and the walltime end is no failure."""
+    """Slurm kills the allocation's node at its 1 minute time limit (up to 30 s late; the
+    extra `--time=1` overrides the queue's 2 minutes, so that the worker's own --time-limit
+    does not end it first): its task runs again on another worker, and the walltime end
+    (TIMEOUT) is no failure of the queue."""
     served.start()
-    hq_env = served.hq_env
-    served.add(time_limit="1m")
+    hq_env, slurm = served.hq_env, served.slurm
+    served.add(time_limit="2m", sbatch=("--time=1",))
     hq_env.command(["submit", "--", "bash", "-c",
                     'if [ "$HQ_INSTANCE_ID" = 0 ]; then sleep 300; fi'])
     allocs = wait_allocs(hq_env, lambda a: a and a[0]["status"] == "running", "RUNNING",
@@ -226,9 +229,9 @@ def test_slurm_walltime_kill_reruns_task_elsewhere(served: SlurmServer) -> None:
     hq_env.wait_for_job_state(1, "FINISHED", timeout=110)
     allocs = wait_allocs(hq_env, lambda a: a[0]["status"] != "running", "the end", timeout=30)
     assert allocs[0]["status"] == "finished"
+    assert _job_state(slurm, allocs[0]["id"]) == "TIMEOUT"
     node = _worker_of(hq_env, allocs[0]["id"])
-    # Killed by Slurm (connection lost) or ended by its own --time-limit: both at walltime.
-    print(f"the allocation's worker ended as {hq_env.worker_states()[node['id']]}")
+    assert hq_env.worker_states()[node["id"]] != "TIME LIMIT REACHED"  # killed, not its own
     assert hq_env.json(["task", "info", "1", "0"])[0]["worker"] != node["id"]
     status = queue_json(hq_env)["status"]
     assert status["failed_allocations"] == 0 and status["last_failure"] is None
