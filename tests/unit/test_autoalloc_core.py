@@ -319,9 +319,13 @@ def test_worker_lost_right_after_start_fails_allocation() -> None:
         return a
 
     a = suspect()
-    assert reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 13.0) is None
-    verdict = reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 22.0)
-    assert verdict is not None and verdict[0] and a.state == FAILED  # alive 10 s later
+    verdict = reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 13.0)
+    assert verdict is not None and verdict[0] and a.state == FAILED  # alive: HQ's verdict
+    a = suspect()
+    ending = parsers.ManagerStatus(RUNNING, 9.0, detail="COMPLETING")
+    assert reconcile.status_reported(a, ending, 13.0) is None  # ending: wait for its end state
+    verdict = reconcile.status_reported(a, ending, 22.0)
+    assert verdict is not None and verdict[0] and a.state == FAILED  # still ending 10 s later
     a = suspect()
     verdict = reconcile.status_reported(
         a, parsers.ManagerStatus(FAILED, 9.0, 12.0, True, "PREEMPTED"), 13.0)

@@ -9,8 +9,9 @@ FAILED, so that it no longer holds the queue's backlog (beyond HQ: reconciled wi
 When every worker was lost abnormally right after connecting, HQ calls the allocation FAILED at
 once. hqshm asks the batch system first (the allocation is "suspect"): a node preempted or
 killed at its time limit loses its workers the same way, and such an end is no failure (beyond
-HQ). The batch system's end state decides; if it still shows the job alive after
-``SUSPECT_GRACE`` seconds, or does not know it, the workers' verdict stands: FAILED.
+HQ). The batch system's end state decides. If it shows the job queued or running, or does not
+know it, the workers' verdict stands at once: FAILED (as in HQ); only a job it shows ending
+(Slurm COMPLETING, PBS E) gets up to ``SUSPECT_GRACE`` seconds to show why it ended.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from hqshm.server.autoalloc.state import (
 )
 
 ABNORMAL = ("connection-lost", "heartbeat-lost")
-SUSPECT_GRACE = 10.0  # seconds the batch system has to report why a suspect allocation ended
+SUSPECT_GRACE = 10.0  # seconds a suspect allocation may show as ending before it is FAILED
+ENDING = frozenset({"COMPLETING", "SIGNALING", "STAGE_OUT", "E"})  # Slurm JobState, PBS job_state
 WALLTIME_SLACK = 15.0  # seconds: a worker starts this much later than its allocation, at most
 
 Verdict = tuple[bool, str] | None  # (failed, why) when the allocation just ended
@@ -88,7 +90,7 @@ def status_reported(alloc: Allocation, status: ManagerStatus, now: float) -> Ver
         if status.state == RUNNING and alloc.state == QUEUED:
             alloc.state = RUNNING
             alloc.started_at = status.started_at or now
-        return _suspect_failed(alloc, now, grace=True)
+        return _suspect_failed(alloc, now, grace=status.detail in ENDING)
     if alloc.suspect_at is not None and not status.benign:  # the workers' verdict stands
         return _suspect_failed(alloc, now, grace=False)
     if alloc.started_at is None and status.started_at is not None:
