@@ -259,3 +259,21 @@ def test_workers_lost_at_once_ask_the_batch_system(hq_env: HqEnv, pbs: FakePbs) 
                          timeout=5)
     assert allocs[1]["status"] == "failed"
     assert queue_json(hq_env)["status"]["failed_allocations"] == 1
+
+
+def test_multi_node_task_gets_an_allocation_of_its_size(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """A 2-node task: one allocation of 2 workers (select=2, pbsdsh), even though the queue
+    could give 4; a 5-node task never fits a queue of 4-worker allocations."""
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1",
+                    "-m", "4", "--backlog", "3"])
+    hq_env.command(["submit", "--nodes", "5", "--", "true"])
+    hq_env.wait_until(lambda: "no waiting task fits" in (
+        queue_json(hq_env)["status"]["reason"] or ""), "the reason")
+    hq_env.command(["submit", "--nodes", "2", "--", "true"])
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+    assert allocs[0]["target_worker_count"] == 2
+    script = (hq_env.server_dir / "001" / "autoalloc" / "1" / "001" / "hq-submit.sh").read_text()
+    assert "#PBS -l select=2" in script and "pbsdsh -- bash -l -c '" in script
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["reason"], "a tick without need")
+    assert len(allocations(hq_env)) == 1
