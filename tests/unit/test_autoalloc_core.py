@@ -266,6 +266,9 @@ def test_rate_limit_and_pause_after_failed_submissions_then_retry() -> None:
     assert q.state == PAUSED and q.auto_paused and q.retry_at == 100.0
     assert "paused after" in planner.plan(q, d, 50.0).reason
     assert planner.plan(q, d, 100.0).submit == (1,)  # a trial, one allocation
+    q.in_flight = 1
+    assert planner.plan(q, d, 100.0).reason.startswith("paused after 10 failures; trying one")
+    q.in_flight = 0
     planner.submission_failed(q, "again", 100.0, tun)
     assert q.state == PAUSED and q.retry_at == 100.0 + 200.0  # doubled back-off
     assert planner.plan(q, d, 300.0).submit == (1,)

@@ -73,6 +73,9 @@ def plan(queue: Queue, demand: Demand, now: float) -> Plan:
                             f"last failure: {queue.last_failure}")
         trial = True  # one allocation tries whether the cause is gone
     if queue.in_flight:
+        if trial:
+            return Plan((), f"paused after {queue.pause_failures} failures; trying one "
+                            f"allocation now; last failure: {queue.last_failure}")
         return Plan((), "a submission is in progress")
     coming = queue.coming_workers(now)
     if queue.resources is None:  # probing mode: one allocation teaches the worker shape

@@ -371,6 +371,7 @@ class AutoAlloc:
 
     def _poll_queue(self, queue: Queue, active: list[Allocation]) -> None:
         ids = [a.id for a in active]
+        asked = result_time()
         if queue.params.manager == "pbs":
             argv = ["qstat"]
             for job_id in ids:
@@ -387,16 +388,16 @@ class AutoAlloc:
                     error = result.error() if not result.ok else str(exc)
                     for job_id in ids:
                         self._verdict(queue, job_id, lambda a: reconcile.status_failed(
-                            a, error, at), at)
+                            a, error, at), at, asked)
                     return
                 for job_id in ids:
                     status = found.get(job_id)
                     if status is None:
                         self._verdict(queue, job_id, lambda a: reconcile.status_missing(a, at),
-                                      at)
+                                      at, asked)
                     else:
                         self._verdict(queue, job_id, lambda a, s=status:
-                                      reconcile.status_reported(a, s, at), at)
+                                      reconcile.status_reported(a, s, at), at, asked)
 
             self.runner.run(argv, None, answered)
             return
@@ -411,28 +412,33 @@ class AutoAlloc:
                 if not result.ok:
                     if result.returncode is not None and parsers.scontrol_missing(result.stderr):
                         self._verdict(queue, job_id, lambda a: reconcile.status_missing(a, at),
-                                      at)
+                                      at, asked)
                     else:
                         error = result.error()
                         self._verdict(queue, job_id, lambda a: reconcile.status_failed(
-                            a, error, at), at)
+                            a, error, at), at, asked)
                     return
                 try:
                     status = parsers.parse_scontrol_job(result.stdout)
                 except parsers.ParseError as exc:
                     text = str(exc)
                     self._verdict(queue, job_id, lambda a: reconcile.status_failed(a, text, at),
-                                  at)
+                                  at, asked)
                     return
                 self._verdict(queue, job_id, lambda a: reconcile.status_reported(a, status, at),
-                              at)
+                              at, asked)
 
             self.runner.run(["scontrol", "show", "job", job_id], None, answered_one)
 
     def _verdict(self, queue: Queue, job_id: str,
-                 step: Callable[[Allocation], reconcile.Verdict], now: float) -> None:
+                 step: Callable[[Allocation], reconcile.Verdict], now: float,
+                 asked: float | None = None) -> None:
+        """Apply one piece of news; ``asked``: when the poll that brought it was sent (an
+        answer sent before an allocation became suspect cannot explain why it ended)."""
         alloc = queue.allocations.get(job_id)
         if alloc is None:
+            return
+        if asked is not None and alloc.suspect_at is not None and asked < alloc.suspect_at:
             return
         before = alloc.state
         verdict = step(alloc)
