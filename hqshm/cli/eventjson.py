@@ -3,7 +3,8 @@
 Some events only make sense against the state they change (a canceled job names the tasks it
 canceled), so the renderer keeps its own replayed books and renders each record before
 applying it. Batches become one event per task, as HQ writes them; events HQ has no name for
-(requeues, multi-node reservations, forgotten jobs) are applied but not printed.
+(requeues, multi-node reservations, forgotten jobs; queue pauses, learned worker resources)
+are applied but not printed. Automatic allocation has HQ's ``autoalloc-*`` events.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from hqshm.cli.resourceview import request_json
 from hqshm.cluster.ids import JobId, TaskKey, split_key, task_keys
 from hqshm.cluster.protocol import StopReason
 from hqshm.link.details import WorkerView
+from hqshm.model.allocqueue import QueueParams
 from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import WorkerConfiguration, decode_configuration
+from hqshm.server.autoalloc.state import ENDED, RUNNING
 from hqshm.server.events import (
     Event,
     EventStream,
@@ -31,6 +34,12 @@ from hqshm.server.events import (
 )
 from hqshm.server.jobbook import UNFINISHED, JobBook
 from hqshm.server.jobs import Job, compress_ranges, crash_error
+from hqshm.server.journal.allocrecords import (
+    AllocQueuedRecord,
+    AllocStateRecord,
+    QueueCreatedRecord,
+    QueueRemovedRecord,
+)
 from hqshm.server.journal.records import (
     JobAbortedRecord,
     JobCanceledRecord,
@@ -115,6 +124,18 @@ class EventRenderer:
                 yield from _task_events(event)
             case JobSnapshot():
                 yield from self._job_snapshot(r)
+            case QueueCreatedRecord():
+                yield r.at, {"type": "autoalloc-queue-created", "queue-id": r.queue_id,
+                             "params": queue_params_json(r.params)}
+            case QueueRemovedRecord():
+                yield r.at, {"type": "autoalloc-queue-removed", "queue-id": r.queue_id}
+            case AllocQueuedRecord():
+                yield r.at, {"type": "autoalloc-allocation-queued", "queue-id": r.queue_id,
+                             "allocation-id": r.allocation_id, "worker-count": r.workers}
+            case AllocStateRecord() if r.state == RUNNING or r.state in ENDED:
+                kind = "started" if r.state == RUNNING else "finished"
+                yield r.at, {"type": f"autoalloc-allocation-{kind}", "queue-id": r.queue_id,
+                             "allocation-id": r.allocation_id}
             case WorkerSnapshot():
                 config = decode_configuration(r.config)
                 yield r.started_at, _worker_connected(r.worker, config, r.started_at)
@@ -227,3 +248,17 @@ def _worker_connected(wid: int, config: WorkerConfiguration, at: float) -> dict[
                       assigned_tasks=0, running_tasks=0, last_task=None, multinode="")
     return {"type": "worker-connected", "id": wid,
             "configuration": worker_json(view)["configuration"]}
+
+
+def queue_params_json(p: QueueParams) -> dict[str, Any]:
+    """A queue's parameters as HQ's ``AllocationQueueParams`` (durations in seconds)."""
+    from hqshm.server.autoalloc.script import worker_args
+
+    return {
+        "manager": "PBS" if p.manager == "pbs" else "Slurm", "name": p.name,
+        "max_workers_per_alloc": p.max_workers_per_alloc, "backlog": p.backlog,
+        "timelimit": float(p.time_limit), "additional_args": list(p.additional_args),
+        "worker_start_cmd": p.worker_start_cmd, "worker_stop_cmd": p.worker_stop_cmd,
+        "worker_wrap_cmd": p.worker_wrap_cmd, "max_worker_count": p.max_worker_count,
+        "idle_timeout": p.idle_timeout, "worker_args": worker_args(p),
+    }

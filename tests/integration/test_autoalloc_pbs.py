@@ -225,3 +225,55 @@ def test_reasons_and_no_allocation_for_blocked_or_unfit_tasks(hq_env: HqEnv,
     # Once the dependency finished, the task waits ready: the worker takes it, or the queue
     # submits for it; either way it runs.
     hq_env.wait_for_job_state(4, "FINISHED", timeout=40)
+
+
+def test_workers_lost_at_once_ask_the_batch_system(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """Every worker of an allocation lost right after connecting: HQ calls it FAILED. hqshm
+    asks the batch system first (no regular poll runs here): preempted (Exit_status 271) is
+    no failure; a job PBS still shows running is FAILED at once, as in HQ."""
+    _start(hq_env, pbs, HQ_AUTOALLOC_REFRESH_INTERVAL_MS="3600000")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "sleep", "100"])
+
+    def run_and_kill(job_id: str, index: int) -> None:
+        wait_allocs(hq_env, lambda a: job_id in [x["id"] for x in a], f"allocation {job_id}")
+        pbs.set_job(job_id, job_state="R")
+        hq_env.start_worker(env={**pbs.env(hq_env.env()), "PBS_ENVIRONMENT": "PBS_BATCH",
+                                 "PBS_JOBID": job_id})
+        wait_allocs(hq_env, lambda a: a[-1]["status"] == "running", f"{job_id} RUNNING")
+        hq_env.wait_for_job_state(1, "RUNNING")
+        if job_id == "1.pbs":
+            pbs.set_job(job_id, job_state="F", Exit_status=271)
+        hq_env.kill_worker(index)
+
+    run_and_kill("1.pbs", 1)
+    # PBS's state decides what is shown (F with a non-zero exit: failed), but it is no failure
+    # of the queue.
+    allocs = wait_allocs(hq_env, lambda a: a[0]["status"] != "running", "the verdict")
+    assert allocs[0]["status"] == "failed"
+    assert queue_json(hq_env)["status"]["failed_allocations"] == 0
+    assert "Allocation 1.pbs failed: the batch system reports it ended (Exit_status=271)" in \
+        hq_env.log("server")
+    run_and_kill("2.pbs", 2)
+    allocs = wait_allocs(hq_env, lambda a: a[1]["status"] != "running", "the verdict",
+                         timeout=5)
+    assert allocs[1]["status"] == "failed"
+    assert queue_json(hq_env)["status"]["failed_allocations"] == 1
+
+
+def test_multi_node_task_gets_an_allocation_of_its_size(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """A 2-node task: one allocation of 2 workers (select=2, pbsdsh), even though the queue
+    could give 4; a 5-node task never fits a queue of 4-worker allocations."""
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1",
+                    "-m", "4", "--backlog", "3"])
+    hq_env.command(["submit", "--nodes", "5", "--", "true"])
+    hq_env.wait_until(lambda: "no waiting task fits" in (
+        queue_json(hq_env)["status"]["reason"] or ""), "the reason")
+    hq_env.command(["submit", "--nodes", "2", "--", "true"])
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+    assert allocs[0]["target_worker_count"] == 2
+    script = (hq_env.server_dir / "001" / "autoalloc" / "1" / "001" / "hq-submit.sh").read_text()
+    assert "#PBS -l select=2" in script and "pbsdsh -- bash -l -c '" in script
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["reason"], "a tick without need")
+    assert len(allocations(hq_env)) == 1

@@ -8,36 +8,68 @@ own allocations and cancels them in teardown.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from autoalloc_helpers import FAST, allocations, start_server, wait_allocs
+from autoalloc_helpers import FAST, allocations, queue_json, start_server, wait_allocs
 from harness import HqEnv
 from slurmcluster import SlurmCluster
 
 pytestmark = pytest.mark.slow
 
 
+class SlurmServer:
+    """Starts (and restarts) the test's server against the real Slurm, and names every queue
+    uniquely, so that teardown scancels exactly this test's allocations (by job name: the
+    server that knew their ids may be gone)."""
+
+    def __init__(self, hq_env: HqEnv, slurm: SlurmCluster) -> None:
+        self.hq_env = hq_env
+        self.slurm = slurm
+        self.names: list[str] = []
+
+    def start(self, args: tuple[str, ...] = (), **extra: str) -> None:
+        start_server(self.hq_env, {**self.slurm.env(self.hq_env.env()), **FAST, **extra}, args)
+
+    def add(self, *args: str, cpus: str | None = "1", time_limit: str = "5m",
+            sbatch: tuple[str, ...] = ()) -> str:
+        name = f"hqt{uuid.uuid4().hex[:8]}"
+        self.names.append(name)
+        self.hq_env.command(["alloc", "add", "slurm", "--time-limit", time_limit,
+                             "--no-dry-run", "--name", name,
+                             *(("--cpus", cpus) if cpus is not None else ()), *args, "--",
+                             f"--partition={self.slurm.partition}", *sbatch])
+        return name
+
+    def jobs(self) -> dict[str, str]:
+        """This test's Slurm jobs that squeue still shows: id -> state."""
+        out = self.slurm.run("squeue", "-h", "-o", "%i %j %T").stdout
+        mine = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and any(fields[1].startswith(f"{n}-") for n in self.names):
+                mine[fields[0]] = fields[2]
+        return mine
+
+    def cleanup(self) -> None:
+        ids = list(self.jobs())
+        if ids:
+            self.slurm.run("scancel", *ids)
+
+
 @pytest.fixture
-def slurm_env(hq_env: HqEnv, slurm: SlurmCluster) -> Iterator[tuple[HqEnv, SlurmCluster]]:
-    start_server(hq_env, {**slurm.env(hq_env.env()), **FAST})
-    yield hq_env, slurm
-    ids: list[str] = []
-    try:
-        for queue in hq_env.json(["alloc", "list"]):
-            ids += [a["id"] for a in allocations(hq_env, queue["id"])]
-    except Exception:  # noqa: BLE001 - the server may be gone already
-        pass
-    if ids:
-        slurm.run("scancel", *ids)
+def served(hq_env: HqEnv, slurm: SlurmCluster) -> Iterator[SlurmServer]:
+    server = SlurmServer(hq_env, slurm)
+    yield server
+    server.cleanup()
 
 
-def _add(hq_env: HqEnv, slurm: SlurmCluster, *args: str) -> str:
-    name = f"hqt{uuid.uuid4().hex[:8]}"
-    hq_env.command(["alloc", "add", "slurm", "--time-limit", "5m", "--no-dry-run", "--name", name,
-                    "--cpus", "1", *args, "--", f"--partition={slurm.partition}"])
-    return name
+@pytest.fixture
+def slurm_env(served: SlurmServer) -> tuple[HqEnv, SlurmCluster]:
+    served.start()
+    return served.hq_env, served.slurm
 
 
 def _job_state(slurm: SlurmCluster, job_id: str) -> str:
@@ -46,9 +78,10 @@ def _job_state(slurm: SlurmCluster, job_id: str) -> str:
 
 
 def test_slurm_allocation_runs_tasks_and_ends_when_idle(
-        slurm_env: tuple[HqEnv, SlurmCluster]) -> None:
-    hq_env, slurm = slurm_env
-    _add(hq_env, slurm, "--idle-timeout", "2s")
+        served: SlurmServer) -> None:
+    served.start()
+    hq_env, slurm = served.hq_env, served.slurm
+    served.add("--idle-timeout", "2s")
     hq_env.command(["submit", "--array", "1-3", "--", "bash", "-c", "echo $SLURM_JOB_ID"])
     hq_env.wait_for_job_state(1, "FINISHED", timeout=120)
     allocs = allocations(hq_env)
@@ -73,12 +106,13 @@ def test_slurm_bad_partition_is_reported(slurm_env: tuple[HqEnv, SlurmCluster]) 
     assert hq_env.json(["alloc", "list"]) == []
 
 
-def test_slurm_dry_run_and_server_stop_cancels(slurm_env: tuple[HqEnv, SlurmCluster]) -> None:
-    hq_env, slurm = slurm_env
+def test_slurm_dry_run_and_server_stop_cancels(served: SlurmServer) -> None:
+    served.start()
+    hq_env, slurm = served.hq_env, served.slurm
     out = hq_env.command(["alloc", "dry-run", "slurm", "--time-limit", "1m", "--",
                           f"--partition={slurm.partition}"])
     assert "A trial allocation was submitted successfully" in out
-    _add(hq_env, slurm)
+    served.add()
     hq_env.command(["submit", "--", "sleep", "300"])
     allocs = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation", timeout=60)
     job_id = allocs[0]["id"]
@@ -87,3 +121,117 @@ def test_slurm_dry_run_and_server_stop_cancels(slurm_env: tuple[HqEnv, SlurmClus
     hq_env.server.wait(timeout=30)
     hq_env.wait_until(lambda: _job_state(slurm, job_id) in ("CANCELLED", "COMPLETED"),
                       f"Slurm job {job_id} to be canceled", timeout=30)
+
+
+SLOW_POLLS = {"HQ_AUTOALLOC_REFRESH_INTERVAL_MS": "3600000"}  # no status poll in the test
+
+
+def _worker_of(hq_env: HqEnv, job_id: str) -> dict:
+    return next(w for w in hq_env.json(["worker", "list", "--all"])
+                if (w.get("allocation") or {}).get("id") == job_id)
+
+
+def test_slurm_allocation_follows_its_worker(served: SlurmServer) -> None:
+    """With no status poll at all, the allocation is RUNNING because its worker (reporting
+    manager SLURM and the allocation's job id) registered, and FINISHED because it left."""
+    served.start(**SLOW_POLLS)
+    hq_env = served.hq_env
+    served.add("--idle-timeout", "2s")
+    hq_env.command(["submit", "--", "sleep", "1"])
+    allocs = wait_allocs(hq_env, lambda a: a and a[0]["status"] == "running", "RUNNING",
+                         timeout=60)
+    job_id = allocs[0]["id"]
+    assert _worker_of(hq_env, job_id)["allocation"] == {"manager": "Slurm", "id": job_id}
+    hq_env.wait_for_job_state(1, "FINISHED", timeout=60)
+    allocs = wait_allocs(hq_env, lambda a: a[0]["status"] == "finished", "FINISHED",
+                         timeout=60)
+    assert allocs[0]["started_at"] is not None and allocs[0]["ended_at"] is not None
+    assert len(allocs) == 1
+
+
+def test_slurm_probing_then_restore_and_events(served: SlurmServer) -> None:
+    """Probing mode: the queue learns its worker resources from the first worker (alloc list,
+    journal). A server restarted on its journal knows the queue and its allocations (ids,
+    states), its next allocation continues the counter; the journal's events name them."""
+    journal = str(served.hq_env.root / "journal.bin")
+    served.start(("--journal", journal))
+    hq_env = served.hq_env
+    name = served.add("--idle-timeout", "2s", cpus=None)
+    assert queue_json(hq_env)["known_worker_resources"] is None
+    hq_env.command(["submit", "--", "true"])
+    hq_env.wait_for_job_state(1, "FINISHED", timeout=60)
+    first = wait_allocs(hq_env, lambda a: a and a[0]["status"] == "finished", "FINISHED",
+                        timeout=60)
+    learned = queue_json(hq_env)["known_worker_resources"]
+    assert learned is not None and any(r["name"] == "cpus" for r in learned["resources"])
+    row = hq_env.command(["alloc", "list"], as_table=True).rows[0]
+    assert row[7].startswith("cpus ") and row[8] == name
+    events = [json.loads(line)["event"] for line in hq_env.command(
+        ["journal", "replay"]).splitlines() if line.startswith("{")]
+    alloc_events = [e for e in events if e["type"].startswith("autoalloc-")]
+    job_id = first[0]["id"]
+    assert [e["type"] for e in alloc_events] == [
+        "autoalloc-queue-created", "autoalloc-allocation-queued",
+        "autoalloc-allocation-started", "autoalloc-allocation-finished"]
+    assert alloc_events[0]["queue-id"] == 1 and alloc_events[0]["params"]["name"] == name
+    assert alloc_events[1] == {"type": "autoalloc-allocation-queued", "queue-id": 1,
+                               "allocation-id": job_id, "worker-count": 1}
+    assert alloc_events[3] == {"type": "autoalloc-allocation-finished", "queue-id": 1,
+                               "allocation-id": job_id}
+    before = hq_env.json(["alloc", "list"])
+
+    hq_env.command(["server", "stop"])
+    assert hq_env.server is not None
+    hq_env.server.wait(timeout=30)
+    served.start(("--journal", journal))
+    strip = [{k: v for k, v in q.items() if k != "status"} for q in before]
+    assert [{k: v for k, v in q.items() if k != "status"}
+            for q in hq_env.json(["alloc", "list"])] == strip
+    assert allocations(hq_env) == first
+    hq_env.command(["submit", "--", "true"])
+    hq_env.wait_for_job_state(2, "FINISHED", timeout=60)
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 2 and a[1]["status"] == "finished",
+                         "the second allocation", timeout=60)
+    assert allocs[1]["workdir"].endswith(f"1-{name}/002")
+    assert {a["id"] for a in allocs} == {job_id, allocs[1]["id"]} and allocs[1]["id"] != job_id
+
+
+def test_slurm_remove_force_cancels_running(served: SlurmServer) -> None:
+    served.start()
+    hq_env, slurm = served.hq_env, served.slurm
+    served.add()
+    hq_env.command(["submit", "--", "sleep", "300"])
+    allocs = wait_allocs(hq_env, lambda a: a and a[0]["status"] == "running", "RUNNING",
+                         timeout=60)
+    job_id = allocs[0]["id"]
+    hq_env.command(["alloc", "remove", "1"], expect_fail="Use `--force`")
+    assert "successfully removed" in hq_env.command(["alloc", "remove", "1", "--force"])
+    hq_env.wait_until(lambda: _job_state(slurm, job_id) in ("CANCELLED", "COMPLETED"),
+                      f"Slurm job {job_id} to be canceled", timeout=30)
+    assert hq_env.json(["alloc", "list"]) == []
+
+
+@pytest.mark.slow
+def test_slurm_walltime_kill_reruns_task_elsewhere(served: SlurmServer) -> None:
+    """Slurm kills the allocation's node at its 1 minute time limit (up to 30 s late; the
+    extra `--time=1` overrides the queue's 2 minutes, so that the worker's own --time-limit
+    does not end it first): its task runs again on another worker, and the walltime end
+    (TIMEOUT) is no failure of the queue."""
+    served.start()
+    hq_env, slurm = served.hq_env, served.slurm
+    served.add(time_limit="2m", sbatch=("--time=1",))
+    hq_env.command(["submit", "--", "bash", "-c",
+                    'if [ "$HQ_INSTANCE_ID" = 0 ]; then sleep 300; fi'])
+    allocs = wait_allocs(hq_env, lambda a: a and a[0]["status"] == "running", "RUNNING",
+                         timeout=60)
+    hq_env.wait_for_job_state(1, "RUNNING", timeout=30)
+    hq_env.start_worker(cpus=1)
+    hq_env.wait_for_job_state(1, "FINISHED", timeout=110)
+    allocs = wait_allocs(hq_env, lambda a: a[0]["status"] != "running", "the end", timeout=30)
+    assert allocs[0]["status"] == "finished"
+    assert _job_state(slurm, allocs[0]["id"]) == "TIMEOUT"
+    node = _worker_of(hq_env, allocs[0]["id"])
+    assert hq_env.worker_states()[node["id"]] != "TIME LIMIT REACHED"  # killed, not its own
+    assert hq_env.json(["task", "info", "1", "0"])[0]["worker"] != node["id"]
+    status = queue_json(hq_env)["status"]
+    assert status["failed_allocations"] == 0 and status["last_failure"] is None

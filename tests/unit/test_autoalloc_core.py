@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hqshm.cluster.ids import task_key
+from hqshm.cluster.resources import RequestVariant, ResourceRequest
 
 from hqshm.model.allocqueue import QueueParams
 from hqshm.model.limits import LimitError
@@ -265,6 +266,9 @@ def test_rate_limit_and_pause_after_failed_submissions_then_retry() -> None:
     assert q.state == PAUSED and q.auto_paused and q.retry_at == 100.0
     assert "paused after" in planner.plan(q, d, 50.0).reason
     assert planner.plan(q, d, 100.0).submit == (1,)  # a trial, one allocation
+    q.in_flight = 1
+    assert planner.plan(q, d, 100.0).reason.startswith("paused after 10 failures; trying one")
+    q.in_flight = 0
     planner.submission_failed(q, "again", 100.0, tun)
     assert q.state == PAUSED and q.retry_at == 100.0 + 200.0  # doubled back-off
     assert planner.plan(q, d, 300.0).submit == (1,)
@@ -308,10 +312,36 @@ def test_workers_drive_the_allocation() -> None:
 
 
 def test_worker_lost_right_after_start_fails_allocation() -> None:
-    a = Allocation("7", 1, 1, 1, "", 0.0)
-    reconcile.worker_connected(a, 1, 10.0)
-    verdict = reconcile.worker_lost(a, 1, "connection-lost", 12.0)
+    """HQ: FAILED. hqshm asks the batch system first: a preempted node loses its workers the
+    same way, and that is no failure; anything else (or silence) is FAILED."""
+    def suspect() -> Allocation:
+        a = Allocation("7", 1, 1, 1, "", 0.0)
+        reconcile.worker_connected(a, 1, 10.0)
+        assert reconcile.worker_lost(a, 1, "connection-lost", 12.0) is None
+        assert a.state == RUNNING and a.suspect_at == 12.0
+        return a
+
+    a = suspect()
+    verdict = reconcile.status_reported(a, parsers.ManagerStatus(RUNNING, 9.0), 13.0)
+    assert verdict is not None and verdict[0] and a.state == FAILED  # alive: HQ's verdict
+    a = suspect()
+    ending = parsers.ManagerStatus(RUNNING, 9.0, detail="COMPLETING")
+    assert reconcile.status_reported(a, ending, 13.0) is None  # ending: wait for its end state
+    verdict = reconcile.status_reported(a, ending, 22.0)
+    assert verdict is not None and verdict[0] and a.state == FAILED  # still ending 10 s later
+    a = suspect()
+    verdict = reconcile.status_reported(
+        a, parsers.ManagerStatus(FAILED, 9.0, 12.0, True, "PREEMPTED"), 13.0)
+    assert verdict is not None and not verdict[0] and a.benign
+    a = suspect()
+    verdict = reconcile.status_reported(
+        a, parsers.ManagerStatus(FINISHED, 9.0, 12.0, False, "COMPLETED"), 13.0)
     assert verdict is not None and verdict[0] and a.state == FAILED
+    a = suspect()
+    assert reconcile.status_missing(a, 13.0) is not None and a.state == FAILED
+    a = suspect()
+    assert reconcile.status_failed(a, "boom", 13.0) is None
+    assert reconcile.status_failed(a, "boom", 23.0) is not None and a.state == FAILED
 
 
 def test_manager_verdicts() -> None:
@@ -345,3 +375,134 @@ def test_failing_status_queries() -> None:
     assert r.state == RUNNING
     reconcile.status_failed(r, "boom", 1.0)
     assert r.state == FAILED
+
+
+def test_worker_killed_at_walltime_is_no_failure() -> None:
+    """A 1-minute allocation whose only worker is killed (connection lost) 50 s after it
+    connected: the batch system's time limit, not a broken allocation."""
+    a = Allocation("7", 1, 1, 1, "", 0.0)
+    reconcile.worker_connected(a, 1, 10.0)
+    verdict = reconcile.worker_lost(a, 1, "connection-lost", 60.0, limit=60.0)
+    assert verdict == (False, "its workers ended at the time limit")
+    assert a.state == FINISHED and a.benign
+    b = Allocation("8", 1, 2, 1, "", 0.0)
+    reconcile.worker_connected(b, 1, 10.0)
+    verdict = reconcile.worker_lost(b, 1, "connection-lost", 20.0, limit=3600.0)
+    assert verdict is None and b.suspect_at == 20.0  # early: the batch system decides
+
+
+def test_every_reason_names_its_cause() -> None:
+    """Item 5's list, each with what it promises: when a rate-limited queue may submit next,
+    and the last failure's message of a paused one (failed allocations too)."""
+    env = Env()
+    env.group(4)
+    q = queue()
+    tun = Tunables(backoff_unit=60.0, pause_retry=100.0, max_allocation_fails=2)
+    d = queue_demand(env.core, q.resources, 3600.0, 1)
+    planner.submission_failed(q, "first", 0.0, tun)
+    planner.submission_failed(q, "Stderr: no such partition", 0.0, tun)
+    reason = planner.plan(q, d, 1.0).reason
+    assert reason.startswith("rate limited after 2 failed submissions; may submit at ")
+    assert reason.endswith("last failure: Stderr: no such partition")
+    assert planner.plan(q, d, 61.0).submit == (1,)
+    p = queue()
+    planner.allocation_ended(p, True, "allocation 5: its status query failed", 0.0, tun)
+    planner.allocation_ended(p, True, "allocation 6: every worker was lost", 0.0, tun)
+    reason = planner.plan(p, d, 1.0).reason
+    assert reason.startswith("paused after 2 failures; retries at ")
+    assert reason.endswith("last failure: allocation 6: every worker was lost")
+
+
+def test_journal_events_of_automatic_allocation() -> None:
+    """`hq journal export|replay` name allocation events as HQ does (output.md §6)."""
+    from hqshm.cli.eventjson import EventRenderer
+    from hqshm.server.journal.allocrecords import (
+        AllocQueuedRecord,
+        AllocStateRecord,
+        QueueCreatedRecord,
+        QueueRemovedRecord,
+        QueueStateRecord,
+    )
+
+    r = EventRenderer()
+    p = params(name="foo", cpus="2", backlog=3)
+    bodies = [e["event"] for rec in (
+        QueueCreatedRecord(1, p, 10.0), QueueStateRecord(1, True, False, 11.0),
+        AllocQueuedRecord(1, "42", 1, 2, "/d", 12.0), AllocStateRecord(1, "42", RUNNING, 13.0),
+        AllocStateRecord(1, "42", FAILED, 14.0), QueueRemovedRecord(1, 15.0))
+        for e in r.render(rec)]
+    assert [b["type"] for b in bodies] == [
+        "autoalloc-queue-created", "autoalloc-allocation-queued", "autoalloc-allocation-started",
+        "autoalloc-allocation-finished", "autoalloc-queue-removed"]
+    created = bodies[0]
+    assert created["queue-id"] == 1 and created["params"]["name"] == "foo"
+    assert created["params"]["backlog"] == 3 and created["params"]["manager"] == "Slurm"
+    assert created["params"]["worker_args"][0] == '--cpus "2"'
+    assert bodies[1] == {"type": "autoalloc-allocation-queued", "queue-id": 1,
+                         "allocation-id": "42", "worker-count": 2}
+    assert bodies[2] == {"type": "autoalloc-allocation-started", "queue-id": 1,
+                         "allocation-id": "42"}
+
+
+def test_compacted_journal_restores_allocations() -> None:
+    """The journal's snapshot (what compaction keeps) restores queues, allocations with their
+    states and times, the counters, and the directories that old ones are removed from."""
+    from hqshm.server.autoalloc.service import AutoAlloc
+
+    def service() -> AutoAlloc:
+        return AutoAlloc(None, lambda: None, lambda r: None, lambda *a: None,  # type: ignore[arg-type]
+                         lambda *a: None, lambda: b"", {})
+
+    old = service()
+    q = Queue(2, params(name="n", cpus="1"), None, created_at=5.0, counter=2)
+    q.allocations["41"] = Allocation("41", 2, 1, 1, "/d/001", 6.0, state=FINISHED,
+                                     started_at=7.0, ended_at=8.0)
+    q.allocations["42"] = Allocation("42", 2, 2, 1, "/d/002", 9.0, state=RUNNING,
+                                     started_at=10.0)
+    old.queues[2] = q
+    old.next_queue_id = 3
+    new = service()
+    new.restore(list(old.snapshot()), 100.0)
+    r = new.queues[2]
+    assert new.next_queue_id == 3 and r.counter == 2 and r.created_at == 5.0
+    assert [(a.id, a.state, a.queued_at, a.started_at, a.ended_at)
+            for a in r.allocations.values()] == [("41", FINISHED, 6.0, 7.0, 8.0),
+                                                  ("42", RUNNING, 9.0, 10.0, None)]
+    assert new.by_alloc == {"41": 2, "42": 2} and list(new.ended_dirs[2]) == ["/d/001"]
+
+
+def test_min_utilization_and_multi_node_sizing() -> None:
+    """--min-utilization: a worker that its tasks would fill less than that is not started
+    (beyond the full ones). Multi-node tasks get allocations of their node count each."""
+    env = Env()
+    env.group(5, cpus=1)  # 1.25 workers of 4 CPUs
+    q = queue(params(cpus="4", backlog=5, max_workers_per_alloc=4, min_utilization=0.5))
+    d = queue_demand(env.core, q.resources, 3600.0, 4)
+    assert planner.plan(q, d, 0.0).submit == (1,)  # the quarter-filled second one is not
+    small = Env()
+    small.group(1, cpus=1)
+    d = queue_demand(small.core, q.resources, 3600.0, 4)
+    decision = planner.plan(q, d, 0.0)
+    assert decision.submit == () and "--min-utilization 0.5" in decision.reason
+    assert planner.worker_demand(1.5, 0.5) == 2 and planner.worker_demand(1.25, 0.0) == 2
+    multi = Env()
+    multi.group(2, req=ResourceRequest((RequestVariant(n_nodes=2),)))
+    multi.group(1, req=ResourceRequest((RequestVariant(n_nodes=8),)))  # more than 4: unfit
+    q = queue(params(cpus="4", backlog=5, max_workers_per_alloc=4))
+    d = queue_demand(multi.core, q.resources, 3600.0, 4)
+    assert d.multi_node == [2, 2] and d.unfit == 1
+    assert planner.plan(q, d, 0.0).submit == (2, 2)
+
+
+def test_just_connected_worker_is_not_unmet_demand() -> None:
+    """A tick in the same turn as a worker's registration sees its tasks still waiting: that
+    worker counts as coming for a few seconds, so no second allocation is submitted."""
+    env = Env()
+    env.group(1)
+    q = queue(params(cpus="4", backlog=3))
+    a = Allocation("1", 1, 1, 1, "", 0.0)
+    q.allocations["1"] = a
+    reconcile.worker_connected(a, 1, 100.0)
+    d = queue_demand(env.core, q.resources, 3600.0, 1)
+    assert planner.plan(q, d, 100.0).submit == ()
+    assert planner.plan(q, d, 106.0).submit == (1,)  # still waiting later: unmet demand

@@ -49,6 +49,16 @@ def demand_reason(demand: Demand) -> str:
     return "no waiting tasks"
 
 
+def worker_demand(workers: float, min_utilization: float) -> int:
+    """Workers worth starting for ``workers`` (fractions: a partly filled worker): the last,
+    partly filled one only when its tasks use at least ``min_utilization`` of it."""
+    whole = math.floor(workers + 1e-9)
+    part = workers - whole
+    if part <= 1e-9:
+        return whole
+    return whole + (1 if part + 1e-9 >= min_utilization else 0)
+
+
 def plan(queue: Queue, demand: Demand, now: float) -> Plan:
     params = queue.params
     if queue.removing:
@@ -63,8 +73,11 @@ def plan(queue: Queue, demand: Demand, now: float) -> Plan:
                             f"last failure: {queue.last_failure}")
         trial = True  # one allocation tries whether the cause is gone
     if queue.in_flight:
+        if trial:
+            return Plan((), f"paused after {queue.pause_failures} failures; trying one "
+                            f"allocation now; last failure: {queue.last_failure}")
         return Plan((), "a submission is in progress")
-    coming = queue.coming_workers()
+    coming = queue.coming_workers(now)
     if queue.resources is None:  # probing mode: one allocation teaches the worker shape
         if demand.fitting == 0:
             return Plan((), demand_reason(demand))
@@ -74,9 +87,14 @@ def plan(queue: Queue, demand: Demand, now: float) -> Plan:
         needed = params.max_workers_per_alloc
         single = True
     else:
-        needed = math.ceil(demand.workers - 1e-9) + sum(demand.multi_node) - coming
+        wanted = worker_demand(demand.workers, params.min_utilization)
+        needed = wanted + sum(demand.multi_node) - coming
         single = False
         if needed <= 0:
+            if demand.fitting and wanted < math.ceil(demand.workers - 1e-9) \
+                    and not demand.multi_node:
+                return Plan((), "the waiting tasks would use less of a worker than "
+                                f"--min-utilization {params.min_utilization:g}")
             return Plan((), demand_reason(demand))
     if now < queue.next_submit_at:
         return Plan((), f"rate limited after {queue.failed_submissions} failed submissions; "

@@ -42,7 +42,6 @@ from hqshm.server.autoalloc.demand import queue_demand
 from hqshm.server.autoalloc.state import (
     ENDED,
     PAUSED,
-    QUEUED,
     RUNNING,
     Allocation,
     Queue,
@@ -107,6 +106,8 @@ class AutoAlloc:
         self.next_queue_id = 1
         self.by_alloc: dict[str, int] = {}  # allocation id -> queue id
         self.by_worker: dict[int, str] = {}  # worker id -> allocation id
+        # Workers of a batch job not known (yet): one may register before its sbatch answers.
+        self.strangers: dict[int, tuple[WorkerConfiguration, float]] = {}
         self.polling: set[int] = set()  # queues with a status poll in flight
         self.ended_dirs: dict[int, deque[str]] = {}  # queue -> dirs of ended allocations
         self._runner: Runner | None = None
@@ -162,7 +163,8 @@ class AutoAlloc:
     def _create(self, params: QueueParams, resources: object, now: float) -> int:
         queue_id = self.next_queue_id
         self.next_queue_id += 1
-        self.queues[queue_id] = Queue(queue_id, params, params.declared_resources())
+        self.queues[queue_id] = Queue(queue_id, params, params.declared_resources(),
+                                      created_at=now)
         self.journal(QueueCreatedRecord(queue_id, params, now))
         logger.info("Allocation queue %d created", queue_id)
         return queue_id
@@ -305,6 +307,9 @@ class AutoAlloc:
                                            at))
             logger.info("Queued allocation %s (%d workers) of queue %d", job_id, workers,
                         queue.id)
+            for wid, (config, since) in list(self.strangers.items()):
+                if config.manager_job_id == job_id:
+                    self.worker_connected(wid, config, since)
             if queue.removing:
                 self._cancel(queue, alloc)
 
@@ -350,6 +355,7 @@ class AutoAlloc:
                 queue.reason = decision.reason
                 for workers in decision.submit:
                     self._submit(queue, workers, now)
+                self._check_suspects(queue)
             except Exception:  # noqa: BLE001 - the last resort: one queue's bug, not all
                 logger.exception("Automatic allocation of queue %d failed", queue.id)
 
@@ -365,6 +371,7 @@ class AutoAlloc:
 
     def _poll_queue(self, queue: Queue, active: list[Allocation]) -> None:
         ids = [a.id for a in active]
+        asked = result_time()
         if queue.params.manager == "pbs":
             argv = ["qstat"]
             for job_id in ids:
@@ -381,16 +388,16 @@ class AutoAlloc:
                     error = result.error() if not result.ok else str(exc)
                     for job_id in ids:
                         self._verdict(queue, job_id, lambda a: reconcile.status_failed(
-                            a, error, at), at)
+                            a, error, at), at, asked)
                     return
                 for job_id in ids:
                     status = found.get(job_id)
                     if status is None:
                         self._verdict(queue, job_id, lambda a: reconcile.status_missing(a, at),
-                                      at)
+                                      at, asked)
                     else:
                         self._verdict(queue, job_id, lambda a, s=status:
-                                      reconcile.status_reported(a, s, at), at)
+                                      reconcile.status_reported(a, s, at), at, asked)
 
             self.runner.run(argv, None, answered)
             return
@@ -405,33 +412,39 @@ class AutoAlloc:
                 if not result.ok:
                     if result.returncode is not None and parsers.scontrol_missing(result.stderr):
                         self._verdict(queue, job_id, lambda a: reconcile.status_missing(a, at),
-                                      at)
+                                      at, asked)
                     else:
                         error = result.error()
                         self._verdict(queue, job_id, lambda a: reconcile.status_failed(
-                            a, error, at), at)
+                            a, error, at), at, asked)
                     return
                 try:
                     status = parsers.parse_scontrol_job(result.stdout)
                 except parsers.ParseError as exc:
                     text = str(exc)
                     self._verdict(queue, job_id, lambda a: reconcile.status_failed(a, text, at),
-                                  at)
+                                  at, asked)
                     return
                 self._verdict(queue, job_id, lambda a: reconcile.status_reported(a, status, at),
-                              at)
+                              at, asked)
 
             self.runner.run(["scontrol", "show", "job", job_id], None, answered_one)
 
     def _verdict(self, queue: Queue, job_id: str,
-                 step: Callable[[Allocation], reconcile.Verdict], now: float) -> None:
+                 step: Callable[[Allocation], reconcile.Verdict], now: float,
+                 asked: float | None = None) -> None:
+        """Apply one piece of news; ``asked``: when the poll that brought it was sent (an
+        answer sent before an allocation became suspect cannot explain why it ended)."""
         alloc = queue.allocations.get(job_id)
         if alloc is None:
+            return
+        if asked is not None and alloc.suspect_at is not None and asked < alloc.suspect_at:
             return
         before = alloc.state
         verdict = step(alloc)
         if alloc.state != before:
-            self.journal(AllocStateRecord(queue.id, alloc.id, alloc.state, now))
+            at = alloc.started_at if alloc.state == RUNNING else alloc.ended_at
+            self.journal(AllocStateRecord(queue.id, alloc.id, alloc.state, at or now))
             if alloc.state == RUNNING:
                 logger.info("Allocation %s is running", alloc.id)
         if verdict is not None:
@@ -468,8 +481,13 @@ class AutoAlloc:
 
     def worker_connected(self, wid: int, config: WorkerConfiguration, now: float) -> None:
         job_id = config.manager_job_id
-        if job_id is None or job_id not in self.by_alloc:
+        if job_id is None:
             return
+        if job_id not in self.by_alloc:
+            if self.queues:
+                self.strangers[wid] = (config, now)
+            return
+        self.strangers.pop(wid, None)
         queue = self.queues.get(self.by_alloc[job_id])
         if queue is None or queue.params.manager_name != config.manager.upper():
             return
@@ -484,13 +502,23 @@ class AutoAlloc:
             logger.info("Queue %d learned its worker resources from worker %d", queue.id, wid)
 
     def worker_lost(self, wid: int, reason: str, now: float) -> None:
+        self.strangers.pop(wid, None)
         job_id = self.by_worker.pop(wid, None)
         if job_id is None:
             return
         queue = self.queues.get(self.by_alloc.get(job_id, -1))
         if queue is not None:
-            self._verdict(queue, job_id, lambda a: reconcile.worker_lost(a, wid, reason, now),
-                          now)
+            limit = queue.params.worker_limit
+            self._verdict(queue, job_id, lambda a: reconcile.worker_lost(a, wid, reason, now,
+                                                                         limit), now)
+            self._check_suspects(queue)
+
+    def _check_suspects(self, queue: Queue) -> None:
+        """Ask the batch system why allocations whose workers all died at once ended."""
+        suspects = [a for a in queue.allocations.values()
+                    if a.active and a.suspect_at is not None]
+        if suspects and queue.id not in self.polling:
+            self._poll_queue(queue, suspects)
 
     # --- stop, journal --------------------------------------------------------------------
 
@@ -523,7 +551,7 @@ class AutoAlloc:
     def snapshot(self) -> Iterator[object]:
         yield AllocCountersRecord(self.next_queue_id)
         for q in self.queues.values():
-            yield QueueCreatedRecord(q.id, q.params, 0.0)
+            yield QueueCreatedRecord(q.id, q.params, q.created_at)
             if q.state == PAUSED:
                 yield QueueStateRecord(q.id, True, q.auto_paused, 0.0)
             if q.resources is not None and q.params.cpus is None:
@@ -531,9 +559,10 @@ class AutoAlloc:
             for a in q.allocations.values():
                 yield AllocQueuedRecord(q.id, a.id, a.counter, a.target_workers, a.workdir,
                                         a.queued_at)
-                if a.state != QUEUED:
-                    yield AllocStateRecord(q.id, a.id, a.state, a.ended_at or a.started_at
-                                           or a.queued_at)
+                if a.started_at is not None:
+                    yield AllocStateRecord(q.id, a.id, RUNNING, a.started_at)
+                if a.state in ENDED:
+                    yield AllocStateRecord(q.id, a.id, a.state, a.ended_at or a.queued_at)
 
     def restore(self, records: Iterable[object], now: float) -> None:
         for r in records:
@@ -542,6 +571,10 @@ class AutoAlloc:
             except Exception as exc:  # noqa: BLE001 - a bad record must not stop the server
                 logger.warning("Journal record %s could not be applied and was skipped: %s",
                                type(r).__name__, exc)
+        for queue in self.queues.values():  # old directories stay bounded across restarts
+            ended = sorted((a for a in queue.allocations.values() if a.state in ENDED),
+                           key=lambda a: a.counter)
+            self.ended_dirs[queue.id] = deque(a.workdir for a in ended)
 
     def _restore_one(self, r: object, now: float) -> None:
         match r:
@@ -549,7 +582,8 @@ class AutoAlloc:
                 self.next_queue_id = max(self.next_queue_id, r.next_queue_id)
             case QueueCreatedRecord():
                 self.queues[r.queue_id] = Queue(r.queue_id, r.params,
-                                                r.params.declared_resources())
+                                                r.params.declared_resources(),
+                                                created_at=r.at)
                 self.next_queue_id = max(self.next_queue_id, r.queue_id + 1)
             case QueueRemovedRecord():
                 queue = self.queues.pop(r.queue_id, None)

@@ -25,6 +25,9 @@ MAX_QUEUED_POLL_FAILURES = 10
 MAX_RUNNING_POLL_FAILURES = 20
 MISSING_POLLS = 2  # polls that must not find an allocation before it is considered gone
 MAX_PAUSE_BACKOFF = 4 * 3600.0
+# Seconds a newly connected worker still counts as coming capacity: a scheduling tick in the
+# same server turn as its registration (or a throttled scheduler) sees its tasks still waiting.
+FRESH_WORKER = 5.0
 
 
 def _env_ms(env: dict[str, str], name: str, default_s: float) -> float:
@@ -85,19 +88,21 @@ class Allocation:
     benign: bool = False  # ended by walltime or preemption
     end_reason: str = ""
     cancel_requested: bool = False
+    suspect_at: float | None = None  # all workers lost right after connecting: ask the system
 
     @property
     def active(self) -> bool:
         return self.state not in ENDED
 
-    @property
-    def coming_workers(self) -> int:
+    def coming_workers(self, now: float) -> int:
         """Workers this allocation will still bring (queued ones, and running ones that have
-        not all connected yet)."""
+        not all connected yet), and those that connected so recently that the scheduler may
+        not have given them their tasks yet (they would look like unmet demand)."""
         if self.state == QUEUED:
             return self.target_workers
         if self.state == RUNNING:
-            return max(0, self.target_workers - len(self.connected) - len(self.lost))
+            fresh = sum(1 for at in self.connected.values() if now - at < FRESH_WORKER)
+            return max(0, self.target_workers - len(self.connected) - len(self.lost)) + fresh
         return 0
 
 
@@ -121,6 +126,7 @@ class Queue:
     in_flight_workers: int = 0
     reason: str = ""  # why the last tick submitted nothing ("" if it submitted)
     removing: bool = False
+    created_at: float = 0.0
 
     def queued_count(self) -> int:
         return self.in_flight + sum(1 for a in self.allocations.values() if a.state == QUEUED)
@@ -130,6 +136,6 @@ class Queue:
         return self.in_flight_workers + sum(a.target_workers for a in self.allocations.values()
                                             if a.active)
 
-    def coming_workers(self) -> int:
-        return self.in_flight_workers + sum(a.coming_workers
+    def coming_workers(self, now: float) -> int:
+        return self.in_flight_workers + sum(a.coming_workers(now)
                                             for a in self.allocations.values())
