@@ -340,15 +340,19 @@ class ClientService:
         return job
 
     def job_list(self, request: JobListRequest, now: float) -> JobListResponse:
-        jobs: Iterable[Job | SealedJob] = self.book.jobs.everything()
+        # The default listing shows no completed job: sealed ones (most of them, on a server
+        # that kept 100,000) are not even looked at.
+        default = not request.states and not request.all
+        jobs: Iterable[Job | SealedJob] = (self.book.jobs.live.values() if default
+                                           else self.book.jobs.everything())
         if request.after:
             jobs = (j for j in jobs if j.id > request.after)
         if request.states:
             wanted = {s.upper() for s in request.states}
             jobs = (j for j in jobs if j.state in wanted)
-        elif not request.all:
+        elif default:
             # A job's state merges the counts of its submits; a finished job that is not open
-            # (most of them, on a server that kept 100,000) is passed over by its finish time.
+            # and not sealed yet is passed over by its finish time.
             jobs = (j for j in jobs if (j.finished_at is None or j.is_open)
                     and (j.is_open or j.state in ("WAITING", "RUNNING", "OPENED")))
         by_id = operator.attrgetter("id")
