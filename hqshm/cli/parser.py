@@ -438,7 +438,8 @@ def add_queue_options(parser: argparse.ArgumentParser) -> None:
                         help="Walltime of each allocation")
     parser.add_argument("-b", "--backlog", type=_positive, default=1,
                         help="Most allocations queued at once (default 1)")
-    parser.add_argument("-m", "--max-workers-per-alloc", type=_positive, default=1,
+    parser.add_argument("-m", "--max-workers-per-alloc", "--workers-per-alloc",
+                        type=_positive, default=1,
                         help="Workers (nodes) per allocation (default 1)")
     parser.add_argument("--max-worker-count", type=_positive,
                         help="Most queued and running workers of the queue")
@@ -471,7 +472,7 @@ def _alloc_commands(parser: argparse.ArgumentParser) -> None:
     info = _sub(sub, "info", "Allocations of a queue (and why it submits nothing)")
     info.add_argument("queue_id", type=_positive, metavar="QUEUE_ID")
     info.add_argument("--filter", choices=("queued", "running", "finished", "failed"))
-    log = _sub(sub, "log", "Print an allocation's stdout or stderr")
+    log = _sub(sub, "log", "Print an allocation's stdout or stderr", aliases=("cat",))
     log.add_argument("allocation_id", metavar="ALLOCATION_ID")
     log.add_argument("channel", choices=("stdout", "stderr"), metavar="CHANNEL")
     add_queue_options(_sub(sub, "add", "Create an allocation queue"))

@@ -45,6 +45,8 @@ def test_queue_commands_and_listing(hq_env: HqEnv, pbs: FakePbs) -> None:
     hq_env.command(["alloc", "log", "nope", "stdout"], expect_fail="Allocation nope not found")
     hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--backlog", "0"],
                    expect_fail="Backlog has to be at least 1")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--workers-per-alloc", "0"],
+                   expect_fail="max workers per allocation 0 is out of range")  # older name
     hq_env.command(["alloc", "add", "pbs", "--time-limit", "10m", "--worker-time-limit", "1h"],
                    expect_fail="Worker time limit cannot be larger than queue time limit")
     out = hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run",
@@ -90,6 +92,8 @@ def test_submission_script_dir_and_states(hq_env: HqEnv, pbs: FakePbs) -> None:
     (workdir / "stdout").write_text("hello from the allocation\n")
     out = hq_env.command(["alloc", "log", "1.pbs", "stdout"])
     assert "hello from the allocation" in out and "Outputting allocation path at" in out
+    # `cat`: the older name, which HQ users' scripts may still call.
+    assert "hello from the allocation" in hq_env.command(["alloc", "cat", "1.pbs", "stdout"])
 
 
 def test_failing_qsub_is_reported_and_rate_limited(hq_env: HqEnv, pbs: FakePbs) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from hqshm.cli import formats
 from hqshm.cli.commands.context import Context
@@ -32,6 +33,8 @@ from hqshm.link.responses import Ack
 from hqshm.model.allocqueue import QueueParams
 from hqshm.model.durations import format_humantime, parse_hms_or_human
 
+R = TypeVar("R")
+
 logger = logging.getLogger("hqshm.cli")
 
 PROBING_WARNING = ("No worker resources were provided for this queue. Before the first worker "
@@ -45,7 +48,9 @@ ADD_TIMEOUT = 300.0  # a dry run waits for qsub/sbatch and qdel/scancel
 
 
 def run(ctx: Context, command: str) -> int:
+    # `cat` and --workers-per-alloc: older HQ's names, which HQ users' scripts may still use.
     return {"add": add, "dry-run": dry_run, "list": list_queues, "info": info, "log": log,
+            "cat": log,
             "pause": lambda c: _action(c, "pause"), "resume": lambda c: _action(c, "resume"),
             "remove": lambda c: _action(c, "remove")}[command](ctx)
 
@@ -94,13 +99,7 @@ def add(ctx: Context) -> int:
     params = queue_params(ctx.args)
     _warn(params)
     dry = not ctx.args.no_dry_run
-    try:
-        created = ctx.request(AllocAddRequest(params, dry), AllocQueueCreated,
-                              timeout=ADD_TIMEOUT)
-    except UserError:
-        if dry:
-            logger.error("Dry-run (test allocation submission) has failed")
-        raise
+    created = _trial(ctx, AllocAddRequest(params, dry), AllocQueueCreated, dry)
     if dry:
         logger.info(DRY_RUN_OK)
     logger.info("Allocation queue %d successfully created", created.queue_id)
@@ -108,14 +107,22 @@ def add(ctx: Context) -> int:
     return 0
 
 
+def _trial(ctx: Context, message: object, expect: type[R], dry: bool) -> R:
+    """A request that may submit a trial allocation; its failure is the dry run's, but not
+    a server that cannot be reached (that error alone is shown)."""
+    with ctx.connect() as conn:
+        try:
+            return conn.request(message, expect, timeout=ADD_TIMEOUT)
+        except UserError:
+            if dry:
+                logger.error("Dry-run (test allocation submission) has failed")
+            raise
+
+
 def dry_run(ctx: Context) -> int:
     params = queue_params(ctx.args)
     params.declared_resources()
-    try:
-        ctx.request(AllocDryRunRequest(params), Ack, timeout=ADD_TIMEOUT)
-    except UserError:
-        logger.error("Dry-run (test allocation submission) has failed")
-        raise
+    _trial(ctx, AllocDryRunRequest(params), Ack, True)
     logger.info(DRY_RUN_OK)
     ctx.out.empty()
     return 0
