@@ -137,8 +137,11 @@ def _command_paths() -> list[list[str]]:
         paths.append(prefix)
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
+                seen: set[int] = set()
                 for name, sub in action.choices.items():
-                    walk(sub, [*prefix, name])
+                    if id(sub) not in seen:  # an alias (`alloc cat`) shares its command's help
+                        seen.add(id(sub))
+                        walk(sub, [*prefix, name])
 
     walk(build_parser(), [])
     return paths
