@@ -89,6 +89,17 @@ FLUSH_DELAY = 0.005
 HANDOFF_MAX = 0.02
 DRAIN_TICK = 0.002
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
+# A task killed by a signal that batch systems send to every process of a job (walltime,
+# preemption, scancel) is reported this much later: the same signal reaching the node then
+# makes it a loss of the node (run again elsewhere), not a failure of the task.
+OUTSIDE_KILL_HOLD = 1.0
+_OUTSIDE_KILLS = tuple(f"signal {n} (" for n in (1, 2, 9, 15)) + tuple(
+    f"exit code {128 + n}." for n in (1, 2, 9, 15))  # a shell's way of saying it
+
+
+def _outside_kill(error: str) -> bool:
+    """The end of a task (or its executor) by SIGHUP, SIGINT, SIGKILL or SIGTERM."""
+    return any(mark in error for mark in _OUTSIDE_KILLS)
 NOT_RUNNING_HERE = "the task is not running on this worker"
 NOT_CONNECTED = "the worker is not connected to a server"
 RECONNECT = "reconnect"  # the --on-server-lost mode in which a node outlives its server
@@ -268,6 +279,8 @@ class NodeCore:
         self.queued: dict[TaskKey, Queued] = {}
         self.running: dict[TaskKey, Running] = {}
         self.updates = Updates()
+        # Failures held back for OUTSIDE_KILL_HOLD: (when they may go, the report).
+        self.held: deque[tuple[float, Failed]] = deque()
         self.worker_id = WorkerId(0)
         self.exit_code = 0
         self.stopping = False
@@ -458,6 +471,7 @@ class NodeCore:
         self.exit_code = 1
         self._clear_queue()
         self.updates = Updates()
+        self.held.clear()
         for task in self.running.values():
             task.canceled = True  # ends unreported
 
@@ -468,8 +482,10 @@ class NodeCore:
         (``begin_shutdown`` still interrupts them with grace), so the server, which then sees
         only the disconnect, gives them back with a crash counted and runs them elsewhere.
         The reports kept so far (starts, and the ends of tasks that ended before the signal)
-        stay, to be sent before the link closes; nothing queued starts."""
+        stay, to be sent before the link closes; nothing queued starts. Failures held back
+        (OUTSIDE_KILL_HOLD) were deaths by the signal that reached us too: unreported."""
         self.stopping = True
+        self.held.clear()
         self.finishing = False
         self.exit_code = 1
         self._clear_queue()
@@ -754,7 +770,8 @@ class NodeCore:
             self.out.send_signal(task.pid, Signal.KILL)
         if result is not None and not task.canceled and not task.timed_out:
             self.updates.results.append((key, task.instance, *result))
-        self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono)
+        self._ended(task, ok, ended, "" if ok else error.decode("utf-8", "replace"), mono,
+                    hold=True)
 
     def executor_died(self, executor: int, cause: str, now: float, mono: float,
                       as_program: str = "") -> None:
@@ -804,7 +821,10 @@ class NodeCore:
             task.deadline = mono + limit - max(0.0, now - started)
         self.updates.started.append((task.key, task.instance, started, task.allocation.variant))
 
-    def _ended(self, task: Running, ok: bool, ended: float, error: str, mono: float) -> None:
+    def _ended(self, task: Running, ok: bool, ended: float, error: str, mono: float,
+               hold: bool = False) -> None:
+        """``hold``: a failure by an outside signal waits OUTSIDE_KILL_HOLD (a task's own end;
+        an executor ignores SIGTERM while the node lives)."""
         del self.running[task.key]
         if task.heir is None or task.heir not in self.running:
             self.allocator.release(task.allocation)  # else the hand-off successor keeps it
@@ -822,8 +842,11 @@ class NodeCore:
             self.updates.finished.append((task.key, task.instance, task.started, ended, variant))
         else:
             # Retryable only if the program itself ran and failed (it had a pid).
-            self.updates.failed.append((task.key, task.instance, task.started, ended, variant,
-                                        error, task.pid > 0))
+            failed = (task.key, task.instance, task.started, ended, variant, error, task.pid > 0)
+            if hold and task.kill_at is None and _outside_kill(error):
+                self.held.append((mono + OUTSIDE_KILL_HOLD, failed))
+            else:
+                self.updates.failed.append(failed)
 
     # --- signals --------------------------------------------------------------------------
 
@@ -893,6 +916,8 @@ class NodeCore:
         """Send the batched updates: at once when forced or when capacity is idle with nothing
         queued (the server must refill us), else once FLUSH_DELAY passed since the last; kept
         while the server is lost."""
+        while self.held and (force or self.held[0][0] <= mono):
+            self.updates.failed.append(self.held.popleft()[1])
         if not self.updates or self.lost_since is not None:
             return
         urgent = force or (not self.queued and self._free_slot() is not None)
@@ -930,6 +955,8 @@ class NodeCore:
             timeout = max(0.0, self.last_flush + FLUSH_DELAY - mono)
         if any(not t.reported for t in self.running.values()):
             timeout = min(timeout, DRAIN_TICK)
+        if self.held:
+            timeout = min(timeout, max(0.0, self.held[0][0] - mono))
         for task in self.running.values():
             for due in (task.deadline, task.kill_at):
                 if due is not None:

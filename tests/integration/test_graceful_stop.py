@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -166,6 +167,31 @@ def test_a_signalled_worker_counts_a_crash(hq_env: HqEnv) -> None:
     assert task["state"] == "failed", task
     assert task["error"] == ("Task was running on a worker that was lost; the task has "
                              "occurred 1 times in this situation and limit was reached."), task
+
+
+def test_a_task_killed_with_its_worker_by_a_batch_system_runs_again(hq_env: HqEnv) -> None:
+    """A batch system ending an allocation (walltime, preemption, scancel) sends SIGTERM to
+    every process of the job at once: the task may die of it a moment before the worker gets
+    its own. That task is a task of a lost worker, run again elsewhere, not a failure."""
+    hq_env.start_server()
+    worker = hq_env.start_worker(cpus=1)
+    job = submit(hq_env, ["--", "bash", "-c",
+                          'if [ "$HQ_INSTANCE_ID" = 0 ]; then echo $$ > pid; exec sleep 100; fi'])
+    pid = read_pid(hq_env, hq_env.work / "pid")
+    try:
+        hq_env.wait_for_tasks(job, "running", count=1)
+        os.kill(pid, signal.SIGTERM)  # the task first, as a batch system may order them
+        time.sleep(0.2)  # a loaded machine: the task's end reached the worker first
+        os.kill(worker.pid, signal.SIGTERM)
+        assert wait_exit(worker) == 1, hq_env.log("worker1")
+    finally:
+        kill_pids([pid])
+    hq_env.wait_for_worker_state(1, "CONNECTION LOST")
+    assert hq_env.task_states(job) == {0: "waiting"}
+    hq_env.start_worker(cpus=1)
+    hq_env.wait_for_job_state(job, "FINISHED")
+    [task] = task_json(hq_env, job).values()
+    assert task["worker"] == 2, task
 
 
 def test_worker_stop_exits_zero_and_ends_its_children(hq_env: HqEnv) -> None:

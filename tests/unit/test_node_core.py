@@ -51,6 +51,7 @@ from hqshm.node.core import (
     MAX_EXTRA_EXECUTORS,
     NOT_CONNECTED,
     NOT_RUNNING_HERE,
+    OUTSIDE_KILL_HOLD,
     RECONNECT_LIMIT,
     Signal,
 )
@@ -728,6 +729,38 @@ def test_shutdown_interrupts_every_task_and_kills_what_outlives_the_grace(env: N
     env.out.assert_empty()
     late = env.start(unstarted)  # too late to be interrupted: killed at once
     assert env.out.take(Signaled) == [Signaled(late, Signal.KILL)]
+    env.check()
+
+
+def test_a_task_killed_by_the_signal_that_then_reaches_the_node_is_not_a_failure() -> None:
+    """A batch system ending a job (walltime, preemption, scancel) signals all its processes
+    at once: a task that died of SIGTERM a moment before the node got its own is a loss of the
+    node, run again elsewhere, not a failure. Such failures are held back OUTSIDE_KILL_HOLD;
+    other failures, and these once the hold is over, go at once."""
+    env = NodeEnv(cpus=3)
+    gid = env.group()
+    term, broken, shell = env.run(gid, 3)
+    env.end(term, ok=False, error=errors.signal_error(15))
+    env.end(broken, ok=False, error=errors.exit_code_error(1))
+    env.end(shell, ok=False, error=errors.exit_code_error(143))
+    env.core.flush(env.clock.mono())
+    report = env.out.take_one(TaskUpdates)
+    assert [f[0] for f in report.failed] == [broken]
+    assert env.core.poll_timeout_ms(env.clock.mono()) <= OUTSIDE_KILL_HOLD * 1000 + 1
+    env.core.signaled()
+    env.core.flush(env.clock.mono(), force=True)
+    env.out.assert_empty()  # the server sees the disconnect: both run again
+
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    (killed,) = env.run(gid)
+    env.end(killed, ok=False, error=errors.signal_error(9))  # the OOM killer, say
+    env.core.flush(env.clock.mono())
+    env.out.assert_empty()
+    env.clock.advance(OUTSIDE_KILL_HOLD)
+    env.core.flush(env.clock.mono())
+    report = env.out.take_one(TaskUpdates)
+    assert [(f[0], f[5]) for f in report.failed] == [(killed, errors.signal_error(9))]
     env.check()
 
 
