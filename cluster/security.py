@@ -94,11 +94,14 @@ def secure_server_socket(sock: zmq.Socket, keys: EndpointKeys | None, domain: st
 
 
 def listen(context: zmq.Context, host: str, port: int, keys: EndpointKeys | None, domain: str,
-           max_size: int) -> tuple[zmq.Socket, int]:
-    """A ROUTER socket of ``domain`` bound at ``host:port`` (0: any free port), which drops any
-    frame over ``max_size`` before it is read; returns it and its port. Bind the context's
-    ZapResponder first."""
+           max_size: int, use_fd: int = -1) -> tuple[zmq.Socket, int]:
+    """A ROUTER socket of ``domain`` bound at ``host:port`` (0: any free port), or serving the
+    listening socket ``use_fd`` bound already (the address is then ignored; the socket owns
+    the descriptor), which drops any frame over ``max_size`` before it is read; returns it
+    and its port. Bind the context's ZapResponder first."""
     sock = context.socket(zmq.ROUTER)
+    if use_fd >= 0:
+        sock.setsockopt(zmq.USE_FD, use_fd)
     sock.linger = 0
     sock.maxmsgsize = max_size
     sock.router_mandatory = False

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 from hqshm.link import serverdir
 from hqshm.model.durations import parse_hms_or_human
 from hqshm.server.endpoints import (
-    Endpoints,
+    Listeners,
     ServerConfig,
+    bind_listeners,
     check_not_online,
     journal_server_uid,
-    open_endpoints,
 )
 
 if TYPE_CHECKING:
@@ -52,26 +52,27 @@ def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
     ``hq-starting`` and wait for ``hq-current``, then for the loop to answer."""
     server_dir = serverdir.resolve_server_dir(getattr(args, "server_dir", None), os.environ)
     serverdir.mark_starting(server_dir)
-    endpoints: Endpoints | None = None
+    listeners: Listeners | None = None
     try:
         config = server_config(args, server_dir)
         check_not_online(server_dir)
         logger.info("No online server found, starting a new server")
         known, uid = journal_server_uid(config.journal)
         if known:
-            endpoints = open_endpoints(config, uid)
-            endpoints.publish(server_dir)
+            listeners = bind_listeners(config, uid)
+            listeners.publish(server_dir)
         from hqshm.cli.commands.context import Context
         from hqshm.cli.commands.server import serve
 
-        return serve(Context(args, output()), config, endpoints)
+        served, listeners = listeners, None  # the server closes them from now on
+        return serve(Context(args, output()), config, served)
     except KeyboardInterrupt:
         # Ctrl-C before the server's own SIGINT handler was in place (start-up) is a stop
         # too: exit 0, and no hq-current left behind (spec/cli.md §3).
         logger.info("Stopping server")
         return 0
     finally:
-        if endpoints is not None and endpoints.context.closed is False:
-            endpoints.unpublish(server_dir)  # the server did not get to run (or failed)
-            endpoints.close()
+        if listeners is not None:  # the server did not get to start
+            listeners.unpublish(server_dir)
+            listeners.close()
         serverdir.unmark_starting(server_dir)

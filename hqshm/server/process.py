@@ -32,7 +32,7 @@ from hqshm.link.details import TaskExplainResponse
 from hqshm.link.responses import ServerInfo
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.autoalloc.service import AutoAlloc
-from hqshm.server.endpoints import Endpoints, ServerConfig, open_endpoints
+from hqshm.server.endpoints import Listeners, ServerConfig, attach, bind_listeners
 from hqshm.server.events import EventStream
 from hqshm.server.explain import explain_task
 from hqshm.server.jobbook import JobBook
@@ -52,16 +52,23 @@ RECONNECT_PAUSE = 10.0
 
 
 class Server(ServerControl):
-    def __init__(self, config: ServerConfig, endpoints: Endpoints | None = None) -> None:
-        """``endpoints``: opened and published already (`hq server start` does so before it
-        imports this module); None: opened here, once the journal has given the server UID."""
+    def __init__(self, config: ServerConfig, listeners: Listeners | None = None) -> None:
+        """``listeners``: bound and published already (`hq server start` does so before it
+        imports this module); None: bound here, once the journal has given the server UID."""
         self.config = config
         self.core = Core()
         self.events = EventStream()
         self.workers = WorkerBook(self.events)
-        loaded = load_journal(config.journal)
-        if endpoints is None:
-            endpoints = open_endpoints(config, loaded.server_uid if loaded else None)
+        try:
+            loaded = load_journal(config.journal)
+            if listeners is None:
+                listeners = bind_listeners(config, loaded.server_uid if loaded else None)
+            endpoints = attach(listeners)
+        except BaseException:
+            if listeners is not None:
+                listeners.unpublish(config.server_dir)
+                listeners.close()
+            raise
         self.endpoints = endpoints
         self.context = endpoints.context
         record = endpoints.record

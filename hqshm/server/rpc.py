@@ -210,7 +210,7 @@ class ClientService:
         self._identity = b""
 
     def serve(self, sock: zmq.Socket) -> None:
-        """Answer the clients of ``sock`` (bound by ``endpoints.open_endpoints``)."""
+        """Answer the clients of ``sock`` (``endpoints.attach``)."""
         self.socket = sock
 
     def read(self) -> None:

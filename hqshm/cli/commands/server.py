@@ -12,7 +12,7 @@ from hqshm.link import access, serverdir
 from hqshm.link.requests import ServerInfoRequest, StopServerRequest
 from hqshm.link.responses import Ack, ServerInfo
 from hqshm.model.durations import format_humantime, parse_hms_or_human
-from hqshm.server.endpoints import Endpoints, ServerConfig
+from hqshm.server.endpoints import Listeners, ServerConfig
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -31,13 +31,14 @@ def run(ctx: Context, command: str) -> int:
     }[command](ctx)
 
 
-def serve(ctx: Context, config: ServerConfig, endpoints: Endpoints | None) -> int:
-    """Build the server on the endpoints that hqshm.cli.serverstart opened (None: it could not
-    read the journal's server UID; they are opened once the journal is loaded) and run it."""
+def serve(ctx: Context, config: ServerConfig, listeners: Listeners | None) -> int:
+    """Build the server on the ports that hqshm.cli.serverstart bound and published (None: it
+    could not read the journal's server UID; they are bound once the journal is loaded) and
+    run it."""
     from hqshm.server.process import Server
 
     server_dir = config.server_dir
-    server = Server(config, endpoints)
+    server = Server(config, listeners)
 
     def ready(info: ServerInfo) -> None:
         # The loop answers from now on: clients no longer need the marker.
