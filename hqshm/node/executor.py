@@ -429,6 +429,8 @@ class Executor:
             mem_mode=self.node.memory_mode,
             resolve=self._resolver(spec),
             entry=entry,
+            group=spec,
+            varying=launch.task_variables(task.resource_env),
         )
         pid = self.pid
 
