@@ -143,29 +143,51 @@ class _ArgsUnpickler(pickle.Unpickler):
         return self._resolve(pid[1])
 
 
+MAX_PAYLOADS = 16  # shared payloads an interpreter keeps read (``load_payload``)
+# A payload that is the function's alone (its tasks' arguments come in their HQ_ENTRY), the
+# same bytes for its every task -> what it holds: read once per interpreter, not per task.
+_payloads: dict[bytes, tuple[Any, ...]] = {}
+
+
 def load_payload(data: bytes, resolve: Callable[[int], Any] | None = None,
                  entry: str | None = None) -> Call:
     """Unpickle a payload, with the task's arguments from ``entry`` (its HQ_ENTRY) when the
     payload says they are there; tasks given as arguments become their results through
-    ``resolve(task_id)``. Raises what unpickling or resolving raises."""
+    ``resolve(task_id)``. Raises what unpickling or resolving raises.
+
+    A payload whose arguments are in the entry holds nothing a task could change (the
+    function and initializer are ``load_function``'s, kept anyway), so it is read once; the
+    arguments are unpickled anew for each task, as they would be in an interpreter of its own."""
+    parts = _payloads.get(data)
+    if parts is None:
+        parts = _read_payload(data)
+        if parts[6]:
+            if len(_payloads) >= MAX_PAYLOADS:
+                del _payloads[next(iter(_payloads))]
+            _payloads[data] = parts
+    fn, args, kwargs, initializer, blob, keep, in_entry, max_result = parts
+    if in_entry:
+        blob, keep = _read_entry(entry)
+    if isinstance(blob, bytes):
+        args, kwargs = _ArgsUnpickler(blob, resolve).load()
+    loaded = Call(fn, args, kwargs, initializer, keep, max_result)
+    loaded.used_entry = in_entry
+    return loaded
+
+
+def _read_payload(data: bytes) -> tuple[Any, ...]:
+    """The payload's function, args, kwargs, initializer, pickled args (or None), keep,
+    whether the args are in the entry, and the result's byte limit."""
     from hqshm import taskresult
 
     # Payloads made before initializers (kept in a journal since) have three items.
     fn, args, kwargs, *rest = pickle.loads(data)
     initializer = rest[0] if rest else None
     options = rest[1] if len(rest) > 1 and isinstance(rest[1], dict) else {}
-    blob = options.get("args")
-    keep = bool(options.get("keep"))
-    in_entry = options.get("entry") is True
-    if in_entry:
-        blob, keep = _read_entry(entry)
-    if isinstance(blob, bytes):
-        args, kwargs = _ArgsUnpickler(blob, resolve).load()
     max_result = options.get("max_result", taskresult.DEFAULT_MAX_RESULT)
-    loaded = Call(fn, args, kwargs, initializer, keep,
-                  max_result if type(max_result) is int else taskresult.DEFAULT_MAX_RESULT)
-    loaded.used_entry = in_entry
-    return loaded
+    return (fn, args, kwargs, initializer, options.get("args"), bool(options.get("keep")),
+            options.get("entry") is True,
+            max_result if type(max_result) is int else taskresult.DEFAULT_MAX_RESULT)
 
 
 # -- the job's initializer -------------------------------------------------------------------

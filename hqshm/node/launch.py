@@ -55,6 +55,21 @@ class LaunchPlan:
     rm_stderr: bool
 
 
+# The variables of ``plan``'s environment whose values depend on more than the program (its
+# group) and the node: on the task's ids, arguments, resources, CPUs and directory.
+TASK_VARIABLES = frozenset((
+    "HQ_TASK_ID", "HQ_INSTANCE_ID", "HQ_ENTRY", "HQ_CPUS", "OMP_NUM_THREADS", "OMP_PLACES",
+    "OMP_PROC_BIND", "HQ_TASK_DIR", "HQ_ERROR_FILENAME", "HQ_NUM_NODES", "HQ_NODE_FILE",
+    "HQ_HOST_FILE",
+))
+
+
+def task_variables(resource_env: Mapping[str, str]) -> frozenset[str]:
+    """The variables that can differ between two tasks of a group: ``TASK_VARIABLES`` and
+    those of the task's resources."""
+    return TASK_VARIABLES.union(resource_env) if resource_env else TASK_VARIABLES
+
+
 def stdio_template(stdio: Stdio) -> str | None:
     return stdio.path if stdio.kind == Stdio.FILE else None
 
@@ -72,17 +87,10 @@ def plan(
     task_dir: str | None = None,
     nodes: Sequence[str] = (),
 ) -> LaunchPlan:
-    """``whole_cpus`` is False for a fractional CPU request: then no OMP_NUM_THREADS."""
-    paths = placeholders.resolve_at_start(
-        placeholders.SubmitPaths(
-            spec.cwd, stdio_template(spec.stdout), stdio_template(spec.stderr)
-        ),
-        task_id=task_id,
-        instance_id=instance,
-        job_id=spec.job_id,
-        submit_dir=spec.submit_dir,
-        server_uid=spec.server_uid,
-    )
+    """``whole_cpus`` is False for a fractional CPU request: then no OMP_NUM_THREADS.
+    Variables that depend on more than ``spec`` and ``node`` are in ``TASK_VARIABLES``, or
+    come from ``resource_env``."""
+    paths = task_paths(spec, task_id, instance)
     env = dict(node.base_env)
     env.update(spec.env)
     user_set = {name for name in USER_OWNED if name in spec.env}
@@ -128,6 +136,32 @@ def plan(
         rm_stdout=spec.stdout.rm_if_finished,
         rm_stderr=spec.stderr.rm_if_finished,
     )
+
+
+_PER_TASK = (f"%{{{placeholders.TASK_ID}}}", f"%{{{placeholders.INSTANCE_ID}}}")
+_paths: dict[tuple[str, str | None, str | None, int, str, str], placeholders.TaskPaths] = {}
+
+
+def task_paths(spec: ProgramSpec, task_id: int, instance: int) -> placeholders.TaskPaths:
+    """The task's working directory and output files; those that name neither the task nor
+    its instance are resolved once for all the tasks of a group (a third of a plan's cost)."""
+    stdout, stderr = stdio_template(spec.stdout), stdio_template(spec.stderr)
+    key = (spec.cwd, stdout, stderr, spec.job_id, spec.submit_dir, spec.server_uid)
+    paths = _paths.get(key)
+    if paths is None:
+        paths = placeholders.resolve_at_start(
+            placeholders.SubmitPaths(spec.cwd, stdout, stderr),
+            task_id=task_id,
+            instance_id=instance,
+            job_id=spec.job_id,
+            submit_dir=spec.submit_dir,
+            server_uid=spec.server_uid,
+        )
+        if not any(p in t for t in (spec.cwd, stdout or "", stderr or "") for p in _PER_TASK):
+            if len(_paths) >= 256:
+                _paths.clear()
+            _paths[key] = paths
+    return paths
 
 
 def short_hostname(hostname: str) -> str:

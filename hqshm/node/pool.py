@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hqshm.node import launch
-from hqshm.node.executor import Executor
+from hqshm.node.executor import Executor, remove_function_dir
 from hqshm.node.ring import Record, RecordKind, Ring, drain_doorbell, open_doorbell
 
 logger = logging.getLogger(__name__)
@@ -284,6 +284,10 @@ class ExecutorPool:
         return dead
 
     def _discard(self, handle: ExecutorHandle) -> None:
+        """A dead executor's rings and pidfd go, and the directory of its warm function tasks,
+        which it removes itself unless it was killed (a function task's time limit, or one that
+        ended the process)."""
+        remove_function_dir(self.node, handle.pid)
         if handle.pidfd >= 0:
             os.close(handle.pidfd)
         handle.sub.close()

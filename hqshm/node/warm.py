@@ -16,7 +16,10 @@ ending the process.
 Two things are not put back, because doing so costs more than the task: the environment and
 the CPU affinity. Each task changes only what differs from the task before (``putenv`` costs
 microseconds a variable, and a task has dozens; moving to other CPUs costs hundreds), after
-checking that the function before did not change them itself. Nothing else in an executor reads
+checking that the function before did not change them itself. After a task of the same group
+only the variables that can differ between its tasks are compared (``launch.TASK_VARIABLES``
+and the task's resources'). Signal handlers are read and set through ``_signal``, whose
+callers in ``signal`` cost ten times as much for their enums. Nothing else in an executor reads
 its environment (programs get theirs whole), and an executor keeps the last task's CPUs only on a
 node that pins every task (programs are then pinned at their launch).
 
@@ -30,6 +33,7 @@ does a function that calls ``os._exit`` or crashes.
 
 from __future__ import annotations
 
+import _signal  # signal's C functions: its wrappers convert to enums, 5 us a call
 import contextlib
 import errno
 import functools
@@ -38,7 +42,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, TextIO
 
@@ -54,7 +58,11 @@ OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as a prog
 GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 # Handlers the executor relies on: its SIGINT (ignored) and SIGTERM (the node's death),
 # SIGCHLD (waitpid of the programs it spawns), SIGPIPE (ignored, as Python sets it).
-KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE)
+KEPT_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGCHLD),
+                int(signal.SIGPIPE))
+_SIGINT = int(signal.SIGINT)
+# The CPUs this process may run on, as a set (without the C module's list: 3 us against 0.4).
+_sched_getaffinity = getattr(os, "sched_getaffinity", None)
 
 
 # -- which tasks ---------------------------------------------------------------------------
@@ -132,6 +140,10 @@ class FunctionCall:
     # The results of tasks given as arguments, by task id (hqshm/taskresult.py's resolver).
     resolve: Callable[[int], Any] | None = None
     entry: str | None = None  # HQ_ENTRY: the task's own arguments (functiontask.entry_text)
+    # The task's program (the same object for each task of its group), and the variables of
+    # ``plan.env`` that can differ between two tasks of it (hqshm/node/launch.py's).
+    group: object = None
+    varying: Collection[str] = ()
 
 
 @frozen
@@ -194,6 +206,10 @@ class WarmRunner:
         self._saved: _Saved | None = None
         self._environment: _Environment | None = None
         self._cpus: Sequence[int] | None = None  # the affinity a task set (None: the saved one)
+        self._cpu_set: frozenset[int] = frozenset()  # the affinity that the executor has now
+        # sys.path of the last task's PYTHONPATH, PYTHONSAFEPATH and working directory.
+        self._path: tuple[tuple[str, bool, str], tuple[str, ...]] | None = None
+        self._interrupt_handler = self._on_interrupt  # one bound method for every task
         self._streams: list[TextIO] = []
         self.running = False  # between taking on a task and putting the executor back
         self._armed = False  # SIGINT may raise KeyboardInterrupt (once)
@@ -232,7 +248,8 @@ class WarmRunner:
             path=sys.path, argv=sys.argv, streams=(sys.stdin, sys.stdout, sys.stderr),
             log_handlers=root.handlers, log_level=root.level,
             warning_filters=list(warnings.filters),
-            signals={sig: signal.getsignal(sig) for sig in KEPT_SIGNALS}, umask=_umask())
+            signals={sig: _signal.getsignal(sig) for sig in KEPT_SIGNALS}, umask=_umask())
+        self._cpu_set = frozenset(self._saved.cpus)
         self._environment = _Environment()
         return self._saved
 
@@ -240,15 +257,20 @@ class WarmRunner:
         plan = call.plan
         program = plan.argv[0]
         for stream in saved.streams[1:]:  # what the executor wrote is not the task's output
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - per task: suppress() costs more than the call
                 stream.flush()
+            except Exception:  # whatever the stream is now
+                pass
         self.running = True
-        with contextlib.suppress(OSError):  # a session leader already leads its group
+        try:  # noqa: SIM105 - per task: suppress() costs more than the call
             os.setpgid(0, 0)
+        except OSError:  # a session leader already leads its group
+            pass
         if call.cpus != self._cpus:
-            _step(SpawnStage.AFFINITY, program, affinity.set_affinity,
-                  saved.cpus if call.cpus is None else call.cpus)
+            cpus = saved.cpus if call.cpus is None else call.cpus
+            _step(SpawnStage.AFFINITY, program, affinity.set_affinity, cpus)
             self._cpus = call.cpus
+            self._cpu_set = frozenset(cpus)
         if call.numa is not None:
             _step(SpawnStage.MEMPOLICY, program, affinity.set_memory_policy,
                   affinity.MemPolicy(call.mem_mode), call.numa)
@@ -257,8 +279,8 @@ class WarmRunner:
         self._redirect(plan.stdout, 1, SpawnStage.STDOUT, program, saved)
         self._redirect(plan.stderr, 2, SpawnStage.STDERR, program, saved)
         assert self._environment is not None
-        self._environment.become(plan.env)
-        self._fresh_interpreter(plan.env, saved)
+        self._environment.become(plan.env, call.group, call.varying)
+        self._fresh_interpreter(plan.env, plan.cwd, saved)
 
     @staticmethod
     def _redirect(path: str | None, fd: int, stage: SpawnStage, program: str,
@@ -270,11 +292,14 @@ class WarmRunner:
         os.dup2(opened, fd)
         os.close(opened)
 
-    def _fresh_interpreter(self, env: Mapping[str, str], saved: _Saved) -> None:
-        """``sys`` and logging as ``python -c`` with this environment starts them."""
-        pythonpath = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                      if p]
-        sys.path = [*([] if env.get("PYTHONSAFEPATH") else [""]), *pythonpath, *saved.path_tail]
+    def _fresh_interpreter(self, env: Mapping[str, str], cwd: str, saved: _Saved) -> None:
+        """``sys`` and logging as ``python -c`` with this environment starts them (in the
+        working directory ``cwd``, against which PYTHONPATH's relative entries count)."""
+        key = (env.get("PYTHONPATH", ""), bool(env.get("PYTHONSAFEPATH")), cwd)
+        if self._path is None or self._path[0] != key:
+            pythonpath = [os.path.abspath(p) for p in key[0].split(os.pathsep) if p]
+            self._path = (key, (*([] if key[1] else [""]), *pythonpath, *saved.path_tail))
+        sys.path = list(self._path[1])
         sys.argv = ["-c"]
         sys.stdin, sys.stdout, sys.stderr = self._task_streams(saved)
         root = logging.root
@@ -284,7 +309,7 @@ class WarmRunner:
         # them, each under one level of the root, so each cache stays right. ``_leave``
         # clears them all when a task changed the level (HQ_PYLOG's basicConfig does).
         root.level = logging.WARNING
-        signal.signal(signal.SIGINT, self._on_interrupt)
+        _signal.signal(_SIGINT, self._interrupt_handler)
 
     def _task_streams(self, saved: _Saved) -> list[TextIO]:
         """Text streams on fds 0-2 like a fresh interpreter's, made once (again if the function
@@ -337,11 +362,16 @@ class WarmRunner:
         failing skips no other)."""
         self._armed = False
         for sig, handler in saved.signals.items():
-            if signal.getsignal(sig) != handler:
-                signal.signal(sig, handler)
+            if _signal.getsignal(sig) != handler:
+                try:  # noqa: SIM105 - per task: suppress() costs more than the call
+                    _signal.signal(sig, handler)
+                except (OSError, ValueError):
+                    pass
         for stream in {id(s): s for s in (*self._streams, sys.stdout, sys.stderr)}.values():
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - per task: suppress() costs more than the call
                 stream.flush()
+            except Exception:  # whatever the function made of it
+                pass
         sys.stdin, sys.stdout, sys.stderr = saved.streams
         sys.path, sys.argv = saved.path, saved.argv
         root = logging.root
@@ -355,13 +385,17 @@ class WarmRunner:
             warnings._filters_mutated()  # type: ignore[attr-defined]  # as catch_warnings does
         os.umask(saved.umask)
         for fd, kept in enumerate(saved.fds):
-            with contextlib.suppress(OSError):
+            try:
                 if kept is None:
                     os.close(fd)
                 else:
                     os.dup2(kept, fd)
-        with contextlib.suppress(OSError):
+            except OSError:
+                pass
+        try:  # noqa: SIM105 - per task: suppress() costs more than the call
             os.fchdir(saved.cwd)
+        except OSError:
+            pass
         self._check_affinity(saved)
         if call.numa is not None:
             with contextlib.suppress(OSError):
@@ -371,17 +405,23 @@ class WarmRunner:
 
     def _check_affinity(self, saved: _Saved) -> None:
         """Back to the saved CPUs if the function changed the ones it was given."""
-        with contextlib.suppress(OSError):
-            if affinity.get_affinity() != (saved.cpus if self._cpus is None
-                                           else sorted(self._cpus)):
+        try:
+            now = (_sched_getaffinity(0) if _sched_getaffinity is not None
+                   else set(affinity.get_affinity()))
+            if now != self._cpu_set:
                 affinity.set_affinity(saved.cpus)
                 self._cpus = None
+                self._cpu_set = frozenset(saved.cpus)
+        except OSError:
+            pass
 
     def _leave_group(self, saved: _Saved) -> None:
         """Back into the node's process group. What an interrupted function left in its own
         is killed, as the node kills what a killed program left in its session."""
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - per task: suppress() costs more than the call
             os.setpgid(0, saved.pgid)
+        except OSError:
+            pass
         if self._interrupted() and os.getpgid(0) != saved.pid:
             with contextlib.suppress(OSError):
                 os.killpg(saved.pid, signal.SIGKILL)
@@ -397,11 +437,30 @@ class _Environment:
         self._raw: dict[bytes, bytes] = getattr(os.environ, "_data")  # noqa: B009
         self._now: Mapping[str, str] = dict(os.environ)
         self._raw_now = dict(self._raw)
+        self._group: object = None  # the program of the task that ``_now`` is of
+        self._varying: Collection[str] = ()  # the names that can differ in its next task
 
-    def become(self, env: Mapping[str, str]) -> None:
-        if self._raw != self._raw_now:  # the function before changed it
-            self._now = dict(os.environ)
+    def become(self, env: Mapping[str, str], group: object = None,
+               varying: Collection[str] = ()) -> None:
+        """``env`` of a task of ``group`` (its program), in which only the names in ``varying``
+        can differ from one task of the group to the next: after a task of the same group
+        that left the environment alone, only those are compared (a dozen against some fifty
+        names)."""
         environ, now = os.environ, self._now
+        if self._raw != self._raw_now:  # the function before changed it
+            now = self._now = dict(os.environ)
+        elif group is not None and group is self._group:
+            for name in {*varying, *self._varying}:
+                value = env.get(name)
+                if value is None:
+                    if name in now:
+                        environ.pop(name, None)
+                elif now.get(name) != value:
+                    environ[name] = value
+            self._now, self._varying = env, varying
+            self._raw_now = dict(self._raw)
+            return
+        self._group, self._varying = group, varying
         for name in now.keys() - env.keys():
             environ.pop(name, None)
         for name, value in env.items():
@@ -448,7 +507,8 @@ def _call_function(call: FunctionCall) -> Ending:
     exits 1. KeyboardInterrupt goes to the caller."""
     loaded = None
     try:
-        functiontask.configure_logging()
+        if call.plan.env.get("HQ_PYLOG"):  # os.environ's now, read in a tenth of the time
+            functiontask.configure_logging()
         loaded = functiontask.load_payload(call.payload, call.resolve, call.entry)
         value = functiontask.call(loaded, call.job)
         return Ending(outcome=Outcome(taskresult.VALUE, value, loaded.keep, loaded.max_result))

@@ -87,6 +87,21 @@ def litter() -> None:
     os.close(devnull)
 
 
+def use_task_dir(path: str, litter: bool = False) -> None:
+    """Writes what the task finds in its task directory; ``litter`` leaves a file there and
+    the custom error file (read only if the task fails, which it does not)."""
+    task_dir = os.environ["HQ_TASK_DIR"]
+    seen = {"dir": task_dir, "is_dir": os.path.isdir(task_dir),
+            "mode": os.stat(task_dir).st_mode & 0o7777, "content": sorted(os.listdir(task_dir)),
+            "error_file": os.environ["HQ_ERROR_FILENAME"], "pid": os.getpid()}
+    with open(path, "w") as f:
+        json.dump(seen, f)
+    if litter:
+        Path(task_dir, "left").write_text("left behind")
+        Path(os.environ["HQ_ERROR_FILENAME"]).write_text("an error of the task before")
+        os.chmod(task_dir, 0o755)
+
+
 def exit_now(code: int) -> None:
     os._exit(code)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pyapi_functions
 import pytest
 from harness import HqEnv
+from worker_helpers import children_of, wait_exit, wait_gone
 
 from hqshm.api.build import build_submission
 from hqshm.api.client import Client
@@ -146,6 +148,76 @@ def test_programs_run_normally_after_a_function_changed_the_executor(hq_env: HqE
     submitted = client.submit(job)
     assert client.wait_for_jobs([submitted], raise_on_error=False) is False
     assert client.get_failed_tasks(submitted)[1].error == "Program terminated with exit code 3."
+
+
+def task_dirs(work_dir: Path) -> list[str]:
+    """The task directories in a worker's work dir (``t`` and a random name)."""
+    return sorted(p.name for p in work_dir.iterdir() if p.name.startswith("t"))
+
+
+def run_jobs(client: Client, *calls: tuple[Any, tuple[Any, ...]]) -> list[int]:
+    """One job per function call, each after the one before (on one CPU: one executor);
+    the ids of those that failed."""
+    failed = []
+    for fn, args in calls:
+        job = Job(default_env=FUNCTIONS_PATH)
+        job.function(fn, args=args)
+        submitted = client.submit(job)
+        if not client.wait_for_jobs([submitted], raise_on_error=False):
+            failed.append(submitted.id)
+    return failed
+
+
+def test_each_task_finds_an_empty_task_directory_whatever_the_task_before_left(
+        hq_env: HqEnv, client: Client) -> None:
+    """Warm tasks keep their executor's directory while they leave it empty: a task that
+    leaves files there (its error file too) or changes it passes none of it on."""
+    hq_env.start_worker(cpus=1)
+    work, worker_dir = hq_env.work, hq_env.root / "worker1"
+    failed = run_jobs(client, (pyapi_functions.use_task_dir, (str(work / "seen0"),)),
+                      (pyapi_functions.use_task_dir, (str(work / "seen1"), True)),
+                      (pyapi_functions.exit_with, (3,)),
+                      (pyapi_functions.use_task_dir, (str(work / "seen3"),)))
+    # The exit is the task's error: the error file of the task before is not its own.
+    assert len(failed) == 1
+    assert client.connection.get_failed_tasks(failed[0])[0].error == (
+        "Program terminated with exit code 3.")
+    seen = [read(work / f"seen{i}") for i in (0, 1, 3)]
+    assert len({s["pid"] for s in seen}) == 1  # one executor ran them all
+    for s in seen:
+        assert (s["is_dir"], s["content"], s["mode"]) == (True, [], 0o700)
+        assert s["error_file"] == f"{s['dir']}/hq-error"
+        assert Path(s["dir"]).parent == worker_dir
+    assert not Path(seen[1]["dir"], "left").exists()
+    hq_env.command(["worker", "stop", "1"])
+    assert wait_exit(hq_env.workers[1]) == 0
+    assert task_dirs(worker_dir) == []
+
+
+@pytest.mark.parametrize("end", ["stop", "sigkill"])
+def test_no_task_directory_outlives_its_executor(hq_env: HqEnv, client: Client,
+                                                 end: str) -> None:
+    """A function that ends its executor (os._exit) leaves its directory to the node; a
+    worker killed with SIGKILL leaves theirs to its executors."""
+    hq_env.start_worker(cpus=1)
+    work, worker_dir = hq_env.work, hq_env.root / "worker1"
+    assert len(run_jobs(client, (pyapi_functions.use_task_dir, (str(work / "seen0"),)),
+                        (pyapi_functions.exit_now, (3,)),
+                        (pyapi_functions.use_task_dir, (str(work / "seen2"),)))) == 1
+    before, after = read(work / "seen0"), read(work / "seen2")
+    assert before["pid"] != after["pid"]  # a new executor
+    hq_env.wait_until(lambda: task_dirs(worker_dir) == [Path(after["dir"]).name],
+                      "the dead executor's directory to go")
+    worker = hq_env.workers[1]
+    executors = children_of(worker.pid)
+    if end == "stop":
+        hq_env.command(["worker", "stop", "1"])
+        assert wait_exit(worker) == 0
+    else:
+        os.kill(worker.pid, signal.SIGKILL)
+        assert wait_exit(worker) == -signal.SIGKILL
+        wait_gone(hq_env, executors, "the executors to die with their node")
+    assert task_dirs(worker_dir) == []
 
 
 # -- how a task ends -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ def orphaned_executor() -> Executor:
     executor.warm = WarmRunner()
     executor.task_pid = 0
     executor.task_dir = None
+    executor.function_dir = None
     executor.spawning = False
     executor.orphaned = False
     executor.stdin_files = {}

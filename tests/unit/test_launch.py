@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
-from hqshm.node.launch import LaunchPlan, NodeContext, plan
+from hqshm.node.launch import LaunchPlan, NodeContext, plan, task_variables
 
 UID = "aB3xQ9"
 NODE = NodeContext(
@@ -212,3 +212,34 @@ def test_the_plan_does_not_leak_into_the_nodes_environment() -> None:
     base = {"PATH": "/usr/bin"}
     launch(node=replace(NODE, base_env=base))
     assert base == {"PATH": "/usr/bin"}
+
+
+def test_paths_of_the_task_and_instance_are_resolved_for_each_task() -> None:
+    """Paths are resolved once per group only when they name neither the task nor the
+    instance."""
+    fixed = replace(SPEC, cwd="/work/fixed", stdout=Stdio(Stdio.FILE, "%{CWD}/out"),
+                    stderr=Stdio(Stdio.FILE, "/logs/%{JOB_ID}.err"))
+    for _ in range(2):
+        assert (launch(fixed).cwd, launch(fixed).stdout, launch(fixed).stderr) == (
+            "/work/fixed", "/work/fixed/out", "/logs/7.err")
+    for task_id, instance in ((5, 0), (6, 0), (6, 2)):
+        paths = plan(SPEC, task_id=task_id, instance=instance, entry=None, resource_env={},
+                     cpus=[], node=NODE)
+        assert (paths.cwd, paths.stdout, paths.stderr) == (
+            f"/work/{task_id}", f"/work/{task_id}/job-7/{task_id}.stdout",
+            f"/work/{task_id}/err-{instance}.log")
+
+
+def test_only_the_task_variables_differ_between_two_tasks_of_a_group() -> None:
+    """What the warm path's environment relies on (hqshm/node/warm.py, ``_Environment``)."""
+    spec = replace(SPEC, pin=PinMode.OMP, env={"OWN": "x"})
+    first = plan(spec, task_id=1, instance=0, entry="a", resource_env={"HQ_RESOURCE_X": "1"},
+                 cpus=["0"], node=NODE, task_dir="/tmp/w/t1")
+    second = plan(spec, task_id=2, instance=1, entry=None, resource_env={"HQ_RESOURCE_Y": "2"},
+                  cpus=["0", "1"], node=NODE, whole_cpus=False, task_dir="/tmp/w/t2",
+                  nodes=["a", "b"])
+    differ = {name for name in first.env.keys() | second.env.keys()
+              if first.env.get(name) != second.env.get(name)}
+    assert differ <= task_variables({"HQ_RESOURCE_X": "1"}) | task_variables(
+        {"HQ_RESOURCE_Y": "2"})
+    assert "OWN" not in differ

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hqshm import functiontask
 from hqshm.api.function import PayloadBuilder, PythonEnv
 from hqshm.functiontask import TASK_CODE
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
@@ -159,3 +161,42 @@ def test_a_task_leaves_the_process_as_it_found_it(tmp_path: Path) -> None:
         assert (tmp_path / "err").read_text().endswith("ValueError: meddled\n")
 
     in_child(run)
+
+
+def test_the_environment_follows_each_task_of_a_group_and_what_a_function_changed() -> None:
+    """Tasks of one group compare only their varying variables, unless the function before
+    changed the environment: then all of it."""
+
+    def run() -> None:
+        environment = warm._Environment()
+        group = object()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("HQ_")}
+        tasks = [{**base, "HQ_TASK_ID": "1", "HQ_ENTRY": "a", "HQ_RESOURCE_X": "1"},
+                 {**base, "HQ_TASK_ID": "2", "HQ_RESOURCE_Y": "2"},
+                 {**base, "HQ_TASK_ID": "3"}]
+        for i, env in enumerate(tasks):
+            environment.become(env, group, {"HQ_TASK_ID", "HQ_ENTRY", *env.keys() - base.keys()})
+            assert dict(os.environ) == env
+            if i == 1:  # the function meddles: the next task undoes it
+                os.environ["LEAK"] = "1"
+                del os.environ["PATH"]
+                os.environ["HQ_TASK_ID"] = "999"
+        other = {**base, "OTHER": "1", "HQ_TASK_ID": "4"}
+        environment.become(other, object(), {"HQ_TASK_ID"})
+        assert dict(os.environ) == other
+
+    in_child(run)
+
+
+def test_arguments_are_fresh_for_each_task_of_a_shared_payload() -> None:
+    """The payload of a function's tasks is read once per interpreter; the arguments in each
+    task's entry are unpickled anew, so a function that changes them changes its own."""
+    args = pickle.dumps((([1],), {}))
+    payload = PayloadBuilder()._pack(list.append, (), {}, {"entry": True})
+    entry = functiontask.entry_text(args, False)
+    first = functiontask.load_payload(payload, None, entry)
+    first.args[0].append(2)
+    second = functiontask.load_payload(payload, None, entry)
+    assert (first.fn, second.fn) == (list.append, list.append)
+    assert second.args == ([1],) and second.args[0] is not first.args[0]
+    assert payload in functiontask._payloads
