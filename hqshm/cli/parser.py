@@ -9,6 +9,7 @@ every sub-parser so they may appear anywhere before a task's own arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,22 @@ OUTPUT_MODES = ("cli", "json", "quiet")
 COLOR_POLICIES = ("auto", "always", "never")
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter, told its width: argparse builds one for every option it adds,
+    and finding the width itself imports shutil (and its compression modules), a few
+    milliseconds of every `hq` call, `hq server start` before it listens included."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:  # as shutil.get_terminal_size finds it
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return argparse.HelpFormatter(prog, width=(columns or 80) - 2)
+
+
 class HqParser(argparse.ArgumentParser):
     """argparse with clap's manners: no abbreviated options, clap's error texts."""
 
@@ -30,6 +47,7 @@ class HqParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _formatter)
         super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args: Sequence[str] | None = None,
