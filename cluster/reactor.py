@@ -3,7 +3,8 @@ new groups, cancels and retractions.
 
 Handlers are functions of (core, outbox, input, now): no sockets and no clock inside, so tests
 drive them directly. They keep every invariant of ``core.Core.check``: a task is in exactly one
-place, and a worker's committed amounts are what its placed tasks hold. Decisions are messages
+place, a worker's committed amounts are what its placed tasks hold, and the index of groups with
+pending tasks follows every count they change by hand (``Group.reindex``). Decisions are messages
 in the outbox; what happened to tasks goes to the product through ``outbox.events``.
 """
 
@@ -56,7 +57,6 @@ def add_group(core: Core, group: Group, deps: Mapping[TaskKey, Sequence[TaskKey]
     With ``deps`` (per-task prerequisites, job files) every task without any is ready at once
     and the others wait; ``after`` holds the whole group until all those tasks finished.
     """
-    core.groups[group.gid] = group
     if deps is not None:
         group.cursor = len(group.keys)
         for key in group.keys.tolist():
@@ -71,7 +71,7 @@ def add_group(core: Core, group: Group, deps: Mapping[TaskKey, Sequence[TaskKey]
     group.barrier = len(after)
     for prerequisite in after:
         core.barrier_dependants.setdefault(prerequisite, []).append(group.gid)
-    core.group_added(group)
+    core.group_added(group)  # registers it, with its pending count as set up here
 
 
 def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[TaskKey],
@@ -226,6 +226,7 @@ def _ended(core: Core, out: Outbox, worker: Worker, item: Finished | Failed) -> 
     if group is not None:
         group.ran += 1
         group.ran_time += max(0.0, item[3] - item[2])
+        group.reindex()  # its mean duration
     _end(core, group)
     release_nodes(core, out, key)
     return True
@@ -237,8 +238,7 @@ def _retry(core: Core, out: Outbox, group: Group, key: TaskKey, now: float) -> N
     instance = InstanceId(group.instances.get(key, FIRST_INSTANCE) + 1)
     group.instances[key] = instance
     group.active += 1  # _ended counted it as ended
-    if group.gid not in core.groups:
-        core.groups[group.gid] = group
+    core.register(group)  # back, if its last task's failure had ended it
     group.give_back([key])
     out.events.tasks_requeued([key], [instance], now, [group.crashes.get(key, 0)])
 
@@ -256,10 +256,12 @@ def _task_done(core: Core, key: TaskKey) -> None:
         group = core.groups.get(core.blocked_group.pop(dependant))
         if group is not None:
             group.requeued.append(dependant)
+            group.reindex()
     for gid in core.barrier_dependants.pop(key, ()):
         group = core.groups.get(gid)
         if group is not None and group.barrier > 0:
             group.barrier -= 1
+            group.reindex()
     core.changed()
 
 
@@ -506,6 +508,7 @@ def _adopt_pending(core: Core, worker: Worker, resumed: Sequence[Resumed]
             continue
         if key in group.requeued:
             group.requeued.remove(key)
+            group.reindex()
         else:
             cut.setdefault(group.gid, []).append(
                 int(np.searchsorted(group.keys, np.uint64(key))))
@@ -518,6 +521,7 @@ def _adopt_pending(core: Core, worker: Worker, resumed: Sequence[Resumed]
         if group.entries is not None:  # aligned with the keys
             gone = set(positions)
             group.entries = [e for i, e in enumerate(group.entries) if i not in gone]
+        group.reindex()
     return taken, rejected
 
 

@@ -44,7 +44,18 @@ from hqshm.cluster.resources import (
     ResourcePool,
     ResourceRequest,
 )
-from hqshm.cluster.scheduler import schedule
+from hqshm.cluster.scheduler import (
+    PREFILL,
+    Holds,
+    _any_room,
+    fill_min_utilization,
+    place,
+    place_multinode,
+    prefill_factor,
+    retract_expired,
+    schedule,
+    steal,
+)
 
 M = TypeVar("M")
 
@@ -216,6 +227,8 @@ class Env:
     out: RecordingOutbox = field(init=False)
     groups: dict[int, Group] = field(default_factory=dict)  # kept after the core forgets one
     probe_skips: bool = True  # check every skipped pass against a full one (``schedule``)
+    # check every pass against one that scans every group (``reference_schedule``)
+    compare_passes: bool = True
     _job_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _gids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -299,7 +312,20 @@ class Env:
             schedule(copy, probe, self.clock.now())
             placed = [m for _, m in probe.sent if isinstance(m, ComputeTasks)]
             assert not placed, f"a skipped pass would have placed {placed}"
+        reference = None
+        if self.compare_passes:
+            copy = copy_module.deepcopy(self.core)
+            reference = RecordingOutbox(RecordingEvents())
+            reference._defined = set(self.out._defined)  # noqa: SLF001 - the same links
+            reference_schedule(copy, reference, self.clock.now())
+        sent, logged = len(self.out.sent), len(self.events.log)
         schedule(self.core, self.out, self.clock.now())
+        if reference is not None:
+            assert self.out.sent[sent:] == reference.sent, "the pass differs from a full scan"
+            if self.out.events is self.events:  # not a product's book
+                assert self.events.log[logged:] == reference.events.log
+            assert self.core.full_classes == copy.full_classes
+            assert self.core.needs_scheduling == copy.needs_scheduling
         reactor.send_forgets(self.core, self.out)
 
     def lose(self, worker: Worker, reason: str = StopReason.CONNECTION_LOST) -> None:
@@ -348,6 +374,91 @@ class Env:
 
     def check(self) -> None:
         self.core.check()
+
+
+def reference_schedule(core: Core, out: Any, now: float) -> None:
+    """``scheduler.schedule`` as it was before the core indexed its pending groups: every pass
+    collects the groups with pending tasks (and what it needs to know of them) by a scan of
+    every group, sorts them, and walks that snapshot. The index must not change one decision:
+    ``Env.schedule`` runs this on a copy of the core and compares what both sent."""
+    if now < core.paused_until:
+        return
+    core.needs_scheduling = False
+    if not core.workers:
+        return
+    workers = sorted(core.workers.values(), key=lambda w: w.wid)
+    if core.nothing_new_fits():
+        core.new_groups.clear()
+        reference_retract_expired(core, out, workers, now)
+        return
+    core.dirty = False
+    core.new_groups.clear()
+    groups: list[Group] = []
+    largest: dict[tuple[int, str], int] = {}
+    multi_node = False
+    most_prefill = PREFILL
+    for group in core.groups.values():
+        pending = group.pending
+        if pending:
+            groups.append(group)
+            if group.ran:
+                most_prefill = max(most_prefill, prefill_factor(group))
+            if group.multi_node:
+                multi_node = True
+            elif largest.get(group.placement_key, 0) < pending:
+                largest[group.placement_key] = pending
+    groups.sort(key=lambda g: g.order)
+    holds = Holds(core)
+    priorities = [g.priority for g in core.groups.values()]
+    holds.top, holds.bottom = max(priorities, default=0), min(priorities, default=0)
+    all_full = not multi_node and all(w.min_utilization <= 0 for w in workers)
+    for prefill in (False, True):
+        factor = 1.0 + most_prefill if prefill else 1.0
+        if not _any_room(workers, factor):
+            continue
+        if not groups:
+            all_full = False
+        full: dict[tuple[int, str], int] = {}
+        classes_full = 0
+        ended_full = False
+        for group in groups:
+            if group.multi_node:
+                if not prefill:
+                    place_multinode(core, out, group, workers, now)
+                continue
+            pending = group.pending
+            if pending == 0 or full.get(group.placement_key, -1) >= pending:
+                continue
+            if place(core, out, group, workers, holds, prefill, now):
+                if not _any_room(workers, factor):
+                    ended_full = True
+                    break
+            else:
+                key = group.placement_key
+                before = full.get(key, -1)
+                full[key] = max(before, pending)
+                if before < largest[key] <= full[key]:
+                    classes_full += 1
+                    if classes_full == len(largest) and not multi_node:
+                        ended_full = True
+                        break
+        all_full = all_full and ended_full
+    core.full_classes = frozenset(largest) if all_full else None
+    for worker in workers:
+        if worker.min_utilization > 0:
+            fill_min_utilization(core, out, worker, groups, now)
+    steal(core, out, workers, now, holds)
+    reference_retract_expired(core, out, workers, now)
+
+
+def reference_retract_expired(core: Core, out: Any, workers: Sequence[Worker],
+                              now: float) -> None:
+    """``retract_expired`` with the longest time request found by a scan."""
+    longest = max(
+        (v.min_time for g in core.groups.values() for v in g.request.variants), default=0.0
+    )
+    assert longest == max(core.longest_times, default=0.0)
+    retract_expired(core, out, workers, now)
 
 
 # --- a node that follows the protocol, for randomized scenarios -------------------------------
@@ -421,16 +532,16 @@ class SimNode:
             keys.append(key)
         return keys
 
-    def end_some(self, n: int, fail: bool = False) -> list[int]:
+    def end_some(self, n: int, fail: bool = False, duration: float = 0.5) -> list[int]:
         keys = list(self.running)[:n]
         now = self.env.clock.now()
         for key in keys:
             _, instance, amount = self.running.pop(key)
             self.used -= amount
             if fail:
-                self.failed.append((key, instance, now - 0.5, now, 0, "boom", True))
+                self.failed.append((key, instance, now - duration, now, 0, "boom", True))
             else:
-                self.finished.append((key, instance, now - 0.5, now, 0))
+                self.finished.append((key, instance, now - duration, now, 0))
         return keys
 
     def report_killed(self) -> None:
