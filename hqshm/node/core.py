@@ -39,6 +39,7 @@ and running tasks, their executors and allocations, the pending reports), one st
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ ACK_LAG = 0.5
 # the server's decode budget (MAX_NODE_VALUES, 4,000,000).
 REPORT_PART = 100_000
 RESULT_PART_BYTES = 32 << 20  # result bytes in one report (the frame limit is 256 MiB)
+# Launch details kept per group and allocation (``GroupInfo.launches``): a group whose tasks
+# take many different allocations keeps at most this many.
+LAUNCH_CACHE = 1024
 
 
 class Signal(enum.Enum):
@@ -187,6 +191,11 @@ class GroupInfo:
     time_limit: float | None
     ran: int = 0
     ran_time: float = 0.0
+    # What ``_launch`` derives from an allocation alone (resource environment, CPU labels,
+    # whole CPUs, pin mask, NUMA node), per allocation: tasks of a group mostly take the same
+    # few, and deriving it costs more than the rest of a task's launch.
+    launches: dict[Allocation, tuple[dict[str, str], list[str], bool, list[int], int]] = field(
+        default_factory=dict)
 
     @property
     def short(self) -> bool:
@@ -278,6 +287,13 @@ class NodeCore:
         self.queue: dict[GroupId, deque[Queued]] = {}
         self.queued: dict[TaskKey, Queued] = {}
         self.running: dict[TaskKey, Running] = {}
+        # Hand-offs running but not reported started yet: while there is one, the loop polls
+        # every DRAIN_TICK (a set, so that the poll timeout need not scan the running tasks).
+        self.unreported: set[TaskKey] = set()
+        # The tasks' timers, (when, key): every running task's deadline and kill_at has an
+        # entry; entries whose task left or whose timer changed are dropped when met (see
+        # ``_live_timer``), and all at once when they outnumber the live ones (``_push_timer``).
+        self.timer_heap: list[tuple[float, TaskKey]] = []
         self.updates = Updates()
         # Failures held back for OUTSIDE_KILL_HOLD: (when they may go, the report).
         self.held: deque[tuple[float, Failed]] = deque()
@@ -687,9 +703,43 @@ class NodeCore:
                 now: float, mono: float, handoff: bool) -> None:
         """Give the task its resources' environment and send it to the slot's executor; a
         hand-off queues behind the running task there and inherits its allocation."""
+        if queued.nodes:
+            env, cpu_labels, whole_cpus, mask, numa = self._launch_details(group, allocation,
+                                                                           True)
+        else:
+            launches = group.launches
+            details = launches.get(allocation)
+            if details is None:
+                if len(launches) >= LAUNCH_CACHE:
+                    launches.clear()
+                details = launches[allocation] = self._launch_details(group, allocation, False)
+            env, cpu_labels, whole_cpus, mask, numa = details
+            # Copies: what goes out is the receiver's, the cached details stay as they are.
+            env, cpu_labels, mask = dict(env), list(cpu_labels), list(mask)
+        slot.inflight.append(queued.key)
+        self.out.dispatch(slot.index, queued.key, queued.instance, queued.gid, group.body, mask,
+                          numa, queued.entry, env, cpu_labels, whole_cpus, queued.nodes)
+        if handoff:
+            # Reported, and timed, when the executor says it started.
+            self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
+                                               allocation, now, None, reported=False,
+                                               entry=queued.entry, nodes=queued.nodes)
+            self.unreported.add(queued.key)
+            return
+        deadline = None if group.time_limit is None else mono + group.time_limit
+        self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
+                                           allocation, now, deadline)
+        if deadline is not None:
+            self._push_timer(deadline, queued.key)
+        self.updates.started.append((queued.key, queued.instance, now, allocation.variant))
+
+    def _launch_details(self, group: GroupInfo, allocation: Allocation, multinode: bool
+                        ) -> tuple[dict[str, str], list[str], bool, list[int], int]:
+        """A task's resource environment, CPU labels, whole CPUs, pin mask and NUMA node,
+        which depend on its group and allocation only."""
         # Multi-node tasks get none of the resource variables (spec/jobs.md §6).
-        env = {} if queued.nodes else dict(group.request_env[allocation.variant])
-        if len(group.request_variants) > 1 and not queued.nodes:
+        env = {} if multinode else dict(group.request_env[allocation.variant])
+        if len(group.request_variants) > 1 and not multinode:
             env["HQ_RESOURCE_VARIANT"] = str(allocation.variant)
         cpu_labels: list[str] = []
         whole_cpus = True
@@ -714,19 +764,7 @@ class NodeCore:
             numas = {cpu_numa.get(c) for c in mask}
             if len(numas) == 1 and None not in numas:
                 numa = numas.pop()  # type: ignore[assignment]
-        slot.inflight.append(queued.key)
-        self.out.dispatch(slot.index, queued.key, queued.instance, queued.gid, group.body, mask,
-                          numa, queued.entry, env, cpu_labels, whole_cpus, queued.nodes)
-        if handoff:
-            # Reported, and timed, when the executor says it started.
-            self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
-                                               allocation, now, None, reported=False,
-                                               entry=queued.entry, nodes=queued.nodes)
-            return
-        deadline = None if group.time_limit is None else mono + group.time_limit
-        self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
-                                           allocation, now, deadline)
-        self.updates.started.append((queued.key, queued.instance, now, allocation.variant))
+        return env, cpu_labels, whole_cpus, mask, numa
 
     # --- executors' reports ---------------------------------------------------------------
 
@@ -795,6 +833,7 @@ class NodeCore:
                     self._requeue(task)
                 else:  # nothing starts without a server: dropped, as the local queue was
                     del self.running[task.key]
+                    self.unreported.discard(task.key)
                     self._settle(task.gid)
         for task in tasks:
             if task.key in self.running:
@@ -808,6 +847,7 @@ class NodeCore:
     def _requeue(self, task: Running) -> None:
         """A hand-off that never started: back to the front of its group's queue."""
         del self.running[task.key]
+        self.unreported.discard(task.key)
         queued = Queued(task.key, task.instance, task.gid, task.entry, task.nodes)
         self.queued[queued.key] = queued
         self.queue.setdefault(task.gid, deque()).appendleft(queued)
@@ -815,10 +855,12 @@ class NodeCore:
 
     def _report_start(self, task: Running, started: float, now: float, mono: float) -> None:
         task.reported = True
+        self.unreported.discard(task.key)
         task.started = started
         limit = self.groups[task.gid].time_limit
         if limit is not None:
             task.deadline = mono + limit - max(0.0, now - started)
+            self._push_timer(task.deadline, task.key)
         self.updates.started.append((task.key, task.instance, started, task.allocation.variant))
 
     def _ended(self, task: Running, ok: bool, ended: float, error: str, mono: float,
@@ -826,6 +868,8 @@ class NodeCore:
         """``hold``: a failure by an outside signal waits OUTSIDE_KILL_HOLD (a task's own end;
         an executor ignores SIGTERM while the node lives)."""
         del self.running[task.key]
+        if not task.reported:
+            self.unreported.discard(task.key)
         if task.heir is None or task.heir not in self.running:
             self.allocator.release(task.allocation)  # else the hand-off successor keeps it
         if not self.running and not self.queued:
@@ -853,6 +897,7 @@ class NodeCore:
     def _kill(self, task: Running, mono: float) -> None:
         """SIGINT to the task's process group now, SIGKILL after the grace period."""
         task.kill_at = mono + KILL_GRACE
+        self._push_timer(task.kill_at, task.key)
         self._signal(task, Signal.INTERRUPT)
 
     def _signal(self, task: Running, signal: Signal) -> None:
@@ -869,13 +914,9 @@ class NodeCore:
     def timers(self, mono: float) -> None:
         """Whatever is due: time limits, kill escalation, heartbeat, the server's silence,
         the worker's time limit, the idle timeout."""
-        for task in list(self.running.values()):
-            if task.deadline is not None and mono >= task.deadline and task.kill_at is None:
-                task.timed_out = True
-                self._kill(task, mono)
-            elif task.kill_at is not None and mono >= task.kill_at:
-                task.kill_at = mono + KILL_GRACE
-                self._signal(task, Signal.KILL)
+        heap = self.timer_heap
+        if heap and heap[0][0] <= mono:
+            self._task_timers(mono)
         if self.lost_since is not None:
             if not self.stopping:
                 self._while_lost(mono)
@@ -905,6 +946,48 @@ class NodeCore:
                 and mono - self.idle_since >= self.idle_timeout and not self.stopping):
             logger.info("Idle timeout reached")
             self._leave(StopReason.IDLE_TIMEOUT, mono)
+
+    def _task_timers(self, mono: float) -> None:
+        """Time limits and kill escalation of the tasks with a timer due, in the order of
+        ``running``: the entries due are taken off the heap, those still live go back."""
+        heap, running = self.timer_heap, self.running
+        popped: list[tuple[float, TaskKey]] = []
+        due: dict[TaskKey, Running] = {}
+        while heap and heap[0][0] <= mono:
+            entry = heapq.heappop(heap)
+            task = running.get(entry[1])
+            if task is None or (entry[0] != task.deadline and entry[0] != task.kill_at):
+                continue  # the task left, or the timer changed
+            popped.append(entry)
+            if ((task.deadline is not None and mono >= task.deadline and task.kill_at is None)
+                    or (task.kill_at is not None and mono >= task.kill_at)):
+                due[task.key] = task
+        tasks = list(due.values())
+        if len(tasks) > 1:
+            tasks = [task for task in running.values() if due.get(task.key) is task]
+        for task in tasks:
+            if task.deadline is not None and mono >= task.deadline and task.kill_at is None:
+                task.timed_out = True
+                self._kill(task, mono)
+            elif task.kill_at is not None and mono >= task.kill_at:
+                task.kill_at = mono + KILL_GRACE
+                self._push_timer(task.kill_at, task.key)
+                self._signal(task, Signal.KILL)
+        for entry in popped:  # an overdue deadline of a task being killed still counts
+            task = running.get(entry[1])
+            if task is not None and (entry[0] == task.deadline or entry[0] == task.kill_at):
+                heapq.heappush(heap, entry)
+
+    def _push_timer(self, when: float, key: TaskKey) -> None:
+        heap = self.timer_heap
+        heapq.heappush(heap, (when, key))
+        if len(heap) > 64 + 4 * len(self.running):  # mostly dead entries: keep the live
+            self.timer_heap = [entry for entry in heap if self._live_timer(entry)]
+            heapq.heapify(self.timer_heap)
+
+    def _live_timer(self, entry: tuple[float, TaskKey]) -> bool:
+        task = self.running.get(entry[1])
+        return task is not None and (entry[0] == task.deadline or entry[0] == task.kill_at)
 
     def _leave(self, reason: str, mono: float) -> None:
         self.flush(mono, force=True)
@@ -953,14 +1036,15 @@ class NodeCore:
             timeout = min(IDLE_POLL, max(0.0, self.last_beat + self.settings.heartbeat - mono))
         if self.updates and self.lost_since is None:
             timeout = max(0.0, self.last_flush + FLUSH_DELAY - mono)
-        if any(not t.reported for t in self.running.values()):
+        if self.unreported:
             timeout = min(timeout, DRAIN_TICK)
         if self.held:
             timeout = min(timeout, max(0.0, self.held[0][0] - mono))
-        for task in self.running.values():
-            for due in (task.deadline, task.kill_at):
-                if due is not None:
-                    timeout = min(timeout, max(0.0, due - mono))
+        heap = self.timer_heap
+        while heap and not self._live_timer(heap[0]):
+            heapq.heappop(heap)
+        if heap:
+            timeout = min(timeout, max(0.0, heap[0][0] - mono))
         return int(timeout * 1000) + 1
 
     # --- shutdown -------------------------------------------------------------------------
@@ -971,6 +1055,7 @@ class NodeCore:
         for task in self.running.values():
             if self.dropped:
                 task.kill_at = mono + KILL_GRACE
+                self._push_timer(task.kill_at, task.key)
                 self._signal(task, Signal.KILL)
             else:
                 self._kill(task, mono)
@@ -1008,6 +1093,12 @@ class NodeCore:
                 assert heir.slot is task.slot, "a hand-off on another executor"
         if not self.running:
             assert self.allocator.is_idle(), "resources held with nothing running"
+        assert self.unreported == {k for k, t in self.running.items() if not t.reported}, (
+            "the unreported hand-offs are not those running unreported")
+        timers = set(self.timer_heap)
+        for key, task in self.running.items():
+            for due in (task.deadline, task.kill_at):
+                assert due is None or (due, key) in timers, f"task {key}: a timer not kept"
 
 
 def _multinode_variant(group: GroupInfo) -> int:

@@ -316,8 +316,13 @@ class Node:
             poller.register(source, zmq.POLLIN)
         pidfds: set[int] = set()
         core = self.core
+        pool = self.pool
+        doorbell = pool.doorbell_r
+        watched = -1  # the pool's generation whose pidfds are in the poller
         while True:
-            self._watch_executors(poller, pidfds)
+            if pool.generation != watched:
+                watched = pool.generation
+                self._watch_executors(poller, pidfds)
             ready = dict(poller.poll(core.poll_timeout_ms(time.monotonic())))
             if wake.fileno() in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -336,14 +341,16 @@ class Node:
                 self._read_monitor()
             if self.notify.fileno() in ready:
                 self._read_notifications()
-            self._collect()
-            if any(fd in ready for fd in pidfds):
+            # The clocks once a turn: what the turn decides is decided at one instant.
+            now, mono = time.time(), time.monotonic()
+            self._collect(doorbell in ready, now, mono)
+            if ready and not pidfds.isdisjoint(ready):
                 self._reap(poller, pidfds, ready)
-            core.timers(time.monotonic())
+            core.timers(mono)
             if core.stopping:
                 return core.exit_code
-            core.start_tasks(time.time(), time.monotonic())
-            core.flush(time.monotonic())
+            core.start_tasks(now, mono)
+            core.flush(mono)
             if core.finished:
                 return core.exit_code
 
@@ -425,18 +432,26 @@ class Node:
             refusal = self.core.on_notification(key, request.instance, request.message)
             self.notify.answer(request.sender, refusal)
 
-    def _collect(self) -> None:
-        """The executors' reports, to the core (two a task: names are bound once)."""
-        reports = self.pool.drain()
+    def _collect(self, rang: bool = True, now: float | None = None,
+                 mono: float | None = None) -> None:
+        """The executors' reports, to the core (two a task: names are bound once);
+        ``rang``: the doorbell is readable."""
+        reports = self.pool.drain(rang)
         if not reports:
             return
-        now, mono = time.time(), time.monotonic()
+        if now is None or mono is None:
+            now, mono = time.time(), time.monotonic()
         on_started, on_ended = self.core.on_started, self.core.on_ended
+        read_ended, with_result = results.read_ended, results.RESULT_FLAG
         for handle, record in reports:
             kind = record.kind
             if kind is _ENDED:
                 status = record.status
-                error, result = results.read_ended(record.flags, record.payload)
+                flags = record.flags
+                if flags & with_result:
+                    error, result = read_ended(flags, record.payload)
+                else:
+                    error, result = record.payload, None
                 on_ended(handle.index, record.key, status == OK, status == SKIPPED,
                          record.t_start, record.t_end, error, now, mono, result)
             elif kind is _STARTED:

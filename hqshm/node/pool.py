@@ -137,6 +137,7 @@ class ExecutorPool:
         self.handles: list[ExecutorHandle] = []
         self.before_serve = before_serve
         self.control = Control(size * 8)
+        self.generation = 0  # executors started so far: the loop watches new pidfds on change
         for index in range(size):
             self.handles.append(self._start(index))
 
@@ -173,6 +174,7 @@ class ExecutorPool:
         sub.unlink_names()
         done.unlink_names()
         handle = ExecutorHandle(index, pid, sub, done)
+        self.generation += 1
         with contextlib.suppress(OSError, AttributeError):
             handle.pidfd = os.pidfd_open(pid)
         return handle
@@ -250,18 +252,18 @@ class ExecutorPool:
         the caller then sends SIGINT."""
         self.control.interrupt(handle.index, key)
 
-    def drain(self) -> list[tuple[ExecutorHandle, Record]]:
-        """Every report waiting in the completion rings (call after the doorbell rang)."""
-        drain_doorbell(self.doorbell_r)
+    def drain(self, rang: bool = True) -> list[tuple[ExecutorHandle, Record]]:
+        """Every report waiting in the completion rings; ``rang``: the doorbell is readable
+        (else it is left alone: it was empty, or rang since and wakes the next poll)."""
+        if rang:
+            drain_doorbell(self.doorbell_r)
         reports = []
+        ended = RecordKind.ENDED
         for handle in self.handles:
             if not handle.unanswered:
                 continue
-            while True:
-                record = handle.done.pop(0)
-                if record is None:
-                    break
-                if record.kind == RecordKind.ENDED:
+            for record in handle.done.pop_ready():
+                if record.kind is ended:
                     handle.unanswered -= 1
                 reports.append((handle, record))
         return reports

@@ -410,6 +410,24 @@ class Ring:
             items.acquire(0)  # we are items' only taker, so this cannot fail
         elif (timeout is not None and timeout <= 0) or not self._wait(items, timeout):
             return None
+        return self._take()
+
+    def pop_ready(self) -> list[Record]:
+        """Copy out every record published so far, oldest first, without waiting (the
+        consumer's batch: one look at the count instead of a pop that finds none)."""
+        items = self._items
+        ready = items.value
+        if not ready:
+            return []
+        take = self._take
+        records = []
+        for _ in range(ready):
+            items.acquire(0)  # we are items' only taker, so this cannot fail
+            records.append(take())
+        return records
+
+    def _take(self) -> Record:
+        """Copy out the record at the head, whose ``items`` count was taken."""
         mm = self._mm
         assert mm is not None, "ring is closed"
         record_at, payload_at = self._slots[self._head]

@@ -47,12 +47,14 @@ from hqshm.node.core import (
     DRAIN_TICK,
     FLUSH_DELAY,
     HANDOFF_MAX,
+    IDLE_POLL,
     KILL_GRACE,
     MAX_EXTRA_EXECUTORS,
     NOT_CONNECTED,
     NOT_RUNNING_HERE,
     OUTSIDE_KILL_HOLD,
     RECONNECT_LIMIT,
+    NodeCore,
     Signal,
 )
 
@@ -1374,3 +1376,56 @@ def test_memory_follows_the_live_groups(env: NodeEnv) -> None:
     assert len(env.out.take(Forgotten)) == 1000
     assert not env.core.groups and not env.core.queue and not env.core.forgotten
     env.check()
+
+
+def scanned_poll_timeout_ms(core: NodeCore, mono: float) -> int:
+    """The poll timeout as a scan of every running task finds it (the core keeps a heap)."""
+    if core.lost_since is not None:
+        timeout = min(IDLE_POLL, max(0.0, core.next_attempt - mono))
+    else:
+        timeout = min(IDLE_POLL, max(0.0, core.last_beat + core.settings.heartbeat - mono))
+    if core.updates and core.lost_since is None:
+        timeout = max(0.0, core.last_flush + FLUSH_DELAY - mono)
+    if any(not t.reported for t in core.running.values()):
+        timeout = min(timeout, DRAIN_TICK)
+    if core.held:
+        timeout = min(timeout, max(0.0, core.held[0][0] - mono))
+    for task in core.running.values():
+        for due in (task.deadline, task.kill_at):
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - mono))
+    return int(timeout * 1000) + 1
+
+
+class TimedScenario(NodeScenario):
+    """The same with time limits, some shorter than a task: the core's timer heap fires every
+    time limit and kill escalation that is due (as a scan of every running task would) and
+    its poll timeout is the scan's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = NodeEnv(cpus=2, heartbeat=1000.0)
+        self.gids = [self.env.group(variant(cpus=c), time_limit=limit)
+                     for c, limit in zip(CPUS, (0.3, None, 1.2), strict=False)]
+
+    @rule()
+    def turn(self) -> None:
+        self.env.turn()
+        mono = self.env.clock.mono()
+        for task in self.env.core.running.values():
+            assert not (task.deadline is not None and mono >= task.deadline
+                        and task.kill_at is None), f"task {task.key}: time limit not fired"
+            assert task.kill_at is None or mono < task.kill_at, f"task {task.key}: no SIGKILL"
+
+    @rule(seconds=st.sampled_from([0.001, 0.2, 0.5, KILL_GRACE]))
+    def time_passes(self, seconds: float) -> None:
+        self.env.clock.advance(seconds)
+
+    @invariant()
+    def polls_as_a_scan(self) -> None:
+        core, mono = self.env.core, self.env.clock.mono()
+        assert core.poll_timeout_ms(mono) == scanned_poll_timeout_ms(core, mono)
+
+
+TimedScenario.TestCase.settings = settings(NodeScenario.TestCase.settings, max_examples=120)
+test_timed_scenario = TimedScenario.TestCase

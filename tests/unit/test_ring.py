@@ -150,6 +150,19 @@ def test_pop_on_empty_ring_returns_none_at_once_or_after_timeout(ring: Ring) -> 
     assert 0.05 <= time.monotonic() - t0 < 5.0  # it waited, then gave up: a sanity bound
 
 
+def test_pop_ready_takes_every_published_record_in_order_and_frees_their_slots(
+        ring: Ring) -> None:
+    assert ring.pop_ready() == []
+    for key in range(3):
+        assert ring.push(key=key, instance=0, kind=RecordKind.ENDED, payload=b"x" * key)
+    records = ring.pop_ready()
+    assert [(r.key, r.payload) for r in records] == [(0, b""), (1, b"x"), (2, b"xx")]
+    assert ring.pop_ready() == [] and ring.pending() == 0
+    for key in range(ring.capacity):  # every slot is free again, across the wrap
+        assert ring.push(key=key, instance=0, kind=RecordKind.STARTED, timeout=0)
+    assert [r.key for r in ring.pop_ready()] == list(range(ring.capacity))
+
+
 def test_push_on_full_ring_times_out_then_succeeds_after_a_pop(ring: Ring) -> None:
     for key in range(ring.capacity):
         assert run(ring, key, timeout=0)
