@@ -20,7 +20,6 @@ from hqshm import __version__
 from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
 from hqshm.link import access, serverdir
-from hqshm.server.journal import frames
 
 if TYPE_CHECKING:
     import zmq
@@ -223,6 +222,8 @@ def journal_server_uid(path: Path | None) -> tuple[bool, str | None]:
         return False, None  # the full load reports it
     if not head:
         return True, None
+    from hqshm.server.journal import frames  # only with a journal: not before every publish
+
     payload = frames.first_record(head)
     if payload is None:
         return False, None
