@@ -96,11 +96,6 @@ IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 OUTSIDE_KILL_HOLD = 1.0
 _OUTSIDE_KILLS = tuple(f"signal {n} (" for n in (1, 2, 9, 15)) + tuple(
     f"exit code {128 + n}." for n in (1, 2, 9, 15))  # a shell's way of saying it
-
-
-def _outside_kill(error: str) -> bool:
-    """The end of a task (or its executor) by SIGHUP, SIGINT, SIGKILL or SIGTERM."""
-    return any(mark in error for mark in _OUTSIDE_KILLS)
 NOT_RUNNING_HERE = "the task is not running on this worker"
 NOT_CONNECTED = "the worker is not connected to a server"
 RECONNECT = "reconnect"  # the --on-server-lost mode in which a node outlives its server
@@ -118,6 +113,11 @@ RESULT_PART_BYTES = 32 << 20  # result bytes in one report (the frame limit is 2
 # Launch details kept per group and allocation (``GroupInfo.launches``): a group whose tasks
 # take many different allocations keeps at most this many.
 LAUNCH_CACHE = 1024
+
+
+def _outside_kill(error: str) -> bool:
+    """The end of a task by SIGHUP, SIGINT, SIGKILL or SIGTERM."""
+    return any(mark in error for mark in _OUTSIDE_KILLS)
 
 
 class Signal(enum.Enum):
@@ -955,9 +955,9 @@ class NodeCore:
         due: dict[TaskKey, Running] = {}
         while heap and heap[0][0] <= mono:
             entry = heapq.heappop(heap)
-            task = running.get(entry[1])
-            if task is None or (entry[0] != task.deadline and entry[0] != task.kill_at):
+            if not self._live_timer(entry):
                 continue  # the task left, or the timer changed
+            task = running[entry[1]]
             popped.append(entry)
             if ((task.deadline is not None and mono >= task.deadline and task.kill_at is None)
                     or (task.kill_at is not None and mono >= task.kill_at)):
@@ -974,8 +974,7 @@ class NodeCore:
                 self._push_timer(task.kill_at, task.key)
                 self._signal(task, Signal.KILL)
         for entry in popped:  # an overdue deadline of a task being killed still counts
-            task = running.get(entry[1])
-            if task is not None and (entry[0] == task.deadline or entry[0] == task.kill_at):
+            if self._live_timer(entry):
                 heapq.heappush(heap, entry)
 
     def _push_timer(self, when: float, key: TaskKey) -> None:

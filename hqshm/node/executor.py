@@ -365,7 +365,7 @@ class Executor:
                 if reused:
                     self._keep_function_dir()
                 else:
-                    _remove_dir(task_dir)
+                    _remove_any(task_dir)
                 self.task_dir = None
 
     def _function_dir(self) -> str:
@@ -668,17 +668,10 @@ def _drain(pipes: dict[int, int]) -> list[tuple[int, bytes]]:
     return tail
 
 
-def _remove_dir(path: str) -> None:
-    """A task's directory; most tasks leave it empty, which one rmdir removes."""
-    try:
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _remove_any(path: str) -> None:
-    """What is at ``path`` now: a directory with its contents, or what a task put in its place
-    (a file, a link: not what it points to)."""
+    """What is at ``path`` now: a task's directory (most tasks leave it empty, which one rmdir
+    removes) with its contents, or what a task put in its place (a file, a link: not what it
+    points to)."""
     try:
         os.rmdir(path)
         return
