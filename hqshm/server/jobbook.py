@@ -338,17 +338,51 @@ class JobBook:
 
     def _apply_started(self, event: TasksStarted) -> None:
         started = event.started
-        if started:
+        if len(started) <= FEW_KEYS:
+            self._started_few(event.worker, started)
+        else:
             keys, instances, times, _variants = (np.array(c) for c in zip(*started,
                                                                          strict=True))
             self.apply_started(event.worker, keys, instances, times)
 
     def _apply_finished(self, event: TasksFinished) -> None:
         finished = event.finished
-        if finished:
+        if len(finished) <= FEW_KEYS:
+            self._finished_few(event.worker, finished, event.at)
+        else:
             keys, instances, starts, ends, _variants = (np.array(c) for c in zip(
                 *finished, strict=True))
             self.apply_finished(event.worker, keys, instances, starts, ends, event.at)
+
+    def _started_few(self, worker: WorkerId, started: Sequence[Started]) -> None:
+        """``apply_started`` of a short report (most reports of short tasks), task by task
+        with scalars: a dozen numpy calls on one-element arrays cost more than the task."""
+        last = None
+        for key, instance, time, _variant in started:
+            found = self._find(key)
+            if found is None:
+                continue
+            job, submit, row = found
+            table = submit.table
+            if table.state.item(row) != TaskState.WAITING:
+                continue
+            table.set_state(row, TaskState.RUNNING)
+            table.instance[row] = instance
+            table.worker[row] = worker
+            table.started[row] = time
+            job.worker_ids.add(worker)
+            last = (job.id, TaskId(table.ids.item(row)), time)
+        self._note_last_task(worker, last)
+
+    def _finished_few(self, worker: WorkerId, finished: Sequence[Finished], at: float) -> None:
+        """``apply_finished`` of a short report (see ``_started_few``)."""
+        last = None
+        for key, instance, start, end, _variant in finished:
+            found = self._find(key)
+            if found is not None and self._end(*found, worker, instance, start, end,
+                                               TaskState.FINISHED, at):
+                last = (found[0].id, TaskId(found[1].table.ids.item(found[2])), start)
+        self._note_last_task(worker, last)
 
     def apply_started(self, worker: WorkerId, keys: np.ndarray, instances: np.ndarray,
                       times: np.ndarray) -> None:

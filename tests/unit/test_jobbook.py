@@ -39,7 +39,7 @@ from hqshm.server.jobs import (
     TaskExists,
     crash_error,
 )
-from hqshm.server.workers import WorkerBook
+from hqshm.server.workers import WorkerBook, WorkerRecord
 
 W, R, F, X, C, A = (
     TaskState.WAITING,
@@ -358,6 +358,56 @@ def test_events_move_tasks_and_counts_follow(book: Book) -> None:
     assert job.state == "FAILED" and job.terminated
     assert job.finished_at == 100.0
     check(job)
+
+
+def test_short_reports_task_by_task_match_the_columns_path() -> None:
+    """Reports of up to FEW_KEYS tasks are applied with scalars, longer ones (and the
+    journal's replay) by columns: both must leave the same tables, counts and last task."""
+    scalar, columns = Book(), Book()
+    jobs = {}
+    for name, b in (("scalar", scalar), ("columns", columns)):
+        first, _ = b.submit(((0, 9, 1),))
+        second, _ = b.submit(((0, 4, 2),))
+        jobs[name] = (first, second)
+        for worker in (1, 2, 7):  # only the record's last task is read
+            b.book.workers.workers[worker] = WorkerRecord(worker, None, NOW)  # type: ignore[arg-type]
+    unknown = (99 << 32) | 1
+    for b, (first, second) in ((scalar, jobs["scalar"]), (columns, jobs["columns"])):
+        reports = [
+            [key(first, 0), key(first, 3), unknown, key(second, 2)],
+            [key(first, 1), key(second, 0), key(second, 4), key(first, 9)],
+        ]
+        for worker, keys in enumerate(reports, start=1):
+            started = [(k, 2, 10.0 + i, 0) for i, k in enumerate(keys)]
+            finished = [(k, 2, 10.0 + i, 20.0 + i, 0) for i, k in enumerate(keys)]
+            if b is scalar:
+                b.book.tasks_started(worker, started, NOW)
+                b.book.tasks_finished(worker, finished[:2], NOW)
+            else:
+                cols = [np.array(c) for c in zip(*started, strict=True)]
+                b.book.apply_started(worker, *cols[:3])
+                cols = [np.array(c) for c in zip(*finished[:2], strict=True)]
+                b.book.apply_finished(worker, *cols[:4], NOW)
+        # a task that finishes without a start report (a short task, news merged), and a
+        # start report that comes after its task finished (ignored)
+        late = [(key(first, 5), 0, 5.0, 6.0, 0)]
+        again = [(key(first, 0), 3, 30.0, 0)]
+        if b is scalar:
+            b.book.tasks_finished(7, late, NOW)
+            b.book.tasks_started(7, again, NOW)
+        else:
+            b.book.apply_finished(7, *[np.array(c) for c in zip(*late, strict=True)][:4], NOW)
+            b.book.apply_started(7, *[np.array(c) for c in zip(*again, strict=True)][:3])
+    for (a, b) in zip(jobs["scalar"], jobs["columns"], strict=True):
+        ta, tb = a.submits[0].table, b.submits[0].table
+        for column in ("state", "instance", "worker", "started", "ended"):
+            np.testing.assert_array_equal(getattr(ta, column), getattr(tb, column))
+        assert ta.counts == tb.counts and a.counts == b.counts
+        assert a.worker_ids == b.worker_ids
+        check(a)
+    for worker in (1, 2, 7):
+        last = scalar.book.workers.workers[worker].last_task
+        assert last is not None and last == columns.book.workers.workers[worker].last_task
 
 
 def test_news_for_unknown_jobs_and_tasks_is_ignored(book: Book) -> None:
