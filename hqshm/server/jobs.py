@@ -82,7 +82,7 @@ class TaskIndex:
     them), and a job file's submits may interleave ids (tasks go to their template's submit),
     so neither searching the submits in turn nor bisecting their first ids would do."""
 
-    __slots__ = ("ids", "where", "starts")
+    __slots__ = ("ids", "where", "starts", "first")
 
     def __init__(self) -> None:
         self.ids = np.zeros(0, dtype=np.uint32)  # every task id of the job, sorted
@@ -90,10 +90,20 @@ class TaskIndex:
         # identity: a job of one submit shares its table's ids and costs no memory here.
         self.where: np.ndarray | None = None
         self.starts = np.zeros(0, dtype=np.int64)  # where each submit begins in that layout
+        # The first id when the job is one submit of consecutive ids (an array, a single
+        # task): a task's row is then its id minus this, with no search (most task reports).
+        self.first: int | None = None
 
     def add(self, parts: Sequence[np.ndarray]) -> None:
         """Index new submits' (sorted) ids: O(the job's tasks) memory copies, no sort of
         the old ones, so a stream of submits into an open job costs no sort each."""
+        self._add(parts)
+        ids = self.ids
+        dense = (self.where is None and len(self.starts) == 1 and len(ids) > 0
+                 and ids.item(-1) - ids.item(0) == len(ids) - 1)
+        self.first = ids.item(0) if dense else None
+
+    def _add(self, parts: Sequence[np.ndarray]) -> None:
         total = len(self.ids)
         lengths = np.array([len(p) for p in parts], dtype=np.int64)
         self.starts = np.concatenate((self.starts, total + np.cumsum(lengths) - lengths))
@@ -121,6 +131,10 @@ class TaskIndex:
 
     def find_one(self, task_id: TaskId) -> tuple[int, int] | None:
         """The index of the task's submit and its row there."""
+        first = self.first
+        if first is not None:
+            row = task_id - first
+            return (0, row) if 0 <= row < len(self.ids) else None
         if not 0 <= task_id <= U32_MAX:
             return None
         # Searched as the column's own type (see ``TaskTable.row``).

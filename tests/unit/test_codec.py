@@ -560,3 +560,21 @@ def test_a_graph_travels_packed_and_arrives_as_tasks() -> None:
     with pytest.raises(PeerError, match="template 5"):
         CLIENT_LINK.decode(frame(CLIENT_PROTOCOL, submitrequests.SubmitGraphRequest.TAG,
                                  *fields))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ([7, 1, 2.5, 3.5, 0], (7, 1, 2.5, 3.5, 0)),  # every item exact: taken as it is
+    ([7, 1, 2, 3, 0], (7, 1, 2.0, 3.0, 0)),  # integers for floats are converted
+    ([7, True, 2.5, 3.5, 0], PeerError),  # a boolean is not an integer
+    ([7, 1, "2.5", 3.5, 0], PeerError),
+    ([7, 1, 2.5, 3.5], PeerError),
+])
+def test_a_tuple_of_scalars_decodes_as_its_converters_would(value: list[Any],
+                                                            expected: Any) -> None:
+    decode = hqshm.cluster.codec._value_decoder(protocol.Finished, "Finished")
+    if expected is PeerError:
+        with pytest.raises(PeerError):
+            decode(value)
+    else:
+        result = decode(value)
+        assert result == expected and [type(x) for x in result] == [type(x) for x in expected]

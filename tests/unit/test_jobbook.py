@@ -14,6 +14,7 @@ from core_env import Env
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Group
 from hqshm.cluster.crashlimit import NEVER_RESTART
+from hqshm.cluster.ids import TaskId
 from hqshm.cluster.protocol import CancelTasks, ComputeTasks, DefineGroup, RetractTasks, StopReason
 from hqshm.cluster.resources import cpus_request
 from test_job_events import check_job
@@ -37,6 +38,7 @@ from hqshm.server.jobs import (
     JobNotOpened,
     TaskDefinedTwice,
     TaskExists,
+    TaskIndex,
     crash_error,
 )
 from hqshm.server.workers import WorkerBook, WorkerRecord
@@ -634,3 +636,24 @@ def test_abort_from_a_crash_during_a_steal_gives_the_thief_its_room_back(book: B
     assert job.counts == (0, 0, 0, 1, 0, 1)
     assert thief.committed["cpus"] == 0
     env.check()
+
+
+@pytest.mark.parametrize("parts", [
+    [[5, 6, 7, 8]],  # one submit of consecutive ids: found by subtraction
+    [[0]],
+    [[1, 3, 4]],  # a gap: searched
+    [[0, 1], [2, 3]],  # two submits: searched, even though consecutive
+    [[4, 9], [0, 2, 3]],  # interleaved submits
+])
+def test_a_task_index_finds_each_id_and_nothing_else(parts: list[list[int]]) -> None:
+    index = TaskIndex()
+    for part in parts:
+        index.add([np.array(part, dtype=np.uint32)])
+    for submit, part in enumerate(parts):
+        for row, task_id in enumerate(part):
+            assert index.find_one(TaskId(task_id)) == (submit, row)
+    known = {t for part in parts for t in part}
+    for task_id in (-1, *range(12), 1 << 32):
+        if task_id not in known:
+            assert index.find_one(TaskId(task_id)) is None, task_id
+    assert (index.first is not None) == (parts in ([[5, 6, 7, 8]], [[0]]))
