@@ -5,6 +5,8 @@ jobs, pause after failures with retries, dry runs, remove, server stop, journal 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from autoalloc_helpers import FakePbs, allocations, queue_json, start_server, wait_allocs
 from harness import HqEnv, Table
@@ -131,6 +133,36 @@ def test_queue_pauses_after_failures_and_retries(hq_env: HqEnv, pbs: FakePbs) ->
     hq_env.wait_until(lambda: queue_json(hq_env)["state"] == "Active", "the queue to resume",
                       timeout=10)
     wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+
+
+def test_allocation_directories_are_bounded(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """Only the newest HQ_AUTOALLOC_KEEP_DIRS directories of ended allocations and failed
+    submissions stay (the active allocation's always does): a queue that keeps retrying a
+    failing qsub, or runs allocation after allocation, does not fill the disk."""
+    _start(hq_env, pbs, HQ_AUTOALLOC_KEEP_DIRS="2", HQ_AUTOALLOC_BACKOFF_UNIT_MS="1")
+    pbs.fail_qsub("FOOBAR")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])  # no worker ever comes: the demand stays
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["failed_submissions"] >= 4,
+                      "four failed submissions")
+    queue_dir = hq_env.server_dir / "001" / "autoalloc" / "1"
+
+    def names() -> list[str]:
+        return sorted(p.name for p in queue_dir.iterdir())
+
+    hq_env.wait_until(lambda: len(names()) == 2, "only two directories of failed submissions")
+    pbs.fail_qsub(None)
+    for n in range(1, 4):  # three allocations end in turn, each replaced by a new one
+        job = f"{n}.pbs"
+        wait_allocs(hq_env, lambda a, job=job: any(x["id"] == job for x in a), job)
+        pbs.set_job(job, job_state="F", Exit_status=0)
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 4 and a[2]["status"] == "finished",
+                         "three finished allocations and a queued one")
+    assert [a["status"] for a in allocs] == ["finished"] * 3 + ["queued"]
+    kept = sorted(Path(a["workdir"]).name for a in allocs[1:])
+    hq_env.wait_until(lambda: names() == kept, f"only the directories {kept}")
+    assert (Path(allocs[3]["workdir"]) / "hq-submit.sh").exists()
+    assert not Path(allocs[0]["workdir"]).exists()
 
 
 def test_vanished_allocation_fails_and_is_replaced(hq_env: HqEnv, pbs: FakePbs) -> None:
