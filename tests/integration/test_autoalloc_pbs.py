@@ -129,6 +129,10 @@ def test_queue_pauses_after_failures_and_retries(hq_env: HqEnv, pbs: FakePbs) ->
     q = queue_json(hq_env)
     assert q["status"]["paused_automatically"] and q["status"]["retry_at"]
     assert q["status"]["reason"].startswith("paused after 10 failures")
+    # `hq alloc info` says it too (qsub still fails: paused, waiting for or trying a retry).
+    stderr = hq_env.run(["alloc", "info", "1"]).stderr.decode()
+    assert "Queue 1 is not submitting: paused after 10 failures" in stderr
+    assert "last failure: qsub execution failed" in stderr and "FOOBAR" in stderr
     pbs.fail_qsub(None)  # the cause is gone: the next retry submits and resumes the queue
     hq_env.wait_until(lambda: queue_json(hq_env)["state"] == "Active", "the queue to resume",
                       timeout=10)
