@@ -267,6 +267,28 @@ def test_reasons_and_no_allocation_for_blocked_or_unfit_tasks(hq_env: HqEnv,
     hq_env.wait_for_job_state(4, "FINISHED", timeout=40)
 
 
+def test_backlog_and_max_worker_count_reasons(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """Item 5's limits at the user level: three waiting tasks, a queue with a backlog of 1
+    and one capped at one worker each submit one allocation and say which limit stops them
+    (`hq alloc info` and `hq alloc list`'s JSON)."""
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1",
+                    "--backlog", "3", "--max-worker-count", "1"])
+    hq_env.command(["submit", "--array", "1-3", "--", "true"])
+    for queue in (1, 2):
+        wait_allocs(hq_env, lambda a: len(a) == 1, f"an allocation of queue {queue}", queue)
+    hq_env.wait_until(lambda: queue_json(hq_env, 1)["status"]["reason"] ==
+                      "backlog full (1 of 1 allocations queued)", "queue 1's reason")
+    hq_env.wait_until(lambda: queue_json(hq_env, 2)["status"]["reason"] ==
+                      "max workers reached (1 of 1)", "queue 2's reason")
+    assert "Queue 1 is not submitting: backlog full (1 of 1 allocations queued)" in \
+        hq_env.run(["alloc", "info", "1"]).stderr.decode()
+    assert "Queue 2 is not submitting: max workers reached (1 of 1)" in \
+        hq_env.run(["alloc", "info", "2"]).stderr.decode()
+    assert len(pbs.calls("qsub")) == 2
+
+
 def test_workers_lost_at_once_ask_the_batch_system(hq_env: HqEnv, pbs: FakePbs) -> None:
     """Every worker of an allocation lost right after connecting: HQ calls it FAILED. hqshm
     asks the batch system first (no regular poll runs here): preempted (Exit_status 271) is
