@@ -5,6 +5,8 @@ jobs, pause after failures with retries, dry runs, remove, server stop, journal 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from autoalloc_helpers import FakePbs, allocations, queue_json, start_server, wait_allocs
 from harness import HqEnv, Table
@@ -127,10 +129,44 @@ def test_queue_pauses_after_failures_and_retries(hq_env: HqEnv, pbs: FakePbs) ->
     q = queue_json(hq_env)
     assert q["status"]["paused_automatically"] and q["status"]["retry_at"]
     assert q["status"]["reason"].startswith("paused after 10 failures")
+    # `hq alloc info` says it too (qsub still fails: paused, waiting for or trying a retry).
+    stderr = hq_env.run(["alloc", "info", "1"]).stderr.decode()
+    assert "Queue 1 is not submitting: paused after 10 failures" in stderr
+    assert "last failure: qsub execution failed" in stderr and "FOOBAR" in stderr
     pbs.fail_qsub(None)  # the cause is gone: the next retry submits and resumes the queue
     hq_env.wait_until(lambda: queue_json(hq_env)["state"] == "Active", "the queue to resume",
                       timeout=10)
     wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation")
+
+
+def test_allocation_directories_are_bounded(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """Only the newest HQ_AUTOALLOC_KEEP_DIRS directories of ended allocations and failed
+    submissions stay (the active allocation's always does): a queue that keeps retrying a
+    failing qsub, or runs allocation after allocation, does not fill the disk."""
+    _start(hq_env, pbs, HQ_AUTOALLOC_KEEP_DIRS="2", HQ_AUTOALLOC_BACKOFF_UNIT_MS="1")
+    pbs.fail_qsub("FOOBAR")
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["submit", "--", "true"])  # no worker ever comes: the demand stays
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["failed_submissions"] >= 4,
+                      "four failed submissions")
+    queue_dir = hq_env.server_dir / "001" / "autoalloc" / "1"
+
+    def names() -> list[str]:
+        return sorted(p.name for p in queue_dir.iterdir())
+
+    hq_env.wait_until(lambda: len(names()) == 2, "only two directories of failed submissions")
+    pbs.fail_qsub(None)
+    for n in range(1, 4):  # three allocations end in turn, each replaced by a new one
+        job = f"{n}.pbs"
+        wait_allocs(hq_env, lambda a, job=job: any(x["id"] == job for x in a), job)
+        pbs.set_job(job, job_state="F", Exit_status=0)
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 4 and a[2]["status"] == "finished",
+                         "three finished allocations and a queued one")
+    assert [a["status"] for a in allocs] == ["finished"] * 3 + ["queued"]
+    kept = sorted(Path(a["workdir"]).name for a in allocs[1:])
+    hq_env.wait_until(lambda: names() == kept, f"only the directories {kept}")
+    assert (Path(allocs[3]["workdir"]) / "hq-submit.sh").exists()
+    assert not Path(allocs[0]["workdir"]).exists()
 
 
 def test_vanished_allocation_fails_and_is_replaced(hq_env: HqEnv, pbs: FakePbs) -> None:
@@ -229,6 +265,28 @@ def test_reasons_and_no_allocation_for_blocked_or_unfit_tasks(hq_env: HqEnv,
     # Once the dependency finished, the task waits ready: the worker takes it, or the queue
     # submits for it; either way it runs.
     hq_env.wait_for_job_state(4, "FINISHED", timeout=40)
+
+
+def test_backlog_and_max_worker_count_reasons(hq_env: HqEnv, pbs: FakePbs) -> None:
+    """Item 5's limits at the user level: three waiting tasks, a queue with a backlog of 1
+    and one capped at one worker each submit one allocation and say which limit stops them
+    (`hq alloc info` and `hq alloc list`'s JSON)."""
+    _start(hq_env, pbs)
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1"])
+    hq_env.command(["alloc", "add", "pbs", "--time-limit", "1h", "--no-dry-run", "--cpus", "1",
+                    "--backlog", "3", "--max-worker-count", "1"])
+    hq_env.command(["submit", "--array", "1-3", "--", "true"])
+    for queue in (1, 2):
+        wait_allocs(hq_env, lambda a: len(a) == 1, f"an allocation of queue {queue}", queue)
+    hq_env.wait_until(lambda: queue_json(hq_env, 1)["status"]["reason"] ==
+                      "backlog full (1 of 1 allocations queued)", "queue 1's reason")
+    hq_env.wait_until(lambda: queue_json(hq_env, 2)["status"]["reason"] ==
+                      "max workers reached (1 of 1)", "queue 2's reason")
+    assert "Queue 1 is not submitting: backlog full (1 of 1 allocations queued)" in \
+        hq_env.run(["alloc", "info", "1"]).stderr.decode()
+    assert "Queue 2 is not submitting: max workers reached (1 of 1)" in \
+        hq_env.run(["alloc", "info", "2"]).stderr.decode()
+    assert len(pbs.calls("qsub")) == 2
 
 
 def test_workers_lost_at_once_ask_the_batch_system(hq_env: HqEnv, pbs: FakePbs) -> None:

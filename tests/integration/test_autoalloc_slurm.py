@@ -237,3 +237,62 @@ def test_slurm_walltime_kill_reruns_task_elsewhere(served: SlurmServer) -> None:
     assert hq_env.json(["task", "info", "1", "0"])[0]["worker"] != node["id"]
     status = queue_json(hq_env)["status"]
     assert status["failed_allocations"] == 0 and status["last_failure"] is None
+
+
+def test_slurm_failing_sbatch_is_the_reason_with_slurms_message(served: SlurmServer) -> None:
+    """Item 5 against Slurm: a queue whose sbatch fails (a partition Slurm does not have) says
+    it is rate limited, when it may submit next, and Slurm's own message, in `hq alloc info`
+    and in `hq alloc list`'s JSON; no allocation is recorded."""
+    served.start()
+    hq_env = served.hq_env
+    hq_env.command(["alloc", "add", "slurm", "--time-limit", "1m", "--no-dry-run", "--cpus",
+                    "1", "--", "--partition=hqshm-no-such-partition"])
+    hq_env.command(["submit", "--", "true"])
+    hq_env.wait_until(lambda: queue_json(hq_env)["status"]["failed_submissions"] >= 2,
+                      "two failed submissions", timeout=30)
+    status = queue_json(hq_env)["status"]
+    assert status["reason"].startswith("rate limited after 2 failed submissions; may submit at ")
+    assert "sbatch execution failed" in status["last_failure"]
+    assert "invalid partition" in status["last_failure"].lower()
+    assert status["next_submit_at"]
+    stderr = hq_env.run(["alloc", "info", "1"]).stderr.decode()
+    assert "Queue 1 is not submitting: rate limited after 2 failed submissions" in stderr
+    assert "invalid partition" in stderr.lower()
+    assert allocations(hq_env) == []
+
+
+def test_slurm_job_it_does_not_know_is_failed_within_two_polls(served: SlurmServer) -> None:
+    """Item 6 against Slurm: an allocation Slurm does not know (here an sbatch that only claims
+    to submit; the real scontrol answers `Invalid job id specified`) is FAILED on the second
+    status poll, and the queue submits a new one for the waiting task."""
+    hq_env = served.hq_env
+    bin_dir = hq_env.root / "claiming-sbatch"
+    bin_dir.mkdir()
+    counter = hq_env.root / "claimed"
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text("#!/bin/bash\n"
+                      f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n"
+                      "echo \"Submitted batch job $(( 2000000000 + n ))\"\n")
+    sbatch.chmod(0o755)
+    env = served.slurm.env(hq_env.env())
+    served.start(PATH=f"{bin_dir}:{env.get('PATH', '')}",
+                 HQ_AUTOALLOC_REFRESH_INTERVAL_MS="1000")
+    hq_env.command(["alloc", "add", "slurm", "--time-limit", "1m", "--no-dry-run", "--cpus",
+                    "1"])
+    hq_env.command(["submit", "--", "true"])
+    first = wait_allocs(hq_env, lambda a: len(a) == 1, "an allocation", timeout=30)
+    assert first[0]["id"] == "2000000001" and first[0]["status"] == "queued"
+    allocs = wait_allocs(hq_env, lambda a: len(a) == 2, "FAILED and a new one", timeout=30)
+    assert allocs[0]["status"] == "failed" and allocs[1]["status"] == "queued"
+    # Two polls, a second apart: not at once (one missing answer is not enough), not late.
+    took = _seconds(allocs[0]["ended_at"]) - _seconds(allocs[0]["queued_at"])
+    assert 0.9 <= took <= 6.0, took
+    status = queue_json(hq_env)["status"]
+    assert "no longer knows this allocation" in status["last_failure"]
+
+
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+

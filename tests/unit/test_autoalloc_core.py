@@ -5,6 +5,7 @@ reasons, rate limits and pauses, and reconciliation of polls and worker events."
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,15 @@ def test_pause_after_failed_allocations_but_not_benign_ends() -> None:
     assert q.state == PAUSED and q.auto_paused
     planner.resume(q)
     assert q.state != PAUSED and q.failed_allocations == 0
+
+
+def test_old_directories_are_retired_beyond_the_bound() -> None:
+    """Ended allocations' and failed submissions' directories share one bound per queue; the
+    oldest go first, and a bound of 0 keeps none."""
+    dirs: deque[str] = deque()
+    removed = [planner.retire_dir(dirs, f"{n:03d}", 2) for n in range(1, 6)]
+    assert removed == [[], [], ["001"], ["002"], ["003"]] and list(dirs) == ["004", "005"]
+    assert planner.retire_dir(dirs, "006", 0) == ["004", "005", "006"] and not dirs
 
 
 def test_user_pause_stays() -> None:

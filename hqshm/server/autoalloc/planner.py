@@ -5,13 +5,15 @@ dependencies, unfit, too long, none at all) rather than a limit they would not h
 Then the queue's own state (paused, rate limited) and its limits (backlog, max worker count).
 Also the bookkeeping of failures: the rate limit after failed submissions, the automatic pause
 after too many failures of either kind, and its retries with a doubling back-off (beyond HQ,
-whose paused queues stay paused until a user resumes them).
+whose paused queues stay paused until a user resumes them). And which old allocation
+directories go, so that their number stays bounded.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 from hqshm.cluster.frozen import frozen
 from hqshm.server.autoalloc.demand import Demand
@@ -183,6 +185,16 @@ def _auto_pause(queue: Queue, now: float, tun: Tunables) -> None:
     queue.failed_submissions = min(queue.failed_submissions, MAX_FAILED_SUBMISSIONS - 1)
     queue.failed_allocations = min(queue.failed_allocations, tun.max_allocation_fails - 1)
     queue.next_submit_at = 0.0
+
+
+def retire_dir(dirs: deque[str], workdir: str, keep: int) -> list[str]:
+    """Record ``workdir`` (an ended allocation's, or a failed submission's) as the newest of
+    ``dirs``; the oldest directories beyond ``keep`` are returned for removal."""
+    dirs.append(workdir)
+    old: list[str] = []
+    while len(dirs) > max(keep, 0):
+        old.append(dirs.popleft())
+    return old
 
 
 def resume(queue: Queue) -> None:

@@ -11,8 +11,6 @@ from pathlib import Path
 from hqshm.model.allocqueue import DEFAULT_IDLE_TIMEOUT, QueueParams
 from hqshm.model.durations import format_humantime
 
-KEEP_DIRS = 20  # directories of ended allocations kept per queue (HQ keeps 20)
-
 
 def format_walltime(seconds: float) -> str:
     """`HH:MM:SS` (hours may exceed 24), whole seconds rounded up so nothing is cut short."""

@@ -282,7 +282,7 @@ class AutoAlloc:
                 self._script(queue.id, queue.params, counter, workers, directory))
         except OSError as exc:
             self._submission_failed(queue, f"cannot write the allocation directory: {exc}",
-                                    now)
+                                    now, directory)
             return
         queue.in_flight += 1
         queue.in_flight_workers += workers
@@ -293,7 +293,7 @@ class AutoAlloc:
             job_id, error = self._job_id(queue.params.manager, result)
             at = result_time()
             if job_id is None:
-                self._submission_failed(queue, error, at)
+                self._submission_failed(queue, error, at, directory)
                 return
             try:
                 (directory / "jobid").write_text(job_id)
@@ -316,8 +316,12 @@ class AutoAlloc:
         self.runner.run(_submit_argv(queue.params.manager), directory, submitted,
                         SUBMIT_TIMEOUT)
 
-    def _submission_failed(self, queue: Queue, error: str, now: float) -> None:
+    def _submission_failed(self, queue: Queue, error: str, now: float,
+                           directory: Path) -> None:
         logger.warning("Could not submit allocation for queue %d: %s", queue.id, error)
+        # Its directory (the script that failed) is kept like an ended allocation's, within
+        # the same bound: a queue retrying with back-off must not fill the disk with them.
+        self._retire_dir(queue, str(directory))
         message = planner.submission_failed(queue, error, now, self.tun)
         if message is not None:
             logger.warning("%s", message)
@@ -464,18 +468,20 @@ class AutoAlloc:
     def _forget_old(self, queue: Queue, alloc: Allocation) -> None:
         """Keep the directories of the ``keep_dirs`` most recently ended allocations, and
         remember at most ``keep_ended`` ended allocations."""
-        dirs = self.ended_dirs.setdefault(queue.id, deque())
-        dirs.append(alloc.workdir)
-        old: list[str] = []
-        while len(dirs) > self.tun.keep_dirs:
-            old.append(dirs.popleft())
-        if old:
-            self.runner.call(lambda: [shutil.rmtree(d, ignore_errors=True) for d in old])
+        self._retire_dir(queue, alloc.workdir)
         ended = [a for a in queue.allocations.values() if a.state in ENDED]
         for gone in sorted(ended, key=lambda a: a.counter)[:max(0, len(ended)
                                                                  - self.tun.keep_ended)]:
             del queue.allocations[gone.id]
             self.by_alloc.pop(gone.id, None)
+
+    def _retire_dir(self, queue: Queue, workdir: str) -> None:
+        """A directory no active allocation uses any more; the oldest beyond ``keep_dirs``
+        are removed (in the runner's thread)."""
+        old = planner.retire_dir(self.ended_dirs.setdefault(queue.id, deque()), workdir,
+                                 self.tun.keep_dirs)
+        if old:
+            self.runner.call(lambda: [shutil.rmtree(d, ignore_errors=True) for d in old])
 
     # --- workers --------------------------------------------------------------------------
 
