@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -59,6 +61,10 @@ logger = logging.getLogger(__name__)
 CONNECT_ATTEMPTS = 20  # spec/deployment.md §4.1: 20 tries, 2 s apart
 CONNECT_INTERVAL = 2.0
 SHUTDOWN_POLL = 0.01  # how often shutdown looks for the ends of the tasks it killed
+# Named apart from the unlocked directories of older versions, which a sweep must not take for
+# abandoned while such a node still runs.
+RESULTS_PREFIX = "hqshm-results-locked-"
+ABANDONED_AFTER = 60.0  # s: a result directory no node locks is removed once this old
 _SIGNALS = {Signal.INTERRUPT: signal.SIGINT, Signal.KILL: signal.SIGKILL}
 _STARTED, _ENDED = RecordKind.STARTED, RecordKind.ENDED  # records carry these very members
 
@@ -558,11 +564,55 @@ class Node:
 
 def _results_dir(fallback: str) -> str:
     """The node's result directory: on tmpfs (/dev/shm) when there is one, so that results
-    live in shared memory; removed when the node ends (here, or by its executors)."""
+    live in shared memory; removed when the node ends (here, or by its executors).
+
+    The node holds a lock on it for its life, and its forked executors share that lock, so
+    the directories of nodes killed with no chance to clean up (SIGKILL, the OOM killer: on
+    tmpfs their results would hold memory until a reboot) are found and removed by the next
+    node that starts on the machine."""
     for parent in ("/dev/shm", fallback):
         with contextlib.suppress(OSError):
-            return tempfile.mkdtemp(prefix="hqshm-results-", dir=parent)
+            _remove_abandoned(parent)
+            path = tempfile.mkdtemp(prefix=RESULTS_PREFIX, dir=parent)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # kept open (and locked) until the process ends
+            return path
     return ""
+
+
+def _remove_abandoned(parent: str, now: float | None = None) -> int:
+    """Remove this user's result directories in ``parent`` that no live process locks; how
+    many. Directories changed less than ``ABANDONED_AFTER`` ago are left alone: their node
+    may not have locked them yet. Others' entries, links and files are never touched."""
+    now = time.time() if now is None else now
+    removed = 0
+    uid = os.getuid()
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            if not entry.name.startswith(RESULTS_PREFIX):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if (info.st_uid != uid or not stat.S_ISDIR(info.st_mode)
+                        or now - info.st_mtime < ABANDONED_AFTER):
+                    continue
+                fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live node (or one of its executors) holds it
+            else:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+            finally:
+                os.close(fd)
+    if removed:
+        logger.info("Removed %d result director%s left by nodes that were killed", removed,
+                    "y" if removed == 1 else "ies")
+    return removed
 
 
 def _death_cause(status: int) -> str:

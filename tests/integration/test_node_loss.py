@@ -9,6 +9,7 @@ that kills its executor fails alone: the tasks queued behind it on that executor
 from __future__ import annotations
 
 import calendar
+import contextlib
 import os
 import re
 import signal
@@ -27,6 +28,8 @@ from worker_helpers import (
     wait_gone,
     worker_table,
 )
+
+from hqshm.node.loop import ABANDONED_AFTER, RESULTS_PREFIX
 
 # The task of id {victim} kills its executor (its program's parent); every other one records
 # that it ran.
@@ -116,6 +119,35 @@ def test_sigkill_of_a_node_removes_its_own_work_dir(hq_env: HqEnv) -> None:
     wait_gone(hq_env, [task], "the task to die with its node", timeout=5.0)
     hq_env.wait_until(lambda: not work_dir.parent.exists(), "the node's own dir to go",
                       timeout=5.0)
+
+
+def _results_dir_of(pid: int) -> Path:
+    """The result directory a node holds open (and locked), from its open descriptors."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = Path(os.readlink(fd))
+            if target.name.startswith(RESULTS_PREFIX):
+                return target
+    raise AssertionError(f"node {pid} holds no result directory")
+
+
+def test_result_dirs_of_a_killed_node_and_its_executors_go_with_the_next_node(
+        hq_env: HqEnv) -> None:
+    """A batch system or the OOM killer may SIGKILL a node with all its executors: nobody is
+    left to remove its result directory, which on tmpfs holds memory. The next node started
+    on the machine finds it unlocked and removes it."""
+    hq_env.start_server()
+    first = hq_env.start_worker(cpus=1)
+    results_dir = _results_dir_of(first.pid)
+    assert results_dir.is_dir()
+    hq_env.kill_worker(1)  # the whole process group: node and executors
+    assert results_dir.is_dir(), "nobody was left to remove it"
+    old = time.time() - 2 * ABANDONED_AFTER  # as if it had been killed a while ago
+    os.utime(results_dir, (old, old))
+    second = hq_env.start_worker(cpus=1)
+    assert not results_dir.exists()
+    assert _results_dir_of(second.pid).is_dir()
+    hq_env.expect_log("Removed .* result director")
 
 
 # --- a node frozen past its heartbeat timeout (item 4) ----------------------------------------
