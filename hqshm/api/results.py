@@ -3,7 +3,9 @@
 The server answers a ``TaskResultsRequest`` with what it knows of each task now
 (hqshm/server/results.py); tasks still running are asked for again, sooner at first (a result
 wanted right after its task ends comes within milliseconds) and then at most every
-``MAX_POLL`` seconds. A value is unpickled from its blob (hqshm/taskresult.py); an exception the
+``MAX_POLL`` seconds. A result kept on its worker (larger than the inline threshold, within
+the job's ``max_result_size``) comes the same way: the server answers LATER while it fetches
+it from the worker, then the blob. A value is unpickled from its blob (hqshm/taskresult.py); an exception the
 task raised is raised again with the traceback the task printed as its cause.
 """
 
@@ -73,10 +75,13 @@ def value(job_id: int, item: tuple[int, int, int, bytes, str]) -> Any:
 
 def _why(status: int, size: int, error: str) -> str:
     if status == ResultStatus.TOO_LARGE:
-        return (f"{size} bytes, above the job's max_result_size for results sent to the "
-                f"client (default {taskresult.DEFAULT_MAX_RESULT}, at most "
+        cap = f"{error} bytes" if error.isdigit() else "its cap"
+        return (f"{size} bytes, above the job's max_result_size ({cap}: the largest result "
+                f"kept; default {taskresult.DEFAULT_MAX_RESULT}, at most "
                 f"{taskresult.MAX_RESULT_LIMIT}); raise it with Job(max_result_size=...). "
                 "Tasks of the job on its worker can still take it as an argument")
+    if status == ResultStatus.NOT_FETCHED:
+        return f"the result ({size} bytes) could not be fetched: {error}"
     if status == ResultStatus.DROPPED:
         return ("the server's result store was full when it came (HQSHM_RESULT_STORE_BYTES "
                 "of `hq server start`); forget finished jobs to free it")
