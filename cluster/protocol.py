@@ -14,9 +14,9 @@ Ordering that matters:
 - ``ForgetGroups`` names groups the server dropped; a later ``DefineGroup`` of such a gid
   defines it anew before any ``ComputeTasks`` of it.
 - ``FetchResult`` asks for one part of a result the node holds (reported with
-  ``RESULT_HELD``); the node answers each with one ``ResultPart``, and the server asks for the
-  next part only when the previous one came, so no frame is larger than ``MAX_PART`` and a
-  large result never takes more than one part's decode of a server turn.
+  ``RESULT_HELD``); the node answers each with one ``ResultPart``, in the order asked, and the
+  server keeps only a few parts asked ahead of those that came, so no frame is larger than
+  ``MAX_PART`` and a large result never takes more than a few parts' decode of a server turn.
 """
 
 from __future__ import annotations

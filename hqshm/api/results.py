@@ -23,6 +23,7 @@ from hqshm.link.responses import ResultStatus, TaskResultsResponse
 
 FIRST_POLL = 0.002
 MAX_POLL = 0.25
+LATER_POLL = 0.01  # the most between asks while the server has a result on its way (LATER)
 
 _MISSING = object()
 
@@ -37,11 +38,14 @@ def fetch(conn: client.ClientConnection, job_id: int, task_ids: Sequence[int],
     delay = FIRST_POLL
     while True:
         pending = [t for t in wanted if t not in items]
+        later = False
         for at in range(0, len(pending), MAX_RESULT_IDS):
             part = tuple(pending[at:at + MAX_RESULT_IDS])
             answer = conn.request(TaskResultsRequest(job_id, part), TaskResultsResponse)
             for item in answer.items:
-                if item[1] not in (ResultStatus.PENDING, ResultStatus.LATER):
+                if item[1] == ResultStatus.LATER:
+                    later = True  # ended: its blob comes in a later answer (or is fetched)
+                elif item[1] != ResultStatus.PENDING:
                     items[item[0]] = item
         if all(t in items for t in wanted):
             break
@@ -50,9 +54,11 @@ def fetch(conn: client.ClientConnection, job_id: int, task_ids: Sequence[int],
             raise TimeoutError(f"{waiting} task(s) of job {job_id} did not end within "
                                f"{timeout} s")
         if any(t not in items and t in pending for t in wanted):
+            if later:
+                delay = min(delay, LATER_POLL)
             time.sleep(delay if deadline is None
                        else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 2, MAX_POLL)
+            delay = min(delay * 2, LATER_POLL if later else MAX_POLL)
     return [value(job_id, items[t]) for t in task_ids]
 
 

@@ -14,9 +14,9 @@ not journaled: a restarted server reports tasks that ended before it started as 
 A client asks with ``TaskResultsRequest`` and gets, per task, its ``ResultStatus`` now; it
 asks again for those still pending (hqshm/api/results.py). One answer carries at most
 ``ANSWER_BYTES`` of blobs; the rest are LATER. A held result that is asked for is fetched
-from its node (``Fetch``): ``FetchResult`` for one part of at most ``MAX_PART`` bytes, the
-next asked for only when a ``ResultPart`` brought the previous, so neither a frame nor a
-server turn grows with the result; the client gets LATER meanwhile. Each part is checked
+from its node (``Fetch``): ``FetchResult`` for one part of at most ``MAX_PART`` bytes, at most
+``FETCH_WINDOW`` parts asked ahead of those that came, so neither a frame nor a server turn
+grows with the result; the client gets LATER meanwhile. Each part is checked
 against what was asked and recorded (a node's answer is hostile until checked); a part that
 does not fit fails the fetch, logged as an error. Fetched blobs wait for their client in a
 small cache (``FETCH_CACHE_BYTES``, with the fetches in flight) that forgets those delivered
@@ -56,6 +56,7 @@ STORE_VARIABLE = "HQSHM_RESULT_STORE_BYTES"
 ANSWER_BYTES = 64 << 20  # blobs in one answer (the client link's frame limit is 256 MiB)
 ENTRY_COST = 96  # bytes counted per kept result beyond its blob (dict entry and tuple)
 FETCH_CACHE_BYTES = 256 << 20  # fetched blobs waiting for their client, and fetches in flight
+FETCH_WINDOW = 2  # parts of one fetch asked ahead (the node reads one while the server decodes)
 
 _KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE}
 # (kind, size, blob, instance, worker that made it); kind -1: dropped (the store was full)
@@ -82,6 +83,7 @@ class Fetch:
     size: int
     data: bytearray
     received: int = 0
+    asked: int = 0  # bytes asked for so far (parts come in order on the link)
 
 
 class ResultStore:
@@ -175,11 +177,19 @@ class ResultStore:
             self._uncache(old)
         if self.cache_bytes + size > FETCH_CACHE_BYTES and self.cache_bytes > 0:
             return False
-        assert self.send is not None
-        self.fetching[key] = Fetch(worker, instance, size, bytearray(size))
+        fetch = self.fetching[key] = Fetch(worker, instance, size, bytearray(size))
         self.cache_bytes += size
-        self.send(worker, FetchResult(key, instance, 0, min(MAX_PART, size)))
+        for _ in range(FETCH_WINDOW):
+            self._ask(key, fetch)
         return True
+
+    def _ask(self, key: TaskKey, fetch: Fetch) -> None:
+        """Ask the node for the next part not asked yet, if any."""
+        if fetch.asked < fetch.size:
+            assert self.send is not None
+            length = min(MAX_PART, fetch.size - fetch.asked)
+            self.send(fetch.worker, FetchResult(key, fetch.instance, fetch.asked, length))
+            fetch.asked += length
 
     def _fail(self, key: TaskKey, why: str) -> None:
         self._uncache(key)
@@ -213,9 +223,7 @@ class ResultStore:
         fetch.data[fetch.received:fetch.received + expected] = msg.data
         fetch.received += expected
         if fetch.received < fetch.size:
-            assert self.send is not None
-            self.send(worker, FetchResult(msg.key, fetch.instance, fetch.received,
-                                          min(MAX_PART, fetch.size - fetch.received)))
+            self._ask(msg.key, fetch)
             return
         del self.fetching[msg.key]
         self.fetched[msg.key] = bytes(fetch.data)
