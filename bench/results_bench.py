@@ -1,7 +1,8 @@
 """Results of function tasks (issue 10, items 4 and 5), side by side in one run.
 
     python bench/results_bench.py [--chain 10000] [--size 1024] [--cpus 2]
-                                  [--submit 1000000] [--skip-chain] [--skip-submit]
+                                  [--submit 1000000] [--fetch-mb 10 50]
+                                  [--skip-chain] [--skip-submit] [--skip-fetch]
 
 - chain: N function tasks, each taking the previous task's result (``size`` bytes) as its
   argument and returning ``size`` bytes, through a server and `hq worker start --cpus N`; the
@@ -9,6 +10,10 @@
   (``SubmittedJob.result``). Next to it, the same chain through ``ProcessPoolExecutor(N)``
   (each step submitted when the one before returned: the chain's latency floor of a pool).
   Target: at least 5,000 tasks/s (stretch).
+- fetch: one function task per size returning that many MB of bytes (above the inline
+  threshold: the result stays on its worker), the job waited for, then the client's wall time
+  of ``SubmittedJob.result``: the first ask (the server fetches it from the worker in parts),
+  and the best of 3 later asks (served from the server's cache of fetched blobs).
 - submit: a job of N no-op function tasks built and submitted with the Python API against a
   server without workers: seconds to build, to submit (the job goes in parts), the client's
   peak RSS growth and the server's RSS growth per task.
@@ -84,6 +89,43 @@ def run_chain(n: int, size: int, cpus: int, root: Path) -> float:
             node.wait(timeout=10)
 
 
+def blob(n: int) -> bytes:
+    """The fetch benchmark's task."""
+    return b"r" * n
+
+
+def run_fetch(sizes_mb: list[int], root: Path) -> list[tuple[int, float, float]]:
+    """(MB, first ask s, best of 3 later asks s) of results held on the worker."""
+    out = []
+    with running_server(root / "server") as (env, _server):
+        node = subprocess.Popen([*hq_command(), "worker", "start", "--cpus=1",
+                                 "--detect-resources=none"], env=env, cwd=root,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            client = Client(root / "server")
+            for mb in sizes_mb:
+                job = Job(max_result_size=64 << 20)
+                task = job.function(blob, args=(mb * 1_000_000,), stdout=None, stderr=None)
+                submitted = client.submit(job)
+                client.wait_for_jobs([submitted])
+                times = []
+                for _ in range(4):
+                    start = time.perf_counter()
+                    value = submitted.result(task, timeout=120)
+                    times.append(time.perf_counter() - start)
+                    assert len(value) == mb * 1_000_000
+                    del value
+                out.append((mb, times[0], min(times[1:])))
+                client.forget(submitted)
+            client.connection.close()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGINT)
+            node.wait(timeout=10)
+    return out
+
+
 def run_pool_chain(n: int, size: int, cpus: int) -> float:
     with concurrent.futures.ProcessPoolExecutor(cpus) as pool:
         list(pool.map(noop, range(4 * cpus)))
@@ -126,6 +168,8 @@ def main() -> None:
     parser.add_argument("--submit", type=int, default=1_000_000)
     parser.add_argument("--skip-chain", action="store_true")
     parser.add_argument("--skip-submit", action="store_true")
+    parser.add_argument("--fetch-mb", type=int, nargs="*", default=[10, 50])
+    parser.add_argument("--skip-fetch", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hqshm-results-bench-") as tmp:
         if not args.skip_chain:
@@ -139,6 +183,13 @@ def main() -> None:
             print(f"| ProcessPoolExecutor({args.cpus}), one step at a time | {pool:,.0f} |")
             print(f"\nhqshm / target 5,000 tasks/s = {rate / 5000:.2f}; "
                   f"hqshm / pool = {rate / pool:.2f}\n")
+        if not args.skip_fetch and args.fetch_mb:
+            (Path(tmp) / "fetch").mkdir()
+            print("| result held on the worker | first result() (fetched) | later (cached) |\n"
+                  "| ---: | ---: | ---: |")
+            for mb, first, later in run_fetch(args.fetch_mb, Path(tmp) / "fetch"):
+                print(f"| {mb} MB | {first * 1000:.0f} ms | {later * 1000:.0f} ms |")
+            print()
         if not args.skip_submit:
             (Path(tmp) / "submit").mkdir()
             got = run_submit(args.submit, Path(tmp) / "submit")

@@ -13,6 +13,10 @@ Ordering that matters:
 - ``TasksRetracted`` lists only tasks that had not started; those will never start on that node.
 - ``ForgetGroups`` names groups the server dropped; a later ``DefineGroup`` of such a gid
   defines it anew before any ``ComputeTasks`` of it.
+- ``FetchResult`` asks for one part of a result the node holds (reported with
+  ``RESULT_HELD``); the node answers each with one ``ResultPart``, in the order asked, and the
+  server keeps only a few parts asked ahead of those that came, so no frame is larger than
+  ``MAX_PART`` and a large result never takes more than a few parts' decode of a server turn.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .resources import ResourceDescriptor, ResourceRequest
 
 # Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
-# of protocol 1 would log every one as an invalid message).
-PROTOCOL = 2
+# of protocol 1 would log every one as an invalid message). 3: results held on nodes
+# (RESULT_HELD, RESULT_OVER_CAP, FetchResult, ResultPart).
+PROTOCOL = 3
 HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods (+1 s) is lost
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 MAX_FORGET = 65_536  # groups one ForgetGroups names; more go in several messages
@@ -42,11 +47,18 @@ Finished = tuple[TaskKey, InstanceId, float, float, int]
 Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
 # (key, instance, kind, size, blob) of a function task's result (hqshm/taskresult.py): kind 0
 # the value, 1 the exception it raised, 2 a value that could not be pickled (the blob says
-# why); the blob is empty when the result is larger than the job lets travel (then only its
-# size does).
+# why), possibly with one flag: RESULT_HELD (the blob is empty: the node keeps the result, to
+# be fetched with FetchResult) or RESULT_OVER_CAP (larger than the job lets be kept at all:
+# the blob is that cap in decimal digits). Without a flag an empty blob of a non-zero size is
+# a result too large for its job (cap unknown).
 ResultItem = tuple[TaskKey, InstanceId, int, int, bytes]
 MAX_RESULT_KIND = 2
-MAX_RESULT_BYTES = 64 << 20  # the most bytes of one result in a report
+RESULT_KIND_MASK = 0x3
+RESULT_HELD = 0x4
+RESULT_OVER_CAP = 0x8
+MAX_RESULT_BYTES = 64 << 20  # the most bytes of one result in a report, or held on a node
+MAX_PART = 8 << 20  # the most bytes of one ResultPart
+MAX_PART_ERROR = 1024  # bytes of a ResultPart's error text
 # (key, instance, variant) of a task a reconnecting node still holds (running, or ended and not
 # yet reported)
 Resumed = tuple[TaskKey, InstanceId, int]
@@ -91,7 +103,7 @@ class TaskUpdates:
 
     def __post_init__(self) -> None:
         for _key, _instance, kind, size, blob in self.results:
-            if not 0 <= kind <= MAX_RESULT_KIND or size < 0 or len(blob) > MAX_RESULT_BYTES:
+            if not valid_result(kind, size, blob):
                 raise ValueError("invalid task result")
 
 
@@ -123,6 +135,27 @@ class TaskNotification:
     def __post_init__(self) -> None:
         if len(self.message) > MAX_NOTIFICATION:
             raise ValueError("notification too long")
+
+
+@NODE_LINK.message
+@frozen
+class ResultPart:
+    """Answer to ``FetchResult``: ``data`` from ``offset`` of the result of ``key``, whose
+    whole size (on this node) is ``total``; or ``error`` (and no data) when the node cannot
+    read it. The server checks every field against what it asked and recorded."""
+
+    TAG: ClassVar[int] = 7
+    key: TaskKey
+    instance: InstanceId
+    offset: int
+    total: int
+    data: bytes
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.offset < 0 or self.total < 0 or len(self.data) > MAX_PART
+                or len(self.error) > MAX_PART_ERROR):
+            raise ValueError("invalid result part")
 
 
 @NODE_LINK.message
@@ -249,8 +282,37 @@ class ReleaseResults:
 
 @NODE_LINK.message
 @frozen
+class FetchResult:
+    """Send ``length`` bytes from ``offset`` of a result this node reported as held
+    (``RESULT_HELD``): one ``ResultPart`` answers."""
+
+    TAG: ClassVar[int] = 111
+    key: TaskKey
+    instance: InstanceId
+    offset: int
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or not 0 < self.length <= MAX_PART:
+            raise ValueError("invalid result fetch")
+
+
+@NODE_LINK.message
+@frozen
 class ServerHeartbeat:
     TAG: ClassVar[int] = 107
+
+
+def valid_result(kind: int, size: int, blob: bytes) -> bool:
+    """Whether a ``ResultItem``'s kind, size and blob agree (see ``ResultItem``)."""
+    base, flags = kind & RESULT_KIND_MASK, kind & ~RESULT_KIND_MASK
+    if base > MAX_RESULT_KIND or size < 0 or len(blob) > MAX_RESULT_BYTES:
+        return False
+    if flags == RESULT_HELD:
+        return base <= 1 and not blob and 0 < size <= MAX_RESULT_BYTES
+    if flags == RESULT_OVER_CAP:
+        return base <= 1 and 0 < len(blob) <= 20 and blob.isdigit()
+    return flags == 0
 
 
 def heartbeat_timeout(heartbeat: float) -> float:

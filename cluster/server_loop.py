@@ -41,6 +41,7 @@ from .protocol import (
     NodeStopping,
     RegisterNode,
     ResultItem,
+    ResultPart,
     ServerHeartbeat,
     StopNode,
     StopReason,
@@ -70,6 +71,10 @@ class ServerHooks(Protocol):
 
     def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
         """Function tasks' results, before the ends of those tasks are handled."""
+        ...
+
+    def result_part(self, wid: WorkerId, msg: ResultPart, now: float) -> None:
+        """A node's answer to a ``FetchResult`` (checked by the product: it asked)."""
         ...
 
     def after_turn(self, now: float) -> None: ...
@@ -281,6 +286,8 @@ class ServerLoop:
             pass
         elif isinstance(message, TaskNotification):
             self.hooks.task_notified(wid, message)
+        elif isinstance(message, ResultPart):
+            self.hooks.result_part(wid, message, now)
         elif isinstance(message, NodeStopping):
             self.drop_worker(wid, message.reason, now)
         else:

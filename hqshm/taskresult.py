@@ -8,7 +8,10 @@ buffers to ``pickle.loads`` as views into the blob, so a consumer that maps a st
 shared memory) gets numpy arrays over the producer's pages: no copy on one node.
 
 The same blob travels inline to the server with the task's completion report when it is at
-most the job's ``max_result_size`` (hqshm/server/results.py keeps it for clients).
+most ``INLINE_RESULT`` bytes (``KEPT_INLINE`` for a result another task takes as an argument,
+so that dependants on other nodes get it through the server); a larger one, up to the job's
+``max_result_size`` (the cap), stays in its node's store and is fetched from there when a
+client asks for it (hqshm/server/results.py); above the cap only its size travels.
 
 Shared by the API (which pickles references into payloads), the node's executors (which store
 and resolve) and cold task interpreters, so it sits at the package's root and imports nothing
@@ -35,8 +38,10 @@ ALIGN = 64
 VALUE = 0  # the blob holds the function's return value
 EXCEPTION = 1  # the blob holds the exception it raised
 
-DEFAULT_MAX_RESULT = 1 << 20  # bytes of a result sent to the server, unless the job says
-MAX_RESULT_LIMIT = 64 << 20  # the most a job may set (one completion report's share)
+INLINE_RESULT = 64 << 10  # results up to this ride on the completion report
+KEPT_INLINE = 1 << 20  # ... and kept ones (dependants elsewhere get them through the server)
+DEFAULT_MAX_RESULT = 16 << 20  # the cap: the largest result kept at all, unless the job says
+MAX_RESULT_LIMIT = 64 << 20  # the most a job may set (one client answer's share)
 PERSISTENT_TAG = "hqshm-result"  # persistent id of a task passed as another task's argument
 RESULT_FILE = "hq-result"  # in a cold task's directory: its result, for the executor
 
@@ -172,8 +177,8 @@ def resolver(root: str, server_uid: str, job_id: int) -> Callable[[int], Any]:
         except FileNotFoundError:
             raise ResultError(
                 f"The result of task {task_id} (an argument of this task) is not on this "
-                "worker: a result larger than the job's max_result_size goes only to tasks "
-                "on the worker that made it (hqshm docs/python-api.md, Results)") from None
+                f"worker: a result larger than {KEPT_INLINE} bytes goes only to tasks on the "
+                "worker that made it (hqshm docs/python-api.md, Results)") from None
         if kind == EXCEPTION:
             raise DependencyFailed(f"task {task_id} raised {value!r}") from value
         return value

@@ -24,9 +24,12 @@ class Job:
     first failed task. ``default_env`` lies under each task's own ``env``. ``initializer``
     (beyond HQ): a function without arguments that runs before the job's first function task in
     each interpreter that runs its tasks; they get its result from ``hqshm.api.worker_state()``.
-    ``max_result_size`` (beyond HQ): the most bytes of a function task's pickled result sent to
-    the server for ``SubmittedJob.result`` (default 1 MiB, at most 64 MiB); a larger one stays on
-    its worker, for the job's tasks there that take it as an argument.
+    ``max_result_size`` (beyond HQ): the cap, the largest pickled result of a function task
+    that ``SubmittedJob.result`` can get (default 16 MiB, at most 64 MiB). Results up to 64 KiB
+    ride on the task's completion report to the server; larger ones up to the cap stay on their
+    worker until the job is forgotten and are fetched from it when asked for. A result above
+    the cap raises ``ResultError`` naming it; it stays on its worker only for the job's tasks
+    there that take it as an argument.
     """
 
     def __init__(self, default_workdir: str | Path | None = None, max_fails: int | None = 1,

@@ -3,7 +3,9 @@
 The server answers a ``TaskResultsRequest`` with what it knows of each task now
 (hqshm/server/results.py); tasks still running are asked for again, sooner at first (a result
 wanted right after its task ends comes within milliseconds) and then at most every
-``MAX_POLL`` seconds. A value is unpickled from its blob (hqshm/taskresult.py); an exception the
+``MAX_POLL`` seconds. A result kept on its worker (larger than the inline threshold, within
+the job's ``max_result_size``) comes the same way: the server answers LATER while it fetches
+it from the worker, then the blob. A value is unpickled from its blob (hqshm/taskresult.py); an exception the
 task raised is raised again with the traceback the task printed as its cause.
 """
 
@@ -21,6 +23,7 @@ from hqshm.link.responses import ResultStatus, TaskResultsResponse
 
 FIRST_POLL = 0.002
 MAX_POLL = 0.25
+LATER_POLL = 0.01  # the most between asks while the server has a result on its way (LATER)
 
 _MISSING = object()
 
@@ -35,11 +38,14 @@ def fetch(conn: client.ClientConnection, job_id: int, task_ids: Sequence[int],
     delay = FIRST_POLL
     while True:
         pending = [t for t in wanted if t not in items]
+        later = False
         for at in range(0, len(pending), MAX_RESULT_IDS):
             part = tuple(pending[at:at + MAX_RESULT_IDS])
             answer = conn.request(TaskResultsRequest(job_id, part), TaskResultsResponse)
             for item in answer.items:
-                if item[1] not in (ResultStatus.PENDING, ResultStatus.LATER):
+                if item[1] == ResultStatus.LATER:
+                    later = True  # ended: its blob comes in a later answer (or is fetched)
+                elif item[1] != ResultStatus.PENDING:
                     items[item[0]] = item
         if all(t in items for t in wanted):
             break
@@ -48,9 +54,11 @@ def fetch(conn: client.ClientConnection, job_id: int, task_ids: Sequence[int],
             raise TimeoutError(f"{waiting} task(s) of job {job_id} did not end within "
                                f"{timeout} s")
         if any(t not in items and t in pending for t in wanted):
+            if later:
+                delay = min(delay, LATER_POLL)
             time.sleep(delay if deadline is None
                        else max(0.0, min(delay, deadline - time.monotonic())))
-            delay = min(delay * 2, MAX_POLL)
+            delay = min(delay * 2, LATER_POLL if later else MAX_POLL)
     return [value(job_id, items[t]) for t in task_ids]
 
 
@@ -73,10 +81,13 @@ def value(job_id: int, item: tuple[int, int, int, bytes, str]) -> Any:
 
 def _why(status: int, size: int, error: str) -> str:
     if status == ResultStatus.TOO_LARGE:
-        return (f"{size} bytes, above the job's max_result_size for results sent to the "
-                f"client (default {taskresult.DEFAULT_MAX_RESULT}, at most "
+        cap = f"{error} bytes" if error.isdigit() else "its cap"
+        return (f"{size} bytes, above the job's max_result_size ({cap}: the largest result "
+                f"kept; default {taskresult.DEFAULT_MAX_RESULT}, at most "
                 f"{taskresult.MAX_RESULT_LIMIT}); raise it with Job(max_result_size=...). "
                 "Tasks of the job on its worker can still take it as an argument")
+    if status == ResultStatus.NOT_FETCHED:
+        return f"the result ({size} bytes) could not be fetched: {error}"
     if status == ResultStatus.DROPPED:
         return ("the server's result store was full when it came (HQSHM_RESULT_STORE_BYTES "
                 "of `hq server start`); forget finished jobs to free it")

@@ -170,12 +170,13 @@ class ResultStatus:
     FAILED = 3  # failed without an exception to give (a program, a crash): error
     CANCELED = 4  # canceled or aborted: error says which
     NONE = 5  # finished without a result (returned None, or a program task)
-    TOO_LARGE = 6  # size: bytes of the result, above the job's max_result_size
+    TOO_LARGE = 6  # size: bytes of the result, above the job's max_result_size (error: it)
     DROPPED = 7  # the server's result store was full: error
     UNPICKLABLE = 8  # the value could not be pickled: error
     LATER = 9  # not in this answer (its size budget): ask again
     UNKNOWN = 10  # no such job or task: error
     LOST = 11  # ended before the server restarted: results are not in the journal
+    NOT_FETCHED = 12  # kept on its worker, which is gone or could not send it: error says
 
 
 @CLIENT_LINK.message

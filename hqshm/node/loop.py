@@ -39,6 +39,7 @@ from hqshm.cluster.monitor import monitor_event
 from hqshm.cluster.protocol import (
     NODE_LINK,
     ComputeTasks,
+    FetchResult,
     NodeRegistered,
     RegisterNode,
     ReleaseResults,
@@ -385,6 +386,11 @@ class Node:
             if isinstance(message, ReleaseResults):
                 results.release(self.node_ctx.results_dir, self.core.server_uid,
                                 message.job_ids)
+                continue
+            if isinstance(message, FetchResult):  # one part (<= MAX_PART) of a held result
+                with contextlib.suppress(zmq.ZMQError):
+                    self.send(results.read_part(self.node_ctx.results_dir,
+                                                self.core.server_uid, message))
                 continue
             if isinstance(message, ComputeTasks) and message.results:
                 results.store_received(self.node_ctx.results_dir, self.core.server_uid,

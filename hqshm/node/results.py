@@ -1,13 +1,21 @@
 """Function task results on the node: the executor's store and report, the loop's reading.
 
 An executor turns a function's outcome (hqshm/node/warm.py's ``Outcome``, or a cold task's
-``hq-result`` file) into a report for the server: ``(kind, size, blob)``. The blob goes inline
-when it is at most the job's ``max_result`` bytes; above it only its size travels (the value is
-then only on this node, if kept). When the payload says ``keep`` (another task of the job takes
-this one as an argument), the blob is also written to the node's result directory, on tmpfs,
-where dependents on this node map it without a copy (hqshm/taskresult.py). A value that does not
-pickle is reported as ``UNPICKLABLE`` with the reason: the task still succeeds, as it would in
-HQ, which drops return values.
+``hq-result`` file) into a report for the server: ``(kind, size, blob)`` (``decide``):
+
+- at most ``taskresult.INLINE_RESULT`` bytes (``KEPT_INLINE`` when another task of the job
+  takes it as an argument, so that dependants on other nodes get it through the server), and
+  within the job's cap (``max_result``): the blob goes inline;
+- larger, within the cap: it is written to the node's result directory (on tmpfs) and only
+  its size travels, with ``RESULT_HELD``: the server fetches it from here when a client asks
+  (``FetchResult``, answered part by part by ``read_part``);
+- above the cap: only its size and the cap travel (``RESULT_OVER_CAP``).
+
+When the payload says ``keep``, the blob is written to the result directory in every case,
+where dependants on this node map it without a copy (hqshm/taskresult.py). A value that does
+not pickle, or a held result that cannot be written (a full tmpfs), is reported as
+``UNPICKLABLE`` with the reason: the task still succeeds, as it would in HQ, which drops return
+values. ``release`` removes a forgotten job's files, held ones included.
 
 The report rides on the task's ENDED record (``RESULT_FLAG``, the payload then a msgpack array
 of the error text and the report), so no other record kind or ring change is needed.
@@ -24,6 +32,13 @@ from typing import Any
 import msgpack
 
 from hqshm import taskresult
+from hqshm.cluster.protocol import (
+    MAX_PART,
+    RESULT_HELD,
+    RESULT_OVER_CAP,
+    FetchResult,
+    ResultPart,
+)
 
 RESULT_FLAG = 0x01  # an ENDED record whose payload is [error, kind, size, blob]
 UNPICKLABLE = 2  # report kind: the value could not be pickled; the blob is the reason (text)
@@ -34,21 +49,39 @@ Report = tuple[int, int, bytes]  # kind, size, blob (empty: not sent)
 
 def report(root: str, server_uid: str, job_id: int, task_id: int, kind: int, value: Any,
            keep: bool, max_result: int) -> Report | None:
-    """Store the outcome if kept and give what goes to the server (None: nothing to send: a
-    None value nobody takes)."""
+    """Store the outcome if kept or held and give what goes to the server (None: nothing to
+    send: a None value nobody takes)."""
     if value is None and kind == taskresult.VALUE and not keep:
         return None
     try:
         parts = taskresult.encode_parts(value)
     except taskresult.ResultError as exc:
         return UNPICKLABLE, 0, str(exc).encode("utf-8", "replace")
+    return decide(root, taskresult.stored_path(root, server_uid, job_id, task_id) if root
+                  else "", kind, parts, keep, max_result)
+
+
+def decide(root: str, path: str, kind: int, parts: list[Any], keep: bool,
+           max_result: int) -> Report:
+    """The report of a pickled result (``parts``) and its storing at ``path``: inline, held
+    on this node, or over the cap (the module's docstring)."""
     size = taskresult.parts_size(parts)
-    if keep and root:
-        with contextlib.suppress(OSError):  # a full tmpfs: the dependent says it is missing
-            taskresult.write_stored(taskresult.stored_path(root, server_uid, job_id, task_id),
-                                    kind, parts)
-    if size > min(max_result, taskresult.MAX_RESULT_LIMIT):
-        return kind, size, b""
+    cap = min(max_result, taskresult.MAX_RESULT_LIMIT)
+    inline = taskresult.KEPT_INLINE if keep else taskresult.INLINE_RESULT
+    held = inline < size <= cap
+    if (keep or held) and root:
+        try:
+            taskresult.write_stored(path, kind, parts)
+        except OSError as exc:  # a full tmpfs: a kept one's dependant says it is missing
+            if held:
+                return UNPICKLABLE, size, (f"the result ({size} bytes) could not be kept on "
+                                           f"its worker: {exc}").encode("utf-8", "replace")
+    if size > cap:
+        return kind | RESULT_OVER_CAP, size, str(max(cap, 0)).encode()
+    if held:
+        if not root:
+            return UNPICKLABLE, size, b"the worker has no result directory to keep it in"
+        return kind | RESULT_HELD, size, b""
     return kind, size, b"".join(parts)
 
 
@@ -69,13 +102,8 @@ def cold_report(root: str, server_uid: str, job_id: int, task_id: int,
     if kind not in (taskresult.VALUE, taskresult.EXCEPTION):
         return None
     blob = memoryview(data)[_COLD_HEADER.size:]
-    if keep and root:
-        with contextlib.suppress(OSError):
-            taskresult.write_stored(taskresult.stored_path(root, server_uid, job_id, task_id),
-                                    kind, [blob])
-    if len(blob) > min(max_result, taskresult.MAX_RESULT_LIMIT):
-        return kind, len(blob), b""
-    return kind, len(blob), bytes(blob)
+    return decide(root, taskresult.stored_path(root, server_uid, job_id, task_id) if root
+                  else "", kind, [blob], bool(keep), max_result)
 
 
 def ended_payload(error: str, result: Report | None) -> tuple[int, bytes]:
@@ -121,3 +149,28 @@ def release(root: str, server_uid: str, job_ids: Sequence[int]) -> None:
             if entry.name.startswith(prefixes):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def read_part(root: str, server_uid: str, fetch: FetchResult) -> ResultPart:
+    """The server's ``FetchResult`` answered from this node's store: the bytes of the blob
+    (after the file's kind byte) from ``fetch.offset``, at most ``fetch.length``."""
+    job_id, task_id = fetch.key >> 32, fetch.key & 0xFFFFFFFF
+    if not root:
+        return ResultPart(fetch.key, fetch.instance, fetch.offset, 0, b"",
+                          "this worker has no result directory")
+    path = taskresult.stored_path(root, server_uid, job_id, task_id)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return ResultPart(fetch.key, fetch.instance, fetch.offset, 0, b"",
+                          f"it is not on this worker any more ({exc.strerror})")
+    try:
+        total = max(0, os.fstat(fd).st_size - 1)
+        length = max(0, min(fetch.length, MAX_PART, total - fetch.offset))
+        data = os.pread(fd, length, 1 + fetch.offset) if length else b""
+    except OSError as exc:
+        return ResultPart(fetch.key, fetch.instance, fetch.offset, 0, b"",
+                          f"it could not be read on this worker ({exc.strerror})")
+    finally:
+        os.close(fd)
+    return ResultPart(fetch.key, fetch.instance, fetch.offset, total, data)

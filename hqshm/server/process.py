@@ -24,6 +24,7 @@ from hqshm.cluster.protocol import (
     RegisterNode,
     ReleaseResults,
     ResultItem,
+    ResultPart,
     StopReason,
     TaskNotification,
 )
@@ -105,6 +106,8 @@ class Server(ServerControl):
         self.clients.handlers.update(self.results.handlers())
         self.loop.before_compute = self.results.attach
         self.results.on_release = self._release_results
+        self.results.send = self.loop.out.send
+        self.results.connected = self.loop.links.__contains__
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)
@@ -204,6 +207,7 @@ class Server(ServerControl):
         return None
 
     def node_left(self, wid: WorkerId, reason: str, now: float) -> None:
+        self.results.worker_left(wid, reason)
         self.workers.left(wid, reason, now)
         self.autoalloc.worker_lost(wid, reason, now)
 
@@ -213,6 +217,9 @@ class Server(ServerControl):
 
     def task_results(self, wid: WorkerId, results: tuple[ResultItem, ...], now: float) -> None:
         self.results.add(wid, results)
+
+    def result_part(self, wid: WorkerId, msg: ResultPart, now: float) -> None:
+        self.results.part(wid, msg)
 
     def after_turn(self, now: float) -> None:
         self.clients.answer_waiters()

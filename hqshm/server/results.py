@@ -1,17 +1,27 @@
 """Function tasks' results on the server: kept for clients until the job is forgotten.
 
 Nodes send each result with the task's completion report (``TaskUpdates.results``, before the
-ends of those tasks): inline when it is at most the job's ``max_result_size``, else only its
-size (the value then stays on its node). The store keeps the blobs of the jobs in the job book,
-bounded in total bytes (``HQSHM_RESULT_STORE_BYTES`` at server start, default 2 GiB); a result
-past the bound is recorded as dropped, so a client gets a clear error instead of the value.
-``JobsForgotten`` events release a job's results (the store is a consumer of the event stream:
-the job book is not touched). Results are not journaled: a restarted server reports tasks that
-ended before it started as lost.
+ends of those tasks): inline when it is small (hqshm/node/results.py), else only its size,
+with ``RESULT_HELD`` when its node keeps it for fetching (the job's cap, ``max_result_size``,
+allows it) or ``RESULT_OVER_CAP`` with the cap when it does not. The store keeps the inline
+blobs and what is held where, bounded in total bytes (``HQSHM_RESULT_STORE_BYTES`` at server
+start, default 2 GiB; a held result costs only its entry); an inline result past the bound is
+recorded as dropped, so a client gets a clear error instead of the value.
+``JobsForgotten`` events release a job's results here and, through ``on_release``, on the
+nodes (the store is a consumer of the event stream: the job book is not touched). Results are
+not journaled: a restarted server reports tasks that ended before it started as lost.
 
 A client asks with ``TaskResultsRequest`` and gets, per task, its ``ResultStatus`` now; it
 asks again for those still pending (hqshm/api/results.py). One answer carries at most
-``ANSWER_BYTES`` of blobs; the rest are LATER.
+``ANSWER_BYTES`` of blobs; the rest are LATER. A held result that is asked for is fetched
+from its node (``Fetch``): ``FetchResult`` for one part of at most ``MAX_PART`` bytes, at most
+``FETCH_WINDOW`` parts asked ahead of those that came, so neither a frame nor a server turn
+grows with the result; the client gets LATER meanwhile. Each part is checked
+against what was asked and recorded (a node's answer is hostile until checked); a part that
+does not fit fails the fetch, logged as an error. Fetched blobs wait for their client in a
+small cache (``FETCH_CACHE_BYTES``, with the fetches in flight) that forgets those delivered
+first and never counts against the store. A fetch whose node is gone, or cannot read the
+result, ends in ``NOT_FETCHED`` with the reason.
 """
 
 from __future__ import annotations
@@ -19,10 +29,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 
 from hqshm.cluster.ids import InstanceId, JobId, TaskId, TaskKey, WorkerId, split_key, task_key
-from hqshm.cluster.protocol import ComputeTasks, ResultItem
+from hqshm.cluster.protocol import (
+    MAX_PART,
+    RESULT_HELD,
+    RESULT_KIND_MASK,
+    RESULT_OVER_CAP,
+    ComputeTasks,
+    FetchResult,
+    ResultItem,
+    ResultPart,
+)
 from hqshm.link.requests import TaskResultsRequest
 from hqshm.link.responses import ResultStatus, TaskResultsResponse
 from hqshm.model.taskstates import TaskState
@@ -35,6 +55,8 @@ DEFAULT_STORE_BYTES = 2 << 30
 STORE_VARIABLE = "HQSHM_RESULT_STORE_BYTES"
 ANSWER_BYTES = 64 << 20  # blobs in one answer (the client link's frame limit is 256 MiB)
 ENTRY_COST = 96  # bytes counted per kept result beyond its blob (dict entry and tuple)
+FETCH_CACHE_BYTES = 256 << 20  # fetched blobs waiting for their client, and fetches in flight
+FETCH_WINDOW = 2  # parts of one fetch asked ahead (the node reads one while the server decodes)
 
 _KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE}
 # (kind, size, blob, instance, worker that made it); kind -1: dropped (the store was full)
@@ -52,6 +74,18 @@ def store_limit(environ: dict[str, str] | None = None) -> int:
     return DEFAULT_STORE_BYTES
 
 
+@dataclasses.dataclass
+class Fetch:
+    """A held result on its way from its node: ``data`` fills in parts."""
+
+    worker: WorkerId
+    instance: InstanceId
+    size: int
+    data: bytearray
+    received: int = 0
+    asked: int = 0  # bytes asked for so far (parts come in order on the link)
+
+
 class ResultStore:
     """Results by job and task; ``emit`` takes the event stream (forgotten jobs)."""
 
@@ -64,6 +98,14 @@ class ResultStore:
         self.warned = False
         # Tells the nodes which jobs' results to drop (the loop's outbox, from process.py).
         self.on_release: Callable[[tuple[JobId, ...]], None] | None = None
+        # Sends a node a message (FetchResult) and says whether a node is connected.
+        self.send: Callable[[WorkerId, object], None] | None = None
+        self.connected: Callable[[WorkerId], bool] = lambda _wid: False
+        self.fetching: dict[TaskKey, Fetch] = {}
+        self.fetched: OrderedDict[TaskKey, bytes] = OrderedDict()  # oldest first
+        self.delivered: set[TaskKey] = set()  # fetched and handed to a client: go first
+        self.not_fetched: dict[TaskKey, str] = {}  # why a fetch failed
+        self.cache_bytes = 0  # of fetched and fetching
 
     # -- in ------------------------------------------------------------------------------
 
@@ -105,12 +147,91 @@ class ResultStore:
     def _release(self, job_id: JobId) -> bool:
         """Drop a job's results; whether it had any (nodes may keep some then: a node keeps a
         result only when it also sends it)."""
+        for table in (self.fetching, self.fetched, self.not_fetched):
+            for key in [k for k in table if k >> 32 == job_id]:
+                self._uncache(key)
+                self.not_fetched.pop(key, None)
         kept = self.jobs.pop(job_id, None)
         if kept:
             self.total -= sum(len(k[2]) + ENTRY_COST for k in kept.values()
                               if k[0] != _DROPPED)
             self.warned = False
         return bool(kept)
+
+    # -- fetching from nodes -------------------------------------------------------------
+
+    def _uncache(self, key: TaskKey) -> None:
+        fetch = self.fetching.pop(key, None)
+        if fetch is not None:
+            self.cache_bytes -= fetch.size
+        blob = self.fetched.pop(key, None)
+        if blob is not None:
+            self.cache_bytes -= len(blob)
+        self.delivered.discard(key)
+
+    def _fetch(self, key: TaskKey, worker: WorkerId, instance: InstanceId, size: int) -> bool:
+        """Start fetching a held result; False when the cache has no room now (ask later)."""
+        for old in [k for k in self.fetched if k in self.delivered]:
+            if self.cache_bytes + size <= FETCH_CACHE_BYTES:
+                break
+            self._uncache(old)
+        if self.cache_bytes + size > FETCH_CACHE_BYTES and self.cache_bytes > 0:
+            return False
+        fetch = self.fetching[key] = Fetch(worker, instance, size, bytearray(size))
+        self.cache_bytes += size
+        for _ in range(FETCH_WINDOW):
+            self._ask(key, fetch)
+        return True
+
+    def _ask(self, key: TaskKey, fetch: Fetch) -> None:
+        """Ask the node for the next part not asked yet, if any."""
+        if fetch.asked < fetch.size:
+            assert self.send is not None
+            length = min(MAX_PART, fetch.size - fetch.asked)
+            self.send(fetch.worker, FetchResult(key, fetch.instance, fetch.asked, length))
+            fetch.asked += length
+
+    def _fail(self, key: TaskKey, why: str) -> None:
+        self._uncache(key)
+        self.not_fetched[key] = why
+
+    def part(self, worker: WorkerId, msg: ResultPart) -> None:
+        """A node's answer to a FetchResult: checked against the fetch, kept, the next part
+        asked for; anything that does not fit fails the fetch (logged)."""
+        fetch = self.fetching.get(msg.key)
+        job_id, task_id = split_key(msg.key)
+        if fetch is None or fetch.worker != worker:
+            logger.error("Worker %d sent part of the result of task %d of job %d, which was "
+                         "not asked of it; dropped", worker, task_id, job_id)
+            return
+        if msg.error:
+            logger.warning("Worker %d could not send the result of task %d of job %d: %s",
+                           worker, task_id, job_id, msg.error)
+            self._fail(msg.key, f"worker {worker}, which holds it, could not send it: "
+                                f"{msg.error}")
+            return
+        expected = min(MAX_PART, fetch.size - fetch.received)
+        if (msg.instance != fetch.instance or msg.offset != fetch.received
+                or msg.total != fetch.size or len(msg.data) != expected):
+            logger.error("Worker %d answered for the result of task %d of job %d with %d "
+                         "bytes at %d of %d (asked %d at %d of %d); dropped", worker,
+                         task_id, job_id, len(msg.data), msg.offset, msg.total, expected,
+                         fetch.received, fetch.size)
+            self._fail(msg.key, f"worker {worker}, which holds it, sent an answer that does "
+                                "not match it (logged on the server)")
+            return
+        fetch.data[fetch.received:fetch.received + expected] = msg.data
+        fetch.received += expected
+        if fetch.received < fetch.size:
+            self._ask(msg.key, fetch)
+            return
+        del self.fetching[msg.key]
+        self.fetched[msg.key] = bytes(fetch.data)
+
+    def worker_left(self, worker: WorkerId, reason: str) -> None:
+        """Fetches from a node that is gone fail (those asked later see it is gone)."""
+        for key in [k for k, f in self.fetching.items() if f.worker == worker]:
+            self._fail(key, _gone(worker, reason))
 
     # -- to nodes ------------------------------------------------------------------------
 
@@ -154,9 +275,15 @@ class ResultStore:
         items = []
         for task_id in request.task_ids:
             item = self._status(job, kept, task_id)
+            if item[1] == ResultStatus.LATER and not item[3]:
+                item = self._held(request.job_id, task_id, kept[task_id], item)
             if item[3]:
                 if len(item[3]) > budget and len(items) > 0:
                     item = (task_id, ResultStatus.LATER, item[2], b"", "")
+                elif self.fetched:
+                    key = task_key(request.job_id, task_id)
+                    if key in self.fetched:
+                        self.delivered.add(key)  # the first to go when room is needed
                 budget -= len(item[3])
             items.append(item)
         return TaskResultsResponse(tuple(items))
@@ -185,9 +312,40 @@ class ResultStore:
         kind, size, blob, _instance, _worker = result
         if kind == _DROPPED:
             return task_id, ResultStatus.DROPPED, size, b"", ""
+        if kind & RESULT_HELD:
+            return task_id, ResultStatus.LATER, size, b"", error  # self._held decides
+        if kind & RESULT_OVER_CAP:
+            return task_id, ResultStatus.TOO_LARGE, size, b"", blob.decode("ascii", "replace")
         status = _KIND_STATUS.get(kind, ResultStatus.UNPICKLABLE)
         if status == ResultStatus.UNPICKLABLE:
             return task_id, status, size, b"", blob.decode("utf-8", "replace")
         if not blob:
-            return task_id, ResultStatus.TOO_LARGE, size, b"", error
+            return task_id, ResultStatus.TOO_LARGE, size, b"", ""
         return task_id, status, size, blob, error
+
+    def _held(self, job_id: JobId, task_id: TaskId, result: Kept,
+              item: tuple[int, int, int, bytes, str]) -> tuple[int, int, int, bytes, str]:
+        """A held result's answer: the blob once fetched, else LATER (a fetch started), or
+        why it cannot be fetched."""
+        kind, size, _blob, instance, worker = result
+        key = task_key(job_id, task_id)
+        status = _KIND_STATUS[kind & RESULT_KIND_MASK]
+        blob = self.fetched.get(key)
+        if blob is not None:
+            self.fetched.move_to_end(key)
+            return task_id, status, size, blob, item[4]
+        why = self.not_fetched.get(key)
+        if why is not None:
+            return task_id, ResultStatus.NOT_FETCHED, size, b"", why
+        if key in self.fetching:
+            return item
+        if not self.connected(worker):
+            self.not_fetched[key] = _gone(worker, "")
+            return task_id, ResultStatus.NOT_FETCHED, size, b"", self.not_fetched[key]
+        self._fetch(key, worker, instance, size)
+        return item
+
+
+def _gone(worker: WorkerId, reason: str) -> str:
+    return (f"worker {worker}, which held it, is gone" + (f" ({reason})" if reason else "")
+            + "; results larger than the inline threshold stay on their worker")

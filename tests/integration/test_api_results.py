@@ -113,7 +113,8 @@ def test_results_released_on_forget(hq_env: HqEnv, client: Client) -> None:
     submitted = client.submit(job)
     assert submitted.result(u, timeout=30) == b"x" * 100_000
     assert submitted.result(t) == b"x" * 100_000
-    assert len(stored_on_workers(client, submitted.id)) == 1  # t's, kept for u
+    # t's, kept for u, and u's, above the inline threshold (fetched from the worker)
+    assert len(stored_on_workers(client, submitted.id)) == 2
     client.forget(submitted)
     with pytest.raises(ResultError, match="not found"):
         submitted.result(t)

@@ -153,6 +153,11 @@ NODE_SAMPLES: list[Any] = [
     protocol.ReserveNode(BIG_KEY),
     protocol.ComputeTasks(7, (BIG_KEY,), (), (), ("root.cluster", "node2")),
     protocol.ComputeTasks(7, (3,), results=((BIG_KEY, 0, b"HQR1" + bytes(8)), (5, 1, b""))),
+    protocol.TaskUpdates(results=((1, 0, protocol.RESULT_HELD, 5 << 20, b""),
+                                  (2, 0, 1 | protocol.RESULT_OVER_CAP, 70 << 20, b"1048576"))),
+    protocol.FetchResult(BIG_KEY, 2, 8 << 20, 8 << 20),
+    protocol.ResultPart(BIG_KEY, 2, 0, 5 << 20, b"HQR1" + bytes(12)),
+    protocol.ResultPart(1, 0, 0, 0, b"", "no such result on this worker"),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
@@ -452,6 +457,32 @@ def test_validation_in_post_init_becomes_a_peer_error() -> None:
         NODE_LINK.decode(data)
     with pytest.raises(PeerError, match="entries do not align"):
         NODE_LINK.decode(frame(PROTOCOL, protocol.ComputeTasks.TAG, 9, [1], [], [b"a", b"b"]))
+
+
+@pytest.mark.parametrize("item", [
+    (1, 0, 3, 10, b"x"),  # no such kind
+    (1, 0, protocol.RESULT_HELD, 10, b"x"),  # held, yet with a blob
+    (1, 0, 2 | protocol.RESULT_HELD, 10, b""),  # an unpicklable value is never held
+    (1, 0, protocol.RESULT_HELD, (64 << 20) + 1, b""),  # held above the most a node may hold
+    (1, 0, protocol.RESULT_HELD | protocol.RESULT_OVER_CAP, 10, b""),  # both flags
+    (1, 0, protocol.RESULT_OVER_CAP, 10, b"ten"),  # the cap is not a number
+    (1, 0, 16, 10, b""),  # an unknown flag
+])
+def test_invalid_result_items_are_refused_on_arrival(item: tuple) -> None:
+    with pytest.raises(PeerError, match="invalid task result"):
+        NODE_LINK.decode(frame(PROTOCOL, protocol.TaskUpdates.TAG, [], [], [], [list(item)]))
+
+
+def test_result_parts_and_fetches_are_bounded() -> None:
+    """A node's answer larger than one part, or a fetch asking for more, never decodes."""
+    big = bytes(protocol.MAX_PART + 1)
+    with pytest.raises(PeerError, match="invalid result part"):
+        NODE_LINK.decode(frame(PROTOCOL, protocol.ResultPart.TAG, 1, 0, 0, len(big), big, ""))
+    with pytest.raises(PeerError, match="invalid result part"):
+        NODE_LINK.decode(frame(PROTOCOL, protocol.ResultPart.TAG, 1, 0, -1, 5, b"", ""))
+    with pytest.raises(PeerError, match="invalid result fetch"):
+        NODE_LINK.decode(frame(PROTOCOL, protocol.FetchResult.TAG, 1, 0, 0,
+                               protocol.MAX_PART + 1))
 
 
 @pytest.mark.parametrize("bad", [[1, 5, 0], [-5, 3, 1], [9, 1, 1], [0, 2**33, 1]])

@@ -3,12 +3,15 @@ round trips, numpy buffers out of band and mapped without a copy, refusal of dam
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hqshm.cluster.protocol import RESULT_HELD, RESULT_OVER_CAP, FetchResult
 
 from hqshm import functiontask, taskresult
 from hqshm.node import results
@@ -95,11 +98,62 @@ def test_report_inline_up_to_the_cap_and_stored_when_kept(tmp_path: Path) -> Non
     small = results.report(root, "u", 1, 2, taskresult.VALUE, b"x" * 100, False, 1000)
     assert small is not None and small[0] == 0 and taskresult.decode(small[2]) == b"x" * 100
     large = results.report(root, "u", 1, 3, taskresult.VALUE, b"x" * 5000, True, 1000)
-    assert large is not None and large[2] == b"" and large[1] > 5000
+    assert large is not None and large[0] == taskresult.VALUE | RESULT_OVER_CAP
+    assert large[2] == b"1000" and large[1] > 5000  # the cap, for the client's error
     assert taskresult.read_stored(taskresult.stored_path(root, "u", 1, 3))[1] == b"x" * 5000
     assert results.report(root, "u", 1, 4, taskresult.VALUE, None, False, 1000) is None
     bad = results.report(root, "u", 1, 5, taskresult.VALUE, (x for x in ()), False, 1000)
     assert bad is not None and bad[0] == results.UNPICKLABLE
+
+
+def test_inline_held_and_over_the_cap(tmp_path: Path) -> None:
+    """Small results ride inline (kept ones up to KEPT_INLINE), larger ones within the cap are
+    written to the store and reported held, larger still only their size and the cap."""
+    root = str(tmp_path)
+    cap = 4 << 20
+    path = taskresult.stored_path(root, "u", 1, 1)
+
+    def decide(size: int, keep: bool) -> results.Report:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return results.decide(root, path, taskresult.VALUE, [bytes(size)], keep, cap)
+
+    assert decide(taskresult.INLINE_RESULT, False)[2] == bytes(taskresult.INLINE_RESULT)
+    assert not os.path.exists(path)  # inline and not kept: nothing stored
+    held = decide(taskresult.INLINE_RESULT + 1, False)
+    assert held == (RESULT_HELD, taskresult.INLINE_RESULT + 1, b"")
+    assert os.path.getsize(path) == 1 + taskresult.INLINE_RESULT + 1
+    kept = decide(taskresult.KEPT_INLINE, True)
+    assert kept[0] == taskresult.VALUE and len(kept[2]) == taskresult.KEPT_INLINE
+    assert os.path.exists(path)  # kept: stored for dependants here too
+    assert decide(taskresult.KEPT_INLINE + 1, True)[0] == RESULT_HELD
+    over = decide(cap + 1, False)
+    assert over == (RESULT_OVER_CAP, cap + 1, str(cap).encode()) and not os.path.exists(path)
+    exc = results.decide(root, path, taskresult.EXCEPTION, [bytes(cap)], False, cap)
+    assert exc[0] == taskresult.EXCEPTION | RESULT_HELD
+    # No store on this node: a result that would be held is an error, not a silent loss.
+    assert results.decide("", "", taskresult.VALUE, [bytes(cap)], False, cap)[0] == \
+        results.UNPICKLABLE
+    # Never above MAX_RESULT_LIMIT, whatever the payload says.
+    limit = taskresult.MAX_RESULT_LIMIT
+    assert results.decide(root, path, 0, [bytes(limit + 1)], False, 1 << 40) == \
+        (RESULT_OVER_CAP, limit + 1, str(limit).encode())
+
+
+def test_parts_of_a_held_result_are_read_from_the_store(tmp_path: Path) -> None:
+    root = str(tmp_path)
+    blob = bytes(range(256)) * 100
+    taskresult.write_stored(taskresult.stored_path(root, "u", 3, 7), 1, [blob])
+    key = 3 << 32 | 7
+    part = results.read_part(root, "u", FetchResult(key, 2, 1000, 5000))
+    assert (part.key, part.instance, part.offset, part.total) == (key, 2, 1000, len(blob))
+    assert part.data == blob[1000:6000] and not part.error
+    tail = results.read_part(root, "u", FetchResult(key, 2, len(blob) - 10, 5000))
+    assert tail.data == blob[-10:]
+    missing = results.read_part(root, "u", FetchResult(key + 1, 2, 0, 10))
+    assert missing.data == b"" and "not on this worker" in missing.error
+    results.release(root, "u", [3])
+    assert "not on this worker" in results.read_part(root, "u", FetchResult(key, 2, 0, 10)).error
 
 
 def test_ended_payload_round_trip() -> None:
