@@ -47,12 +47,13 @@ Finished = tuple[TaskKey, InstanceId, float, float, int]
 Failed = tuple[TaskKey, InstanceId, float, float, int, str, bool]
 # (key, instance, kind, size, blob) of a function task's result (hqshm/taskresult.py): kind 0
 # the value, 1 the exception it raised, 2 a value that could not be pickled (the blob says
-# why), possibly with one flag: RESULT_HELD (the blob is empty: the node keeps the result, to
+# why), 3 a value its node could not keep (its result space was full: the blob says so),
+# possibly with one flag: RESULT_HELD (the blob is empty: the node keeps the result, to
 # be fetched with FetchResult) or RESULT_OVER_CAP (larger than the job lets be kept at all:
 # the blob is that cap in decimal digits). Without a flag an empty blob of a non-zero size is
 # a result too large for its job (cap unknown).
 ResultItem = tuple[TaskKey, InstanceId, int, int, bytes]
-MAX_RESULT_KIND = 2
+MAX_RESULT_KIND = 3
 RESULT_KIND_MASK = 0x3
 RESULT_HELD = 0x4
 RESULT_OVER_CAP = 0x8

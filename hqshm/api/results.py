@@ -93,6 +93,8 @@ def _why(status: int, size: int, error: str) -> str:
                 "of `hq server start`); forget finished jobs to free it")
     if status == ResultStatus.UNPICKLABLE:
         return f"the returned value could not be pickled: {error}"
+    if status == ResultStatus.NOT_KEPT:
+        return f"the result ({size} bytes) could not be kept on its worker: {error}"
     if status == ResultStatus.LOST:
         return "the task ended before the server restarted; results are not journaled"
     if status == ResultStatus.UNKNOWN:

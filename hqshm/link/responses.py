@@ -177,6 +177,7 @@ class ResultStatus:
     UNKNOWN = 10  # no such job or task: error
     LOST = 11  # ended before the server restarted: results are not in the journal
     NOT_FETCHED = 12  # kept on its worker, which is gone or could not send it: error says
+    NOT_KEPT = 13  # its worker's result space was full when it ended: error says
 
 
 @CLIENT_LINK.message

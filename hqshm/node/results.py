@@ -12,10 +12,11 @@ An executor turns a function's outcome (hqshm/node/warm.py's ``Outcome``, or a c
 - above the cap: only its size and the cap travel (``RESULT_OVER_CAP``).
 
 When the payload says ``keep``, the blob is written to the result directory in every case,
-where dependants on this node map it without a copy (hqshm/taskresult.py). A value that does
-not pickle, or a held result that cannot be written (a full tmpfs), is reported as
-``UNPICKLABLE`` with the reason: the task still succeeds, as it would in HQ, which drops return
-values. ``release`` removes a forgotten job's files, held ones included.
+where dependants on this node map it without a copy (hqshm/taskresult.py). Kept and held
+results stop short of ``RESULT_SPACE_SHARE`` of the directory's file system: a held result
+that finds no room (or cannot be written) is reported as ``NOT_KEPT`` with the reason, a value
+that does not pickle as ``UNPICKLABLE``; either way the task still succeeds, as it would in HQ,
+which drops return values. ``release`` removes a forgotten job's files, held ones included.
 
 The report rides on the task's ENDED record (``RESULT_FLAG``, the payload then a msgpack array
 of the error text and the report), so no other record kind or ring change is needed.
@@ -42,6 +43,13 @@ from hqshm.cluster.protocol import (
 
 RESULT_FLAG = 0x01  # an ENDED record whose payload is [error, kind, size, blob]
 UNPICKLABLE = 2  # report kind: the value could not be pickled; the blob is the reason (text)
+NOT_KEPT = 3  # report kind: too large to go inline, and no room to keep it here (the blob says)
+# Results kept on a node stop short of this share of its result file system, counting what
+# tasks put there too: on /dev/shm (memory) the rest is the tasks' (an unbounded store of
+# results could take the memory a task needs, or fill /dev/shm under a task that maps files
+# there); on a disk (a node without /dev/shm) only a last margin is left free.
+RESULT_SPACE_SHARE = 0.5
+DISK_SPACE_SHARE = 0.95
 _COLD_HEADER = struct.Struct("<BBQ")  # a cold task's hq-result: kind, keep, max_result
 
 Report = tuple[int, int, bytes]  # kind, size, blob (empty: not sent)
@@ -70,12 +78,14 @@ def decide(root: str, path: str, kind: int, parts: list[Any], keep: bool,
     inline = taskresult.KEPT_INLINE if keep else taskresult.INLINE_RESULT
     held = inline < size <= cap
     if (keep or held) and root:
+        why = _no_room(root, size)
         try:
+            if why:
+                raise OSError(why)
             taskresult.write_stored(path, kind, parts)
-        except OSError as exc:  # a full tmpfs: a kept one's dependant says it is missing
+        except OSError as exc:  # a kept one's dependant on this node says it is missing
             if held:
-                return UNPICKLABLE, size, (f"the result ({size} bytes) could not be kept on "
-                                           f"its worker: {exc}").encode("utf-8", "replace")
+                return NOT_KEPT, size, str(exc).encode("utf-8", "replace")
     if size > cap:
         return kind | RESULT_OVER_CAP, size, str(max(cap, 0)).encode()
     if held:
@@ -83,6 +93,22 @@ def decide(root: str, path: str, kind: int, parts: list[Any], keep: bool,
             return UNPICKLABLE, size, b"the worker has no result directory to keep it in"
         return kind | RESULT_HELD, size, b""
     return kind, size, b"".join(parts)
+
+
+def _no_room(root: str, size: int) -> str:
+    """Why ``size`` more bytes may not be kept in ``root`` (empty: they may): the file
+    system would be fuller than ``RESULT_SPACE_SHARE``."""
+    try:
+        fs = os.statvfs(root)
+    except OSError as exc:
+        return f"its result directory cannot be read ({exc.strerror})"
+    share = RESULT_SPACE_SHARE if root.startswith("/dev/shm/") else DISK_SPACE_SHARE
+    total = fs.f_blocks * fs.f_frsize
+    used = (fs.f_blocks - fs.f_bavail) * fs.f_frsize
+    if used + size > share * total:
+        return (f"its result space {root} would be more than {share:.0%} full "
+                f"({used + size} of {total} bytes); forget finished jobs to free it")
+    return ""
 
 
 def cold_report(root: str, server_uid: str, job_id: int, task_id: int,

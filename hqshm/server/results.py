@@ -58,7 +58,8 @@ ENTRY_COST = 96  # bytes counted per kept result beyond its blob (dict entry and
 FETCH_CACHE_BYTES = 256 << 20  # fetched blobs waiting for their client, and fetches in flight
 FETCH_WINDOW = 2  # parts of one fetch asked ahead (the node reads one while the server decodes)
 
-_KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE}
+_KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE,
+                3: ResultStatus.NOT_KEPT}
 # (kind, size, blob, instance, worker that made it); kind -1: dropped (the store was full)
 Kept = tuple[int, int, bytes, InstanceId, WorkerId]
 _DROPPED = -1
@@ -317,7 +318,7 @@ class ResultStore:
         if kind & RESULT_OVER_CAP:
             return task_id, ResultStatus.TOO_LARGE, size, b"", blob.decode("ascii", "replace")
         status = _KIND_STATUS.get(kind, ResultStatus.UNPICKLABLE)
-        if status == ResultStatus.UNPICKLABLE:
+        if status in (ResultStatus.UNPICKLABLE, ResultStatus.NOT_KEPT):
             return task_id, status, size, b"", blob.decode("utf-8", "replace")
         if not blob:
             return task_id, ResultStatus.TOO_LARGE, size, b"", ""

@@ -460,7 +460,7 @@ def test_validation_in_post_init_becomes_a_peer_error() -> None:
 
 
 @pytest.mark.parametrize("item", [
-    (1, 0, 3, 10, b"x"),  # no such kind
+    (1, 0, 3 | protocol.RESULT_HELD, 10, b""),  # a value its node could not keep is not held
     (1, 0, protocol.RESULT_HELD, 10, b"x"),  # held, yet with a blob
     (1, 0, 2 | protocol.RESULT_HELD, 10, b""),  # an unpicklable value is never held
     (1, 0, protocol.RESULT_HELD, (64 << 20) + 1, b""),  # held above the most a node may hold

@@ -91,3 +91,22 @@ def test_the_cache_is_bounded_and_forgets_delivered_blobs_first(
     s.delivered.add(KEY)
     assert s._fetch(KEY + 2, 3, 0, 100)  # the delivered one made room
     assert KEY not in s.fetched and KEY + 1 in s.fetched and s.cache_bytes == 200
+
+
+def test_every_result_kind_a_node_may_report_has_a_status_and_a_text() -> None:
+    from hqshm.cluster.protocol import MAX_RESULT_KIND
+
+    from hqshm.api.results import _why
+    from hqshm.link.responses import ResultStatus
+    from hqshm.node import results as node_results
+
+    assert sorted(results._KIND_STATUS) == list(range(MAX_RESULT_KIND + 1))
+    assert results._KIND_STATUS[node_results.NOT_KEPT] == ResultStatus.NOT_KEPT
+    text = _why(ResultStatus.NOT_KEPT, 70000, "its result space /dev/shm/x would be more "
+                "than 50% full; forget finished jobs to free it")
+    assert text.startswith("the result (70000 bytes) could not be kept on its worker: its")
+    for status in (s for name, s in vars(ResultStatus).items() if name.isupper()):
+        if status not in (ResultStatus.PENDING, ResultStatus.VALUE, ResultStatus.EXCEPTION,
+                          ResultStatus.FAILED, ResultStatus.CANCELED, ResultStatus.NONE,
+                          ResultStatus.LATER):
+            assert not _why(status, 1, "x").startswith("unexpected answer"), status

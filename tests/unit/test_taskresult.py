@@ -160,3 +160,34 @@ def test_ended_payload_round_trip() -> None:
     flags, payload = results.ended_payload("error", (1, 3, b"abc"))
     assert results.read_ended(flags, payload) == (b"error", (1, 3, b"abc"))
     assert results.read_ended(*results.ended_payload("plain", None)) == (b"plain", None)
+
+
+def test_a_held_result_without_room_is_not_kept_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results on a node stop at DISK_SPACE_SHARE of a disk's space (RESULT_SPACE_SHARE on
+    /dev/shm); os.statvfs of a 1 MiB file system is faked (mounting one needs privileges)."""
+    real = os.statvfs(tmp_path)
+    used_blocks = 250  # of 256 blocks of 4 KiB: 97% full already
+
+    def statvfs(path: str) -> os.statvfs_result:
+        assert path == str(tmp_path)
+        fields = list(real)
+        fields[1], fields[2], fields[4] = 4096, 256, 256 - used_blocks  # frsize, blocks, bavail
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(results.os, "statvfs", statvfs)
+    path = str(tmp_path / "r")
+    size = taskresult.INLINE_RESULT + 1
+    kind, reported, why = results.decide(str(tmp_path), path, taskresult.VALUE, [bytes(size)],
+                                         False, 1 << 24)
+    assert (kind, reported) == (results.NOT_KEPT, size)
+    assert b"would be more than 95% full" in why and b"forget finished jobs" in why
+    assert not os.path.exists(path)
+    # A kept result (a dependant on this node takes it) is not written either; small ones
+    # still go inline.
+    kept = results.decide(str(tmp_path), path, taskresult.VALUE, [bytes(100)], True, 1 << 24)
+    assert kept[2] == bytes(100) and not os.path.exists(path)
+    used_blocks = 0
+    assert results.decide(str(tmp_path), path, taskresult.VALUE, [bytes(size)], False,
+                          1 << 24)[0] == RESULT_HELD
+    assert os.path.exists(path)
