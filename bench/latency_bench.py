@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from compare_hq import _wait, build_spawn_loop, run_c_loop, run_xargs
-from live_server import hq_command, running_node, running_server
+from live_server import hq_command, running_node, running_server, stop_on_signals
 
 ROWS = {
     "wall": "hqshm, submit to end of `--wait`",
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    stop_on_signals()
     runs: dict[str, list[float]] = {row: [] for row in ROWS}
     with tempfile.TemporaryDirectory(prefix="hqshm-latency-") as tmp:
         loop = build_spawn_loop(Path(tmp))

@@ -85,3 +85,15 @@ def running_node(env: dict[str, str], args: Sequence[str] = (), log: Path | None
         yield node
     finally:
         stop_nodes([node])
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT (even where the script was started ignoring it), SIGTERM and SIGHUP raise
+    KeyboardInterrupt, so that the finally blocks above stop the server and the nodes."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)

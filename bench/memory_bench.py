@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compare_hq import _wait, build_spawn_loop, children
-from live_server import hq_command, running_node, running_server
+from live_server import hq_command, running_node, running_server, stop_on_signals
 
 MB = 1e6
 
@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--no-references", action="store_true",
                         help="do not sample the C loop and xargs")
     args = parser.parse_args()
+    stop_on_signals()
     references: dict[str, Peaks] = {}
     with tempfile.TemporaryDirectory(prefix="hqshm-memory-") as tmp:
         rest, run, elapsed = run_hqshm(args.tasks, args.cpus, Path(tmp), args.interval)
