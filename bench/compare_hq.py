@@ -23,10 +23,8 @@ are comparable even on a shared, noisy host. Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from live_server import hq_command, running_server
+from live_server import hq_command, running_node, running_server
 
 BENCH = Path(__file__).resolve().parent
 HQ_VERSION = "0.27.0"
@@ -98,32 +96,21 @@ def run_hqshm(tasks: int, cpus: int, root: Path, server_args: Sequence[str] = ()
               ) -> tuple[float, dict[str, float]]:
     """Seconds from submit to the end of `--wait`, and CPU µs per task per process kind."""
     hq = hq_command()
-    with running_server(root / "server", server_args) as (env, server):
-        node = subprocess.Popen([*hq, "worker", "start", f"--cpus={cpus}",
-                                 "--detect-resources=none"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
-                                                       capture_output=True).stdout)
-            before = cpu_snapshot(server.pid, node.pid)
-            start = time.perf_counter()
-            subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none",
-                            "--stderr=none", "--wait", "--", "true"], env=env, check=True,
-                           capture_output=True, cwd=root)
-            elapsed = time.perf_counter() - start
-            after = cpu_snapshot(server.pid, node.pid)
-            info = subprocess.run([*hq, "job", "list", "--all"], env=env, capture_output=True,
-                                  text=True).stdout
-            assert "FINISHED" in info, info
-            return elapsed, {k: (after[k] - before[k]) / tasks * 1e6 for k in after}
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node.wait(timeout=10)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.pid, signal.SIGKILL)
+    with (running_server(root / "server", server_args) as (env, server),
+          running_node(env, [f"--cpus={cpus}", "--detect-resources=none"]) as node):
+        _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
+                                                   capture_output=True).stdout)
+        before = cpu_snapshot(server.pid, node.pid)
+        start = time.perf_counter()
+        subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none",
+                        "--stderr=none", "--wait", "--", "true"], env=env, check=True,
+                       capture_output=True, cwd=root)
+        elapsed = time.perf_counter() - start
+        after = cpu_snapshot(server.pid, node.pid)
+        info = subprocess.run([*hq, "job", "list", "--all"], env=env, capture_output=True,
+                              text=True).stdout
+        assert "FINISHED" in info, info
+        return elapsed, {k: (after[k] - before[k]) / tasks * 1e6 for k in after}
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -169,15 +156,18 @@ def build_spawn_loop(directory: Path) -> Path:
     return binary
 
 
-def run_c_loop(binary: Path, tasks: int, cpus: int) -> float:
-    result = subprocess.run([binary, str(tasks), str(cpus)], check=True, stdout=subprocess.PIPE,
-                            text=True)
+def run_c_loop(binary: Path, tasks: int, cpus: int, command: Sequence[str] = ("true",)
+               ) -> float:
+    """Seconds the C loop takes to run `command` `tasks` times, `cpus` at a time."""
+    result = subprocess.run([binary, str(tasks), str(cpus), *command], check=True,
+                            stdout=subprocess.PIPE, text=True)
     return float(result.stdout)
 
 
-def run_xargs(tasks: int, cpus: int) -> float:
+def run_xargs(tasks: int, cpus: int, command: str = "true") -> float:
+    """Seconds `xargs -P<cpus>` takes to run the shell-quoted `command` `tasks` times."""
     start = time.perf_counter()
-    subprocess.run(f"seq {tasks} | xargs -P{cpus} -I{{}} true", shell=True, check=True)
+    subprocess.run(f"seq {tasks} | xargs -P{cpus} -I{{}} {command}", shell=True, check=True)
     return time.perf_counter() - start
 
 
