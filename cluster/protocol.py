@@ -17,6 +17,11 @@ Ordering that matters:
   ``RESULT_HELD``); the node answers each with one ``ResultPart``, in the order asked, and the
   server keeps only a few parts asked ahead of those that came, so no frame is larger than
   ``MAX_PART`` and a large result never takes more than a few parts' decode of a server turn.
+- ``StoreResult`` parts of one result (made on another node, taken as an argument here) come
+  in order, whole, before the ``ComputeTasks`` whose task takes it: the server holds every
+  message to a node, in order, while it fetches what that node's next tasks need
+  (hqshm/server/results.py); only ``StopNode``, ``ServerHeartbeat`` and ``FetchResult``,
+  which no task's order depends on, go past such a held queue.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from .resources import ResourceDescriptor, ResourceRequest
 
 # Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
 # of protocol 1 would log every one as an invalid message). 3: results held on nodes
-# (RESULT_HELD, RESULT_OVER_CAP, FetchResult, ResultPart).
-PROTOCOL = 3
+# (RESULT_HELD, RESULT_OVER_CAP, FetchResult, ResultPart). 4: StoreResult (held results
+# pushed to the nodes of their dependants).
+PROTOCOL = 4
 HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods (+1 s) is lost
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 MAX_FORGET = 65_536  # groups one ForgetGroups names; more go in several messages
@@ -60,6 +66,7 @@ RESULT_OVER_CAP = 0x8
 MAX_RESULT_BYTES = 64 << 20  # the most bytes of one result in a report, or held on a node
 MAX_PART = 8 << 20  # the most bytes of one ResultPart
 MAX_PART_ERROR = 1024  # bytes of a ResultPart's error text
+STORE_UNAVAILABLE = 2  # a StoreResult's kind: the result could not be fetched (data: why)
 # (key, instance, variant) of a task a reconnecting node still holds (running, or ended and not
 # yet reported)
 Resumed = tuple[TaskKey, InstanceId, int]
@@ -296,6 +303,34 @@ class FetchResult:
     def __post_init__(self) -> None:
         if self.offset < 0 or not 0 < self.length <= MAX_PART:
             raise ValueError("invalid result fetch")
+
+
+@NODE_LINK.message
+@frozen
+class StoreResult:
+    """Part of a result made on another node that a task sent next takes as an argument:
+    ``data`` from ``offset`` of the blob of task ``key`` (``total`` bytes); ``kind`` 0 the
+    value, 1 the exception, or ``STORE_UNAVAILABLE`` with why it could not be fetched (one
+    part, the text in UTF-8). Parts of one result come in order; the node stores the result
+    when the last arrives (and checks each part again: the link is trusted, its sizes are not).
+    """
+
+    TAG: ClassVar[int] = 112
+    key: TaskKey
+    kind: int
+    offset: int
+    total: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.kind <= STORE_UNAVAILABLE and self.key >= 0 and self.offset >= 0
+                and 0 < len(self.data) <= MAX_PART
+                and 0 < self.total <= MAX_RESULT_BYTES
+                and self.offset + len(self.data) <= self.total):
+            raise ValueError("invalid result to store")
+        if self.kind == STORE_UNAVAILABLE and (self.offset or len(self.data) != self.total
+                                               or self.total > MAX_PART_ERROR):
+            raise ValueError("invalid unavailable result")
 
 
 @NODE_LINK.message

@@ -12,6 +12,15 @@ its silence is told so (``StopNode(DROPPED)``), and so is any peer that speaks w
 registered (a dropped node that woke up, or one that reconnected): its tasks were given back,
 so it must kill them rather than run them twice.
 
+Messages to one node leave in the order they were sent, always. The product may hold a
+``ComputeTasks`` (``before_compute`` says so: it must first fetch, from another node, a
+result those tasks take as arguments): that message and every later one to the same node wait
+in the node's queue, in order, until the product calls ``release``; the queue then goes
+through ``before_compute`` again at the next flush, before anything newer. Only messages that
+no task's order depends on (``StopNode``, ``ServerHeartbeat``, ``FetchResult``) pass a held
+queue, so two nodes each waiting for a result of the other cannot wait for each other.
+Messages to other nodes are not delayed.
+
 A handler that raises does not take the server down: the loop logs the error and drops the
 message (or the rest of that socket's turn), a last resort for bugs.
 """
@@ -20,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +45,7 @@ from .protocol import (
     NODE_LINK,
     PROTOCOL,
     ComputeTasks,
+    FetchResult,
     Heartbeat,
     NodeRegistered,
     NodeStopping,
@@ -56,6 +66,8 @@ from .security import EndpointKeys, ZapResponder, listen
 logger = logging.getLogger(__name__)
 
 MAX_READS_PER_TURN = 512  # bound one socket's share of a turn so others are not starved
+# Messages that pass a node's held queue: none concerns a task's order.
+_UNORDERED = (StopNode, ServerHeartbeat, FetchResult)
 
 
 class ServerHooks(Protocol):
@@ -121,8 +133,14 @@ class ServerLoop:
         # waits as long as the last one took, so scheduling takes at most half the loop.
         self.schedule_after = 0.0  # monotonic
         self.worker_socket: zmq.Socket | None = None
-        # The product's last word on a ComputeTasks before it leaves (results it carries).
-        self.before_compute: Callable[[WorkerId, ComputeTasks], ComputeTasks] | None = None
+        # The product's last word on a ComputeTasks before it leaves: the messages to send now
+        # in its place (itself with the results it carries, results to store before it), and
+        # whether it is held instead (with every later message to that node, until
+        # ``release``: the module's docstring).
+        self.before_compute: Callable[[WorkerId, ComputeTasks],
+                                      tuple[Sequence[object], bool]] | None = None
+        self.held: dict[WorkerId, list[object]] = {}  # per node, in order; [0] a ComputeTasks
+        self.released: set[WorkerId] = set()  # held queues to try again at the next flush
         self.add_reader(zap.socket, zap.handle_ready)
 
     # --- set-up ---------------------------------------------------------------------------
@@ -185,17 +203,39 @@ class ServerLoop:
 
     def flush(self) -> None:
         assert self.worker_socket is not None
+        if self.released:  # older than anything pending: they go first
+            released, self.released = self.released, set()
+            for wid in released:
+                for message in self.held.pop(wid, ()):
+                    self._send(wid, message)
         pending, self.out.pending = self.out.pending, []
-        before_compute = self.before_compute
         for wid, message in pending:
-            link = self.links.get(wid)
-            if link is None:
-                continue
-            if before_compute is not None and isinstance(message, ComputeTasks):
-                message = before_compute(wid, message)
+            self._send(wid, message)
+
+    def release(self, wid: WorkerId) -> None:
+        """Try a node's held queue again at the next flush (what it waited for is there, or
+        will not come)."""
+        if wid in self.held:
+            self.released.add(wid)
+
+    def _send(self, wid: WorkerId, message: object) -> None:
+        link = self.links.get(wid)
+        if link is None:
+            return
+        held = self.held.get(wid)
+        if held is not None and not isinstance(message, _UNORDERED):
+            held.append(message)
+            return
+        messages: Sequence[object] = (message,)
+        if self.before_compute is not None and isinstance(message, ComputeTasks):
+            messages, hold = self.before_compute(wid, message)
+            if hold:
+                self.held[wid] = [message]
+        assert self.worker_socket is not None
+        for one in messages:
             try:
                 self.worker_socket.send_multipart(
-                    [link.routing_id, NODE_LINK.encode(message)], zmq.NOBLOCK
+                    [link.routing_id, NODE_LINK.encode(one)], zmq.NOBLOCK
                 )
             except zmq.Again:
                 logger.warning("Worker %d is not reading; message dropped", wid)
@@ -326,6 +366,8 @@ class ServerLoop:
         link = self.links.pop(wid, None)
         if link is None:
             return
+        self.held.pop(wid, None)
+        self.released.discard(wid)
         self.by_routing_id.pop(link.routing_id, None)
         if self.by_fd.get(link.fd) == wid:
             del self.by_fd[link.fd]

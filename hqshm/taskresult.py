@@ -11,7 +11,10 @@ The same blob travels inline to the server with the task's completion report whe
 most ``INLINE_RESULT`` bytes (``KEPT_INLINE`` for a result another task takes as an argument,
 so that dependants on other nodes get it through the server); a larger one, up to the job's
 ``max_result_size`` (the cap), stays in its node's store and is fetched from there when a
-client asks for it (hqshm/server/results.py); above the cap only its size travels.
+client asks for it (hqshm/server/results.py); above the cap only its size travels. A node
+whose task takes such a result made elsewhere gets it from the server before the task, stored
+as if made there; when it could not be fetched, the node stores why in its place
+(``UNAVAILABLE``), and the dependant's error says so.
 
 Shared by the API (which pickles references into payloads), the node's executors (which store
 and resolve) and cold task interpreters, so it sits at the package's root and imports nothing
@@ -37,6 +40,7 @@ ALIGN = 64
 
 VALUE = 0  # the blob holds the function's return value
 EXCEPTION = 1  # the blob holds the exception it raised
+UNAVAILABLE = 2  # a stored file's kind only: the result could not be fetched (UTF-8: why)
 
 INLINE_RESULT = 64 << 10  # results up to this ride on the completion report
 KEPT_INLINE = 1 << 20  # ... and kept ones (dependants elsewhere get them through the server)
@@ -48,6 +52,11 @@ RESULT_FILE = "hq-result"  # in a cold task's directory: its result, for the exe
 
 class ResultError(Exception):
     """A result that cannot be made or read back."""
+
+
+class ResultUnavailable(ResultError):
+    """A stored marker in place of a result made on another node: it could not be fetched
+    (the text says why)."""
 
 
 def encode_parts(value: Any) -> list[Any]:
@@ -149,6 +158,9 @@ def read_stored(path: str) -> tuple[int, Any]:
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
+        if size and f.read(1)[0] == UNAVAILABLE:
+            raise ResultUnavailable(f.read(4096).decode("utf-8", "replace"))
+        f.seek(0)
         if size < 1 + _HEADER.size:
             raise ResultError(f"damaged result file {path}")
         head = f.read(1 + _HEADER.size)
@@ -174,11 +186,15 @@ def resolver(root: str, server_uid: str, job_id: int) -> Callable[[int], Any]:
             raise ResultError(f"no result store on this node for task {task_id}")
         try:
             kind, value = read_stored(stored_path(root, server_uid, job_id, task_id))
+        except ResultUnavailable as exc:
+            raise ResultError(
+                f"The result of task {task_id} (an argument of this task) could not be "
+                f"fetched: {exc}") from None
         except FileNotFoundError:
             raise ResultError(
                 f"The result of task {task_id} (an argument of this task) is not on this "
-                f"worker: a result larger than {KEPT_INLINE} bytes goes only to tasks on the "
-                "worker that made it (hqshm docs/python-api.md, Results)") from None
+                "worker: it was not kept where it was made, or it is larger than its job's "
+                "max_result_size (hqshm docs/python-api.md, Results)") from None
         if kind == EXCEPTION:
             raise DependencyFailed(f"task {task_id} raised {value!r}") from value
         return value

@@ -45,6 +45,7 @@ from hqshm.cluster.protocol import (
     ReleaseResults,
     Resumed,
     StopNode,
+    StoreResult,
     TaskUpdates,
 )
 from hqshm.cluster.security import derive_keys, secure_client_socket
@@ -138,6 +139,8 @@ class Node:
             results_dir=_results_dir(self.own_work_root or self.work_dir),
             memory_mode=(affinity.MemPolicy.PREFERRED if options.memory_binding == "prefer"
                          else affinity.MemPolicy.BIND))
+        # Results made on other nodes, received in parts (StoreResult) before their tasks.
+        self.receiver = results.Receiver(self.node_ctx.results_dir)
         # Executors are forked before any ZeroMQ socket exists (fork and zmq do not mix).
         self.pool = ExecutorPool(len(self.core.slots), self.node_ctx,
                                  own_dir=self.own_work_root)
@@ -383,7 +386,15 @@ class Node:
                 if self.core.lost:  # registered again: this socket is the link now
                     self._registered(message, self.configuration())
                 continue
+            if isinstance(message, StoreResult):  # before the task that takes it (in order)
+                try:
+                    self.receiver.part(self.core.server_uid, message)
+                except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
+                    logger.exception("Dropped a result part that could not be stored (%r)",
+                                     exc)
+                continue
             if isinstance(message, ReleaseResults):
+                self.receiver.release(message.job_ids)
                 results.release(self.node_ctx.results_dir, self.core.server_uid,
                                 message.job_ids)
                 continue
@@ -564,6 +575,7 @@ class Node:
             self.context.term()
         if self.own_work_root is not None:
             shutil.rmtree(self.own_work_root, ignore_errors=True)
+        self.receiver.close()
         if self.node_ctx.results_dir:
             shutil.rmtree(self.node_ctx.results_dir, ignore_errors=True)
 

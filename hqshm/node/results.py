@@ -18,6 +18,16 @@ that finds no room (or cannot be written) is reported as ``NOT_KEPT`` with the r
 that does not pickle as ``UNPICKLABLE``; either way the task still succeeds, as it would in HQ,
 which drops return values. ``release`` removes a forgotten job's files, held ones included.
 
+A result made on another node that a task here takes as an argument comes from the server
+before the task: inline in its ``ComputeTasks`` (``store_received``), or, when its node held
+it, as ``StoreResult`` parts (``Receiver``), written to a temporary file in the result
+directory and renamed into place (the format of ``taskresult.write_stored``) with the last
+part, so the dependant maps it as if it had been made here. Every part is checked (offsets,
+totals, kinds, the result space's bound, names that stay inside the directory); one that does
+not fit is dropped with its partial file and logged, and the node serves on. A result that
+could not be fetched comes as a marker of kind ``taskresult.UNAVAILABLE`` holding why, stored in
+its place: the dependant's error names the task and the reason.
+
 The report rides on the task's ENDED record (``RESULT_FLAG``, the payload then a msgpack array
 of the error text and the report), so no other record kind or ring change is needed.
 """
@@ -25,6 +35,8 @@ of the error text and the report), so no other record kind or ring change is nee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import os
 import struct
 from collections.abc import Sequence
@@ -39,7 +51,10 @@ from hqshm.cluster.protocol import (
     RESULT_OVER_CAP,
     FetchResult,
     ResultPart,
+    StoreResult,
 )
+
+logger = logging.getLogger(__name__)
 
 RESULT_FLAG = 0x01  # an ENDED record whose payload is [error, kind, size, blob]
 UNPICKLABLE = 2  # report kind: the value could not be pickled; the blob is the reason (text)
@@ -200,3 +215,138 @@ def read_part(root: str, server_uid: str, fetch: FetchResult) -> ResultPart:
     finally:
         os.close(fd)
     return ResultPart(fetch.key, fetch.instance, fetch.offset, total, data)
+
+
+MAX_PARTIALS = 8  # results received in parts at once (the server sends one at a time)
+
+
+@dataclasses.dataclass
+class _Partial:
+    server_uid: str
+    kind: int
+    total: int
+    temporary: str
+    fd: int  # -1: not written (already here, or no room): its parts are consumed unwritten
+    received: int = 0
+
+
+class Receiver:
+    """Writes ``StoreResult`` parts into the result directory ``root`` (see the module's
+    docstring); a part of another server's results (``server_uid``) never completes a result
+    of this one."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.partials: dict[int, _Partial] = {}
+
+    def part(self, server_uid: str, msg: StoreResult) -> None:
+        job_id, task_id = msg.key >> 32, msg.key & 0xFFFFFFFF
+        partial = self.partials.get(msg.key)
+        if partial is not None and partial.server_uid != server_uid:
+            self._drop(msg.key, "a part of a result of another server")
+            partial = None
+        if partial is None:
+            if msg.offset != 0:
+                self._refuse(msg, "it does not start a result and continues none")
+                return
+            partial = self._start(server_uid, msg, job_id, task_id)
+            if partial is None:
+                return
+        elif (msg.offset != partial.received or msg.total != partial.total
+              or msg.kind != partial.kind):
+            self._refuse(msg, f"expected {partial.total - partial.received} more bytes at "
+                              f"{partial.received} of {partial.total} of kind {partial.kind}")
+            self._drop(msg.key, "")
+            return
+        if partial.fd >= 0:
+            try:
+                os.pwrite(partial.fd, msg.data, 1 + msg.offset)
+            except OSError as exc:
+                logger.error("Could not write the result of task %d of job %d: %s; dropped",
+                             task_id, job_id, exc)
+                self._drop(msg.key, "")
+                return
+        partial.received += len(msg.data)
+        if partial.received < partial.total:
+            return
+        del self.partials[msg.key]
+        if partial.fd < 0:
+            return
+        os.close(partial.fd)
+        try:
+            os.replace(partial.temporary, _path(self.root, server_uid, job_id, task_id))
+        except OSError as exc:
+            logger.error("Could not store the result of task %d of job %d: %s", task_id,
+                         job_id, exc)
+            with contextlib.suppress(OSError):
+                os.unlink(partial.temporary)
+
+    def _start(self, server_uid: str, msg: StoreResult, job_id: int,
+               task_id: int) -> _Partial | None:
+        path = _path(self.root, server_uid, job_id, task_id)
+        if not path:
+            self._refuse(msg, "this worker has no result directory for it")
+            return None
+        if len(self.partials) >= MAX_PARTIALS:
+            self._drop(next(iter(self.partials)), "too many results in parts at once")
+        temporary = f"{path}.{os.getpid()}.part.tmp"
+        partial = _Partial(server_uid, msg.kind, msg.total, temporary, -1)
+        self.partials[msg.key] = partial
+        if os.path.exists(path):
+            return partial  # pushed before (or made here): its parts are consumed
+        why = _no_room(self.root, msg.total) if msg.kind != taskresult.UNAVAILABLE else ""
+        if why:
+            logger.warning("The result of task %d of job %d, made on another worker, cannot "
+                           "be stored here: %s", task_id, job_id, why)
+            with contextlib.suppress(OSError):
+                _write_marker(path, f"it could not be stored on this worker: {why}")
+            return partial
+        try:
+            partial.fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                                 | os.O_NOFOLLOW, 0o600)
+            os.pwrite(partial.fd, bytes((msg.kind,)), 0)
+        except OSError as exc:
+            logger.error("Could not store the result of task %d of job %d: %s", task_id,
+                         job_id, exc)
+            self._drop(msg.key, "")
+            return None
+        return partial
+
+    def _refuse(self, msg: StoreResult, why: str) -> None:
+        logger.error("Dropped a part of the result of task %d of job %d from the server "
+                     "(%d bytes at %d of %d, kind %d): %s", msg.key & 0xFFFFFFFF, msg.key >> 32,
+                     len(msg.data), msg.offset, msg.total, msg.kind, why)
+
+    def _drop(self, key: int, why: str) -> None:
+        partial = self.partials.pop(key, None)
+        if partial is None:
+            return
+        if why:
+            logger.error("Dropped the partly received result of task %d of job %d: %s",
+                         key & 0xFFFFFFFF, key >> 32, why)
+        if partial.fd >= 0:
+            os.close(partial.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(partial.temporary)
+
+    def release(self, job_ids: Sequence[int]) -> None:
+        """Forgotten jobs: their partly received results go (``release`` removes the rest)."""
+        jobs = set(job_ids)
+        for key in [k for k in self.partials if k >> 32 in jobs]:
+            self._drop(key, "")
+
+    def close(self) -> None:
+        for key in list(self.partials):
+            self._drop(key, "")
+
+
+def _path(root: str, server_uid: str, job_id: int, task_id: int) -> str:
+    """Where a received result goes; empty when it would not be a file of ``root`` itself (no
+    directory, or a server UID that names another place)."""
+    if not root or not server_uid or os.sep in server_uid or server_uid.startswith("."):
+        return ""
+    return taskresult.stored_path(root, server_uid, job_id, task_id)
+
+
+def _write_marker(path: str, why: str) -> None:
+    taskresult.write_stored(path, taskresult.UNAVAILABLE, [why.encode("utf-8", "replace")])

@@ -108,6 +108,7 @@ class Server(ServerControl):
         self.results.on_release = self._release_results
         self.results.send = self.loop.out.send
         self.results.connected = self.loop.links.__contains__
+        self.results.release = self.loop.release
         now = time.time()
         groups, running = self.journal.started(now)
         self.add_groups(groups)

@@ -22,6 +22,16 @@ does not fit fails the fetch, logged as an error. Fetched blobs wait for their c
 small cache (``FETCH_CACHE_BYTES``, with the fetches in flight) that forgets those delivered
 first and never counts against the store. A fetch whose node is gone, or cannot read the
 result, ends in ``NOT_FETCHED`` with the reason.
+
+A dependency's result made on another node goes with its dependant (``attach``, the loop's
+``before_compute``): inline ones inside the ``ComputeTasks``; a held one as ``StoreResult``
+parts sent before it, from the fetch cache, after a fetch like a client's. While such a fetch
+runs the loop holds that ``ComputeTasks`` and every later message to the node, in order
+(cluster/server_loop.py), and the store releases the node when the fetch ends. A fetch that
+fails still releases it: the node gets, in place of the result, why it could not be fetched
+(``STORE_UNAVAILABLE``), which the dependant's error names. A result pushed to a node is not
+pushed there again (the node keeps it until the job is forgotten); a held dependant whose tasks
+were all canceled meanwhile is dropped (its cancel follows it and finds nothing).
 """
 
 from __future__ import annotations
@@ -30,18 +40,21 @@ import dataclasses
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hqshm.cluster.ids import InstanceId, JobId, TaskId, TaskKey, WorkerId, split_key, task_key
 from hqshm.cluster.protocol import (
     MAX_PART,
+    MAX_PART_ERROR,
     RESULT_HELD,
     RESULT_KIND_MASK,
     RESULT_OVER_CAP,
+    STORE_UNAVAILABLE,
     ComputeTasks,
     FetchResult,
     ResultItem,
     ResultPart,
+    StoreResult,
 )
 from hqshm.link.requests import TaskResultsRequest
 from hqshm.link.responses import ResultStatus, TaskResultsResponse
@@ -107,6 +120,11 @@ class ResultStore:
         self.delivered: set[TaskKey] = set()  # fetched and handed to a client: go first
         self.not_fetched: dict[TaskKey, str] = {}  # why a fetch failed
         self.cache_bytes = 0  # of fetched and fetching
+        # Held results pushed to the nodes of their dependants, and the nodes whose messages
+        # wait for a fetch (``release`` tries them again: the server loop's).
+        self.pushed: set[tuple[TaskKey, WorkerId]] = set()
+        self.holding: set[WorkerId] = set()
+        self.release: Callable[[WorkerId], None] = lambda _wid: None
 
     # -- in ------------------------------------------------------------------------------
 
@@ -152,6 +170,8 @@ class ResultStore:
             for key in [k for k in table if k >> 32 == job_id]:
                 self._uncache(key)
                 self.not_fetched.pop(key, None)
+        if self.pushed:
+            self.pushed = {p for p in self.pushed if p[0] >> 32 != job_id}
         kept = self.jobs.pop(job_id, None)
         if kept:
             self.total -= sum(len(k[2]) + ENTRY_COST for k in kept.values()
@@ -195,6 +215,15 @@ class ResultStore:
     def _fail(self, key: TaskKey, why: str) -> None:
         self._uncache(key)
         self.not_fetched[key] = why
+        self._wake()
+
+    def _wake(self) -> None:
+        """A fetch ended (or room in the cache may have come): the nodes whose messages wait
+        are tried again (each holds again if its fetch still runs)."""
+        if self.holding:
+            holding, self.holding = self.holding, set()
+            for wid in holding:
+                self.release(wid)
 
     def part(self, worker: WorkerId, msg: ResultPart) -> None:
         """A node's answer to a FetchResult: checked against the fetch, kept, the next part
@@ -228,21 +257,30 @@ class ResultStore:
             return
         del self.fetching[msg.key]
         self.fetched[msg.key] = bytes(fetch.data)
+        self._wake()
 
     def worker_left(self, worker: WorkerId, reason: str) -> None:
         """Fetches from a node that is gone fail (those asked later see it is gone)."""
+        self.holding.discard(worker)
+        if self.pushed:
+            self.pushed = {p for p in self.pushed if p[1] != worker}
         for key in [k for k, f in self.fetching.items() if f.worker == worker]:
             self._fail(key, _gone(worker, reason))
 
     # -- to nodes ------------------------------------------------------------------------
 
-    def attach(self, worker: WorkerId, message: ComputeTasks) -> ComputeTasks:
-        """Add to ``message`` the results that its tasks' dependencies made on other workers
-        (a task may take them as arguments: hqshm/taskresult.py); costs nothing for jobs
+    def attach(self, worker: WorkerId,
+               message: ComputeTasks) -> tuple[Sequence[object], bool]:
+        """What goes to ``worker`` in place of ``message``, and whether ``message`` waits (the
+        loop holds it and what follows it). Its tasks' dependencies made on other workers (a
+        task may take them as arguments: hqshm/taskresult.py) come with it: inline results in
+        it, held ones as ``StoreResult`` parts before it once fetched. Costs nothing for jobs
         without results."""
         if not self.jobs:
-            return message
+            return (message,), False
         attached: dict[TaskKey, tuple[TaskKey, int, bytes]] = {}
+        held: dict[TaskKey, Kept] = {}
+        canceled = 0
         for key in message.keys:
             job_id, task_id = split_key(key)
             kept = self.jobs.get(job_id)
@@ -250,15 +288,69 @@ class ResultStore:
             found = None if job is None else job.locate(task_id)
             if found is None:
                 continue
-            for dep in found[0].deps.get(task_id, ()):
+            submit, row = found
+            if submit.table.state.item(row) == TaskState.CANCELED:
+                canceled += 1  # while it waited for a result
+                continue
+            for dep in submit.deps.get(task_id, ()):
                 result = kept.get(dep)  # type: ignore[union-attr]
-                if (result is not None and result[4] != worker and result[2]
-                        and result[0] in (0, 1)):
-                    dep_key = task_key(job_id, dep)
+                if result is None or result[4] == worker:
+                    continue
+                dep_key = task_key(job_id, dep)
+                if result[2] and result[0] in (0, 1):
                     attached[dep_key] = (dep_key, result[0], result[2])
-        if not attached:
-            return message
-        return dataclasses.replace(message, results=tuple(attached.values()))
+                elif result[0] > 0 and result[0] & RESULT_HELD:
+                    held[dep_key] = result
+                elif (dep_key, worker) not in self.pushed:
+                    held[dep_key] = result  # why it is not there goes instead
+        if canceled == len(message.keys):
+            return (), False
+        parts: list[object] = []
+        wait = False
+        for dep_key, result in held.items():
+            if (dep_key, worker) in self.pushed:
+                continue
+            if self._ready(dep_key, result):
+                self._push(worker, dep_key, result, parts)
+            else:
+                wait = True
+        if wait:
+            self.holding.add(worker)
+            return parts, True
+        if attached:
+            message = dataclasses.replace(message, results=tuple(attached.values()))
+        parts.append(message)
+        return parts, False
+
+    def _ready(self, key: TaskKey, result: Kept) -> bool:
+        """Whether a held result can go to another node now (fetched, or its fetch failed);
+        else its fetch is started if it is not running (the cache may have no room yet)."""
+        if not result[0] & RESULT_HELD or result[0] < 0:
+            return True  # never to be had: _push says why
+        if key in self.fetched or key in self.not_fetched:
+            return True
+        if key in self.fetching:
+            return False
+        kind, size, _blob, instance, holder = result
+        if not self.connected(holder):
+            self.not_fetched[key] = _gone(holder, "")
+            return True
+        self._fetch(key, holder, instance, size)  # no room: tried again at the next wake
+        return False
+
+    def _push(self, worker: WorkerId, key: TaskKey, result: Kept, out: list[object]) -> None:
+        """The parts of a fetched result for ``worker`` (or why it could not be fetched)."""
+        self.pushed.add((key, worker))
+        blob = self.fetched.get(key) if result[0] > 0 and result[0] & RESULT_HELD else None
+        if blob is None:
+            why = _unavailable(result, self.not_fetched.get(key)).encode("utf-8", "replace")
+            out.append(StoreResult(key, STORE_UNAVAILABLE, 0, min(len(why), MAX_PART_ERROR),
+                                   why[:MAX_PART_ERROR]))
+            return
+        kind = result[0] & RESULT_KIND_MASK
+        for offset in range(0, len(blob), MAX_PART):
+            out.append(StoreResult(key, kind, offset, len(blob), blob[offset:offset + MAX_PART]))
+        self.delivered.add(key)  # the first to go when room is needed
 
     # -- out -----------------------------------------------------------------------------
 
@@ -285,6 +377,7 @@ class ResultStore:
                     key = task_key(request.job_id, task_id)
                     if key in self.fetched:
                         self.delivered.add(key)  # the first to go when room is needed
+                        self._wake()  # room for a fetch that waits for it
                 budget -= len(item[3])
             items.append(item)
         return TaskResultsResponse(tuple(items))
@@ -345,6 +438,23 @@ class ResultStore:
             return task_id, ResultStatus.NOT_FETCHED, size, b"", self.not_fetched[key]
         self._fetch(key, worker, instance, size)
         return item
+
+
+def _unavailable(result: Kept, not_fetched: str | None) -> str:
+    """Why a dependency's result made on another worker cannot go to its dependant's."""
+    kind, size, blob, _instance, worker = result
+    if not_fetched is not None:
+        return not_fetched
+    if kind == _DROPPED:
+        return (f"the server's result store was full ({STORE_VARIABLE}) when it came from "
+                f"worker {worker}")
+    if kind > 0 and kind & RESULT_OVER_CAP:
+        return (f"it is larger ({size} bytes) than its job's max_result_size "
+                f"({blob.decode('ascii', 'replace')} bytes), so it stays on worker {worker}, "
+                "which made it")
+    if kind & RESULT_KIND_MASK in (2, 3):
+        return f"worker {worker}, which made it, has not got it: {blob.decode('utf-8', 'replace')}"
+    return f"worker {worker}, which made it, did not send it"
 
 
 def _gone(worker: WorkerId, reason: str) -> str:

@@ -58,3 +58,17 @@ def chain(previous: bytes) -> bytes:
 
 def big(n: int) -> bytes:
     return b"x" * n
+
+
+def wait_for_file(path: str) -> None:
+    """Return once ``path`` exists (a gate a test opens)."""
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+
+
+def mark(path: str, value: Any) -> int:
+    """Leave a trace that this task ran; the size of ``value``."""
+    Path(path).write_text("ran")
+    return len(value)

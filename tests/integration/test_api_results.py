@@ -179,7 +179,7 @@ def test_a_large_result_on_another_worker_is_a_clear_error(hq_env: HqEnv,
     a = job.function(rf.big, args=(1000,), resources=ResourceRequest(resources={"here": 1}))
     b = job.function(rf.echo, args=(a,), resources=ResourceRequest(resources={"there": 1}))
     submitted = client.submit(job)
-    with pytest.raises(taskresult.ResultError, match="is not on this worker: a result larger"):
+    with pytest.raises(taskresult.ResultError, match="could not be fetched: it is larger"):
         submitted.result(b, timeout=60)
 
 
