@@ -103,18 +103,21 @@ def test_a_cancel_does_not_overtake_a_dependant_waiting_for_its_argument(
     """The dependant's ComputeTasks waits for the fetch (worker 1 is stopped meanwhile); the
     cancel sent after it waits behind it: the dependant never runs, and worker 2 serves on."""
     two_workers(hq_env)
-    trace = hq_env.work / "ran"
+    trace, gate = hq_env.work / "ran", hq_env.work / "gate"
     job = Job(default_env=rf.FUNCTIONS_PATH)
     a = job.function(rf.big, args=(12_000_000,), resources=HERE)
-    job.function(rf.mark, args=(str(trace), a), resources=THERE)
+    wait = job.function(rf.wait_for_file, args=(str(gate),), resources=THERE)
+    job.function(rf.mark, args=(str(trace), a), resources=THERE, deps=[wait])
     submitted = client.submit(job)
-    hq_env.wait_for_tasks(submitted.id, "finished", count=1)
+    hq_env.wait_for_tasks(submitted.id, "finished", count=1)  # a (the gate waits)
     producer = hq_env.workers[1].pid
     os.kill(producer, signal.SIGSTOP)  # the fetch of a's result waits for it
     try:
-        time.sleep(0.3)  # b went to worker 2's held queue
+        gate.touch()
+        hq_env.wait_for_tasks(submitted.id, "finished", count=2)
+        time.sleep(0.3)  # the dependant went to worker 2's held queue
         hq_env.command(["job", "cancel", str(submitted.id)])
-        assert hq_env.task_states(submitted.id)[1] == "canceled"
+        assert hq_env.task_states(submitted.id)[2] == "canceled"
     finally:
         os.kill(producer, signal.SIGCONT)
     time.sleep(1.0)
@@ -126,4 +129,4 @@ def test_a_cancel_does_not_overtake_a_dependant_waiting_for_its_argument(
     submitted2 = client.submit(job2)
     assert submitted2.result(d, timeout=60) == 2_000_000
     assert trace.exists()
-    assert hq_env.task_states(submitted.id) == {0: "finished", 1: "canceled"}
+    assert hq_env.task_states(submitted.id) == {0: "finished", 1: "finished", 2: "canceled"}
