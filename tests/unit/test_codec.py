@@ -158,6 +158,8 @@ NODE_SAMPLES: list[Any] = [
     protocol.FetchResult(BIG_KEY, 2, 8 << 20, 8 << 20),
     protocol.ResultPart(BIG_KEY, 2, 0, 5 << 20, b"HQR1" + bytes(12)),
     protocol.ResultPart(1, 0, 0, 0, b"", "no such result on this worker"),
+    protocol.StoreResult(BIG_KEY, 0, 8 << 20, (8 << 20) + 16, b"HQR1" + bytes(12)),
+    protocol.StoreResult(5, protocol.STORE_UNAVAILABLE, 0, 13, b"worker 2 gone"),
 ]
 
 CLIENT_SAMPLES: list[Any] = [
