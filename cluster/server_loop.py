@@ -127,7 +127,9 @@ class ServerLoop:
         self.links: dict[WorkerId, _Link] = {}  # worker id -> link
         self.by_routing_id: dict[bytes, WorkerId] = {}
         self.by_fd: dict[int, WorkerId] = {}  # file descriptor -> worker id
-        self.running = False
+        # Set by ``stop``, which may come before ``run`` (a signal while the server starts):
+        # ``run`` then returns at once instead of serving on.
+        self.stopped = False
         # A scheduling pass costs O(waiting groups): with thousands waiting and a message a
         # millisecond, passing after each turn left no time for the messages. The next pass
         # waits as long as the last one took, so scheduling takes at most half the loop.
@@ -167,9 +169,8 @@ class ServerLoop:
     # --- running --------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.running = True
         self.call_every(1.0, self._check_heartbeats)
-        while self.running:
+        while not self.stopped:
             timeout = self._next_timeout()
             ready = dict(self.poller.poll(timeout))
             now = time.time()
@@ -194,7 +195,7 @@ class ServerLoop:
         self.flush()
 
     def stop(self) -> None:
-        self.running = False
+        self.stopped = True
 
     def stop_nodes(self, reason: str) -> None:
         for wid in list(self.links):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from hqshm.cli.render import Output
 
 logger = logging.getLogger("hqshm.cli")
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # a stop, like `hq server stop`
 
 
 def server_config(args: argparse.Namespace, server_dir: Path) -> ServerConfig:
@@ -64,6 +67,11 @@ def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
         from hqshm.cli.commands.context import Context
         from hqshm.cli.commands.server import serve
 
+        # From here the server owns the listeners and takes SIGINT and SIGTERM itself, once
+        # its loop's handlers are in place (Server.run unblocks them): a signal meanwhile
+        # waits for them instead of interrupting a half-built server, whose sockets would
+        # stay open (and the access file published) while the process tried to exit.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         served, listeners = listeners, None  # the server closes them from now on
         return serve(Context(args, output()), config, served)
     except KeyboardInterrupt:

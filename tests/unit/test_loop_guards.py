@@ -9,6 +9,7 @@ heartbeats, is told ``StopNode(DROPPED)``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -239,3 +240,13 @@ def test_a_server_message_whose_handler_raises_is_dropped_and_the_node_goes_on(
         server.close(linger=0)
         node.close(linger=0)
         context.term()
+
+
+def test_a_stop_that_comes_before_the_loop_runs_is_not_lost(server: Server) -> None:
+    """A SIGINT between the server's handler being set and its loop starting calls ``stop``
+    first: ``run`` must then return at once, not serve on (the server then never exited)."""
+    server.loop.stop()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (server.loop.run(), done.set()), daemon=True)
+    thread.start()
+    assert done.wait(5.0), "the loop served on after stop()"

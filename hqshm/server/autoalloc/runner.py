@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -89,7 +90,8 @@ class Runner:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hq-autoalloc")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hq-autoalloc",
+                                        initializer=_unblock_stop_signals)
         add_reader(self._wake_r.fileno(), self.drain)
         self.busy = 0
 
@@ -141,3 +143,10 @@ class Runner:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _unblock_stop_signals() -> None:
+    """A command thread's programs (sbatch, qsub, worker stop commands) must take SIGINT and
+    SIGTERM as usual; a thread made while the server still held them (serverstart) would pass
+    them on blocked."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
