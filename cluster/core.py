@@ -38,7 +38,7 @@ import numpy as np
 from .crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
 from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .protocol import Finished, Started
-from .resources import ResourceDescriptor, ResourceRequest
+from .resources import FRACTIONS, ResourceDescriptor, ResourceRequest
 
 SWEEP_AFTER_GROUPS = 1000
 T = TypeVar("T")
@@ -391,6 +391,10 @@ class Worker:
     # key -> thief or None
     retracting: dict[TaskKey, WorkerId | None] = field(default_factory=dict)
     incoming: dict[TaskKey, Placed] = field(default_factory=dict)
+    # key -> (gid, variant): sent early, before its dependencies (all on this worker) finished;
+    # the node starts it once they ended there. Not committed: it takes nothing from the
+    # worker's room until the core releases it (``reactor._task_done`` moves it to assigned).
+    early: dict[TaskKey, Placed] = field(default_factory=dict)
     sent_groups: set[GroupId] = field(default_factory=set)
     amounts_cache: dict[Placed, dict[str, int] | None] = field(default_factory=dict)
     fitting: dict[GroupId, tuple[int, ...]] = field(default_factory=dict)  # gid -> variants
@@ -408,7 +412,7 @@ class Worker:
     def forget_groups(self, live: dict[GroupId, Group]) -> None:
         """Drop what was cached of groups that are over and hold nothing here."""
         held = {p[0] for p in (*self.assigned.values(), *self.running.values(),
-                               *self.incoming.values())}
+                               *self.incoming.values(), *self.early.values())}
 
         def kept(gid: GroupId) -> bool:
             return gid in live or gid in held
@@ -462,6 +466,11 @@ class Core:
     deps_waiting: dict[TaskKey, int] = field(default_factory=dict)
     dependants: dict[TaskKey, list[TaskKey]] = field(default_factory=dict)
     blocked_group: dict[TaskKey, GroupId] = field(default_factory=dict)  # blocked key -> gid
+    # Blocked tasks sent early to the worker that holds their last unfinished prerequisite
+    # (key -> that worker; ``Worker.early``), at most ``early_per_cpu`` x its CPUs a worker;
+    # 0 sends none early.
+    early: dict[TaskKey, WorkerId] = field(default_factory=dict)
+    early_per_cpu: float = 1.0
     # group barriers (--after): prerequisite key -> groups waiting for it
     barrier_dependants: dict[TaskKey, list[GroupId]] = field(default_factory=dict)
     # multi-node tasks: key -> the workers it holds, its root (which runs it) first
@@ -574,6 +583,12 @@ class Core:
                 for name, amount in worker.amounts_of(placed).items():
                     expected[name] += amount
             assert expected == worker.committed, (expected, worker.committed)
+            for key in worker.early:
+                assert key not in seen, f"early task {key} is also placed"
+                assert self.early.get(key) == worker.wid, f"early task {key} not indexed"
+                assert key in self.deps_waiting, f"early task {key} is not blocked"
+            assert len(worker.early) <= early_bound(self, worker), "too many early tasks"
+        assert sum(len(w.early) for w in self.workers.values()) == len(self.early), "early"
         for group in self.groups.values():
             assert not seen.intersection(group.requeued), "requeued task is also placed"
             assert not self.blocked_group.keys() & set(group.requeued), "blocked task is ready"
@@ -588,6 +603,15 @@ class Core:
             _count(priorities, group.priority, +1)
             _count(longest_times, group.longest_time, +1)
         assert (priorities, longest_times) == (self.priorities, self.longest_times)
+
+
+def early_bound(core: Core, worker: Worker) -> int:
+    """How many tasks may wait on the worker for their dependencies (``Worker.early``): so
+    many per CPU, at least one (none when ``early_per_cpu`` is 0), so that a worker never
+    hoards a graph."""
+    if core.early_per_cpu <= 0:
+        return 0
+    return max(1, int(core.early_per_cpu * worker.totals.get("cpus", 0) / FRACTIONS))
 
 
 def _count(counts: dict[T, int], value: T, sign: int) -> None:

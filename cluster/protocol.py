@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from .codec import Registry
 from .frozen import frozen
-from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
+from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId, job_of
 from .resources import ResourceDescriptor, ResourceRequest
 
 # Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
@@ -41,6 +41,7 @@ PROTOCOL = 4
 HEARTBEAT_MISSES = 3  # a node silent for this many of its heartbeat periods (+1 s) is lost
 MAX_NOTIFICATION = 1024  # bytes of one task notification (spec/cli.md §7)
 MAX_FORGET = 65_536  # groups one ForgetGroups names; more go in several messages
+MAX_AFTER = 64  # keys one task of a ComputeTasks may wait for on its node (``after``)
 
 NODE_LINK = Registry("node", PROTOCOL)
 
@@ -217,11 +218,22 @@ class ComputeTasks:
     # Results these tasks take as arguments that were made on other nodes: (key of the task
     # that made it, kind, blob); the node stores them before it starts the tasks.
     results: tuple[tuple[TaskKey, int, bytes], ...] = ()
+    # Sent early (before its dependencies finished), aligned with keys: the keys of tasks of
+    # the same job, sent to this node before, that each task waits for here; it starts once
+    # all of them ended successfully on this node (empty: none, and () for every task).
+    after: tuple[tuple[TaskKey, ...], ...] = ()
 
     def __post_init__(self) -> None:
         for _key, kind, blob in self.results:
             if not 0 <= kind <= 1 or len(blob) > MAX_RESULT_BYTES:
                 raise ValueError("invalid dependency result")
+        if self.after:
+            if len(self.after) != len(self.keys):
+                raise ValueError("after does not align with keys")
+            for key, waited in zip(self.keys, self.after, strict=True):
+                if len(waited) > MAX_AFTER or any(
+                        k == key or job_of(k) != job_of(key) for k in waited):
+                    raise ValueError("invalid after keys")
         if self.instances and len(self.instances) != len(self.keys):
             raise ValueError("instances do not align with keys")
         if self.entries and len(self.entries) != len(self.keys):

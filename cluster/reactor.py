@@ -99,6 +99,47 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[Tas
     out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
 
 
+def assign_early(core: Core, out: Outbox, worker: Worker, group: Group, key: TaskKey,
+                 variant: int, after: Sequence[TaskKey]) -> None:
+    """Send a blocked task to the worker that holds all of its unfinished prerequisites
+    (``after``), before they finished: the node starts it once they ended well there, with no
+    round trip through us. It stays blocked here and takes no room (``Worker.early``) until
+    they finish (``_task_done``)."""
+    if not core.define_on(worker, group):
+        out.send(worker.wid, DefineGroup(group.gid, group.request, group.priority, group.body))
+    worker.early[key] = (group.gid, variant)
+    core.early[key] = worker.wid
+    instance = group.instances.get(key, FIRST_INSTANCE)
+    entries = (group.entry_of(key),) if group.entries is not None else ()
+    out.send(worker.wid, ComputeTasks(group.gid, (key,), (instance,) if instance else (),
+                                      entries, after=(tuple(after),)))
+
+
+def _withdraw_early(core: Core, out: Outbox, worker: Worker, keys: Iterable[TaskKey]) -> None:
+    """These tasks leave the worker unfinished (given back, retried): what waits for them
+    there early (transitively) is taken back too, to be sent again when it may run."""
+    stack = list(keys)
+    withdrawn: list[TaskKey] = []
+    while stack:
+        for dependant in core.dependants.get(stack.pop(), ()):
+            if worker.early.pop(dependant, None) is not None:
+                del core.early[dependant]
+                withdrawn.append(dependant)
+                stack.append(dependant)
+    if withdrawn:
+        out.send(worker.wid, CancelTasks(tuple(withdrawn)))
+        core.changed()
+
+
+def _drop_early(core: Core, out: Outbox | None, key: TaskKey) -> None:
+    """An early task is aborted (or its worker is gone): off its worker, which drops it
+    (a node keeps a task whose prerequisite failed queued until told)."""
+    wid = core.early.pop(key, None)
+    worker = core.workers.get(wid) if wid is not None else None
+    if worker is not None and worker.early.pop(key, None) is not None and out is not None:
+        out.send(worker.wid, CancelTasks((key,)))
+
+
 def assign_multinode(core: Core, out: Outbox, members: Sequence[Worker], group: Group,
                      key: TaskKey, variant: int, now: float) -> None:
     """Reserve whole workers for one multi-node task; the first (root) runs it."""
@@ -165,8 +206,14 @@ def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
         return
     worker.last_seen = now
     started: list[Started] = []
+    early: list[Started] = []
     for report in msg.started:
         key = report[0]
+        if key in worker.early:
+            # Sent early: the node started it after the ends of its prerequisites, which
+            # come in this frame (or came before); it counts as started once they are in.
+            early.append(report)
+            continue
         placed = worker.assigned.pop(key, None)
         if placed is None:
             continue  # canceled meanwhile, or already retracted
@@ -176,11 +223,15 @@ def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
     if started:
         out.events.tasks_started(wid, started, now)
     if msg.finished:
-        finished = [item for item in msg.finished if _ended(core, out, worker, item)]
+        # Each end releases its dependants before the next is looked at: a task sent early
+        # may end in the same report as its prerequisite, after it.
+        finished = []
+        for item in msg.finished:
+            if _ended(core, out, worker, item):
+                finished.append(item)
+                _task_done(core, item[0])
         if finished:
             out.events.tasks_finished(wid, finished, now)
-            for ended in finished:
-                _task_done(core, ended[0])
     if msg.failed:
         failed: list[FailedForGood] = []
         for failure in msg.failed:
@@ -191,12 +242,23 @@ def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
             if placed is None or not _ended(core, out, worker, failure):
                 continue
             if failure[6] and group is not None and group.attempts.get(key, 0) < group.retries:
+                _withdraw_early(core, out, worker, [key])  # it may run elsewhere next
                 _retry(core, out, group, key, now)
             else:
                 failed.append(failure[:6])
         if failed:
             out.events.tasks_failed(wid, failed, now)
             _tasks_dead(core, out, [item[0] for item in failed], (), now)
+    if early:
+        started = []
+        for report in early:
+            placed = worker.assigned.pop(report[0], None)
+            if placed is None:
+                continue  # aborted or canceled meanwhile (or, wrongly, not released yet)
+            worker.running[report[0]] = _as_chosen(core, worker, placed, report[3])
+            started.append(report)
+        if started:
+            out.events.tasks_started(wid, started, now)
     core.changed()
 
 
@@ -254,7 +316,14 @@ def _task_done(core: Core, key: TaskKey) -> None:
             continue
         del core.deps_waiting[dependant]
         group = core.groups.get(core.blocked_group.pop(dependant))
-        if group is not None:
+        wid = core.early.pop(dependant, None)
+        if wid is not None:
+            # Sent early: its node starts it now (or did); it is assigned there from now on.
+            worker = core.workers[wid]
+            placed = worker.early.pop(dependant)
+            worker.assigned[dependant] = placed
+            worker.commit(worker.amounts_of(placed), +1)
+        elif group is not None:
             group.requeued.append(dependant)
             group.reindex()
     for gid in core.barrier_dependants.pop(key, ()):
@@ -283,6 +352,7 @@ def _tasks_dead(core: Core, out: Outbox, keys: Iterable[TaskKey], groups: Iterab
             for key in [k for k, g in core.blocked_group.items() if g == group.gid]:
                 del core.blocked_group[key]
                 core.deps_waiting.pop(key, None)
+                _drop_early(core, out, key)
             stack.extend(k for k in [*core.dependants, *core.barrier_dependants]
                          if group.holds(k))
         if not stack:
@@ -292,6 +362,7 @@ def _tasks_dead(core: Core, out: Outbox, keys: Iterable[TaskKey], groups: Iterab
             if core.deps_waiting.pop(dependant, None) is None:
                 continue
             gid = core.blocked_group.pop(dependant)
+            _drop_early(core, out, dependant)
             aborted_keys.append(dependant)
             stack.append(dependant)
             _end(core, core.groups.get(gid))
@@ -318,6 +389,7 @@ def on_tasks_retracted(core: Core, out: Outbox, wid: WorkerId, keys: Sequence[Ta
         if placed is None:
             continue
         thief_id = worker.retracting.pop(key, None)
+        _withdraw_early(core, out, worker, [key])
         if _release(core, worker, placed) is None:
             continue
         by_target.setdefault(thief_id, {}).setdefault(placed[0], []).append(key)
@@ -377,6 +449,7 @@ def _drop_groups(core: Core, out: Outbox, gids: Iterable[GroupId]) -> None:
     for key in [k for k, g in core.blocked_group.items() if g in gid_set]:
         del core.blocked_group[key]
         core.deps_waiting.pop(key, None)
+        _drop_early(core, out, key)
     for gid in gid_set:
         core.drop_group(gid)
     core.changed()
@@ -444,6 +517,20 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
         requeued_keys.append(key)
         requeued_instances.append(instance)
         requeued_crashes.append(group.crashes.get(key, 0))
+    # Tasks sent early stay blocked here, to be sent again once they may run; they never ran
+    # (no crash), but a node cut off from us may have started one: the next run is a new
+    # instance, as for any task it held.
+    for key, (gid, _variant) in worker.early.items():
+        del core.early[key]
+        group = core.groups.get(gid)
+        if group is None:
+            continue
+        instance = InstanceId(group.instances.get(key, FIRST_INSTANCE) + 1)
+        group.instances[key] = instance
+        requeued_keys.append(key)
+        requeued_instances.append(instance)
+        requeued_crashes.append(group.crashes.get(key, 0))
+    worker.early.clear()
     if requeued_keys:
         out.events.tasks_requeued(requeued_keys, requeued_instances, now, requeued_crashes)
     for never, (keys, counts) in crashed.items():

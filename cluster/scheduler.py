@@ -16,16 +16,23 @@ Three passes, in order of group priority (higher priority, then older job, then 
 3. **Steal**: a worker that still has free capacity while others hold queued, unstarted tasks
    it could run asks them to give some back (``RetractTasks``); when they come back they go
    straight to it. Only unstarted tasks move, so a task never runs twice for one instance.
+4. **Early**: a blocked task whose last unfinished prerequisite is placed on a worker (queued,
+   running, or itself sent early there) goes to that worker now, with ``after`` naming that
+   prerequisite, if its request can run there (``place_early``): the node starts it when the
+   prerequisite ended well, without a round trip through the server, which is what a chain of
+   tasks waits for at every step. It takes no room until its prerequisite finished, and a
+   worker holds at most ``Core.early_per_cpu`` of them per CPU (``core.early_bound``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .core import Core, Group, Outbox, Worker
+from .core import Core, Group, Outbox, Worker, early_bound
 from .ids import TaskKey, WorkerId
-from .reactor import assign, assign_multinode, reserve, retract
+from .reactor import assign, assign_early, assign_multinode, reserve, retract
 from .utilization import Candidate, choose
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
@@ -238,6 +245,41 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
             fill_min_utilization(core, out, worker, groups, now)
     steal(core, out, workers, now, holds)
     retract_expired(core, out, workers, now)
+    place_early(core, out, workers, now)
+
+
+def place_early(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
+    """Send blocked tasks early to the worker that holds their one unfinished prerequisite.
+
+    Only tasks with one prerequisite left (a chain's next step, or the last of several) are
+    sent: the prerequisite is then the worker's task whose dependants it is. Tasks waiting for
+    tasks on several workers are released by the server as before. The walk looks at each
+    worker's placed tasks only while the core holds dependencies and the worker has room for
+    early tasks; it costs O(tasks placed) a pass then, bounded by prefill."""
+    if not core.dependants or core.early_per_cpu <= 0:
+        return
+    for worker in workers:
+        bound = early_bound(core, worker)
+        if (len(worker.early) >= bound or worker.reserved_for is not None
+                or worker.min_utilization > 0):
+            continue
+        placed = deque(k for k in (*worker.running, *worker.assigned, *worker.early)
+                       if k not in worker.retracting)
+        while placed and len(worker.early) < bound:
+            key = placed.popleft()
+            for dependant in core.dependants.get(key, ()):
+                if (core.deps_waiting.get(dependant) != 1 or dependant in core.early
+                        or len(worker.early) >= bound):
+                    continue
+                group = core.groups.get(core.blocked_group[dependant])
+                if group is None or group.multi_node or group.barrier:
+                    continue
+                variant = next((v for v in worker.variants_for(group)
+                                if _eligible(worker, group, v, now) is not None), None)
+                if variant is None:
+                    continue
+                assign_early(core, out, worker, group, dependant, variant, (key,))
+                placed.append(dependant)  # a chain goes on from it, up to the bound
 
 
 def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], holds: Holds,
@@ -361,7 +403,7 @@ def place_multinode(core: Core, out: Outbox, group: Group, workers: Sequence[Wor
         for worker in workers:
             remaining = worker.remaining(now)
             if (worker.reserved_for is None and not worker.assigned and not worker.running
-                    and not worker.incoming
+                    and not worker.incoming and not worker.early
                     and (remaining is None or remaining >= wanted.min_time)):
                 free.setdefault(worker.group, []).append(worker)
         chosen = next((ws for ws in free.values() if len(ws) >= wanted.n_nodes), None)

@@ -220,6 +220,10 @@ class Queued:
     gid: GroupId
     entry: bytes | None
     nodes: tuple[str, ...] = ()  # a multi-node task's hostnames, this node first
+    # Sent early (``ComputeTasks.after``): the tasks it still waits for here, and whether one
+    # of them ended otherwise than well (then it waits for the server to cancel it).
+    after: set[TaskKey] | None = None
+    blocked: bool = False
 
 
 @dataclass(eq=False)
@@ -286,6 +290,16 @@ class NodeCore:
         # key is no longer there was canceled or retracted and is skipped.
         self.queue: dict[GroupId, deque[Queued]] = {}
         self.queued: dict[TaskKey, Queued] = {}
+        # Tasks sent early (``ComputeTasks.after``): queued (in ``queued``) but in no group's
+        # deque until every task they wait for ended well here (``_left``). ``waiters``: a
+        # task here -> those waiting for it. ``failed_here``: tasks that left this node
+        # otherwise than finished (failed, canceled, retracted, dropped) -> their group, kept
+        # while the group lives here: a task sent early after such an end waits for the
+        # server's cancel. (A task sent before its waiter that is no longer here and not
+        # in ``failed_here`` finished well: the server sends a task's waiter after it.)
+        self.waiting: dict[TaskKey, Queued] = {}
+        self.waiters: dict[TaskKey, list[Queued]] = {}
+        self.failed_here: dict[TaskKey, GroupId] = {}
         self.running: dict[TaskKey, Running] = {}
         # Hand-offs running but not reported started yet: while there is one, the loop polls
         # every DRAIN_TICK (a set, so that the poll timeout need not scan the running tasks).
@@ -376,7 +390,7 @@ class NodeCore:
                 self._cancel(message.keys, mono)
                 self._settle_forgotten()
             case RetractTasks():
-                given = tuple(k for k in message.keys if self.queued.pop(k, None) is not None)
+                given = tuple(k for k in message.keys if self._retract(k))
                 self.out.send(TasksRetracted(given))
                 self._settle_forgotten()
             case StopNode():
@@ -413,6 +427,8 @@ class NodeCore:
                 tasks.popleft()  # canceled or retracted meanwhile
             if any(self.queued.get(q.key) is q for q in tasks):
                 return True
+        if any(q.gid == gid for q in self.waiting.values()):
+            return True
         return any(task.gid == gid for task in self.running.values())
 
     def _settle(self, gid: GroupId) -> None:
@@ -430,11 +446,16 @@ class NodeCore:
         """Drop every queued task (the node stops, or its server is lost)."""
         self.queued.clear()
         self.queue.clear()
+        self.waiting.clear()
+        self.waiters.clear()
         self._settle_forgotten()
 
     def _drop_group(self, gid: GroupId) -> None:
         self.forgotten.discard(gid)
         self.queue.pop(gid, None)
+        if self.failed_here:
+            for key in [k for k, g in self.failed_here.items() if g == gid]:
+                del self.failed_here[key]
         if self.groups.pop(gid, None) is not None:
             self.out.forget_group(gid)
 
@@ -449,12 +470,54 @@ class NodeCore:
             entry = msg.entries[i] if msg.entries else None  # raw: the executor decodes it
             queued = Queued(key, instance, msg.gid, entry, msg.nodes)
             self.queued[key] = queued
+            if msg.after and msg.after[i] and self._waits(queued, msg.after[i]):
+                continue
             tasks.append(queued)
         self.idle_since = None
 
+    def _waits(self, queued: Queued, after: tuple[TaskKey, ...]) -> bool:
+        """Whether a task sent early must wait (``waiting``) for the tasks named ``after``.
+
+        Those were sent here before it: each is queued or running here (it waits for its
+        end), or has left: badly (``failed_here``: it waits for the server's cancel) or well."""
+        left = {k for k in after if k in self.queued or k in self.running}
+        blocked = any(k in self.failed_here for k in after if k not in left)
+        if not left and not blocked:
+            return False
+        queued.after = left
+        queued.blocked = blocked
+        self.waiting[queued.key] = queued
+        for k in left:
+            self.waiters.setdefault(k, []).append(queued)
+        return True
+
+    def _failed_here(self, key: TaskKey, gid: GroupId) -> None:
+        """A task left the node without finishing well: what waits for it here never starts
+        (the server cancels it)."""
+        self.failed_here[key] = gid
+        for queued in self.waiters.pop(key, ()):
+            if self.queued.get(queued.key) is queued:
+                queued.blocked = True
+
+    def _finished_here(self, key: TaskKey) -> None:
+        """A task finished well: what waits only for it is released into its group's queue,
+        at the front (it was sent before the tasks queued since)."""
+        self.failed_here.pop(key, None)
+        for queued in self.waiters.pop(key, ()):
+            if self.queued.get(queued.key) is not queued or queued.after is None:
+                continue
+            queued.after.discard(key)
+            if not queued.after and not queued.blocked:
+                del self.waiting[queued.key]
+                self.queue.setdefault(queued.gid, deque()).appendleft(queued)
+                self.idle_since = None
+
     def _cancel(self, keys: tuple[TaskKey, ...], mono: float) -> None:
         for key in keys:
-            if self.queued.pop(key, None) is not None:
+            queued = self.queued.pop(key, None)
+            if queued is not None:
+                self.waiting.pop(key, None)
+                self._failed_here(key, queued.gid)
                 continue
             task = self.running.get(key)
             if task is not None and not task.canceled:
@@ -463,6 +526,14 @@ class NodeCore:
                 if not inflight or inflight[0] != key:
                     self.out.skip(task.slot.index, key)  # queued behind another: do not start
                 self._kill(task, mono)
+
+    def _retract(self, key: TaskKey) -> bool:
+        queued = self.queued.pop(key, None)
+        if queued is None:
+            return False
+        self.waiting.pop(key, None)
+        self._failed_here(key, queued.gid)
+        return True
 
     def _stop_requested(self, reason: str, mono: float) -> None:
         if reason == StopReason.STOPPED:
@@ -868,6 +939,10 @@ class NodeCore:
         """``hold``: a failure by an outside signal waits OUTSIDE_KILL_HOLD (a task's own end;
         an executor ignores SIGTERM while the node lives)."""
         del self.running[task.key]
+        if ok and not task.canceled and not task.timed_out:
+            self._finished_here(task.key)
+        else:
+            self._failed_here(task.key, task.gid)
         if not task.reported:
             self.unreported.discard(task.key)
         if task.heir is None or task.heir not in self.running:
@@ -1002,7 +1077,8 @@ class NodeCore:
             self.updates.failed.append(self.held.popleft()[1])
         if not self.updates or self.lost_since is not None:
             return
-        urgent = force or (not self.queued and self._free_slot() is not None)
+        urgent = force or (len(self.queued) == len(self.waiting)
+                           and self._free_slot() is not None)
         if not urgent and mono - self.last_flush < FLUSH_DELAY:
             return
         self.last_flush = mono
@@ -1075,7 +1151,13 @@ class NodeCore:
         self.allocator.check()
         for key, queued in self.queued.items():
             assert key not in self.running, f"task {key} is queued and running"
-            assert queued in self.queue[queued.gid], f"queued task {key} is in no group queue"
+            if key in self.waiting:
+                assert self.waiting[key] is queued and queued not in self.queue.get(
+                    queued.gid, ()), f"waiting task {key} is in its group's queue"
+                assert queued.blocked or queued.after, f"task {key} waits for nothing"
+            else:
+                assert queued in self.queue[queued.gid], f"queued task {key} is in no queue"
+        assert self.waiting.keys() <= self.queued.keys(), "a waiting task is not queued"
         inflight: dict[TaskKey, Slot] = {}
         for index, slot in enumerate(self.slots):
             assert slot.index == index, (slot.index, index)

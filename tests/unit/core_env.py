@@ -50,6 +50,7 @@ from hqshm.cluster.scheduler import (
     _any_room,
     fill_min_utilization,
     place,
+    place_early,
     place_multinode,
     prefill_factor,
     retract_expired,
@@ -229,11 +230,16 @@ class Env:
     probe_skips: bool = True  # check every skipped pass against a full one (``schedule``)
     # check every pass against one that scans every group (``reference_schedule``)
     compare_passes: bool = True
+    # Send blocked tasks early to the worker of their last prerequisite (``place_early``):
+    # off for the scenarios written before it, which assert when the server releases a task.
+    early: bool = False
     _job_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _gids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         self.out = RecordingOutbox(self.events)
+        if not self.early:
+            self.core.early_per_cpu = 0.0
 
     # --- building the cluster ---------------------------------------------------------------
 
@@ -449,6 +455,9 @@ def reference_schedule(core: Core, out: Any, now: float) -> None:
             fill_min_utilization(core, out, worker, groups, now)
     steal(core, out, workers, now, holds)
     reference_retract_expired(core, out, workers, now)
+    # The early pass reads no pending group (only placed tasks and blocked ones): it is the
+    # same pass here, after a full scan's decisions, so these are compared with it on.
+    place_early(core, out, workers, now)
 
 
 def reference_retract_expired(core: Core, out: Any, workers: Sequence[Worker],

@@ -1,0 +1,185 @@
+"""Scenarios of tasks sent early to the node (``ComputeTasks.after``, hqshm/node/core.py): a
+task that waits for others on this node starts once they all ended well here, as any queued
+task then (hand-off included); one whose prerequisite failed, was canceled or retracted stays
+queued until the server's cancel drops it."""
+
+from __future__ import annotations
+
+from hqshm.cluster.ids import task_key
+from hqshm.cluster.protocol import CancelTasks, ComputeTasks, RetractTasks, TasksRetracted
+from node_env import Dispatch, NodeEnv
+
+JOB = 1
+
+
+def key(i: int) -> int:
+    return task_key(JOB, i)
+
+
+def send(env: NodeEnv, gid: int, i: int, after: tuple[int, ...] = ()) -> int:
+    env.deliver(ComputeTasks(gid, (key(i),), after=((*(key(a) for a in after),),)
+                             if after else ()))
+    return key(i)
+
+
+def dispatched(env: NodeEnv) -> list[int]:
+    return [d.key for d in env.out.take(Dispatch)]
+
+
+def test_a_chain_sent_early_runs_in_order_on_the_node() -> None:
+    env = NodeEnv(cpus=2)
+    gid = env.group()
+    k0 = send(env, gid, 0)
+    k1 = send(env, gid, 1, after=(0,))
+    k2 = send(env, gid, 2, after=(1,))
+    env.turn()
+    assert dispatched(env) == [k0]  # the others wait, though CPUs are free
+    env.start(k0)
+    env.end(k0)
+    env.turn()
+    assert dispatched(env) == [k1]
+    env.start(k1)
+    env.check()
+    env.end(k1)
+    env.turn()
+    assert dispatched(env) == [k2]
+    env.start(k2)
+    env.end(k2)
+    env.turn()
+    env.check()
+    assert not env.core.queued and not env.core.waiting and not env.core.waiters
+
+
+def test_a_task_sent_after_its_prerequisite_finished_starts_at_once() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    k0 = send(env, gid, 0)
+    env.turn()
+    assert dispatched(env) == [k0]
+    env.start(k0)
+    env.end(k0)  # the server has not heard yet when it sends k1 early
+    k1 = send(env, gid, 1, after=(0,))
+    env.turn()
+    assert dispatched(env) == [k1]
+    env.check()
+
+
+def test_it_waits_for_every_task_it_names() -> None:
+    env = NodeEnv(cpus=4)
+    gid = env.group()
+    k0, k1 = send(env, gid, 0), send(env, gid, 1)
+    k2 = send(env, gid, 2, after=(0, 1))
+    env.turn()
+    assert dispatched(env) == [k0, k1]
+    env.start(k0)
+    env.start(k1)
+    env.end(k0)
+    env.turn()
+    assert dispatched(env) == []
+    env.end(k1)
+    env.turn()
+    assert dispatched(env) == [k2]
+    env.check()
+
+
+def test_a_failed_prerequisite_keeps_it_queued_until_the_server_cancels_it() -> None:
+    env = NodeEnv(cpus=2)
+    gid = env.group()
+    k0 = send(env, gid, 0)
+    k1 = send(env, gid, 1, after=(0,))
+    k2 = send(env, gid, 2, after=(1,))
+    env.turn()
+    assert dispatched(env) == [k0]
+    env.start(k0)
+    env.end(k0, ok=False, error="boom")
+    env.turn()
+    assert dispatched(env) == []  # never started
+    assert env.core.queued.keys() == {k1, k2}
+    env.check()
+    env.deliver(CancelTasks((k1, k2)))  # the server aborted them
+    env.turn()
+    assert dispatched(env) == [] and not env.core.queued and not env.core.waiting
+    env.check()
+
+
+def test_a_task_sent_after_its_prerequisite_failed_never_starts() -> None:
+    env = NodeEnv(cpus=2)
+    gid = env.group()
+    k0 = send(env, gid, 0)
+    env.turn()
+    dispatched(env)
+    env.start(k0)
+    env.end(k0, ok=False, error="boom")
+    k1 = send(env, gid, 1, after=(0,))
+    env.turn()
+    assert dispatched(env) == []
+    env.deliver(CancelTasks((k1,)))
+    env.check()
+    assert not env.core.queued
+
+
+def test_a_canceled_or_retracted_prerequisite_blocks_it() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    k0, k1 = send(env, gid, 0), send(env, gid, 1)  # k1 queued behind k0 (one CPU)
+    k2 = send(env, gid, 2, after=(0,))
+    k3 = send(env, gid, 3, after=(1,))
+    env.turn()
+    assert dispatched(env) == [k0]
+    env.deliver(RetractTasks((k1,)))
+    assert env.out.take_one(TasksRetracted).keys == (k1,)
+    env.deliver(CancelTasks((k0,)))
+    env.end(k0, ok=False, error="killed")
+    env.turn()
+    assert dispatched(env) == []
+    assert env.core.queued.keys() == {k2, k3}
+    env.deliver(CancelTasks((k2, k3)))
+    env.check()
+
+
+def test_a_released_task_is_handed_off_like_any_queued_one() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    group = env.core.groups[gid]
+    group.ran, group.ran_time = 10, 0.01  # a short group: hand-offs
+    k0 = send(env, gid, 0)
+    k1 = send(env, gid, 1, after=(0,))
+    k2 = send(env, gid, 2)
+    env.turn()
+    assert dispatched(env) == [k0, k2]  # k2 handed off behind k0; k1 waits
+    env.start(k0)
+    env.end(k0, duration=0.001)
+    env.turn()
+    # k2 runs now on the executor; k1, released, is handed off behind it.
+    assert dispatched(env) == [k1]
+    env.check()
+
+
+def test_a_group_with_a_waiting_task_is_not_dropped() -> None:
+    from hqshm.cluster.protocol import ForgetGroups
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    other = env.group()
+    k0 = send(env, other, 0)
+    k1 = send(env, gid, 1, after=(0,))
+    env.deliver(ForgetGroups((gid,)))
+    assert gid in env.core.groups  # its waiting task holds it
+    env.turn()
+    assert dispatched(env) == [k0]
+    env.start(k0)
+    env.end(k0)
+    env.turn()
+    assert dispatched(env) == [k1]
+    env.check()
+
+
+def test_after_keys_are_checked_on_arrival() -> None:
+    import pytest
+    with pytest.raises(ValueError):
+        ComputeTasks(1, (key(1),), after=((task_key(2, 0),),))  # another job's task
+    with pytest.raises(ValueError):
+        ComputeTasks(1, (key(1),), after=((key(1),),))  # itself
+    with pytest.raises(ValueError):
+        ComputeTasks(1, (key(1),), after=(tuple(key(i) for i in range(2, 100)),))  # too many
+    with pytest.raises(ValueError):
+        ComputeTasks(1, (key(1), key(2)), after=((key(0),),))  # not aligned
