@@ -70,8 +70,11 @@ def test_a_producer_gone_before_its_dependant_is_sent_is_a_clear_error(
     gate = hq_env.work / "gate"
     job = Job(default_env=rf.FUNCTIONS_PATH)
     a = job.function(rf.big, args=(3_000_000,), resources=HERE)
+    # Two prerequisites on worker 2 hold b back: a task with one left would go there early
+    # (cluster/scheduler.py place_early), with a's result fetched while worker 1 still lived.
     wait = job.function(rf.wait_for_file, args=(str(gate),), resources=THERE)
-    b = job.function(rf.echo, args=(a,), resources=THERE, deps=[wait])
+    wait2 = job.function(rf.wait_for_file, args=(str(gate),), resources=THERE)
+    b = job.function(rf.echo, args=(a,), resources=THERE, deps=[wait, wait2])
     submitted = client.submit(job)
     hq_env.wait_for_tasks(submitted.id, "finished", count=1)  # a (the gate waits)
     hq_env.kill_worker(1)
@@ -81,7 +84,7 @@ def test_a_producer_gone_before_its_dependant_is_sent_is_a_clear_error(
                        match=r"The result of task 0 \(an argument of this task\) could not be "
                              r"fetched: worker 1, which held it, is gone"):
         submitted.result(b, timeout=60)
-    info = hq_env.command(["task", "info", str(submitted.id), "2"])
+    info = hq_env.command(["task", "info", str(submitted.id), "3"])
     assert "could not be fetched: worker 1" in info
 
 
@@ -106,18 +109,21 @@ def test_a_cancel_does_not_overtake_a_dependant_waiting_for_its_argument(
     trace, gate = hq_env.work / "ran", hq_env.work / "gate"
     job = Job(default_env=rf.FUNCTIONS_PATH)
     a = job.function(rf.big, args=(12_000_000,), resources=HERE)
+    # Two prerequisites: with one, the dependant would go to worker 2 early (and its argument
+    # with it) while worker 1 still ran (cluster/scheduler.py place_early).
     wait = job.function(rf.wait_for_file, args=(str(gate),), resources=THERE)
-    job.function(rf.mark, args=(str(trace), a), resources=THERE, deps=[wait])
+    wait2 = job.function(rf.wait_for_file, args=(str(gate),), resources=THERE)
+    job.function(rf.mark, args=(str(trace), a), resources=THERE, deps=[wait, wait2])
     submitted = client.submit(job)
     hq_env.wait_for_tasks(submitted.id, "finished", count=1)  # a (the gate waits)
     producer = hq_env.workers[1].pid
     os.kill(producer, signal.SIGSTOP)  # the fetch of a's result waits for it
     try:
         gate.touch()
-        hq_env.wait_for_tasks(submitted.id, "finished", count=2)
+        hq_env.wait_for_tasks(submitted.id, "finished", count=3)
         time.sleep(0.3)  # the dependant went to worker 2's held queue
         hq_env.command(["job", "cancel", str(submitted.id)])
-        assert hq_env.task_states(submitted.id)[2] == "canceled"
+        assert hq_env.task_states(submitted.id)[3] == "canceled"
     finally:
         os.kill(producer, signal.SIGCONT)
     time.sleep(1.0)
@@ -129,4 +135,5 @@ def test_a_cancel_does_not_overtake_a_dependant_waiting_for_its_argument(
     submitted2 = client.submit(job2)
     assert submitted2.result(d, timeout=60) == 2_000_000
     assert trace.exists()
-    assert hq_env.task_states(submitted.id) == {0: "finished", 1: "finished", 2: "canceled"}
+    assert hq_env.task_states(submitted.id) == {0: "finished", 1: "finished", 2: "finished",
+                                                3: "canceled"}
