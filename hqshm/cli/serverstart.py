@@ -54,6 +54,14 @@ def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
     """Serve until stopped. Clients that come while this process is still starting find
     ``hq-starting`` and wait for ``hq-current``, then for the loop to answer."""
     server_dir = serverdir.resolve_server_dir(getattr(args, "server_dir", None), os.environ)
+    # SIGINT and SIGTERM during start-up are a stop too: exit 0, nothing left published
+    # (spec/cli.md §3). They are held until the server's loop has its handlers (Server.run
+    # unblocks them, and one that came meanwhile stops it at once, cleanly), rather than
+    # raised into whatever start-up was doing: a KeyboardInterrupt there could leave sockets
+    # open that hang the exit, and SIGTERM would kill the process with its access file
+    # published. Held, not ignored, they arrive even when the parent left them ignored (a
+    # shell's background job).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     serverdir.mark_starting(server_dir)
     listeners: Listeners | None = None
     try:
@@ -67,20 +75,12 @@ def start(args: argparse.Namespace, output: Callable[[], Output]) -> int:
         from hqshm.cli.commands.context import Context
         from hqshm.cli.commands.server import serve
 
-        # From here the server owns the listeners and takes SIGINT and SIGTERM itself, once
-        # its loop's handlers are in place (Server.run unblocks them): a signal meanwhile
-        # waits for them instead of interrupting a half-built server, whose sockets would
-        # stay open (and the access file published) while the process tried to exit.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         served, listeners = listeners, None  # the server closes them from now on
         return serve(Context(args, output()), config, served)
-    except KeyboardInterrupt:
-        # Ctrl-C before the server's own SIGINT handler was in place (start-up) is a stop
-        # too: exit 0, and no hq-current left behind (spec/cli.md §3).
-        logger.info("Stopping server")
-        return 0
     finally:
         if listeners is not None:  # the server did not get to start
             listeners.unpublish(server_dir)
             listeners.close()
         serverdir.unmark_starting(server_dir)
+        # As it was (a start that failed before the server ran; one that ran unblocked them).
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)

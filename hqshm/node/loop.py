@@ -302,6 +302,9 @@ class Node:
             signals.append(signum)
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Taken from here on even if the process was started with them blocked (a parent that
+        # held them when it forked us: the mask is inherited).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             try:
                 self.connect(wake_r.fileno(), signals)

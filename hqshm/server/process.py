@@ -161,8 +161,8 @@ class Server(ServerControl):
 
         old_int = signal.signal(signal.SIGINT, on_signal)
         old_term = signal.signal(signal.SIGTERM, on_signal)
-        # `hq server start` holds these from the moment it hands over until now (serverstart):
-        # one that came meanwhile is delivered here, and stops the loop before it serves.
+        # `hq server start` holds these from its start until now (serverstart): one that came
+        # meanwhile is delivered here, and stops the loop before it serves.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         self.loop.add_reader(wake_r.fileno(), lambda: _drain(wake_r))
         self.loop.call_every(1.0, lambda now: None)

@@ -108,13 +108,45 @@ def test_stopping_the_server_ends_every_worker_and_task(
         assert_all_gone(hq_env, busy, f"worker {index}'s executors and tasks to end")
 
 
-def test_ctrl_c_while_the_server_starts_exits_zero_and_leaves_nothing(hq_env: HqEnv) -> None:
-    server = hq_env.start_server(wait=False)
+def _ignoring_sigint() -> None:
+    """What a non-interactive shell does to a background job (`hq server start &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("sig", "delay", "ignored"), [
+    (signal.SIGINT, 0.0, False),
+    (signal.SIGINT, 0.05, False),
+    (signal.SIGINT, 0.15, False),
+    (signal.SIGTERM, 0.0, False),
+    (signal.SIGTERM, 0.1, False),
+    (signal.SIGINT, 0.0, True),
+], ids=["ctrl-c", "ctrl-c-50ms", "ctrl-c-150ms", "SIGTERM", "SIGTERM-100ms",
+        "ctrl-c-inherited-ignored"])
+def test_ctrl_c_while_the_server_starts_exits_zero_and_leaves_nothing(
+        hq_env: HqEnv, sig: int, delay: float, ignored: bool) -> None:
+    """Start-up holds SIGINT and SIGTERM until the loop's handlers are in place: at any moment
+    they stop the server cleanly (once a stop that came before the loop ran was lost, and the
+    server served on), even when the shell left SIGINT ignored."""
+    if ignored:
+        with open(hq_env.logs / "server.log", "wb") as log:
+            server = subprocess.Popen([*hq_env.hq, "server", "start"], env=hq_env.env(),
+                                      cwd=hq_env.work, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_ignoring_sigint)
+        hq_env.processes.append(("server", server))
+    else:
+        server = hq_env.start_server(wait=False)
     # The first thing `hq server start` does is to say it is starting: interrupt it from then.
     hq_env.wait_until(lambda: (hq_env.server_dir / "hq-starting").exists()
-                      or (hq_env.server_dir / "hq-current").exists(), "the server to start")
-    _ctrl_c(server)
-    assert wait_exit(server) == 0, hq_env.log("server")
+                      or (hq_env.server_dir / "hq-current").exists(), "the server to start",
+                      interval=0.0)
+    time.sleep(delay)
+    os.killpg(server.pid, sig)
+    try:
+        code = wait_exit(server)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its log:\n{hq_env.log('server')}") from None
+    assert code == 0, hq_env.log("server")
     assert not os.path.lexists(hq_env.server_dir / "hq-current")
     assert not os.path.lexists(hq_env.server_dir / "hq-starting")
     result = hq_env.run(["server", "info"])

@@ -45,10 +45,7 @@ def serve(ctx: Context, config: ServerConfig, listeners: Listeners | None) -> in
         serverdir.unmark_starting(server_dir)
         ctx.out.server_info(info, server_dir=str(server_dir))
 
-    try:
-        server.run(on_ready=ready)
-    except KeyboardInterrupt:
-        logger.info("Stopping server")  # Ctrl-C before the loop's own handler was in place
+    server.run(on_ready=ready)  # SIGINT and SIGTERM stop it (held until then: serverstart)
     return 0
 
 
