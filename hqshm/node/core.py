@@ -78,6 +78,7 @@ logger = logging.getLogger(__name__)
 KILL_GRACE = 1.0  # SIGINT, then SIGKILL after this long (spec/jobs.md §7)
 SERVER_SILENCE_LIMIT = 3  # heartbeats without a word from the server: it is lost
 MAX_EXTRA_EXECUTORS = 4  # per CPU, for tasks that need less than one CPU
+MAX_FAILED_HERE = 1 << 16  # failures remembered for tasks sent early (NodeCore.failed_here)
 # Task updates wait this long to share a frame: each frame wakes ZeroMQ's I/O thread and the
 # server's loop, which costs more than the task itself when tasks are short. An update is sent
 # at once when the node has nothing left to start, since then the server must refill it.
@@ -292,14 +293,16 @@ class NodeCore:
         self.queued: dict[TaskKey, Queued] = {}
         # Tasks sent early (``ComputeTasks.after``): queued (in ``queued``) but in no group's
         # deque until every task they wait for ended well here (``_left``). ``waiters``: a
-        # task here -> those waiting for it. ``failed_here``: tasks that left this node
-        # otherwise than finished (failed, canceled, retracted, dropped) -> their group, kept
-        # while the group lives here: a task sent early after such an end waits for the
-        # server's cancel. (A task sent before its waiter that is no longer here and not
-        # in ``failed_here`` finished well: the server sends a task's waiter after it.)
+        # task here -> those waiting for it. ``failed_here``: the last MAX_FAILED_HERE tasks
+        # that left this node otherwise than finished (failed, canceled, retracted, dropped),
+        # oldest first: a task sent early after such an end (the server had not heard of it
+        # yet) waits for the server's cancel. (A task sent before its waiter that is no
+        # longer here and not in ``failed_here`` finished well: the server sends a task's
+        # waiter after it, and hears of a failure within a round trip, long before
+        # MAX_FAILED_HERE more tasks fail here.)
         self.waiting: dict[TaskKey, Queued] = {}
         self.waiters: dict[TaskKey, list[Queued]] = {}
-        self.failed_here: dict[TaskKey, GroupId] = {}
+        self.failed_here: dict[TaskKey, None] = {}
         self.running: dict[TaskKey, Running] = {}
         # Hand-offs running but not reported started yet: while there is one, the loop polls
         # every DRAIN_TICK (a set, so that the poll timeout need not scan the running tasks).
@@ -453,9 +456,6 @@ class NodeCore:
     def _drop_group(self, gid: GroupId) -> None:
         self.forgotten.discard(gid)
         self.queue.pop(gid, None)
-        if self.failed_here:
-            for key in [k for k, g in self.failed_here.items() if g == gid]:
-                del self.failed_here[key]
         if self.groups.pop(gid, None) is not None:
             self.out.forget_group(gid)
 
@@ -491,10 +491,12 @@ class NodeCore:
             self.waiters.setdefault(k, []).append(queued)
         return True
 
-    def _failed_here(self, key: TaskKey, gid: GroupId) -> None:
+    def _failed_here(self, key: TaskKey) -> None:
         """A task left the node without finishing well: what waits for it here never starts
         (the server cancels it)."""
-        self.failed_here[key] = gid
+        self.failed_here[key] = None
+        if len(self.failed_here) > MAX_FAILED_HERE:
+            del self.failed_here[next(iter(self.failed_here))]
         for queued in self.waiters.pop(key, ()):
             if self.queued.get(queued.key) is queued:
                 queued.blocked = True
@@ -517,7 +519,7 @@ class NodeCore:
             queued = self.queued.pop(key, None)
             if queued is not None:
                 self.waiting.pop(key, None)
-                self._failed_here(key, queued.gid)
+                self._failed_here(key)
                 continue
             task = self.running.get(key)
             if task is not None and not task.canceled:
@@ -532,7 +534,7 @@ class NodeCore:
         if queued is None:
             return False
         self.waiting.pop(key, None)
-        self._failed_here(key, queued.gid)
+        self._failed_here(key)
         return True
 
     def _stop_requested(self, reason: str, mono: float) -> None:
@@ -942,7 +944,7 @@ class NodeCore:
         if ok and not task.canceled and not task.timed_out:
             self._finished_here(task.key)
         else:
-            self._failed_here(task.key, task.gid)
+            self._failed_here(task.key)
         if not task.reported:
             self.unreported.discard(task.key)
         if task.heir is None or task.heir not in self.running:

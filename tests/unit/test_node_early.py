@@ -183,3 +183,22 @@ def test_after_keys_are_checked_on_arrival() -> None:
         ComputeTasks(1, (key(1),), after=(tuple(key(i) for i in range(2, 100)),))  # too many
     with pytest.raises(ValueError):
         ComputeTasks(1, (key(1), key(2)), after=((key(0),),))  # not aligned
+
+
+def test_failures_are_remembered_for_early_tasks_within_a_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed array of a million tasks must not leave a million keys on its node: the node
+    remembers the last MAX_FAILED_HERE failures, oldest forgotten first."""
+    from hqshm.node import core as node_core
+
+    monkeypatch.setattr(node_core, "MAX_FAILED_HERE", 3)
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    keys = [send(env, gid, i) for i in range(5)]
+    for key in keys:
+        env.turn()
+        env.start(key)
+        env.end(key, ok=False, error="boom")
+    env.turn()
+    assert list(env.core.failed_here) == keys[2:]
+    env.check()
