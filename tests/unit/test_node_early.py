@@ -5,6 +5,7 @@ queued until the server's cancel drops it."""
 
 from __future__ import annotations
 
+import pytest
 from hqshm.cluster.ids import task_key
 from hqshm.cluster.protocol import CancelTasks, ComputeTasks, RetractTasks, TasksRetracted
 from node_env import Dispatch, NodeEnv
