@@ -516,3 +516,14 @@ def test_just_connected_worker_is_not_unmet_demand() -> None:
     d = queue_demand(env.core, q.resources, 3600.0, 1)
     assert planner.plan(q, d, 100.0).submit == ()
     assert planner.plan(q, d, 106.0).submit == (1,)  # still waiting later: unmet demand
+
+
+def test_allocation_ids_sort_by_their_numbers() -> None:
+    """`hq alloc info` lists allocations by id: Slurm's job 10 after job 9 (a text sort put it
+    first, and the real-Slurm restore test then read the wrong allocation once Slurm's job
+    ids reached two digits)."""
+    from hqshm.server.autoalloc.state import id_order
+
+    ids = ["10", "9", "100", "11", "99.pbs-1", "100.pbs-1", "7.pbs-2"]
+    assert sorted(ids, key=id_order) == ["7.pbs-2", "9", "10", "11", "99.pbs-1", "100",
+                                         "100.pbs-1"]

@@ -46,6 +46,7 @@ from hqshm.server.autoalloc.state import (
     Allocation,
     Queue,
     Tunables,
+    id_order,
 )
 from hqshm.server.journal.allocrecords import (
     AllocCountersRecord,
@@ -174,7 +175,7 @@ class AutoAlloc:
 
     def info(self, request: AllocInfoRequest, now: float) -> AllocInfoResponse:
         queue = self._queue(request.queue_id)
-        allocations = sorted(queue.allocations.values(), key=lambda a: a.id)
+        allocations = sorted(queue.allocations.values(), key=lambda a: id_order(a.id))
         if request.filter is not None:
             allocations = [a for a in allocations if a.state == request.filter]
         return AllocInfoResponse(self._view(queue), tuple(

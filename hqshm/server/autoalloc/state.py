@@ -7,6 +7,7 @@ QUEUED -> RUNNING -> FINISHED | FAILED (deployment.md §6.6); ``reconcile`` move
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from hqshm.cluster.resources import ResourceDescriptor
@@ -139,3 +140,10 @@ class Queue:
     def coming_workers(self, now: float) -> int:
         return self.in_flight_workers + sum(a.coming_workers(now)
                                             for a in self.allocations.values())
+
+
+def id_order(allocation_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of a batch system's job id, numbers by value: Slurm's job 10 after job 9
+    (as text it came first), PBS's `100.server` after `99.server`."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in re.split(r"(\d+)", allocation_id) if part)
