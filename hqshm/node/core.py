@@ -292,11 +292,11 @@ class NodeCore:
         self.queue: dict[GroupId, deque[Queued]] = {}
         self.queued: dict[TaskKey, Queued] = {}
         # Tasks sent early (``ComputeTasks.after``): queued (in ``queued``) but in no group's
-        # deque until every task they wait for ended well here (``_left``). ``waiters``: a
-        # task here -> those waiting for it. ``failed_here``: the last MAX_FAILED_HERE tasks
-        # that left this node otherwise than finished (failed, canceled, retracted, dropped),
-        # oldest first: a task sent early after such an end (the server had not heard of it
-        # yet) waits for the server's cancel. (A task sent before its waiter that is no
+        # deque until every task they wait for ended well here (``_finished_here``).
+        # ``waiters``: a task here -> those waiting for it. ``failed_here``: the last
+        # MAX_FAILED_HERE tasks that left this node otherwise than finished (failed, canceled,
+        # retracted, dropped), oldest first: a task sent early after such an end (the server
+        # had not heard of it yet) waits for the server's cancel. (A task sent before its waiter that is no
         # longer here and not in ``failed_here`` finished well: the server sends a task's
         # waiter after it, and hears of a failure within a round trip, long before
         # MAX_FAILED_HERE more tasks fail here.)
@@ -393,7 +393,7 @@ class NodeCore:
                 self._cancel(message.keys, mono)
                 self._settle_forgotten()
             case RetractTasks():
-                given = tuple(k for k in message.keys if self._retract(k))
+                given = tuple(k for k in message.keys if self._unqueue(k))
                 self.out.send(TasksRetracted(given))
                 self._settle_forgotten()
             case StopNode():
@@ -516,10 +516,7 @@ class NodeCore:
 
     def _cancel(self, keys: tuple[TaskKey, ...], mono: float) -> None:
         for key in keys:
-            queued = self.queued.pop(key, None)
-            if queued is not None:
-                self.waiting.pop(key, None)
-                self._failed_here(key)
+            if self._unqueue(key):
                 continue
             task = self.running.get(key)
             if task is not None and not task.canceled:
@@ -529,7 +526,8 @@ class NodeCore:
                     self.out.skip(task.slot.index, key)  # queued behind another: do not start
                 self._kill(task, mono)
 
-    def _retract(self, key: TaskKey) -> bool:
+    def _unqueue(self, key: TaskKey) -> bool:
+        """Drop a queued task (canceled, retracted); whether it was queued here."""
         queued = self.queued.pop(key, None)
         if queued is None:
             return False

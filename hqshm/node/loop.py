@@ -601,11 +601,11 @@ def _results_dir(fallback: str) -> str:
     return ""
 
 
-def _remove_abandoned(parent: str, now: float | None = None) -> int:
+def _remove_abandoned(parent: str) -> int:
     """Remove this user's result directories in ``parent`` that no live process locks; how
     many. Directories changed less than ``ABANDONED_AFTER`` ago are left alone: their node
     may not have locked them yet. Others' entries, links and files are never touched."""
-    now = time.time() if now is None else now
+    now = time.time()
     removed = 0
     uid = os.getuid()
     with os.scandir(parent) as entries:

@@ -45,6 +45,7 @@ from typing import Any
 import msgpack
 
 from hqshm import taskresult
+from hqshm.cluster.ids import TaskKey, job_of, split_key
 from hqshm.cluster.protocol import (
     MAX_PART,
     RESULT_HELD,
@@ -173,7 +174,7 @@ def store_received(root: str, server_uid: str, items: Sequence[tuple[int, int, b
     if not root:
         return
     for key, kind, blob in items:
-        path = taskresult.stored_path(root, server_uid, key >> 32, key & 0xFFFFFFFF)
+        path = taskresult.stored_path(root, server_uid, *split_key(TaskKey(key)))
         if os.path.exists(path):
             continue
         with contextlib.suppress(OSError):
@@ -195,7 +196,7 @@ def release(root: str, server_uid: str, job_ids: Sequence[int]) -> None:
 def read_part(root: str, server_uid: str, fetch: FetchResult) -> ResultPart:
     """The server's ``FetchResult`` answered from this node's store: the bytes of the blob
     (after the file's kind byte) from ``fetch.offset``, at most ``fetch.length``."""
-    job_id, task_id = fetch.key >> 32, fetch.key & 0xFFFFFFFF
+    job_id, task_id = split_key(fetch.key)
     if not root:
         return ResultPart(fetch.key, fetch.instance, fetch.offset, 0, b"",
                           "this worker has no result directory")
@@ -237,10 +238,10 @@ class Receiver:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.partials: dict[int, _Partial] = {}
+        self.partials: dict[TaskKey, _Partial] = {}
 
     def part(self, server_uid: str, msg: StoreResult) -> None:
-        job_id, task_id = msg.key >> 32, msg.key & 0xFFFFFFFF
+        job_id, task_id = split_key(msg.key)
         partial = self.partials.get(msg.key)
         if partial is not None and partial.server_uid != server_uid:
             self._drop(msg.key, "a part of a result of another server")
@@ -313,17 +314,19 @@ class Receiver:
         return partial
 
     def _refuse(self, msg: StoreResult, why: str) -> None:
+        job_id, task_id = split_key(msg.key)
         logger.error("Dropped a part of the result of task %d of job %d from the server "
-                     "(%d bytes at %d of %d, kind %d): %s", msg.key & 0xFFFFFFFF, msg.key >> 32,
-                     len(msg.data), msg.offset, msg.total, msg.kind, why)
+                     "(%d bytes at %d of %d, kind %d): %s", task_id, job_id, len(msg.data),
+                     msg.offset, msg.total, msg.kind, why)
 
-    def _drop(self, key: int, why: str) -> None:
+    def _drop(self, key: TaskKey, why: str) -> None:
         partial = self.partials.pop(key, None)
         if partial is None:
             return
         if why:
+            job_id, task_id = split_key(key)
             logger.error("Dropped the partly received result of task %d of job %d: %s",
-                         key & 0xFFFFFFFF, key >> 32, why)
+                         task_id, job_id, why)
         if partial.fd >= 0:
             os.close(partial.fd)
             with contextlib.suppress(OSError):
@@ -332,7 +335,7 @@ class Receiver:
     def release(self, job_ids: Sequence[int]) -> None:
         """Forgotten jobs: their partly received results go (``release`` removes the rest)."""
         jobs = set(job_ids)
-        for key in [k for k in self.partials if k >> 32 in jobs]:
+        for key in [k for k in self.partials if job_of(k) in jobs]:
             self._drop(key, "")
 
     def close(self) -> None:

@@ -42,7 +42,16 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from hqshm.cluster.ids import InstanceId, JobId, TaskId, TaskKey, WorkerId, split_key, task_key
+from hqshm.cluster.ids import (
+    InstanceId,
+    JobId,
+    TaskId,
+    TaskKey,
+    WorkerId,
+    job_of,
+    split_key,
+    task_key,
+)
 from hqshm.cluster.protocol import (
     MAX_PART,
     MAX_PART_ERROR,
@@ -167,11 +176,11 @@ class ResultStore:
         """Drop a job's results; whether it had any (nodes may keep some then: a node keeps a
         result only when it also sends it)."""
         for table in (self.fetching, self.fetched, self.not_fetched):
-            for key in [k for k in table if k >> 32 == job_id]:
+            for key in [k for k in table if job_of(k) == job_id]:
                 self._uncache(key)
                 self.not_fetched.pop(key, None)
         if self.pushed:
-            self.pushed = {p for p in self.pushed if p[0] >> 32 != job_id}
+            self.pushed = {p for p in self.pushed if job_of(p[0]) != job_id}
         kept = self.jobs.pop(job_id, None)
         if kept:
             self.total -= sum(len(k[2]) + ENTRY_COST for k in kept.values()
@@ -327,15 +336,21 @@ class ResultStore:
         else its fetch is started if it is not running (the cache may have no room yet)."""
         if not result[0] & RESULT_HELD or result[0] < 0:
             return True  # never to be had: _push says why
+        return self._obtained(key, result)
+
+    def _obtained(self, key: TaskKey, result: Kept) -> bool:
+        """Whether the fetch of a held result has ended (in ``fetched``, or why not in
+        ``not_fetched``); else it is started if it is not running (the cache may have no
+        room yet: it is tried again when asked for again, or at the next wake)."""
         if key in self.fetched or key in self.not_fetched:
             return True
         if key in self.fetching:
             return False
-        kind, size, _blob, instance, holder = result
+        _kind, size, _blob, instance, holder = result
         if not self.connected(holder):
             self.not_fetched[key] = _gone(holder, "")
             return True
-        self._fetch(key, holder, instance, size)  # no room: tried again at the next wake
+        self._fetch(key, holder, instance, size)
         return False
 
     def _push(self, worker: WorkerId, key: TaskKey, result: Kept, out: list[object]) -> None:
@@ -421,23 +436,15 @@ class ResultStore:
               item: tuple[int, int, int, bytes, str]) -> tuple[int, int, int, bytes, str]:
         """A held result's answer: the blob once fetched, else LATER (a fetch started), or
         why it cannot be fetched."""
-        kind, size, _blob, instance, worker = result
         key = task_key(job_id, task_id)
-        status = _KIND_STATUS[kind & RESULT_KIND_MASK]
+        if not self._obtained(key, result):
+            return item
+        kind, size = result[0], result[1]
         blob = self.fetched.get(key)
         if blob is not None:
             self.fetched.move_to_end(key)
-            return task_id, status, size, blob, item[4]
-        why = self.not_fetched.get(key)
-        if why is not None:
-            return task_id, ResultStatus.NOT_FETCHED, size, b"", why
-        if key in self.fetching:
-            return item
-        if not self.connected(worker):
-            self.not_fetched[key] = _gone(worker, "")
-            return task_id, ResultStatus.NOT_FETCHED, size, b"", self.not_fetched[key]
-        self._fetch(key, worker, instance, size)
-        return item
+            return task_id, _KIND_STATUS[kind & RESULT_KIND_MASK], size, blob, item[4]
+        return task_id, ResultStatus.NOT_FETCHED, size, b"", self.not_fetched[key]
 
 
 def _unavailable(result: Kept, not_fetched: str | None) -> str:
