@@ -25,6 +25,7 @@ The handlers that move tasks between these places are in ``reactor``, the schedu
 
 from __future__ import annotations
 
+import math
 import operator
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
@@ -125,6 +126,9 @@ class Group:
     order: tuple[int, int, int] = field(init=False)  # higher priority, older job, older submit
     # The longest time request of its variants (``scheduler.retract_expired``).
     longest_time: float = field(init=False)
+    # Whether every variant takes some amount of some pool: then a task fits only on a worker
+    # with room in one of its pools, and a pass may look at those alone (``RoomIndex``).
+    takes_room: bool = field(init=False)
     # The core's index of pending groups while the group is in the core (``Core.register``).
     index: PendingGroups | None = field(default=None, init=False, repr=False)
 
@@ -134,6 +138,8 @@ class Group:
         self.placement_key = (self.priority, repr(self.request))
         self.multi_node = self.request.is_multi_node
         self.longest_time = max((v.min_time for v in self.request.variants), default=0.0)
+        self.takes_room = all(any(e.all or e.amount > 0 for e in v.entries)
+                              for v in self.request.variants)
 
     def reindex(self) -> None:
         """Its pending count (keys, cursor, requeued, barrier) or its mean duration changed:
@@ -401,6 +407,8 @@ class Worker:
     reserved_for: TaskKey | None = None  # key of the multi-node task this worker belongs to
     min_utilization: float = 0.0  # spec/resources.md §2.2
     last_seen: float = 0.0
+    # The core's index of workers by fill, told of every change of ``committed`` (``commit``).
+    room: RoomIndex | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.totals = self.resources.totals()
@@ -444,9 +452,57 @@ class Worker:
         assert amounts is not None, placed
         return amounts
 
-    def commit(self, amounts: dict[str, int], sign: int) -> None:
+    def commit(self, amounts: dict[str, int], count: int) -> None:
+        """Hold (count > 0) or free (< 0) ``count`` times these amounts: every change of
+        ``committed`` comes through here, so that the room index follows it."""
         for name, amount in amounts.items():
-            self.committed[name] += sign * amount
+            self.committed[name] += count * amount
+        if self.room is not None:
+            self.room.update(self)
+
+    def fill(self) -> float:
+        """The least committed share of any of its pools: a task that takes something of a
+        pool fits within ``factor`` x the totals only where that pool's share is below
+        ``factor``, and so only if this is."""
+        return min((self.committed[name] / total for name, total in self.totals.items()
+                    if total > 0), default=math.inf)
+
+
+class RoomIndex:
+    """The core's workers ordered by ``Worker.fill``, so that a scheduling pass looks only at
+    those that may have room rather than at every worker: with 100 busy one-CPU workers, a scan
+    of all of them (twice, with prefill) on every task's end was most of the server's CPU a
+    task. Entries are (fill, worker id), sorted; a change costs a bisection and a move of the
+    list's tail in C."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, WorkerId]] = []
+        self._fills: dict[WorkerId, float] = {}
+
+    def update(self, worker: Worker) -> None:
+        fill = worker.fill()
+        old = self._fills.get(worker.wid)
+        if old == fill:
+            return
+        if old is not None:
+            del self._entries[bisect_left(self._entries, (old, worker.wid))]
+        self._fills[worker.wid] = fill
+        insort(self._entries, (fill, worker.wid))
+
+    def remove(self, wid: WorkerId) -> None:
+        old = self._fills.pop(wid, None)
+        if old is not None:
+            del self._entries[bisect_left(self._entries, (old, wid))]
+
+    def below(self, factor: float) -> list[WorkerId]:
+        """The workers whose fill is below ``factor``, by id: every worker with room at that
+        factor for a task that takes something is one of them."""
+        end = bisect_left(self._entries, (factor, WorkerId(0)))  # ids start at 1
+        return sorted(wid for _fill, wid in self._entries[:end])
+
+    def check(self, workers: Mapping[WorkerId, Worker]) -> None:
+        assert self._fills == {wid: w.fill() for wid, w in workers.items()}, "room index"
+        assert self._entries == sorted((f, w) for w, f in self._fills.items()), "room order"
 
 
 @dataclass
@@ -459,7 +515,13 @@ class Core:
     # their extremes without a scan of every group.
     priorities: dict[int, int] = field(default_factory=dict)
     longest_times: dict[float, int] = field(default_factory=dict)
+    # Workers by id, in the order they came (ids grow): ``add_worker``, ``remove_worker``.
     workers: dict[WorkerId, Worker] = field(default_factory=dict)
+    room: RoomIndex = field(default_factory=RoomIndex)
+    # The workers that take whole task sets (``min_utilization``), and how many workers have
+    # a deadline: a pass reads both without a scan of every worker.
+    set_takers: dict[WorkerId, Worker] = field(default_factory=dict)
+    with_deadline: int = 0
     next_worker_id: WorkerId = WorkerId(1)
     needs_scheduling: bool = False
     # per-task dependencies (job files): unfinished prerequisites, and who waits on a task
@@ -495,6 +557,24 @@ class Core:
     dirty: bool = True
     new_groups: list[Group] = field(default_factory=list)
     full_classes: frozenset[tuple[int, str]] | None = None
+
+    def add_worker(self, worker: Worker) -> None:
+        """A new worker, with an id above every other (``workers`` stays in id order)."""
+        self.workers[worker.wid] = worker
+        worker.room = self.room
+        self.room.update(worker)
+        if worker.min_utilization > 0:
+            self.set_takers[worker.wid] = worker
+        self.with_deadline += worker.deadline is not None
+
+    def remove_worker(self, wid: WorkerId) -> Worker | None:
+        worker = self.workers.pop(wid, None)
+        if worker is not None:
+            worker.room = None
+            self.room.remove(wid)
+            self.set_takers.pop(wid, None)
+            self.with_deadline -= worker.deadline is not None
+        return worker
 
     def changed(self) -> None:
         """Room or pending tasks changed: the next pass must look at everything."""
@@ -588,6 +668,11 @@ class Core:
                 assert self.early.get(key) == worker.wid, f"early task {key} not indexed"
                 assert key in self.deps_waiting, f"early task {key} is not blocked"
             assert len(worker.early) <= early_bound(self, worker), "too many early tasks"
+            assert worker.room is self.room, f"worker {worker.wid} is not indexed"
+        assert list(self.workers) == sorted(self.workers), "workers out of id order"
+        self.room.check(self.workers)
+        assert self.set_takers == {w: x for w, x in self.workers.items() if x.min_utilization > 0}
+        assert self.with_deadline == sum(w.deadline is not None for w in self.workers.values())
         assert sum(len(w.early) for w in self.workers.values()) == len(self.early), "early"
         for group in self.groups.values():
             assert not seen.intersection(group.requeued), "requeued task is also placed"

@@ -44,7 +44,7 @@ def add_worker(core: Core, hostname: str, resources: ResourceDescriptor, group: 
     deadline = None if time_limit is None else now + time_limit
     worker = Worker(wid, hostname, resources, group, deadline, last_seen=now,
                     min_utilization=min_utilization)
-    core.workers[wid] = worker
+    core.add_worker(worker)
     core.changed()
     logger.debug("Worker %d added to the core", wid)
     return worker
@@ -86,8 +86,7 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[Tas
     placed = (group.gid, variant)
     for key in keys:
         worker.assigned[key] = placed
-    for name, amount in amounts.items():
-        worker.committed[name] += amount * len(keys)
+    worker.commit(amounts, len(keys))
     instances: tuple[InstanceId, ...] = ()
     if group.instances:
         instances = tuple(group.instances.get(k, FIRST_INSTANCE) for k in keys)
@@ -469,7 +468,7 @@ def on_worker_lost(core: Core, out: Outbox, wid: WorkerId, reason: str, now: flo
     one without the news reaching us, and a task must never run twice under one instance.
     Only a lost connection or heartbeat counts as a crash (spec/jobs.md §8.3).
     """
-    worker = core.workers.pop(wid, None)
+    worker = core.remove_worker(wid)
     if worker is None:
         return
     core.forgetting.pop(wid, None)  # its node is gone, and so is what it knew

@@ -176,7 +176,7 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     core.needs_scheduling = False
     if not core.workers:
         return  # nothing to place, hold, steal or retract: waiting jobs cost nothing per turn
-    workers = sorted(core.workers.values(), key=lambda w: w.wid)
+    workers = list(core.workers.values())  # in id order
     if core.nothing_new_fits():
         core.new_groups.clear()
         retract_expired(core, out, workers, now)
@@ -197,14 +197,14 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
     holds = Holds(core)
     # Whether each pass ended with no room for any class: then so will the next, until
     # something changes (``Core.nothing_new_fits``).
-    all_full = not multi_node and all(w.min_utilization <= 0 for w in workers)
+    all_full = not multi_node and not core.set_takers
     for prefill in (False, True):
         # Room only shrinks while a pass assigns: once no worker has any, the groups left
         # cannot be placed (nor need holds, which only later placements and steals read, and
         # a steal needs room too), so a full cluster costs O(workers) per turn, not
         # O(groups x workers): 3,500 waiting single-task jobs took 27 ms a submit.
         factor = 1.0 + most_prefill if prefill else 1.0
-        if not _any_room(workers, factor):
+        if not _room_left(core, factor):
             continue
         if not groups:
             all_full = False  # room, and nothing waits: whatever comes may fit
@@ -226,7 +226,7 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
             if pending == 0 or full.get(group.placement_key, -1) >= pending:
                 continue
             if place(core, out, group, workers, holds, prefill, now):
-                if not _any_room(workers, factor):
+                if not _room_left(core, factor):
                     ended_full = True
                     break
             else:
@@ -240,9 +240,8 @@ def schedule(core: Core, out: Outbox, now: float) -> None:
                         break
         all_full = all_full and ended_full
     core.full_classes = frozenset(largest) if all_full else None
-    for worker in workers:
-        if worker.min_utilization > 0:
-            fill_min_utilization(core, out, worker, groups, now)
+    for worker in core.set_takers.values():
+        fill_min_utilization(core, out, worker, groups, now)
     steal(core, out, workers, now, holds)
     retract_expired(core, out, workers, now)
     place_early(core, out, workers, now)
@@ -292,6 +291,9 @@ def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], hold
         return 0
     before = group.pending
     limit = 1.0 + prefill_factor(group) if prefill else 1.0
+    if group.takes_room and group.priority <= holds.bottom:
+        # Workers without room get nothing, and no holds from a group of the lowest priority.
+        workers = [core.workers[wid] for wid in core.room.below(limit)]
     waiting: list[Worker] = []
     for worker in workers:
         if worker.min_utilization > 0:
@@ -349,7 +351,7 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
     """Let idle capacity pull queued tasks from loaded workers (never into held pools)."""
     if holds is None:
         holds = Holds(core)
-    for thief in workers:
+    for thief in [core.workers[wid] for wid in core.room.below(1.0)]:
         if thief.min_utilization > 0 or not _has_room(thief):
             continue  # whole sets only (fill_min_utilization), or no room to steal for
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
@@ -436,9 +438,14 @@ def _any_room(workers: Sequence[Worker], factor: float) -> bool:
     return any(_has_room(worker, factor) for worker in workers)
 
 
+def _room_left(core: Core, factor: float) -> bool:
+    """``_any_room`` of every worker, looking only at those the room index says may have it."""
+    return any(_has_room(core.workers[wid], factor) for wid in core.room.below(factor))
+
+
 def retract_expired(core: Core, out: Outbox, workers: Sequence[Worker], now: float) -> None:
     """Queued tasks a worker can no longer start in its remaining lifetime go elsewhere."""
-    if all(worker.deadline is None for worker in workers):
+    if not core.with_deadline:
         return  # nothing expires: the longest time request (a scan of every group) is moot
     longest = max(core.longest_times, default=0.0)  # of every group, counted
     for worker in workers:

@@ -346,7 +346,7 @@ class ServerLoop:
             self.out.send(worker.wid, StopNode(refusal))
             self.flush()
             del self.links[worker.wid]
-            self.core.workers.pop(worker.wid, None)
+            self.core.remove_worker(worker.wid)
             return
         self.by_routing_id[routing_id] = worker.wid
         self.by_fd[fd] = worker.wid

@@ -249,6 +249,7 @@ class Env:
         *pools: ResourcePool,
         time_limit: float | None = None,
         hostname: str = "",
+        min_utilization: float = 0.0,
     ) -> Worker:
         all_pools = tuple(sorted((cpus_pool(cpus), *pools), key=lambda p: p.name))
         wid = self.core.next_worker_id
@@ -259,6 +260,7 @@ class Env:
             "default",
             time_limit,
             self.clock.now(),
+            min_utilization,
         )
 
     def workers(self, *cpus: int) -> list[Worker]:
@@ -392,6 +394,7 @@ def reference_schedule(core: Core, out: Any, now: float) -> None:
     core.needs_scheduling = False
     if not core.workers:
         return
+    core.room = ScanEveryWorker(core)  # type: ignore[assignment] - and so does every step
     workers = sorted(core.workers.values(), key=lambda w: w.wid)
     if core.nothing_new_fits():
         core.new_groups.clear()
@@ -460,6 +463,23 @@ def reference_schedule(core: Core, out: Any, now: float) -> None:
     place_early(core, out, workers, now)
 
 
+class ScanEveryWorker:
+    """A room index that offers every worker, full or not: the reference pass looks at all
+    of them, as the scheduler did before it had ``RoomIndex``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def below(self, _factor: float) -> list[int]:
+        return sorted(self.core.workers)
+
+    def update(self, _worker: Worker) -> None:
+        pass
+
+    def remove(self, _wid: int) -> None:
+        pass
+
+
 def reference_retract_expired(core: Core, out: Any, workers: Sequence[Worker],
                               now: float) -> None:
     """``retract_expired`` with the longest time request found by a scan."""
@@ -467,7 +487,8 @@ def reference_retract_expired(core: Core, out: Any, workers: Sequence[Worker],
         (v.min_time for g in core.groups.values() for v in g.request.variants), default=0.0
     )
     assert longest == max(core.longest_times, default=0.0)
-    retract_expired(core, out, workers, now)
+    if any(worker.deadline is not None for worker in workers):
+        retract_expired(core, out, workers, now)
 
 
 # --- a node that follows the protocol, for randomized scenarios -------------------------------

@@ -265,9 +265,9 @@ class PassScenario(RuleBasedStateMachine):
     @rule(cpus=st.integers(1, 4), time_limit=st.sampled_from([None, None, 30.0]),
           picky=st.booleans())
     def add_worker(self, cpus: int, time_limit: float | None, picky: bool) -> None:
-        w = self.env.worker(cpus, time_limit=time_limit)
-        if picky and cpus > 1 and not any(n.worker.min_utilization for n in self.nodes.values()):
-            w.min_utilization = 0.5
+        picky = (picky and cpus > 1
+                 and not any(n.worker.min_utilization for n in self.nodes.values()))
+        w = self.env.worker(cpus, time_limit=time_limit, min_utilization=0.5 if picky else 0.0)
         self.nodes[w.wid] = SimNode(self.env, w, cpus)
 
     @rule(n=st.integers(1, 8), cpus=st.sampled_from([0.5, 1, 1, 2]),

@@ -21,8 +21,7 @@ def cpus(n: int, weight: float = 1.0, all_cpus: bool = False) -> ResourceRequest
 def scenario(*groups: tuple[int, ResourceRequest]) -> list[int]:
     """Tasks started per group on a fresh 12-CPU worker with min utilization 1."""
     env = Env()
-    worker = env.worker(12)
-    worker.min_utilization = 1.0
+    worker = env.worker(12, min_utilization=1.0)
     made = [env.group(n, req=request) for n, request in groups]
     env.schedule()
     started = env.out.take(to=worker.wid, kind=ComputeTasks)
