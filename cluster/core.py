@@ -409,10 +409,12 @@ class Worker:
     last_seen: float = 0.0
     # The core's index of workers by fill, told of every change of ``committed`` (``commit``).
     room: RoomIndex | None = field(default=None, repr=False, compare=False)
+    _sized: list[tuple[str, int]] = field(init=False, repr=False)  # pools with a total
 
     def __post_init__(self) -> None:
         self.totals = self.resources.totals()
         self.committed = dict.fromkeys(self.totals, 0)
+        self._sized = [(name, total) for name, total in self.totals.items() if total > 0]
 
     def remaining(self, now: float) -> float | None:
         return None if self.deadline is None else self.deadline - now
@@ -464,8 +466,11 @@ class Worker:
         """The least committed share of any of its pools: a task that takes something of a
         pool fits within ``factor`` x the totals only where that pool's share is below
         ``factor``, and so only if this is."""
-        return min((self.committed[name] / total for name, total in self.totals.items()
-                    if total > 0), default=math.inf)
+        if len(self._sized) == 1:  # CPUs alone, most workers
+            name, total = self._sized[0]
+            return self.committed[name] / total
+        return min((self.committed[name] / total for name, total in self._sized),
+                   default=math.inf)
 
 
 class RoomIndex:
