@@ -611,3 +611,27 @@ def test_a_tuple_of_scalars_decodes_as_its_converters_would(value: list[Any],
     else:
         result = decode(value)
         assert result == expected and [type(x) for x in result] == [type(x) for x in expected]
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([[7, 1, 2.5, 3.5, 0], [8, 0, 1.0, 2.0, 1]], ((7, 1, 2.5, 3.5, 0), (8, 0, 1.0, 2.0, 1))),
+    ([[7, 1, 2.5, 3.5, 0], [8, 0, 1, 2, 1]], ((7, 1, 2.5, 3.5, 0), (8, 0, 1.0, 2.0, 1))),
+    ([], ()),
+    ([[7, 1, 2.5, 3.5, 0], [8, False, 1.0, 2.0, 1]], PeerError),
+    ([[7, 1, 2.5, 3.5, 0], [8, 0, 1.0, 2.0]], PeerError),
+    ([[7, 1, 2.5, 3.5, 0], [8, 0, 1.0, 2.0, 1, 9]], PeerError),
+    ([[7, 1, 2.5, 3.5, 0], "row"], PeerError),
+    ([[7, 1, 2.5, 3.5, 0], {"a": 1}], PeerError),
+])
+def test_rows_of_scalars_decode_as_their_converters_would(rows: list[Any],
+                                                          expected: Any) -> None:
+    """A report's rows are checked in one sweep when all are exact, else row by row."""
+    decode = hqshm.cluster.codec._value_decoder(tuple[protocol.Finished, ...], "finished")
+    if expected is PeerError:
+        with pytest.raises(PeerError):
+            decode(rows)
+    else:
+        result = decode(rows)
+        assert result == expected
+        assert [[type(x) for x in row] for row in result] == [[type(x) for x in row]
+                                                            for row in expected]

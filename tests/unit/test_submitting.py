@@ -3,6 +3,8 @@ requests.PackedBytes) and the budget itself (cluster/codec.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 from hqshm.cluster.codec import Registry
@@ -59,6 +61,23 @@ def test_the_decode_budget_counts_arrays_and_maps_and_stops_past_it() -> None:
     deep = b"\x91" * 100_000 + b"\x90"  # deeper than msgpack's stack: refused, no crash
     with pytest.raises(PeerError, match="undecodable"):
         registry.decode(deep, 500)
+
+
+@given(st.recursive(st.integers(0, 3) | st.binary(max_size=3),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.integers(0, 9), inner, max_size=3), max_leaves=40))
+def test_a_frame_of_at_most_half_the_budget_holds_no_more_values_than_it(value: Any) -> None:
+    """Such frames skip the counting hooks (``Registry.decode``): each array or map and
+    each item is at least a byte, so the count never exceeds twice the frame's length."""
+    frame = msgpack.packb([1, 2, value])
+    counted = []
+
+    def count(container: Any) -> Any:
+        counted.append(len(container) * (2 if isinstance(container, dict) else 1) + 1)
+        return container
+
+    msgpack.unpackb(frame, list_hook=count, object_hook=count, strict_map_key=False)
+    assert sum(counted) <= 2 * len(frame)
 
 
 def graph(deps: dict[int, tuple[int, ...]]) -> list[GraphTask]:
