@@ -483,6 +483,9 @@ class RoomIndex:
     def __init__(self) -> None:
         self._entries: list[tuple[float, WorkerId]] = []
         self._fills: dict[WorkerId, float] = {}
+        # ``below``'s answers since the last change: a pass asks the same few questions
+        # several times (room left? who has it? who may steal?).
+        self._answers: dict[float, list[WorkerId]] = {}
 
     def update(self, worker: Worker) -> None:
         fill = worker.fill()
@@ -493,17 +496,22 @@ class RoomIndex:
             del self._entries[bisect_left(self._entries, (old, worker.wid))]
         self._fills[worker.wid] = fill
         insort(self._entries, (fill, worker.wid))
+        self._answers.clear()
 
     def remove(self, wid: WorkerId) -> None:
         old = self._fills.pop(wid, None)
         if old is not None:
             del self._entries[bisect_left(self._entries, (old, wid))]
+            self._answers.clear()
 
     def below(self, factor: float) -> list[WorkerId]:
         """The workers whose fill is below ``factor``, by id: every worker with room at that
-        factor for a task that takes something is one of them."""
-        end = bisect_left(self._entries, (factor, WorkerId(0)))  # ids start at 1
-        return sorted(wid for _fill, wid in self._entries[:end])
+        factor for a task that takes something is one of them. Not to be changed."""
+        answer = self._answers.get(factor)
+        if answer is None:
+            end = bisect_left(self._entries, (factor, WorkerId(0)))  # ids start at 1
+            answer = self._answers[factor] = sorted(wid for _fill, wid in self._entries[:end])
+        return answer
 
     def check(self, workers: Mapping[WorkerId, Worker]) -> None:
         assert self._fills == {wid: w.fill() for wid, w in workers.items()}, "room index"
