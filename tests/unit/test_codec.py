@@ -635,3 +635,54 @@ def test_rows_of_scalars_decode_as_their_converters_would(rows: list[Any],
         assert result == expected
         assert [[type(x) for x in row] for row in result] == [[type(x) for x in row]
                                                             for row in expected]
+
+
+def _task_view(**changes: Any) -> details.TaskView:
+    row = details.TaskView(3, "finished", 1, (2,), ("node1",), 1.5, 2.5, "", "/w", None, None)
+    return dataclasses.replace(row, **changes)
+
+
+@pytest.mark.parametrize(("field", "sent", "arrives"), [
+    ("started_at", 1.5, 1.5),  # exact: taken as it came
+    ("started_at", None, None),
+    ("started_at", 2, 2.0),  # an integer for a float: converted
+    ("instance", True, PeerError),  # a boolean is not an integer
+    ("state", None, PeerError),  # not optional
+    ("stdout", 7, PeerError),
+    ("worker_ids", [1, 2], (1, 2)),  # other fields always go through their converters
+    ("worker_ids", [1, "2"], PeerError),
+])
+def test_struct_fields_decode_as_their_converters_would(field: str, sent: Any,
+                                                        arrives: Any) -> None:
+    """Scalar fields of exact types skip their converters (``_struct_decoder``)."""
+    view = _task_view()
+    values = hqshm.cluster.codec.struct_encoder(details.TaskView)(view)
+    values[[f.name for f in dataclasses.fields(details.TaskView)].index(field)] = sent
+    frame = msgpack.packb([requests.CLIENT_LINK.protocol, details.TaskListResponse.TAG,
+                           [[1, [values]]]], use_bin_type=True)
+    if arrives is PeerError:
+        with pytest.raises(PeerError):
+            requests.CLIENT_LINK.decode(frame)
+        return
+    (decoded,) = requests.CLIENT_LINK.decode(frame).jobs[0][1]
+    assert getattr(decoded, field) == arrives
+    assert type(getattr(decoded, field)) is type(arrives)
+
+
+def test_large_frames_pause_the_collector_and_always_restart_it() -> None:
+    import gc
+
+    rows = tuple(_task_view(id=i) for i in range(3000))
+    frame = requests.CLIENT_LINK.encode(details.TaskListResponse(((1, rows),)))
+    assert len(frame) >= hqshm.cluster.codec.LARGE_FRAME
+    assert requests.CLIENT_LINK.decode(frame).jobs[0][1] == rows
+    assert gc.isenabled()
+    with pytest.raises(PeerError):
+        requests.CLIENT_LINK.decode(frame[:-1])
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that paused it keeps it paused
+        requests.CLIENT_LINK.decode(frame)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
