@@ -20,7 +20,7 @@ import types
 import typing
 from collections.abc import Callable
 from itertools import chain, cycle, repeat
-from operator import contains
+from operator import attrgetter, contains
 from operator import is_ as _is
 from typing import Any, TypeVar
 
@@ -165,6 +165,10 @@ def _struct_encoder(cls: type) -> Callable[[Any], list[Any]]:
     fields = dataclasses.fields(cls)
     hints = typing.get_type_hints(cls)
     names_and_encoders = [(f.name, _value_encoder(hints[f.name])) for f in fields]
+    if len(fields) > 1 and all(enc is _identity for _name, enc in names_and_encoders):
+        # Plain fields only (a task list's rows): read them all in one C call.
+        getter = attrgetter(*(f.name for f in fields))
+        return lambda msg: list(getter(msg))
 
     def encode(msg: Any) -> list[Any]:
         return [enc(getattr(msg, name)) for name, enc in names_and_encoders]

@@ -73,7 +73,7 @@ from hqshm.link.submitrequests import SubmitGraphRequest, SubmitRequest
 from hqshm.model.limits import MAX_MISSING_IDS, MAX_REQUEST_VALUES, range_count
 from hqshm.model.selection import Ranges
 from hqshm.model.submission import ArraySubmission, GraphSubmission
-from hqshm.model.taskstates import TaskState, parse_states
+from hqshm.model.taskstates import parse_states
 from hqshm.server import views
 from hqshm.server.events import Event, EventStream
 from hqshm.server.jobbook import JobBook
@@ -446,12 +446,11 @@ class ClientService:
             shown = []
             for index, submit in enumerate(job.submits):
                 table = submit.table
-                rows = range(len(table)) if not request.tasks else \
-                    np.unique(match_ranges(table.ids, request.tasks)[0]).tolist()
-                for row in rows:
-                    if states is not None and TaskState(int(table.state[row])) not in states:
-                        continue
-                    shown.append(views.task_view(self.book, job, submit, row, index))
+                rows = (np.arange(len(table)) if not request.tasks
+                        else np.unique(match_ranges(table.ids, request.tasks)[0]))
+                if states is not None:
+                    rows = rows[np.isin(table.state[rows], [int(s) for s in states])]
+                shown.extend(views.task_views(self.book, job, submit, rows.tolist(), index))
             shown.sort(key=lambda v: v.id)
             out.append((job_id, tuple(shown)))
         return TaskListResponse(tuple(out), tuple(missing))
