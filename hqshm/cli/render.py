@@ -8,7 +8,6 @@ owns every layout, so a table's rows are written down once.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,7 @@ from hqshm.cli.layouts import (
     worker_json,
     worker_rows,
 )
+from hqshm.link.commandlog import CommandLogger
 from hqshm.model.arrays import compress_ids
 from hqshm.model.durations import format_humantime, format_short_duration
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # each command imports the views it shows: start-up time
     from hqshm.link.responses import JobListResponse, JobSummary, ServerInfo
     from hqshm.model.selection import Ranges
 
-logger = logging.getLogger("hqshm.cli")
+logger = CommandLogger("hqshm.cli")
 
 LIST_ERROR_LIMIT = 16
 INFO_ERROR_LIMIT = 237

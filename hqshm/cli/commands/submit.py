@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 import subprocess
@@ -17,6 +16,7 @@ from hqshm.cli.submit import directives
 from hqshm.errors import UsageError, UserError
 from hqshm.link import submitting
 from hqshm.link.client import ClientConnection
+from hqshm.link.commandlog import CommandLogger
 from hqshm.link.requests import JobProgressRequest, Selector, WaitJobsRequest
 from hqshm.link.responses import JobProgressResponse, Notification, WaitJobsResponse
 from hqshm.model import placeholders, resourcespec, submit
@@ -24,7 +24,7 @@ from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.durations import parse_hms_or_human
 from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef
 
-logger = logging.getLogger("hqshm.cli")
+logger = CommandLogger("hqshm.cli")
 
 RM_IF_FINISHED = ":rm-if-finished"
 PROGRESS_PERIOD = 0.5
