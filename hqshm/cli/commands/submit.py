@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
 
@@ -284,6 +282,8 @@ class OnNotify:
     """`--on-notify CMD`: run CMD with the message as its last argument, one at a time."""
 
     def __init__(self, command: str) -> None:
+        import shlex  # here: few submits notify, and subprocess costs every command 4 ms
+
         try:
             self.argv = shlex.split(command)
         except ValueError as exc:
@@ -295,6 +295,8 @@ class OnNotify:
         env = dict(os.environ, HQ_JOB_ID=str(note.job_id), HQ_TASK_ID=str(note.task_id),
                    HQ_WORKER_ID=str(note.worker_id))
         argv = [*self.argv, note.message.decode("utf-8", "replace")]
+        import subprocess
+
         try:
             result = subprocess.run(argv, env=env, check=False)
         except OSError as exc:
