@@ -192,10 +192,11 @@ class Dealer:
         """``keys``: the server's public key, ours and our secret one, as z85 text (40 bytes);
         None for the NULL mechanism. ``events``: the monitor's event mask."""
         self._lib = lib
+        self._monitor: int | None = None
+        self._socket: int | None = None
         zmq = lib.lib
         context = lib.context()
-        self._socket: int | None = lib.check(zmq.zmq_socket(context, _DEALER))
-        self._monitor: int | None = None
+        self._socket = lib.check(zmq.zmq_socket(context, _DEALER))
         try:
             self._set_int(_LINGER, ctypes.c_int(0))
             self._set_int(_MAXMSGSIZE, ctypes.c_int64(max_size))
@@ -281,6 +282,10 @@ class Dealer:
         may raise KeyboardInterrupt) as this returns."""
         if self._lib.lib.zmq_errno() != _EINTR:
             raise self._lib.error()
+
+    def __del__(self) -> None:
+        """A dealer dropped without ``close`` is closed, as pyzmq closes its sockets."""
+        self.close()
 
     def close(self) -> None:
         zmq = self._lib.lib
