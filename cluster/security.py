@@ -1,8 +1,9 @@
-"""CURVE keys of the two server endpoints, and the ZAP handler that admits only their peers.
+"""CURVE sockets of the two server endpoints, and the ZAP handler that admits only their peers.
 
 The access file keeps HQ's schema: per endpoint one ``secret_key`` of 32 random bytes. Both
 sides derive that endpoint's two CURVE key pairs from it (server and peer), so the file stays
-HQ-compatible while the wire is ZeroMQ CURVE.
+HQ-compatible while the wire is ZeroMQ CURVE. The derivation is in curvekeys.py (clients use it
+without pyzmq), re-exported here.
 
 Why a peer without the access file sees nothing but an open port:
 
@@ -23,62 +24,27 @@ that the same handler is asked and the choice stays explicit.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from dataclasses import field
 from typing import Final
 
 import zmq
-from zmq.utils import z85
 
-from .frozen import frozen
+from .curvekeys import EndpointKeys, derive_keys, z85_decode
 
 logger = logging.getLogger(__name__)
 
 ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
 """Where libzmq looks for the ZAP handler of a context (RFC 27)."""
 
-_KDF_LABEL: Final = b"hqshm curve v1 "
-_SECRET_SIZE: Final = 32
 _CURVE_KEY_SIZE: Final = 32
 _ZAP_VERSION: Final = b"1.0"
 _ZAP_REQUEST_FRAMES: Final = 6  # version, request id, domain, address, identity, mechanism
 _MAX_REFUSAL_SOURCES: Final = 1024
 
-
-@frozen
-class EndpointKeys:
-    """The two CURVE key pairs of one endpoint, as z85 text (40 bytes each)."""
-
-    server_secret: bytes = field(repr=False)
-    server_public: bytes
-    peer_secret: bytes = field(repr=False)
-    peer_public: bytes
-
-
-def derive_keys(secret: bytes) -> EndpointKeys:
-    """Derive both key pairs of an endpoint from its 32-byte secret.
-
-    Public keys come from ``zmq.curve_public`` (X25519 of the base point); ``zmq.curve_keypair``
-    is never mixed in, so both sides always compute identical pairs from the file alone.
-    """
-    if len(secret) != _SECRET_SIZE:
-        raise ValueError(f"endpoint secret must be {_SECRET_SIZE} bytes, got {len(secret)}")
-    server_secret = _derive_secret(secret, b"server")
-    peer_secret = _derive_secret(secret, b"peer")
-    return EndpointKeys(
-        server_secret=server_secret,
-        server_public=zmq.curve_public(server_secret),
-        peer_secret=peer_secret,
-        peer_public=zmq.curve_public(peer_secret),
-    )
-
-
-def _derive_secret(secret: bytes, role: bytes) -> bytes:
-    seed = hmac.new(secret, _KDF_LABEL + role, hashlib.sha256).digest()
-    return z85.encode(seed)
+__all__ = ["ZAP_ENDPOINT", "EndpointKeys", "ZapResponder", "derive_keys", "listen",
+           "secure_client_socket", "secure_server_socket"]
 
 
 def secure_server_socket(sock: zmq.Socket, keys: EndpointKeys | None, domain: str) -> None:
@@ -135,7 +101,7 @@ class ZapResponder:
     def __init__(self, context: zmq.Context, domains: Mapping[str, EndpointKeys | None]) -> None:
         # None admits every peer of the domain (an endpoint configured without a key).
         self._admitted: dict[bytes, bytes | None] = {
-            name.encode(): None if keys is None else z85.decode(keys.peer_public)
+            name.encode(): None if keys is None else z85_decode(keys.peer_public)
             for name, keys in domains.items()
         }
         self._refusals: dict[tuple[bytes, bytes], int] = {}

@@ -7,14 +7,13 @@ resource amounts as fixed-point integers (10,000 per unit), as everywhere else i
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 
 from hqshm.cli.tables import paint
 from hqshm.cluster.resources import FRACTIONS, format_amount
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KIB = 1024
 _MIB = 1024 * 1024
 _GIB = 1024 * 1024 * 1024
@@ -49,20 +48,19 @@ def format_mem_mib(mib: float) -> str:
 
 def format_local_datetime(ts: float) -> str:
     """`29.09.2021 09:36:56` in the local time zone, sub-seconds cut."""
-    return datetime.fromtimestamp(math.floor(ts)).strftime("%d.%m.%Y %H:%M:%S")
+    return time.strftime("%d.%m.%Y %H:%M:%S", time.localtime(math.floor(ts)))
 
 
 def format_utc_date(ts: float) -> str:
     """`2024-05-01 10:00:00 UTC`, rounded to the nearest second as HQ's `round_subsecs(0)`."""
-    moment = _EPOCH + timedelta(seconds=math.floor(ts + 0.5))
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.floor(ts + 0.5)))
 
 
 def format_rfc3339(ts: float) -> str:
     """RFC 3339 in UTC with `Z`; 0, 3 or 6 fractional digits as the value needs (HQ's serde
     output drops zero sub-seconds the same way, with up to 9 digits)."""
     seconds, micros = divmod(round(ts * 1_000_000), 1_000_000)
-    text = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     if micros == 0:
         return f"{text}Z"
     if micros % 1000 == 0:

@@ -7,47 +7,31 @@ else is a bug, printed as one line with a hint to rerun with --debug for the tra
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hqshm.cli.parser import OUTPUT_MODES, parse
 from hqshm.errors import HqError, UsageError, UserError
+from hqshm.link.commandlog import CommandLogger, set_up_on_first_message
 
 if TYPE_CHECKING:
     from hqshm.cli.render import Output
 
-logger = logging.getLogger("hqshm.cli")
+logger = CommandLogger("hqshm.cli")
 
-
-class _Formatter(logging.Formatter):
-    """`2024-05-01T10:00:00Z INFO message` (cli.md §1.1); milliseconds with --debug."""
-
-    def __init__(self, debug: bool) -> None:
-        super().__init__()
-        self.debug = debug
-
-    def format(self, record: logging.LogRecord) -> str:
-        t = time.gmtime(record.created)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t)
-        if self.debug:
-            stamp += f".{int(record.msecs):03d}"
-        level = {"WARNING": "WARN", "CRITICAL": "ERROR"}.get(record.levelname, record.levelname)
-        text = f"{stamp}Z {level} {record.getMessage()}"
-        if record.exc_info and self.debug:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
+_LOG_ON_FIRST_MESSAGE = frozenset({"submit", "job"})
+"""Commands whose modules log only through CommandLogger, so that `logging` is set up (and
+imported) only if one of them prints a message; every other command sets it up at once, for
+the servers, nodes and modules it runs that log directly."""
 
 
 def setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(debug))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    """HQ's log lines; `logging` is imported only here, when they are set up."""
+    from hqshm.cli.logformat import setup_logging
+
+    setup_logging(debug)
 
 
 def _env_flag(name: str) -> bool:
@@ -56,14 +40,16 @@ def _env_flag(name: str) -> bool:
 
 def run(argv: Sequence[str]) -> int:
     debug = "--debug" in argv or _env_flag("HQ_DEBUG")
-    setup_logging(debug)
     try:
         args = parse(list(argv))
     except UsageError as exc:
         sys.stderr.write(str(exc) + "\n")
         return exc.exit_code
     debug = bool(getattr(args, "debug", False)) or debug
-    setup_logging(debug)
+    if args.command in _LOG_ON_FIRST_MESSAGE:
+        set_up_on_first_message(lambda: setup_logging(debug))
+    else:
+        setup_logging(debug)
     mode = args.output_mode or os.environ.get("HQ_OUTPUT_MODE") or "cli"
     if mode not in OUTPUT_MODES:
         sys.stderr.write(f"error: invalid value '{mode}' for HQ_OUTPUT_MODE "

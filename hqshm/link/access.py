@@ -8,7 +8,6 @@ size, because the file may come from anywhere (users copy them between machines)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import stat
@@ -18,8 +17,9 @@ from typing import Any, Final, Literal
 
 from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
+from hqshm.link.commandlog import CommandLogger
 
-logger = logging.getLogger(__name__)
+logger = CommandLogger(__name__)
 
 MAX_ACCESS_FILE_SIZE: Final = 1 << 20
 _SECRET_HEX = re.compile(r"[0-9a-fA-F]{64}")

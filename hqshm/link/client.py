@@ -2,39 +2,35 @@
 
 The ZeroMQ socket monitor tells us what TCP cannot: a refused connection (server gone: fail at
 once rather than retry forever), a refused handshake (wrong keys), and a dropped connection while
-we wait for a long answer such as `hq job wait`.
+we wait for a long answer such as `hq job wait`. The socket is libzmq's through ctypes
+(cluster/libzmq.py), so that a command does not pay pyzmq's import; pyzmq where that fails.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-import zmq
-
 from hqshm import __version__
+from hqshm.cluster import monitor
 from hqshm.cluster.codec import MAX_FRAME
+from hqshm.cluster.curvekeys import derive_keys
+from hqshm.cluster.dealer import open_dealer
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.monitor import monitor_event
-from hqshm.cluster.security import derive_keys, secure_client_socket
 from hqshm.errors import UserError
 from hqshm.link import access, serverdir
 from hqshm.link.requests import CLIENT_LINK
 from hqshm.link.responses import ErrorResponse, Notification
 
 CONNECT_TIMEOUT = 10.0
-_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_CONNECT_RETRIED
-    | zmq.EVENT_DISCONNECTED
-)
+_REFUSED = (monitor.EVENT_HANDSHAKE_FAILED_AUTH, monitor.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+            monitor.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_GONE = (monitor.EVENT_CONNECT_RETRIED, monitor.EVENT_DISCONNECTED)
+_EVENTS = monitor.EVENT_HANDSHAKE_SUCCEEDED | sum(_REFUSED) | sum(_GONE)
 
 R = TypeVar("R")
 
@@ -87,38 +83,38 @@ class ClientConnection:
         self.host = record.client.host
         self.port = record.client.port
         secret = access.secret_bytes(record.client)
-        self.context = zmq.Context.instance()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.linger = 0
-        self.socket.maxmsgsize = MAX_FRAME
-        secure_client_socket(self.socket, derive_keys(secret) if secret else None)
-        self.monitor = self.socket.get_monitor_socket(_EVENTS)
-        self.socket.connect(f"tcp://{self.host}:{self.port}")
+        keys = derive_keys(secret) if secret else None
+        self.socket = open_dealer(MAX_FRAME, None if keys is None else (
+            keys.server_public, keys.peer_public, keys.peer_secret), _EVENTS)
+        try:
+            self.socket.connect(f"tcp://{self.host}:{self.port}")
+        except BaseException:
+            self.socket.close()
+            raise
         self._await_handshake(connect_timeout)
 
     def _unreachable(self) -> UserError:
         return serverdir.ServerUnreachable(host=self.host, port=self.port)
 
     def _await_handshake(self, timeout: float) -> None:
-        if not self.monitor.poll(int(timeout * 1000)):
+        if not self.socket.poll(int(timeout * 1000), messages=False)[1]:
             self.close()
             raise self._unreachable()
         while True:
-            event = monitor_event(self.monitor.recv_multipart())[0]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            event = monitor_event(self.socket.recv_event())[0]
+            if event == monitor.EVENT_HANDSHAKE_SUCCEEDED:
                 return
             # A failed handshake means that TCP got through: someone listens but does not
             # take our keys. A CURVE server that cannot open our HELLO (other secret, hence
             # another server key) drops us without a word, which libzmq reports as NO_DETAIL.
-            if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            if event in _REFUSED:
                 self.close()
                 raise AuthenticationRefused(host=self.host, port=self.port,
                                             path=self.access_path)
-            if event in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_DISCONNECTED):
+            if event in _GONE:
                 self.close()
                 raise self._unreachable()
-            if not self.monitor.poll(int(timeout * 1000)):
+            if not self.socket.poll(int(timeout * 1000), messages=False)[1]:
                 self.close()
                 raise self._unreachable()
 
@@ -149,15 +145,12 @@ class ClientConnection:
 
     def receive(self, timeout: float | None) -> object | None:
         """The next message from the server, or None after ``timeout`` seconds."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self.monitor, zmq.POLLIN)
         remaining_ms = None if timeout is None else int(timeout * 1000)
         while True:
-            ready = dict(poller.poll(remaining_ms))
-            if not ready:
+            frame_ready, event_ready = self.socket.poll(remaining_ms)
+            if not (frame_ready or event_ready):
                 return None
-            if self.socket in ready:
+            if frame_ready:
                 frame = self.socket.recv()
                 try:
                     response = CLIENT_LINK.decode(frame)
@@ -169,16 +162,13 @@ class ClientConnection:
                 if isinstance(response, ErrorResponse):
                     raise ServerError(response.message)
                 return response
-            if self.monitor in ready:
-                event = monitor_event(self.monitor.recv_multipart())[0]
-                if event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+            if event_ready:
+                event = monitor_event(self.socket.recv_event())[0]
+                if event in _GONE:
                     raise ConnectionLost(host=self.host, port=self.port)
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self.socket.disable_monitor()
-        self.monitor.close(linger=0)
-        self.socket.close(linger=0)
+        self.socket.close()
 
     def __enter__(self) -> ClientConnection:
         return self

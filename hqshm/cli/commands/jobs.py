@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from collections.abc import Iterator
 
 from hqshm.cli.commands.context import Context, id_ranges, selector
 from hqshm.errors import UserError
+from hqshm.link.commandlog import CommandLogger
 from hqshm.link.requests import (
     CancelJobsRequest,
     CloseJobsRequest,
@@ -39,7 +39,7 @@ from hqshm.model.taskstates import STATE_NAMES
 
 LIST_PAGE = 10_000  # jobs in one answer to `hq job list`
 
-logger = logging.getLogger("hqshm.cli")
+logger = CommandLogger("hqshm.cli")
 
 JOB_FILTER_STATES = (*STATE_NAMES, "opened")
 FORGET_STATES = ("finished", "failed", "aborted", "canceled")

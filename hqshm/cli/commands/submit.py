@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import shlex
-import subprocess
 import sys
 import time
 
@@ -17,6 +14,7 @@ from hqshm.cli.submit import directives
 from hqshm.errors import UsageError, UserError
 from hqshm.link import submitting
 from hqshm.link.client import ClientConnection
+from hqshm.link.commandlog import CommandLogger
 from hqshm.link.requests import JobProgressRequest, Selector, WaitJobsRequest
 from hqshm.link.responses import JobProgressResponse, Notification, WaitJobsResponse
 from hqshm.model import placeholders, resourcespec, submit
@@ -24,7 +22,7 @@ from hqshm.model.arrays import parse_array, parse_single
 from hqshm.model.durations import parse_hms_or_human
 from hqshm.model.submission import ArraySubmission, StdioDesc, TaskRef
 
-logger = logging.getLogger("hqshm.cli")
+logger = CommandLogger("hqshm.cli")
 
 RM_IF_FINISHED = ":rm-if-finished"
 PROGRESS_PERIOD = 0.5
@@ -284,6 +282,8 @@ class OnNotify:
     """`--on-notify CMD`: run CMD with the message as its last argument, one at a time."""
 
     def __init__(self, command: str) -> None:
+        import shlex  # here: few submits notify, and subprocess costs every command 4 ms
+
         try:
             self.argv = shlex.split(command)
         except ValueError as exc:
@@ -295,6 +295,8 @@ class OnNotify:
         env = dict(os.environ, HQ_JOB_ID=str(note.job_id), HQ_TASK_ID=str(note.task_id),
                    HQ_WORKER_ID=str(note.worker_id))
         argv = [*self.argv, note.message.decode("utf-8", "replace")]
+        import subprocess
+
         try:
             result = subprocess.run(argv, env=env, check=False)
         except OSError as exc:

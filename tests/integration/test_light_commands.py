@@ -1,0 +1,64 @@
+"""`hq submit`, `hq job list` and `hq job info` against a real server import neither pyzmq nor
+`logging` (nor numpy, psutil): each is a command a workflow manager may run once per step, and
+those imports were most of its 190 ms (issue 9, item 2). A child interpreter runs the real entry
+point and then reports what it had imported. With ``HQSHM_PYZMQ=1`` the same commands still
+work, on pyzmq."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from harness import HqEnv
+
+PROBE = """
+import json, sys
+from hqshm.cli.main import run
+code = run(sys.argv[1:])
+print(json.dumps(sorted(sys.modules)), flush=True)
+sys.exit(code)
+"""
+
+HEAVY = ("zmq", "logging", "numpy", "psutil", "msgpack_numpy", "hqshm.server", "hqshm.node")
+
+
+def _imported(hq_env: HqEnv, *args: str, env: dict[str, str] | None = None
+              ) -> tuple[str, set[str]]:
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          timeout=60, cwd=hq_env.work, env=hq_env.env(env))
+    assert done.returncode == 0, done.stdout + done.stderr
+    *output, modules = done.stdout.splitlines()
+    return "\n".join(output), set(json.loads(modules))
+
+
+@pytest.mark.parametrize("args", [("submit", "--", "true"), ("job", "list"),
+                                  ("job", "info", "1")])
+def test_client_commands_import_no_heavy_module(hq_env: HqEnv, args: tuple[str, ...]) -> None:
+    hq_env.start_server()
+    hq_env.command(["submit", "--", "true"])
+    output, loaded = _imported(hq_env, *args)
+    assert output
+    heavy = [name for name in loaded for prefix in HEAVY
+             if name == prefix or name.startswith(prefix + ".")]
+    assert not heavy
+
+
+def test_a_command_that_logs_sets_logging_up_on_its_first_message(hq_env: HqEnv) -> None:
+    hq_env.start_server()
+    done = subprocess.run([*hq_env.hq, "job", "info", "7"], capture_output=True, text=True,
+                          timeout=60, env=hq_env.env())
+    assert done.returncode == 0
+    assert done.stderr.endswith(" ERROR Job 7 not found\n")
+    assert done.stderr.startswith("20")  # the timestamp of HQ's log line
+
+
+def test_the_same_commands_work_on_pyzmq(hq_env: HqEnv) -> None:
+    hq_env.start_server()
+    forced = {"HQSHM_PYZMQ": "1"}
+    output, loaded = _imported(hq_env, "submit", "--", "true", env=forced)
+    assert output == "Job submitted successfully, job ID: 1"
+    assert "zmq" in loaded
+    output, _ = _imported(hq_env, "job", "info", "1", env=forced)
+    assert "WAITING" in output
