@@ -70,6 +70,9 @@ OK = 0
 FAILED = 1
 SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
 
+# An executor with at most this many records left in its submission ring asks for more.
+REFILL_AT = 1
+
 # STARTED record status
 IN_PROCESS = 1  # a function task runs inside the executor, whose pid the record carries
 
@@ -258,10 +261,12 @@ class Executor:
             flags=flags,
             payload=payload,
         )
-        # With its next task already queued the executor goes on at once, and the node
-        # collects this report on its next tick; only an executor about to idle, or a failure
-        # the node should hear about promptly, rings the bell.
-        if status != OK or not self.sub.pending():
+        # With its next tasks already queued the executor goes on at once, and the node
+        # collects this report on its next tick; an executor down to its last queued task
+        # rings the bell, so that the node refills its ring before it idles (waiting until
+        # it idles left it idle for as long as the node took to get a CPU), and so does a
+        # failure the node should hear about promptly.
+        if status != OK or self.sub.pending() <= REFILL_AT:
             ring_doorbell(self.doorbell)
 
     def _run(self, record: Record) -> None:
