@@ -367,7 +367,12 @@ class WarmRunner:
                     _signal.signal(sig, handler)
                 except (OSError, ValueError):
                     pass
-        for stream in {id(s): s for s in (*self._streams, sys.stdout, sys.stderr)}.values():
+        out, err = sys.stdout, sys.stderr
+        streams = self._streams[1:]  # the task's stdout and stderr (its stdin has nothing)
+        if len(streams) != 2 or streams[0] is not out or streams[1] is not err:
+            # The function put its own in place: those too (by identity: theirs may not compare).
+            streams = list({id(s): s for s in (*streams, out, err)}.values())
+        for stream in streams:
             try:  # noqa: SIM105 - per task: suppress() costs more than the call
                 stream.flush()
             except Exception:  # whatever the function made of it
@@ -450,7 +455,7 @@ class _Environment:
         if self._raw != self._raw_now:  # the function before changed it
             now = self._now = dict(os.environ)
         elif group is not None and group is self._group:
-            for name in {*varying, *self._varying}:
+            for name in varying if varying is self._varying else {*varying, *self._varying}:
                 value = env.get(name)
                 if value is None:
                     if name in now:
@@ -546,15 +551,25 @@ def _print_traceback(exc: BaseException) -> None:
         sys.stderr.write(functiontask.error_text(exc))
 
 
-def _threads() -> set[Any]:
+def _threads() -> set[Any] | None:
+    """The threads alive now; None when the executor's own is the only one (most tasks: a
+    look at two dicts instead of a locked walk over them)."""
     threading = sys.modules.get("threading")
-    return set(threading.enumerate()) if threading is not None else set()
+    if threading is None or _alone(threading):
+        return None
+    return set(threading.enumerate())
 
 
-def _join_new_threads(before: set[Any]) -> None:
+def _alone(threading: Any) -> bool:
+    """Only the calling thread runs (``start`` returns once a thread left ``_limbo``)."""
+    return len(threading._active) == 1 and not threading._limbo
+
+
+def _join_new_threads(before: set[Any] | None) -> None:
     threading = sys.modules.get("threading")
-    if threading is None:
+    if threading is None or _alone(threading):
         return
+    before = before or set()
     for thread in threading.enumerate():
         if thread not in before and not thread.daemon and thread is not threading.current_thread():
             thread.join()
