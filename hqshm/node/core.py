@@ -204,6 +204,10 @@ class GroupInfo:
     # few, and deriving it costs more than the rest of a task's launch.
     launches: dict[Allocation, tuple[dict[str, str], list[str], bool, list[int], int]] = field(
         default_factory=dict)
+    # The last of them, by identity: hand-offs inherit their allocation object, and hashing
+    # an allocation to find its details costs more than the rest of a hand-off's launch.
+    last_launch: tuple[Allocation, tuple[dict[str, str], list[str], bool, list[int], int]] | None = (
+        None)
 
     @property
     def handoffs(self) -> int:
@@ -798,12 +802,18 @@ class NodeCore:
             env, cpu_labels, whole_cpus, mask, numa = self._launch_details(group, allocation,
                                                                            True)
         else:
-            launches = group.launches
-            details = launches.get(allocation)
-            if details is None:
-                if len(launches) >= LAUNCH_CACHE:
-                    launches.clear()
-                details = launches[allocation] = self._launch_details(group, allocation, False)
+            last = group.last_launch
+            if last is not None and last[0] is allocation:
+                details = last[1]
+            else:
+                launches = group.launches
+                details = launches.get(allocation)
+                if details is None:
+                    if len(launches) >= LAUNCH_CACHE:
+                        launches.clear()
+                    details = launches[allocation] = self._launch_details(group, allocation,
+                                                                          False)
+                group.last_launch = (allocation, details)
             env, cpu_labels, whole_cpus, mask, numa = details
             # Copies: what goes out is the receiver's, the cached details stay as they are.
             env, cpu_labels, mask = dict(env), list(cpu_labels), list(mask)

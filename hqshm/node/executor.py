@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +90,14 @@ class TaskPayload:
     nodes: list[str] = field(default_factory=list)  # a multi-node task's hostnames, root first
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [self.gid, self.entry, self.resource_env, self.cpu_labels, self.whole_cpus, self.pin,
-             self.nodes]
-        )
+        return self.pack(self.gid, self.entry, self.resource_env, self.cpu_labels,
+                         self.whole_cpus, self.pin, self.nodes)
+
+    @staticmethod
+    def pack(gid: int, entry: bytes | None, resource_env: dict[str, str],
+             cpu_labels: list[str], whole_cpus: bool, pin: bool, nodes: Sequence[str]) -> bytes:
+        """The encoding without the object (the node's, once per task)."""
+        return msgpack.packb([gid, entry, resource_env, cpu_labels, whole_cpus, pin, nodes])
 
     @staticmethod
     def decode(data: bytes) -> TaskPayload:
