@@ -95,8 +95,8 @@ DRAIN_TICK = 0.002
 # each time it sleeps and rings the node, and the node starts several for each time it wakes
 # (each of those costs both sides more than a no-op function task), while what sits out of the
 # server's reach (work stealing) stays a few milliseconds of work an executor.
-HANDOFF_DEPTH = 4
-HANDOFF_SPAN = 0.002
+HANDOFF_DEPTH = 8
+HANDOFF_SPAN = 0.004
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 # A task killed by a signal that batch systems send to every process of a job (walltime,
 # preemption, scancel) is reported this much later: the same signal reaching the node then

@@ -338,7 +338,7 @@ def test_a_group_queues_hand_offs_for_a_span_of_its_work() -> None:
     env = NodeEnv(cpus=1)
     gid = env.group()
     [key] = env.run(gid)
-    env.end(key, duration=HANDOFF_SPAN / 2)  # two cover the span
+    env.end(key, duration=HANDOFF_SPAN / 2.5)  # two cover the span, not three
     env.turn()
     env.out.take(TaskUpdates, count=1)
     env.compute(gid, 5)
