@@ -90,6 +90,13 @@ FLUSH_DELAY = 0.005
 # RUNNING only when it runs.
 HANDOFF_MAX = 0.02
 DRAIN_TICK = 0.002
+# A group much shorter than that queues more than one: as many as cover HANDOFF_SPAN of its
+# work, at most HANDOFF_DEPTH behind the running task. An executor then runs several tasks for
+# each time it sleeps and rings the node, and the node starts several for each time it wakes
+# (each of those costs both sides more than a no-op function task), while what sits out of the
+# server's reach (work stealing) stays a few milliseconds of work an executor.
+HANDOFF_DEPTH = 8
+HANDOFF_SPAN = 0.004
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 # A task killed by a signal that batch systems send to every process of a job (walltime,
 # preemption, scancel) is reported this much later: the same signal reaching the node then
@@ -197,10 +204,20 @@ class GroupInfo:
     # few, and deriving it costs more than the rest of a task's launch.
     launches: dict[Allocation, tuple[dict[str, str], list[str], bool, list[int], int]] = field(
         default_factory=dict)
+    # The last of them, by identity: hand-offs inherit their allocation object, and hashing
+    # an allocation to find its details costs more than the rest of a hand-off's launch.
+    last_launch: tuple[Allocation, tuple[dict[str, str], list[str], bool, list[int], int]] | None = (
+        None)
 
     @property
-    def short(self) -> bool:
-        return self.ran > 0 and self.ran_time / self.ran < HANDOFF_MAX
+    def handoffs(self) -> int:
+        """How many of its tasks may queue behind a running one (0: a short group's only)."""
+        if not self.ran:
+            return 0
+        mean = self.ran_time / self.ran
+        if mean >= HANDOFF_MAX:
+            return 0
+        return max(1, min(HANDOFF_DEPTH, int(HANDOFF_SPAN / max(mean, 1e-9))))
 
 
 def group_info(msg: DefineGroup) -> GroupInfo:
@@ -745,30 +762,37 @@ class NodeCore:
         self._hand_off(now, mono)
 
     def _hand_off(self, now: float, mono: float) -> None:
-        """Queue the next task of a short group behind each running one of the same group."""
+        """Queue the next tasks of the best group, if short, behind the running ones of the
+        same group: a round adds one behind each (so that a few queued tasks spread over the
+        executors), rounds go on up to the group's ``handoffs``."""
         if not self.queued:
             return
         order = self._group_order()
-        best = order[0] if order else None
-        for slot in self.slots:
-            if len(slot.inflight) != 1:
-                continue
-            current = self.running.get(slot.inflight[0])
-            if current is None or current.canceled or current.kill_at is not None:
-                continue
-            group = self.groups[current.gid]
-            # Never let a hand-off jump over a better group's task.
-            if not group.short or current.gid != best:
-                continue
-            tasks = self.queue[best]
-            while tasks and tasks[0].key not in self.queued:
-                tasks.popleft()
-            if not tasks:
-                break
-            queued = tasks.popleft()
-            del self.queued[queued.key]
-            current.heir = queued.key
-            self._launch(queued, group, current.allocation, slot, now, mono, handoff=True)
+        if not order:
+            return
+        best = order[0]  # never let a hand-off jump over a better group's task
+        group = self.groups[best]
+        depth = group.handoffs
+        tasks = self.queue[best]
+        slots = [slot for slot in self.slots if 0 < len(slot.inflight) <= depth]
+        while slots:
+            more = []
+            for slot in slots:
+                current = self.running.get(slot.inflight[-1])
+                if (current is None or current.gid != best or current.canceled
+                        or current.kill_at is not None):
+                    continue
+                while tasks and tasks[0].key not in self.queued:
+                    tasks.popleft()
+                if not tasks:
+                    return
+                queued = tasks.popleft()
+                del self.queued[queued.key]
+                current.heir = queued.key
+                self._launch(queued, group, current.allocation, slot, now, mono, handoff=True)
+                if len(slot.inflight) <= depth:
+                    more.append(slot)
+            slots = more
 
     def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation, slot: Slot,
                 now: float, mono: float, handoff: bool) -> None:
@@ -778,12 +802,18 @@ class NodeCore:
             env, cpu_labels, whole_cpus, mask, numa = self._launch_details(group, allocation,
                                                                            True)
         else:
-            launches = group.launches
-            details = launches.get(allocation)
-            if details is None:
-                if len(launches) >= LAUNCH_CACHE:
-                    launches.clear()
-                details = launches[allocation] = self._launch_details(group, allocation, False)
+            last = group.last_launch
+            if last is not None and last[0] is allocation:
+                details = last[1]
+            else:
+                launches = group.launches
+                details = launches.get(allocation)
+                if details is None:
+                    if len(launches) >= LAUNCH_CACHE:
+                        launches.clear()
+                    details = launches[allocation] = self._launch_details(group, allocation,
+                                                                          False)
+                group.last_launch = (allocation, details)
             env, cpu_labels, whole_cpus, mask, numa = details
             # Copies: what goes out is the receiver's, the cached details stay as they are.
             env, cpu_labels, mask = dict(env), list(cpu_labels), list(mask)
@@ -1161,7 +1191,7 @@ class NodeCore:
         inflight: dict[TaskKey, Slot] = {}
         for index, slot in enumerate(self.slots):
             assert slot.index == index, (slot.index, index)
-            assert len(slot.inflight) <= 2, "more than one hand-off behind a task"
+            assert len(slot.inflight) <= 1 + HANDOFF_DEPTH, "too many hand-offs behind a task"
             for key in slot.inflight:
                 assert key not in inflight, f"task {key} is on two executors"
                 inflight[key] = slot

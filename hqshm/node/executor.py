@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
@@ -65,10 +65,17 @@ ERROR_FILE_LIMIT = 2048
 DRAIN_LIMIT = 4 << 20
 EXIT_POLL_MS = 20  # without pidfds (Linux < 5.3): how often a streamed task's exit is checked
 
+# How far back the warm tasks' directory is dated when made (``Executor._function_dir``):
+# beyond any file system's time granularity, so that a change now cannot keep its times.
+DIR_DATED_BACK = 3600.0
+
 # ENDED record statuses
 OK = 0
 FAILED = 1
 SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawned
+
+# An executor with at most this many records left in its submission ring asks for more.
+REFILL_AT = 1
 
 # STARTED record status
 IN_PROCESS = 1  # a function task runs inside the executor, whose pid the record carries
@@ -87,10 +94,14 @@ class TaskPayload:
     nodes: list[str] = field(default_factory=list)  # a multi-node task's hostnames, root first
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [self.gid, self.entry, self.resource_env, self.cpu_labels, self.whole_cpus, self.pin,
-             self.nodes]
-        )
+        return self.pack(self.gid, self.entry, self.resource_env, self.cpu_labels,
+                         self.whole_cpus, self.pin, self.nodes)
+
+    @staticmethod
+    def pack(gid: int, entry: bytes | None, resource_env: dict[str, str],
+             cpu_labels: list[str], whole_cpus: bool, pin: bool, nodes: Sequence[str]) -> bytes:
+        """The encoding without the object (the node's, once per task)."""
+        return msgpack.packb([gid, entry, resource_env, cpu_labels, whole_cpus, pin, nodes])
 
     @staticmethod
     def decode(data: bytes) -> TaskPayload:
@@ -135,7 +146,8 @@ class Executor:
         # The task directory of warm function tasks, kept from one to the next while each
         # leaves it as it found it (``_function_dir``, ``_keep_function_dir``).
         self.function_dir: str | None = None
-        self.function_dir_id: tuple[int, int, int] = (0, 0, 0)
+        self.function_dir_id: tuple[int, ...] = ()
+        self.function_dir_dated = False  # its times set back: an unchanged lstat says empty
         # A SIGTERM of the node's death that comes while a spawn returns is acted on once its
         # pid is known: before, the handler missed the new task, which then ran its course.
         self.spawning = False
@@ -258,10 +270,12 @@ class Executor:
             flags=flags,
             payload=payload,
         )
-        # With its next task already queued the executor goes on at once, and the node
-        # collects this report on its next tick; only an executor about to idle, or a failure
-        # the node should hear about promptly, rings the bell.
-        if status != OK or not self.sub.pending():
+        # With its next tasks already queued the executor goes on at once, and the node
+        # collects this report on its next tick; an executor down to its last queued task
+        # rings the bell, so that the node refills its ring before it idles (waiting until
+        # it idles left it idle for as long as the node took to get a CPU), and so does a
+        # failure the node should hear about promptly.
+        if status != OK or self.sub.pending() <= REFILL_AT:
             ring_doorbell(self.doorbell)
 
     def _run(self, record: Record) -> None:
@@ -382,21 +396,29 @@ class Executor:
             except FileExistsError:  # left by a dead executor whose pid this one has
                 _remove_any(path)
                 os.mkdir(path, 0o700)
-            st = os.lstat(path)
-            self.function_dir, self.function_dir_id = path, (st.st_dev, st.st_ino, st.st_mode)
+            # Dated back: whatever a task adds to it or removes dates it now, so while its
+            # lstat stays as it was it holds nothing, and reading it per task (most of the
+            # check's cost) is left for where its times cannot be set.
+            dated = time.time() - DIR_DATED_BACK
+            try:
+                os.utime(path, (dated, dated), follow_symlinks=False)
+                self.function_dir_dated = True
+            except OSError:
+                self.function_dir_dated = False
+            self.function_dir, self.function_dir_id = path, _dir_state(os.lstat(path))
         return path
 
     def _keep_function_dir(self) -> None:
-        """After a task: the directory stays for the next one if the task left it empty and
-        unchanged (the same directory, with the same mode), which a fresh directory would be;
-        else it goes (with the task's files, its error file among them) and the next task gets
-        a new one."""
+        """After a task: the directory stays for the next one if the task left it unchanged
+        (the same directory, mode and times: nothing added or removed since it was made
+        empty), which a fresh directory would be; else it goes (with the task's files, its
+        error file among them) and the next task gets a new one."""
         path = self.function_dir
         if path is None:
             return
         try:
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino, st.st_mode) == self.function_dir_id and not os.listdir(path):
+            if _dir_state(os.lstat(path)) == self.function_dir_id and (
+                    self.function_dir_dated or not os.listdir(path)):
                 return
         except OSError:
             pass
@@ -684,6 +706,12 @@ def _remove_any(path: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             os.unlink(path)
+
+
+def _dir_state(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when anything is added to or removed from a directory, or it is replaced
+    or its mode changed (the change time also when its times are set)."""
+    return st.st_dev, st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns
 
 
 def function_dir_path(node: launch.NodeContext, pid: int) -> str:

@@ -64,10 +64,22 @@ TASK_VARIABLES = frozenset((
 ))
 
 
+_variables: dict[tuple[str, ...], frozenset[str]] = {}
+
+
 def task_variables(resource_env: Mapping[str, str]) -> frozenset[str]:
     """The variables that can differ between two tasks of a group: ``TASK_VARIABLES`` and
-    those of the task's resources."""
-    return TASK_VARIABLES.union(resource_env) if resource_env else TASK_VARIABLES
+    those of the task's resources. The same set for the same names, so that the executor
+    sees at once that two tasks vary in the same ones."""
+    if not resource_env:
+        return TASK_VARIABLES
+    names = tuple(resource_env)
+    known = _variables.get(names)
+    if known is None:
+        if len(_variables) >= 256:
+            _variables.clear()
+        known = _variables[names] = TASK_VARIABLES.union(names)
+    return known
 
 
 def stdio_template(stdio: Stdio) -> str | None:

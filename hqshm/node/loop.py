@@ -509,9 +509,9 @@ class Node:
                  body: bytes, cpus: list[int], numa: int, entry: bytes | None,
                  env: dict[str, str], cpu_labels: list[str], whole_cpus: bool,
                  nodes: tuple[str, ...]) -> None:
-        payload = TaskPayload(gid, entry, env, cpu_labels, whole_cpus, bool(cpus), list(nodes))
         self.pool.dispatch(self.pool.handles[executor], key, instance, gid, body, cpus, numa,
-                           payload.encode())
+                           TaskPayload.pack(gid, entry, env, cpu_labels, whole_cpus, bool(cpus),
+                                            nodes))
 
     def skip(self, executor: int, key: TaskKey) -> None:
         self.pool.skip(self.pool.handles[executor], key)

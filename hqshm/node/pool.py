@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hqshm.node import launch
+from hqshm.node.core import HANDOFF_DEPTH
 from hqshm.node.executor import Executor, remove_function_dir
 from hqshm.node.ring import Record, RecordKind, Ring, drain_doorbell, open_doorbell
 
@@ -31,10 +32,12 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 # Groups one FORGET record names: 8 bytes each within a slot's payload area (16 KiB).
 FORGET_PER_RECORD = 2000
-# A submission ring holds at most two tasks' records that the executor has not popped (the
-# one it is about to run and a hand-off behind it): FORGET, DEFINE and RUN each, so a push
-# never waits.
-SUB_CAPACITY = 6
+# A submission ring holds the records of at most 1 + HANDOFF_DEPTH tasks that the executor has
+# not popped (the one it is about to run and the hand-offs behind it): FORGET, DEFINE and RUN
+# each, so a push never waits. A completion ring holds their STARTED and ENDED records twice
+# over, so that an executor that runs them all before the node drains its ring never waits.
+SUB_CAPACITY = 3 * (1 + HANDOFF_DEPTH)
+DONE_CAPACITY = 4 * (1 + HANDOFF_DEPTH)
 
 
 def _die_with_parent() -> None:
@@ -48,20 +51,26 @@ class Control:
     """A small shared page the node writes and executors read before each spawn.
 
     Word 0 is the node's stop flag; word 1 its worker id, known only once it registered,
-    after the executors were forked (it goes into stream file headers); word 2+i is the key
-    executor i must skip if it pops it. It lets the node take back a task already queued in an
-    executor's ring (a hand-off successor being canceled, or everything at shutdown) without a
-    round trip. Word 2+capacity+i is the key of the function task that executor i runs in its
-    own process and the node interrupts (hqshm/node/warm.py): SIGINT says "interrupt", the word
-    says which task, so that a late signal for a task that ended hits nothing else.
+    after the executors were forked (it goes into stream file headers); words 2+SKIPS*i onwards
+    are the keys executor i must skip if it pops them, the node's last SKIPS skips for it
+    (written in turn: as many as tasks can wait in its ring). They let the node take back a
+    task already queued in an executor's ring (a hand-off successor being canceled, or
+    everything at shutdown) without a round trip. Word 2+SKIPS*capacity+i is the key of the
+    function task that executor i runs in its own process and the node interrupts
+    (hqshm/node/warm.py): SIGINT says "interrupt", the word says which task, so that a late
+    signal for a task that ended hits nothing else.
     """
 
     _WORD = struct.Struct("<Q")
     _SKIP = 2
+    SKIPS = 1 + HANDOFF_DEPTH
+    _SKIP_WORDS = struct.Struct(f"<{SKIPS}Q")
 
     def __init__(self, executors: int) -> None:
         self.capacity = executors
-        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (self._SKIP + 2 * executors)))
+        self._interrupts = self._SKIP + self.SKIPS * executors
+        self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (self._interrupts + executors)))
+        self._next_skip = [0] * executors  # the node's: which of an executor's words is next
 
     def _get(self, index: int) -> int:
         return self._WORD.unpack_from(self.page, 8 * index)[0]
@@ -85,22 +94,26 @@ class Control:
         self._set(1, value)
 
     def skip(self, executor: int, key: int) -> None:
-        self._set(self._SKIP + executor, key + 1)  # +1 so that key 0 differs from "nothing"
+        turn = self._next_skip[executor]
+        self._next_skip[executor] = (turn + 1) % self.SKIPS
+        # +1 so that key 0 differs from "nothing"
+        self._set(self._SKIP + self.SKIPS * executor + turn, key + 1)
 
     def must_skip(self, executor: int, key: int) -> bool:
-        return self._get(0) != 0 or self._get(self._SKIP + executor) == key + 1
+        return self._get(0) != 0 or key + 1 in self._SKIP_WORDS.unpack_from(
+            self.page, 8 * (self._SKIP + self.SKIPS * executor))
 
     def interrupt(self, executor: int, key: int) -> None:
-        self._set(self._SKIP + self.capacity + executor, key + 1)
+        self._set(self._interrupts + executor, key + 1)
 
     def interrupted(self, executor: int, key: int) -> bool:
-        return self._get(self._SKIP + self.capacity + executor) == key + 1
+        return self._get(self._interrupts + executor) == key + 1
 
     def clear_interrupt(self, executor: int) -> None:
         """The executor's, before it reports a function task started (the node marks a task
         only after): a task run again under the same key is not interrupted by the mark of
         its last run."""
-        self._set(self._SKIP + self.capacity + executor, 0)
+        self._set(self._interrupts + executor, 0)
 
 
 @dataclass(eq=False)
@@ -145,7 +158,7 @@ class ExecutorPool:
         # No spinning: on a node with as many executors as CPUs, a spinning executor takes a
         # CPU from the tasks; a sleeping one wakes within tens of microseconds.
         sub = Ring.create("hqshm-sub", capacity=SUB_CAPACITY, spin=0.0)
-        done = Ring.create("hqshm-done", capacity=8, spin=0.0)
+        done = Ring.create("hqshm-done", capacity=DONE_CAPACITY, spin=0.0)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the executor

@@ -61,6 +61,7 @@ GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
 KEPT_SIGNALS = (int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGCHLD),
                 int(signal.SIGPIPE))
 _SIGINT = int(signal.SIGINT)
+_MEM_POLICIES = {int(mode): mode for mode in affinity.MemPolicy}  # an enum's call costs 1 us
 # The CPUs this process may run on, as a set (without the C module's list: 3 us against 0.4).
 _sched_getaffinity = getattr(os, "sched_getaffinity", None)
 
@@ -273,7 +274,7 @@ class WarmRunner:
             self._cpu_set = frozenset(cpus)
         if call.numa is not None:
             _step(SpawnStage.MEMPOLICY, program, affinity.set_memory_policy,
-                  affinity.MemPolicy(call.mem_mode), call.numa)
+                  _MEM_POLICIES[call.mem_mode], call.numa)
         _step(SpawnStage.CWD, program, os.chdir, plan.cwd)
         os.dup2(saved.devnull, 0)
         self._redirect(plan.stdout, 1, SpawnStage.STDOUT, program, saved)
@@ -367,7 +368,12 @@ class WarmRunner:
                     _signal.signal(sig, handler)
                 except (OSError, ValueError):
                     pass
-        for stream in {id(s): s for s in (*self._streams, sys.stdout, sys.stderr)}.values():
+        out, err = sys.stdout, sys.stderr
+        streams = self._streams[1:]  # the task's stdout and stderr (its stdin has nothing)
+        if len(streams) != 2 or streams[0] is not out or streams[1] is not err:
+            # The function put its own in place: those too (by identity: theirs may not compare).
+            streams = list({id(s): s for s in (*streams, out, err)}.values())
+        for stream in streams:
             try:  # noqa: SIM105 - per task: suppress() costs more than the call
                 stream.flush()
             except Exception:  # whatever the function made of it
@@ -450,7 +456,7 @@ class _Environment:
         if self._raw != self._raw_now:  # the function before changed it
             now = self._now = dict(os.environ)
         elif group is not None and group is self._group:
-            for name in {*varying, *self._varying}:
+            for name in varying if varying is self._varying else {*varying, *self._varying}:
                 value = env.get(name)
                 if value is None:
                     if name in now:
@@ -546,15 +552,25 @@ def _print_traceback(exc: BaseException) -> None:
         sys.stderr.write(functiontask.error_text(exc))
 
 
-def _threads() -> set[Any]:
+def _threads() -> set[Any] | None:
+    """The threads alive now; None when the executor's own is the only one (most tasks: a
+    look at two dicts instead of a locked walk over them)."""
     threading = sys.modules.get("threading")
-    return set(threading.enumerate()) if threading is not None else set()
+    if threading is None or _alone(threading):
+        return None
+    return set(threading.enumerate())
 
 
-def _join_new_threads(before: set[Any]) -> None:
+def _alone(threading: Any) -> bool:
+    """Only the calling thread runs (``start`` returns once a thread left ``_limbo``)."""
+    return len(threading._active) == 1 and not threading._limbo
+
+
+def _join_new_threads(before: set[Any] | None) -> None:
     threading = sys.modules.get("threading")
-    if threading is None:
+    if threading is None or _alone(threading):
         return
+    before = before or set()
     for thread in threading.enumerate():
         if thread not in before and not thread.daemon and thread is not threading.current_thread():
             thread.join()

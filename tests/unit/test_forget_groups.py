@@ -13,6 +13,7 @@ import pathlib
 import pytest
 
 from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.node.core import HANDOFF_DEPTH
 from hqshm.node.executor import Executor
 from hqshm.node.pool import FORGET_PER_RECORD, SUB_CAPACITY, ExecutorHandle, ExecutorPool
 from hqshm.node.ring import Record, RecordKind, Ring
@@ -103,16 +104,14 @@ def test_a_group_defined_again_is_sent_again(handle: ExecutorHandle,
     assert list(executor.programs) == [1]
 
 
-def test_two_tasks_in_flight_never_fill_the_ring(handle: ExecutorHandle) -> None:
-    """The one it is about to run and a hand-off, each after a FORGET and a DEFINE: a push
-    that waited for room would stall the node's loop."""
+def test_the_tasks_in_flight_never_fill_the_ring(handle: ExecutorHandle) -> None:
+    """The one it is about to run and the hand-offs behind it, each after a FORGET and a
+    DEFINE: a push that waited for room would stall the node's loop."""
     pool = bare_pool(handle)
-    for gid in (1, 2):
-        handle.defined.add(gid)
-        pool.forget(gid)
-    dispatch(pool, handle, 3)
-    pool.forget(3)
-    dispatch(pool, handle, 4)
+    handle.defined.add(1)
+    for gid in range(2, 2 + 1 + HANDOFF_DEPTH):
+        pool.forget(gid - 1)
+        dispatch(pool, handle, gid)
     assert handle.sub.pending() == SUB_CAPACITY
 
 

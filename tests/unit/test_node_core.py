@@ -46,7 +46,9 @@ from hqshm import errors
 from hqshm.node.core import (
     DRAIN_TICK,
     FLUSH_DELAY,
+    HANDOFF_DEPTH,
     HANDOFF_MAX,
+    HANDOFF_SPAN,
     IDLE_POLL,
     KILL_GRACE,
     MAX_EXTRA_EXECUTORS,
@@ -299,6 +301,75 @@ def test_the_next_short_task_waits_behind_the_running_one_on_its_cpus() -> None:
     msg = env.out.take_one(TaskUpdates)
     assert msg.started == ((second, 0, began, 0),)
     assert [f[0] for f in msg.finished] == [first]
+    env.check()
+
+
+def very_short_group(env: NodeEnv) -> int:
+    """A group so short that HANDOFF_DEPTH of its tasks wait behind a running one."""
+    gid = env.group()
+    [key] = env.run(gid)
+    env.end(key, duration=HANDOFF_SPAN / (2 * HANDOFF_DEPTH))
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    return gid
+
+
+def test_very_short_tasks_queue_deeper_spread_over_the_executors() -> None:
+    env = NodeEnv(cpus=2)
+    gid = very_short_group(env)
+    keys = env.compute(gid, 2 + 2 * HANDOFF_DEPTH + 1)
+    env.turn()
+    dispatched = env.out.take(Dispatch, count=2 + 2 * HANDOFF_DEPTH)
+    # One behind each running task a round, not all behind the first.
+    assert [d.executor for d in dispatched] == [0, 1] * (1 + HANDOFF_DEPTH)
+    assert [d.key for d in dispatched] == keys[:-1]
+    for d in dispatched[2:]:
+        assert d.cpu_labels == dispatched[d.executor].cpu_labels
+    env.out.assert_empty()  # the last waits in the local queue
+    for key in keys[:-1:2]:  # executor 0 runs its five
+        env.start(key)
+        env.end(key, duration=0.0001)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == keys[-1]
+    env.check()
+
+
+def test_a_group_queues_hand_offs_for_a_span_of_its_work() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    [key] = env.run(gid)
+    env.end(key, duration=HANDOFF_SPAN / 2.5)  # two cover the span, not three
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    env.compute(gid, 5)
+    env.turn()
+    env.out.take(Dispatch, count=3)
+    env.out.assert_empty()
+    env.check()
+
+
+def test_canceling_hand_offs_deep_in_the_queue_skips_each() -> None:
+    env = NodeEnv(cpus=1)
+    gid = very_short_group(env)
+    keys = env.compute(gid, 1 + HANDOFF_DEPTH)
+    env.turn()
+    env.out.take(Dispatch, count=1 + HANDOFF_DEPTH)
+    env.start(keys[0])
+    env.deliver(CancelTasks(tuple(keys[1:3])))
+    assert env.out.take(Skip) == [Skip(0, keys[1]), Skip(0, keys[2])]
+    env.out.assert_empty()
+    env.end(keys[0], duration=0.0001)
+    env.end(keys[1], ok=False, skipped=True)
+    env.end(keys[2], ok=False, skipped=True)
+    assert not env.core.allocator.is_idle()  # the next hand-off's now
+    for key in keys[3:]:
+        env.start(key)
+        env.end(key, duration=0.0001)
+    env.turn()
+    msg = env.out.take_one(TaskUpdates)
+    assert sorted(f[0] for f in msg.finished) == sorted([keys[0], *keys[3:]])
+    assert msg.failed == ()
+    assert env.core.allocator.is_idle()
     env.check()
 
 

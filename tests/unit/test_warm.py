@@ -163,6 +163,39 @@ def test_a_task_leaves_the_process_as_it_found_it(tmp_path: Path) -> None:
     in_child(run)
 
 
+def start_late_writer(path: str) -> None:
+    """A function that leaves a thread behind, which writes ``path`` after it returned."""
+    import threading
+    import time
+
+    def write() -> None:
+        time.sleep(0.2)
+        Path(path).write_text("written")
+
+    threading.Thread(target=write).start()
+
+
+def test_threads_a_function_started_end_before_its_task_does(tmp_path: Path) -> None:
+    """As an interpreter joins them before it exits; with none left over the next task
+    checks nothing but its own thread."""
+    payload = PayloadBuilder().payload(start_late_writer, (str(tmp_path / "late"),), {})
+    plan = LaunchPlan(argv=[sys.executable, "-c", TASK_CODE], env=dict(os.environ),
+                      cwd=str(tmp_path), stdout=None, stderr=None, rm_stdout=False,
+                      rm_stderr=False)
+
+    def run() -> None:
+        runner = WarmRunner()
+        for _ in range(2):
+            (tmp_path / "late").unlink(missing_ok=True)
+            ending = runner.run(FunctionCall(payload, ("uid", 1), plan, None, None, 2),
+                                lambda: None, lambda: False)
+            assert ending.ok
+            assert (tmp_path / "late").read_text() == "written"
+        assert warm._threads() is None  # the executor's thread alone again
+
+    in_child(run)
+
+
 def test_the_environment_follows_each_task_of_a_group_and_what_a_function_changed() -> None:
     """Tasks of one group compare only their varying variables, unless the function before
     changed the environment: then all of it."""
