@@ -252,14 +252,8 @@ def _struct_decoder(cls: type) -> Converter:
     return decode
 
 
-class _Anything:
-    """Stands for a field that its converter must check: every type is "in" it."""
-
-    def __contains__(self, _item: object) -> bool:
-        return True
-
-
-_ANYTHING = _Anything()
+# Every type msgpack decodes to: the pre-check of a field that its converter checks anyway.
+_ANYTHING = frozenset({list, dict, int, float, str, bytes, bool, type(None)})
 
 
 def _exact_set(hint: Any) -> frozenset[type] | None:

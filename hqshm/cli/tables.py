@@ -90,14 +90,26 @@ def render_horizontal(
         if len(row) != len(header):
             raise ValueError(f"row has {len(row)} cells, the header {len(header)}")
     header_lines = [_cell_lines(cell) for cell in header]
-    row_lines = [[_cell_lines(cell) for cell in row] for row in rows]
-    widths = _widths([header_lines, *row_lines], len(header))
+    # Rows of one-line printable ASCII cells (nearly all: a task list may have a million) are
+    # measured by len and laid out by str.ljust; the others line by line, by display width.
+    plain = [_plain("".join(row)) for row in rows]
+    row_lines = {i: [_cell_lines(cell) for cell in row]
+                 for i, row in enumerate(rows) if not plain[i]}
+    widths = _widths([header_lines, *row_lines.values()], len(header))
+    plain_rows = [row for row, simple in zip(rows, plain, strict=True) if simple]
+    for index, column in enumerate(zip(*plain_rows, strict=True)):
+        widths[index] = max(widths[index], max(map(len, column)))
+    justify = [str.rjust if i in right_align else str.ljust for i in range(len(header))]
     border = _border(widths)
     out = [border]
     out += _row(header_lines, widths, (), bold=tuple(range(len(header))) if color else ())
     out.append(border)
-    for cells in row_lines:
-        out += _row(cells, widths, right_align, bold=())
+    for i, row in enumerate(rows):
+        if plain[i]:
+            out.append("| " + " | ".join([fit(cell, width) for fit, cell, width
+                                          in zip(justify, row, widths, strict=True)]) + " |")
+        else:
+            out += _row(row_lines[i], widths, right_align, bold=())
     if rows:
         out.append(border)
     return "\n".join(out)
@@ -113,6 +125,11 @@ def render_vertical(rows: Sequence[tuple[str, str]], color: bool = False) -> str
         out += _row(cells, widths, (), bold=(0,) if color else ())
     out.append(border)
     return "\n".join(out)
+
+
+def _plain(cell: str) -> bool:
+    """One line of printable ASCII: as many columns as characters."""
+    return cell.isascii() and cell.isprintable()
 
 
 def _cell_lines(cell: str) -> list[str]:

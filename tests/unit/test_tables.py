@@ -177,3 +177,40 @@ def test_rendered_tables_parse_back(rows: list[tuple[str, str, str]]) -> None:
     assert parse_table(table) == [["ID", "A", "B"], *[list(row) for row in rows]]
     widths = {display_width(line) for line in table.splitlines()}
     assert len(widths) == 1
+
+
+def _reference_horizontal(header: list[str], rows: list[list[str]],
+                          right_align: set[int]) -> str:
+    """Every cell line by line and by display width: what the table looks like."""
+    grid = [[cell.splitlines() or [""] for cell in row] for row in [header, *rows]]
+    widths = [max(display_width(line) for row in grid for line in row[i])
+              for i in range(len(header))]
+    border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [border]
+    for number, row in enumerate(grid):
+        for k in range(max(len(lines) for lines in row)):
+            parts = []
+            for i, lines in enumerate(row):
+                text = lines[k] if k < len(lines) else ""
+                pad = " " * (widths[i] - display_width(text))
+                parts.append(pad + text if number and i in right_align else text + pad)
+            out.append("| " + " | ".join(parts) + " |")
+        if number == 0:
+            out.append(border)
+    if rows:
+        out.append(border)
+    return "\n".join(out)
+
+
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.lists(st.text(max_size=6), min_size=n, max_size=n),
+    st.lists(st.lists(st.one_of(st.text(alphabet="abc 12", max_size=8),
+                                st.text(alphabet="x\n界\u0301é", max_size=5)),
+                      min_size=n, max_size=n), max_size=6),
+    st.sets(st.integers(0, n - 1)))))
+def test_plain_rows_lay_out_as_cells_measured_one_by_one(
+        table: tuple[list[str], list[list[str]], set[int]]) -> None:
+    """Rows of plain ASCII take a fast path; mixed with others, the table is the same."""
+    header, rows, right = table
+    assert render_horizontal(header, rows, right_align=right) == _reference_horizontal(
+        header, rows, right)
