@@ -21,7 +21,8 @@ Three passes, in order of group priority (higher priority, then older job, then 
    prerequisite, if its request can run there (``place_early``): the node starts it when the
    prerequisite ended well, without a round trip through the server, which is what a chain of
    tasks waits for at every step. It takes no room until its prerequisite finished, and a
-   worker holds at most ``Core.early_per_cpu`` of them per CPU (``core.early_bound``).
+   worker holds at most ``Core.early_per_cpu`` of them per CPU (``core.early_bound``), and one
+   per CPU of any one task's dependants.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from .core import Core, Group, Outbox, Worker, early_bound
 from .ids import TaskKey, WorkerId
 from .reactor import assign, assign_early, assign_multinode, reserve, retract
+from .resources import FRACTIONS
 from .utilization import Candidate, choose
 
 # Queue depth beyond free capacity, as a multiple of the worker's capacity. One extra round
@@ -264,11 +266,18 @@ def place_early(core: Core, out: Outbox, workers: Sequence[Worker], now: float) 
             continue
         placed = deque(k for k in (*worker.running, *worker.assigned, *worker.early)
                        if k not in worker.retracting)
+        # Of one task's dependants, at most one a CPU: a chain goes deep (its node runs each
+        # step behind the one before), a fan-out is not hoarded by the worker that runs its
+        # root while others idle.
+        per_task = max(1, worker.totals.get("cpus", 0) // FRACTIONS)
         while placed and len(worker.early) < bound:
             key = placed.popleft()
+            here = 0
             for dependant in core.dependants.get(key, ()):
+                if core.early.get(dependant) == worker.wid:
+                    here += 1
                 if (core.deps_waiting.get(dependant) != 1 or dependant in core.early
-                        or len(worker.early) >= bound):
+                        or len(worker.early) >= bound or here >= per_task):
                     continue
                 group = core.groups.get(core.blocked_group[dependant])
                 if group is None or group.multi_node or group.barrier:
@@ -278,6 +287,7 @@ def place_early(core: Core, out: Outbox, workers: Sequence[Worker], now: float) 
                 if variant is None:
                     continue
                 assign_early(core, out, worker, group, dependant, variant, (key,))
+                here += 1
                 placed.append(dependant)  # a chain goes on from it, up to the bound
 
 

@@ -147,9 +147,10 @@ class Outbox(Protocol):
     def dispatch(self, executor: int, key: TaskKey, instance: InstanceId, gid: GroupId,
                  body: bytes, cpus: list[int], numa: int, entry: bytes | None,
                  env: dict[str, str], cpu_labels: list[str], whole_cpus: bool,
-                 nodes: tuple[str, ...]) -> None:
+                 nodes: tuple[str, ...], after_ok: bool = False) -> None:
         """Queue a task on an executor (pinned to ``cpus`` when not empty), behind the one it
-        runs for a hand-off; ``body`` is its group's, sent to each executor once."""
+        runs for a hand-off; ``body`` is its group's, sent to each executor once. ``after_ok``:
+        the executor starts it only if the task before it there ended well."""
 
     def skip(self, executor: int, key: TaskKey) -> None:
         """Tell an executor not to start a task queued on it (it reports it skipped)."""
@@ -273,6 +274,9 @@ class Running:
     # back to the local queue as it was.
     entry: bytes | None = None
     nodes: tuple[str, ...] = ()
+    # Queued behind its one unfinished prerequisite, this task, on the same executor, to start
+    # only if that ends well (``_chain_behind``); None for any other task.
+    after_ok: TaskKey | None = None
 
 
 @dataclass
@@ -760,6 +764,8 @@ class NodeCore:
                 del self.queued[queued.key]
                 self._launch(queued, group, allocation, slot, now, mono, handoff=False)
         self._hand_off(now, mono)
+        if self.waiting:
+            self._chain_behind(now, mono)
 
     def _hand_off(self, now: float, mono: float) -> None:
         """Queue the next tasks of the best group, if short, behind the running ones of the
@@ -794,8 +800,57 @@ class NodeCore:
                     more.append(slot)
             slots = more
 
+    def _chain_behind(self, now: float, mono: float) -> None:
+        """A task sent early whose one unfinished prerequisite is the last task on its
+        executor goes behind it there, flagged to start only if it ends well, on its CPUs: a
+        chain's next step then starts as the step before it ends, without waiting for a turn
+        of this loop (which was most of a short step's time). Only when both tasks take the
+        same resources, so that the prerequisite's allocation suits it."""
+        if self.stopping or self.lost_since is not None:
+            return
+        for queued in list(self.waiting.values()):
+            if queued.blocked or queued.nodes or queued.after is None or len(queued.after) != 1:
+                continue
+            (prerequisite,) = queued.after
+            current = self.running.get(prerequisite)
+            if (current is None or current.canceled or current.timed_out
+                    or current.kill_at is not None or current.nodes
+                    or not current.slot.inflight or current.slot.inflight[-1] != prerequisite
+                    or len(current.slot.inflight) > HANDOFF_DEPTH):
+                continue
+            group = self.groups[queued.gid]
+            if group.request_variants != self.groups[current.gid].request_variants:
+                continue
+            del self.waiting[queued.key], self.queued[queued.key]
+            waiters = self.waiters.get(prerequisite, [])
+            if queued in waiters:
+                waiters.remove(queued)
+                if not waiters:
+                    del self.waiters[prerequisite]
+            current.heir = queued.key
+            self._launch(queued, group, current.allocation, current.slot, now, mono,
+                         handoff=True, after_ok=prerequisite)
+
+    def _unchain(self, task: Running, blocked: bool, release: bool) -> None:
+        """A task chained behind its prerequisite (``_chain_behind``) that will not start
+        there: it waits as it did before, for its prerequisite again or, ``blocked``, for the
+        server to cancel it (the prerequisite did not end well). ``release``: give back the
+        allocation it took over, unless a task chained behind it takes it over in turn."""
+        assert task.after_ok is not None
+        del self.running[task.key]
+        self.unreported.discard(task.key)
+        if release and (task.heir is None or task.heir not in self.running):
+            self.allocator.release(task.allocation)
+        queued = Queued(task.key, task.instance, task.gid, task.entry, task.nodes,
+                        after=set() if blocked else {task.after_ok}, blocked=blocked)
+        self.queued[queued.key] = queued
+        self.waiting[queued.key] = queued
+        if not blocked:
+            self.waiters.setdefault(task.after_ok, []).append(queued)
+
     def _launch(self, queued: Queued, group: GroupInfo, allocation: Allocation, slot: Slot,
-                now: float, mono: float, handoff: bool) -> None:
+                now: float, mono: float, handoff: bool, after_ok: TaskKey | None = None
+                ) -> None:
         """Give the task its resources' environment and send it to the slot's executor; a
         hand-off queues behind the running task there and inherits its allocation."""
         if queued.nodes:
@@ -819,12 +874,14 @@ class NodeCore:
             env, cpu_labels, mask = dict(env), list(cpu_labels), list(mask)
         slot.inflight.append(queued.key)
         self.out.dispatch(slot.index, queued.key, queued.instance, queued.gid, group.body, mask,
-                          numa, queued.entry, env, cpu_labels, whole_cpus, queued.nodes)
+                          numa, queued.entry, env, cpu_labels, whole_cpus, queued.nodes,
+                          after_ok=after_ok is not None)
         if handoff:
             # Reported, and timed, when the executor says it started.
             self.running[queued.key] = Running(queued.key, queued.instance, queued.gid, slot,
                                                allocation, now, None, reported=False,
-                                               entry=queued.entry, nodes=queued.nodes)
+                                               entry=queued.entry, nodes=queued.nodes,
+                                               after_ok=after_ok)
             self.unreported.add(queued.key)
             return
         deadline = None if group.time_limit is None else mono + group.time_limit
@@ -896,6 +953,9 @@ class NodeCore:
         task = self.running.get(key)
         if task is None or task.slot is not slot:
             return
+        if skipped and task.after_ok is not None and not task.canceled:
+            self._unchain(task, blocked=True, release=True)  # its prerequisite did not end well
+            return
         if not skipped:
             group = self.groups[task.gid]
             group.ran += 1
@@ -926,6 +986,22 @@ class NodeCore:
         slot = self.slots[executor]
         self.slots[executor] = Slot(executor)
         tasks = [self.running[key] for key in slot.inflight if key in self.running]
+        # Chained tasks wait again: blocked behind the task that dies with the executor (or
+        # behind one blocked so), else for their prerequisite, which goes back to its queue.
+        # The dead task's end gives back the allocation they all shared.
+        fails = {tasks[0].key} if tasks else set()
+        for task in tasks[1:]:
+            if task.after_ok is None or task.canceled:
+                continue
+            if self.lost_since is not None:
+                fails.add(task.key)
+                self._unchain(task, blocked=True, release=False)
+            else:
+                blocked = task.after_ok in fails
+                if blocked:
+                    fails.add(task.key)
+                self._unchain(task, blocked=blocked, release=False)
+        tasks = [task for task in tasks if task.key in self.running]
         for task in reversed(tasks[1:]):  # reversed: each goes to the front of its queue
             # Started or reported cannot be (a hand-off starts only after the task before it
             # ended); a canceled one just ends, unreported.
@@ -1202,6 +1278,10 @@ class NodeCore:
                 heir = self.running[task.heir]
                 assert heir.allocation is task.allocation, "a hand-off not on its CPUs"
                 assert heir.slot is task.slot, "a hand-off on another executor"
+            if task.after_ok is not None and task.after_ok in self.running:
+                order = list(task.slot.inflight)
+                assert order.index(key) > 0 and order[order.index(key) - 1] == task.after_ok, (
+                    f"task {key} is not right behind the task it was chained to")
         if not self.running:
             assert self.allocator.is_idle(), "resources held with nothing running"
         assert self.unreported == {k for k, t in self.running.items() if not t.reported}, (

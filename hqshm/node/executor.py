@@ -51,7 +51,7 @@ from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
 from hqshm.node import affinity, launch, results, warm
-from hqshm.node.ring import Record, RecordKind, Ring, ring_doorbell
+from hqshm.node.ring import Record, RecordFlag, RecordKind, Ring, ring_doorbell
 from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
 if TYPE_CHECKING:  # the pool writes the page; an executor only reads it
@@ -76,6 +76,7 @@ SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawn
 
 # An executor with at most this many records left in its submission ring asks for more.
 REFILL_AT = 1
+AFTER_OK = int(RecordFlag.AFTER_OK)
 
 # STARTED record status
 IN_PROCESS = 1  # a function task runs inside the executor, whose pid the record carries
@@ -148,6 +149,8 @@ class Executor:
         self.function_dir: str | None = None
         self.function_dir_id: tuple[int, ...] = ()
         self.function_dir_dated = False  # its times set back: an unchanged lstat says empty
+        # How the last task ended here: a RUN record flagged AFTER_OK runs only after an OK.
+        self.last_status = SKIPPED
         # A SIGTERM of the node's death that comes while a spawn returns is acted on once its
         # pid is known: before, the handler missed the new task, which then ran its course.
         self.spawning = False
@@ -258,6 +261,7 @@ class Executor:
         self, record: Record, status: int, t0: float, t1: float, error: str = "", pid: int = 0,
         result: results.Report | None = None,
     ) -> None:
+        self.last_status = status
         flags, payload = results.ended_payload(error, result)
         self.done.push(
             key=record.key,
@@ -280,7 +284,8 @@ class Executor:
 
     def _run(self, record: Record) -> None:
         t0 = time.time()
-        if self.control.must_skip(self.index, record.key):
+        if self.control.must_skip(self.index, record.key) or (
+                record.flags & AFTER_OK and self.last_status != OK):
             self._ended(record, SKIPPED, t0, t0)
             return
         task = TaskPayload.decode(record.payload)

@@ -56,7 +56,7 @@ from hqshm.node.config import NodeOptions, ServerEndpoint, cpu_ids, node_resourc
 from hqshm.node.core import NodeCore, NodeSettings, Signal
 from hqshm.node.executor import IN_PROCESS, OK, SKIPPED, TaskPayload, end_text
 from hqshm.node.pool import ExecutorPool
-from hqshm.node.ring import RecordKind
+from hqshm.node.ring import RecordFlag, RecordKind
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ SHUTDOWN_POLL = 0.01  # how often shutdown looks for the ends of the tasks it ki
 RESULTS_PREFIX = "hqshm-results-locked-"
 ABANDONED_AFTER = 60.0  # s: a result directory no node locks is removed once this old
 _SIGNALS = {Signal.INTERRUPT: signal.SIGINT, Signal.KILL: signal.SIGKILL}
+_AFTER_OK = int(RecordFlag.AFTER_OK)
 _STARTED, _ENDED = RecordKind.STARTED, RecordKind.ENDED  # records carry these very members
 
 
@@ -508,10 +509,10 @@ class Node:
     def dispatch(self, executor: int, key: TaskKey, instance: InstanceId, gid: GroupId,
                  body: bytes, cpus: list[int], numa: int, entry: bytes | None,
                  env: dict[str, str], cpu_labels: list[str], whole_cpus: bool,
-                 nodes: tuple[str, ...]) -> None:
+                 nodes: tuple[str, ...], after_ok: bool = False) -> None:
         self.pool.dispatch(self.pool.handles[executor], key, instance, gid, body, cpus, numa,
                            TaskPayload.pack(gid, entry, env, cpu_labels, whole_cpus, bool(cpus),
-                                            nodes))
+                                            nodes), _AFTER_OK if after_ok else 0)
 
     def skip(self, executor: int, key: TaskKey) -> None:
         self.pool.skip(self.pool.handles[executor], key)

@@ -208,9 +208,11 @@ class ExecutorPool:
         cpus: list[int],
         numa: int,
         payload: bytes,
+        flags: int = 0,
     ) -> None:
         """Queue a task on an executor (behind the one it runs, for a hand-off), after what
-        it must forget."""
+        it must forget. ``flags``: ``RecordFlag.AFTER_OK`` for a task to run only if the one
+        before it ends well."""
         if gid not in handle.defined:
             handle.forgets.pop(gid, None)  # defined anew below: the program is replaced
         if handle.forgets:
@@ -219,9 +221,8 @@ class ExecutorPool:
             handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
             handle.defined.add(gid)
         handle.unanswered += 1
-        handle.sub.push(
-            key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa, payload=payload
-        )
+        handle.sub.push(key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa,
+                        payload=payload, flags=flags)
 
     def _push_forgets(self, handle: ExecutorHandle) -> None:
         """One FORGET record with the oldest groups the executor must drop."""

@@ -146,6 +146,9 @@ class RecordKind(IntEnum):
 
 
 class RecordFlag(IntFlag):
+    # A RUN record to start only if the task before it on the executor ended well (a chain's
+    # next task behind its prerequisite); else it is skipped, as a canceled one is.
+    AFTER_OK = 0x01
     SPILLED = 0x80  # the payload area holds the path of a file with the real payload
 
 

@@ -87,3 +87,27 @@ def test_a_job_file_graph_with_a_failing_step(hq_env: HqEnv, client: Client,
     assert states[0] == states[1] == states[4] == "finished"
     assert states[2] == "failed"
     assert states[3] == "aborted"
+
+
+def test_a_step_chained_behind_a_failing_one_never_runs(hq_env: HqEnv, tmp_path: object) -> None:
+    """The next step waits behind its running prerequisite on the same executor (flagged to
+    start only after a good end): when that fails, it must not run, and ends aborted."""
+    from pathlib import Path
+    hq_env.start_server()
+    hq_env.start_worker(cpus=1)
+    work = Path(str(tmp_path))
+    path = work / "job.toml"
+    path.write_text("\n".join([
+        '[[task]]', 'id = 0', 'command = ["sleep", "0.5"]',
+        '[[task]]', 'id = 1', 'command = ["sh", "-c", "sleep 0.5; exit 3"]', 'deps = [0]',
+        '[[task]]', 'id = 2', f'command = ["touch", "{work / "ran"}"]', 'deps = [1]',
+        '[[task]]', 'id = 3', f'command = ["touch", "{work / "ran-too"}"]', 'deps = [2]',
+    ]) + "\n")
+    hq_env.command(["job", "submit-file", str(path)])
+    hq_env.wait_for_job_state(1, ["FAILED"])
+    states = hq_env.task_states(1)
+    assert (states[0], states[1], states[2], states[3]) == (
+        "finished", "failed", "aborted", "aborted")
+    assert not (work / "ran").exists() and not (work / "ran-too").exists()
+    hq_env.command(["job", "submit-file", str(path)])  # the node is still sound
+    hq_env.wait_for_job_state(2, ["FAILED"])

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import pytest
 from hqshm.cluster.ids import task_key
-from hqshm.cluster.protocol import CancelTasks, ComputeTasks, RetractTasks, TasksRetracted
-from node_env import Dispatch, NodeEnv
+from hqshm.cluster.protocol import (
+    CancelTasks,
+    ComputeTasks,
+    RetractTasks,
+    TasksRetracted,
+    TaskUpdates,
+)
+from node_env import Dispatch, NodeEnv, Skip, variant
 
 JOB = 1
 
@@ -27,28 +33,43 @@ def dispatched(env: NodeEnv) -> list[int]:
     return [d.key for d in env.out.take(Dispatch)]
 
 
-def test_a_chain_sent_early_runs_in_order_on_the_node() -> None:
+def chained(env: NodeEnv) -> list[tuple[int, int, bool]]:
+    """What was dispatched: (key, executor, to start only after the one before ends well)."""
+    return [(d.key, d.executor, d.after_ok) for d in env.out.take(Dispatch)]
+
+
+def test_a_chain_sent_early_queues_behind_its_prerequisites_on_one_executor() -> None:
     env = NodeEnv(cpus=2)
     gid = env.group()
     k0 = send(env, gid, 0)
     k1 = send(env, gid, 1, after=(0,))
     k2 = send(env, gid, 2, after=(1,))
     env.turn()
-    assert dispatched(env) == [k0]  # the others wait, though CPUs are free
+    # Each behind the one it waits for, flagged: the executor runs the chain by itself.
+    assert chained(env) == [(k0, 0, False), (k1, 0, True), (k2, 0, True)]
+    env.check()
+    for k in (k0, k1, k2):
+        env.start(k)
+        env.end(k)
+        env.turn()
+        env.check()
+    assert dispatched(env) == []
+    assert not env.core.queued and not env.core.waiting and not env.core.waiters
+    assert not env.core.running
+
+
+def test_a_chain_step_of_other_resources_waits_for_its_prerequisites_end() -> None:
+    env = NodeEnv(cpus=2)
+    gid, other = env.group(), env.group(variant(cpus=2))
+    k0 = send(env, gid, 0)
+    k1 = send(env, other, 1, after=(0,))  # two CPUs: k0's allocation would not do
+    env.turn()
+    assert chained(env) == [(k0, 0, False)]
     env.start(k0)
     env.end(k0)
     env.turn()
     assert dispatched(env) == [k1]
-    env.start(k1)
     env.check()
-    env.end(k1)
-    env.turn()
-    assert dispatched(env) == [k2]
-    env.start(k2)
-    env.end(k2)
-    env.turn()
-    env.check()
-    assert not env.core.queued and not env.core.waiting and not env.core.waiters
 
 
 def test_a_task_sent_after_its_prerequisite_finished_starts_at_once() -> None:
@@ -76,11 +97,15 @@ def test_it_waits_for_every_task_it_names() -> None:
     env.start(k1)
     env.end(k0)
     env.turn()
-    assert dispatched(env) == []
+    assert chained(env) == [(k2, env.executor_of(k1), True)]  # k1 is the one it waits for
+    env.check()
     env.end(k1)
     env.turn()
-    assert dispatched(env) == [k2]
+    env.start(k2)
+    env.end(k2)
+    env.turn()
     env.check()
+    assert not env.core.running and not env.core.queued
 
 
 def test_a_failed_prerequisite_keeps_it_queued_until_the_server_cancels_it() -> None:
@@ -90,12 +115,15 @@ def test_a_failed_prerequisite_keeps_it_queued_until_the_server_cancels_it() -> 
     k1 = send(env, gid, 1, after=(0,))
     k2 = send(env, gid, 2, after=(1,))
     env.turn()
-    assert dispatched(env) == [k0]
+    assert dispatched(env) == [k0, k1, k2]  # chained behind k0
     env.start(k0)
     env.end(k0, ok=False, error="boom")
+    env.end(k1, skipped=True)  # the executor does not start them
+    env.end(k2, skipped=True)
     env.turn()
-    assert dispatched(env) == []  # never started
-    assert env.core.queued.keys() == {k1, k2}
+    assert dispatched(env) == []  # never started, nor reported
+    assert env.core.queued.keys() == {k1, k2} and not env.core.running
+    assert [u for u in env.out.take(TaskUpdates) if {s[0] for s in u.started} & {k1, k2}] == []
     env.check()
     env.deliver(CancelTasks((k1, k2)))  # the server aborted them
     env.turn()
@@ -126,11 +154,12 @@ def test_a_canceled_or_retracted_prerequisite_blocks_it() -> None:
     k2 = send(env, gid, 2, after=(0,))
     k3 = send(env, gid, 3, after=(1,))
     env.turn()
-    assert dispatched(env) == [k0]
+    assert chained(env) == [(k0, 0, False), (k2, 0, True)]  # k1 waits for the CPU
     env.deliver(RetractTasks((k1,)))
     assert env.out.take_one(TasksRetracted).keys == (k1,)
     env.deliver(CancelTasks((k0,)))
     env.end(k0, ok=False, error="killed")
+    env.end(k2, skipped=True)
     env.turn()
     assert dispatched(env) == []
     assert env.core.queued.keys() == {k2, k3}
@@ -166,12 +195,61 @@ def test_a_group_with_a_waiting_task_is_not_dropped() -> None:
     env.deliver(ForgetGroups((gid,)))
     assert gid in env.core.groups  # its waiting task holds it
     env.turn()
-    assert dispatched(env) == [k0]
+    assert dispatched(env) == [k0, k1]
     env.start(k0)
     env.end(k0)
     env.turn()
-    assert dispatched(env) == [k1]
+    env.start(k1)
+    env.end(k1)
+    env.turn()
     env.check()
+    assert gid not in env.core.groups  # forgotten once its last task ended
+
+
+def test_a_chained_task_whose_executor_dies_waits_again() -> None:
+    """Behind the task the executor died running, it is blocked (the server cancels it);
+    behind a task that goes back to the queue unstarted, it waits for that one again."""
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    group = env.core.groups[gid]
+    group.ran, group.ran_time = 10, 0.01  # short: a hand-off of its own group behind k0
+    k0, k1 = send(env, gid, 0), send(env, gid, 1)
+    k2 = send(env, gid, 2, after=(0,))
+    k3 = send(env, gid, 3, after=(1,))
+    env.turn()
+    assert chained(env) == [(k0, 0, False), (k1, 0, False), (k3, 0, True)]
+    env.start(k0)
+    env.die(0)
+    env.check()
+    assert env.core.waiting[k3].after == {k1} and not env.core.waiting[k3].blocked
+    assert env.core.waiting[k2].blocked  # it waited for k0 all along
+    env.turn()
+    assert chained(env) == [(k1, 0, False), (k3, 0, True)]  # on the new executor
+    env.start(k1)
+    env.end(k1)
+    env.start(k3)
+    env.end(k3)
+    env.deliver(CancelTasks((k2,)))
+    env.turn()
+    env.check()
+    assert not env.core.running and not env.core.queued
+
+
+def test_a_chained_task_canceled_before_it_starts_is_skipped() -> None:
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    k0 = send(env, gid, 0)
+    k1 = send(env, gid, 1, after=(0,))
+    env.turn()
+    assert dispatched(env) == [k0, k1]
+    env.deliver(CancelTasks((k1,)))
+    assert Skip(0, k1) in env.out.take(Skip)
+    env.start(k0)
+    env.end(k0)
+    env.end(k1, skipped=True)
+    env.turn()
+    env.check()
+    assert not env.core.running and not env.core.queued and not env.core.waiting
 
 
 def test_after_keys_are_checked_on_arrival() -> None:
