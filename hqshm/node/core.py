@@ -862,12 +862,13 @@ class NodeCore:
                 details = last[1]
             else:
                 launches = group.launches
-                details = launches.get(allocation)
-                if details is None:
+                cached = launches.get(allocation)
+                if cached is None:
                     if len(launches) >= LAUNCH_CACHE:
                         launches.clear()
-                    details = launches[allocation] = self._launch_details(group, allocation,
-                                                                          False)
+                    cached = launches[allocation] = self._launch_details(group, allocation,
+                                                                         False)
+                details = cached
                 group.last_launch = (allocation, details)
             env, cpu_labels, whole_cpus, mask, numa = details
             # Copies: what goes out is the receiver's, the cached details stay as they are.

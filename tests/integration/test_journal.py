@@ -181,7 +181,9 @@ def test_stream_prints_live_events_until_the_server_stops(hq_env: HqEnv, tmp_pat
     hq_env.start_server()  # no journal: the server keeps one in memory
     hq_env.start_worker()
     stream = hq_env.spawn("stream", ["journal", "stream"])
-    time.sleep(0.5)
+    # Attached before the submit (a loaded machine takes a while to start a command): the
+    # job's events are then live ones, not part of the state the stream starts from.
+    hq_env.wait_until(lambda: "worker-connected" in hq_env.log("stream"), "the stream to attach")
     submit(hq_env, ["--", "true"])
     hq_env.wait_for_job_state(1, "FINISHED")
     time.sleep(0.6)
