@@ -272,10 +272,9 @@ def place_early(core: Core, out: Outbox, workers: Sequence[Worker], now: float) 
         per_task = max(1, worker.totals.get("cpus", 0) // FRACTIONS)
         while placed and len(worker.early) < bound:
             key = placed.popleft()
-            here = 0
-            for dependant in core.dependants.get(key, ()):
-                if core.early.get(dependant) == worker.wid:
-                    here += 1
+            dependants = core.dependants.get(key, ())
+            here = sum(core.early.get(dependant) == worker.wid for dependant in dependants)
+            for dependant in dependants:
                 if (core.deps_waiting.get(dependant) != 1 or dependant in core.early
                         or len(worker.early) >= bound or here >= per_task):
                     continue
