@@ -15,6 +15,8 @@ from . import libzmq
 if TYPE_CHECKING:
     import zmq
 
+    from .curvekeys import EndpointKeys
+
 
 class MonitoredDealer(Protocol):
     def connect(self, endpoint: str) -> None: ...
@@ -25,10 +27,9 @@ class MonitoredDealer(Protocol):
     def close(self) -> None: ...
 
 
-def open_dealer(max_size: int, keys: tuple[bytes, bytes, bytes] | None,
-                events: int) -> MonitoredDealer:
-    """A DEALER socket that drops frames over ``max_size``, a CURVE client with ``keys``
-    (server public, public, secret; z85) unless None, monitored for ``events``."""
+def open_dealer(max_size: int, keys: EndpointKeys | None, events: int) -> MonitoredDealer:
+    """A DEALER socket that drops frames over ``max_size``, a CURVE client of the endpoint
+    with ``keys`` unless None, monitored for ``events``."""
     lib = libzmq.load()
     if lib is not None:
         return libzmq.Dealer(lib, max_size, keys, events)
@@ -38,19 +39,16 @@ def open_dealer(max_size: int, keys: tuple[bytes, bytes, bytes] | None,
 class PyzmqDealer:
     """``libzmq.Dealer`` on pyzmq's sockets."""
 
-    def __init__(self, max_size: int, keys: tuple[bytes, bytes, bytes] | None,
-                 events: int) -> None:
+    def __init__(self, max_size: int, keys: EndpointKeys | None, events: int) -> None:
         import zmq
+
+        from .security import secure_client_socket
 
         self._zmq = zmq
         self._socket: zmq.Socket = zmq.Context.instance().socket(zmq.DEALER)
         self._socket.linger = 0
         self._socket.maxmsgsize = max_size
-        if keys is not None:
-            server_public, public, secret = keys
-            self._socket.curve_serverkey = server_public
-            self._socket.curve_publickey = public
-            self._socket.curve_secretkey = secret
+        secure_client_socket(self._socket, keys)
         self._monitor: zmq.Socket = self._socket.get_monitor_socket(events)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)

@@ -18,7 +18,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .curvekeys import EndpointKeys
 
 FORCE_PYZMQ: Final = "HQSHM_PYZMQ"
 """Set to 1 to use pyzmq even where libzmq can be loaded (tests, and a way out)."""
@@ -187,10 +190,10 @@ class Dealer:
     libzmq drop the connection, which the monitor reports as a disconnection.
     """
 
-    def __init__(self, lib: Libzmq, max_size: int, keys: tuple[bytes, bytes, bytes] | None,
+    def __init__(self, lib: Libzmq, max_size: int, keys: EndpointKeys | None,
                  events: int) -> None:
-        """``keys``: the server's public key, ours and our secret one, as z85 text (40 bytes);
-        None for the NULL mechanism. ``events``: the monitor's event mask."""
+        """``keys``: the endpoint's, of which a client holds the peer pair; None for the NULL
+        mechanism. ``events``: the monitor's event mask."""
         self._lib = lib
         self._monitor: int | None = None
         self._socket: int | None = None
@@ -201,8 +204,9 @@ class Dealer:
             self._set_int(_LINGER, ctypes.c_int(0))
             self._set_int(_MAXMSGSIZE, ctypes.c_int64(max_size))
             if keys is not None:
-                for option, key in zip((_CURVE_SERVERKEY, _CURVE_PUBLICKEY, _CURVE_SECRETKEY),
-                                       keys, strict=True):
+                for option, key in ((_CURVE_SERVERKEY, keys.server_public),
+                                    (_CURVE_PUBLICKEY, keys.peer_public),
+                                    (_CURVE_SECRETKEY, keys.peer_secret)):
                     lib.check(zmq.zmq_setsockopt(self._socket, option, key, len(key)))
             address = f"inproc://hqshm-monitor.{os.getpid()}.{next(_MONITOR_IDS)}".encode()
             lib.check(zmq.zmq_socket_monitor(self._socket, address, events))

@@ -83,9 +83,7 @@ class ClientConnection:
         self.host = record.client.host
         self.port = record.client.port
         secret = access.secret_bytes(record.client)
-        keys = derive_keys(secret) if secret else None
-        self.socket = open_dealer(MAX_FRAME, None if keys is None else (
-            keys.server_public, keys.peer_public, keys.peer_secret), _EVENTS)
+        self.socket = open_dealer(MAX_FRAME, derive_keys(secret) if secret else None, _EVENTS)
         try:
             self.socket.connect(f"tcp://{self.host}:{self.port}")
         except BaseException:

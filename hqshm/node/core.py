@@ -815,7 +815,7 @@ class NodeCore:
             current = self.running.get(prerequisite)
             if (current is None or current.canceled or current.timed_out
                     or current.kill_at is not None or current.nodes
-                    or not current.slot.inflight or current.slot.inflight[-1] != prerequisite
+                    or current.slot.inflight[-1] != prerequisite
                     or len(current.slot.inflight) > HANDOFF_DEPTH):
                 continue
             group = self.groups[queued.gid]
@@ -837,13 +837,11 @@ class NodeCore:
         server to cancel it (the prerequisite did not end well). ``release``: give back the
         allocation it took over, unless a task chained behind it takes it over in turn."""
         assert task.after_ok is not None
-        del self.running[task.key]
-        self.unreported.discard(task.key)
+        queued = self._unlaunch(task)
         if release and (task.heir is None or task.heir not in self.running):
             self.allocator.release(task.allocation)
-        queued = Queued(task.key, task.instance, task.gid, task.entry, task.nodes,
-                        after=set() if blocked else {task.after_ok}, blocked=blocked)
-        self.queued[queued.key] = queued
+        queued.after = set() if blocked else {task.after_ok}
+        queued.blocked = blocked
         self.waiting[queued.key] = queued
         if not blocked:
             self.waiters.setdefault(task.after_ok, []).append(queued)
@@ -994,14 +992,10 @@ class NodeCore:
         for task in tasks[1:]:
             if task.after_ok is None or task.canceled:
                 continue
-            if self.lost_since is not None:
+            blocked = self.lost_since is not None or task.after_ok in fails
+            if blocked:
                 fails.add(task.key)
-                self._unchain(task, blocked=True, release=False)
-            else:
-                blocked = task.after_ok in fails
-                if blocked:
-                    fails.add(task.key)
-                self._unchain(task, blocked=blocked, release=False)
+            self._unchain(task, blocked=blocked, release=False)
         tasks = [task for task in tasks if task.key in self.running]
         for task in reversed(tasks[1:]):  # reversed: each goes to the front of its queue
             # Started or reported cannot be (a hand-off starts only after the task before it
@@ -1024,12 +1018,17 @@ class NodeCore:
 
     def _requeue(self, task: Running) -> None:
         """A hand-off that never started: back to the front of its group's queue."""
+        queued = self._unlaunch(task)
+        self.queue.setdefault(task.gid, deque()).appendleft(queued)
+        self.idle_since = None
+
+    def _unlaunch(self, task: Running) -> Queued:
+        """A hand-off that never started, queued on the node again as it came."""
         del self.running[task.key]
         self.unreported.discard(task.key)
         queued = Queued(task.key, task.instance, task.gid, task.entry, task.nodes)
         self.queued[queued.key] = queued
-        self.queue.setdefault(task.gid, deque()).appendleft(queued)
-        self.idle_since = None
+        return queued
 
     def _report_start(self, task: Running, started: float, now: float, mono: float) -> None:
         task.reported = True
@@ -1281,7 +1280,8 @@ class NodeCore:
                 assert heir.slot is task.slot, "a hand-off on another executor"
             if task.after_ok is not None and task.after_ok in self.running:
                 order = list(task.slot.inflight)
-                assert order.index(key) > 0 and order[order.index(key) - 1] == task.after_ok, (
+                at = order.index(key)
+                assert at > 0 and order[at - 1] == task.after_ok, (
                     f"task {key} is not right behind the task it was chained to")
         if not self.running:
             assert self.allocator.is_idle(), "resources held with nothing running"

@@ -449,7 +449,7 @@ class ClientService:
                 rows = (np.arange(len(table)) if not request.tasks
                         else np.unique(match_ranges(table.ids, request.tasks)[0]))
                 if states is not None:
-                    rows = rows[np.isin(table.state[rows], [int(s) for s in states])]
+                    rows = np.intersect1d(rows, table.rows_in_states(states))
                 shown.extend(views.task_views(self.book, job, submit, rows.tolist(), index))
             shown.sort(key=lambda v: v.id)
             out.append((job_id, tuple(shown)))

@@ -29,10 +29,6 @@ LIB = libzmq.load()
 Opener = Callable[[int, EndpointKeys | None], MonitoredDealer]
 
 
-def _client_keys(keys: EndpointKeys | None) -> tuple[bytes, bytes, bytes] | None:
-    return None if keys is None else (keys.server_public, keys.peer_public, keys.peer_secret)
-
-
 @pytest.fixture(params=["libzmq", "pyzmq"])
 def open_client(request: pytest.FixtureRequest) -> Iterator[Opener]:
     """Opens a client DEALER of either implementation; closes them all after the test."""
@@ -42,9 +38,9 @@ def open_client(request: pytest.FixtureRequest) -> Iterator[Opener]:
         if request.param == "libzmq":
             if LIB is None:
                 pytest.skip("no libzmq loadable through ctypes here")
-            dealer: MonitoredDealer = libzmq.Dealer(LIB, max_size, _client_keys(keys), EVENTS)
+            dealer: MonitoredDealer = libzmq.Dealer(LIB, max_size, keys, EVENTS)
         else:
-            dealer = PyzmqDealer(max_size, _client_keys(keys), EVENTS)
+            dealer = PyzmqDealer(max_size, keys, EVENTS)
         opened.append(dealer)
         return dealer
 
