@@ -7,12 +7,11 @@ owns every layout, so a table's rows are written down once.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hqshm.cli import formats, tables
+from hqshm.cli import formats, prettyjson, tables
 from hqshm.cli.layouts import (
     explain_json,
     job_detail_json,
@@ -61,15 +60,13 @@ class Output:
         self.out.flush()
 
     def json(self, value: Any) -> None:
-        self.line(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+        self.line(prettyjson.dumps(value))
 
     def json_items(self, items: Iterable[Any]) -> None:
         """A JSON array written item by item, exactly as ``json`` writes the whole list."""
         first = True
         for item in items:
-            text = json.dumps(item, indent=2, sort_keys=True, ensure_ascii=False)
-            # Indented by hand: json.dumps writes no blank line, and textwrap costs 1 ms.
-            self.out.write(("[\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
+            self.out.write(("[\n  " if first else ",\n  ") + prettyjson.dumps(item, "\n  "))
             first = False
         self.out.write("[]\n" if first else "\n]\n")
         self.out.flush()

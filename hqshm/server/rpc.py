@@ -8,7 +8,7 @@ which jobs changed it learns as a consumer of the books' event stream (``Changed
 
 from __future__ import annotations
 
-import heapq
+import itertools
 import logging
 import operator
 import time
@@ -341,23 +341,24 @@ class ClientService:
 
     def job_list(self, request: JobListRequest, now: float) -> JobListResponse:
         # The default listing shows no completed job: sealed ones (most of them, on a server
-        # that kept 100,000) are not even looked at.
+        # that kept 100,000) are not even looked at. Other listings walk the jobs by id from
+        # the page's start, so a page reads its own rows.
         default = not request.states and not request.all
-        jobs: Iterable[Job | SealedJob] = (self.book.jobs.live.values() if default
-                                           else self.book.jobs.everything())
-        if request.after:
-            jobs = (j for j in jobs if j.id > request.after)
-        if request.states:
-            wanted = {s.upper() for s in request.states}
-            jobs = (j for j in jobs if j.state in wanted)
-        elif default:
-            # A job's state merges the counts of its submits; a finished job that is not open
-            # and not sealed yet is passed over by its finish time.
-            jobs = (j for j in jobs if (j.finished_at is None or j.is_open)
-                    and (j.is_open or j.state in ("WAITING", "RUNNING", "OPENED")))
-        by_id = operator.attrgetter("id")
-        shown = (heapq.nsmallest(request.limit, jobs, key=by_id) if request.limit
-                 else sorted(jobs, key=by_id))
+        jobs: Iterable[Job | SealedJob]
+        if default:
+            jobs = sorted((j for j in self.book.jobs.live.values() if j.id > request.after
+                           # A job's state merges the counts of its submits; a finished job
+                           # that is not open and not sealed yet is passed over by its
+                           # finish time.
+                           and (j.finished_at is None or j.is_open)
+                           and (j.is_open or j.state in ("WAITING", "RUNNING", "OPENED"))),
+                          key=operator.attrgetter("id"))
+        else:
+            jobs = self.book.jobs.ascending(request.after)
+            if request.states:
+                wanted = {s.upper() for s in request.states}
+                jobs = (j for j in jobs if j.state in wanted)
+        shown = itertools.islice(jobs, request.limit) if request.limit else jobs
         return JobListResponse(tuple(j.summary() for j in shown), len(self.book.jobs))
 
     def job_info(self, request: JobInfoRequest, now: float) -> JobInfoResponse:

@@ -113,9 +113,11 @@ class SealedJobs:
                          tuple(self._counts[row].tolist()),
                          None if finished != finished else finished)
 
-    def values(self) -> Iterator[SealedJob]:
-        for job_id in self:
-            sealed = self.get(job_id)
+    def values(self, after: int = 0) -> Iterator[SealedJob]:
+        """By ascending id, those above ``after``: a page of a listing reads only its rows."""
+        start = max(after + 1, 0)
+        for job_id in (np.flatnonzero(self._row_of[start:] >= 0) + start).tolist():
+            sealed = self.get(JobId(job_id))
             assert sealed is not None
             yield sealed
 

@@ -80,6 +80,23 @@ def test_an_array_after_a_sealed_job_sees_its_finished_and_failed_tasks() -> Non
     assert done.id in b.book.jobs.sealed  # read, not thawed
 
 
+def test_jobs_are_walked_by_id_from_a_page_start_whatever_is_sealed() -> None:
+    c = Cluster()
+    play_everything(c)
+    for _ in range(3):
+        c.submit(array(((0, 2, 1),), name="waiting"))
+    c.book.seal_completed()
+    sealed, live = sorted(c.book.jobs.sealed), sorted(c.book.jobs.live)
+    assert sealed and live and max(live) > min(sealed)
+    every = sorted(sealed + live)
+    assert [j.id for j in c.book.jobs.ascending()] == every
+    for after in (0, every[0], every[len(every) // 2], every[-1], every[-1] + 5):
+        assert [j.id for j in c.book.jobs.ascending(after)] == [i for i in every if i > after]
+    # A thawed job is live again, out of insertion order; the walk still goes by id.
+    c.book.jobs.get(sealed[0])
+    assert [j.id for j in c.book.jobs.ascending()] == every
+
+
 def test_forgetting_a_sealed_job_drops_it() -> None:
     b = Book()
     job, _ = b.submit()
