@@ -1,6 +1,6 @@
 """Many finished jobs kept by one server (issue 9, items 4 and 7), measured in one run.
 
-    python bench/many_jobs_bench.py [--jobs 100000] [--rounds 11] [--rate 200]
+    python bench/many_jobs_bench.py [--jobs 100000] [--rounds 11] [--rate 200] [--journal PATH]
 
 One server and one 2-CPU worker; ``--jobs`` single-task jobs of `true` submitted over one
 connection (all at once, or ``--rate`` jobs a second, so that few wait at a time) and run to
@@ -8,6 +8,10 @@ the end. Then:
 
 - the server's RSS per finished job (before the submits and after the runs; target ≤ 1 KiB),
   and after `hq job forget all` (target: given back);
+With ``--journal PATH`` the server keeps its journal there; when PATH exists already the server
+restores those jobs instead (`hq job list` figures without the minutes of running them again;
+the RSS figures then measure a restored server).
+
 - `hq job list` (the default listing: no finished job is shown; target ≤ 60 ms) and `hq job
   list --all` (all of them), wall time and the command's peak RSS.
 """
@@ -64,11 +68,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="submit this many jobs a second (0: all at once); RSS then "
                              "measures the finished jobs kept, not the peak of waiting ones")
+    parser.add_argument("--journal", type=Path,
+                        help="the server's journal; an existing one is restored, not rerun")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hqshm-many-jobs-"))
     hq = hq_command()
     server_dir = root / "server"
-    with running_server(server_dir) as (env, proc):
+    restore = args.journal is not None and args.journal.exists()
+    server_args = ["--journal", str(args.journal)] if args.journal else []
+    with running_server(server_dir, server_args) as (env, proc):
         server = psutil.Process(proc.pid)
         rss_empty = server.memory_info().rss
         worker = subprocess.Popen([*hq, "worker", "start", "--cpus", "2"], env=env, cwd=root,
@@ -76,12 +84,13 @@ def main() -> None:
                                   start_new_session=True)
         try:
             start = time.perf_counter()
-            submit(server_dir, args.jobs, args.rate)
+            if not restore:
+                submit(server_dir, args.jobs, args.rate)
             # One wait request: polling `hq job summary` would cost the server a pass over
             # every job each time.
             subprocess.run([*hq, "job", "wait", "all"], env=env, cwd=root, check=True,
                            capture_output=True)
-            assert finished(server_dir).get("FINISHED", 0) == args.jobs
+            assert finished(server_dir).get("FINISHED", 0) == args.jobs, "--jobs: not as many"
             ran = time.perf_counter() - start
             rss_full = server.memory_info().rss
             lists = []
@@ -93,19 +102,26 @@ def main() -> None:
             all_wall, all_rss = timed([*hq, "job", "list", "--all"], env, root)
             json_wall, json_rss = timed([*hq, "--output-mode", "json", "job", "list", "--all"],
                                         env, root)
-            subprocess.run([*hq, "job", "forget", "all"], env=env, cwd=root, check=True,
-                           capture_output=True)
-            rss_forgotten = server.memory_info().rss
+            rss_forgotten = None
+            if args.journal is None:  # a journal kept for the next run keeps its jobs
+                subprocess.run([*hq, "job", "forget", "all"], env=env, cwd=root, check=True,
+                               capture_output=True)
+                rss_forgotten = server.memory_info().rss
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait()
     n = args.jobs
-    print(f"{n:,} single-task jobs submitted and run in {ran:.1f} s ({n / ran:,.0f} jobs/s)\n")
+    if restore:
+        print(f"{n:,} finished single-task jobs restored from {args.journal}\n")
+    else:
+        print(f"{n:,} single-task jobs submitted and run in {ran:.1f} s "
+              f"({n / ran:,.0f} jobs/s)\n")
     print("| what | figure | target |\n| --- | ---: | ---: |")
     print(f"| server RSS, no jobs | {rss_empty / 2**20:.1f} MiB | |")
     print(f"| server RSS per finished job | {(rss_full - rss_empty) / n:,.0f} B | ≤ 1,024 B |")
-    print(f"| server RSS after `hq job forget all` | {rss_forgotten / 2**20:.1f} MiB "
-          f"(was {rss_full / 2**20:.1f}) | given back |")
+    if rss_forgotten is not None:
+        print(f"| server RSS after `hq job forget all` | {rss_forgotten / 2**20:.1f} MiB "
+              f"(was {rss_full / 2**20:.1f}) | given back |")
     print(f"| `hq job list`, median of {args.rounds} | "
           f"{statistics.median(lists) * 1000:.0f} ms | ≤ 60 ms |")
     print(f"| `hq job list --all` | {all_wall * 1000:.0f} ms, {all_rss / 1024:.0f} MiB peak | "

@@ -119,8 +119,32 @@ def test_compaction_writes_a_sealed_job_as_its_bytes_and_restores_it() -> None:
     replay(fresh.book, [JOURNAL.decode(r if isinstance(r, bytes) else JOURNAL.encode(r))
                         for r in records])
     assert snapshot(fresh.book) == snapshot(c.book)
-    # A restored book seals what is completed at its first turn.
-    assert fresh.book.seal_completed() == len(c.book.jobs.sealed)
+    # A completed job is restored sealed, as the very bytes it was kept in.
+    assert sorted(fresh.book.jobs.sealed) == sorted(c.book.jobs.sealed)
+    assert all(fresh.book.jobs.record(i) == c.book.jobs.record(i) for i in c.book.jobs.sealed)
+    assert fresh.book.seal_completed() == 0
+
+
+def test_a_journal_restores_completed_jobs_sealed_from_the_bytes_it_read() -> None:
+    c = Cluster()
+    play_everything(c)
+    c.submit(array(((0, 2, 1),), name="waiting"))
+    c.book.seal_completed()
+    records = [r if isinstance(r, bytes) else JOURNAL.encode(r)
+               for r in state_records(c.book, 7)]
+    decoded = [JOURNAL.decode(r) for r in records]
+    job_bytes = {i: r for i, (r, d) in enumerate(zip(records, decoded, strict=True))
+                 if isinstance(d, JobSnapshot)}
+    fresh = Replica()
+    replay(fresh.book, decoded, job_bytes)
+    assert snapshot(fresh.book) == snapshot(c.book)
+    assert sorted(fresh.book.jobs.sealed) == sorted(c.book.jobs.sealed)
+    assert sorted(fresh.book.jobs.live) == sorted(c.book.jobs.live)
+    assert fresh.book.next_job_id == c.book.next_job_id and fresh.book.next_gid == c.book.next_gid
+    # Thawed by news of it, a job restored sealed is the job that was kept.
+    some = min(c.book.jobs.sealed)
+    view = c.book.jobs.view(some)
+    assert view is not None and fresh.book.jobs[some].summary() == view.summary()
 
 
 def test_a_sealed_single_task_job_holds_well_under_a_kibibyte() -> None:

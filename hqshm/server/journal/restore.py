@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -35,6 +37,7 @@ from hqshm.server.jobs import Job, NewGroup, Submit
 from hqshm.server.journal import frames
 from hqshm.server.journal.records import (
     JOURNAL,
+    JobSnapshot,
     ServerStarted,
     TasksFinishedRecord,
     TasksStartedRecord,
@@ -55,6 +58,9 @@ TORN_TAIL = "Journal contains not fully written data; they will be removed from 
 class Loaded:
     records: list[object]
     server_uid: str | None  # of the first server that wrote the file
+    # The encoded bytes of each JobSnapshot record by its index in ``records``: a completed
+    # job is sealed as these very bytes, never rebuilt and encoded again.
+    job_bytes: dict[int, bytes] = field(default_factory=dict)
 
 
 def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL) -> Loaded:
@@ -84,6 +90,7 @@ def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL)
             f.flush()
             os.fsync(f.fileno())
     records: list[object] = []
+    job_bytes: dict[int, bytes] = {}
     server_uid = None
     for offset, payload in zip(scan.offsets, scan.payloads, strict=True):
         try:
@@ -93,14 +100,18 @@ def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL)
             continue
         if server_uid is None and isinstance(record, ServerStarted):
             server_uid = record.server_uid
+        elif isinstance(record, JobSnapshot):
+            job_bytes[len(records)] = payload
         records.append(record)
-    return Loaded(records, server_uid)
+    return Loaded(records, server_uid, job_bytes)
 
 
-def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
-    """Apply every record to fresh books; returns the next worker id."""
+def replay(book: JobBook, records: Iterable[object],
+           job_bytes: Mapping[int, bytes] = MappingProxyType({})) -> WorkerId:
+    """Apply every record to fresh books; returns the next worker id. ``job_bytes`` are the
+    encoded JobSnapshot records by index (``Loaded.job_bytes``), if known."""
     next_worker = 1
-    for record in records:
+    for index, record in enumerate(records):
         try:
             if isinstance(record, TasksStartedRecord):  # the bulk of a journal: no tuples
                 book.apply_started(WorkerId(record.worker), *started_columns(record))
@@ -115,7 +126,7 @@ def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
                 book.apply(event)
                 next_worker = _after_workers(event, next_worker)
                 continue
-            counted = apply_snapshot(book, record)
+            counted = apply_snapshot(book, record, job_bytes.get(index))
         except (ValueError, KeyError, AssertionError, PeerError, zlib.error) as exc:
             logger.warning("Journal record %s could not be applied and was skipped: %s",
                            type(record).__name__, exc)

@@ -68,7 +68,7 @@ class JournalService:
         Called before the journal consumes the books' events, so that only what changes
         from now on (``started``) is appended.
         """
-        return replay(self.book, loaded.records)
+        return replay(self.book, loaded.records, loaded.job_bytes)
 
     def started(self, now: float) -> tuple[list[NewGroup], Running]:
         """Log the start and settle what a previous server left running: those tasks run
