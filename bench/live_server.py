@@ -19,7 +19,7 @@ def hq_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(server_dir: Path, args: Sequence[str] = ()
+def running_server(server_dir: Path, args: Sequence[str] = (), timeout: float = 30
                    ) -> Iterator[tuple[dict[str, str], subprocess.Popen]]:
     """Start `hq server start ARGS` on server_dir, wait until it answers, stop it (SIGINT)
     after.
@@ -31,7 +31,7 @@ def running_server(server_dir: Path, args: Sequence[str] = ()
     proc = subprocess.Popen([*hq, "server", "start", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while subprocess.run([*hq, "server", "info"], env=env,
                              capture_output=True).returncode != 0:
             assert time.monotonic() < deadline, "server did not start"

@@ -76,7 +76,8 @@ def main() -> None:
     server_dir = root / "server"
     restore = args.journal is not None and args.journal.exists()
     server_args = ["--journal", str(args.journal)] if args.journal else []
-    with running_server(server_dir, server_args) as (env, proc):
+    # A restore of 100,000 jobs takes its time (bench/README.md).
+    with running_server(server_dir, server_args, timeout=600) as (env, proc):
         server = psutil.Process(proc.pid)
         rss_empty = server.memory_info().rss
         worker = subprocess.Popen([*hq, "worker", "start", "--cpus", "2"], env=env, cwd=root,
