@@ -133,7 +133,8 @@ class Executor:
         self.index = index
         self.programs: dict[int, ProgramSpec] = {}
         self.function_groups: set[int] = set()  # groups whose tasks run inside this process
-        self.warm = warm.WarmRunner()
+        self.cpus = affinity.OwnCpus()
+        self.warm = warm.WarmRunner(self.cpus)
         self._resolving: tuple[object, Callable[[int], Any]] = (None, lambda _: None)
         self.pid = os.getpid()
         self.stdin_files: dict[int, str] = {}
@@ -195,6 +196,15 @@ class Executor:
             self.orphaned = True
             return
         self._die_with_node()
+
+    def _follow(self, cpus: list[int] | None) -> None:
+        """Onto a program task's CPUs (home for an unpinned one) before its launch, so that
+        its child is born there (``affinity.OwnCpus``). A move that fails is left to the
+        child, whose own pinning fails the task with the error a launch gives."""
+        try:  # noqa: SIM105 - per task: suppress() costs more than the call
+            self.cpus.move(cpus)
+        except OSError:
+            pass
 
     def _spawn(self, spec: affinity.SpawnSpec) -> int:
         """Start the task's program; its pid is ``task_pid`` before a node's death is acted on."""
@@ -368,6 +378,8 @@ class Executor:
             function = spec.task_dir
             if function and self.node.results_dir:
                 plan.env["HQSHM_RESULT_STORE"] = f"{self.node.results_dir}:{spec.server_uid}"
+            cpus = record.cpus if task.pin and record.cpus else None
+            self._follow(cpus)
             try:
                 pid = self._spawn(
                     affinity.SpawnSpec(
@@ -377,7 +389,7 @@ class Executor:
                         stdin_path=self._stdin_path(task.gid, spec),
                         stdout_path=plan.stdout,
                         stderr_path=plan.stderr,
-                        cpus=record.cpus if task.pin and record.cpus else None,
+                        cpus=cpus,
                         mem_node=record.numa if record.numa >= 0 else None,
                         mem_mode=self.node.memory_mode,
                     )
@@ -537,6 +549,7 @@ class Executor:
                 write_ends.append(w)
                 # SpawnSpec takes paths: the child opens its own copy of the write end.
                 paths[channel] = f"/proc/self/fd/{w}"
+        self._follow(None)  # it copies the task's output as it runs: not on the task's CPUs
         try:
             pid = self._spawn(
                 affinity.SpawnSpec(
