@@ -17,8 +17,11 @@ is N x sleep / CPUs.
 Where hqshm's span goes, from the same task list: the tasks are laid back onto the CPUs (each
 next one on the CPU that freed last before it started), which gives the gap between one task's
 end and the next one's start on a CPU (median, p90, mean: the mean times the rounds is what the
-gaps add to the span), and each task's own time from its executor taking it to its reaping
-(median), against the C loop's time a round (its wall time over N / CPUs).
+gaps add to the span), and each task's own time from its start as reported (its executor
+taking it; for a task dispatched one at a time, the node sending it) to its reaping (median), against the C loop's time a round (its wall time over N / CPUs). Which CPU ran a
+task is guessed, so the gaps' median and p90 lean low; their mean hardly depends on the guess
+(the gaps sum to the lanes' spans less the tasks' times). And what the wall time adds to the
+span: submit to the first start, the last end to the end of the wait.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Lanes:
 
     gaps: list[float]  # next start - previous end on one CPU, seconds
     runs: list[float]  # each task's end - start, seconds
+    lead: float = 0.0  # from just before submit to the first task's start
+    tail: float = 0.0  # from the last task's end to the end of `--wait`
 
     @staticmethod
     def of(times: list[tuple[float, float]], cpus: int) -> Lanes:
@@ -80,13 +85,22 @@ class Lanes:
             ends[lane] = end
         return Lanes(gaps, [end - begin for begin, end in times])
 
+    def around(self, times: list[tuple[float, float]], submitted: float, waited: float
+               ) -> Lanes:
+        """With what the wall time adds to the span: before the first start, after the last
+        end (POSIX seconds of the submit's start and of the wait's end)."""
+        self.lead = min(begin for begin, _ in times) - submitted
+        self.tail = waited - max(end for _, end in times)
+        return self
+
     def summary(self) -> str:
         """One line: the gaps' median, p90 and mean and the tasks' median time, in ms."""
         gaps = sorted(self.gaps)
         p90 = gaps[int(0.9 * (len(gaps) - 1))]
         return (f"gap median {statistics.median(gaps) * 1e3:.2f} ms, p90 {p90 * 1e3:.2f} ms, "
                 f"mean {statistics.fmean(gaps) * 1e3:.2f} ms; task (taken to reaped) median "
-                f"{statistics.median(self.runs) * 1e3:.2f} ms")
+                f"{statistics.median(self.runs) * 1e3:.2f} ms; submit to first start "
+                f"{self.lead:.3f} s, last end to the end of the wait {self.tail:.3f} s")
 
 
 def _seconds(stamp: str) -> float:
@@ -102,16 +116,18 @@ def run_hqshm(tasks: int, sleep: str, cpus: int, root: Path) -> tuple[float, flo
         _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
                                                    capture_output=True).stdout)
         time.sleep(0.5)  # the executors are started
+        submitted = time.time()
         start = time.perf_counter()
         subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none", "--stderr=none",
                         "--wait", "--", "sleep", sleep], env=env, check=True,
                        capture_output=True, cwd=root)
         wall = time.perf_counter() - start
+        waited = time.time()
         times = task_times(env)
         if len(times) != tasks:
             raise RuntimeError(f"{len(times)} tasks in the list, {tasks} submitted")
         span = max(end for _, end in times) - min(begin for begin, _ in times)
-        return wall, span, Lanes.of(times, cpus)
+        return wall, span, Lanes.of(times, cpus).around(times, submitted, waited)
 
 
 def main() -> None:
