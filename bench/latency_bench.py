@@ -13,15 +13,26 @@ In each repetition, taking turns on the same machine:
 - `xargs -P2` running `sleep 0.05` N times.
 Best (least) of `--repeat` for each, all runs shown, and hqshm's ratios to the C loop. The ideal
 is N x sleep / CPUs.
+
+Where hqshm's span goes, from the same task list: the tasks are laid back onto the CPUs (each
+next one on the CPU that freed last before it started), which gives the gap between one task's
+end and the next one's start on a CPU (median, p90, mean: the mean times the rounds is what the
+gaps add to the span), and each task's own time from its start as reported (its executor
+taking it; for a task dispatched one at a time, the node sending it) to its reaping (median), against the C loop's time a round (its wall time over N / CPUs). Which CPU ran a
+task is guessed, so the gaps' median and p90 lean low; their mean hardly depends on the guess
+(the gaps sum to the lanes' spans less the tasks' times). And what the wall time adds to the
+span: submit to the first start, the last end to the end of the wait.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -49,12 +60,55 @@ def task_times(env: dict[str, str], job: str = "last") -> list[tuple[float, floa
     return times
 
 
+@dataclass
+class Lanes:
+    """Where a run's span went: the tasks' own times and the gaps between them on a CPU."""
+
+    gaps: list[float]  # next start - previous end on one CPU, seconds
+    runs: list[float]  # each task's end - start, seconds
+    lead: float = 0.0  # from just before submit to the first task's start
+    tail: float = 0.0  # from the last task's end to the end of `--wait`
+
+    @staticmethod
+    def of(times: list[tuple[float, float]], cpus: int) -> Lanes:
+        """Each task, by start, goes on the CPU that freed last at or before its start (the one
+        its executor just left); one that overlaps every CPU (clock skew) takes the earliest."""
+        ends: list[float] = []
+        gaps = []
+        for begin, end in sorted(times):
+            free = [i for i, e in enumerate(ends) if e <= begin]
+            if len(ends) < cpus and not free:
+                ends.append(end)
+                continue
+            lane = max(free, key=ends.__getitem__) if free else ends.index(min(ends))
+            gaps.append(begin - ends[lane])
+            ends[lane] = end
+        return Lanes(gaps, [end - begin for begin, end in times])
+
+    def around(self, times: list[tuple[float, float]], submitted: float, waited: float
+               ) -> Lanes:
+        """With what the wall time adds to the span: before the first start, after the last
+        end (POSIX seconds of the submit's start and of the wait's end)."""
+        self.lead = min(begin for begin, _ in times) - submitted
+        self.tail = waited - max(end for _, end in times)
+        return self
+
+    def summary(self) -> str:
+        """One line: the gaps' median, p90 and mean and the tasks' median time, in ms."""
+        gaps = sorted(self.gaps)
+        p90 = gaps[int(0.9 * (len(gaps) - 1))]
+        return (f"gap median {statistics.median(gaps) * 1e3:.2f} ms, p90 {p90 * 1e3:.2f} ms, "
+                f"mean {statistics.fmean(gaps) * 1e3:.2f} ms; task (taken to reaped) median "
+                f"{statistics.median(self.runs) * 1e3:.2f} ms; submit to first start "
+                f"{self.lead:.3f} s, last end to the end of the wait {self.tail:.3f} s")
+
+
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def run_hqshm(tasks: int, sleep: str, cpus: int, root: Path) -> tuple[float, float]:
-    """(submit to end of --wait, first start to last end) in seconds."""
+def run_hqshm(tasks: int, sleep: str, cpus: int, root: Path) -> tuple[float, float, Lanes]:
+    """(submit to end of --wait, first start to last end) in seconds, and the run's lanes."""
     hq = hq_command()
     with (running_server(root / "server") as (env, _),
           running_node(env, [f"--cpus={cpus}", "--detect-resources=none",
@@ -62,15 +116,18 @@ def run_hqshm(tasks: int, sleep: str, cpus: int, root: Path) -> tuple[float, flo
         _wait(lambda: b"RUNNING" in subprocess.run([*hq, "worker", "list"], env=env,
                                                    capture_output=True).stdout)
         time.sleep(0.5)  # the executors are started
+        submitted = time.time()
         start = time.perf_counter()
         subprocess.run([*hq, "submit", f"--array=1-{tasks}", "--stdout=none", "--stderr=none",
                         "--wait", "--", "sleep", sleep], env=env, check=True,
                        capture_output=True, cwd=root)
         wall = time.perf_counter() - start
+        waited = time.time()
         times = task_times(env)
         if len(times) != tasks:
             raise RuntimeError(f"{len(times)} tasks in the list, {tasks} submitted")
-        return wall, max(end for _, end in times) - min(begin for begin, _ in times)
+        span = max(end for _, end in times) - min(begin for begin, _ in times)
+        return wall, span, Lanes.of(times, cpus).around(times, submitted, waited)
 
 
 def main() -> None:
@@ -82,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     stop_on_signals()
     runs: dict[str, list[float]] = {row: [] for row in ROWS}
+    lanes: list[Lanes] = []
     with tempfile.TemporaryDirectory(prefix="hqshm-latency-") as tmp:
         loop = build_spawn_loop(Path(tmp))
         for i in range(args.repeat):
@@ -89,7 +147,8 @@ def main() -> None:
             root.mkdir()
             runs["c-loop"].append(run_c_loop(loop, args.tasks, args.cpus, ["sleep", args.sleep]))
             runs["xargs"].append(run_xargs(args.tasks, args.cpus, f"sleep {args.sleep}"))
-            wall, span = run_hqshm(args.tasks, args.sleep, args.cpus, root)
+            wall, span, lane = run_hqshm(args.tasks, args.sleep, args.cpus, root)
+            lanes.append(lane)
             runs["wall"].append(wall)
             runs["span"].append(span)
     ideal = args.tasks * float(args.sleep) / args.cpus
@@ -105,6 +164,11 @@ def main() -> None:
     print(f"\n- hqshm / C loop: **{best['wall'] / best['c-loop'] - 1:+.1%}** submit to end of "
           f"wait, {best['span'] / best['c-loop'] - 1:+.1%} first start to last end "
           "(target: within +3%).")
+    rounds = args.tasks / args.cpus
+    print(f"- C loop: {best['c-loop'] / rounds * 1e3:.2f} ms a round (best run); hqshm, "
+          "where the span went, by run:")
+    for i, lane in enumerate(lanes):
+        print(f"  - run {i + 1} (span {runs['span'][i]:.3f} s): {lane.summary()}")
 
 
 if __name__ == "__main__":

@@ -532,3 +532,30 @@ else:
     get_memory_policy = _py_get_memory_policy
     read_topology = _py_read_topology
     spawn = _py_spawn
+
+
+class OwnCpus:
+    """The CPUs this process (an executor) runs on, changed only through here: ``home`` is the
+    affinity it started with, what unpinned work gets; ``cpus`` what was set since (None:
+    home). An executor follows its tasks' CPUs so that a pinned program is born where it must
+    run: a child that moves itself to a CPU that something else occupies first waits out that
+    one's time slice (1-4 ms a task on a busy 2-core machine, against 0.3 ms without)."""
+
+    def __init__(self) -> None:
+        self.home = get_affinity()
+        self.cpus: Sequence[int] | None = None
+        self.cpu_set = frozenset(self.home)
+
+    def move(self, cpus: Sequence[int] | None) -> None:
+        """Onto ``cpus`` (None: home) unless there already; raises OSError, staying put."""
+        if cpus != self.cpus:
+            target = self.home if cpus is None else cpus
+            set_affinity(target)
+            self.cpus = cpus
+            self.cpu_set = frozenset(target)
+
+    def go_home(self) -> None:
+        """Back home, whatever moved the process (a function task may have)."""
+        set_affinity(self.home)
+        self.cpus = None
+        self.cpu_set = frozenset(self.home)

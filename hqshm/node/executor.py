@@ -77,6 +77,7 @@ SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawn
 # An executor with at most this many records left in its submission ring asks for more.
 REFILL_AT = 1
 AFTER_OK = int(RecordFlag.AFTER_OK)
+TELL_START = int(RecordFlag.TELL_START)
 
 # STARTED record status
 IN_PROCESS = 1  # a function task runs inside the executor, whose pid the record carries
@@ -132,7 +133,8 @@ class Executor:
         self.index = index
         self.programs: dict[int, ProgramSpec] = {}
         self.function_groups: set[int] = set()  # groups whose tasks run inside this process
-        self.warm = warm.WarmRunner()
+        self.cpus = affinity.OwnCpus()
+        self.warm = warm.WarmRunner(self.cpus)
         self._resolving: tuple[object, Callable[[int], Any]] = (None, lambda _: None)
         self.pid = os.getpid()
         self.stdin_files: dict[int, str] = {}
@@ -151,6 +153,10 @@ class Executor:
         self.function_dir_dated = False  # its times set back: an unchanged lstat says empty
         # How the last task ended here: a RUN record flagged AFTER_OK runs only after an OK.
         self.last_status = SKIPPED
+        # The bell that asks the node for more, rung once the next record is taken: for a
+        # task whose start the node waits to hear of, once that is reported, so that one bell
+        # tells both (``_ended``).
+        self.bell_owed = False
         # A SIGTERM of the node's death that comes while a spawn returns is acted on once its
         # pid is known: before, the handler missed the new task, which then ran its course.
         self.spawning = False
@@ -162,6 +168,9 @@ class Executor:
             record = self.sub.pop()
             if record is None:
                 continue
+            if self.bell_owed and not (
+                    record.kind == RecordKind.RUN and record.flags & TELL_START):
+                self._ring()
             if record.kind == RecordKind.STOP:
                 self._remove_stdin_files()
                 self._remove_function_dir()
@@ -187,6 +196,15 @@ class Executor:
             self.orphaned = True
             return
         self._die_with_node()
+
+    def _follow(self, cpus: list[int] | None) -> None:
+        """Onto a program task's CPUs (home for an unpinned one) before its launch, so that
+        its child is born there (``affinity.OwnCpus``). A move that fails is left to the
+        child, whose own pinning fails the task with the error a launch gives."""
+        try:  # noqa: SIM105 - per task: suppress() costs more than the call
+            self.cpus.move(cpus)
+        except OSError:
+            pass
 
     def _spawn(self, spec: affinity.SpawnSpec) -> int:
         """Start the task's program; its pid is ``task_pid`` before a node's death is acted on."""
@@ -278,9 +296,25 @@ class Executor:
         # collects this report on its next tick; an executor down to its last queued task
         # rings the bell, so that the node refills its ring before it idles (waiting until
         # it idles left it idle for as long as the node took to get a CPU), and so does a
-        # failure the node should hear about promptly.
-        if status != OK or self.sub.pending() <= REFILL_AT:
-            ring_doorbell(self.doorbell)
+        # failure the node should hear about promptly. With one task left the bell waits
+        # until that one is taken, and if the node waits to hear of its start, until then:
+        # one wake of the node then collects both reports.
+        pending = self.sub.pending()
+        if status != OK or pending == 0:
+            self._ring()
+        elif pending <= REFILL_AT:
+            self.bell_owed = True
+
+    def _ring(self) -> None:
+        self.bell_owed = False
+        ring_doorbell(self.doorbell)
+
+    def _started(self, record: Record, pid: int, t0: float, status: int = 0) -> None:
+        """Report the start; ring the node if it waits to hear of it (``TELL_START``)."""
+        self.done.push(key=record.key, instance=record.instance, kind=RecordKind.STARTED,
+                       pid=pid, status=status, t_start=t0)
+        if record.flags & TELL_START:
+            self._ring()
 
     def _run(self, record: Record) -> None:
         t0 = time.time()
@@ -344,6 +378,8 @@ class Executor:
             function = spec.task_dir
             if function and self.node.results_dir:
                 plan.env["HQSHM_RESULT_STORE"] = f"{self.node.results_dir}:{spec.server_uid}"
+            cpus = record.cpus if task.pin and record.cpus else None
+            self._follow(cpus)
             try:
                 pid = self._spawn(
                     affinity.SpawnSpec(
@@ -353,7 +389,7 @@ class Executor:
                         stdin_path=self._stdin_path(task.gid, spec),
                         stdout_path=plan.stdout,
                         stderr_path=plan.stderr,
-                        cpus=record.cpus if task.pin and record.cpus else None,
+                        cpus=cpus,
                         mem_node=record.numa if record.numa >= 0 else None,
                         mem_mode=self.node.memory_mode,
                     )
@@ -361,13 +397,7 @@ class Executor:
             except affinity.SpawnError as exc:
                 self._ended(record, FAILED, t0, time.time(), _spawn_failure(exc, plan))
                 return
-            self.done.push(
-                key=record.key,
-                instance=record.instance,
-                kind=RecordKind.STARTED,
-                pid=pid,
-                t_start=t0,
-            )
+            self._started(record, pid, t0)
             status = _wait(pid)
             self.task_pid = 0
             t1 = time.time()
@@ -462,8 +492,7 @@ class Executor:
         pid = self.pid
 
         def started() -> None:
-            self.done.push(key=record.key, instance=record.instance, kind=RecordKind.STARTED,
-                           pid=pid, status=IN_PROCESS, t_start=t0)
+            self._started(record, pid, t0, IN_PROCESS)
 
         self.control.clear_interrupt(self.index)  # the node marks it only after STARTED
         try:
@@ -520,6 +549,7 @@ class Executor:
                 write_ends.append(w)
                 # SpawnSpec takes paths: the child opens its own copy of the write end.
                 paths[channel] = f"/proc/self/fd/{w}"
+        self._follow(None)  # it copies the task's output as it runs: not on the task's CPUs
         try:
             pid = self._spawn(
                 affinity.SpawnSpec(
@@ -547,9 +577,7 @@ class Executor:
         finally:
             for w in write_ends:
                 os.close(w)
-        self.done.push(
-            key=record.key, instance=record.instance, kind=RecordKind.STARTED, pid=pid, t_start=t0
-        )
+        self._started(record, pid, t0)
         status, problem = _pump(pid, pipes, stream)
         self.task_pid = 0
         t1 = time.time()

@@ -69,6 +69,7 @@ RESULTS_PREFIX = "hqshm-results-locked-"
 ABANDONED_AFTER = 60.0  # s: a result directory no node locks is removed once this old
 _SIGNALS = {Signal.INTERRUPT: signal.SIGINT, Signal.KILL: signal.SIGKILL}
 _AFTER_OK = int(RecordFlag.AFTER_OK)
+_TELL_START = int(RecordFlag.TELL_START)
 _STARTED, _ENDED = RecordKind.STARTED, RecordKind.ENDED  # records carry these very members
 
 
@@ -509,10 +510,12 @@ class Node:
     def dispatch(self, executor: int, key: TaskKey, instance: InstanceId, gid: GroupId,
                  body: bytes, cpus: list[int], numa: int, entry: bytes | None,
                  env: dict[str, str], cpu_labels: list[str], whole_cpus: bool,
-                 nodes: tuple[str, ...], after_ok: bool = False) -> None:
+                 nodes: tuple[str, ...], after_ok: bool = False, tell_start: bool = False
+                 ) -> None:
         self.pool.dispatch(self.pool.handles[executor], key, instance, gid, body, cpus, numa,
                            TaskPayload.pack(gid, entry, env, cpu_labels, whole_cpus, bool(cpus),
-                                            nodes), _AFTER_OK if after_ok else 0)
+                                            nodes),
+                           (_AFTER_OK if after_ok else 0) | (_TELL_START if tell_start else 0))
 
     def skip(self, executor: int, key: TaskKey) -> None:
         self.pool.skip(self.pool.handles[executor], key)

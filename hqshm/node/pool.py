@@ -212,7 +212,8 @@ class ExecutorPool:
     ) -> None:
         """Queue a task on an executor (behind the one it runs, for a hand-off), after what
         it must forget. ``flags``: ``RecordFlag.AFTER_OK`` for a task to run only if the one
-        before it ends well."""
+        before it ends well, ``RecordFlag.TELL_START`` for one whose start the node waits to
+        hear of."""
         if gid not in handle.defined:
             handle.forgets.pop(gid, None)  # defined anew below: the program is replaced
         if handle.forgets:

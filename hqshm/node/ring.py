@@ -149,6 +149,9 @@ class RecordFlag(IntFlag):
     # A RUN record to start only if the task before it on the executor ended well (a chain's
     # next task behind its prerequisite); else it is skipped, as a canceled one is.
     AFTER_OK = 0x01
+    # A RUN record whose start the node waits to hear of: the executor rings the node's
+    # doorbell once it started the task (or ended it unstarted).
+    TELL_START = 0x02
     SPILLED = 0x80  # the payload area holds the path of a file with the real payload
 
 

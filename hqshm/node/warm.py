@@ -20,8 +20,8 @@ checking that the function before did not change them itself. After a task of th
 only the variables that can differ between its tasks are compared (``launch.TASK_VARIABLES``
 and the task's resources'). Signal handlers are read and set through ``_signal``, whose
 callers in ``signal`` cost ten times as much for their enums. Nothing else in an executor reads
-its environment (programs get theirs whole), and an executor keeps the last task's CPUs only on a
-node that pins every task (programs are then pinned at their launch).
+its environment (programs get theirs whole). The CPUs are the executor's own
+(``affinity.OwnCpus``), which its program tasks move as well: an unpinned task's takes it home.
 
 Interrupts: the node interrupts a task with SIGINT to its process group, here the executor's.
 It marks the task's key on the control page first (hqshm/node/pool.py), and the executor raises
@@ -188,7 +188,6 @@ class _Saved:
     cwd: int  # an fd of the working directory: fchdir works even if it was renamed
     fds: tuple[int | None, ...]  # copies of fds 0-2 (None: closed)
     devnull: int
-    cpus: list[int]
     path_tail: list[str]  # sys.path after its first entry, less the executor's PYTHONPATH
     path: list[str]
     argv: list[str]
@@ -203,11 +202,10 @@ class _Saved:
 class WarmRunner:
     """Runs function tasks in this process, one at a time (an executor's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: affinity.OwnCpus | None = None) -> None:
         self._saved: _Saved | None = None
         self._environment: _Environment | None = None
-        self._cpus: Sequence[int] | None = None  # the affinity a task set (None: the saved one)
-        self._cpu_set: frozenset[int] = frozenset()  # the affinity that the executor has now
+        self.cpus = cpus or affinity.OwnCpus()  # the executor's, shared with its programs
         # sys.path of the last task's PYTHONPATH, PYTHONSAFEPATH and working directory.
         self._path: tuple[tuple[str, bool, str], tuple[str, ...]] | None = None
         self._interrupt_handler = self._on_interrupt  # one bound method for every task
@@ -245,12 +243,11 @@ class WarmRunner:
             cwd=os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
             fds=tuple(_copy_fd(fd) for fd in (0, 1, 2)),
             devnull=os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC),
-            cpus=affinity.get_affinity(), path_tail=[p for p in tail if p not in own_path],
+            path_tail=[p for p in tail if p not in own_path],
             path=sys.path, argv=sys.argv, streams=(sys.stdin, sys.stdout, sys.stderr),
             log_handlers=root.handlers, log_level=root.level,
             warning_filters=list(warnings.filters),
             signals={sig: _signal.getsignal(sig) for sig in KEPT_SIGNALS}, umask=_umask())
-        self._cpu_set = frozenset(self._saved.cpus)
         self._environment = _Environment()
         return self._saved
 
@@ -267,11 +264,7 @@ class WarmRunner:
             os.setpgid(0, 0)
         except OSError:  # a session leader already leads its group
             pass
-        if call.cpus != self._cpus:
-            cpus = saved.cpus if call.cpus is None else call.cpus
-            _step(SpawnStage.AFFINITY, program, affinity.set_affinity, cpus)
-            self._cpus = call.cpus
-            self._cpu_set = frozenset(cpus)
+        _step(SpawnStage.AFFINITY, program, self.cpus.move, call.cpus)
         if call.numa is not None:
             _step(SpawnStage.MEMPOLICY, program, affinity.set_memory_policy,
                   _MEM_POLICIES[call.mem_mode], call.numa)
@@ -402,22 +395,20 @@ class WarmRunner:
             os.fchdir(saved.cwd)
         except OSError:
             pass
-        self._check_affinity(saved)
+        self._check_affinity()
         if call.numa is not None:
             with contextlib.suppress(OSError):
                 affinity.set_memory_policy(affinity.MemPolicy.DEFAULT, None)
         self._leave_group(saved)
         self.running = False
 
-    def _check_affinity(self, saved: _Saved) -> None:
-        """Back to the saved CPUs if the function changed the ones it was given."""
+    def _check_affinity(self) -> None:
+        """Back to the executor's own CPUs if the function changed the ones it was given."""
         try:
             now = (_sched_getaffinity(0) if _sched_getaffinity is not None
                    else set(affinity.get_affinity()))
-            if now != self._cpu_set:
-                affinity.set_affinity(saved.cpus)
-                self._cpus = None
-                self._cpu_set = frozenset(saved.cpus)
+            if now != self.cpus.cpu_set:
+                self.cpus.go_home()
         except OSError:
             pass
 

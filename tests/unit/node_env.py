@@ -75,6 +75,7 @@ class Dispatch:
     whole_cpus: bool
     nodes: tuple[str, ...]
     after_ok: bool = False  # to start only if the task before it on the executor ended well
+    tell_start: bool = False  # its executor rings the node once it started it
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,11 @@ class RecordingOutbox:
     def dispatch(self, executor: int, key: int, instance: int, gid: int, body: bytes,
                  cpus: list[int], numa: int, entry: bytes | None, env: dict[str, str],
                  cpu_labels: list[str], whole_cpus: bool, nodes: tuple[str, ...],
-                 after_ok: bool = False) -> None:
+                 after_ok: bool = False, tell_start: bool = False) -> None:
         assert 0 <= executor < self.executors, f"dispatch to executor {executor} never started"
         assert body == self.bodies[gid], "dispatched with another group's body"
         self.log.append(Dispatch(executor, key, instance, gid, cpus, numa, entry, env,
-                                 cpu_labels, whole_cpus, nodes, after_ok))
+                                 cpu_labels, whole_cpus, nodes, after_ok, tell_start))
 
     def skip(self, executor: int, key: int) -> None:
         self.log.append(Skip(executor, key))

@@ -47,6 +47,7 @@ from hqshm.node.core import (
     DRAIN_TICK,
     FLUSH_DELAY,
     HANDOFF_DEPTH,
+    HANDOFF_LONG,
     HANDOFF_MAX,
     HANDOFF_SPAN,
     IDLE_POLL,
@@ -370,6 +371,57 @@ def test_canceling_hand_offs_deep_in_the_queue_skips_each() -> None:
     assert sorted(f[0] for f in msg.finished) == sorted([keys[0], *keys[3:]])
     assert msg.failed == ()
     assert env.core.allocator.is_idle()
+    env.check()
+
+
+def group_of_mean(env: NodeEnv, mean: float) -> int:
+    """A group whose one task so far ran for ``mean`` seconds."""
+    gid = env.group()
+    [key] = env.run(gid)
+    env.end(key, duration=mean)
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    return gid
+
+
+def test_a_longer_group_hands_off_one_task_whose_start_its_executor_tells() -> None:
+    env = NodeEnv(cpus=1)
+    gid = group_of_mean(env, (HANDOFF_MAX + HANDOFF_LONG) / 2)
+    first, second, third = env.compute(gid, 3)
+    env.turn()
+    dispatched = env.out.take(Dispatch, count=2)
+    assert [(d.key, d.tell_start) for d in dispatched] == [(first, False), (second, True)]
+    env.start(first)
+    env.clock.advance(PAST_FLUSH_DELAY)
+    env.turn()
+    env.out.take(TaskUpdates, count=1)
+    # The executor rings when it starts the hand-off: the loop need not tick for it.
+    assert env.core.poll_timeout_ms(env.clock.mono()) > int(DRAIN_TICK * 1000) + 1
+    env.end(first, duration=HANDOFF_MAX)
+    env.start(second)
+    env.turn()
+    assert [(d.key, d.tell_start) for d in env.out.take(Dispatch)] == [(third, True)]
+    env.check()
+
+
+def test_short_hand_offs_are_collected_on_the_tick() -> None:
+    env = NodeEnv(cpus=1)
+    gid = short_group(env)
+    env.compute(gid, 2)
+    env.turn()
+    assert not any(d.tell_start for d in env.out.take(Dispatch, count=2))
+    assert env.core.poll_timeout_ms(env.clock.mono()) <= int(DRAIN_TICK * 1000) + 1
+    env.check()
+
+
+def test_a_group_longer_than_handoff_long_is_dispatched_one_at_a_time() -> None:
+    env = NodeEnv(cpus=1)
+    gid = group_of_mean(env, 2 * HANDOFF_LONG)
+    env.compute(gid, 2)
+    env.turn()
+    env.out.take(Dispatch, count=1)
+    env.out.assert_empty()
     env.check()
 
 
