@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import field
 from typing import Final
 
 from . import libzmq
-from .frozen import frozen
+from .frozen import field, frozen
 
 _KDF_LABEL: Final = b"hqshm curve v1 "
 _SECRET_SIZE: Final = 32
