@@ -14,7 +14,6 @@ a batch costs one field, not one object per task.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import types
 import typing
@@ -28,6 +27,7 @@ import msgpack
 
 from .bounds import MAX_FRAME
 from .errors import LocalProtocolError, PeerError, VersionMismatch
+from .frozen import is_record_class, record_fields
 
 T = TypeVar("T")
 Converter = Callable[[Any], Any]
@@ -162,7 +162,7 @@ def struct_encoder(cls: type) -> Callable[[Any], list[Any]]:
 
 
 def _struct_encoder(cls: type) -> Callable[[Any], list[Any]]:
-    fields = dataclasses.fields(cls)
+    fields = record_fields(cls)
     hints = typing.get_type_hints(cls)
     names_and_encoders = [(f.name, _value_encoder(hints[f.name])) for f in fields]
     if len(fields) > 1 and all(enc is _identity for _name, enc in names_and_encoders):
@@ -180,7 +180,7 @@ def _value_encoder(hint: Any) -> Converter:
     """Only nested dataclasses need work on the way out; plain values pass through."""
     if isinstance(hint, typing.NewType):
         return _value_encoder(hint.__supertype__)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if is_record_class(hint):
         inner = _struct_encoder(hint)
         return inner
     origin = typing.get_origin(hint)
@@ -188,7 +188,7 @@ def _value_encoder(hint: Any) -> Converter:
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         only = non_none[0] if len(non_none) == 1 else None
-        if isinstance(only, type) and dataclasses.is_dataclass(only):
+        if is_record_class(only):
             inner = _struct_encoder(only)
             return lambda v: None if v is None else inner(v)
         return _identity
@@ -210,7 +210,7 @@ def _value_encoder(hint: Any) -> Converter:
 def _needs_encoding(hint: Any) -> bool:
     if isinstance(hint, typing.NewType):
         return _needs_encoding(hint.__supertype__)
-    if dataclasses.is_dataclass(hint):
+    if is_record_class(hint):
         return True
     return any(_needs_encoding(a) for a in typing.get_args(hint) if a is not Ellipsis)
 
@@ -220,14 +220,10 @@ def _identity(value: Any) -> Any:
 
 
 def _struct_decoder(cls: type) -> Converter:
-    fields = [f for f in dataclasses.fields(cls) if f.init]
+    fields = [f for f in record_fields(cls) if f.init]
     hints = typing.get_type_hints(cls)
     converters = [_value_decoder(hints[f.name], f"{cls.__name__}.{f.name}") for f in fields]
-    n_required = sum(
-        1
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )
+    n_required = sum(1 for f in fields if f.required)
     name = cls.__name__
     # Fields of scalars (or None) pass as they came when their types are exact: one C loop of
     # set lookups checks them all, and only the other fields (tuples, nested messages) call
@@ -295,7 +291,7 @@ def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one bran
         return _expect(lambda v: isinstance(v, str), where, "a string")
     if hint is bytes:
         return _expect(lambda v: isinstance(v, bytes), where, "bytes")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if is_record_class(hint):
         return _struct_decoder(hint)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)

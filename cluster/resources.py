@@ -9,9 +9,8 @@ allocator (in hqshm) picks concrete indices.
 from __future__ import annotations
 
 import enum
-from dataclasses import field
 
-from .frozen import frozen
+from .frozen import field, frozen
 
 FRACTIONS = 10_000
 

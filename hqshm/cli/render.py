@@ -11,26 +11,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hqshm.cli import formats, prettyjson, tables
-from hqshm.cli.layouts import (
-    explain_json,
-    job_detail_json,
-    job_rows,
-    job_state_word,
-    job_summary_json,
-    ranges_text,
-    resources_view,
-    task_json,
-    task_makespan,
-    task_rows,
-    worker_json,
-    worker_rows,
-)
+from hqshm.cli import tables
 from hqshm.link.commandlog import CommandLogger
-from hqshm.model.arrays import compress_ids
-from hqshm.model.durations import format_humantime, format_short_duration
 
-if TYPE_CHECKING:  # each command imports the views it shows: start-up time
+# Each command imports the views it shows, and each method the layouts and formats it draws:
+# `hq submit` prints one line, and the tables' helpers were a fifth of its imports.
+if TYPE_CHECKING:
     from hqshm.link.details import (
         JobDetail,
         SubmitView,
@@ -60,10 +46,14 @@ class Output:
         self.out.flush()
 
     def json(self, value: Any) -> None:
+        from hqshm.cli import prettyjson  # json mode's alone: `hq submit` prints one line
+
         self.line(prettyjson.dumps(value))
 
     def json_items(self, items: Iterable[Any]) -> None:
         """A JSON array written item by item, exactly as ``json`` writes the whole list."""
+        from hqshm.cli import prettyjson
+
         first = True
         for item in items:
             self.out.write(("[\n  " if first else ",\n  ") + prettyjson.dumps(item, "\n  "))
@@ -97,6 +87,8 @@ class Output:
     # --- server ---------------------------------------------------------------------------
 
     def server_info(self, info: ServerInfo, server_dir: str | None = None) -> None:
+        from hqshm.cli import formats
+
         if self.mode == "json":
             self.json({
                 "client_host": info.client_host, "client_port": info.client_port,
@@ -128,6 +120,8 @@ class Output:
     # --- workers --------------------------------------------------------------------------
 
     def worker_list(self, workers: Sequence[WorkerView]) -> None:
+        from hqshm.cli.layouts import resources_view, worker_json
+
         if self.mode == "json":
             self.json([worker_json(w) for w in workers])
             return
@@ -145,6 +139,8 @@ class Output:
                         rows, right=(0,))
 
     def worker_info(self, workers: Sequence[WorkerView]) -> None:
+        from hqshm.cli.layouts import worker_json, worker_rows
+
         if self.mode == "json":
             self.json([worker_json(w) for w in workers])
             return
@@ -186,6 +182,8 @@ class Output:
                             [[self.state(s), str(counts.get(s, 0))] for s in order], right=(1,))
 
     def task_ids(self, jobs: Sequence[tuple[int, Ranges]]) -> None:
+        from hqshm.cli.layouts import ranges_text
+
         if self.mode == "json":
             self.json({str(job_id): [i for s, e, st in ranges for i in range(s, e + 1, st)]
                        for job_id, ranges in jobs})
@@ -197,6 +195,11 @@ class Output:
                     self.line(f"{job_id}: {ranges_text(ranges)}")
 
     def explain(self, e: TaskExplainResponse) -> None:
+        from hqshm.cli import formats
+        from hqshm.cli.layouts import explain_json
+        from hqshm.model.arrays import compress_ids
+        from hqshm.model.durations import format_humantime, format_short_duration
+
         if self.mode == "json":
             self.json(explain_json(e))
             return
@@ -254,6 +257,8 @@ class Output:
     def job_list(self, pages: Iterable[JobListResponse], verbose: bool) -> None:
         """Each page as it comes: one table (or JSON array) while the jobs fit in one page,
         a table per page beyond."""
+        from hqshm.cli.layouts import job_state_word, job_summary_json
+
         if self.mode == "json":
             self.json_items(job_summary_json(j) for page in pages for j in page.jobs)
             return
@@ -279,6 +284,9 @@ class Output:
                 self.line(f"There are {total} jobs in total. Use `--all` to display all jobs.")
 
     def _job_table(self, jobs: Sequence[JobSummary], verbose: bool) -> None:
+        from hqshm.cli import formats
+        from hqshm.cli.layouts import job_state_word
+
         header = ["ID", "Name", "State", "Tasks"] + (["Cancel Reason"] if verbose else [])
         rows = []
         for j in jobs:
@@ -290,6 +298,8 @@ class Output:
         self.horizontal(header, rows, right=(0,))
 
     def job_info(self, jobs: Sequence[JobDetail], now: float) -> None:
+        from hqshm.cli.layouts import job_detail_json, job_rows
+
         if self.mode == "json":
             self.json([job_detail_json(j) for j in jobs])
             return
@@ -311,6 +321,9 @@ class Output:
 
     def task_list(self, jobs: Sequence[tuple[int, Sequence[TaskView]]], verbose: bool,
                   now: float) -> None:
+        from hqshm.cli import formats
+        from hqshm.cli.layouts import task_json, task_makespan
+
         if self.mode == "json":
             self.json({str(job_id): [task_json(t) for t in views] for job_id, views in jobs})
             return
@@ -336,6 +349,9 @@ class Output:
 
     def task_info(self, tasks: Sequence[TaskView], submits: Sequence[SubmitView],
                   verbose: bool, now: float) -> None:
+        from hqshm.cli import formats
+        from hqshm.cli.layouts import task_json, task_rows
+
         if self.mode == "json":
             self.json([task_json(t) for t in tasks])
             return
@@ -359,6 +375,8 @@ class Output:
 
     def progress(self, jobs: Sequence[JobSummary], final: bool) -> None:
         """One redrawn line (only on a terminal in cli mode)."""
+        from hqshm.cli import formats
+
         if self.mode != "cli":
             return
         counts = [0] * 6

@@ -11,13 +11,14 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from hqshm.cluster.frozen import frozen
 from hqshm.errors import UserError
 from hqshm.link.commandlog import CommandLogger
+
+if TYPE_CHECKING:
+    from hqshm.link.serverdir import StrPath
 
 logger = CommandLogger(__name__)
 
@@ -47,7 +48,7 @@ class VersionMismatchError(UserError):  # spec/deployment.md §1
     )
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@frozen
 class Endpoint:
     """Where one kind of peer connects, and the secret it must hold (None: no authentication)."""
 
@@ -138,7 +139,7 @@ def check_version(record: AccessRecord, own_version: str) -> None:
         raise VersionMismatchError(file_version=record.version, own_version=own_version)
 
 
-def write_access_file(path: Path | str, record: AccessRecord, *, part: Part = "full") -> None:
+def write_access_file(path: StrPath, record: AccessRecord, *, part: Part = "full") -> None:
     """Create ``path`` exclusively, mode 0400, holding the whole record or one endpoint of it.
 
     The bytes are written straight to the exclusively created descriptor: a temporary file
@@ -191,7 +192,7 @@ def _endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
     return {"host": endpoint.host, "port": endpoint.port, "secret_key": endpoint.secret_key}
 
 
-def read_access_file(path: Path | str) -> AccessRecord:
+def read_access_file(path: StrPath) -> AccessRecord:
     """Load and validate an access file (full or partial)."""
     data = _read_bounded(path)
     try:
@@ -210,7 +211,7 @@ def read_access_file(path: Path | str) -> AccessRecord:
         raise AccessLoadError(path=path, reason=str(error)) from None
 
 
-def _read_bounded(path: Path | str) -> bytes:
+def _read_bounded(path: StrPath) -> bytes:
     # O_NONBLOCK: opening a FIFO planted in place of the file must not hang the client.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

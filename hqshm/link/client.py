@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TypeVar
 
 from hqshm import __version__
@@ -55,7 +54,7 @@ class NoClientAccess(UserError):
 
 
 class ClientConnection:
-    def __init__(self, server_dir: Path, *, env: Mapping[str, str] | None = None,
+    def __init__(self, server_dir: serverdir.StrPath, *, env: Mapping[str, str] | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT,
                  starting_wait: float = serverdir.STARTING_WAIT) -> None:
         """Connect; a server that is still starting there (``serverdir.starting_pid``) gets up
@@ -73,7 +72,8 @@ class ClientConnection:
                 if not serverdir.wait_while_starting(server_dir, deadline):
                     raise
 
-    def _connect(self, server_dir: Path, default: Path, connect_timeout: float) -> None:
+    def _connect(self, server_dir: serverdir.StrPath, default: str,
+                 connect_timeout: float) -> None:
         self.access_path = serverdir.find_access_file(server_dir, default_dir=default)
         record = access.read_access_file(self.access_path)
         access.check_version(record, __version__)

@@ -15,10 +15,16 @@ import re
 import stat
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from hqshm.errors import UserError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Paths are strings here (os.path): pathlib and what it imports (urllib.parse, ipaddress, fnmatch)
+# were 6 ms of every client command, which only reads the directory. Any path-like is accepted.
+StrPath: TypeAlias = "str | os.PathLike[str]"
 
 CURRENT_LINK: Final = "hq-current"
 ACCESS_FILE: Final = "access.json"
@@ -37,7 +43,7 @@ class NoRunningInstance(UserError):  # spec/deployment.md §1
         "Try to start the server: `hq server start{dir_arg}` or use a different server directory."
     )
 
-    def __init__(self, server_dir: Path, *, is_default: bool) -> None:
+    def __init__(self, server_dir: StrPath, *, is_default: bool) -> None:
         super().__init__(
             dir=server_dir, dir_arg="" if is_default else f" --server-dir {server_dir}"
         )
@@ -58,24 +64,32 @@ class ServerDirUnusable(UserError):
     template = 'Cannot create a server instance in "{dir}": {reason}'
 
 
-def default_server_dir(env: Mapping[str, str]) -> Path:
+def default_server_dir(env: Mapping[str, str]) -> str:
     """HQ's default: ``HQ_SERVER_DIR``, else ``$HOME/.hq-server``, else the temp dir's."""
     if env.get("HQ_SERVER_DIR"):
-        return Path(env["HQ_SERVER_DIR"])
+        return env["HQ_SERVER_DIR"]
     base = env.get("HOME") or env.get("TMPDIR") or "/tmp"
-    return Path(base) / ".hq-server"
+    return os.path.join(base, ".hq-server")
+
+
+def server_dir_path(arg: str | None, env: Mapping[str, str]) -> str:
+    """The server dir to use, made absolute (the spec's ``--server-dir`` rule)."""
+    return os.path.abspath(arg or default_server_dir(env))
 
 
 def resolve_server_dir(arg: str | None, env: Mapping[str, str]) -> Path:
-    """The server dir to use, made absolute (the spec's ``--server-dir`` rule)."""
-    chosen = Path(arg) if arg else default_server_dir(env)
-    return Path(os.path.abspath(chosen))
+    """``server_dir_path`` as a ``Path``, for the commands and the API that build on it."""
+    from pathlib import Path
+
+    return Path(server_dir_path(arg, env))
 
 
-def create_instance_dir(root: Path) -> Path:
+def create_instance_dir(root: StrPath) -> Path:
     """Create ``<root>/<NNN>``, one past the largest numeric name; safe against a racing start."""
+    from pathlib import Path  # the server's, which joins paths onto it
+
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(root, mode=0o700, exist_ok=True)
         number = 1 + max(
             (
                 int(entry.name)
@@ -89,7 +103,7 @@ def create_instance_dir(root: Path) -> Path:
     except OSError as error:
         raise ServerDirUnusable(dir=root, reason=_reason(error)) from None
     for _ in range(_MAX_CREATE_ATTEMPTS):
-        instance = root / f"{number:03d}"
+        instance = Path(root, f"{number:03d}")
         try:
             instance.mkdir(mode=0o700)
         except FileExistsError:
@@ -101,23 +115,25 @@ def create_instance_dir(root: Path) -> Path:
     raise ServerDirUnusable(dir=root, reason="no free instance number")
 
 
-def link_current(root: Path, instance: Path) -> None:
+def link_current(root: StrPath, instance: StrPath) -> None:
     """Point ``<root>/hq-current`` at ``instance`` atomically (a reader never sees it missing).
 
     The link is relative when the instance lives in the root, so that the root can be reached
     through another mount point (or moved) without breaking it.
     """
-    target = instance.name if instance.parent == root else os.path.abspath(instance)
-    temporary = root / f".{CURRENT_LINK}.{os.urandom(8).hex()}"
+    parent, name = os.path.split(os.path.normpath(instance))
+    target = name if parent == os.path.normpath(root) else os.path.abspath(instance)
+    temporary = os.path.join(root, f".{CURRENT_LINK}.{os.urandom(8).hex()}")
     os.symlink(target, temporary)
     try:
-        os.replace(temporary, root / CURRENT_LINK)
+        os.replace(temporary, os.path.join(root, CURRENT_LINK))
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
 
 
-def unlink_current(root: Path, instance: Path) -> None:
+def unlink_current(root: StrPath, instance: StrPath) -> None:
     """Remove ``<root>/hq-current`` if it still points at ``instance`` (a newer server keeps it).
 
     Between the check and the removal another server could replace the link; the window is a
@@ -127,26 +143,27 @@ def unlink_current(root: Path, instance: Path) -> None:
     if target is None:  # missing, or not a link: nothing of ours to remove
         return
     if os.path.realpath(os.path.join(root, target)) == os.path.realpath(instance):
-        (root / CURRENT_LINK).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(root, CURRENT_LINK))
 
 
-def current_target(root: Path) -> str | None:
+def current_target(root: StrPath) -> str | None:
     """What ``<root>/hq-current`` points at, as written (None: no such link)."""
     try:
-        return os.readlink(root / CURRENT_LINK)
+        return os.readlink(os.path.join(root, CURRENT_LINK))
     except OSError:
         return None
 
 
-def find_access_file(server_dir: Path, *, default_dir: Path | None = None) -> Path:
+def find_access_file(server_dir: StrPath, *, default_dir: StrPath | None = None) -> str:
     """The access file for ``server_dir``: that of ``hq-current`` if it resolves, else its own.
 
     ``default_dir`` is the directory used without ``--server-dir``; when ``server_dir`` is
     another one, the "no running instance" hint names it, as HQ does.
     """
-    current = server_dir / CURRENT_LINK
-    directory = current if _is_dir(current, server_dir) else server_dir
-    access = directory / ACCESS_FILE
+    current = os.path.join(server_dir, CURRENT_LINK)
+    directory = current if _is_dir(current, server_dir) else os.fspath(server_dir)
+    access = os.path.join(directory, ACCESS_FILE)
     try:
         os.stat(access)
     except (FileNotFoundError, NotADirectoryError):
@@ -159,7 +176,7 @@ def find_access_file(server_dir: Path, *, default_dir: Path | None = None) -> Pa
     return access
 
 
-def _is_dir(path: Path, server_dir: Path) -> bool:
+def _is_dir(path: str, server_dir: StrPath) -> bool:
     try:
         return stat.S_ISDIR(os.stat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):
@@ -177,36 +194,37 @@ def _reason(error: OSError) -> str:
 # --- a server that is starting -----------------------------------------------------------------
 
 
-def mark_starting(root: Path) -> None:
+def mark_starting(root: StrPath) -> None:
     """Say that this process is starting a server in ``root`` (best effort: a root that cannot
     hold the marker fails the start later, with the instance dir's error)."""
-    temporary = root / f".{STARTING_MARKER}.{os.urandom(8).hex()}"
+    temporary = os.path.join(root, f".{STARTING_MARKER}.{os.urandom(8).hex()}")
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary.write_text(f"{os.getpid()}\n")
-        os.replace(temporary, root / STARTING_MARKER)
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        with open(temporary, "w") as marker:
+            marker.write(f"{os.getpid()}\n")
+        os.replace(temporary, os.path.join(root, STARTING_MARKER))
     except OSError:
         with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+            os.unlink(temporary)
 
 
-def unmark_starting(root: Path) -> None:
+def unmark_starting(root: StrPath) -> None:
     """Remove the marker if it is this process's (a server started meanwhile keeps its own)."""
-    marker = root / STARTING_MARKER
+    marker = os.path.join(root, STARTING_MARKER)
     if _marker_pid(marker) == os.getpid():
         with contextlib.suppress(OSError):
-            marker.unlink(missing_ok=True)
+            os.unlink(marker)
 
 
-def starting_pid(root: Path) -> int | None:
+def starting_pid(root: StrPath) -> int | None:
     """The pid of another live process that is starting a server in ``root``, if any."""
-    pid = _marker_pid(root / STARTING_MARKER)
+    pid = _marker_pid(os.path.join(root, STARTING_MARKER))
     if pid is None or pid == os.getpid() or not _alive(pid):
         return None
     return pid
 
 
-def wait_while_starting(root: Path, deadline: float) -> bool:
+def wait_while_starting(root: StrPath, deadline: float) -> bool:
     """Sleep a moment if a server is starting in ``root`` and ``deadline`` (monotonic) is not
     past; False when there is nothing to wait for."""
     if time.monotonic() >= deadline or starting_pid(root) is None:
@@ -215,8 +233,8 @@ def wait_while_starting(root: Path, deadline: float) -> bool:
     return True
 
 
-def find_access_file_waiting(server_dir: Path, *, default_dir: Path | None = None,
-                             wait: float = STARTING_WAIT) -> Path:
+def find_access_file_waiting(server_dir: StrPath, *, default_dir: StrPath | None = None,
+                             wait: float = STARTING_WAIT) -> str:
     """``find_access_file``, but a server that is still starting gets up to ``wait`` seconds
     to publish its access file; without one starting, "no running instance" comes at once."""
     deadline = time.monotonic() + wait
@@ -228,9 +246,10 @@ def find_access_file_waiting(server_dir: Path, *, default_dir: Path | None = Non
                 raise
 
 
-def _marker_pid(marker: Path) -> int | None:
+def _marker_pid(marker: str) -> int | None:
     try:
-        text = marker.read_text()
+        with open(marker) as file:
+            text = file.read()
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.strip().isdigit() else None

@@ -9,10 +9,9 @@ from __future__ import annotations
 import array
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import ClassVar
 
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import frozen, replace
 from hqshm.link.requests import CLIENT_LINK
 from hqshm.model import limits
 from hqshm.model.submission import ArraySubmission, GraphSubmission

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 
+from hqshm.cluster.frozen import replace
 from hqshm.cluster.ids import JobId
 from hqshm.errors import HqError
 from hqshm.link.client import ClientConnection

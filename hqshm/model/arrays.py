@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import pairwise
 from math import gcd
 from typing import ClassVar
@@ -32,7 +31,7 @@ class RangesOverlap(InvalidIdSet):
     template: ClassVar[str] = "Ranges overlap"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@frozen
 class IdRange:
     """`start`, `start+step`, ... up to `end` (inclusive, on the step grid)."""
 
@@ -53,6 +52,30 @@ class IdRange:
             raise ValueError(f"invalid id range {start}-{end}:{step}")
         return cls(start, start + (end - start) // step * step, step)
 
+    def _order(self) -> tuple[int, int, int]:
+        """Ranges sort as ``@dataclass(order=True)`` sorted them: by (start, end, step)."""
+        return (self.start, self.end, self.step)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, IdRange):
+            return NotImplemented
+        return self._order() < other._order()
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, IdRange):
+            return NotImplemented
+        return self._order() <= other._order()
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, IdRange):
+            return NotImplemented
+        return self._order() > other._order()
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, IdRange):
+            return NotImplemented
+        return self._order() >= other._order()
+
     def __len__(self) -> int:
         return (self.end - self.start) // self.step + 1
 
@@ -67,7 +90,7 @@ class IdRange:
         )
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@frozen
 class IdSet:
     """An immutable set of u32 IDs as sorted ranges whose spans do not overlap.
 

@@ -7,11 +7,10 @@ node's loop never formats paths or environments per task.
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.cluster.ids import JobId
 from hqshm.model import limits
 

@@ -8,12 +8,11 @@ expanded, so a million-task array is a few integers here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import field
 from typing import ClassVar
 
 # A template's crash_limit is a count or one of these (re-exported for the submit builder).
 from hqshm.cluster.crashlimit import DEFAULT_CRASH_LIMIT
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.cluster.ids import JobId, TaskId
 from hqshm.cluster.resources import ResourceRequest
 from hqshm.model import limits

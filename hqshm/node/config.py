@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import field
 
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.cluster.resources import FRACTIONS, PoolKind, ResourceDescriptor, ResourcePool
 from hqshm.model.arrays import compress_ids
 from hqshm.model.descriptor import CouplingLink, build_descriptor

@@ -13,15 +13,22 @@ import sys
 import pytest
 from harness import HqEnv
 
+# The test environment's editable install imports pathlib (and urllib.parse, ipaddress) at
+# start-up; the probe forgets them, so that an import of ours shows up again.
 PROBE = """
 import json, sys
+for name in ("pathlib", "urllib.parse", "ipaddress", "fnmatch"):
+    sys.modules.pop(name, None)
 from hqshm.cli.main import run
 code = run(sys.argv[1:])
 print(json.dumps(sorted(sys.modules)), flush=True)
 sys.exit(code)
 """
 
-HEAVY = ("zmq", "logging", "numpy", "psutil", "msgpack_numpy", "hqshm.server", "hqshm.node")
+HEAVY = ("zmq", "logging", "numpy", "psutil", "msgpack_numpy", "hqshm.server", "hqshm.node",
+         "dataclasses", "inspect", "pathlib")
+# What only commands that draw tables import (`hq submit` prints one line).
+TABLES = ("hqshm.cli.layouts", "hqshm.cli.formats")
 
 
 def _imported(hq_env: HqEnv, *args: str, env: dict[str, str] | None = None
@@ -43,6 +50,8 @@ def test_client_commands_import_no_heavy_module(hq_env: HqEnv, args: tuple[str, 
     heavy = [name for name in loaded for prefix in HEAVY
              if name == prefix or name.startswith(prefix + ".")]
     assert not heavy
+    if args[0] == "submit":
+        assert not loaded & set(TABLES)
 
 
 def test_a_command_that_logs_sets_logging_up_on_its_first_message(hq_env: HqEnv) -> None:
@@ -62,3 +71,31 @@ def test_the_same_commands_work_on_pyzmq(hq_env: HqEnv) -> None:
     assert "zmq" in loaded
     output, _ = _imported(hq_env, "job", "info", "1", env=forced)
     assert "WAITING" in output
+
+
+WORKER_PROBE = """
+import json, sys
+import hqshm.node.loop as loop
+
+def registered(self, *args):
+    print(json.dumps(sorted(sys.modules)), flush=True)
+    raise KeyboardInterrupt  # the node shuts down as on Ctrl-C
+
+loop.Node._registered = registered
+from hqshm.cli.main import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def test_a_worker_registers_before_it_imports_the_clients_modules(hq_env: HqEnv) -> None:
+    """`hq worker start` talks to the server through the node's socket: the client's
+    connection, its requests and the views it prints once registered come after."""
+    hq_env.start_server()
+    done = subprocess.run([sys.executable, "-c", WORKER_PROBE, "worker", "start", "--cpus", "1"],
+                          capture_output=True, text=True, timeout=60, cwd=hq_env.work,
+                          env=hq_env.env())
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "hqshm.node.loop" in loaded
+    early = {"hqshm.link.client", "hqshm.link.requests", "hqshm.link.details",
+             "hqshm.cli.layouts", "hqshm.cli.resourceview"}
+    assert not loaded & early

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -9,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
+from hqshm.cluster.curvekeys import hmac_sha256
 from hqshm.cluster.security import (
     ZAP_ENDPOINT,
     EndpointKeys,
@@ -81,6 +84,13 @@ def test_derivation_is_pinned() -> None:
         peer_secret=b"rq/G2^aVF]dTip(Z8u{kg.#bjIi.lK5?t9gzN1k:",
         peer_public=b"n+Y-6l6PMG%6lW3lPi]Qus.XPiPOH1pz/kfspBek",
     )
+
+
+@pytest.mark.parametrize("size", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_on_pythons_sha256_is_hmacs(size: int) -> None:
+    key = bytes(i * 3 % 256 for i in range(size))
+    for message in (b"", b"hqshm curve v1 server", bytes(range(256)) * 3):
+        assert hmac_sha256(key, message) == hmac.new(key, message, hashlib.sha256).digest()
 
 
 def test_derive_refuses_a_short_secret() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import subprocess
+import sys
+from typing import ClassVar
 
 import pytest
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import MISSING, field, frozen, record_fields, replace
 
 
 @frozen
@@ -63,3 +66,77 @@ def test_defaults_factories_post_init_and_dataclass_helpers() -> None:
     with pytest.raises(ValueError, match="negative"):
         Checked(-1)
     assert Checked(1).n == 1
+
+
+@frozen
+class Own:
+    """Fields from cluster/frozen.py's ``field``, a ClassVar, and methods the class writes."""
+
+    KIND: ClassVar[str] = "own"
+    a: int
+    b: list[int] = field(default_factory=list, compare=False)
+    c: str = field(default="c", repr=False)
+    d: int = field(default=0, init=False)
+
+    def __repr__(self) -> str:
+        return f"Own<{self.a}>"
+
+
+@frozen
+class Sub(Point):
+    z: int = 9
+
+
+def test_own_fields_classvars_and_own_methods() -> None:
+    own = Own(1)
+    assert (own.a, own.b, own.c, own.d, Own.KIND) == (1, [], "c", 0, "own")
+    assert repr(own) == "Own<1>"
+    assert Own(1, [2]) == Own(1, [3])  # b is not compared
+    assert Own.__match_args__ == ("a", "b", "c")
+    assert [f.name for f in record_fields(Own)] == ["a", "b", "c", "d"]
+    assert not hasattr(own, "__dict__")
+    assert replace(own, a=2) == Own(2)
+    with pytest.raises(ValueError, match="init=False"):
+        replace(own, d=1)
+    assert dataclasses.asdict(own) == {"a": 1, "b": [], "c": "c", "d": 0}
+    assert dataclasses.is_dataclass(Own) and dataclasses.is_dataclass(own)
+
+
+def test_subclasses_take_the_fields_of_their_bases_first() -> None:
+    sub = Sub(1, z=3)
+    assert [f.name for f in dataclasses.fields(Sub)] == ["x", "y", "tags", "hidden", "z"]
+    assert (sub.x, sub.y, sub.z) == (1, 0, 3)
+    assert Sub.__slots__ == ("z",)
+    assert sub != Point(1)
+
+
+def test_class_definition_errors_are_those_of_dataclass() -> None:
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        @frozen
+        class Order:
+            a: int = 0
+            b: int
+
+    with pytest.raises(ValueError, match="mutable default"):
+        @frozen
+        class Mutable:
+            a: list[int] = []  # noqa: RUF012
+
+
+def test_record_fields_of_a_plain_dataclass() -> None:
+    @dataclasses.dataclass
+    class Plain:
+        a: int
+        b: int = 2
+
+    records = record_fields(Plain)
+    assert [(f.name, f.required, f.default) for f in records] == [("a", True, MISSING),
+                                                                   ("b", False, 2)]
+
+
+def test_frozen_classes_do_not_import_dataclasses() -> None:
+    probe = ("import sys\nfrom hqshm.cluster.frozen import field, frozen\n"
+             "@frozen\nclass A:\n    a: int\n    b: tuple[int, ...] = field(default_factory=tuple)\n"
+             "assert A(1) == A(1) and hash(A(1)) == hash(A(1, ()))\n"
+             "assert 'dataclasses' not in sys.modules, 'imported'\n")
+    subprocess.run([sys.executable, "-c", probe], check=True)

@@ -33,10 +33,10 @@ from hqshm.link.serverdir import (
 
 
 def test_default_prefers_hq_server_dir_then_home_then_temp() -> None:
-    assert default_server_dir({"HQ_SERVER_DIR": "/srv/hq", "HOME": "/home/u"}) == Path("/srv/hq")
-    assert default_server_dir({"HOME": "/home/u"}) == Path("/home/u/.hq-server")
-    assert default_server_dir({"TMPDIR": "/scratch"}) == Path("/scratch/.hq-server")
-    assert default_server_dir({}) == Path("/tmp/.hq-server")
+    assert default_server_dir({"HQ_SERVER_DIR": "/srv/hq", "HOME": "/home/u"}) == "/srv/hq"
+    assert default_server_dir({"HOME": "/home/u"}) == "/home/u/.hq-server"
+    assert default_server_dir({"TMPDIR": "/scratch"}) == "/scratch/.hq-server"
+    assert default_server_dir({}) == "/tmp/.hq-server"
 
 
 def test_resolve_makes_the_dir_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,14 +144,14 @@ def test_lookup_follows_hq_current(tmp_path: Path) -> None:
     access = _access(instance)
     link_current(tmp_path, instance)
     _access(tmp_path)  # a stray copy in the root loses to hq-current
-    assert find_access_file(tmp_path) == tmp_path / "hq-current" / "access.json"
-    assert find_access_file(tmp_path).resolve() == access
+    assert find_access_file(tmp_path) == str(tmp_path / "hq-current" / "access.json")
+    assert Path(find_access_file(tmp_path)).resolve() == access
 
 
 def test_lookup_accepts_an_instance_dir_or_a_copy(tmp_path: Path) -> None:
     instance = create_instance_dir(tmp_path)
     access = _access(instance)
-    assert find_access_file(instance) == access
+    assert find_access_file(instance) == str(access)
 
 
 def test_lookup_falls_back_when_hq_current_dangles(tmp_path: Path) -> None:
@@ -161,13 +161,13 @@ def test_lookup_falls_back_when_hq_current_dangles(tmp_path: Path) -> None:
     with pytest.raises(NoRunningInstance):
         find_access_file(tmp_path)
     access = _access(tmp_path)
-    assert find_access_file(tmp_path) == access
+    assert find_access_file(tmp_path) == str(access)
 
 
 def test_lookup_survives_a_link_loop(tmp_path: Path) -> None:
     (tmp_path / "hq-current").symlink_to("hq-current")
     access = _access(tmp_path)
-    assert find_access_file(tmp_path) == access
+    assert find_access_file(tmp_path) == str(access)
 
 
 def test_no_instance_in_the_default_dir(tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_lookup_waits_for_a_starting_server_to_publish(tmp_path: Path,
         found = find_access_file_waiting(tmp_path, wait=5.0)
     finally:
         publisher.join()
-    assert found == tmp_path / "hq-current" / "access.json"
+    assert found == str(tmp_path / "hq-current" / "access.json")
     assert 0.2 < time.monotonic() - began < 4.0
 
 

@@ -5,31 +5,38 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from hqshm.cli.render import Output
 from hqshm.link import serverdir
-from hqshm.link.client import ClientConnection
-from hqshm.link.requests import Selector
 from hqshm.model import arrays
+
+if TYPE_CHECKING:  # `hq worker start` and `hq server start` connect through neither
+    from pathlib import Path
+
+    from hqshm.cli.render import Output
+    from hqshm.link.client import ClientConnection
+    from hqshm.link.requests import Selector
 
 R = TypeVar("R")
 
 
-@dataclass
 class Context:
-    args: argparse.Namespace
-    out: Output
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    def __init__(self, args: argparse.Namespace, out: Output,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.args = args
+        self.out = out
+        self.env: Mapping[str, str] = dict(os.environ) if env is None else env
 
     @property
     def server_dir(self) -> Path:
         return serverdir.resolve_server_dir(getattr(self.args, "server_dir", None), self.env)
 
     def connect(self) -> ClientConnection:
-        return ClientConnection(self.server_dir, env=self.env)
+        """A connection to the server; its directory as a string (no pathlib: start-up)."""
+        from hqshm.link.client import ClientConnection
+
+        path = serverdir.server_dir_path(getattr(self.args, "server_dir", None), self.env)
+        return ClientConnection(path, env=self.env)
 
     def request(self, message: object, expect: type[R], timeout: float | None = 120.0) -> R:
         with self.connect() as conn:
@@ -38,6 +45,8 @@ class Context:
 
 def selector(text: str, *, allow_all: bool = True) -> Selector:
     """A command-line selector (`all`, `last`, `1-3,7`) as the request field."""
+    from hqshm.link.requests import Selector
+
     parsed = arrays.parse_selector(text, allow_all=allow_all)
     if isinstance(parsed, arrays.All):
         return Selector("all")

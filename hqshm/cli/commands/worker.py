@@ -6,19 +6,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from hqshm.cli import resourceview
 from hqshm.cli.commands.context import Context, selector
 from hqshm.errors import UsageError, UserError
-from hqshm.link.details import WorkerListResponse, WorkerView
-from hqshm.link.requests import Selector, StopWorkersRequest, WorkerInfoRequest, WorkerListRequest
-from hqshm.link.responses import StopWorkersResponse
 from hqshm.model import resourcespec
 from hqshm.model.arrays import parse_single
 from hqshm.model.descriptor import build_descriptor, parse_coupling
 from hqshm.model.durations import parse_hms_or_human
-from hqshm.model.workerconfig import WorkerConfiguration
 from hqshm.node.config import DETECTABLE, ServerEndpoint, system_root
+
+# `hq worker start` registers before it imports what only the other commands use (requests,
+# responses, views) and what it prints once registered (the views and their layouts).
+if TYPE_CHECKING:
+    from hqshm.model.workerconfig import WorkerConfiguration
 
 logger = logging.getLogger("hqshm.cli")
 
@@ -106,6 +107,8 @@ def start(ctx: Context) -> int:
     )
 
     def registered(worker_id: int, config: WorkerConfiguration) -> None:
+        from hqshm.link.details import WorkerView
+
         ctx.out.worker_info([WorkerView(worker_id, "RUNNING", config, time.time(), None)])
 
     node = Node(options, on_registered=registered)
@@ -147,6 +150,7 @@ def rediscover_endpoint(ctx: Context) -> Callable[[], ServerEndpoint | None]:
 
 def hwdetect(ctx: Context) -> int:
     """What `worker start` would detect with default detection; no server needed (§3.4)."""
+    from hqshm.cli import resourceview
     from hqshm.node.config import detect_resources
 
     detected = detect_resources(
@@ -170,6 +174,9 @@ def hwdetect(ctx: Context) -> int:
 
 
 def stop(ctx: Context) -> int:
+    from hqshm.link.requests import StopWorkersRequest
+    from hqshm.link.responses import StopWorkersResponse
+
     response = ctx.request(StopWorkersRequest(selector(ctx.args.selector)), StopWorkersResponse)
     for wid, outcome in response.results:
         if outcome == "stopped":
@@ -183,6 +190,9 @@ def stop(ctx: Context) -> int:
 
 
 def list_workers(ctx: Context) -> int:
+    from hqshm.link.details import WorkerListResponse
+    from hqshm.link.requests import WorkerListRequest
+
     args = ctx.args
     offline = args.all or args.filter == "offline"
     online = args.filter != "offline"
@@ -193,6 +203,9 @@ def list_workers(ctx: Context) -> int:
 
 
 def info(ctx: Context) -> int:
+    from hqshm.link.details import WorkerListResponse
+    from hqshm.link.requests import WorkerInfoRequest
+
     response = ctx.request(WorkerInfoRequest(selector(ctx.args.selector)), WorkerListResponse)
     for wid in response.missing:
         logger.error("Worker %d not found", wid)
@@ -201,6 +214,9 @@ def info(ctx: Context) -> int:
 
 
 def address(ctx: Context) -> int:
+    from hqshm.link.details import WorkerListResponse
+    from hqshm.link.requests import Selector, WorkerInfoRequest
+
     wid = parse_single(ctx.args.worker_id)
     response = ctx.request(WorkerInfoRequest(Selector("ids", ((wid, wid, 1),))), WorkerListResponse)
     if not response.workers:
@@ -210,6 +226,9 @@ def address(ctx: Context) -> int:
 
 
 def wait(ctx: Context) -> int:
+    from hqshm.link.details import WorkerListResponse
+    from hqshm.link.requests import WorkerListRequest
+
     while True:
         response = ctx.request(WorkerListRequest(), WorkerListResponse)
         if len(response.workers) >= ctx.args.count:

@@ -10,7 +10,6 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,7 +18,7 @@ import numpy as np
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
