@@ -31,6 +31,7 @@ from hqshm.server.journal.records import (
     decompress_ints,
     decompress_times,
     pack,
+    state_counts,
     unpack,
 )
 from hqshm.server.sealedjobs import Counts, SealedJob, SealedJobs
@@ -138,11 +139,6 @@ class JobStore:
                 sealed += 1
         return sealed
 
-    def seal_record(self, rec: JobSnapshot, counts: Counts, record: bytes) -> None:
-        """Keep a completed job that comes as its snapshot record (a journal's) sealed."""
-        self.sealed.add(JobId(rec.job_id), rec.name, rec.cancel_reason, counts,
-                        rec.finished_at, record)
-
     def _seal(self, job: Job) -> None:
         record = JOURNAL.encode(job_snapshot(job))
         for submit in job.submits:
@@ -203,15 +199,10 @@ def job_from_snapshot(rec: JobSnapshot) -> Job:
 
 def completed_counts(rec: JobSnapshot) -> Counts | None:
     """The task counts of a snapshot's job, by state, if none of its tasks is unfinished."""
-    counts = np.zeros(len(TaskState), dtype=np.int64)
-    for s in rec.submits:
-        states = decompress_ints(s.state, s.n_tasks)
-        if s.n_tasks and int(states.max()) >= len(TaskState):
-            raise ValueError("a task state out of range")
-        counts += np.bincount(states, minlength=len(TaskState))
+    counts = state_counts((s.state, s.n_tasks) for s in rec.submits)
     if counts[TaskState.WAITING] or counts[TaskState.RUNNING]:
         return None
-    return tuple(counts.tolist())  # type: ignore[return-value]
+    return tuple(counts.tolist())
 
 
 def _table(s: SubmitSnapshot) -> TaskTable:

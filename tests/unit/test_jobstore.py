@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import tracemalloc
+from pathlib import Path
 
+import msgpack
 import pytest
 from hqshm.cluster.ids import JobId
 from test_job_events import Cluster, Replica, array, play_everything, snapshot
@@ -15,8 +17,10 @@ from test_jobbook import Book, key, request, state_of
 from hqshm.link.requests import Selector
 from hqshm.model.submission import ArraySubmission, TaskRef
 from hqshm.model.taskstates import TaskState
-from hqshm.server.journal.records import JOURNAL, JobSnapshot
-from hqshm.server.journal.restore import replay
+from hqshm.server.journal import frames
+from hqshm.server.journal.completed import CompletedJob, read_completed
+from hqshm.server.journal.records import JOURNAL, Counters, JobSnapshot
+from hqshm.server.journal.restore import read_records, replay
 from hqshm.server.journal.snapshot import snapshot as state_records
 from hqshm.server.sealedjobs import SEGMENT, SealedJob, SealedJobs
 
@@ -125,26 +129,53 @@ def test_compaction_writes_a_sealed_job_as_its_bytes_and_restores_it() -> None:
     assert fresh.book.seal_completed() == 0
 
 
-def test_a_journal_restores_completed_jobs_sealed_from_the_bytes_it_read() -> None:
+def test_a_journal_restores_completed_jobs_sealed_from_the_bytes_it_read(tmp_path: Path) -> None:
+    """A restoring server reads a completed job's record only as far as sealing it needs,
+    and keeps the very bytes it read; the job read whole later is the job that was kept."""
     c = Cluster()
     play_everything(c)
     c.submit(array(((0, 2, 1),), name="waiting"))
     c.book.seal_completed()
-    records = [r if isinstance(r, bytes) else JOURNAL.encode(r)
+    encoded = [r if isinstance(r, bytes) else JOURNAL.encode(r)
                for r in state_records(c.book, 7)]
-    decoded = [JOURNAL.decode(r) for r in records]
-    job_bytes = {i: r for i, (r, d) in enumerate(zip(records, decoded, strict=True))
-                 if isinstance(d, JobSnapshot)}
+    path = tmp_path / "journal"
+    path.write_bytes(frames.HEADER + frames.frame_all(encoded))
+    loaded = read_records(path, sealing=True)
+    completed = [r for r in loaded.records if isinstance(r, CompletedJob)]
+    assert sorted(r.job_id for r in completed) == sorted(c.book.jobs.sealed)
+    assert not any(isinstance(r, JobSnapshot) and r.job_id in c.book.jobs.sealed
+                   for r in loaded.records)
     fresh = Replica()
-    replay(fresh.book, decoded, job_bytes)
+    replay(fresh.book, loaded.records)
     assert snapshot(fresh.book) == snapshot(c.book)
     assert sorted(fresh.book.jobs.sealed) == sorted(c.book.jobs.sealed)
     assert sorted(fresh.book.jobs.live) == sorted(c.book.jobs.live)
+    assert all(fresh.book.jobs.record(i) == c.book.jobs.record(i) for i in c.book.jobs.sealed)
     assert fresh.book.next_job_id == c.book.next_job_id and fresh.book.next_gid == c.book.next_gid
-    # Thawed by news of it, a job restored sealed is the job that was kept.
     some = min(c.book.jobs.sealed)
     view = c.book.jobs.view(some)
     assert view is not None and fresh.book.jobs[some].summary() == view.summary()
+    # Without ``sealing`` (`hq journal` commands) every record is decoded whole.
+    assert not any(isinstance(r, CompletedJob) for r in read_records(path).records)
+
+
+def test_a_record_that_does_not_read_plainly_is_left_to_the_full_decoder() -> None:
+    c = Cluster()
+    play_everything(c)
+    c.book.seal_completed()
+    job_id = min(c.book.jobs.sealed)
+    good = c.book.jobs.record(job_id)
+    assert good is not None and read_completed(good) is not None
+    fields = msgpack.unpackb(good, raw=False, strict_map_key=False)
+    assert read_completed(msgpack.packb([*fields, 1], use_bin_type=True)) is None
+    broken = list(fields)
+    broken[-1] = [[*s[:5], b"\x00\x01garbage", *s[6:]] for s in fields[-1]]  # state column
+    assert read_completed(msgpack.packb(broken, use_bin_type=True)) is None
+    opened = list(fields)
+    opened[7] = True  # is_open
+    assert read_completed(msgpack.packb(opened, use_bin_type=True)) is None
+    assert read_completed(b"\xc1") is None  # not msgpack
+    assert read_completed(JOURNAL.encode(Counters(1, 1, 1))) is None
 
 
 def test_a_sealed_single_task_job_holds_well_under_a_kibibyte() -> None:

@@ -11,7 +11,7 @@ a journal validates it like any message from outside.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -21,6 +21,7 @@ from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.model.program import decode_program
 from hqshm.model.submission import TaskTemplate
+from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.events import (
     Event,
@@ -355,6 +356,18 @@ def decompress_ints(data: bytes, n: int) -> np.ndarray:
 
 
 _COLUMN_CODES = frozenset(c for k in ("u1", "u4", "u8", "i8") for c in (k, k.upper()))
+
+
+def state_counts(columns: Iterable[tuple[bytes, int]]) -> np.ndarray:
+    """Tasks by state (indexed by ``TaskState``) over compressed state columns of (data, n)
+    tasks; ValueError (zlib.error) for a column that does not read or a state out of range."""
+    counts = np.zeros(len(TaskState), dtype=np.int64)
+    for data, n in columns:
+        states = decompress_ints(data, n)
+        if n and int(states.max()) >= len(TaskState):
+            raise ValueError("a task state out of range")
+        counts += np.bincount(states, minlength=len(TaskState))
+    return counts
 
 
 def compress_times(values: np.ndarray) -> bytes:

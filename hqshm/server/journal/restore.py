@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
-from hqshm.cluster.frozen import field, frozen
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
@@ -34,9 +33,9 @@ from hqshm.model.taskstates import TaskState
 from hqshm.server.jobbook import UNFINISHED, JobBook
 from hqshm.server.jobs import Job, NewGroup, Submit
 from hqshm.server.journal import frames
+from hqshm.server.journal.completed import read_completed
 from hqshm.server.journal.records import (
     JOURNAL,
-    JobSnapshot,
     ServerStarted,
     TasksFinishedRecord,
     TasksStartedRecord,
@@ -57,13 +56,13 @@ TORN_TAIL = "Journal contains not fully written data; they will be removed from 
 class Loaded:
     records: list[object]
     server_uid: str | None  # of the first server that wrote the file
-    # The encoded bytes of each JobSnapshot record by its index in ``records``: a completed
-    # job is sealed as these very bytes, never rebuilt and encoded again.
-    job_bytes: dict[int, bytes] = field(default_factory=dict)
 
 
-def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL) -> Loaded:
-    """Every readable record of a journal file; with ``repair``, a bad tail is cut off."""
+def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL,
+                 sealing: bool = False) -> Loaded:
+    """Every readable record of a journal file; with ``repair``, a bad tail is cut off. With
+    ``sealing`` (a server restoring) a completed job's snapshot comes as a ``CompletedJob``,
+    read only as far as sealing it needs."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -89,9 +88,11 @@ def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL)
             f.flush()
             os.fsync(f.fileno())
     records: list[object] = []
-    job_bytes: dict[int, bytes] = {}
     server_uid = None
     for offset, payload in zip(scan.offsets, scan.payloads, strict=True):
+        if sealing and (completed := read_completed(payload)) is not None:
+            records.append(completed)
+            continue
         try:
             record = registry.decode(payload)
         except PeerError as exc:
@@ -99,18 +100,14 @@ def read_records(path: Path, repair: bool = False, registry: Registry = JOURNAL)
             continue
         if server_uid is None and isinstance(record, ServerStarted):
             server_uid = record.server_uid
-        elif isinstance(record, JobSnapshot):
-            job_bytes[len(records)] = payload
         records.append(record)
-    return Loaded(records, server_uid, job_bytes)
+    return Loaded(records, server_uid)
 
 
-def replay(book: JobBook, records: Iterable[object],
-           job_bytes: Mapping[int, bytes] = MappingProxyType({})) -> WorkerId:
-    """Apply every record to fresh books; returns the next worker id. ``job_bytes`` are the
-    encoded JobSnapshot records by index (``Loaded.job_bytes``), if known."""
+def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
+    """Apply every record to fresh books; returns the next worker id."""
     next_worker = 1
-    for index, record in enumerate(records):
+    for record in records:
         try:
             if isinstance(record, TasksStartedRecord):  # the bulk of a journal: no tuples
                 book.apply_started(WorkerId(record.worker), *started_columns(record))
@@ -125,7 +122,7 @@ def replay(book: JobBook, records: Iterable[object],
                 book.apply(event)
                 next_worker = _after_workers(event, next_worker)
                 continue
-            counted = apply_snapshot(book, record, job_bytes.get(index))
+            counted = apply_snapshot(book, record)
         except (ValueError, KeyError, AssertionError, PeerError, zlib.error) as exc:
             logger.warning("Journal record %s could not be applied and was skipped: %s",
                            type(record).__name__, exc)

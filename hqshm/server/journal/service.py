@@ -41,7 +41,7 @@ def load_journal(path: Path | None) -> Loaded | None:
     if path is None or not path.exists() or path.stat().st_size == 0:
         return None
     logger.info("Loading journal %s", path)
-    return read_records(path, repair=True)
+    return read_records(path, repair=True, sealing=True)
 
 
 class JournalService:
@@ -68,7 +68,7 @@ class JournalService:
         Called before the journal consumes the books' events, so that only what changes
         from now on (``started``) is appended.
         """
-        return replay(self.book, loaded.records, loaded.job_bytes)
+        return replay(self.book, loaded.records)
 
     def started(self, now: float) -> tuple[list[NewGroup], Running]:
         """Log the start and settle what a previous server left running: those tasks run

@@ -17,6 +17,7 @@ from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, Submit
 from hqshm.server.jobstore import completed_counts, job_from_snapshot, job_snapshot
+from hqshm.server.journal.completed import CompletedJob
 from hqshm.server.journal.records import JOURNAL, Counters, JobSnapshot, WorkerSnapshot
 from hqshm.server.sealedjobs import SealedJob
 from hqshm.server.workers import WorkerRecord
@@ -38,16 +39,17 @@ def snapshot(book: JobBook, next_worker_id: int,
                                  record.state, record.ended_at, record.last_task)
 
 
-def apply_snapshot(book: JobBook, record: object, encoded: bytes | None = None) -> int | None:
-    """Apply one snapshot record; returns the next worker id for ``Counters``, else None.
-    ``encoded`` is a JobSnapshot's bytes as read, if known."""
+def apply_snapshot(book: JobBook, record: object) -> int | None:
+    """Apply one snapshot record; returns the next worker id for ``Counters``, else None."""
     match record:
         case Counters():
             book.next_job_id = JobId(max(book.next_job_id, record.next_job_id))
             book.next_gid = GroupId(max(book.next_gid, record.next_gid))
             return record.next_worker_id
         case JobSnapshot():
-            _apply_job(book, record, encoded)
+            _apply_job(book, record)
+        case CompletedJob():
+            _seal(book, record)
         case WorkerSnapshot():
             book.workers.workers[WorkerId(record.worker)] = WorkerRecord(
                 WorkerId(record.worker), decode_configuration(record.config),
@@ -57,25 +59,30 @@ def apply_snapshot(book: JobBook, record: object, encoded: bytes | None = None) 
     return None
 
 
-def _apply_job(book: JobBook, rec: JobSnapshot, encoded: bytes | None) -> None:
-    book.jobs.remove(JobId(rec.job_id))
+def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
     counts = None if rec.is_open else completed_counts(rec)
-    if counts is not None:
-        # Completed: sealed as it is kept, without building the job only to seal it again
-        # (a server restoring 100,000 finished jobs spent most of a minute doing that).
-        book.jobs.seal_record(rec, counts, JOURNAL.encode(rec) if encoded is None else encoded)
-        book.next_gid = GroupId(max(book.next_gid,
-                                   max((s.gid + 1 for s in rec.submits), default=0)))
-        book.next_job_id = JobId(max(book.next_job_id, rec.job_id + 1))
+    if counts is not None:  # kept sealed, as a server that read it plainly keeps it
+        _seal(book, CompletedJob(rec.job_id, rec.name, rec.cancel_reason, rec.finished_at,
+                                 counts, max((s.gid + 1 for s in rec.submits), default=0),
+                                 JOURNAL.encode(rec)))
         return
+    book.jobs.remove(JobId(rec.job_id))
     job = job_from_snapshot(rec)
     for submit in job.submits:
         book.by_gid[submit.gid] = submit
         book.next_gid = GroupId(max(book.next_gid, submit.gid + 1))
     book.jobs[job.id] = job
     book.next_job_id = JobId(max(book.next_job_id, job.id + 1))
-    if job.completed:
-        book.jobs.note_completed(job)
+
+
+def _seal(book: JobBook, job: CompletedJob) -> None:
+    """A completed job kept as its record's bytes: never built only to be sealed again (a
+    server restoring 100,000 finished jobs spent most of a minute doing that)."""
+    book.jobs.remove(JobId(job.job_id))
+    book.jobs.sealed.add(JobId(job.job_id), job.name, job.cancel_reason, job.counts,
+                         job.finished_at, job.record)
+    book.next_gid = GroupId(max(book.next_gid, job.next_gid))
+    book.next_job_id = JobId(max(book.next_job_id, job.job_id + 1))
 
 
 def running_rows(submit: Submit) -> np.ndarray:
