@@ -78,7 +78,8 @@ def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
 def _seal(book: JobBook, job: CompletedJob) -> None:
     """A completed job kept as its record's bytes: never built only to be sealed again (a
     server restoring 100,000 finished jobs spent most of a minute doing that)."""
-    book.jobs.remove(JobId(job.job_id))
+    if job.job_id in book.jobs.live:  # a sealed one is replaced by ``add``
+        book.jobs.remove(JobId(job.job_id))
     book.jobs.sealed.add(JobId(job.job_id), job.name, job.cancel_reason, job.counts,
                          job.finished_at, job.record)
     book.next_gid = GroupId(max(book.next_gid, job.next_gid))
