@@ -14,8 +14,10 @@ The env plays the executors as the loop reports them: ``start`` (the program run
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from core_env import round_trip
@@ -33,7 +35,9 @@ from hqshm.cluster.resources import (
 )
 
 from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.node import launch
 from hqshm.node.core import NodeCore, NodeSettings, Signal
+from hqshm.node.pool import ExecutorPool
 
 M = TypeVar("M")
 
@@ -305,3 +309,16 @@ class NodeEnv:
 
     def check(self) -> None:
         self.core.check()
+
+
+def one_executor(tmp_path: Path) -> Iterator[ExecutorPool]:
+    """A real pool of one executor process for a node in ``tmp_path`` (a fixture's body)."""
+    node = launch.NodeContext(worker_id=1, hostname="test", work_dir=str(tmp_path / "work"),
+                              hq_path="hq",
+                              base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    os.makedirs(node.work_dir)
+    executors = ExecutorPool(1, node)
+    try:
+        yield executors
+    finally:
+        executors.stop()

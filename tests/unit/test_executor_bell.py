@@ -4,15 +4,14 @@ that one started, so that one wake of the node collects both reports."""
 
 from __future__ import annotations
 
-import os
 import select
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from node_env import one_executor
 
 from hqshm.model.program import ProgramSpec, Stdio
-from hqshm.node import launch
 from hqshm.node.executor import TaskPayload
 from hqshm.node.pool import ExecutorPool
 from hqshm.node.ring import RecordFlag, RecordKind
@@ -23,15 +22,7 @@ WAIT = 20.0  # seconds: a bell that does not come within this is missing
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[ExecutorPool]:
-    node = launch.NodeContext(worker_id=1, hostname="test", work_dir=str(tmp_path / "work"),
-                              hq_path="hq",
-                              base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    os.makedirs(node.work_dir)
-    executors = ExecutorPool(1, node)
-    try:
-        yield executors
-    finally:
-        executors.stop()
+    yield from one_executor(tmp_path)
 
 
 def program(tmp_path: Path) -> ProgramSpec:

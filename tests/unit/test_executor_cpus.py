@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from node_env import one_executor
 
 from hqshm.model.program import ProgramSpec, Stdio
-from hqshm.node import launch
 from hqshm.node.affinity import OwnCpus
 from hqshm.node.executor import OK, TaskPayload
 from hqshm.node.pool import ExecutorPool
@@ -49,15 +49,7 @@ def test_a_failed_move_stays_put(own: OwnCpus) -> None:
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[ExecutorPool]:
-    node = launch.NodeContext(worker_id=1, hostname="test", work_dir=str(tmp_path / "work"),
-                              hq_path="hq",
-                              base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-    os.makedirs(node.work_dir)
-    executors = ExecutorPool(1, node)
-    try:
-        yield executors
-    finally:
-        executors.stop()
+    yield from one_executor(tmp_path)
 
 
 def cpus_seen(pool: ExecutorPool, tmp_path: Path, task: int, cpus: list[int]) -> str:
