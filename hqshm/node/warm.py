@@ -264,7 +264,8 @@ class WarmRunner:
             os.setpgid(0, 0)
         except OSError:  # a session leader already leads its group
             pass
-        _step(SpawnStage.AFFINITY, program, self.cpus.move, call.cpus)
+        if call.cpus != self.cpus.cpus:  # per task: no call when they stay
+            _step(SpawnStage.AFFINITY, program, self.cpus.move, call.cpus)
         if call.numa is not None:
             _step(SpawnStage.MEMPOLICY, program, affinity.set_memory_policy,
                   _MEM_POLICIES[call.mem_mode], call.numa)
