@@ -34,7 +34,6 @@ from hqshm.server.events import (
 )
 from hqshm.server.jobbook import UNFINISHED, JobBook
 from hqshm.server.jobs import Job, compress_ranges, crash_error
-from hqshm.server.jobstore import job_from_snapshot
 from hqshm.server.journal.allocrecords import (
     AllocQueuedRecord,
     AllocStateRecord,
@@ -166,7 +165,7 @@ class EventRenderer:
             "job_desc": {"name": r.name, "max_fails": r.max_fails},
             "submit_desc": {"submit_dir": r.submit_dir, "stream_path": None,
                             "task_desc": {"n_tasks": sum(s.n_tasks for s in r.submits)}}}
-        job = job_from_snapshot(r)  # read here: the book keeps a completed one sealed
+        job = self.book.jobs[JobId(r.job_id)]
         for submit in job.submits:
             table = submit.table
             for row, task in enumerate(table.ids.tolist()):

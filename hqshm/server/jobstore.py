@@ -31,10 +31,9 @@ from hqshm.server.journal.records import (
     decompress_ints,
     decompress_times,
     pack,
-    state_counts,
     unpack,
 )
-from hqshm.server.sealedjobs import Counts, SealedJob, SealedJobs
+from hqshm.server.sealedjobs import SealedJob, SealedJobs
 
 _BY_ID = operator.attrgetter("id")
 
@@ -195,14 +194,6 @@ def job_from_snapshot(rec: JobSnapshot) -> Job:
     return Job(JobId(rec.job_id), rec.name, rec.max_fails, rec.submit_dir, rec.submitted_at,
                rec.is_open, submits, cancel_reason=rec.cancel_reason,
                finished_at=rec.finished_at, worker_ids={WorkerId(w) for w in rec.worker_ids})
-
-
-def completed_counts(rec: JobSnapshot) -> Counts | None:
-    """The task counts of a snapshot's job, by state, if none of its tasks is unfinished."""
-    counts = state_counts((s.state, s.n_tasks) for s in rec.submits)
-    if counts[TaskState.WAITING] or counts[TaskState.RUNNING]:
-        return None
-    return tuple(counts.tolist())
 
 
 def _table(s: SubmitSnapshot) -> TaskTable:

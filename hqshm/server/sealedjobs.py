@@ -99,8 +99,7 @@ class SealedJobs:
 
     def __iter__(self) -> Iterator[JobId]:
         """Ids in ascending order."""
-        for job_id in np.flatnonzero(self._row_of >= 0).tolist():
-            yield JobId(job_id)
+        return self._ids_after(0)
 
     def get(self, job_id: JobId) -> SealedJob | None:
         row = self._row(job_id)
@@ -115,9 +114,8 @@ class SealedJobs:
 
     def values(self, after: int = 0) -> Iterator[SealedJob]:
         """By ascending id, those above ``after``: a page of a listing reads only its rows."""
-        start = max(after + 1, 0)
-        for job_id in (np.flatnonzero(self._row_of[start:] >= 0) + start).tolist():
-            sealed = self.get(JobId(job_id))
+        for job_id in self._ids_after(after):
+            sealed = self.get(job_id)
             assert sealed is not None
             yield sealed
 
@@ -185,6 +183,11 @@ class SealedJobs:
                 self._move_out(index)
 
     # --- inside ---------------------------------------------------------------------------
+
+    def _ids_after(self, after: int) -> Iterator[JobId]:
+        start = max(after + 1, 0)
+        for job_id in (np.flatnonzero(self._row_of[start:] >= 0) + start).tolist():
+            yield JobId(job_id)
 
     def _row(self, job_id: object) -> int:
         if not isinstance(job_id, int) or not 0 < job_id < len(self._row_of):

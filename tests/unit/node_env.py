@@ -311,13 +311,15 @@ class NodeEnv:
         self.core.check()
 
 
-def one_executor(tmp_path: Path) -> Iterator[ExecutorPool]:
-    """A real pool of one executor process for a node in ``tmp_path`` (a fixture's body)."""
-    node = launch.NodeContext(worker_id=1, hostname="test", work_dir=str(tmp_path / "work"),
-                              hq_path="hq",
+def executor_pool(tmp_path: Path, count: int = 1, worker_id: int = 1
+                  ) -> Iterator[ExecutorPool]:
+    """A real pool of ``count`` executor processes for a node in ``tmp_path`` (a fixture's
+    body)."""
+    node = launch.NodeContext(worker_id=worker_id, hostname="test",
+                              work_dir=str(tmp_path / "work"), hq_path="hq",
                               base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     os.makedirs(node.work_dir)
-    executors = ExecutorPool(1, node)
+    executors = ExecutorPool(count, node)
     try:
         yield executors
     finally:

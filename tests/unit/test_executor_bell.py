@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_env import one_executor
+from node_env import executor_pool
 
 from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.node.executor import TaskPayload
@@ -22,7 +22,7 @@ WAIT = 20.0  # seconds: a bell that does not come within this is missing
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[ExecutorPool]:
-    yield from one_executor(tmp_path)
+    yield from executor_pool(tmp_path)
 
 
 def program(tmp_path: Path) -> ProgramSpec:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_env import one_executor
+from node_env import executor_pool
 
 from hqshm.model.program import ProgramSpec, Stdio
 from hqshm.node.affinity import OwnCpus
@@ -49,7 +49,7 @@ def test_a_failed_move_stays_put(own: OwnCpus) -> None:
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[ExecutorPool]:
-    yield from one_executor(tmp_path)
+    yield from executor_pool(tmp_path)
 
 
 def cpus_seen(pool: ExecutorPool, tmp_path: Path, task: int, cpus: list[int]) -> str:

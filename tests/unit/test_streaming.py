@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from node_env import executor_pool
 
 from hqshm.cli.commands.outputlog import show_lines
 from hqshm.cli.streamlog import (
@@ -38,7 +39,6 @@ from hqshm.model.streamformat import (
     encode_record,
     stream_file_name,
 )
-from hqshm.node import launch
 from hqshm.node.executor import FAILED, OK, TaskPayload
 from hqshm.node.pool import ExecutorPool
 from hqshm.node.ring import Record, RecordKind
@@ -330,19 +330,7 @@ def test_log_holds_bytes_only_of_the_jobs_asked_for() -> None:
 
 @pytest.fixture
 def executors(tmp_path: Path) -> Iterator[ExecutorPool]:
-    node = launch.NodeContext(
-        worker_id=5,
-        hostname="test",
-        work_dir=str(tmp_path / "work"),
-        hq_path="hq",
-        base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-    )
-    os.makedirs(node.work_dir)
-    pool = ExecutorPool(2, node)
-    try:
-        yield pool
-    finally:
-        pool.stop()
+    yield from executor_pool(tmp_path, count=2, worker_id=5)
 
 
 def spec(tmp_path: Path, script: str, stdout: Stdio | None = None, **kw: object) -> ProgramSpec:

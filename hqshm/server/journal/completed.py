@@ -60,6 +60,7 @@ def read_completed(payload: bytes) -> CompletedJob | None:
             or not (finished is None or type(finished) is float) or type(submits) is not list):
         return None
     columns = []
+    next_gid = 0
     for submit in submits:
         if type(submit) is not list or len(submit) != _SUBMIT_LENGTH:
             return None
@@ -69,12 +70,12 @@ def read_completed(payload: bytes) -> CompletedJob | None:
                 or type(state) is not bytes:
             return None
         columns.append((state, n))
+        next_gid = max(next_gid, gid + 1)
     try:
         counts = state_counts(columns)
     except (ValueError, UnicodeDecodeError, zlib.error):
         return None
     if counts[TaskState.WAITING] or counts[TaskState.RUNNING]:
         return None
-    next_gid = max((submit[_SUBMIT["gid"]] + 1 for submit in submits), default=0)
     return CompletedJob(job_id, name, reason, finished,
                         tuple(counts.tolist()), next_gid, payload)  # type: ignore[arg-type]

@@ -16,9 +16,9 @@ from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import Job, Submit
-from hqshm.server.jobstore import completed_counts, job_from_snapshot, job_snapshot
+from hqshm.server.jobstore import job_from_snapshot, job_snapshot
 from hqshm.server.journal.completed import CompletedJob
-from hqshm.server.journal.records import JOURNAL, Counters, JobSnapshot, WorkerSnapshot
+from hqshm.server.journal.records import Counters, JobSnapshot, WorkerSnapshot
 from hqshm.server.sealedjobs import SealedJob
 from hqshm.server.workers import WorkerRecord
 
@@ -60,12 +60,6 @@ def apply_snapshot(book: JobBook, record: object) -> int | None:
 
 
 def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
-    counts = None if rec.is_open else completed_counts(rec)
-    if counts is not None:  # kept sealed, as a server that read it plainly keeps it
-        _seal(book, CompletedJob(rec.job_id, rec.name, rec.cancel_reason, rec.finished_at,
-                                 counts, max((s.gid + 1 for s in rec.submits), default=0),
-                                 JOURNAL.encode(rec)))
-        return
     book.jobs.remove(JobId(rec.job_id))
     job = job_from_snapshot(rec)
     for submit in job.submits:
@@ -73,11 +67,14 @@ def _apply_job(book: JobBook, rec: JobSnapshot) -> None:
         book.next_gid = GroupId(max(book.next_gid, submit.gid + 1))
     book.jobs[job.id] = job
     book.next_job_id = JobId(max(book.next_job_id, job.id + 1))
+    if job.completed:
+        book.jobs.note_completed(job)
 
 
 def _seal(book: JobBook, job: CompletedJob) -> None:
-    """A completed job kept as its record's bytes: never built only to be sealed again (a
-    server restoring 100,000 finished jobs spent most of a minute doing that)."""
+    """A completed job kept as its record's bytes (a restoring server's ``read_records``):
+    never built only to be sealed again (a server restoring 100,000 finished jobs spent most
+    of a minute doing that)."""
     if job.job_id in book.jobs.live:  # a sealed one is replaced by ``add``
         book.jobs.remove(JobId(job.job_id))
     book.jobs.sealed.add(JobId(job.job_id), job.name, job.cancel_reason, job.counts,
