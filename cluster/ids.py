@@ -24,6 +24,7 @@ GroupId = NewType("GroupId", int)  # a submit of the product, a group of the cor
 
 KEY_SHIFT = 32
 TASK_MASK = 0xFFFF_FFFF
+MAX_JOB_ID = 0xFFFF_FFFF  # a job id fills a key's upper 32 bits
 FIRST_INSTANCE = InstanceId(0)  # every task starts as instance 0
 
 # The per-task helpers return their arithmetic as it is, without calling a NewType (about 50 ns

@@ -21,6 +21,7 @@ import numpy as np
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.ids import (
     KEY_SHIFT,
+    MAX_JOB_ID,
     TASK_MASK,
     GroupId,
     InstanceId,
@@ -58,6 +59,7 @@ from hqshm.server.events import (
 from hqshm.server.jobs import (
     NEVER_RESTART_ERROR,
     Job,
+    JobIdsExhausted,
     JobNotFound,
     JobNotOpened,
     NewGroup,
@@ -114,7 +116,12 @@ class JobBook:
             if not job.is_open:
                 raise JobNotOpened(job_id=job_id)
             return job
-        return Job(self.next_job_id, name, max_fails, submit_dir, now)
+        return Job(self._new_job_id(), name, max_fails, submit_dir, now)
+
+    def _new_job_id(self) -> JobId:
+        if self.next_job_id > MAX_JOB_ID:  # a key holds 32 bits of job id
+            raise JobIdsExhausted(max_id=MAX_JOB_ID)
+        return self.next_job_id
 
     def submit(self, req: ArraySubmission, now: float) -> tuple[Job, list[NewGroup]]:
         """An array-style submit: one template, many ids (hq submit, job-file [array])."""
@@ -146,7 +153,7 @@ class JobBook:
         return job, groups
 
     def open_job(self, name: str, max_fails: int | None, now: float) -> Job:
-        job_id = self.next_job_id
+        job_id = self._new_job_id()
         self._record(JobOpened(job_id, name, max_fails, now))
         return self.jobs[job_id]
 

@@ -32,6 +32,11 @@ class JobNotOpened(UserError):
     template = "Job {job_id} is not opened."
 
 
+class JobIdsExhausted(UserError):
+    template = ("This server has used every job id (up to {max_id}). Forget finished jobs "
+                "and start a new server without this journal, or with a fresh one.")
+
+
 class TaskExists(UserError):
     template = "Task {task_id} already exists in job {job_id}."
 

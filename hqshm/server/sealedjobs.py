@@ -23,6 +23,8 @@ from hqshm.model.taskstates import TaskState, job_state
 Counts = tuple[int, int, int, int, int, int]
 SEGMENT = 1 << 20  # bytes of records per memory map; a bigger record gets one of its own
 _FIRST_ROWS = 1024
+_PAGE_BITS = 8  # 256 job ids a page of the row index: 1 KiB
+_PAGE_MASK = (1 << _PAGE_BITS) - 1
 
 
 class SealedJob:
@@ -66,13 +68,54 @@ class _Segment:
         self.live = 0  # bytes of records still kept
 
 
+class _RowIndex:
+    """The row of each job id, in pages made where ids are. Ids are dense when the server
+    made them, but a journal comes from outside and may name any id up to ``MAX_JOB_ID``:
+    one array up to the largest id would let a single record ask for 16 GiB."""
+
+    __slots__ = ("_pages",)
+
+    def __init__(self) -> None:
+        self._pages: dict[int, np.ndarray] = {}
+
+    def get(self, job_id: int) -> int:
+        page = self._pages.get(job_id >> _PAGE_BITS)
+        return -1 if page is None else page.item(job_id & _PAGE_MASK)
+
+    def set(self, job_id: int, row: int) -> None:
+        page = self._pages.get(job_id >> _PAGE_BITS)
+        if page is None:
+            page = self._pages[job_id >> _PAGE_BITS] = np.full(1 << _PAGE_BITS, -1, np.int32)
+        page[job_id & _PAGE_MASK] = row
+
+    def after(self, after: int) -> Iterator[JobId]:
+        """Ids above ``after`` that have a row, ascending."""
+        start = max(after + 1, 0)
+        for number in sorted(n for n in self._pages if n >= start >> _PAGE_BITS):
+            base = number << _PAGE_BITS
+            ids = np.flatnonzero(self._pages[number] >= 0) + base
+            for job_id in ids[ids >= start].tolist():
+                yield JobId(job_id)
+
+    @classmethod
+    def of(cls, ids: np.ndarray) -> _RowIndex:
+        """The index of rows 0..n-1 holding these ids; pages with no id are not made."""
+        index = cls()
+        pages = ids >> _PAGE_BITS
+        order = np.argsort(pages, kind="stable")
+        numbers, starts = np.unique(pages[order], return_index=True)
+        for number, rows in zip(numbers.tolist(), np.split(order, starts[1:]), strict=True):
+            page = index._pages[number] = np.full(1 << _PAGE_BITS, -1, np.int32)
+            page[ids[rows] & _PAGE_MASK] = rows
+        return index
+
+
 class SealedJobs:
     """Sealed jobs by id: ``add``, ``get`` (a ``SealedJob``), ``record``, ``pop``,
     ``settle``."""
 
     def __init__(self) -> None:
-        # Row of each job id (-1: not sealed here); ids are dense, 4 bytes each.
-        self._row_of = np.full(_FIRST_ROWS, -1, dtype=np.int32)
+        self._row_of = _RowIndex()  # row of each job id (-1: not sealed here)
         self._ids = np.zeros(_FIRST_ROWS, dtype=np.int64)  # 0: a freed row
         self._segment = np.zeros(_FIRST_ROWS, dtype=np.int32)
         self._offset = np.zeros(_FIRST_ROWS, dtype=np.int64)
@@ -99,7 +142,7 @@ class SealedJobs:
 
     def __iter__(self) -> Iterator[JobId]:
         """Ids in ascending order."""
-        return self._ids_after(0)
+        return self._row_of.after(0)
 
     def get(self, job_id: JobId) -> SealedJob | None:
         row = self._row(job_id)
@@ -114,7 +157,7 @@ class SealedJobs:
 
     def values(self, after: int = 0) -> Iterator[SealedJob]:
         """By ascending id, those above ``after``: a page of a listing reads only its rows."""
-        for job_id in self._ids_after(after):
+        for job_id in self._row_of.after(after):
             sealed = self.get(job_id)
             assert sealed is not None
             yield sealed
@@ -144,11 +187,7 @@ class SealedJobs:
         row = self._rows
         self._rows += 1
         self._count += 1
-        if job_id >= len(self._row_of):
-            grown = np.full(max(2 * len(self._row_of), job_id + 1), -1, dtype=np.int32)
-            grown[: len(self._row_of)] = self._row_of
-            self._row_of = grown
-        self._row_of[job_id] = row
+        self._row_of.set(job_id, row)
         self._ids[row] = job_id
         self._segment[row], self._offset[row] = self._store(record)
         self._length[row] = len(record)
@@ -163,7 +202,7 @@ class SealedJobs:
         if record is None:
             return None
         row = self._row(job_id)
-        self._row_of[job_id] = -1
+        self._row_of.set(job_id, -1)
         self._ids[row] = 0
         self._count -= 1
         index = self._segment.item(row)
@@ -184,15 +223,10 @@ class SealedJobs:
 
     # --- inside ---------------------------------------------------------------------------
 
-    def _ids_after(self, after: int) -> Iterator[JobId]:
-        start = max(after + 1, 0)
-        for job_id in (np.flatnonzero(self._row_of[start:] >= 0) + start).tolist():
-            yield JobId(job_id)
-
     def _row(self, job_id: object) -> int:
-        if not isinstance(job_id, int) or not 0 < job_id < len(self._row_of):
+        if not isinstance(job_id, int) or job_id <= 0:
             return -1
-        return int(self._row_of[job_id])
+        return self._row_of.get(job_id)
 
     def _text(self, text: str) -> int:
         index = self._text_index.get(text)
@@ -236,4 +270,4 @@ class SealedJobs:
             new[: len(kept)] = old[kept]
             setattr(self, name, new)
         self._rows = len(kept)
-        self._row_of[self._ids[: self._rows]] = np.arange(self._rows, dtype=np.int32)
+        self._row_of = _RowIndex.of(self._ids[: self._rows])

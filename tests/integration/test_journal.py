@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 
 from harness import HqEnv
+from hqshm.cluster.frozen import replace
+from hqshm.cluster.ids import MAX_JOB_ID
 from job_helpers import job_info, submit
+
+from hqshm.server.journal import frames
+from hqshm.server.journal.records import JOURNAL, Counters, JobSubmittedRecord
 
 
 def events(env: HqEnv, *args: str) -> list[dict]:
@@ -215,3 +220,41 @@ def test_export_of_a_missing_or_foreign_file_is_a_clear_error(hq_env: HqEnv,
     hq_env.command(["server", "start", "--journal", str(foreign)],
                    expect_fail="is not a journal")
 
+
+
+def test_job_ids_a_task_key_cannot_hold_are_refused_and_the_last_one_ends_submits(
+        hq_env: HqEnv, tmp_path: Path) -> None:
+    """A crafted or damaged journal may name any job id: ids beyond the 32 bits of a task key
+    (or below 1) lose their record with a warning instead of breaking the restore, and a
+    server whose ids reach the last one refuses further submits with a clear error."""
+    journal = tmp_path / "j"
+    hq_env.start_server(["--journal", str(journal)])
+    for name in ("kept", "huge", "negative"):
+        submit(hq_env, ["--name", name, "--", "true"])
+    hq_env.kill_server(signal.SIGKILL)
+    payloads = []
+    for payload in frames.scan(journal.read_bytes()).payloads:
+        record = JOURNAL.decode(payload)
+        if isinstance(record, JobSubmittedRecord):
+            record = replace(record, job_id={"huge": 2**40, "negative": -5}.get(
+                record.name, record.job_id))
+        payloads.append(JOURNAL.encode(record))
+    payloads.append(JOURNAL.encode(Counters(2**40, 1, 1)))
+    journal.write_bytes(frames.HEADER + frames.frame_all(payloads))
+    hq_env.start_server(["--journal", str(journal)])
+    log = hq_env.log("server")
+    assert log.count("could not be applied and was skipped: a job id outside 1-4294967295") == 3
+    assert hq_env.job_states() == {1: "WAITING"}
+    assert submit(hq_env, ["--", "true"]) == 2
+
+    hq_env.kill_server(signal.SIGKILL)
+    last = replace(JOURNAL.decode(frames.scan(journal.read_bytes()).payloads[1]),
+                   job_id=MAX_JOB_ID, name="last")
+    with open(journal, "ab") as f:
+        f.write(frames.frame(JOURNAL.encode(last)))
+    hq_env.start_server(["--journal", str(journal)])
+    assert hq_env.job_states() == {1: "WAITING", 2: "WAITING", MAX_JOB_ID: "WAITING"}
+    hq_env.command(["submit", "--", "true"],
+                   expect_fail=f"This server has used every job id (up to {MAX_JOB_ID}).")
+    hq_env.command(["job", "open"], expect_fail="has used every job id")
+    assert hq_env.job_states()[MAX_JOB_ID] == "WAITING"  # it serves on

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import tracemalloc
 from pathlib import Path
 
 import msgpack
 import pytest
-from hqshm.cluster.ids import JobId
+from hqshm.cluster.frozen import replace
+from hqshm.cluster.ids import MAX_JOB_ID, JobId
 from test_job_events import Cluster, Replica, array, play_everything, snapshot
 from test_jobbook import Book, key, request, state_of
 
@@ -22,7 +24,7 @@ from hqshm.server.journal.completed import CompletedJob, read_completed
 from hqshm.server.journal.records import JOURNAL, Counters, JobSnapshot
 from hqshm.server.journal.restore import read_records, replay
 from hqshm.server.journal.snapshot import snapshot as state_records
-from hqshm.server.sealedjobs import SEGMENT, SealedJob, SealedJobs
+from hqshm.server.sealedjobs import _FIRST_ROWS, SEGMENT, SealedJob, SealedJobs
 
 NOW = 100.0
 
@@ -155,6 +157,32 @@ def test_a_journal_restores_completed_jobs_sealed_from_the_bytes_it_read(tmp_pat
     assert view is not None and fresh.book.jobs[some].summary() == view.summary()
     # Without ``sealing`` (`hq journal` commands) every record is decoded whole.
     assert not any(isinstance(r, CompletedJob) for r in read_records(path).records)
+
+
+@pytest.mark.expect_log
+def test_a_completed_job_at_any_id_a_key_holds_is_sealed_in_a_page_and_beyond_is_refused(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A journal may name any id: the last one a task key holds seals into one small page
+    of the index (not an array up to it), and one beyond is refused, not applied."""
+    c = Cluster()
+    play_everything(c)
+    c.book.seal_completed()
+    some = min(c.book.jobs.sealed)
+    snap = JOURNAL.decode(c.book.jobs.record(some))
+    records = [JOURNAL.encode(replace(snap, job_id=job_id))
+               for job_id in (MAX_JOB_ID, MAX_JOB_ID + 1, 0)]
+    path = tmp_path / "journal"
+    path.write_bytes(frames.HEADER + frames.frame_all(records))
+    loaded = read_records(path, sealing=True)
+    assert [r.job_id for r in loaded.records] == [MAX_JOB_ID, MAX_JOB_ID + 1, 0]
+    fresh = Replica()
+    with caplog.at_level(logging.WARNING):
+        replay(fresh.book, loaded.records)
+    assert list(fresh.book.jobs.sealed) == [MAX_JOB_ID]
+    assert fresh.book.next_job_id == MAX_JOB_ID + 1
+    assert caplog.text.count("a job id outside 1-4294967295") == 2
+    pages = fresh.book.jobs.sealed._row_of._pages  # noqa: SLF001 - the point of the test
+    assert sum(page.nbytes for page in pages.values()) <= 1024
 
 
 def test_a_record_that_does_not_read_plainly_is_left_to_the_full_decoder() -> None:
@@ -295,3 +323,23 @@ def test_freed_rows_are_reused_so_rows_follow_the_jobs_kept() -> None:
     assert len(jobs) == 0 and len(jobs._ids) <= 4096  # noqa: SLF001
     _add(jobs, 30_000)
     assert list(jobs) == [30_000]
+
+
+def test_ids_far_apart_cost_a_page_each_not_an_array_up_to_the_largest() -> None:
+    jobs = SealedJobs()
+    far = [1, 300, MAX_JOB_ID, MAX_JOB_ID - 1, 2**31]
+    for job_id in far:
+        _add(jobs, job_id, 20)
+    assert list(jobs) == sorted(far) and MAX_JOB_ID in jobs and MAX_JOB_ID + 1 not in jobs
+    assert list(jobs.values(after=300)) and [s.id for s in jobs.values(after=300)] == [
+        2**31, MAX_JOB_ID - 1, MAX_JOB_ID]
+    index = jobs._row_of._pages  # noqa: SLF001 - the point of the test
+    assert sum(page.nbytes for page in index.values()) <= 4 * 1024
+    # Rows compacted (freed rows dropped) keep every id reachable, sparse ones too.
+    for job_id in range(1000, 1000 + _FIRST_ROWS):
+        _add(jobs, job_id, 20)
+    for job_id in range(1000, 1000 + _FIRST_ROWS - 3):
+        jobs.pop(JobId(job_id))
+    _add(jobs, 5000, 20)
+    assert list(jobs) == sorted([*far, 5000, *range(1000 + _FIRST_ROWS - 3, 1000 + _FIRST_ROWS)])
+    assert jobs.record(JobId(MAX_JOB_ID)) == bytes([MAX_JOB_ID % 251]) * 20

@@ -19,6 +19,7 @@ from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
+    MAX_JOB_ID,
     GroupId,
     InstanceId,
     TaskId,
@@ -117,13 +118,15 @@ def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
                 book.apply_finished(WorkerId(record.worker), *finished_columns(record),
                                     record.at)
                 continue
+            _check_job_ids(record)
             event = to_event(record)
             if event is not None:
                 book.apply(event)
                 next_worker = _after_workers(event, next_worker)
                 continue
             counted = apply_snapshot(book, record)
-        except (ValueError, KeyError, AssertionError, PeerError, zlib.error) as exc:
+        except (ValueError, KeyError, AssertionError, OverflowError, PeerError,
+                zlib.error) as exc:
             logger.warning("Journal record %s could not be applied and was skipped: %s",
                            type(record).__name__, exc)
             continue
@@ -131,6 +134,18 @@ def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
             next_worker = max(next_worker, counted)
     known = max(book.workers.workers, default=0)
     return WorkerId(max(next_worker, known + 1))
+
+
+def _check_job_ids(record: object) -> None:
+    """A damaged or crafted journal may name any id; one that a task key cannot hold (32
+    bits) would break every key made from it, so its record is refused."""
+    ids: tuple[int, ...] = getattr(record, "job_ids", ())
+    one = getattr(record, "job_id", None)
+    after = getattr(record, "next_job_id", None)
+    if (one is not None and not 0 < one <= MAX_JOB_ID) or (
+            after is not None and not 0 < after <= MAX_JOB_ID + 1) or (
+            ids and not 0 < min(ids) <= max(ids) <= MAX_JOB_ID):
+        raise ValueError(f"a job id outside 1-{MAX_JOB_ID}")
 
 
 def _after_workers(event: object, next_worker: int) -> int:
