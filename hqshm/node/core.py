@@ -43,6 +43,7 @@ import heapq
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Protocol
 
 from hqshm import errors
@@ -1028,7 +1029,14 @@ class NodeCore:
                     del self.running[task.key]
                     self._drop_unreported(task.key)
                     self._settle(task.gid)
-        for task in tasks:
+        ending = [task for task in tasks if task.key in self.running]
+        # They end in order and share one allocation: each leaves it to the next, so that
+        # the last gives it back once (a canceled hand-off behind one that went back to the
+        # queue released it a second time).
+        for task, after in pairwise(ending):
+            if after.allocation is task.allocation:
+                task.heir = after.key
+        for task in ending:
             if task.key in self.running:
                 if task.in_process and as_program:
                     error = as_program

@@ -1552,3 +1552,34 @@ class TimedScenario(NodeScenario):
 
 TimedScenario.TestCase.settings = settings(NodeScenario.TestCase.settings, max_examples=120)
 test_timed_scenario = TimedScenario.TestCase
+
+
+class _Drawn:
+    """A scenario's ``data`` that draws given values, to replay a case hypothesis found."""
+
+    def __init__(self, *values: object) -> None:
+        self.values = list(values)
+
+    def draw(self, _strategy: object) -> object:
+        return self.values.pop(0)
+
+
+def test_an_executor_death_gives_a_chain_s_allocation_back_once() -> None:
+    """Found by ``test_timed_scenario``: a hand-off chain of three on one allocation, the
+    last canceled; the executor dies, the middle one goes back to the queue, and the running
+    one and the canceled one both released the allocation, so the node counted two CPUs
+    free twice over and its next allocation failed."""
+    s = TimedScenario()
+    s.compute(group=2, n=2)
+    s.turn()
+    s.compute(group=2, n=2)
+    s.executor_acts(_Drawn(0), ok=False, duration=0.001)  # starts the first task
+    s.executor_acts(_Drawn(0), ok=False, duration=0.001)  # which fails
+    s.turn()  # the next three are handed off to that executor, one allocation
+    chain = [s.env.core.running[key] for key in s.env.core.slots[0].inflight]
+    assert len(chain) == 3 and all(t.allocation is chain[0].allocation for t in chain)
+    s.server_takes_back(_Drawn([chain[2].key]), retract=False)
+    s.executor_dies(_Drawn(0))
+    s.env.check()
+    assert s.env.core.allocator.indexed["cpus"].free == [10000, 10000]
+    s.teardown()
