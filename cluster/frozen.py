@@ -76,7 +76,7 @@ class Field:
                 f"repr={self.repr}, compare={self.compare})")
 
 
-_MEMBER = type(Field.name)  # a slot's descriptor
+_MEMBER: type = type(Field.__dict__["name"])  # a slot's descriptor
 
 
 @overload
@@ -156,7 +156,7 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
         # every record made (a task's path makes a dozen).
         setter = getattr(cls, f.name, None)
         if type(setter) is _MEMBER:
-            scope[f"_set_{f.name}"] = setter.__set__
+            scope[f"_set_{f.name}"] = getattr(setter, "__set__")  # noqa: B009 - for mypy
         if f.default is not MISSING:
             scope[default] = f.default
         elif f.default_factory is not MISSING:
