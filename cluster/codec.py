@@ -321,10 +321,13 @@ def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one bran
             item = _value_decoder(args[0], where)
             row = typing.get_args(args[0]) if typing.get_origin(args[0]) is tuple else ()
             row_types = _exact_types(row) if row and Ellipsis not in row else None
+            scalar = _exact_types((args[0],))  # e.g. ids: one type check each, in C
 
             def var_tuple(v: Any) -> tuple[Any, ...]:
                 if not isinstance(v, list):
                     raise PeerError(f"{where}: expected an array")
+                if scalar is not None and all(map(_is, map(type, v), repeat(scalar[0]))):
+                    return tuple(v)
                 # Rows of scalars (a report's tasks): when every row is already what its
                 # converters would return, type checks in C loops and no call per row.
                 if (row_types is not None and all(map(_is, map(type, v), repeat(list)))
@@ -337,12 +340,23 @@ def _value_decoder(hint: Any, where: str) -> Converter:  # noqa: C901 - one bran
             return var_tuple
         items = [_value_decoder(a, where) for a in args]
         exact = _exact_types(args)
+        # Mixed rows (a packed task: ids, then its dependencies and entry): scalars pass on
+        # one C loop of set lookups, only the other items call their converters.
+        sets = [_exact_set(a) for a in args]
+        accepts = [found or _ANYTHING for found in sets]
+        converted = [(i, conv) for i, (conv, found) in enumerate(zip(items, sets, strict=True))
+                     if found is None]
 
         def fixed_tuple(v: Any) -> tuple[Any, ...]:
             if not isinstance(v, list) or len(v) != len(items):
                 raise PeerError(f"{where}: expected an array of {len(items)}")
             if exact is not None and all(map(_is, map(type, v), exact)):
                 return tuple(v)  # every item already what its converter would return
+            if exact is None and all(map(contains, accepts, map(type, v))):
+                row = list(v)  # a union may try the same list with another option
+                for i, conv in converted:
+                    row[i] = conv(row[i])
+                return tuple(row)
             return tuple(conv(x) for conv, x in zip(items, v, strict=False))
 
         return fixed_tuple

@@ -637,6 +637,29 @@ def test_rows_of_scalars_decode_as_their_converters_would(rows: list[Any],
                                                             for row in expected]
 
 
+PACKED_TASK = tuple[int, int, tuple[int, ...], bytes | None]  # a graph's packed task
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ([3, 0, [], None], (3, 0, (), None)),  # scalars exact: only the dependencies converted
+    ([3, 0, [1, 2], b"e"], (3, 0, (1, 2), b"e")),
+    ([3, 0, [1, True], None], PeerError),  # a boolean is no id, in a list too
+    ([3, 0, [1, "2"], None], PeerError),
+    ([3, False, [], None], PeerError),
+    ([3, 0, [], "text"], PeerError),
+    ([3, 0, (), None], PeerError),  # msgpack gives lists; a tuple is not what came
+    ([3, 0, []], PeerError),
+])
+def test_a_mixed_tuple_decodes_as_its_converters_would(value: list[Any], expected: Any) -> None:
+    decode = hqshm.cluster.codec._value_decoder(PACKED_TASK, "packed")
+    if expected is PeerError:
+        with pytest.raises(PeerError):
+            decode(value)
+    else:
+        assert decode(value) == expected and type(decode(value)[2]) is tuple
+        assert value[2] == list(expected[2])  # the list it came as is left as it was
+
+
 def _task_view(**changes: Any) -> details.TaskView:
     row = details.TaskView(3, "finished", 1, (2,), ("node1",), 1.5, 2.5, "", "/w", None, None)
     return dataclasses.replace(row, **changes)
