@@ -192,6 +192,13 @@ class Group:
         assert self.entries is not None
         return self.entries[int(np.searchsorted(self.keys, np.uint64(key)))]
 
+    def entries_of(self, keys: Sequence[TaskKey]) -> tuple[bytes, ...]:
+        """``entry_of`` each key, found in one search."""
+        assert self.entries is not None
+        entries = self.entries
+        at = np.searchsorted(self.keys, np.array(keys, dtype=np.uint64)).tolist()
+        return tuple([entries[i] for i in at])
+
 
 _ORDER = operator.attrgetter("order")
 PlacementClass = tuple[int, str]  # ``Group.placement_key``: priority and request

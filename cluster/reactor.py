@@ -94,7 +94,7 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[Tas
             instances = ()
     entries: tuple[bytes, ...] = ()
     if group.entries is not None:
-        entries = tuple(group.entry_of(k) for k in keys)
+        entries = group.entries_of(keys)
     out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
 
 
