@@ -225,12 +225,13 @@ def on_task_updates(core: Core, out: Outbox, wid: WorkerId, msg: TaskUpdates,
         # Each end releases its dependants before the next is looked at: a task sent early
         # may end in the same report as its prerequisite, after it.
         finished = []
-        freed = _Freed()
+        freed = _Freed() if len(msg.finished) > 1 else None  # one end: released at once
         for item in msg.finished:
             if _ended(core, out, worker, item, freed):
                 finished.append(item)
                 _task_done(core, item[0])
-        freed.apply(worker)
+        if freed is not None:
+            freed.apply(worker)
         if finished:
             out.events.tasks_finished(wid, finished, now)
     if msg.failed:
