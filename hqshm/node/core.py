@@ -1227,20 +1227,26 @@ class NodeCore:
         # In parts that the server's decode budget (MAX_NODE_VALUES) takes: reports kept
         # through a long loss of the server can be many.
         # Results go first, in frames of a bounded size: a result is in the server's store
-        # before the task's end that a client waits for.
-        for part in _result_parts(updates.results):
-            report = TaskUpdates(results=part)
-            self.out.report(report)
-            if self.reconnects:
-                self.unacked.append((mono, report))
+        # before the task's end that a client waits for. The server stores a frame's results
+        # before it reads its ends, so the last part rides with the first ends: one frame a
+        # flush, as for program tasks, instead of two.
+        parts = _result_parts(updates.results)
+        last: tuple[ResultItem, ...] = parts.pop() if parts else ()
+        for part in parts:
+            self._report(TaskUpdates(results=part), mono)
         step = REPORT_PART
         for at in range(0, max(len(started), len(updates.finished), len(updates.failed)), step):
-            report = TaskUpdates(tuple(started[at : at + step]),
-                                 tuple(updates.finished[at : at + step]),
-                                 tuple(updates.failed[at : at + step]))
-            self.out.report(report)
-            if self.reconnects:
-                self.unacked.append((mono, report))
+            self._report(TaskUpdates(tuple(started[at : at + step]),
+                                     tuple(updates.finished[at : at + step]),
+                                     tuple(updates.failed[at : at + step]), last), mono)
+            last = ()
+        if last:  # results of tasks whose ends went before (a result the node held back)
+            self._report(TaskUpdates(results=last), mono)
+
+    def _report(self, report: TaskUpdates, mono: float) -> None:
+        self.out.report(report)
+        if self.reconnects:
+            self.unacked.append((mono, report))
 
     def poll_timeout_ms(self, mono: float) -> int:
         """How long the loop may wait for input before a timer or a flush is due."""
