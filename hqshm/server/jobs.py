@@ -33,8 +33,8 @@ class JobNotOpened(UserError):
 
 
 class JobIdsExhausted(UserError):
-    template = ("This server has used every job id (up to {max_id}). Forget finished jobs "
-                "and start a new server without this journal, or with a fresh one.")
+    template = ("This server has used every job id (up to {max_id}). Start a new server "
+                "with a fresh journal, or none.")
 
 
 class TaskExists(UserError):

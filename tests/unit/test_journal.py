@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hqshm.cluster.frozen import replace
 from test_job_events import Cluster, Replica, play_everything, snapshot
 
 from hqshm.server.endpoints import journal_server_uid
@@ -356,3 +357,21 @@ def test_an_in_memory_journal_is_kept_only_while_clients_read_it(
     assert journal.dormant and journal.size == 0 and journal.generation == 2
     journal.emit(c.recorder.events[0])
     assert not journal.pending
+
+
+@pytest.mark.expect_log
+def test_group_ids_near_the_end_of_64_bits_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """A journal may name any group id: one whose successor would not encode (a crafted
+    file) loses its record, so later submits still work."""
+    c = Cluster()
+    play_everything(c)
+    records = [JOURNAL.decode(JOURNAL.encode(r)) for r in state_records(c.book, 7)]
+    snap = next(r for r in records if isinstance(r, JobSnapshot))
+    bad = [Counters(1, 2**64 - 1, 1),
+           replace(snap, submits=tuple(replace(s, gid=2**64 - 1) for s in snap.submits))]
+    fresh = Replica()
+    with caplog.at_level(logging.WARNING):
+        replay(fresh.book, [*records, *bad])
+    assert caplog.text.count("a group id outside 0-4611686018427387904") == 2
+    assert snapshot(fresh.book) == snapshot(c.book)
+    assert fresh.book.next_gid == c.book.next_gid

@@ -118,7 +118,7 @@ def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
                 book.apply_finished(WorkerId(record.worker), *finished_columns(record),
                                     record.at)
                 continue
-            _check_job_ids(record)
+            _check_ids(record)
             event = to_event(record)
             if event is not None:
                 book.apply(event)
@@ -136,9 +136,15 @@ def replay(book: JobBook, records: Iterable[object]) -> WorkerId:
     return WorkerId(max(next_worker, known + 1))
 
 
-def _check_job_ids(record: object) -> None:
-    """A damaged or crafted journal may name any id; one that a task key cannot hold (32
-    bits) would break every key made from it, so its record is refused."""
+# Group ids are counted up from 1 and travel as unsigned 64-bit integers: a server never
+# makes this many, and from below it the counter cannot run past what a frame holds.
+MAX_GID = 1 << 62
+
+
+def _check_ids(record: object) -> None:
+    """A damaged or crafted journal may name any id: a job id that a task key cannot hold
+    (32 bits) would break every key made from it, a group id near 2^64 every later submit
+    (its successor does not encode), so their record is refused."""
     ids: tuple[int, ...] = getattr(record, "job_ids", ())
     one = getattr(record, "job_id", None)
     after = getattr(record, "next_job_id", None)
@@ -146,6 +152,12 @@ def _check_job_ids(record: object) -> None:
             after is not None and not 0 < after <= MAX_JOB_ID + 1) or (
             ids and not 0 < min(ids) <= max(ids) <= MAX_JOB_ID):
         raise ValueError(f"a job id outside 1-{MAX_JOB_ID}")
+    gids = [submit.gid for submit in getattr(record, "submits", ())]
+    for name in ("gid", "next_gid"):
+        if (gid := getattr(record, name, None)) is not None:
+            gids.append(gid)
+    if gids and not 0 <= min(gids) <= max(gids) <= MAX_GID:
+        raise ValueError(f"a group id outside 0-{MAX_GID}")
 
 
 def _after_workers(event: object, next_worker: int) -> int:
