@@ -41,6 +41,7 @@ from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .protocol import Finished, Started
 from .resources import FRACTIONS, ResourceDescriptor, ResourceRequest
 
+CPUS = "cpus"  # the pool nearly every task takes (``Core.cpu_room``)
 SWEEP_AFTER_GROUPS = 1000
 T = TypeVar("T")
 
@@ -129,6 +130,9 @@ class Group:
     # Whether every variant takes some amount of some pool: then a task fits only on a worker
     # with room in one of its pools, and a pass may look at those alone (``RoomIndex``).
     takes_room: bool = field(init=False)
+    # Whether every variant takes CPUs: then only a worker with CPUs to spare can take a task
+    # (``Core.cpu_room``), whatever room its other pools have (memory nobody asks for).
+    takes_cpus: bool = field(init=False)
     # The core's index of pending groups while the group is in the core (``Core.register``).
     index: PendingGroups | None = field(default=None, init=False, repr=False)
 
@@ -140,6 +144,9 @@ class Group:
         self.longest_time = max((v.min_time for v in self.request.variants), default=0.0)
         self.takes_room = all(any(e.all or e.amount > 0 for e in v.entries)
                               for v in self.request.variants)
+        self.takes_cpus = not self.multi_node and all(
+            any(e.name == CPUS and (e.all or e.amount > 0) for e in v.entries)
+            for v in self.request.variants)
 
     def reindex(self) -> None:
         """Its pending count (keys, cursor, requeued, barrier) or its mean duration changed:
@@ -416,6 +423,7 @@ class Worker:
     last_seen: float = 0.0
     # The core's index of workers by fill, told of every change of ``committed`` (``commit``).
     room: RoomIndex | None = field(default=None, repr=False, compare=False)
+    cpu_room: RoomIndex | None = field(default=None, repr=False, compare=False)  # by CPUs
     _sized: list[tuple[str, int]] = field(init=False, repr=False)  # pools with a total
 
     def __post_init__(self) -> None:
@@ -468,11 +476,16 @@ class Worker:
             self.committed[name] += count * amount
         if self.room is not None:
             self.room.update(self)
+        if self.cpu_room is not None:
+            self.cpu_room.update(self)
 
-    def fill(self) -> float:
-        """The least committed share of any of its pools: a task that takes something of a
-        pool fits within ``factor`` x the totals only where that pool's share is below
-        ``factor``, and so only if this is."""
+    def fill(self, pool: str | None = None) -> float:
+        """The least committed share of any of its pools (or of ``pool``; infinite without
+        it): a task that takes something of a pool fits within ``factor`` x the totals only
+        where that pool's share is below ``factor``, and so only if this is."""
+        if pool is not None:
+            total = self.totals.get(pool, 0)
+            return self.committed[pool] / total if total > 0 else math.inf
         if len(self._sized) == 1:  # CPUs alone, most workers
             name, total = self._sized[0]
             return self.committed[name] / total
@@ -487,7 +500,8 @@ class RoomIndex:
     task. Entries are (fill, worker id), sorted; a change costs a bisection and a move of the
     list's tail in C."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: str | None = None) -> None:
+        self.pool = pool  # the share of this pool alone (None: the least of any pool's)
         self._entries: list[tuple[float, WorkerId]] = []
         self._fills: dict[WorkerId, float] = {}
         # ``below``'s answers since the last change: a pass asks the same few questions
@@ -495,7 +509,7 @@ class RoomIndex:
         self._answers: dict[float, list[WorkerId]] = {}
 
     def update(self, worker: Worker) -> None:
-        fill = worker.fill()
+        fill = worker.fill(self.pool)
         old = self._fills.get(worker.wid)
         if old == fill:
             return
@@ -521,7 +535,8 @@ class RoomIndex:
         return answer
 
     def check(self, workers: Mapping[WorkerId, Worker]) -> None:
-        assert self._fills == {wid: w.fill() for wid, w in workers.items()}, "room index"
+        assert self._fills == {wid: w.fill(self.pool) for wid, w in workers.items()}, \
+            "room index"
         assert self._entries == sorted((f, w) for w, f in self._fills.items()), "room order"
 
 
@@ -538,6 +553,8 @@ class Core:
     # Workers by id, in the order they came (ids grow): ``add_worker``, ``remove_worker``.
     workers: dict[WorkerId, Worker] = field(default_factory=dict)
     room: RoomIndex = field(default_factory=RoomIndex)
+    cpu_room: RoomIndex = field(default_factory=lambda: RoomIndex(CPUS))
+    cpuless_groups: int = 0  # registered groups that do not take CPUs (``Group.takes_cpus``)
     # The workers that take whole task sets (``min_utilization``), and how many workers have
     # a deadline: a pass reads both without a scan of every worker.
     set_takers: dict[WorkerId, Worker] = field(default_factory=dict)
@@ -583,8 +600,9 @@ class Core:
     def add_worker(self, worker: Worker) -> None:
         """A new worker, with an id above every other (``workers`` stays in id order)."""
         self.workers[worker.wid] = worker
-        worker.room = self.room
+        worker.room, worker.cpu_room = self.room, self.cpu_room
         self.room.update(worker)
+        self.cpu_room.update(worker)
         if worker.min_utilization > 0:
             self.set_takers[worker.wid] = worker
         self.with_deadline += worker.deadline is not None
@@ -592,8 +610,9 @@ class Core:
     def remove_worker(self, wid: WorkerId) -> Worker | None:
         worker = self.workers.pop(wid, None)
         if worker is not None:
-            worker.room = None
+            worker.room = worker.cpu_room = None
             self.room.remove(wid)
+            self.cpu_room.remove(wid)
             self.set_takers.pop(wid, None)
             self.with_deadline -= worker.deadline is not None
         return worker
@@ -610,6 +629,7 @@ class Core:
         self.groups[group.gid] = group
         _count(self.priorities, group.priority, +1)
         _count(self.longest_times, group.longest_time, +1)
+        self.cpuless_groups += not group.takes_cpus
         group.index = self.pending
         self.pending.update(group)
 
@@ -639,6 +659,7 @@ class Core:
         if group is not None:
             _count(self.priorities, group.priority, -1)
             _count(self.longest_times, group.longest_time, -1)
+            self.cpuless_groups -= not group.takes_cpus
             self.pending.remove(group)
             group.index = None
             self._forget_on_workers(group)
@@ -691,8 +712,11 @@ class Core:
                 assert key in self.deps_waiting, f"early task {key} is not blocked"
             assert len(worker.early) <= early_bound(self, worker), "too many early tasks"
             assert worker.room is self.room, f"worker {worker.wid} is not indexed"
+            assert worker.cpu_room is self.cpu_room, f"worker {worker.wid} is not indexed"
         assert list(self.workers) == sorted(self.workers), "workers out of id order"
         self.room.check(self.workers)
+        self.cpu_room.check(self.workers)
+        assert self.cpuless_groups == sum(not g.takes_cpus for g in self.groups.values())
         assert self.set_takers == {w: x for w, x in self.workers.items() if x.min_utilization > 0}
         assert self.with_deadline == sum(w.deadline is not None for w in self.workers.values())
         assert sum(len(w.early) for w in self.workers.values()) == len(self.early), "early"

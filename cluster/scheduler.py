@@ -27,6 +27,7 @@ Three passes, in order of group priority (higher priority, then older job, then 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,10 +53,13 @@ def prefill_factor(group: Group) -> float:
 
 def _prefill_for(mean: float | None) -> float:
     """Never more for a longer mean: the shortest mean of the waiting groups gives the most
-    prefill any of them may want (``schedule``)."""
+    prefill any of them may want (``schedule``). Whole rounds (at least the buffer): with
+    2.5 rounds a full one-CPU worker holds 3 tasks, a share of 3 below the limit of 3.5, so
+    the room index offered every full worker to every pass, to find no room for a whole task."""
     if mean is None or mean >= PREFILL_BUFFER:
         return PREFILL
-    return min(MAX_PREFILL, max(PREFILL, PREFILL_BUFFER / max(mean, 1e-6)))
+    rounds = min(MAX_PREFILL, max(PREFILL, PREFILL_BUFFER / max(mean, 1e-6)))
+    return float(math.ceil(rounds - 1e-9))
 
 
 def _fit_count(worker: Worker, amounts: dict[str, int], limit_factor: float) -> int:
@@ -302,7 +306,9 @@ def place(core: Core, out: Outbox, group: Group, workers: Sequence[Worker], hold
     limit = 1.0 + prefill_factor(group) if prefill else 1.0
     if group.takes_room and group.priority <= holds.bottom:
         # Workers without room get nothing, and no holds from a group of the lowest priority.
-        workers = [core.workers[wid] for wid in core.room.below(limit)]
+        # A group that takes CPUs looks only where CPUs are left, whatever other pools have.
+        room = core.cpu_room if group.takes_cpus else core.room
+        workers = [core.workers[wid] for wid in room.below(limit)]
     waiting: list[Worker] = []
     for worker in workers:
         if worker.min_utilization > 0:
@@ -360,9 +366,20 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
     """Let idle capacity pull queued tasks from loaded workers (never into held pools)."""
     if holds is None:
         holds = Holds(core)
-    for thief in [core.workers[wid] for wid in core.room.below(1.0)]:
-        if thief.min_utilization > 0 or not _has_room(thief):
-            continue  # whole sets only (fill_min_utilization), or no room to steal for
+    # With every group taking CPUs, only a worker with CPUs left can steal anything.
+    room = core.room if core.cpuless_groups else core.cpu_room
+    thieves = [thief for thief in (core.workers[wid] for wid in room.below(1.0))
+               # whole sets only (fill_min_utilization), or no room to steal for
+               if thief.min_utilization <= 0 and _has_room(thief)]
+    wanted = _stealable_groups(core, workers) if thieves else []
+    for thief in thieves:
+        # Room in a pool that no queued task asks for (a node's memory, while its CPUs are
+        # all promised) is room for nothing here: without this look at the groups queued,
+        # every such worker walked every other worker's queue on every pass (on 8 one-CPU
+        # nodes with memory, half the server's time).
+        if not any(_variant_with_room(thief, group, now, holds) is not None
+                   for group in wanted):
+            continue
         for victim in sorted(workers, key=lambda w: -_stealable(w)):
             if victim is thief or _stealable(victim) == 0:
                 continue
@@ -389,6 +406,13 @@ def steal(core: Core, out: Outbox, workers: Sequence[Worker], now: float,
                 retract(out, victim, keys, thief.wid)
             if not _has_room(thief):
                 break
+
+
+def _stealable_groups(core: Core, workers: Sequence[Worker]) -> list[Group]:
+    """The groups of the tasks that could be stolen now (queued where they cannot start)."""
+    gids = {placed[0] for victim in workers if _stealable(victim)
+            for key, placed in victim.assigned.items() if key not in victim.retracting}
+    return [group for gid in gids if (group := core.groups.get(gid)) is not None]
 
 
 def _variant_with_room(worker: Worker, group: Group, now: float, holds: Holds) -> int | None:
