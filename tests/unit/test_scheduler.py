@@ -515,6 +515,38 @@ def test_thief_never_steals_tasks_it_cannot_run(env: Env) -> None:
     env.check()
 
 
+def test_memory_to_spare_is_no_room_to_steal_with(env: Env,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers whose CPUs are all promised, but whose memory (detected, asked for by nobody)
+    is free, steal nothing and look at no queue for it: each of them walked every other
+    worker's queue on every pass (100 such nodes: 100 ms a task's end,
+    bench/test_scheduler_bench.py). A worker with CPUs to spare still steals."""
+    from hqshm.cluster import scheduler
+
+    workers = [env.worker(1, sum_pool("mem", 16)) for _ in range(4)]
+    env.group(8)  # nothing left pending once each has one running and one queued
+    env.schedule()
+    for w in workers:
+        keys = env.out.take_keys(w.wid, ComputeTasks)
+        assert len(keys) == 2  # one to run, one round of prefill
+        env.start(w, keys[:1])
+    env.out.discard(DefineGroup)
+    looked: list[int] = []
+    real = scheduler._variant_with_room
+    monkeypatch.setattr(scheduler, "_variant_with_room",
+                        lambda *args: looked.append(1) or real(*args))
+    env.core.changed()
+    env.schedule()
+    env.out.assert_empty()
+    assert looked == []
+    thief = env.worker(2, sum_pool("mem", 16))
+    env.schedule()
+    assert len(thief.incoming) == 2  # queued tasks move to the CPUs that are free
+    env.out.discard(RetractTasks)
+    env.out.assert_empty()
+    env.check()
+
+
 def test_a_worker_that_can_start_all_its_tasks_is_not_robbed(env: Env) -> None:
     w1, w2 = env.workers(4, 4)
     env.group(6)
