@@ -2,9 +2,10 @@
 least 95% of the time, server CPU at most 20 us per task).
 
     python bench/scale_bench.py [--nodes 100] [--tasks 100000] [--sleep 0.1] [--batch 10]
+                                [--detect]
 
 One server, then `--nodes` separate `hq worker start --cpus 1 --detect-resources=none` processes
-on this machine, started `--batch` at a time: each batch is started, then the script waits until
+(`--detect`: with the default detection, memory included) on this machine, started `--batch` at a time: each batch is started, then the script waits until
 the server lists all the nodes started so far (`hq worker list --output-mode json`) before the
 next batch, so that two cores are not flooded by a hundred interpreters starting at once. The
 registration time runs from the first node's start to the moment the last one is seen in the
@@ -64,7 +65,7 @@ def available_mb() -> float:
 
 
 def start_nodes(env: dict[str, str], count: int, batch: int, logs: Path, min_free_mb: float,
-                nodes: list[subprocess.Popen]) -> tuple[float, float]:
+                nodes: list[subprocess.Popen], detect: bool = False) -> tuple[float, float]:
     """Start `count` nodes into `nodes` (filled as they start, so that the caller can stop them
     whatever happens), `batch` at a time; seconds from the first start to the last node seen in
     the list, and to the latest registration by the server's clock."""
@@ -76,7 +77,8 @@ def start_nodes(env: dict[str, str], count: int, batch: int, logs: Path, min_fre
                                f"with {len(nodes)} nodes up: stopping")
         for _ in range(min(batch, count - len(nodes))):
             i = len(nodes) + 1
-            nodes.append(start_node(env, ["--cpus=1", "--detect-resources=none",
+            options = [] if detect else ["--detect-resources=none"]
+            nodes.append(start_node(env, ["--cpus=1", *options,
                                           f"--work-dir={logs / f'node{i}'}"],
                                     logs / f"node{i}.log"))
         deadline = time.monotonic() + 60 + 2 * len(nodes)
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace, root: Path, logs: Path) -> list[str]:
     with running_server(root / "server") as (env, server):
         try:
             registered, by_server = start_nodes(env, args.nodes, args.batch, logs,
-                                                args.min_free_mb, nodes)
+                                                args.min_free_mb, nodes, args.detect)
             rss, pss = group_memory(nodes)
             time.sleep(1)  # the last executors are started
             rest_before = cpu_seconds(server.pid)[0]
@@ -207,6 +209,9 @@ def main() -> None:
     parser.add_argument("--rest", type=float, default=2.0,
                         help="seconds the server's CPU is measured at rest before submit")
     parser.add_argument("--logs", type=Path, help="keep the node logs and work dirs here")
+    parser.add_argument("--detect", action="store_true",
+                        help="nodes detect their resources as `hq worker start` does by default "
+                             "(memory too, which no task here asks for)")
     args = parser.parse_args()
     stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="hqshm-scale-") as tmp:
