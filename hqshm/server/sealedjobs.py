@@ -165,11 +165,7 @@ class SealedJobs:
     def record(self, job_id: JobId) -> bytes | None:
         """The job's encoded snapshot record."""
         row = self._row(job_id)
-        if row < 0:
-            return None
-        segment = self._segments[self._segment.item(row)]
-        start = self._offset.item(row)
-        return segment.memory[start : start + self._length.item(row)]
+        return None if row < 0 else self._record_at(row)
 
     def records(self) -> Iterator[bytes]:
         for job_id in self:
@@ -198,10 +194,10 @@ class SealedJobs:
 
     def pop(self, job_id: JobId) -> bytes | None:
         """Remove a job; its record, if it was here."""
-        record = self.record(job_id)
-        if record is None:
-            return None
         row = self._row(job_id)
+        if row < 0:
+            return None
+        record = self._record_at(row)
         self._row_of.set(job_id, -1)
         self._ids[row] = 0
         self._count -= 1
@@ -227,6 +223,11 @@ class SealedJobs:
         if not isinstance(job_id, int) or job_id <= 0:
             return -1
         return self._row_of.get(job_id)
+
+    def _record_at(self, row: int) -> bytes:
+        segment = self._segments[self._segment.item(row)]
+        start = self._offset.item(row)
+        return segment.memory[start : start + self._length.item(row)]
 
     def _text(self, text: str) -> int:
         index = self._text_index.get(text)
