@@ -145,3 +145,23 @@ def read_state(path: str) -> None:
 
     with open(path, "w") as f:
         json.dump(worker_state(), f)
+
+
+def gpu_view(path: str) -> None:
+    """What a task given a GPU sees: its variables and, where torch is installed, CUDA itself."""
+    view: dict[str, object] = {
+        "pid": os.getpid(),
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "HQ_RESOURCE_VALUES_gpus_nvidia": os.environ.get(
+            "HQ_RESOURCE_VALUES_gpus_nvidia"  # noqa: SIM112 - HQ names it so
+        ),
+    }
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        view["devices"] = torch.cuda.device_count()
+        view["sum"] = float(torch.ones(1000, device="cuda").sum().item())
+    with open(path, "w") as f:
+        json.dump(view, f)

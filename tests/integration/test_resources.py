@@ -175,15 +175,24 @@ def test_detected_gpus_are_given_to_tasks_one_each(hq_env: HqEnv) -> None:
     assert env["ROCR_VISIBLE_DEVICES"] == "7"
 
 
+def path_without(tool: str) -> str:
+    """This PATH less the folders that hold `tool`."""
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    return os.pathsep.join(f for f in folders if not os.path.exists(os.path.join(f, tool)))
+
+
 def test_gpus_found_in_proc_driver_nvidia(hq_env: HqEnv, tmp_path: Path) -> None:
-    """No CUDA_VISIBLE_DEVICES: the worker counts /proc/driver/nvidia/gpus (synthetic root)."""
+    """No CUDA_VISIBLE_DEVICES and no nvidia-smi: the worker counts /proc/driver/nvidia/gpus
+    (synthetic root). A real nvidia-smi on a GPU node would answer first, so PATH hides it."""
     machine = write_machine(
         tmp_path / "machine", sockets=1, nodes_per_socket=1, cores_per_node=2, threads=1
     )
     add_nvidia_gpus(machine, 2)
     hq_env.start_server()
     hq_env.start_worker(
-        cpus=1, args=["--detect-resources=gpus/nvidia"], env={"HQSHM_SYSFS_ROOT": str(machine)}
+        cpus=1,
+        args=["--detect-resources=gpus/nvidia"],
+        env={"HQSHM_SYSFS_ROOT": str(machine), "PATH": path_without("nvidia-smi")},
     )
     env = run_one(hq_env, "--resource", "gpus/nvidia=2")
     assert sorted(labels(env["CUDA_VISIBLE_DEVICES"])) == ["0", "1"]
