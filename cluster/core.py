@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from typing import Protocol, TypeVar
 
-import numpy as np
-
 from .crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
 from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
+from .lazynumpy import np
 from .protocol import Finished, Started
 from .resources import FRACTIONS, ResourceDescriptor, ResourceRequest
 

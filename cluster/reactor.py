@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
-
 from .core import Core, FailedForGood, Group, Outbox, Placed, Worker
 from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId, job_of
+from .lazynumpy import np
 from .protocol import (
     MAX_FORGET,
     CancelTasks,

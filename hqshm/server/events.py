@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Protocol
 
-import numpy as np
-
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
@@ -33,6 +31,7 @@ from hqshm.cluster.ids import (
     job_of,
     jobs_of,
 )
+from hqshm.cluster.lazynumpy import np
 from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.program import ProgramSpec
 from hqshm.model.submission import TaskTemplate

@@ -16,8 +16,6 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.ids import (
     KEY_SHIFT,
@@ -32,6 +30,7 @@ from hqshm.cluster.ids import (
     split_key,
     task_key,
 )
+from hqshm.cluster.lazynumpy import np
 from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.submission import ArraySubmission, GraphSubmission
 from hqshm.model.taskstates import TaskState

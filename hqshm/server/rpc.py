@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import numpy as np
 import zmq
 
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
+from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.link.details import (
     JobInfoResponse,

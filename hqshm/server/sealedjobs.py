@@ -14,9 +14,8 @@ from __future__ import annotations
 import mmap
 from collections.abc import Iterator
 
-import numpy as np
-
 from hqshm.cluster.ids import JobId
+from hqshm.cluster.lazynumpy import np
 from hqshm.link.responses import JobSummary
 from hqshm.model.taskstates import TaskState, job_state
 
@@ -101,6 +100,8 @@ class _RowIndex:
     def of(cls, ids: np.ndarray) -> _RowIndex:
         """The index of rows 0..n-1 holding these ids; pages with no id are not made."""
         index = cls()
+        if not len(ids):  # np.split would give one empty part for no page
+            return index
         pages = ids >> _PAGE_BITS
         order = np.argsort(pages, kind="stable")
         numbers, starts = np.unique(pages[order], return_index=True)
@@ -110,20 +111,37 @@ class _RowIndex:
         return index
 
 
+# Each row's columns: attribute, dtype and, for a row of several values, their number.
+_COLUMNS: tuple[tuple[str, str, *tuple[int, ...]], ...] = (
+    ("_ids", "int64"),  # 0: a freed row
+    ("_segment", "int32"),
+    ("_offset", "int64"),
+    ("_length", "int64"),
+    ("_finished", "float64"),  # nan: None
+    ("_counts", "int64", len(TaskState)),
+    ("_name", "int32"),
+    ("_reason", "int32"),  # -1: None
+)
+
+
 class SealedJobs:
     """Sealed jobs by id: ``add``, ``get`` (a ``SealedJob``), ``record``, ``pop``,
     ``settle``."""
 
+    _ids: np.ndarray
+    _segment: np.ndarray
+    _offset: np.ndarray
+    _length: np.ndarray
+    _finished: np.ndarray
+    _counts: np.ndarray
+    _name: np.ndarray
+    _reason: np.ndarray
+
     def __init__(self) -> None:
         self._row_of = _RowIndex()  # row of each job id (-1: not sealed here)
-        self._ids = np.zeros(_FIRST_ROWS, dtype=np.int64)  # 0: a freed row
-        self._segment = np.zeros(_FIRST_ROWS, dtype=np.int32)
-        self._offset = np.zeros(_FIRST_ROWS, dtype=np.int64)
-        self._length = np.zeros(_FIRST_ROWS, dtype=np.int64)
-        self._finished = np.zeros(_FIRST_ROWS, dtype=np.float64)  # nan: None
-        self._counts = np.zeros((_FIRST_ROWS, len(TaskState)), dtype=np.int64)
-        self._name = np.zeros(_FIRST_ROWS, dtype=np.int32)
-        self._reason = np.zeros(_FIRST_ROWS, dtype=np.int32)  # -1: None
+        # The columns (_COLUMNS) are made at the first add: a server that seals no job does
+        # not import numpy (cluster/lazynumpy.py).
+        self._capacity = 0  # rows the columns hold
         self._rows = 0  # rows used, freed ones included
         self._count = 0
         self._texts: list[str] = []  # names and cancel reasons, each kept once
@@ -178,7 +196,7 @@ class SealedJobs:
     def add(self, job_id: JobId, name: str, cancel_reason: str | None, counts: Counts,
             finished_at: float | None, record: bytes) -> None:
         self.pop(job_id)
-        if self._rows == len(self._ids):
+        if self._rows == self._capacity:
             self._compact_rows()
         row = self._rows
         self._rows += 1
@@ -262,13 +280,13 @@ class SealedJobs:
 
     def _compact_rows(self) -> None:
         """No free row at the end: drop freed rows, or grow (amortised O(1) a row)."""
-        kept = np.flatnonzero(self._ids[: self._rows] > 0)
+        kept = np.flatnonzero(self._ids[: self._rows] > 0) if self._capacity else ()
         size = max(_FIRST_ROWS, 2 * len(kept))
-        for name in ("_ids", "_segment", "_offset", "_length", "_finished", "_counts",
-                     "_name", "_reason"):
-            old = getattr(self, name)
-            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
-            new[: len(kept)] = old[kept]
+        for name, dtype, *width in _COLUMNS:
+            new = np.zeros((size, *width), dtype=dtype)
+            if self._capacity:
+                new[: len(kept)] = getattr(self, name)[kept]
             setattr(self, name, new)
+        self._capacity = size
         self._rows = len(kept)
         self._row_of = _RowIndex.of(self._ids[: self._rows])

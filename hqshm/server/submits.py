@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from hqshm.cluster.core import Group
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
+from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.model import placeholders
 from hqshm.model.program import ProgramSpec, Stdio

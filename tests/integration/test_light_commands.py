@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import HqEnv
+from harness import HqEnv, hq_executable
 
 # The test environment's editable install imports pathlib (and urllib.parse, ipaddress) at
 # start-up; the probe forgets them, so that an import of ours shows up again.
@@ -99,3 +99,39 @@ def test_a_worker_registers_before_it_imports_the_clients_modules(hq_env: HqEnv)
     early = {"hqshm.link.client", "hqshm.link.requests", "hqshm.link.details",
              "hqshm.cli.layouts", "hqshm.cli.resourceview"}
     assert not loaded & early
+
+
+SERVER_PROBE = """
+import sys
+from hqshm.cluster import lazynumpy
+
+first_use = lazynumpy._FirstUseImport.__getattr__
+
+def reported(self, name):
+    if not lazynumpy.loaded():
+        # Seen in sys.modules already: a module imported numpy itself, not through lazynumpy.
+        print(f"numpy imported (it was already: {'numpy' in sys.modules})", flush=True)
+    return first_use(self, name)
+
+lazynumpy._FirstUseImport.__getattr__ = reported
+from hqshm.cli.main import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+def test_a_server_serves_before_it_imports_numpy_and_imports_it_when_idle(
+        hq_env: HqEnv) -> None:
+    """numpy's import is as long as the rest of the server's: the server answers without it
+    (issue 9, item 3), then imports it while nothing is asked of it, so a job need not wait."""
+    hq_env.hq = [sys.executable, "-c", SERVER_PROBE]
+    try:
+        hq_env.start_server()
+    finally:
+        hq_env.hq = hq_executable()
+    hq_env.wait_until(lambda: "numpy imported" in hq_env.log("server"), "numpy's import")
+    log = hq_env.log("server")
+    assert log.index("Server directory") < log.index("numpy imported")  # the table on ready
+    assert log.count("numpy imported") == 1
+    assert "numpy imported (it was already: False)" in log
+    hq_env.start_worker()
+    hq_env.command(["submit", "--wait", "--", "true"])

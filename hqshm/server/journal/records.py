@@ -14,11 +14,10 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-import numpy as np
-
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskId, TaskKey, WorkerId
+from hqshm.cluster.lazynumpy import np
 from hqshm.model.program import decode_program
 from hqshm.model.submission import TaskTemplate
 from hqshm.model.taskstates import TaskState
@@ -322,7 +321,7 @@ class WorkerSnapshot:
 
 # --- columns of snapshots ------------------------------------------------------------------
 
-_NAN_US = np.iinfo(np.int64).min  # "never" among times in microseconds
+_NAN_US = -(2**63)  # np.iinfo(np.int64).min: "never" among times in microseconds
 
 
 # Columns this short are kept raw: deflating one costs 30 us and saves nothing, and every

@@ -12,8 +12,6 @@ import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
@@ -29,6 +27,7 @@ from hqshm.cluster.ids import (
     task_key,
     task_keys,
 )
+from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.model.taskstates import TaskState
 from hqshm.server.jobbook import UNFINISHED, JobBook
