@@ -343,3 +343,13 @@ def test_ids_far_apart_cost_a_page_each_not_an_array_up_to_the_largest() -> None
     _add(jobs, 5000, 20)
     assert list(jobs) == sorted([*far, 5000, *range(1000 + _FIRST_ROWS - 3, 1000 + _FIRST_ROWS)])
     assert jobs.record(JobId(MAX_JOB_ID)) == bytes([MAX_JOB_ID % 251]) * 20
+
+
+def test_rows_all_freed_then_compacted_leave_an_empty_table() -> None:
+    jobs = SealedJobs()
+    for job_id in range(1, _FIRST_ROWS + 1):
+        _add(jobs, job_id, 20)
+    for job_id in range(1, _FIRST_ROWS + 1):
+        jobs.pop(JobId(job_id))
+    _add(jobs, 7, 20)  # no free row at the end: compaction keeps none of the old ones
+    assert list(jobs) == [7] and jobs.record(JobId(7)) == bytes([7]) * 20
