@@ -9,10 +9,10 @@ against an independent X25519). cluster/security.py re-exports these for the ser
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from . import libzmq
+from .digests import hmac_sha256
 from .frozen import field, frozen
 
 _KDF_LABEL: Final = b"hqshm curve v1 "
@@ -50,31 +50,6 @@ def derive_keys(secret: bytes) -> EndpointKeys:
 def _derive_secret(secret: bytes, role: bytes) -> bytes:
     seed = hmac_sha256(secret, _KDF_LABEL + role)
     return z85_encode(seed)
-
-
-def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 (RFC 2104), what ``hmac.new(key, message, hashlib.sha256).digest()`` gives,
-    on Python's own SHA-256: ``hashlib`` loads OpenSSL, 4 ms of every client command, for
-    two digests."""
-    sha256 = _sha256()
-    if len(key) > 64:  # the block size: longer keys are hashed first
-        key = sha256(key).digest()
-    block = key.ljust(64, b"\0")
-    inner = sha256(bytes(b ^ 0x36 for b in block) + message).digest()
-    digest: bytes = sha256(bytes(b ^ 0x5C for b in block) + inner).digest()
-    return digest
-
-
-def _sha256() -> Callable[[bytes], Any]:
-    for module in ("_sha256", "_sha2"):  # Python 3.11; 3.12 and later
-        try:
-            constructor: Callable[[bytes], Any] = __import__(module).sha256
-        except (ImportError, AttributeError):
-            continue
-        return constructor
-    from hashlib import sha256  # a Python built without them
-
-    return sha256
 
 
 def curve_public(secret: bytes) -> bytes:

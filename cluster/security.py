@@ -24,7 +24,6 @@ that the same handler is asked and the choice stays explicit.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Mapping
 from typing import Final
@@ -32,6 +31,7 @@ from typing import Final
 import zmq
 
 from .curvekeys import EndpointKeys, derive_keys, z85_decode
+from .digests import same_secret
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ZapResponder:
             mechanism == b"CURVE"
             and len(credentials) == 1
             and len(credentials[0]) == _CURVE_KEY_SIZE
-            and hmac.compare_digest(credentials[0], expected)
+            and same_secret(credentials[0], expected)
         ):
             logger.debug("Admitted %s peer from %s", _text(domain), _text(address))
             return _reply(request_id, b"200", b"OK")

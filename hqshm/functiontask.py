@@ -64,9 +64,9 @@ _functions: dict[bytes, Callable[..., Any]] = {}  # digest of the pickle -> the 
 def load_function(data: bytes) -> Callable[..., Any]:
     """The function of a pickle, unpickled once per interpreter (by a digest, so that the cache
     does not keep every pickle's bytes): its module globals persist from task to task."""
-    import hashlib
+    from hqshm.cluster.digests import blake2b_128
 
-    key = hashlib.blake2b(data, digest_size=16).digest()
+    key = blake2b_128(data)
     fn = _functions.get(key)
     if fn is None:
         fn = pickle.loads(data)

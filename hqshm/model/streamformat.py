@@ -37,11 +37,11 @@ hqshm/cli/streamlog.py.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
 from dataclasses import field
 
+from hqshm.cluster.digests import blake2b_128
 from hqshm.cluster.frozen import frozen
 from hqshm.errors import HqError
 
@@ -127,7 +127,7 @@ def encode_record(
 def stream_file_name(node_key: str, server_uid: str) -> str:
     """The node's file name in every stream directory: 12 alphanumerics that every executor
     of the node derives alike, distinct per node and per server instance."""
-    digest = hashlib.blake2b(f"{node_key}/{server_uid}".encode(), digest_size=16).digest()
+    digest = blake2b_128(f"{node_key}/{server_uid}".encode())
     number = int.from_bytes(digest, "big")
     letters = []
     for _ in range(NAME_LENGTH):
@@ -137,9 +137,10 @@ def stream_file_name(node_key: str, server_uid: str) -> str:
 
 
 def new_node_key() -> str:
-    import secrets
+    from random import SystemRandom
 
-    return "".join(secrets.choice(_ALPHABET) for _ in range(NAME_LENGTH))
+    chooser = SystemRandom()
+    return "".join(chooser.choice(_ALPHABET) for _ in range(NAME_LENGTH))
 
 
 # --- decoding (pure) -------------------------------------------------------------------------

@@ -234,16 +234,15 @@ def template_key(template: TaskTemplate) -> bytes:
     """16 bytes equal for equal templates (a 128-bit digest of the codec's field lists,
     packed): a client keeps one per task, and a template holds a function's payload."""
     global _template_fields
-    import hashlib
-
     import msgpack
 
     from hqshm.cluster.codec import struct_encoder
+    from hqshm.cluster.digests import blake2b_128
 
     if _template_fields is None:
         _template_fields = struct_encoder(TaskTemplate)
     packed = msgpack.packb(_template_fields(template), use_bin_type=True)
-    return hashlib.blake2b(packed, digest_size=16).digest()
+    return blake2b_128(packed)
 
 
 def check_submission(name: str, max_fails: int | None, submit_dir: str, job_id: JobId | None,

@@ -7,9 +7,9 @@ gone with the node); the datagrams' format is hqshm/model/notification.py.
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 
+from hqshm.cluster.digests import same_secret, token_hex
 from hqshm.cluster.frozen import frozen
 from hqshm.model.notification import MAX_DATAGRAM, access_key, decode_notice, encode_answer
 
@@ -27,8 +27,8 @@ class Listener:
     """Receive notifications, answer each with ok or an error."""
 
     def __init__(self) -> None:
-        self.name = f"hqshm-notify-{secrets.token_hex(8)}"
-        self.token = secrets.token_hex(16)
+        self.name = f"hqshm-notify-{token_hex(8)}"
+        self.token = token_hex(16)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.name)
         self.sock.setblocking(False)
@@ -51,7 +51,7 @@ class Listener:
             notice = decode_notice(data)
             if notice is None:
                 self.answer(sender, "invalid notification")
-            elif not secrets.compare_digest(notice.token, self.token):
+            elif not same_secret(notice.token, self.token):
                 self.answer(sender, "wrong access key")
             else:
                 requests.append(Request(notice.job_id, notice.task_id, notice.instance,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-from hqshm.cluster.curvekeys import hmac_sha256
+from hqshm.cluster.digests import hmac_sha256
 from hqshm.cluster.security import (
     ZAP_ENDPOINT,
     EndpointKeys,

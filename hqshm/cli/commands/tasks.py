@@ -82,13 +82,14 @@ def notify_task(ctx: Context) -> int:
 def send_notification(key: str | None, job_id: int, task_id: int, instance: int,
                       message: bytes) -> None:
     """Deliver one message to the task's node and wait for its answer."""
-    import secrets
     import socket
+
+    from hqshm.cluster.digests import token_hex
 
     name, token = notification.parse_key(key)
     datagram = notification.encode_notice(token, job_id, task_id, instance, message)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind("\0" + f"hqshm-notify-client-{secrets.token_hex(8)}")
+        sock.bind("\0" + f"hqshm-notify-client-{token_hex(8)}")
         sock.settimeout(NOTIFY_REPLY_TIMEOUT)
         try:
             sock.sendto(datagram, "\0" + name)
