@@ -35,8 +35,8 @@ from heapq import heapify, heappop, heappush
 from typing import Protocol, TypeVar
 
 from .crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
+from .firstuse import np
 from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
-from .lazynumpy import np
 from .protocol import Finished, Started
 from .resources import FRACTIONS, ResourceDescriptor, ResourceRequest
 

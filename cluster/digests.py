@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, AnyStr
 
-try:
-    from _operator import _compare_digest as _constant_time_equal
-except ImportError:  # not CPython
+if TYPE_CHECKING:
     from hmac import compare_digest as _constant_time_equal
+else:
+    try:
+        from _operator import _compare_digest as _constant_time_equal
+    except ImportError:  # not CPython
+        from hmac import compare_digest as _constant_time_equal
 
 
 def _builtin(modules: tuple[str, ...], name: str) -> Callable[..., Any]:
@@ -53,7 +56,7 @@ def blake2b_128(data: bytes) -> bytes:
     return digest
 
 
-def same_secret(a: bytes | str, b: bytes | str) -> bool:
+def same_secret(a: AnyStr, b: AnyStr) -> bool:
     """Equal, in a time that does not tell how much of a guess was right."""
     return _constant_time_equal(a, b)
 

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from .core import Core, FailedForGood, Group, Outbox, Placed, Worker
+from .firstuse import np
 from .ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId, job_of
-from .lazynumpy import np
 from .protocol import (
     MAX_FORGET,
     CancelTasks,

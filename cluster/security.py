@@ -28,10 +28,9 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-import zmq
-
 from .curvekeys import EndpointKeys, derive_keys, z85_decode
 from .digests import same_secret
+from .firstuse import zmq  # a node imports it once its executors are forked
 
 logger = logging.getLogger(__name__)
 

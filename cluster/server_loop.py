@@ -35,7 +35,7 @@ from typing import Protocol
 
 import zmq
 
-from . import lazynumpy, reactor
+from . import firstuse, reactor
 from .bounds import MAX_FRAME, MAX_NODE_VALUES
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
@@ -66,7 +66,7 @@ from .security import EndpointKeys, ZapResponder, listen
 logger = logging.getLogger(__name__)
 
 MAX_READS_PER_TURN = 512  # bound one socket's share of a turn so others are not starved
-# The server starts without numpy (cluster/lazynumpy.py) and imports it the first time it waits
+# The server starts without numpy (cluster/firstuse.py) and imports it the first time it waits
 # this long with nothing to read, so that workers register first and a job that comes later
 # does not wait for the import.
 NUMPY_WHEN_IDLE_MS = 100
@@ -174,14 +174,14 @@ class ServerLoop:
 
     def run(self) -> None:
         self.call_every(1.0, self._check_heartbeats)
-        numpy_pending = not lazynumpy.loaded()
+        numpy_pending = not firstuse.loaded(firstuse.np)
         while not self.stopped:
             timeout = self._next_timeout()
             if numpy_pending:
                 timeout = min(timeout, NUMPY_WHEN_IDLE_MS)
             ready = dict(self.poller.poll(timeout))
             if numpy_pending and not ready:
-                lazynumpy.load()
+                firstuse.load(firstuse.np)
                 numpy_pending = False
             now = time.time()
             for sock in ready:

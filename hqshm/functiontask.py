@@ -64,9 +64,12 @@ _functions: dict[bytes, Callable[..., Any]] = {}  # digest of the pickle -> the 
 def load_function(data: bytes) -> Callable[..., Any]:
     """The function of a pickle, unpickled once per interpreter (by a digest, so that the cache
     does not keep every pickle's bytes): its module globals persist from task to task."""
-    from hqshm.cluster.digests import blake2b_128
+    try:  # not hashlib, which loads OpenSSL (as cluster/digests.py, which this layer may not use)
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
 
-    key = blake2b_128(data)
+    key = blake2b(data, digest_size=16).digest()
     fn = _functions.get(key)
     if fn is None:
         fn = pickle.loads(data)

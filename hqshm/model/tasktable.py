@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import TaskId
-from hqshm.cluster.lazynumpy import np
 from hqshm.model.scanner import U32_MAX
 from hqshm.model.taskstates import TaskState
 

@@ -29,11 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import zmq
-
 from hqshm import __version__
 from hqshm.cluster.bounds import MAX_FRAME, MAX_NODE_VALUES
 from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.firstuse import zmq  # imported once the executors are forked
 from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
 from hqshm.cluster.protocol import (

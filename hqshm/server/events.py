@@ -20,6 +20,7 @@ from operator import itemgetter
 from typing import Protocol
 
 from hqshm.cluster.core import FailedForGood
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     GroupId,
@@ -31,7 +32,6 @@ from hqshm.cluster.ids import (
     job_of,
     jobs_of,
 )
-from hqshm.cluster.lazynumpy import np
 from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.program import ProgramSpec
 from hqshm.model.submission import TaskTemplate

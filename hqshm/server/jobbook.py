@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from hqshm.cluster.core import FailedForGood
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import (
     KEY_SHIFT,
     MAX_JOB_ID,
@@ -30,7 +31,6 @@ from hqshm.cluster.ids import (
     split_key,
     task_key,
 )
-from hqshm.cluster.lazynumpy import np
 from hqshm.cluster.protocol import Finished, Started
 from hqshm.model.submission import ArraySubmission, GraphSubmission
 from hqshm.model.taskstates import TaskState

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hqshm.cluster.core import Group
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.link.responses import JobSummary
 from hqshm.model.program import ProgramSpec

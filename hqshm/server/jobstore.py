@@ -15,8 +15,8 @@ import heapq
 import operator
 from collections.abc import Iterator
 
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.model.program import decode_program
 from hqshm.model.taskstates import TaskState
 from hqshm.model.tasktable import TaskTable

@@ -19,9 +19,9 @@ from typing import TypeVar
 import zmq
 
 from hqshm.cluster.errors import PeerError, VersionMismatch
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.link.details import (
     JobInfoResponse,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import mmap
 from collections.abc import Iterator
 
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import JobId
-from hqshm.cluster.lazynumpy import np
 from hqshm.link.responses import JobSummary
 from hqshm.model.taskstates import TaskState, job_state
 
@@ -140,7 +140,7 @@ class SealedJobs:
     def __init__(self) -> None:
         self._row_of = _RowIndex()  # row of each job id (-1: not sealed here)
         # The columns (_COLUMNS) are made at the first add: a server that seals no job does
-        # not import numpy (cluster/lazynumpy.py).
+        # not import numpy (cluster/firstuse.py).
         self._capacity = 0  # rows the columns hold
         self._rows = 0  # rows used, freed ones included
         self._count = 0

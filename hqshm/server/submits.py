@@ -11,8 +11,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from hqshm.cluster.core import Group
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
-from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.model import placeholders
 from hqshm.model.program import ProgramSpec, Stdio

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import TaskId, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.link.details import JobDetail, SubmitView, TaskView
 from hqshm.model import placeholders
 from hqshm.model.program import Stdio

@@ -103,17 +103,17 @@ def test_a_worker_registers_before_it_imports_the_clients_modules(hq_env: HqEnv)
 
 SERVER_PROBE = """
 import sys
-from hqshm.cluster import lazynumpy
+from hqshm.cluster import firstuse
 
-first_use = lazynumpy._FirstUseImport.__getattr__
+first_use = firstuse._FirstUseImport.__getattr__
 
 def reported(self, name):
-    if not lazynumpy.loaded():
-        # Seen in sys.modules already: a module imported numpy itself, not through lazynumpy.
+    if self.__name__ == "numpy" and not firstuse.loaded(self):
+        # Seen in sys.modules already: a module imported numpy itself, not through cluster/firstuse.py.
         print(f"numpy imported (it was already: {'numpy' in sys.modules})", flush=True)
     return first_use(self, name)
 
-lazynumpy._FirstUseImport.__getattr__ = reported
+firstuse._FirstUseImport.__getattr__ = reported
 from hqshm.cli.main import run
 sys.exit(run(sys.argv[1:]))
 """

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from hqshm.cluster.codec import Registry
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import GroupId, InstanceId, JobId, TaskId, TaskKey, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.model.program import decode_program
 from hqshm.model.submission import TaskTemplate
 from hqshm.model.taskstates import TaskState

@@ -15,6 +15,7 @@ from pathlib import Path
 from hqshm.cluster.codec import Registry
 from hqshm.cluster.core import Group
 from hqshm.cluster.errors import PeerError
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     MAX_JOB_ID,
@@ -27,7 +28,6 @@ from hqshm.cluster.ids import (
     task_key,
     task_keys,
 )
-from hqshm.cluster.lazynumpy import np
 from hqshm.errors import UserError
 from hqshm.model.taskstates import TaskState
 from hqshm.server.jobbook import UNFINISHED, JobBook

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from hqshm.cluster.firstuse import np
 from hqshm.cluster.ids import GroupId, InstanceId, JobId, WorkerId
-from hqshm.cluster.lazynumpy import np
 from hqshm.model.taskstates import TaskState
 from hqshm.model.workerconfig import decode_configuration
 from hqshm.server.jobbook import JobBook

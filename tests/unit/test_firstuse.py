@@ -1,4 +1,4 @@
-"""cluster/lazynumpy.py: the server's modules load without numpy, and the first use imports it
+"""cluster/firstuse.py: the server's modules load without numpy, and the first use imports it
 with OpenBLAS told to start no threads, the variable gone again afterwards (issue 9, item 3)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import sys
 PROBE = """
 import os, sys
 import hqshm.server.process
-from hqshm.cluster import lazynumpy
-from hqshm.cluster.lazynumpy import np
-print('numpy' in sys.modules, lazynumpy.loaded())
+from hqshm.cluster import firstuse
+from hqshm.cluster.firstuse import np
+print('numpy' in sys.modules, firstuse.loaded(np))
 table = np.zeros(3, dtype=np.int64)
-print('numpy' in sys.modules, lazynumpy.loaded(), type(table).__name__, np is not sys.modules['numpy'])
+print('numpy' in sys.modules, firstuse.loaded(np), type(table).__name__, np is not sys.modules['numpy'])
 print(np.random.default_rng(7).integers(10) >= 0, os.environ.get('OPENBLAS_NUM_THREADS'))
 print(len(os.listdir('/proc/self/task')))
 """
