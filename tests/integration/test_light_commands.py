@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from harness import HqEnv, hq_executable
@@ -135,3 +136,22 @@ def test_a_server_serves_before_it_imports_numpy_and_imports_it_when_idle(
     assert "numpy imported (it was already: False)" in log
     hq_env.start_worker()
     hq_env.command(["submit", "--wait", "--", "true"])
+
+
+def test_executors_carry_neither_pyzmq_nor_openssl(hq_env: HqEnv) -> None:
+    """Executors are forked before the node imports pyzmq, and nothing of the runtime loads
+    OpenSSL: each would count again in every executor's memory (issue 9, item 4)."""
+    import psutil
+
+    hq_env.start_server()
+    worker = hq_env.start_worker(cpus=2)
+    hq_env.command(["submit", "--wait", "--array=1-4", "--", "true"])
+    node = psutil.Process(worker.pid)
+    executors = node.children()
+    assert len(executors) == 2
+    for process in (node, *executors):
+        libraries = {Path(m.path).name for m in process.memory_maps() if m.path}
+        assert not [name for name in libraries if name.startswith("libcrypto")], process
+    for executor in executors:
+        libraries = {Path(m.path).name for m in executor.memory_maps() if m.path}
+        assert not [name for name in libraries if "zmq" in name], libraries
