@@ -16,6 +16,10 @@ immutable, hashable, comparable and pickle like frozen dataclasses.
 
 ``__init__`` is compiled on the first instantiation, not when the class is made: compiling is
 a third of a class's cost, and a command defines some 70 message classes to build a few.
+
+``@mutable`` makes the same class with fields that change, compared by identity, as
+``@dataclass(eq=False, slots=True)`` does: the node's records, so that neither the node nor the
+executors it forks import ``dataclasses`` (2.6 MB of every one of those processes).
 """
 
 from __future__ import annotations
@@ -286,6 +290,16 @@ def _inherited_slots(cls: type) -> set[str]:
 
 def _frozen(cls: type[T]) -> type[T]:
     """Class decorator: a frozen, slotted dataclass with compiled ``__init__`` only."""
+    return _slotted(cls, frozen=True)
+
+
+def _mutable(cls: type[T]) -> type[T]:
+    """Class decorator: ``@dataclass(eq=False, slots=True)``, a record whose fields change,
+    compared and hashed by identity."""
+    return _slotted(cls, frozen=False)
+
+
+def _slotted(cls: type[T], *, frozen: bool) -> type[T]:
     if "__slots__" in cls.__dict__:
         raise TypeError(f"{cls.__name__} already specifies __slots__")
     records = _records(cls)
@@ -300,12 +314,13 @@ def _frozen(cls: type[T]) -> type[T]:
         body["__doc__"] = cls.__name__
     # Methods the class writes itself stay, as dataclass leaves them.
     body.setdefault("__repr__", _repr)
-    body.setdefault("__eq__", _eq)
-    if body.get("__hash__") is None:  # None: the class defines __eq__ only
-        body["__hash__"] = _hash
+    if frozen:
+        body.setdefault("__eq__", _eq)
+        if body.get("__hash__") is None:  # None: the class defines __eq__ only
+            body["__hash__"] = _hash
+        body["__setattr__"] = _frozen_setattr
+        body["__delattr__"] = _frozen_delattr
     body.update({
-        "__setattr__": _frozen_setattr,
-        "__delattr__": _frozen_delattr,
         "__getstate__": _getstate,
         "__setstate__": _setstate,
         "__match_args__": tuple(f.name for f in fields if f.init),
@@ -364,5 +379,9 @@ if TYPE_CHECKING:  # type checkers also accept dataclasses.field in frozen class
 
     @dataclass_transform(frozen_default=True, field_specifiers=(field, dataclass_field))
     def frozen(cls: type[T]) -> type[T]: ...
+
+    @dataclass_transform(eq_default=False, field_specifiers=(field, dataclass_field))
+    def mutable(cls: type[T]) -> type[T]: ...
 else:
     frozen = dataclass_transform(frozen_default=True, field_specifiers=(field,))(_frozen)
+    mutable = dataclass_transform(eq_default=False, field_specifiers=(field,))(_mutable)

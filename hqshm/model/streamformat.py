@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import field
 
 from hqshm.cluster.digests import blake2b_128
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.errors import HqError
 
 MAGIC = b"HQSHMSTR"

@@ -27,11 +27,10 @@ import os
 import signal
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import field
 from enum import IntEnum
 from typing import Any
 
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.errors import HqError
 from hqshm.node.cpumask import bits_of
 

@@ -42,11 +42,11 @@ import enum
 import heapq
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Protocol
 
 from hqshm import errors
+from hqshm.cluster.frozen import field, frozen, mutable
 from hqshm.cluster.ids import FIRST_INSTANCE, GroupId, InstanceId, TaskKey, WorkerId
 from hqshm.cluster.protocol import (
     CancelTasks,
@@ -187,7 +187,7 @@ class Outbox(Protocol):
         a ``NodeRegistered`` comes: keep a registration still on its way to the same server."""
 
 
-@dataclass(frozen=True)
+@frozen
 class NodeSettings:
     """What the core needs of the node's options and of its machine."""
 
@@ -201,7 +201,7 @@ class NodeSettings:
     cpu_numa: dict[int, int] = field(default_factory=dict)  # CPU id -> NUMA node, to bind memory
 
 
-@dataclass(eq=False)
+@mutable
 class GroupInfo:
     request_variants: tuple[RequestVariant, ...]
     priority: int
@@ -247,7 +247,7 @@ def group_info(msg: DefineGroup) -> GroupInfo:
                      program.time_limit)
 
 
-@dataclass(eq=False)
+@mutable
 class Queued:
     key: TaskKey
     instance: InstanceId
@@ -260,7 +260,7 @@ class Queued:
     blocked: bool = False
 
 
-@dataclass(eq=False)
+@mutable
 class Slot:
     """One executor as the core sees it (replaced by a fresh one when the executor dies)."""
 
@@ -268,7 +268,7 @@ class Slot:
     inflight: deque[TaskKey] = field(default_factory=deque)  # keys sent, in order; first runs
 
 
-@dataclass(eq=False)
+@mutable
 class Running:
     key: TaskKey
     instance: InstanceId
@@ -294,7 +294,7 @@ class Running:
     after_ok: TaskKey | None = None
 
 
-@dataclass
+@mutable
 class Updates:
     started: list[Started] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)

@@ -40,13 +40,12 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from hqshm import errors, functiontask, taskresult
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import field
 
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.model import placeholders
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
 from hqshm.model.streamformat import new_node_key

@@ -15,7 +15,6 @@ The clocks are read here and only here, and passed to the core as ``now`` (epoch
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -33,6 +32,7 @@ from hqshm import __version__
 from hqshm.cluster.bounds import MAX_FRAME, MAX_NODE_VALUES
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.firstuse import zmq  # imported once the executors are forked
+from hqshm.cluster.frozen import replace
 from hqshm.cluster.ids import GroupId, InstanceId, TaskKey, task_key
 from hqshm.cluster.monitor import monitor_event
 from hqshm.cluster.protocol import (
@@ -93,7 +93,7 @@ class Node:
         # The batch allocation first: `--manager slurm` outside Slurm fails before any set-up.
         # Its ID and remaining time are the defaults of --group and --time-limit.
         self.allocation = batchsystem.detect_allocation(options.manager, options.env)
-        options = dataclasses.replace(
+        options = replace(
             options,
             group=batchsystem.worker_group(options.group, self.allocation),
             time_limit=batchsystem.worker_time_limit(options.time_limit, self.allocation),

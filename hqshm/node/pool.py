@@ -20,8 +20,8 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from hqshm.cluster.frozen import field, mutable
 from hqshm.node import launch
 from hqshm.node.core import HANDOFF_DEPTH
 from hqshm.node.executor import Executor, remove_function_dir
@@ -116,7 +116,7 @@ class Control:
         self._set(self._interrupts + executor, 0)
 
 
-@dataclass(eq=False)
+@mutable
 class ExecutorHandle:
     index: int
     pid: int

@@ -35,7 +35,6 @@ of the error text and the report), so no other record kind or ring change is nee
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import struct
@@ -45,6 +44,7 @@ from typing import Any
 import msgpack
 
 from hqshm import taskresult
+from hqshm.cluster.frozen import mutable
 from hqshm.cluster.ids import TaskKey, job_of, split_key
 from hqshm.cluster.protocol import (
     MAX_PART,
@@ -221,7 +221,7 @@ def read_part(root: str, server_uid: str, fetch: FetchResult) -> ResultPart:
 MAX_PARTIALS = 8  # results received in parts at once (the server sends one at a time)
 
 
-@dataclasses.dataclass
+@mutable
 class _Partial:
     server_uid: str
     kind: int

@@ -43,11 +43,10 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
-from dataclasses import field
 from typing import Any, TextIO
 
 from hqshm import errors, functiontask, taskresult
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen
 from hqshm.model.program import PinMode, ProgramSpec, Stdio
 from hqshm.node import affinity
 from hqshm.node.affinity import SpawnError, SpawnStage
