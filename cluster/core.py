@@ -30,12 +30,12 @@ import operator
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from typing import Protocol, TypeVar
 
 from .crashlimit import DEFAULT_CRASH_LIMIT, NEVER_RESTART, UNLIMITED_CRASHES
 from .firstuse import np
+from .frozen import field, mutable
 from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId
 from .protocol import Finished, Started
 from .resources import FRACTIONS, ResourceDescriptor, ResourceRequest
@@ -95,7 +95,7 @@ class Outbox(Protocol):
     def send(self, worker: WorkerId, message: object) -> None: ...
 
 
-@dataclass(eq=False)
+@mutable
 class Group:
     """Tasks of one submit: same request, priority, crash limit and program body."""
 
@@ -395,7 +395,7 @@ class PendingGroups:
         assert self.shortest_mean() == min(means.values(), default=None), "index: shortest"
 
 
-@dataclass(eq=False)
+@mutable
 class Worker:
     wid: WorkerId
     hostname: str
@@ -539,7 +539,7 @@ class RoomIndex:
         assert self._entries == sorted((f, w) for w, f in self._fills.items()), "room order"
 
 
-@dataclass
+@mutable
 class Core:
     # Every unfinished group (``register`` and ``drop_group``), and those of them with pending
     # tasks, in scheduling order.

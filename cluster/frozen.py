@@ -154,12 +154,15 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
     scope: dict[str, Any] = {"_set": _set, "_FACTORY": object()}
     params: list[str] = []
     body: list[str] = []
+    mutable = getattr(cls, "__setattr__") is _set  # noqa: B009 - for mypy
     for f in fields:
         default = f"_default_{f.name}"
         # A slot's own setter: 40% less than object.__setattr__ with the name, per field of
-        # every record made (a task's path makes a dozen).
+        # every record made (a task's path makes a dozen). A mutable class assigns plainly.
         setter = getattr(cls, f.name, None)
-        if type(setter) is _MEMBER:
+        if mutable:
+            scope[f"_set_{f.name}"] = None
+        elif type(setter) is _MEMBER:
             scope[f"_set_{f.name}"] = getattr(setter, "__set__")  # noqa: B009 - for mypy
         if f.default is not MISSING:
             scope[default] = f.default
@@ -190,8 +193,13 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
 
 
 def _setter(scope: dict[str, Any], name: str) -> str:
-    """The start of a call that sets field ``name`` on ``self``, up to its value."""
-    return f"_set_{name}(self, " if f"_set_{name}" in scope else f"_set(self, {name!r}, "
+    """The start of a statement that sets field ``name`` on ``self``, up to its value (a
+    closing parenthesis follows it: a plain assignment is parenthesised for it)."""
+    if f"_set_{name}" not in scope:
+        return f"_set(self, {name!r}, "
+    if scope[f"_set_{name}"] is None:
+        return f"self.{name} = ("
+    return f"_set_{name}(self, "
 
 
 def _compiled_on_first_call(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:

@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 from .core import Core, Group, Outbox, Worker, early_bound
+from .frozen import field, mutable
 from .ids import TaskKey, WorkerId
 from .reactor import assign, assign_early, assign_multinode, reserve, retract
 from .resources import FRACTIONS
@@ -132,7 +132,7 @@ def _raise(held: dict[str, int], name: str, priority: int) -> None:
         held[name] = priority
 
 
-@dataclass
+@mutable
 class Holds:
     """Pools of each worker held, during one scheduling pass, for higher-priority waiting tasks.
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import zmq
@@ -39,6 +38,7 @@ from . import firstuse, reactor
 from .bounds import MAX_FRAME, MAX_NODE_VALUES
 from .core import Core, TaskEvents, Worker
 from .errors import PeerError, VersionMismatch
+from .frozen import field, mutable
 from .ids import TaskKey, WorkerId
 from .monitor import monitor_event
 from .protocol import (
@@ -96,7 +96,7 @@ class ServerHooks(Protocol):
     def after_turn(self, now: float) -> None: ...
 
 
-@dataclass
+@mutable
 class SocketOutbox:
     """Collects messages during a turn and sends them at its end."""
 
@@ -107,7 +107,7 @@ class SocketOutbox:
         self.pending.append((worker, message))
 
 
-@dataclass
+@mutable
 class _Link:
     routing_id: bytes
     fd: int

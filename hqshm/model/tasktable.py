@@ -9,15 +9,15 @@ reads six integers. Pure: no I/O and no clock; callers pass times in.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from hqshm.cluster.firstuse import np
+from hqshm.cluster.frozen import field, mutable
 from hqshm.cluster.ids import TaskId
 from hqshm.model.scanner import U32_MAX
 from hqshm.model.taskstates import TaskState
 
 
-@dataclass(eq=False)
+@mutable
 class TaskTable:
     ids: np.ndarray  # TaskId as uint32, sorted ascending
     state: np.ndarray = field(init=False)  # uint8

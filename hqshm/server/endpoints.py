@@ -12,12 +12,11 @@ ports, so no connection gets in unchecked; it answers once the loop polls it.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hqshm import __version__
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import frozen, mutable, replace
 from hqshm.errors import UserError
 from hqshm.link import access, serverdir
 
@@ -51,7 +50,7 @@ class ServerConfig:
     journal_flush_period: float = 30.0
 
 
-@dataclass
+@mutable
 class Listeners:
     """Both ports bound and listening, not yet served: what `hq server start` publishes
     before it imports pyzmq."""
@@ -77,7 +76,7 @@ class Listeners:
         self.worker.close()
 
 
-@dataclass
+@mutable
 class Endpoints:
     """The listeners served by pyzmq: ROUTER sockets on the bound ports."""
 

@@ -15,13 +15,12 @@ seconds, passed in by whoever read the clock.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import Protocol
 
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.firstuse import np
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import frozen, mutable
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
@@ -43,7 +42,7 @@ _key_of = itemgetter(0)  # of a task report; map() with it makes no Python call 
 # --- jobs -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@mutable
 class NewSubmit:
     """One submit of a ``JobSubmitted``: ids (uint32, sorted), template and resolved program.
 

@@ -7,11 +7,10 @@ read them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from hqshm.cluster.core import Group
 from hqshm.cluster.firstuse import np
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen, mutable
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, WorkerId
 from hqshm.errors import UserError
 from hqshm.link.responses import JobSummary
@@ -54,7 +53,7 @@ def crash_error(count: int) -> str:  # spec/jobs.md §16
 NEVER_RESTART_ERROR = "Task was running on a lost worker while never restart flag was set."
 
 
-@dataclass(eq=False)
+@mutable
 class Submit:
     gid: GroupId
     template: TaskTemplate
@@ -153,7 +152,7 @@ class TaskIndex:
         return self.ids.item(-1) if len(self.ids) else None
 
 
-@dataclass(eq=False)
+@mutable
 class Job:
     id: JobId
     name: str

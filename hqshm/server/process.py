@@ -13,12 +13,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from hqshm import __version__
 from hqshm.cluster import reactor
 from hqshm.cluster.core import Core, Worker
+from hqshm.cluster.frozen import replace
 from hqshm.cluster.ids import GroupId, JobId, TaskId, WorkerId, split_key
 from hqshm.cluster.protocol import (
     RegisterNode,

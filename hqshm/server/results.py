@@ -36,12 +36,12 @@ were all canceled meanwhile is dropped (its cancel follows it and finds nothing)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from hqshm.cluster.frozen import mutable, replace
 from hqshm.cluster.ids import (
     InstanceId,
     JobId,
@@ -97,7 +97,7 @@ def store_limit(environ: dict[str, str] | None = None) -> int:
     return DEFAULT_STORE_BYTES
 
 
-@dataclasses.dataclass
+@mutable
 class Fetch:
     """A held result on its way from its node: ``data`` fills in parts."""
 
@@ -327,7 +327,7 @@ class ResultStore:
             self.holding.add(worker)
             return parts, True
         if attached:
-            message = dataclasses.replace(message, results=tuple(attached.values()))
+            message = replace(message, results=tuple(attached.values()))
         parts.append(message)
         return parts, False
 

@@ -13,14 +13,13 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 import zmq
 
 from hqshm.cluster.errors import PeerError, VersionMismatch
 from hqshm.cluster.firstuse import np
-from hqshm.cluster.frozen import frozen
+from hqshm.cluster.frozen import field, frozen, mutable
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.errors import UserError
 from hqshm.link.details import (
@@ -89,7 +88,7 @@ Id = TypeVar("Id", bound=int)
 DEFERRED = object()  # a handler's answer that comes later, through ``reply``
 
 
-@dataclass(eq=False)
+@mutable
 class Waiter:
     identity: bytes
     job_ids: tuple[JobId, ...]

@@ -7,11 +7,11 @@ way, from a job's tasks to a request that runs them again.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 from hqshm.cluster.core import Group
 from hqshm.cluster.firstuse import np
+from hqshm.cluster.frozen import frozen, replace
 from hqshm.cluster.ids import GroupId, JobId, TaskId, TaskKey, task_key, task_keys
 from hqshm.errors import UserError
 from hqshm.model import placeholders
@@ -42,7 +42,7 @@ from hqshm.server.jobs import (
 UNFINISHED = (TaskState.WAITING, TaskState.RUNNING)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@frozen
 class ArrayPlan:
     """An array request, checked: its submit and what its `--after` tasks say."""
 
@@ -51,7 +51,7 @@ class ArrayPlan:
     dead: bool  # a prerequisite failed, was canceled or aborted: the tasks can never run
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@frozen
 class GraphPlan:
     """A job file's tasks, checked: one submit per template, and what their deps say."""
 
@@ -299,11 +299,11 @@ def resubmit(job: Job, states: set[TaskState], submit_dir: str
             for i, task_id in enumerate(rows):
                 graph.append(GraphTask(task_id, request.template, (),
                                        request.entries[i] if request.entries else None))
-        graph = [dataclasses.replace(t, deps=tuple(d for d in t.deps if d in chosen))
+        graph = [replace(t, deps=tuple(d for d in t.deps if d in chosen))
                  for t in graph]
         return GraphSubmission(job.name, job.max_fails, submit_dir, tuple(graph))
     request = arrays[0]
     if request.entries is not None:
         # The rows' entries, in the order of their (sorted) ids: pair them by position.
-        return dataclasses.replace(request, entries_by_position=True)
+        return replace(request, entries_by_position=True)
     return request

@@ -7,8 +7,7 @@ server's one stream (``server.events``), applied here and then published, like t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from hqshm.cluster.frozen import mutable
 from hqshm.cluster.ids import JobId, TaskId, WorkerId
 from hqshm.cluster.protocol import StopReason
 from hqshm.link.details import WorkerView
@@ -24,7 +23,7 @@ STATE_OF_REASON = {
 }
 
 
-@dataclass(eq=False)
+@mutable
 class WorkerRecord:
     id: WorkerId
     config: WorkerConfiguration

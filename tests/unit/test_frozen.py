@@ -10,7 +10,7 @@ import sys
 from typing import ClassVar
 
 import pytest
-from hqshm.cluster.frozen import MISSING, field, frozen, record_fields, replace
+from hqshm.cluster.frozen import MISSING, field, frozen, mutable, record_fields, replace
 
 
 @frozen
@@ -140,3 +140,24 @@ def test_frozen_classes_do_not_import_dataclasses() -> None:
              "assert A(1) == A(1) and hash(A(1)) == hash(A(1, ()))\n"
              "assert 'dataclasses' not in sys.modules, 'imported'\n")
     subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_a_mutable_record_changes_and_compares_by_identity() -> None:
+    @mutable
+    class Slot:
+        index: int
+        queue: list[int] = field(default_factory=list)
+        busy: bool = False
+
+    first, second = Slot(1), Slot(1)
+    first.queue.append(7)
+    first.busy = True
+    assert (first.index, first.queue, first.busy) == (1, [7], True)
+    assert second.queue == [] and second.queue is not first.queue
+    assert first != second and first == first and len({first, second}) == 2  # identity
+    assert repr(first).endswith(".Slot(index=1, queue=[7], busy=True)")  # qualname
+    assert [f.name for f in dataclasses.fields(Slot)] == ["index", "queue", "busy"]
+    copy = replace(first, index=2)
+    assert (copy.index, copy.queue, copy.busy) == (2, [7], True)
+    with pytest.raises(AttributeError):
+        first.other = 1  # type: ignore[attr-defined]  # slotted: no stray attributes

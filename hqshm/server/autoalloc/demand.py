@@ -9,13 +9,12 @@ the core's groups; per-variant fits are cached per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hqshm.cluster.core import Core
+from hqshm.cluster.frozen import field, mutable
 from hqshm.cluster.resources import RequestVariant, ResourceDescriptor, ResourceRequest
 
 
-@dataclass
+@mutable
 class Demand:
     workers: float = 0.0  # workers (fractions add up across groups) the fitting tasks fill
     fitting: int = 0  # ready tasks this queue's workers could run

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 
+from hqshm.cluster.frozen import field, frozen, mutable
 from hqshm.cluster.resources import ResourceDescriptor
 from hqshm.model.allocqueue import QueueParams
 
@@ -42,7 +42,7 @@ def _env_ms(env: dict[str, str], name: str, default_s: float) -> float:
     return max(value, 1) / 1000.0
 
 
-@dataclass(frozen=True)
+@frozen
 class Tunables:
     """HQ_AUTOALLOC_* (milliseconds), and hqshm's own knobs of the healing (beyond HQ)."""
 
@@ -71,7 +71,7 @@ class Tunables:
         )
 
 
-@dataclass(eq=False)
+@mutable
 class Allocation:
     id: str  # the batch system's job id
     queue_id: int
@@ -107,7 +107,7 @@ class Allocation:
         return 0
 
 
-@dataclass(eq=False)
+@mutable
 class Queue:
     id: int
     params: QueueParams

@@ -32,10 +32,10 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from hqshm.cluster.frozen import mutable
 from hqshm.server.events import Event
 from hqshm.server.journal import frames
 from hqshm.server.journal.records import JOURNAL, to_record
@@ -281,7 +281,7 @@ def write_journal(f: BinaryIO, records: Iterable[object]) -> None:
         os.fsync(f.fileno())
 
 
-@dataclass
+@mutable
 class Compactor:
     """A forked child that writes a snapshot of the state as it was at the fork.
 
