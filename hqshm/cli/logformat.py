@@ -6,9 +6,15 @@ import logging
 import sys
 import time
 
+# A record's ``extra`` that shows its traceback without --debug: the crash of a server or a
+# node, whose log is all that is left to diagnose a rare one.
+ALWAYS_TRACEBACK = {"traceback": True}
+
 
 class _Formatter(logging.Formatter):
-    """`2024-05-01T10:00:00Z INFO message` (cli.md §1.1); milliseconds with --debug."""
+    """`2024-05-01T10:00:00Z INFO message` (cli.md §1.1); milliseconds with --debug.
+
+    Tracebacks only with --debug, or on a record logged with ``extra=ALWAYS_TRACEBACK``."""
 
     def __init__(self, debug: bool) -> None:
         super().__init__()
@@ -21,7 +27,7 @@ class _Formatter(logging.Formatter):
             stamp += f".{int(record.msecs):03d}"
         level = {"WARNING": "WARN", "CRITICAL": "ERROR"}.get(record.levelname, record.levelname)
         text = f"{stamp}Z {level} {record.getMessage()}"
-        if record.exc_info and self.debug:
+        if record.exc_info and (self.debug or getattr(record, "traceback", False)):
             text += "\n" + self.formatException(record.exc_info)
         return text
 

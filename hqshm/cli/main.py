@@ -90,7 +90,14 @@ def run(argv: Sequence[str]) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:  # a bug; say so in one line, the traceback only with --debug
-        logger.debug("Unexpected error", exc_info=True)
+        if args.command in ("server", "worker") and getattr(args, args.command + "_command",
+                                                           None) == "start":
+            # A server or node that ends so: its log is what is left to find a rare bug.
+            from hqshm.cli.logformat import ALWAYS_TRACEBACK
+
+            logger.error("Unexpected error", exc_info=True, extra=ALWAYS_TRACEBACK)
+        else:
+            logger.debug("Unexpected error", exc_info=True)
         output().error(f"Internal error: {type(exc).__name__}: {exc} (rerun with --debug for "
                        "details, and please report it)")
         return 1

@@ -155,3 +155,30 @@ def test_executors_carry_neither_pyzmq_nor_openssl(hq_env: HqEnv) -> None:
     for executor in executors:
         libraries = {Path(m.path).name for m in executor.memory_maps() if m.path}
         assert not [name for name in libraries if "zmq" in name], libraries
+
+
+CRASHING_WORKER = """
+import sys
+import hqshm.node.loop as loop
+
+def registered(self, *args):
+    raise OSError(9, "Bad file descriptor")  # a bug in the node's loop, as one was seen once
+
+loop.Node._registered = registered
+from hqshm.cli.main import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+@pytest.mark.expect_log("Internal error|Unexpected error|Traceback|OSError")
+def test_a_node_that_crashes_logs_its_traceback(hq_env: HqEnv) -> None:
+    """Without --debug an `hq` command says an internal error in one line; a server or node
+    that ends so also logs the traceback, since its log is what is left to find the bug."""
+    hq_env.start_server()
+    done = subprocess.run([sys.executable, "-c", CRASHING_WORKER, "worker", "start", "--cpus",
+                           "1"], capture_output=True, text=True, timeout=60, cwd=hq_env.work,
+                          env=hq_env.env())
+    assert done.returncode == 1
+    assert "Internal error: OSError: [Errno 9] Bad file descriptor" in done.stderr
+    assert " ERROR Unexpected error\nTraceback (most recent call last):" in done.stderr
+    assert ', in registered\n' in done.stderr  # the frame that raised
