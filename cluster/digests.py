@@ -37,7 +37,6 @@ def _builtin(modules: tuple[str, ...], name: str) -> Callable[..., Any]:
 
 # A SHA-256 object of some bytes (``.digest()``), as ``hashlib.sha256`` makes.
 sha256 = _builtin(("_sha256", "_sha2"), "sha256")  # Python 3.11; 3.12 and later
-_blake2b = _builtin(("_blake2",), "blake2b")
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
@@ -52,7 +51,8 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
 
 def blake2b_128(data: bytes) -> bytes:
     """A 16-byte BLAKE2b digest, ``hashlib.blake2b(data, digest_size=16).digest()``."""
-    digest: bytes = _blake2b(data, digest_size=16).digest()
+    # Looked up at each call: a command that makes no digest does not load the module.
+    digest: bytes = _builtin(("_blake2",), "blake2b")(data, digest_size=16).digest()
     return digest
 
 
