@@ -18,8 +18,8 @@ immutable, hashable, comparable and pickle like frozen dataclasses.
 a third of a class's cost, and a command defines some 70 message classes to build a few.
 
 ``@mutable`` makes the same class with fields that change, compared by identity, as
-``@dataclass(eq=False, slots=True)`` does: the node's records, so that neither the node nor the
-executors it forks import ``dataclasses`` (2.6 MB of every one of those processes).
+``@dataclass(eq=False, slots=True)`` does: the node's and the server's records, so that none of
+the server, the node and the executors it forks imports ``dataclasses`` (2.6 MB each).
 """
 
 from __future__ import annotations
