@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures.machines import add_nvidia_gpus, write_machine
+from fixtures.machines import add_nvidia_gpus, write_machine, write_tool
 from harness import HqEnv
 from job_helpers import submit
 
@@ -175,15 +175,15 @@ def test_detected_gpus_are_given_to_tasks_one_each(hq_env: HqEnv) -> None:
     assert env["ROCR_VISIBLE_DEVICES"] == "7"
 
 
-def path_without(tool: str) -> str:
-    """This PATH less the folders that hold `tool`."""
-    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
-    return os.pathsep.join(f for f in folders if not os.path.exists(os.path.join(f, tool)))
-
-
-def test_gpus_found_in_proc_driver_nvidia(hq_env: HqEnv, tmp_path: Path) -> None:
+def test_gpus_found_in_proc_driver_nvidia(hq_env: HqEnv, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """No CUDA_VISIBLE_DEVICES and no nvidia-smi: the worker counts /proc/driver/nvidia/gpus
-    (synthetic root). A real nvidia-smi on a GPU node would answer first, so PATH hides it."""
+    (synthetic root). On a GPU node the variable may be set and the real nvidia-smi would
+    answer first: the variable is removed, and a failing nvidia-smi comes first on PATH (as on
+    a node whose driver does not answer)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    broken = write_tool(tmp_path / "bin", "nvidia-smi", "echo 'NVML failed' >&2\nexit 9\n")
+    path = f"{broken.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     machine = write_machine(
         tmp_path / "machine", sockets=1, nodes_per_socket=1, cores_per_node=2, threads=1
     )
@@ -192,7 +192,7 @@ def test_gpus_found_in_proc_driver_nvidia(hq_env: HqEnv, tmp_path: Path) -> None
     hq_env.start_worker(
         cpus=1,
         args=["--detect-resources=gpus/nvidia"],
-        env={"HQSHM_SYSFS_ROOT": str(machine), "PATH": path_without("nvidia-smi")},
+        env={"HQSHM_SYSFS_ROOT": str(machine), "PATH": path},
     )
     env = run_one(hq_env, "--resource", "gpus/nvidia=2")
     assert sorted(labels(env["CUDA_VISIBLE_DEVICES"])) == ["0", "1"]
