@@ -5,8 +5,8 @@ together, and a server needs none of it to start, bind its sockets and register 
 jobs' task tables are arrays. A node needs no pyzmq until it connects, after it has forked its
 executors, which then do not carry pyzmq's 4 MB (each counts it again in its memory). Modules
 name these stand-ins ``np`` and ``zmq``; the first attribute read imports the real module and
-copies its namespace into the stand-in, so every later ``np.x`` is a plain module attribute
-lookup, as fast as with the module itself. ``load`` imports one ahead of need.
+copies its namespace into the stand-in, which then becomes a plain module: every later
+``np.x`` is a module attribute lookup, as fast as with the module itself. ``load`` imports one ahead of need.
 
 The server multiplies no matrices, so numpy's import tells OpenBLAS to start no threads: by
 default it starts one a core when it loads, 127 of them on a 128-core login node. The variable
@@ -25,13 +25,15 @@ __all__ = ["load", "loaded", "np", "zmq"]
 
 class _FirstUseImport(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
-        # Only reached for names not in this object's namespace yet: before the import, and
-        # the module's own lazily imported submodules after it.
+        # Only reached for names not in this object's namespace: before the import.
         if not loaded(self):
             self.__dict__.update(vars(_import(self.__name__)))
-        value = getattr(sys.modules[self.__name__], name)
-        setattr(self, name, value)
-        return value
+            # A plain module from now on. A class with __getattr__ makes every attribute read
+            # go through Python's slower hook (the server's scheduling step took 30% longer);
+            # the module's own __getattr__, copied with its namespace, still serves its lazily
+            # imported submodules.
+            self.__class__ = types.ModuleType  # type: ignore[assignment]
+        return getattr(sys.modules[self.__name__], name)
 
 
 def _import(name: str) -> types.ModuleType:
