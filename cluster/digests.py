@@ -57,7 +57,11 @@ def blake2b_128(data: bytes) -> bytes:
 
 
 def same_secret(a: AnyStr, b: AnyStr) -> bool:
-    """Equal, in a time that does not tell how much of a guess was right."""
+    """Equal, in a time that does not tell how much of a guess was right; text of any
+    characters too (the comparison itself refuses non-ASCII text with an exception)."""
+    if isinstance(a, str) and isinstance(b, str):
+        return _constant_time_equal(a.encode("utf-8", "surrogatepass"),
+                                    b.encode("utf-8", "surrogatepass"))
     return _constant_time_equal(a, b)
 
 

@@ -454,10 +454,13 @@ class Node:
 
     def _read_notifications(self) -> None:
         """Tasks' `hq task notify` messages: checked and forwarded by the core, answered."""
-        for request in self.notify.receive():
-            key = task_key(request.job_id, request.task_id)
-            refusal = self.core.on_notification(key, request.instance, request.message)
-            self.notify.answer(request.sender, refusal)
+        try:
+            for request in self.notify.receive():
+                key = task_key(request.job_id, request.task_id)
+                refusal = self.core.on_notification(key, request.instance, request.message)
+                self.notify.answer(request.sender, refusal)
+        except Exception as exc:  # noqa: BLE001 - the last resort: log, serve on
+            logger.exception("Dropped a notification that could not be handled (%r)", exc)
 
     def _collect(self, rang: bool = True, now: float | None = None,
                  mono: float | None = None) -> None:

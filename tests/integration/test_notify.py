@@ -86,3 +86,39 @@ def test_on_notify_needs_wait_or_progress(hq_env: HqEnv) -> None:
     hq_env.start_server()
     hq_env.command(["submit", "--on-notify", "echo", "--", "true"],
                    expect_fail="--on-notify needs --wait or --progress")
+
+
+def test_hostile_datagrams_to_a_nodes_notification_socket_are_refused(hq_env: HqEnv) -> None:
+    """The socket is in the abstract namespace, so any local user can write to it (its name
+    shows in /proc/net/unix). A token of non-ASCII text made the constant-time comparison raise,
+    which ended the node; such datagrams are now answered as invalid, and the node serves on."""
+    import socket
+
+    import msgpack
+
+    from hqshm.model.notification import decode_answer, parse_key
+
+    hq_env.start_server()
+    hq_env.start_worker()
+    hq_env.command(["submit", "--wait", "--", "bash", "-c", "echo $HQ_ACCESS_KEY"])
+    name, token = parse_key((hq_env.work / "job-1" / "0.stdout").read_text().strip())
+    hostile = [
+        msgpack.packb(["é" * 32, 1, 0, 0, b"x"]),  # non-ASCII: the comparison raised
+        msgpack.packb([token + "\udcff", 1, 0, 0, b"x"], unicode_errors="surrogatepass"),
+        msgpack.packb(["a" * 10_000, 1, 0, 0, b"x"]),
+        msgpack.packb([token, -1, 0, 0, b"x"]),
+        msgpack.packb([token, 2**64 - 1, 0, 0, b"x"]),
+        msgpack.packb([token, 1, 0, 2**40, b"x"]),
+        b"\xc1 not msgpack",
+    ]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0hqshm-test-hostile-" + str(os.getpid()))
+        sock.settimeout(10)
+        for datagram in hostile:
+            sock.sendto(datagram, "\0" + name)
+            assert decode_answer(sock.recv(4096)) in ("invalid notification",
+                                                     "wrong access key"), datagram
+        sock.sendto(msgpack.packb(["0" * 32, 1, 0, 0, b"x"]), "\0" + name)  # a wrong guess
+        assert decode_answer(sock.recv(4096)) == "wrong access key"
+    hq_env.command(["submit", "--wait", "--", "true"])  # the node still serves
+    assert hq_env.job_states() == {1: "FINISHED", 2: "FINISHED"}

@@ -36,3 +36,10 @@ def test_the_runtimes_processes_do_not_load_openssl() -> None:
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_text_of_any_characters_compares_without_an_exception() -> None:
+    """The constant-time comparison refuses non-ASCII text; a hostile token must only fail."""
+    assert same_secret("é" * 4, "é" * 4)
+    assert not same_secret("é" * 4, "e" * 4)
+    assert not same_secret("tok\udcff", "tok")
