@@ -6,7 +6,8 @@ jobs' task tables are arrays. A node needs no pyzmq until it connects, after it 
 executors, which then do not carry pyzmq's 4 MB (each counts it again in its memory). Modules
 name these stand-ins ``np`` and ``zmq``; the first attribute read imports the real module and
 copies its namespace into the stand-in, which then becomes a plain module: every later
-``np.x`` is a module attribute lookup, as fast as with the module itself. ``load`` imports one ahead of need.
+``np.x`` is a module attribute lookup, as fast as with the module itself. ``load`` imports
+one ahead of need.
 
 The server multiplies no matrices, so numpy's import tells OpenBLAS to start no threads: by
 default it starts one a core when it loads, 127 of them on a 128-core login node. The variable

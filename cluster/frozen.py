@@ -157,22 +157,27 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
     mutable = getattr(cls, "__setattr__") is _set  # noqa: B009 - for mypy
     for f in fields:
         default = f"_default_{f.name}"
-        # A slot's own setter: 40% less than object.__setattr__ with the name, per field of
-        # every record made (a task's path makes a dozen). A mutable class assigns plainly.
+        # The start of the statement that sets the field, up to its value (a closing
+        # parenthesis follows). A frozen class calls its slot's own setter: 40% less than
+        # object.__setattr__ with the name, per field of every record made (a task's path
+        # makes a dozen). A mutable class assigns plainly.
         setter = getattr(cls, f.name, None)
         if mutable:
-            scope[f"_set_{f.name}"] = None
+            assign = f"self.{f.name} = ("
         elif type(setter) is _MEMBER:
             scope[f"_set_{f.name}"] = getattr(setter, "__set__")  # noqa: B009 - for mypy
+            assign = f"_set_{f.name}(self, "
+        else:
+            assign = f"_set(self, {f.name!r}, "
         if f.default is not MISSING:
             scope[default] = f.default
         elif f.default_factory is not MISSING:
             scope[default] = f.default_factory
         if not f.init:
             if f.default is not MISSING:
-                body.append(f"{_setter(scope, f.name)}{default})")
+                body.append(f"{assign}{default})")
             elif f.default_factory is not MISSING:
-                body.append(f"{_setter(scope, f.name)}{default}())")
+                body.append(f"{assign}{default}())")
             continue
         if f.default is not MISSING:
             params.append(f"{f.name}={default}")
@@ -181,7 +186,7 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
             body.append(f"if {f.name} is _FACTORY: {f.name} = {default}()")
         else:
             params.append(f.name)
-        body.append(f"{_setter(scope, f.name)}{f.name})")
+        body.append(f"{assign}{f.name})")
     if hasattr(cls, "__post_init__"):
         body.append("self.__post_init__()")
     source = (f"def __init__(self, {', '.join(params)}):\n    "
@@ -190,16 +195,6 @@ def _init(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
     init: Callable[..., None] = scope["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init
-
-
-def _setter(scope: dict[str, Any], name: str) -> str:
-    """The start of a statement that sets field ``name`` on ``self``, up to its value (a
-    closing parenthesis follows it: a plain assignment is parenthesised for it)."""
-    if f"_set_{name}" not in scope:
-        return f"_set(self, {name!r}, "
-    if scope[f"_set_{name}"] is None:
-        return f"self.{name} = ("
-    return f"_set_{name}(self, "
 
 
 def _compiled_on_first_call(cls: type, fields: tuple[Field, ...]) -> Callable[..., None]:
