@@ -15,16 +15,16 @@ from __future__ import annotations
 import msgpack
 
 from hqshm.cluster.frozen import frozen
-from hqshm.cluster.ids import InstanceId, JobId, TaskId
+from hqshm.cluster.ids import MAX_JOB_ID, TASK_MASK, InstanceId, JobId, TaskId
 from hqshm.cluster.protocol import MAX_NOTIFICATION
 from hqshm.errors import UserError
 
 MAX_DATAGRAM = MAX_NOTIFICATION + 512
-# A node's token is 32 hexadecimal digits; ids are 32-bit. Anything else is a hostile sender
-# (the socket is in the abstract namespace: any local user can write to it), refused before
-# it is compared (a constant-time comparison refuses non-ASCII text with an exception).
+# A node's token is 32 hexadecimal digits and ids are 32-bit (cluster/ids.py). Anything else
+# is a hostile sender (the socket is in the abstract namespace: any local user can write to
+# it), refused before it is compared (a constant-time comparison refuses non-ASCII text with
+# an exception).
 MAX_TOKEN = 64
-MAX_ID = 0xFFFF_FFFF
 
 
 class NoAccessKey(UserError):  # spec/cli.md §7, hq task notify
@@ -81,7 +81,8 @@ def decode_notice(data: bytes) -> Notice | None:
     except Exception:  # msgpack raises several unrelated types; none may reach the node
         return None
     if not (isinstance(token, str) and token.isascii() and len(token) <= MAX_TOKEN
-            and all(type(v) is int and 0 <= v <= MAX_ID for v in (job_id, task_id, instance))
+            and all(type(v) is int and 0 <= v <= bound for v, bound in
+                    ((job_id, MAX_JOB_ID), (task_id, TASK_MASK), (instance, TASK_MASK)))
             and isinstance(message, bytes) and len(message) <= MAX_NOTIFICATION):
         return None
     return Notice(token, job_id, task_id, instance, message)
