@@ -20,7 +20,7 @@ from typing import Protocol
 
 from hqshm.cluster.core import FailedForGood
 from hqshm.cluster.firstuse import np
-from hqshm.cluster.frozen import frozen, mutable
+from hqshm.cluster.frozen import frozen
 from hqshm.cluster.ids import (
     GroupId,
     InstanceId,
@@ -42,12 +42,15 @@ _key_of = itemgetter(0)  # of a task report; map() with it makes no Python call 
 # --- jobs -----------------------------------------------------------------------------------
 
 
-@mutable
+@frozen
 class NewSubmit:
     """One submit of a ``JobSubmitted``: ids (uint32, sorted), template and resolved program.
 
     Compared by identity: it holds a numpy array, which has no single truth value.
     """
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     gid: GroupId  # also the id of its core group
     template: TaskTemplate
