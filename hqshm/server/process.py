@@ -230,6 +230,7 @@ class Server(ServerControl):
         self.book.seal_completed()
         self.autoalloc.after_turn(now, self.book.next_gid)
         self.journal.journal.turn_done()
+        self.clients.send_replies()  # after the write: an answered change is in the journal
 
     # --- ServerControl --------------------------------------------------------------------
 

@@ -207,6 +207,10 @@ class ClientService:
             StopWorkersRequest: self.stop_workers,
         }
         self._identity = b""
+        # Answers of this turn, sent by ``send_replies`` once the turn's events are written to
+        # the journal: a client told that its job was submitted can count on a restart
+        # finding it, even when the server is killed the next moment.
+        self._replies: list[list[bytes]] = []
 
     def serve(self, sock: zmq.Socket) -> None:
         """Answer the clients of ``sock`` (``endpoints.attach``)."""
@@ -255,11 +259,19 @@ class ClientService:
             self.reply(identity, response)
 
     def reply(self, identity: bytes, response: object) -> None:
+        self._replies.append([identity, CLIENT_LINK.encode(response)])
+
+    def send_replies(self) -> None:
+        """Send this turn's answers (after the journal's ``turn_done``)."""
+        if not self._replies:
+            return
         assert self.socket is not None
-        try:
-            self.socket.send_multipart([identity, CLIENT_LINK.encode(response)], zmq.NOBLOCK)
-        except zmq.Again:
-            logger.warning("Client is not reading its answer; dropped")
+        for frames in self._replies:
+            try:
+                self.socket.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                logger.warning("Client is not reading its answer; dropped")
+        self._replies.clear()
 
     # --- handlers -------------------------------------------------------------------------
 

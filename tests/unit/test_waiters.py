@@ -142,3 +142,30 @@ def test_a_wait_on_every_job_looks_at_each_job_once_per_change_of_it(s: Service)
             looked += CountingJobs.gets
         assert (b"all" in answered) == (job is jobs[-1])
     assert looked == 2 * n + n  # a look per change, then the answer's summaries
+
+
+class _Socket:
+    """What a ClientService sends, frame lists in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.sent.append(frames)
+
+
+def test_answers_wait_for_the_end_of_the_turn() -> None:
+    """The server sends a turn's answers after its journal write (Server.after_turn): a client
+    told its job was submitted must find it after a crash the next moment."""
+    book = Book().book
+    service = ClientService(None, book, book.workers, None,  # type: ignore[arg-type]
+                            ServerControl(), book.events)
+    socket = _Socket()
+    service.serve(socket)  # type: ignore[arg-type]
+    service.reply(b"a", WaitJobsResponse((), ()))
+    service.reply(b"b", WaitJobsResponse((), ()))
+    assert socket.sent == []
+    service.send_replies()
+    assert [frames[0] for frames in socket.sent] == [b"a", b"b"]
+    service.send_replies()
+    assert len(socket.sent) == 2  # sent once
