@@ -30,7 +30,7 @@ from typing import ClassVar
 
 from .codec import Registry
 from .frozen import frozen
-from .ids import GroupId, InstanceId, JobId, TaskKey, WorkerId, job_of
+from .ids import FIRST_INSTANCE, GroupId, InstanceId, JobId, TaskKey, WorkerId, job_of
 from .resources import ResourceDescriptor, ResourceRequest
 
 # Bump on any incompatible change; registration refuses a mismatch. 2: ForgetGroups (a node
@@ -240,6 +240,31 @@ class ComputeTasks:
             raise ValueError("entries do not align with keys")
         if self.nodes and len(self.keys) != 1:
             raise ValueError("a multi-node task travels alone")
+
+
+# ComputeTasks for one node within a turn merge (``merged``) up to these sizes: a chain's
+# steps sent early go one a message, and each message costs both ends more than a step.
+MAX_MERGED_KEYS = 1024
+MAX_MERGED_ENTRY_BYTES = 1 << 20
+
+
+def merged(first: ComputeTasks, second: ComputeTasks) -> ComputeTasks | None:
+    """One message that the node handles as ``first`` then ``second``, if they can merge:
+    same group, small, no multi-node task and no results (which may be large)."""
+    if (first.gid != second.gid or first.nodes or second.nodes or first.results
+            or second.results or bool(first.entries) != bool(second.entries)
+            or len(first.keys) + len(second.keys) > MAX_MERGED_KEYS
+            or sum(map(len, first.entries)) + sum(map(len, second.entries))
+            > MAX_MERGED_ENTRY_BYTES):
+        return None
+    n, m = len(first.keys), len(second.keys)
+    instances = ((first.instances or (FIRST_INSTANCE,) * n)
+                 + (second.instances or (FIRST_INSTANCE,) * m)
+                 if first.instances or second.instances else ())
+    after = ((first.after or ((),) * n) + (second.after or ((),) * m)
+             if first.after or second.after else ())
+    return ComputeTasks(first.gid, first.keys + second.keys, instances,
+                        first.entries + second.entries, after=after)
 
 
 @NODE_LINK.message

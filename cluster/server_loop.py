@@ -59,6 +59,7 @@ from .protocol import (
     TasksRetracted,
     TaskUpdates,
     heartbeat_timeout,
+    merged,
 )
 from .scheduler import schedule
 from .security import EndpointKeys, ZapResponder, listen
@@ -105,6 +106,27 @@ class SocketOutbox:
 
     def send(self, worker: WorkerId, message: object) -> None:
         self.pending.append((worker, message))
+
+
+def _merge_computes(pending: list[tuple[WorkerId, object]]) -> list[tuple[WorkerId, object]]:
+    """The turn's messages, each ComputeTasks merged into the one before it to the same node
+    where it can be (``protocol.merged``); each node's messages stay in their order."""
+    if len(pending) < 2:
+        return pending
+    out: list[tuple[WorkerId, object]] = []
+    last: dict[WorkerId, int] = {}  # a node's last message in out
+    for wid, message in pending:
+        at = last.get(wid)
+        if at is not None and isinstance(message, ComputeTasks):
+            before = out[at][1]
+            if isinstance(before, ComputeTasks):
+                both = merged(before, message)
+                if both is not None:
+                    out[at] = (wid, both)
+                    continue
+        last[wid] = len(out)
+        out.append((wid, message))
+    return out
 
 
 @mutable
@@ -220,7 +242,7 @@ class ServerLoop:
                 for message in self.held.pop(wid, ()):
                     self._send(wid, message)
         pending, self.out.pending = self.out.pending, []
-        for wid, message in pending:
+        for wid, message in _merge_computes(pending):
             self._send(wid, message)
 
     def release(self, wid: WorkerId) -> None:

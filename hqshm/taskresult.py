@@ -134,26 +134,53 @@ def stored_path(root: str, server_uid: str, job_id: int, task_id: int) -> str:
     return os.path.join(root, f"{server_uid}.{job_id}.{task_id}")
 
 
+# The last few small results without buffers that this process stored, by path: (inode,
+# mtime, size, kind, blob). The next step of a chain, on the executor that made its argument, reads it from here
+# once a stat says that the file is still the one written: one system call instead of five.
+_RECENT: dict[str, tuple[int, int, int, int, bytes]] = {}
+RECENT_KEPT = 4
+RECENT_MAX_BYTES = 64 << 10
+
+
 def write_stored(path: str, kind: int, parts: list[Any]) -> None:
     """Write the blob (after one byte of its kind) whole under a temporary name, then rename:
     a reader sees the complete result or none."""
     temporary = f"{path}.{os.getpid()}.tmp"
+    small = kind != UNAVAILABLE and parts_size(parts) <= RECENT_MAX_BYTES
+    blob = b"".join(parts) if small else b""
+    # Not one with buffers: a reader maps those, so that its arrays view the stored pages.
+    kept = small and len(blob) >= _HEADER.size and _HEADER.unpack_from(blob, 0)[2] == 0
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(bytes((kind,)))
-            for part in parts:
-                f.write(part)
+        try:
+            for chunk in ((bytes((kind,)) + blob,) if small else (bytes((kind,)), *parts)):
+                view = memoryview(chunk).cast("B")
+                while view:
+                    view = view[os.write(fd, view):]
+            stat = os.fstat(fd) if kept else None
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
+        _RECENT.pop(path, None)
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _RECENT.pop(path, None)
+    if stat is not None:
+        if len(_RECENT) >= RECENT_KEPT:
+            del _RECENT[next(iter(_RECENT))]
+        _RECENT[path] = (stat.st_ino, stat.st_mtime_ns, stat.st_size, kind, blob)
 
 
 def read_stored(path: str) -> tuple[int, Any]:
     """(kind, value) of a stored result; numpy arrays in it view the file's pages (read-only).
     Raises FileNotFoundError when the node has none."""
+    recent = _RECENT.get(path)
+    if recent is not None:
+        stat = os.stat(path)
+        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == recent[:3]:
+            return recent[3], decode(recent[4])
     import mmap
 
     with open(path, "rb") as f:

@@ -300,9 +300,18 @@ class Updates:
     finished: list[Finished] = field(default_factory=list)
     failed: list[Failed] = field(default_factory=list)
     results: list[ResultItem] = field(default_factory=list)
+    # Of ``finished``: the ends of tasks whose CPUs went on to the task handed off behind
+    # them; of ``started``: the starts of hand-offs not told at once. Such an update frees
+    # nothing the server could fill, so it need not go at once (``NodeCore.flush``).
+    quiet_ends: int = 0
+    quiet_starts: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.started or self.finished or self.failed or self.results)
+
+    def only_quiet(self) -> bool:
+        return (not self.failed and self.quiet_ends == len(self.finished)
+                and self.quiet_starts == len(self.started))
 
 
 class NodeCore:
@@ -1064,6 +1073,8 @@ class NodeCore:
         self.told.discard(key)
 
     def _report_start(self, task: Running, started: float, now: float, mono: float) -> None:
+        if task.key in self.unreported and task.key not in self.told:
+            self.updates.quiet_starts += 1  # a hand-off's: nobody waits to hear of it
         task.reported = True
         self._drop_unreported(task.key)
         task.started = started
@@ -1084,7 +1095,8 @@ class NodeCore:
             self._failed_here(task.key)
         if not task.reported:
             self._drop_unreported(task.key)
-        if task.heir is None or task.heir not in self.running:
+        handed_on = task.heir is not None and task.heir in self.running
+        if not handed_on:
             self.allocator.release(task.allocation)  # else the hand-off successor keeps it
         if not self.running and not self.queued:
             self.idle_since = mono
@@ -1098,6 +1110,8 @@ class NodeCore:
                                         errors.TIME_LIMIT_REACHED, False))
         elif ok:
             self.updates.finished.append((task.key, task.instance, task.started, ended, variant))
+            if handed_on:
+                self.updates.quiet_ends += 1
         else:
             # Retryable only if the program itself ran and failed (it had a pid).
             failed = (task.key, task.instance, task.started, ended, variant, error, task.pid > 0)
@@ -1216,8 +1230,15 @@ class NodeCore:
             self.updates.failed.append(self.held.popleft()[1])
         if not self.updates or self.lost_since is not None:
             return
-        urgent = force or (len(self.queued) == len(self.waiting)
-                           and self._free_slot() is not None)
+        # Ends go at once when they are as many as the tasks this node can still start
+        # without the server (queued, or handed off and not started): half of what it held
+        # is done, and the server refills it before it runs dry. Waiting out FLUSH_DELAY
+        # let a node of short tasks run dry first, and its CPUs idled for a round trip.
+        ends = len(self.updates.finished) + len(self.updates.failed)
+        low = ends > 0 and ends >= len(self.queued) + len(self.unreported)
+        urgent = force or low or (not self.updates.only_quiet()
+                                  and len(self.queued) == len(self.waiting)
+                                  and self._free_slot() is not None)
         if not urgent and mono - self.last_flush < FLUSH_DELAY:
             return
         self.last_flush = mono

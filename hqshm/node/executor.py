@@ -75,6 +75,10 @@ SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawn
 
 # An executor with at most this many records left in its submission ring asks for more.
 REFILL_AT = 1
+# A chain's steps (flagged AFTER_OK) come from the server, a round trip away: with this many
+# left the executor rings at once, so that the node reports the ends so far and the server
+# sends the next steps while these run.
+CHAIN_REFILL_AT = 4
 AFTER_OK = int(RecordFlag.AFTER_OK)
 TELL_START = int(RecordFlag.TELL_START)
 
@@ -299,7 +303,8 @@ class Executor:
         # until that one is taken, and if the node waits to hear of its start, until then:
         # one wake of the node then collects both reports.
         pending = self.sub.pending()
-        if status != OK or pending == 0:
+        if status != OK or pending == 0 or (
+                pending == CHAIN_REFILL_AT and record.flags & AFTER_OK):
             self._ring()
         elif pending <= REFILL_AT:
             self.bell_owed = True

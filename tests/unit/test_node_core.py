@@ -125,13 +125,34 @@ def test_a_task_that_ends_before_its_start_is_sent_is_reported_finished_only() -
     env.end(first)
     env.turn()
     assert env.out.take_one(Dispatch).key == second
-    env.out.assert_empty()  # the second runs on the only executor: no hurry
-    env.clock.advance(PAST_FLUSH_DELAY)
-    env.turn()
+    # At once, although the second runs on the only executor: the node has nothing left to
+    # start, and the server refills it while the second runs.
     msg = env.out.take_one(TaskUpdates)
     assert [s[0] for s in msg.started] == [second]
     assert [f[0] for f in msg.finished] == [first]
     assert msg.failed == ()
+    env.check()
+
+
+def test_ends_go_at_once_when_the_node_has_done_half_of_what_it_holds() -> None:
+    """Not FLUSH_DELAY later: a node of short tasks ran dry first, and its CPUs waited a round
+    trip to the server for more."""
+    env = NodeEnv(cpus=1)
+    gid = group_of_mean(env, 2 * HANDOFF_LONG)  # one at a time: no hand-offs
+    keys = env.compute(gid, 4)
+    env.turn()
+    assert env.out.take_one(Dispatch).key == keys[0]
+    env.start(keys[0])
+    env.end(keys[0])
+    env.turn()
+    assert env.out.take_one(Dispatch).key == keys[1]
+    env.out.assert_empty()  # one end, two tasks still queued here
+    env.start(keys[1])
+    env.end(keys[1])
+    env.turn()
+    assert env.out.take_one(Dispatch).key == keys[2]
+    msg = env.out.take_one(TaskUpdates)  # two ends, one queued
+    assert [f[0] for f in msg.finished] == keys[:2]
     env.check()
 
 

@@ -281,3 +281,30 @@ def test_failures_are_remembered_for_early_tasks_within_a_bound(
     env.turn()
     assert list(env.core.failed_here) == keys[2:]
     env.check()
+
+
+def test_a_chain_s_ends_go_a_few_to_a_frame_before_its_node_runs_dry() -> None:
+    """A chain step's end frees no CPU the server could fill (the next step goes on with its
+    CPUs), so it waits for company, though the node has a free CPU and nothing to start;
+    once half the chain the node holds is done, the ends go, for the server to send more."""
+    env = NodeEnv(cpus=2)
+    gid = env.group()
+    keys = [send(env, gid, 0), *(send(env, gid, i, after=(i - 1,)) for i in range(1, 8))]
+    env.turn()
+    assert len(chained(env)) == 8
+    assert [s[0] for s in env.out.take_one(TaskUpdates).started] == keys[:1]
+    for k in keys[:3]:
+        env.start(k)
+        env.end(k)
+        env.turn()
+        env.out.assert_empty()
+    env.start(keys[3])
+    env.end(keys[3])  # four done, four left
+    env.turn()
+    assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == keys[:4]
+    for k in keys[4:]:
+        env.start(k)
+        env.end(k)
+    env.turn()  # the last end gives its CPU back: it goes at once
+    assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == keys[4:]
+    env.check()

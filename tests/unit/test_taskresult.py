@@ -52,6 +52,29 @@ def test_a_stored_array_is_a_view_of_the_mapped_file(tmp_path: Path) -> None:
     assert type(base).__name__ == "mmap"
 
 
+def test_a_result_read_back_by_its_writer_is_the_file_s_while_the_file_is_the_same(
+        tmp_path: Path) -> None:
+    """The writer keeps its last small results (a chain's next step reads its argument where
+    it was made) but answers from the file once another process replaced or removed it."""
+    path = str(tmp_path / "r")
+    taskresult.write_stored(path, taskresult.VALUE, taskresult.encode_parts(b"first"))
+    assert path in taskresult._RECENT
+    assert taskresult.read_stored(path) == (taskresult.VALUE, b"first")
+    other = str(tmp_path / "other")
+    with open(other, "wb") as f:  # what another executor's retry of the task wrote
+        f.write(bytes((taskresult.EXCEPTION,)))
+        for part in taskresult.encode_parts(b"third"):  # the same size as b"first"
+            f.write(part)
+    os.replace(other, path)
+    assert taskresult.read_stored(path) == (taskresult.EXCEPTION, b"third")
+    os.unlink(path)
+    with pytest.raises(FileNotFoundError):
+        taskresult.read_stored(path)
+    for i in range(taskresult.RECENT_KEPT + 2):
+        taskresult.write_stored(f"{path}{i}", taskresult.VALUE, taskresult.encode_parts(i))
+    assert len(taskresult._RECENT) == taskresult.RECENT_KEPT
+
+
 def test_values_pickle_cannot_take_go_through_cloudpickle() -> None:
     square = taskresult.decode(taskresult.encode(lambda x: x * x))
     assert square(3) == 9
