@@ -185,6 +185,34 @@ def test_ended_payload_round_trip() -> None:
     assert results.read_ended(*results.ended_payload("plain", None)) == (b"plain", None)
 
 
+def test_a_look_at_the_result_space_serves_a_while_counting_what_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain keeps a small result a step: one statvfs serves SPACE_LOOK_SERVES, less what
+    was kept since; a result larger than what is left, or a later one, looks again."""
+    real = os.statvfs(tmp_path)
+    looks = []
+
+    def statvfs(path: str) -> os.statvfs_result:
+        looks.append(path)
+        fields = list(real)
+        fields[1], fields[2], fields[4] = 4096, 1000, 1000 - 900  # 90% used of 95% allowed
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(results.os, "statvfs", statvfs)
+    monkeypatch.setattr(results, "_space", None)
+    root = str(tmp_path)
+    allowed = int(0.95 * 4096 * 1000) - 900 * 4096
+    assert results._no_room(root, 1000) == ""
+    assert results._no_room(root, 1000) == "" and len(looks) == 1
+    assert "would be more than 95% full" in results._no_room(root, allowed + 1)  # looks again
+    assert len(looks) == 2
+    assert results._no_room(root, 1000) == "" and len(looks) == 3
+    assert results._space is not None
+    root_, when, left = results._space
+    monkeypatch.setattr(results, "_space", (root_, when - results.SPACE_LOOK_SERVES, left))
+    assert results._no_room(root, 1000) == "" and len(looks) == 4
+
+
 def test_a_held_result_without_room_is_not_kept_and_says_why(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Results on a node stop at DISK_SPACE_SHARE of a disk's space (RESULT_SPACE_SHARE on
