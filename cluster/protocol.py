@@ -26,6 +26,7 @@ Ordering that matters:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from .codec import Registry
@@ -248,23 +249,36 @@ MAX_MERGED_KEYS = 1024
 MAX_MERGED_ENTRY_BYTES = 1 << 20
 
 
-def merged(first: ComputeTasks, second: ComputeTasks) -> ComputeTasks | None:
-    """One message that the node handles as ``first`` then ``second``, if they can merge:
-    same group, small, no multi-node task and no results (which may be large)."""
-    if (first.gid != second.gid or first.nodes or second.nodes or first.results
-            or second.results or bool(first.entries) != bool(second.entries)
-            or len(first.keys) + len(second.keys) > MAX_MERGED_KEYS
-            or sum(map(len, first.entries)) + sum(map(len, second.entries))
-            > MAX_MERGED_ENTRY_BYTES):
-        return None
-    n, m = len(first.keys), len(second.keys)
-    instances = ((first.instances or (FIRST_INSTANCE,) * n)
-                 + (second.instances or (FIRST_INSTANCE,) * m)
-                 if first.instances or second.instances else ())
-    after = ((first.after or ((),) * n) + (second.after or ((),) * m)
-             if first.after or second.after else ())
-    return ComputeTasks(first.gid, first.keys + second.keys, instances,
-                        first.entries + second.entries, after=after)
+def mergeable(first: ComputeTasks, second: ComputeTasks, keys: int, entry_bytes: int) -> bool:
+    """Whether ``second`` can join ``first`` (and whatever joined it before: ``keys`` and
+    ``entry_bytes`` so far) in one message: same group, small, no multi-node task, no
+    results (which may be large)."""
+    return (first.gid == second.gid and not first.nodes and not second.nodes
+            and not first.results and not second.results
+            and bool(first.entries) == bool(second.entries)
+            and keys + len(second.keys) <= MAX_MERGED_KEYS
+            and entry_bytes + sum(map(len, second.entries)) <= MAX_MERGED_ENTRY_BYTES)
+
+
+def merged(messages: Sequence[ComputeTasks]) -> ComputeTasks:
+    """One message that a node handles as ``messages`` in turn (``mergeable`` each)."""
+    if len(messages) == 1:
+        return messages[0]
+    keys: list[TaskKey] = []
+    instances: list[InstanceId] = []
+    entries: list[bytes] = []
+    after: list[tuple[TaskKey, ...]] = []
+    numbered = any(m.instances for m in messages)
+    waits = any(m.after for m in messages)
+    for message in messages:
+        keys += message.keys
+        entries += message.entries
+        if numbered:
+            instances += message.instances or (FIRST_INSTANCE,) * len(message.keys)
+        if waits:
+            after += message.after or ((),) * len(message.keys)
+    return ComputeTasks(messages[0].gid, tuple(keys), tuple(instances), tuple(entries),
+                        after=tuple(after))
 
 
 @NODE_LINK.message

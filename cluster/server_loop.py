@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import zmq
 
@@ -59,6 +59,7 @@ from .protocol import (
     TasksRetracted,
     TaskUpdates,
     heartbeat_timeout,
+    mergeable,
     merged,
 )
 from .scheduler import schedule
@@ -110,22 +111,31 @@ class SocketOutbox:
 
 def _merge_computes(pending: list[tuple[WorkerId, object]]) -> list[tuple[WorkerId, object]]:
     """The turn's messages, each ComputeTasks merged into the one before it to the same node
-    where it can be (``protocol.merged``); each node's messages stay in their order."""
+    where it can be (``protocol.mergeable``); each node's messages stay in their order."""
     if len(pending) < 2:
         return pending
     out: list[tuple[WorkerId, object]] = []
-    last: dict[WorkerId, int] = {}  # a node's last message in out
+    # Each node's last message in out while it is a ComputeTasks: [where, what joins it,
+    # keys, entry bytes].
+    open_runs: dict[WorkerId, list[Any]] = {}
+    runs: list[list[Any]] = []
     for wid, message in pending:
-        at = last.get(wid)
-        if at is not None and isinstance(message, ComputeTasks):
-            before = out[at][1]
-            if isinstance(before, ComputeTasks):
-                both = merged(before, message)
-                if both is not None:
-                    out[at] = (wid, both)
-                    continue
-        last[wid] = len(out)
+        run = open_runs.get(wid)
+        if isinstance(message, ComputeTasks):
+            if run is not None and mergeable(run[1][0], message, run[2], run[3]):
+                run[1].append(message)
+                run[2] += len(message.keys)
+                run[3] += sum(map(len, message.entries))
+                continue
+            run = open_runs[wid] = [len(out), [message], len(message.keys),
+                                    sum(map(len, message.entries))]
+            runs.append(run)
+        elif run is not None:
+            del open_runs[wid]
         out.append((wid, message))
+    for at, messages, _keys, _bytes in runs:
+        if len(messages) > 1:
+            out[at] = (out[at][0], merged(messages))
     return out
 
 

@@ -177,6 +177,18 @@ def test_explicit_ids_are_sorted_with_steps(book: Book) -> None:
     assert group.keys.tolist() == [key(job, i) for i in (0, 3, 6, 10, 11, 12)]
 
 
+def test_a_group_finds_a_key_s_position_with_or_without_gaps(book: Book) -> None:
+    job, group = book.submit(((10, 12, 1), (0, 6, 3)))  # 0 3 6 10 11 12
+    for i, task_id in enumerate((0, 3, 6, 10, 11, 12)):
+        assert group.position(key(job, task_id)) == i and group.holds(key(job, task_id))
+    for task_id, where in ((1, 1), (7, 3), (13, 6)):
+        assert group.position(key(job, task_id)) == where
+        assert not group.holds(key(job, task_id))
+    _, dense = book.submit(((5, 9, 1),))
+    assert [dense.position(k) for k in dense.keys.tolist()] == [0, 1, 2, 3, 4]
+    assert not dense.holds(key(job, 7)) and dense.position(key(job, 7)) == 0  # an older job
+
+
 def test_an_id_given_twice_is_refused(book: Book) -> None:
     with pytest.raises(TaskDefinedTwice) as caught:
         book.submit(((0, 5, 1), (3, 3, 1)))
@@ -642,12 +654,19 @@ def test_abort_from_a_crash_during_a_steal_gives_the_thief_its_room_back(book: B
     [[5, 6, 7, 8]],  # one submit of consecutive ids: found by subtraction
     [[0]],
     [[1, 3, 4]],  # a gap: searched
-    [[0, 1], [2, 3]],  # two submits: searched, even though consecutive
-    [[4, 9], [0, 2, 3]],  # interleaved submits
+    [[0, 1], [2, 3]],  # two submits of consecutive ids: bisected
+    [[7, 8], [2, 3], [5]],  # so, in any order
+    [[7, 8], [2, 3], [10, 11]],  # so, with gaps between
+    [[4, 9], [0, 2, 3]],  # interleaved submits: searched
+    [[0, 1], [3, 5]],  # one submit not consecutive: searched
 ])
-def test_a_task_index_finds_each_id_and_nothing_else(parts: list[list[int]]) -> None:
+@pytest.mark.parametrize("together", [False, True])
+def test_a_task_index_finds_each_id_and_nothing_else(parts: list[list[int]],
+                                                     together: bool) -> None:
     index = TaskIndex()
-    for part in parts:
+    if together:
+        index.add([np.array(part, dtype=np.uint32) for part in parts])
+    for part in parts if not together else ():
         index.add([np.array(part, dtype=np.uint32)])
     for submit, part in enumerate(parts):
         for row, task_id in enumerate(part):
@@ -657,3 +676,6 @@ def test_a_task_index_finds_each_id_and_nothing_else(parts: list[list[int]]) -> 
         if task_id not in known:
             assert index.find_one(TaskId(task_id)) is None, task_id
     assert (index.first is not None) == (parts in ([[5, 6, 7, 8]], [[0]]))
+    ranges = all(p[-1] - p[0] == len(p) - 1 for p in parts) and len(known) == sum(
+        map(len, parts))  # consecutive, and no two overlap
+    assert (index._runs is not None) == ranges

@@ -13,6 +13,7 @@ from hqshm.cluster.protocol import (
     CancelTasks,
     ComputeTasks,
     DefineGroup,
+    mergeable,
     merged,
 )
 from hqshm.cluster.resources import ResourceRequest
@@ -26,28 +27,28 @@ def test_early_steps_merge_with_their_waits_aligned() -> None:
     first = ComputeTasks(7, (key(1),), after=((key(0),),))
     second = ComputeTasks(7, (key(2),), (3,), after=((key(1),),))
     third = ComputeTasks(7, (key(3),))
-    both = merged(first, second)
-    assert both == ComputeTasks(7, (key(1), key(2)), (0, 3), after=((key(0),), (key(1),)))
-    three = merged(both, third)
-    assert three is not None
+    assert merged([first, second]) == ComputeTasks(7, (key(1), key(2)), (0, 3),
+                                                   after=((key(0),), (key(1),)))
+    three = merged([first, second, third])
     assert three.keys == (key(1), key(2), key(3)) and three.instances == (0, 3, 0)
     assert three.after == ((key(0),), (key(1),), ())
     assert NODE_LINK.decode(NODE_LINK.encode(three), 1000) == three
-    plain = merged(ComputeTasks(7, (key(4),), entries=(b"a",)),
-                   ComputeTasks(7, (key(5),), entries=(b"b",)))
+    plain = merged([ComputeTasks(7, (key(4),), entries=(b"a",)),
+                    ComputeTasks(7, (key(5),), entries=(b"b",))])
     assert plain == ComputeTasks(7, (key(4), key(5)), entries=(b"a", b"b"))
+    assert merged([first]) is first
 
 
 def test_what_must_travel_alone_does_not_merge() -> None:
     one = ComputeTasks(7, (key(1),))
-    assert merged(one, ComputeTasks(8, (key(2),))) is None  # another group
-    assert merged(one, ComputeTasks(7, (key(2),), nodes=("a", "b"))) is None
-    assert merged(one, ComputeTasks(7, (key(2),), results=((key(1), 0, b"x"),))) is None
-    assert merged(one, ComputeTasks(7, (key(2),), entries=(b"e",))) is None
-    many = ComputeTasks(7, tuple(key(i) for i in range(MAX_MERGED_KEYS)))
-    assert merged(many, ComputeTasks(7, (key(MAX_MERGED_KEYS),))) is None
+    assert mergeable(one, ComputeTasks(7, (key(2),)), 1, 0)
+    assert not mergeable(one, ComputeTasks(8, (key(2),)), 1, 0)  # another group
+    assert not mergeable(one, ComputeTasks(7, (key(2),), nodes=("a", "b")), 1, 0)
+    assert not mergeable(one, ComputeTasks(7, (key(2),), results=((key(1), 0, b"x"),)), 1, 0)
+    assert not mergeable(one, ComputeTasks(7, (key(2),), entries=(b"e",)), 1, 0)
+    assert not mergeable(one, ComputeTasks(7, (key(2),)), MAX_MERGED_KEYS, 0)
     big = ComputeTasks(7, (key(1),), entries=(bytes(1 << 20),))
-    assert merged(big, ComputeTasks(7, (key(2),), entries=(b"e",))) is None
+    assert not mergeable(big, ComputeTasks(7, (key(2),), entries=(b"e",)), 1, 1 << 20)
 
 
 def test_a_turn_s_messages_merge_per_node_and_keep_each_node_s_order() -> None:
@@ -61,6 +62,7 @@ def test_a_turn_s_messages_merge_per_node_and_keep_each_node_s_order() -> None:
         (1, ComputeTasks(8, (key(5),))),
         (2, CancelTasks((key(2),))),
         (2, ComputeTasks(7, (key(6),))),  # not over the cancel
+        (2, ComputeTasks(7, (key(7),))),
     ]
     assert server_loop._merge_computes(pending) == [
         (1, ComputeTasks(7, (key(1), key(3)))),
@@ -68,5 +70,5 @@ def test_a_turn_s_messages_merge_per_node_and_keep_each_node_s_order() -> None:
         (1, define),
         (1, ComputeTasks(8, (key(4), key(5)))),
         (2, CancelTasks((key(2),))),
-        (2, ComputeTasks(7, (key(6),))),
+        (2, ComputeTasks(7, (key(6), key(7)))),
     ]
