@@ -576,10 +576,11 @@ class Core:
     # Blocked tasks sent early to the worker that holds their last unfinished prerequisite
     # (key -> that worker; ``Worker.early``), at most ``early_per_cpu`` x its CPUs a worker
     # (and one a CPU of one task's dependants: ``scheduler.place_early``); 0 sends none early.
-    # Four a CPU keep a chain's node several steps ahead, each queued behind the one before
-    # on its executor, without waiting for the server's answer to each step's end.
+    # Eight a CPU keep a chain's node several steps ahead, each queued behind the one before
+    # on its executor, without waiting for the server's answer to each step's end; the node
+    # asks for more once half of them ran (hqshm/node/core.py, CHAIN_DEPTH).
     early: dict[TaskKey, WorkerId] = field(default_factory=dict)
-    early_per_cpu: float = 4.0
+    early_per_cpu: float = 8.0
     # group barriers (--after): prerequisite key -> groups waiting for it
     barrier_dependants: dict[TaskKey, list[GroupId]] = field(default_factory=dict)
     # multi-node tasks: key -> the workers it holds, its root (which runs it) first

@@ -105,6 +105,13 @@ HANDOFF_LONG = 0.1
 # server's reach (work stealing) stays a few milliseconds of work an executor.
 HANDOFF_DEPTH = 8
 HANDOFF_SPAN = 0.004
+# A chain's steps sent early queue behind their prerequisite deeper (``_chain_behind``): the
+# node then asks the server for more once per CHAIN_DEPTH / 2 steps (the executor rings with
+# that many left: executor.CHAIN_REFILL_AT), and a report and its answer cost the server, the
+# node and their I/O threads more than a step's work. The server sends that many early
+# (``Core.early_per_cpu``).
+CHAIN_DEPTH = 16
+RING_DEPTH = max(HANDOFF_DEPTH, CHAIN_DEPTH)  # the most tasks queued behind a running one
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 # A task killed by a signal that batch systems send to every process of a job (walltime,
 # preemption, scancel) is reported this much later: the same signal reaching the node then
@@ -844,7 +851,7 @@ class NodeCore:
             if (current is None or current.canceled or current.timed_out
                     or current.kill_at is not None or current.nodes
                     or current.slot.inflight[-1] != prerequisite
-                    or len(current.slot.inflight) > HANDOFF_DEPTH):
+                    or len(current.slot.inflight) > CHAIN_DEPTH):
                 continue
             group = self.groups[queued.gid]
             if group.request_variants != self.groups[current.gid].request_variants:
@@ -1327,7 +1334,7 @@ class NodeCore:
         inflight: dict[TaskKey, Slot] = {}
         for index, slot in enumerate(self.slots):
             assert slot.index == index, (slot.index, index)
-            assert len(slot.inflight) <= 1 + HANDOFF_DEPTH, "too many hand-offs behind a task"
+            assert len(slot.inflight) <= 1 + RING_DEPTH, "too many hand-offs behind a task"
             for key in slot.inflight:
                 assert key not in inflight, f"task {key} is on two executors"
                 inflight[key] = slot

@@ -76,9 +76,9 @@ SKIPPED = 2  # canceled (or the node is stopping) before it started: never spawn
 # An executor with at most this many records left in its submission ring asks for more.
 REFILL_AT = 1
 # A chain's steps (flagged AFTER_OK) come from the server, a round trip away: with this many
-# left the executor rings at once, so that the node reports the ends so far and the server
-# sends the next steps while these run.
-CHAIN_REFILL_AT = 4
+# left (half of hqshm/node/core.py's CHAIN_DEPTH) the executor rings at once, so that the node
+# reports the ends so far and the server sends the next steps while these run.
+CHAIN_REFILL_AT = 8
 AFTER_OK = int(RecordFlag.AFTER_OK)
 TELL_START = int(RecordFlag.TELL_START)
 

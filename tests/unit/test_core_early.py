@@ -196,11 +196,11 @@ def test_no_early_tasks_when_off() -> None:
 
 
 def test_by_default_a_chain_goes_deeper_than_a_fan_out() -> None:
-    """Four a CPU in all, but one a CPU of one task's dependants: a chain's node can run
+    """Eight a CPU in all, but one a CPU of one task's dependants: a chain's node can run
     its next steps behind each other, a fan-out still spreads over the workers."""
     env = Env(early=True)
     w = env.worker(2)
-    k = chain(env, 12)
+    k = chain(env, 20)
     fan_root = task_key(JOB + 1, 0)
     fan = env.group(6, job=JOB + 1, deps={task_key(JOB + 1, i): [fan_root]
                                           for i in range(1, 6)}).keys.tolist()
@@ -208,6 +208,6 @@ def test_by_default_a_chain_goes_deeper_than_a_fan_out() -> None:
     early = dict((key, after) for key, after in sent(env, w.wid) if after)
     assert [key for key in early if key in fan] == fan[1:3]  # one a CPU of the root's
     assert all(early[key] == (fan_root,) for key in fan[1:3])
-    assert [key for key in early if key in k] == k[1:7]  # the rest of the 8 to the chain
-    assert all(early[k[i]] == (k[i - 1],) for i in range(1, 7))
+    assert [key for key in early if key in k] == k[1:15]  # the rest of the 16 to the chain
+    assert all(early[k[i]] == (k[i - 1],) for i in range(1, 15))
     env.check()
