@@ -527,3 +527,25 @@ def test_allocation_ids_sort_by_their_numbers() -> None:
     ids = ["10", "9", "100", "11", "99.pbs-1", "100.pbs-1", "7.pbs-2"]
     assert sorted(ids, key=id_order) == ["7.pbs-2", "9", "10", "11", "99.pbs-1", "100",
                                          "100.pbs-1"]
+
+
+def test_new_tasks_get_the_allocator_s_look_after_the_scheduler_s(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduling pass put off to a later turn (a busy server spaces them) left a new task
+    waiting beside a free worker, and the allocator asked for a worker for it."""
+    from hqshm.server.autoalloc.service import AutoAlloc
+
+    env = Env()
+    service = AutoAlloc(env.core, lambda: None, lambda r: None, lambda *a: None,
+                        lambda *a: None, lambda: b"", {})
+    service.queues[1] = Queue(1, params(name="q", cpus="1"), None, created_at=0.0)
+    ticks: list[float] = []
+    monkeypatch.setattr(service, "tick", ticks.append)
+    env.core.needs_scheduling = True
+    service.after_turn(10.0, next_gid=5)
+    assert ticks == []
+    env.core.needs_scheduling = False
+    service.after_turn(10.5, next_gid=5)
+    assert ticks == [10.5]
+    service.after_turn(11.0, next_gid=5)  # nothing new since
+    assert ticks == [10.5]

@@ -343,8 +343,12 @@ class AutoAlloc:
     # --- the tick and polls ---------------------------------------------------------------
 
     def after_turn(self, now: float, next_gid: int) -> None:
-        """New tasks get an allocator's look soon (not only on the next tick)."""
+        """New tasks get an allocator's look soon (not only on the next tick), once the
+        scheduler has placed what the workers can take: a pass put off to a later turn (a
+        busy server spaces them) left a new task waiting beside a free worker, and the
+        allocator asked for a new one for it."""
         if (self.queues and next_gid != self._last_gid_seen
+                and not self.core.needs_scheduling
                 and now - self._last_tick >= min(0.2, self.tun.schedule_tick)):
             self._last_gid_seen = next_gid
             self.tick(now)
