@@ -139,9 +139,11 @@ def hq_python(venv: Path = HQ_VENV) -> Path:
     return python
 
 
-def run_hq(python: Path, tasks: int, cpus: int) -> float:
+def run_hq(python: Path, tasks: int, cpus: int, kind: str = "program") -> float:
+    """Seconds HQ takes from submit to the end of N `true` tasks (``kind`` "function": N
+    no-op Python function tasks)."""
     result = subprocess.run(
-        [python, "-I", BENCH / "hq_local_cluster.py", str(tasks), str(cpus)],
+        [python, "-I", BENCH / "hq_local_cluster.py", str(tasks), str(cpus), kind],
         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     return float(result.stdout.split()[-1])

@@ -1,7 +1,7 @@
 """No-op Python function tasks: hqshm's warm path next to ProcessPoolExecutor, in one run.
 
     python bench/function_bench.py [--tasks 10000] [--cpus 2] [--repeat 1] [--distinct-args]
-                                   [--work-dir DIR]
+                                   [--work-dir DIR] [--hq-tasks 100]
 
 - hqshm: a fresh server and `hq worker start --cpus N`; a job of N function tasks calling a
   no-op, output discarded, submitted with the Python API and waited for; the time counts from
@@ -14,7 +14,12 @@
   thousand tasks). `--work-dir` is the worker's, where each task's directory is made and
   removed (by default in the system's temporary directory).
 - ProcessPoolExecutor(N): ``pool.map(noop, range(tasks), chunksize=1)`` on a pool whose workers
-  have started (the design's reference: hqshm should reach 1.25x of it).
+  have started (the design's reference: hqshm should reach 1.25x of it). The ratio is given of
+  the best runs and of the medians (one slow or fast run of either moves the first).
+- HQ 0.27.0 (``--hq-tasks``, 0 skips it): that many no-op function tasks through its
+  ``LocalCluster`` (bench/hq_local_cluster.py, in the venv of its own that compare_hq.py makes),
+  once: HQ starts an interpreter per function task, so a few hundred take tens of seconds
+  (the target: hqshm at least 600x its rate).
 
 Figures go to bench/README.md; read the ratio, since the machine is shared.
 """
@@ -26,12 +31,13 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from compare_hq import cpu_snapshot
+from compare_hq import cpu_snapshot, hq_python, run_hq
 from live_server import hq_command, running_server
 
 from hqshm.api.build import build_submission
@@ -104,6 +110,8 @@ def main() -> None:
     parser.add_argument("--distinct-args", action="store_true",
                         help="an argument per task (a group per task)")
     parser.add_argument("--work-dir", help="the worker's --work-dir")
+    parser.add_argument("--hq-tasks", type=int, default=100,
+                        help="no-op function tasks through HQ 0.27.0 (0: skip HQ)")
     args = parser.parse_args()
     hqshm_rates, pool_rates, cpus = [], [], []
     with tempfile.TemporaryDirectory(prefix="hqshm-function-bench-") as tmp:
@@ -114,7 +122,10 @@ def main() -> None:
             rate, cpu = run_hqshm(args.tasks, args.cpus, root, args.distinct_args, args.work_dir)
             hqshm_rates.append(rate)
             cpus.append(cpu)
+    hq_rate = (args.hq_tasks / run_hq(hq_python(), args.hq_tasks, args.cpus, "function")
+               if args.hq_tasks > 0 else None)
     best_hqshm, best_pool = max(hqshm_rates), max(pool_rates)
+    median_hqshm, median_pool = statistics.median(hqshm_rates), statistics.median(pool_rates)
     shape = "an argument each" if args.distinct_args else "one argument for all"
     print(f"{args.tasks:,} no-op function tasks ({shape}), {args.cpus} CPUs, "
           f"best of {args.repeat}:\n")
@@ -123,7 +134,12 @@ def main() -> None:
           f"{', '.join(f'{r:,.0f}' for r in hqshm_rates)} |")
     print(f"| ProcessPoolExecutor({args.cpus}), chunksize 1 | {best_pool:,.0f} | "
           f"{', '.join(f'{r:,.0f}' for r in pool_rates)} |")
-    print(f"\nhqshm / ProcessPoolExecutor = **{best_hqshm / best_pool:.2f}x** (target: 1.25x)")
+    if hq_rate is not None:
+        print(f"| HQ 0.27.0 (`LocalCluster`), {args.hq_tasks} tasks | {hq_rate:,.1f} | |")
+    print(f"\nhqshm / ProcessPoolExecutor = **{best_hqshm / best_pool:.2f}x** of the best runs, "
+          f"**{median_hqshm / median_pool:.2f}x** of the medians (target: 1.25x)")
+    if hq_rate is not None:
+        print(f"hqshm / HQ 0.27.0 = **{best_hqshm / hq_rate:,.0f}x** (target: 600x)")
     least = {kind: min(cpu[kind] for cpu in cpus) for kind in cpus[0]}
     print(f"\nCPU per task (least of the runs): client {least['client']:.0f} us, server "
           f"{least['server']:.0f} us, node {least['node']:.0f} us, executors "
