@@ -124,3 +124,28 @@ def test_a_worker_answer_that_does_not_match_is_dropped(hq_env: HqEnv,
     again = Job(default_env=rf.FUNCTIONS_PATH)
     v = again.function(rf.big, args=(taskresult.INLINE_RESULT + 1,))
     assert client.submit(again).result(v, timeout=60) == b"x" * (taskresult.INLINE_RESULT + 1)
+
+
+def test_a_result_from_before_a_server_restart_says_results_are_not_journaled(
+        hq_env: HqEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/python-api.md, Results: the job and its task come back from the journal, their
+    results do not, and asking for one says so rather than waiting or answering None."""
+    monkeypatch.chdir(hq_env.work)
+    journal = tmp_path / "journal"
+    hq_env.start_server(["--journal", str(journal)])
+    hq_env.start_worker(cpus=1)
+    client = Client(hq_env.server_dir)
+    job = Job(default_env=rf.FUNCTIONS_PATH)
+    task = job.function(rf.add, args=(2, 3))
+    submitted = client.submit(job)
+    assert submitted.result(task, timeout=60) == 5
+    client.connection.close()
+    hq_env.kill_server()
+    hq_env.start_server(["--journal", str(journal)])
+    client = Client(hq_env.server_dir)
+    try:
+        hq_env.wait_for_job_state(submitted.id, "FINISHED")
+        with pytest.raises(ResultError, match="results are not journaled"):
+            client.get_result(submitted, task, timeout=10)
+    finally:
+        client.connection.close()
