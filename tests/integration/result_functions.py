@@ -72,3 +72,20 @@ def mark(path: str, value: Any) -> int:
     """Leave a trace that this task ran; the size of ``value``."""
     Path(path).write_text("ran")
     return len(value)
+
+
+def import_numpy(_i: int) -> tuple[int, bool]:
+    """(this interpreter's pid, whether numpy was imported in it before this task)."""
+    import sys
+
+    before = "numpy" in sys.modules
+    import numpy  # noqa: F401
+
+    return os.getpid(), before
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    import time
+
+    time.sleep(seconds)
+    return value

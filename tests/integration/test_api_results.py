@@ -202,3 +202,33 @@ def test_two_hundred_thousand_function_tasks_submit_in_parts(hq_env: HqEnv,
     job_id = client.connection.submit(submission)
     info = hq_env.command(["job", "info", str(job_id)])
     assert "200000" in info.replace(",", "")
+
+
+def test_a_thousand_tasks_that_import_numpy_import_it_once_per_executor(
+        hq_env: HqEnv, client: Client) -> None:
+    """Issue 10: the executors are warm interpreters, so a module a task imports stays
+    imported for the next task there, as in a pool's worker."""
+    hq_env.start_worker(cpus=2)
+    job = Job(default_env=rf.FUNCTIONS_PATH)
+    tasks = [job.function(rf.import_numpy, args=(i,), stdout=None, stderr=None)
+             for i in range(1000)]
+    submitted = client.submit(job)
+    seen = submitted.results(tasks, timeout=120)
+    imports: dict[int, int] = {}
+    for pid, before in seen:
+        imports[pid] = imports.get(pid, 0) + (not before)
+    assert 1 <= len(imports) <= 2  # the worker's two executors
+    assert all(count <= 1 for count in imports.values()), imports
+
+
+@pytest.mark.slow
+def test_a_function_task_of_a_minute_succeeds(hq_env: HqEnv, client: Client) -> None:
+    """Issue 10: nothing on the warm path (heartbeats, the node's ticks, the executor's
+    bells) gives up on a task that runs for long."""
+    hq_env.start_worker(cpus=1)
+    job = Job(default_env=rf.FUNCTIONS_PATH)
+    task = job.function(rf.sleep_then, args=(61, "done"))
+    submitted = client.submit(job)
+    assert submitted.result(task, timeout=120) == "done"
+    stats = hq_env.json(["job", "info", str(submitted.id)])[0]["info"]["task_stats"]
+    assert stats["finished"] == 1 and sum(stats.values()) == 1
