@@ -135,8 +135,9 @@ def stored_path(root: str, server_uid: str, job_id: int, task_id: int) -> str:
 
 
 # The last few small results without buffers that this process stored, by path: (inode,
-# mtime, size, kind, blob). The next step of a chain, on the executor that made its argument, reads it from here
-# once a stat says that the file is still the one written: one system call instead of five.
+# mtime, size, kind, blob). The next step of a chain, on the executor that made its argument,
+# reads it from here once a stat says that the file is still the one written: one system call
+# instead of five.
 _RECENT: dict[str, tuple[int, int, int, int, bytes]] = {}
 RECENT_KEPT = 4
 RECENT_MAX_BYTES = 64 << 10

@@ -1,76 +1,72 @@
-"""When an executor rings its node (hqshm/node/executor.py, ``Executor._ended``): at once on a
-failure or an empty ring, when a task's successor is taken with one left, and for a chain's
-steps (AFTER_OK) once CHAIN_REFILL_AT are left, so that the node asks the server for the next
-steps while those run (half of the node's CHAIN_DEPTH)."""
+"""When a real executor rings its node's doorbell: after a task's end when its ring runs low,
+and, for a hand-off whose start the node waits to hear of (``RecordFlag.TELL_START``), once
+that one started, so that one wake of the node collects both reports."""
 
 from __future__ import annotations
 
-import os
-import pathlib
+import select
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from node_env import executor_pool
 
-from hqshm.node.core import CHAIN_DEPTH
-from hqshm.node.executor import CHAIN_REFILL_AT, FAILED, OK, Executor
-from hqshm.node.ring import Record, RecordFlag, RecordKind, Ring, drain_doorbell, open_doorbell
+from hqshm.model.program import ProgramSpec, Stdio
+from hqshm.node.executor import TaskPayload
+from hqshm.node.pool import ExecutorPool
+from hqshm.node.ring import RecordFlag, RecordKind
+
+GID = 1
+WAIT = 20.0  # seconds: a bell that does not come within this is missing
 
 
 @pytest.fixture
-def executor(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
-    sub = Ring.create("hqshm-test-bell", capacity=4 * CHAIN_DEPTH, payload_size=1024,
-                      spill_dir=str(tmp_path), spin=0.0)
-    done = Ring.create("hqshm-test-bell-done", capacity=4 * CHAIN_DEPTH, payload_size=1024,
-                       spill_dir=str(tmp_path), spin=0.0)
-    read_fd, write_fd = open_doorbell()
-    bare = object.__new__(Executor)
-    bare.sub, bare.done, bare.doorbell, bare.bell_owed = sub, done, write_fd, False
-    yield bare, read_fd
-    sub.close()
-    done.close()
-    os.close(read_fd)
-    os.close(write_fd)
+def pool(tmp_path: Path) -> Iterator[ExecutorPool]:
+    yield from executor_pool(tmp_path)
 
 
-def rang(read_fd: int) -> bool:
-    try:
-        got = os.read(read_fd, 4096)
-    except BlockingIOError:
-        return False
-    drain_doorbell(read_fd)
-    return bool(got)
+def program(tmp_path: Path) -> ProgramSpec:
+    return ProgramSpec(args=("sleep", "0.2"), env={}, cwd=str(tmp_path),
+                       stdout=Stdio(Stdio.NONE), stderr=Stdio(Stdio.NONE), job_id=3,
+                       submit_dir=str(tmp_path), server_uid="uid001")
 
 
-def run_record(key: int, flags: int = 0) -> Record:
-    return Record(key, 0, RecordKind.RUN, flags, -1, 0, 0, 0.0, 0.0, [], b"")
+def dispatch(pool: ExecutorPool, spec: ProgramSpec, task: int, flags: int = 0) -> int:
+    key = (spec.job_id << 32) | task
+    payload = TaskPayload(GID, None, {}, [], True, False).encode()
+    pool.dispatch(pool.handles[0], key, 0, GID, spec.encode(), [], -1, payload, flags)
+    return key
 
 
-def queue(ring: Ring, n: int) -> None:
-    for i in range(n):
-        ring.push(key=100 + i, instance=0, kind=RecordKind.RUN, flags=RecordFlag.AFTER_OK)
+def reports_at_bell(pool: ExecutorPool) -> list[tuple[RecordKind, int]]:
+    """Wait for the bell, then what the completion ring holds: (kind, key) each."""
+    ready, _, _ = select.select([pool.doorbell_r], [], [], WAIT)
+    assert ready, "no bell"
+    return [(record.kind, record.key) for _, record in pool.drain()]
 
 
-def test_a_chain_step_rings_when_half_its_queue_is_left(executor) -> None:  # type: ignore[no-untyped-def]
-    bare, bell = executor
-    assert CHAIN_REFILL_AT == CHAIN_DEPTH // 2
-    queue(bare.sub, CHAIN_REFILL_AT + 1)
-    bare._ended(run_record(1, RecordFlag.AFTER_OK), OK, 0.0, 0.0)
-    assert not rang(bell)  # more than half left
-    bare.sub.pop(0)
-    bare._ended(run_record(2, RecordFlag.AFTER_OK), OK, 0.0, 0.0)
-    assert rang(bell)
-    bare.sub.pop(0)
-    bare._ended(run_record(3, RecordFlag.AFTER_OK), OK, 0.0, 0.0)
-    assert not rang(bell)  # once a crossing: the node has asked already
+def test_a_hand_off_told_started_rings_once_with_the_end_before_it(
+        pool: ExecutorPool, tmp_path: Path) -> None:
+    spec = program(tmp_path)
+    first = dispatch(pool, spec, 0)
+    second = dispatch(pool, spec, 1, int(RecordFlag.TELL_START))
+    reports = reports_at_bell(pool)
+    assert reports[:3] == [(RecordKind.STARTED, first), (RecordKind.ENDED, first),
+                           (RecordKind.STARTED, second)]
+    until_end(pool, second, reports)
 
 
-def test_other_tasks_ring_only_near_the_end_of_their_queue(executor) -> None:  # type: ignore[no-untyped-def]
-    bare, bell = executor
-    queue(bare.sub, CHAIN_REFILL_AT)
-    bare._ended(run_record(1), OK, 0.0, 0.0)  # a hand-off of a plain group
-    assert not rang(bell) and not bare.bell_owed
-    bare._ended(run_record(2), FAILED, 0.0, 0.0, error="failed")
-    assert rang(bell)  # a failure is news at once
-    while bare.sub.pop(0) is not None:
-        pass
-    bare._ended(run_record(3), OK, 0.0, 0.0)
-    assert rang(bell)  # nothing left
+def test_a_plain_hand_off_rings_for_more_at_the_end_before_it(
+        pool: ExecutorPool, tmp_path: Path) -> None:
+    spec = program(tmp_path)
+    first = dispatch(pool, spec, 0)
+    second = dispatch(pool, spec, 1)
+    reports = reports_at_bell(pool)
+    assert reports[:2] == [(RecordKind.STARTED, first), (RecordKind.ENDED, first)]
+    until_end(pool, second, reports)
+
+
+def until_end(pool: ExecutorPool, key: int, reports: list[tuple[RecordKind, int]]) -> None:
+    """Bells come until the task's end is reported."""
+    while (RecordKind.ENDED, key) not in reports:
+        reports = reports_at_bell(pool)
