@@ -80,6 +80,12 @@ class NewGroup:
     after: tuple[TaskKey, ...] = ()  # unfinished keys the whole group waits for
 
 
+# Submits a job's index keeps as ranges (``TaskIndex._runs``): a job of more (a template per
+# task) is searched as one array; a list of ranges that long would cost more to insert into
+# (a job file's ids in any order) than it saves.
+MAX_RUNS = 1024
+
+
 class TaskIndex:
     """Where each task of a job is: one binary search over the job's ids, however many
     submits it has. Job files and Python API jobs make a submit per template (thousands of
@@ -149,7 +155,7 @@ class TaskIndex:
         first, last = ids.item(0), ids.item(-1)
         i = bisect.bisect_left(self._run_firsts, first)
         if (last - first != len(ids) - 1 or (i > 0 and runs[i - 1][1] >= first)
-                or (i < len(runs) and runs[i][0] <= last)):
+                or (i < len(runs) and runs[i][0] <= last) or len(runs) >= MAX_RUNS):
             self._runs = None  # the searches of the whole index from now on
             self._run_firsts = []
             return

@@ -32,6 +32,7 @@ from hqshm.server import views
 from hqshm.server.events import EventStream
 from hqshm.server.jobbook import JobBook
 from hqshm.server.jobs import (
+    MAX_RUNS,
     NEVER_RESTART_ERROR,
     Job,
     JobNotFound,
@@ -175,6 +176,19 @@ def test_explicit_ids_are_sorted_with_steps(book: Book) -> None:
     job, group = book.submit(((10, 12, 1), (0, 6, 3)))
     assert task_ids(job) == [0, 3, 6, 10, 11, 12]
     assert group.keys.tolist() == [key(job, i) for i in (0, 3, 6, 10, 11, 12)]
+
+
+def test_a_task_index_of_many_submits_searches_the_array() -> None:
+    """Ranges are kept for up to MAX_RUNS submits; a job file's template per task makes more,
+    which then go in one search, at no insertion cost per submit (ids in reverse order)."""
+    index = TaskIndex()
+    n = MAX_RUNS + 10
+    index.add([np.array([i], dtype=np.uint32) for i in reversed(range(n))])
+    assert index._runs is None
+    assert index.find_one(TaskId(0)) == (n - 1, 0) and index.find_one(TaskId(n)) is None
+    few = TaskIndex()
+    few.add([np.array([i], dtype=np.uint32) for i in reversed(range(MAX_RUNS))])
+    assert few._runs is not None and few.find_one(TaskId(0)) == (MAX_RUNS - 1, 0)
 
 
 def test_a_group_finds_a_key_s_position_with_or_without_gaps(book: Book) -> None:
