@@ -109,9 +109,13 @@ HANDOFF_SPAN = 0.004
 # node then asks the server for more once per CHAIN_DEPTH / 2 steps (the executor rings with
 # that many left: executor.CHAIN_REFILL_AT), and a report and its answer cost the server, the
 # node and their I/O threads more than a step's work. The server sends that many early
-# (``Core.early_per_cpu``).
+# (``Core.early_per_cpu``). The executor's submission ring is sized for HANDOFF_DEPTH tasks of
+# three records each (FORGET, DEFINE, RUN: hqshm/node/pool.py), and each of its slots is a page
+# of memory in the node and the executor: a step beyond that depth goes only where the ring has
+# room for three more records (a chain of one group needs one each).
 CHAIN_DEPTH = 16
 RING_DEPTH = max(HANDOFF_DEPTH, CHAIN_DEPTH)  # the most tasks queued behind a running one
+RECORDS_PER_TASK = 3
 IDLE_POLL = 1.0  # the longest poll when no timer is due sooner
 # A task killed by a signal that batch systems send to every process of a job (walltime,
 # preemption, scancel) is reported this much later: the same signal reaching the node then
@@ -181,6 +185,9 @@ class Outbox(Protocol):
 
     def start_executor(self) -> None:
         """Start one more executor; it gets the next index."""
+
+    def room(self, executor: int) -> int:
+        """Records the executor's submission ring can take now without waiting."""
 
     def forget_group(self, gid: GroupId) -> None:
         """The group is gone from the node: executors that were sent its program drop it
@@ -851,7 +858,9 @@ class NodeCore:
             if (current is None or current.canceled or current.timed_out
                     or current.kill_at is not None or current.nodes
                     or current.slot.inflight[-1] != prerequisite
-                    or len(current.slot.inflight) > CHAIN_DEPTH):
+                    or len(current.slot.inflight) > CHAIN_DEPTH
+                    or (len(current.slot.inflight) > HANDOFF_DEPTH
+                        and self.out.room(current.slot.index) < RECORDS_PER_TASK)):
                 continue
             group = self.groups[queued.gid]
             if group.request_variants != self.groups[current.gid].request_variants:

@@ -533,6 +533,9 @@ class Node:
     def start_executor(self) -> None:
         self.pool.grow()
 
+    def room(self, executor: int) -> int:
+        return self.pool.handles[executor].sub.room()
+
     def forget_group(self, gid: GroupId) -> None:
         self.pool.forget(gid)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from hqshm.cluster.frozen import field, mutable
 from hqshm.node import launch
-from hqshm.node.core import RING_DEPTH
+from hqshm.node.core import HANDOFF_DEPTH, RECORDS_PER_TASK, RING_DEPTH
 from hqshm.node.executor import Executor, remove_function_dir
 from hqshm.node.ring import Record, RecordKind, Ring, drain_doorbell, open_doorbell
 
@@ -32,12 +32,16 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 # Groups one FORGET record names: 8 bytes each within a slot's payload area (16 KiB).
 FORGET_PER_RECORD = 2000
-# A submission ring holds the records of at most 1 + RING_DEPTH tasks that the executor has
-# not popped (the one it is about to run and the hand-offs behind it): FORGET, DEFINE and RUN
-# each, so a push never waits. A completion ring holds their STARTED and ENDED records twice
-# over, so that an executor that runs them all before the node drains its ring never waits.
-SUB_CAPACITY = 3 * (1 + RING_DEPTH)
-DONE_CAPACITY = 4 * (1 + RING_DEPTH)
+# A submission ring holds the records of at most 1 + HANDOFF_DEPTH tasks that the executor
+# has not popped (the one it is about to run and the hand-offs behind it): FORGET, DEFINE and
+# RUN each, so a push never waits; a chain's steps queue deeper only where it has room
+# (``NodeCore._chain_behind``). A completion ring holds their STARTED and ENDED records, twice
+# over for hand-offs, so that an executor that runs them all before the node drains its ring
+# never waits; a chain's deeper queue fits once, since its executor rings half-way
+# (executor.CHAIN_REFILL_AT). Each slot the rings cycle through is a page of the node's and
+# the executor's memory (issue 9, item 4), hence no more slots than that.
+SUB_CAPACITY = RECORDS_PER_TASK * (1 + HANDOFF_DEPTH)
+DONE_CAPACITY = max(4 * (1 + HANDOFF_DEPTH), 2 * (1 + RING_DEPTH))
 
 
 def _die_with_parent() -> None:

@@ -344,6 +344,11 @@ class Ring:
         """Records published and not yet popped (exact for the consumer, a hint otherwise)."""
         return int(self._items.value)
 
+    def room(self) -> int:
+        """Records a push can add now without waiting (exact for the producer, at least
+        this many: the consumer only frees slots)."""
+        return int(self._free.value)
+
     def push(
         self,
         *,

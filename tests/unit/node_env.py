@@ -132,6 +132,7 @@ class RecordingOutbox:
         self.log: list[object] = []
         self.executors = executors
         self.bodies = bodies  # gid -> the body the env defined, which dispatches must carry
+        self.rooms: dict[int, int] = {}
 
     def send(self, message: object) -> None:
         self.log.append(round_trip(message))
@@ -160,6 +161,10 @@ class RecordingOutbox:
     def start_executor(self) -> None:
         self.log.append(ExecutorStarted(self.executors))
         self.executors += 1
+
+    def room(self, executor: int) -> int:
+        """Room in the executor's submission ring: unbounded unless a test sets ``rooms``."""
+        return self.rooms.get(executor, 1 << 20)
 
     def register_again(self, server_uid: str, resumed: tuple[tuple[int, int, int], ...],
                        time_limit: float | None) -> None:

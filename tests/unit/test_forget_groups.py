@@ -13,7 +13,7 @@ import pathlib
 import pytest
 
 from hqshm.model.program import ProgramSpec, Stdio
-from hqshm.node.core import RING_DEPTH
+from hqshm.node.core import HANDOFF_DEPTH
 from hqshm.node.executor import Executor
 from hqshm.node.pool import FORGET_PER_RECORD, SUB_CAPACITY, ExecutorHandle, ExecutorPool
 from hqshm.node.ring import Record, RecordKind, Ring
@@ -109,7 +109,7 @@ def test_the_tasks_in_flight_never_fill_the_ring(handle: ExecutorHandle) -> None
     DEFINE: a push that waited for room would stall the node's loop."""
     pool = bare_pool(handle)
     handle.defined.add(1)
-    for gid in range(2, 2 + 1 + RING_DEPTH):
+    for gid in range(2, 2 + 1 + HANDOFF_DEPTH):
         pool.forget(gid - 1)
         dispatch(pool, handle, gid)
     assert handle.sub.pending() == SUB_CAPACITY

@@ -16,6 +16,8 @@ from hqshm.cluster.protocol import (
 )
 from node_env import Dispatch, NodeEnv, Skip, variant
 
+from hqshm.node.core import CHAIN_DEPTH, HANDOFF_DEPTH, RECORDS_PER_TASK
+
 JOB = 1
 
 
@@ -307,4 +309,20 @@ def test_a_chain_s_ends_go_a_few_to_a_frame_before_its_node_runs_dry() -> None:
         env.end(k)
     env.turn()  # the last end gives its CPU back: it goes at once
     assert [f[0] for f in env.out.take_one(TaskUpdates).finished] == keys[4:]
+    env.check()
+
+
+def test_a_chain_queues_past_the_hand_off_depth_only_where_the_ring_has_room() -> None:
+    """The submission ring is sized for HANDOFF_DEPTH tasks of three records each: a step
+    beyond goes behind only while the ring can take three more records (a chain of one group
+    takes one each), so that no push waits."""
+    env = NodeEnv(cpus=1)
+    gid = env.group()
+    keys = [send(env, gid, 0), *(send(env, gid, i, after=(i - 1,)) for i in range(1, 20))]
+    env.out.rooms[0] = RECORDS_PER_TASK - 1
+    env.turn()
+    assert [d[0] for d in chained(env)] == keys[:1 + HANDOFF_DEPTH]
+    env.out.rooms[0] = RECORDS_PER_TASK
+    env.turn()
+    assert [d[0] for d in chained(env)] == keys[1 + HANDOFF_DEPTH:1 + CHAIN_DEPTH]  # up to depth
     env.check()
