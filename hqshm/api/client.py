@@ -146,15 +146,17 @@ class _ProgressBar:
 
     def update(self, summaries: Summaries) -> None:
         total = sum(job.task_count for job in summaries)
+        done = sum(job.counts[state] for job in summaries for state in _DONE)
         if self.bar is None:
             from tqdm import tqdm  # its import takes a while: only scripts that wait pay it
 
-            self.bar = tqdm(total=total, unit="task")
+            # What was done before the bar starts is its start, not a step: as a step taken
+            # within microseconds, it showed millions of tasks a second.
+            self.bar = tqdm(total=total, unit="task", initial=done)
         self.bar.total = total
         completed = sum(1 for job in summaries
                         if job.counts[TaskState.WAITING] + job.counts[TaskState.RUNNING] == 0)
         self.bar.set_postfix_str(f"{completed}/{self.n_jobs} job(s) completed", refresh=False)
-        done = sum(job.counts[state] for job in summaries for state in _DONE)
         self.bar.update(done - self.bar.n)  # by steps, so that tqdm's rate is right
         self.bar.refresh()
 
