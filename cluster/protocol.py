@@ -250,14 +250,13 @@ MAX_MERGED_ENTRY_BYTES = 1 << 20
 
 
 def mergeable(first: ComputeTasks, second: ComputeTasks, keys: int, entry_bytes: int) -> bool:
-    """Whether ``second`` can join ``first`` (and whatever joined it before: ``keys`` and
-    ``entry_bytes`` so far) in one message: same group, small, no multi-node task, no
-    results (which may be large)."""
+    """Whether ``second`` can join ``first`` (and whatever joined it before) in one message
+    of ``keys`` keys and ``entry_bytes`` bytes of entries in all: same group, small, no
+    multi-node task, no results (which may be large)."""
     return (first.gid == second.gid and not first.nodes and not second.nodes
             and not first.results and not second.results
             and bool(first.entries) == bool(second.entries)
-            and keys + len(second.keys) <= MAX_MERGED_KEYS
-            and entry_bytes + sum(map(len, second.entries)) <= MAX_MERGED_ENTRY_BYTES)
+            and keys <= MAX_MERGED_KEYS and entry_bytes <= MAX_MERGED_ENTRY_BYTES)
 
 
 def merged(messages: Sequence[ComputeTasks]) -> ComputeTasks:

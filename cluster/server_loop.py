@@ -122,13 +122,13 @@ def _merge_computes(pending: list[tuple[WorkerId, object]]) -> list[tuple[Worker
     for wid, message in pending:
         run = open_runs.get(wid)
         if isinstance(message, ComputeTasks):
-            if run is not None and mergeable(run[1][0], message, run[2], run[3]):
+            keys, size = len(message.keys), sum(map(len, message.entries))
+            if run is not None and mergeable(run[1][0], message, run[2] + keys, run[3] + size):
                 run[1].append(message)
-                run[2] += len(message.keys)
-                run[3] += sum(map(len, message.entries))
+                run[2] += keys
+                run[3] += size
                 continue
-            run = open_runs[wid] = [len(out), [message], len(message.keys),
-                                    sum(map(len, message.entries))]
+            run = open_runs[wid] = [len(out), [message], keys, size]
             runs.append(run)
         elif run is not None:
             del open_runs[wid]

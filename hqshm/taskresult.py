@@ -151,6 +151,7 @@ def write_stored(path: str, kind: int, parts: list[Any]) -> None:
     blob = b"".join(parts) if small else b""
     # Not one with buffers: a reader maps those, so that its arrays view the stored pages.
     kept = small and len(blob) >= _HEADER.size and _HEADER.unpack_from(blob, 0)[2] == 0
+    _RECENT.pop(path, None)  # written anew, or failed to be: the file is no longer that one
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -163,11 +164,9 @@ def write_stored(path: str, kind: int, parts: list[Any]) -> None:
             os.close(fd)
         os.replace(temporary, path)
     except BaseException:
-        _RECENT.pop(path, None)
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-    _RECENT.pop(path, None)
     if stat is not None:
         if len(_RECENT) >= RECENT_KEPT:
             del _RECENT[next(iter(_RECENT))]

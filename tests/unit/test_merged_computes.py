@@ -40,15 +40,15 @@ def test_early_steps_merge_with_their_waits_aligned() -> None:
 
 
 def test_what_must_travel_alone_does_not_merge() -> None:
-    one = ComputeTasks(7, (key(1),))
-    assert mergeable(one, ComputeTasks(7, (key(2),)), 1, 0)
-    assert not mergeable(one, ComputeTasks(8, (key(2),)), 1, 0)  # another group
-    assert not mergeable(one, ComputeTasks(7, (key(2),), nodes=("a", "b")), 1, 0)
-    assert not mergeable(one, ComputeTasks(7, (key(2),), results=((key(1), 0, b"x"),)), 1, 0)
-    assert not mergeable(one, ComputeTasks(7, (key(2),), entries=(b"e",)), 1, 0)
-    assert not mergeable(one, ComputeTasks(7, (key(2),)), MAX_MERGED_KEYS, 0)
+    one = ComputeTasks(7, (key(1),))  # the totals given are those of the two together
+    assert mergeable(one, ComputeTasks(7, (key(2),)), 2, 0)
+    assert not mergeable(one, ComputeTasks(8, (key(2),)), 2, 0)  # another group
+    assert not mergeable(one, ComputeTasks(7, (key(2),), nodes=("a", "b")), 2, 0)
+    assert not mergeable(one, ComputeTasks(7, (key(2),), results=((key(1), 0, b"x"),)), 2, 0)
+    assert not mergeable(one, ComputeTasks(7, (key(2),), entries=(b"e",)), 2, 1)
+    assert not mergeable(one, ComputeTasks(7, (key(2),)), MAX_MERGED_KEYS + 1, 0)
     big = ComputeTasks(7, (key(1),), entries=(bytes(1 << 20),))
-    assert not mergeable(big, ComputeTasks(7, (key(2),), entries=(b"e",)), 1, 1 << 20)
+    assert not mergeable(big, ComputeTasks(7, (key(2),), entries=(b"e",)), 2, (1 << 20) + 1)
 
 
 def test_a_turn_s_messages_merge_per_node_and_keep_each_node_s_order() -> None:
@@ -72,3 +72,11 @@ def test_a_turn_s_messages_merge_per_node_and_keep_each_node_s_order() -> None:
         (2, CancelTasks((key(2),))),
         (2, ComputeTasks(7, (key(6), key(7)))),
     ]
+
+
+def test_a_turn_s_merge_stops_at_the_size_bound() -> None:
+    pending: list[tuple[int, object]] = [(1, ComputeTasks(7, (key(i),)))
+                                         for i in range(MAX_MERGED_KEYS + 1)]
+    out = server_loop._merge_computes(pending)
+    assert [len(m.keys) for _, m in out] == [MAX_MERGED_KEYS, 1]  # type: ignore[attr-defined]
+    assert [k for _, m in out for k in m.keys] == [key(i) for i in range(MAX_MERGED_KEYS + 1)]  # type: ignore[attr-defined]
