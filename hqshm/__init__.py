@@ -47,3 +47,41 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_API])
+
+
+class _ClusterBeside:
+    """Finds ``hqshm.cluster`` in a checkout: the repository's cluster/ folder, which
+    installing puts inside the package. A script run from the repository's root (or
+    ``python -c`` there) imports the checkout's hqshm/ folder rather than the installed
+    package; without this it failed with "No module named 'hqshm.cluster'"."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> Any:
+        if name != "hqshm.cluster":
+            return None
+        import importlib.util
+        import os
+
+        return importlib.util.spec_from_file_location(
+            name, os.path.join(self.folder, "__init__.py"),
+            submodule_search_locations=[self.folder])
+
+
+def _find_cluster_beside() -> None:
+    """Where hqshm/ has no cluster/ (a checkout's source folder), look for it beside; last
+    among the finders, so that an installed or editable package's own mapping comes first."""
+    import os
+    import sys
+
+    here = os.path.dirname(__file__)
+    if os.path.isdir(os.path.join(here, "cluster")):
+        return
+    folder = os.path.join(os.path.dirname(here), "cluster")
+    if os.path.isfile(os.path.join(folder, "__init__.py")) and not any(
+            isinstance(finder, _ClusterBeside) for finder in sys.meta_path):
+        sys.meta_path.append(_ClusterBeside(folder))
+
+
+_find_cluster_beside()

@@ -308,7 +308,8 @@ class WarmRunner:
     def _task_streams(self, saved: _Saved) -> list[TextIO]:
         """Text streams on fds 0-2 like a fresh interpreter's, made once (again if the function
         closed one): making them costs more than the rest of a task's set-up."""
-        if not self._streams or any(stream.closed for stream in self._streams):
+        streams = self._streams
+        if not streams or streams[0].closed or streams[1].closed or streams[2].closed:
             like = saved.streams[1]
             encoding = getattr(like, "encoding", None) or "utf-8"
             handling = getattr(like, "errors", None) or "strict"

@@ -29,3 +29,19 @@ def test_every_package_of_the_tree_is_installed() -> None:
     listed = set(config["packages"])
     missing = sorted(_source_packages() - listed)
     assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
+def test_the_checkout_folder_finds_its_cluster_layer(tmp_path: Path) -> None:
+    """A script run from the repository's root imports the checkout's hqshm/ folder, not the
+    installed package (after `pip install .`), and that folder has no cluster/: it finds the
+    repository's. ``-S`` leaves out site-packages and with them the editable install's own
+    mapping, as a regular install's absence of it would."""
+    import subprocess
+    import sys
+
+    code = ("import hqshm.cluster.ids, hqshm.cluster, sys; "
+            "print(hqshm.cluster.__file__, hqshm.cluster.ids.__name__)")
+    done = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(ROOT / "cluster" / "__init__.py"), "hqshm.cluster.ids"]
