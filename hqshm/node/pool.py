@@ -15,7 +15,6 @@ import logging
 import mmap
 import os
 import signal
-import struct
 import sys
 import time
 from array import array
@@ -65,22 +64,27 @@ class Control:
     signal for a task that ended hits nothing else.
     """
 
-    _WORD = struct.Struct("<Q")
     _SKIP = 2
     SKIPS = 1 + RING_DEPTH
-    _SKIP_WORDS = struct.Struct(f"<{SKIPS}Q")
 
     def __init__(self, executors: int) -> None:
         self.capacity = executors
         self._interrupts = self._SKIP + self.SKIPS * executors
         self.page = mmap.mmap(-1, max(mmap.PAGESIZE, 8 * (self._interrupts + executors)))
+        # The page as 64-bit words (this machine's order: node and executors share it): an
+        # index reads one without struct's call, and executors read some per task.
+        self._words = memoryview(self.page).cast("Q")
         self._next_skip = [0] * executors  # the node's: which of an executor's words is next
 
     def _get(self, index: int) -> int:
-        return self._WORD.unpack_from(self.page, 8 * index)[0]
+        return self._words[index]
 
     def _set(self, index: int, value: int) -> None:
-        self._WORD.pack_into(self.page, 8 * index, value)
+        self._words[index] = value
+
+    def close(self) -> None:
+        self._words.release()
+        self.page.close()
 
     def stop(self) -> None:
         self._set(0, 1)
@@ -104,14 +108,15 @@ class Control:
         self._set(self._SKIP + self.SKIPS * executor + turn, key + 1)
 
     def must_skip(self, executor: int, key: int) -> bool:
-        return self._get(0) != 0 or key + 1 in self._SKIP_WORDS.unpack_from(
-            self.page, 8 * (self._SKIP + self.SKIPS * executor))
+        words = self._words
+        first = self._SKIP + self.SKIPS * executor
+        return words[0] != 0 or key + 1 in words[first:first + self.SKIPS].tolist()
 
     def interrupt(self, executor: int, key: int) -> None:
         self._set(self._interrupts + executor, key + 1)
 
     def interrupted(self, executor: int, key: int) -> bool:
-        return self._get(self._interrupts + executor) == key + 1
+        return self._words[self._interrupts + executor] == key + 1
 
     def clear_interrupt(self, executor: int) -> None:
         """The executor's, before it reports a function task started (the node marks a task
@@ -340,7 +345,7 @@ class ExecutorPool:
             self._discard(handle)
         os.close(self.doorbell_r)
         os.close(self.doorbell_w)
-        self.control.page.close()
+        self.control.close()
 
 
 def _little_endian(values: array) -> bytes:

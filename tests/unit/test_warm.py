@@ -233,3 +233,12 @@ def test_arguments_are_fresh_for_each_task_of_a_shared_payload() -> None:
     assert (first.fn, second.fn) == (list.append, list.append)
     assert second.args == ([1],) and second.args[0] is not first.args[0]
     assert payload in functiontask._payloads
+
+
+@pytest.mark.parametrize("data", ["ab!c", "abc", "\u00e9", "YQ==YQ=="])
+def test_an_entry_that_is_not_base64_fails_the_task_it_carries(data: str) -> None:
+    """A task's arguments come base64-coded in its HQ_ENTRY (``entry_text``); a mangled one
+    is refused as what it is, never decoded into something else."""
+    payload = PayloadBuilder()._pack(list.append, (), {}, {"entry": True})
+    with pytest.raises(ValueError):
+        functiontask.load_payload(payload, None, f"{functiontask.ENTRY_PREFIX}-:{data}")
