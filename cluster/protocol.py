@@ -259,6 +259,29 @@ def mergeable(first: ComputeTasks, second: ComputeTasks, keys: int, entry_bytes:
             and keys <= MAX_MERGED_KEYS and entry_bytes <= MAX_MERGED_ENTRY_BYTES)
 
 
+# Entries one ComputeTasks carries at most (each up to MAX_ARG): a pass that places thousands of
+# tasks with large entries on a large node sends them in several messages, each far below the
+# node link's frame limit (MAX_FRAME), past which the link would end.
+MAX_COMPUTE_ENTRY_BYTES = 32 << 20
+
+
+def entry_ranges(entries: Sequence[bytes], count: int,
+                 limit: int = MAX_COMPUTE_ENTRY_BYTES) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``count`` tasks whose ``entries`` (none, or one a task) hold
+    at most ``limit`` bytes each range, in order; one range when they all fit."""
+    if not entries or sum(map(len, entries)) <= limit:
+        return [(0, count)]
+    ranges = []
+    start = size = 0
+    for at, entry in enumerate(entries):
+        if size + len(entry) > limit and at > start:
+            ranges.append((start, at))
+            start, size = at, 0
+        size += len(entry)
+    ranges.append((start, count))
+    return ranges
+
+
 def merged(messages: Sequence[ComputeTasks]) -> ComputeTasks:
     """One message that a node handles as ``messages`` in turn (``mergeable`` each)."""
     if len(messages) == 1:

@@ -30,6 +30,7 @@ from .protocol import (
     Started,
     StopReason,
     TaskUpdates,
+    entry_ranges,
 )
 from .resources import ResourceDescriptor
 
@@ -94,7 +95,9 @@ def assign(core: Core, out: Outbox, worker: Worker, group: Group, keys: list[Tas
     entries: tuple[bytes, ...] = ()
     if group.entries is not None:
         entries = group.entries_of(keys)
-    out.send(worker.wid, ComputeTasks(group.gid, tuple(keys), instances, entries))
+    for start, end in entry_ranges(entries, len(keys)):
+        out.send(worker.wid, ComputeTasks(group.gid, tuple(keys[start:end]),
+                                          instances[start:end], entries[start:end]))
 
 
 def assign_early(core: Core, out: Outbox, worker: Worker, group: Group, key: TaskKey,

@@ -79,6 +79,10 @@ ANSWER_BYTES = 64 << 20  # blobs in one answer (the client link's frame limit is
 ENTRY_COST = 96  # bytes counted per kept result beyond its blob (dict entry and tuple)
 FETCH_CACHE_BYTES = 256 << 20  # fetched blobs waiting for their client, and fetches in flight
 FETCH_WINDOW = 2  # parts of one fetch asked ahead (the node reads one while the server decodes)
+# Inline results that ride in one ComputeTasks; the rest go before it as StoreResult parts. A
+# gather task of hundreds of kept results (up to KEPT_INLINE each) made on other nodes would
+# otherwise make a frame past the node link's limit (MAX_FRAME), which ends the connection.
+ATTACH_BYTES = 32 << 20
 
 _KIND_STATUS = {0: ResultStatus.VALUE, 1: ResultStatus.EXCEPTION, 2: ResultStatus.UNPICKLABLE,
                 3: ResultStatus.NOT_KEPT}
@@ -288,7 +292,9 @@ class ResultStore:
         if not self.jobs:
             return (message,), False
         attached: dict[TaskKey, tuple[TaskKey, int, bytes]] = {}
+        attached_bytes = 0
         held: dict[TaskKey, Kept] = {}
+        parts: list[object] = []
         canceled = 0
         for key in message.keys:
             job_id, task_id = split_key(key)
@@ -307,14 +313,20 @@ class ResultStore:
                     continue
                 dep_key = task_key(job_id, dep)
                 if result[2] and result[0] in (0, 1):
-                    attached[dep_key] = (dep_key, result[0], result[2])
+                    if dep_key in attached or (dep_key, worker) in self.pushed:
+                        continue
+                    if attached_bytes + len(result[2]) <= ATTACH_BYTES:
+                        attached[dep_key] = (dep_key, result[0], result[2])
+                        attached_bytes += len(result[2])
+                    else:  # beyond the message's share: stored on the node before it
+                        self.pushed.add((dep_key, worker))
+                        _split(dep_key, result[0], result[2], parts)
                 elif result[0] > 0 and result[0] & RESULT_HELD:
                     held[dep_key] = result
                 elif (dep_key, worker) not in self.pushed:
                     held[dep_key] = result  # why it is not there goes instead
         if canceled == len(message.keys):
             return (), False
-        parts: list[object] = []
         wait = False
         for dep_key, result in held.items():
             if (dep_key, worker) in self.pushed:
@@ -362,9 +374,7 @@ class ResultStore:
             out.append(StoreResult(key, STORE_UNAVAILABLE, 0, min(len(why), MAX_PART_ERROR),
                                    why[:MAX_PART_ERROR]))
             return
-        kind = result[0] & RESULT_KIND_MASK
-        for offset in range(0, len(blob), MAX_PART):
-            out.append(StoreResult(key, kind, offset, len(blob), blob[offset:offset + MAX_PART]))
+        _split(key, result[0] & RESULT_KIND_MASK, blob, out)
         self.delivered.add(key)  # the first to go when room is needed
 
     # -- out -----------------------------------------------------------------------------
@@ -445,6 +455,12 @@ class ResultStore:
             self.fetched.move_to_end(key)
             return task_id, _KIND_STATUS[kind & RESULT_KIND_MASK], size, blob, item[4]
         return task_id, ResultStatus.NOT_FETCHED, size, b"", self.not_fetched[key]
+
+
+def _split(key: TaskKey, kind: int, blob: bytes, out: list[object]) -> None:
+    """A result's blob as the StoreResult parts that store it on a node, in order."""
+    for offset in range(0, len(blob), MAX_PART):
+        out.append(StoreResult(key, kind, offset, len(blob), blob[offset:offset + MAX_PART]))
 
 
 def _unavailable(result: Kept, not_fetched: str | None) -> str:

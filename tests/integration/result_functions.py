@@ -60,6 +60,10 @@ def big(n: int) -> bytes:
     return b"x" * n
 
 
+def total_length(*blobs: bytes) -> int:
+    return sum(len(blob) for blob in blobs)
+
+
 def wait_for_file(path: str) -> None:
     """Return once ``path`` exists (a gate a test opens)."""
     import time

@@ -137,3 +137,21 @@ def test_a_cancel_does_not_overtake_a_dependant_waiting_for_its_argument(
     assert trace.exists()
     assert hq_env.task_states(submitted.id) == {0: "finished", 1: "finished", 2: "finished",
                                                 3: "canceled"}
+
+
+@pytest.mark.slow
+def test_a_gather_of_more_inline_results_than_one_frame_holds(hq_env: HqEnv,
+                                                             client: Client) -> None:
+    """300 results of 1 MB (each inline, under KEPT_INLINE) made on one worker, all taken by
+    one task on the other: 300 MB, past the node link's 256 MiB frame limit. In one message
+    they ended the link, and the gather never ran; now the message carries a share and the
+    rest is stored on the worker before it (hqshm/server/results.py, ATTACH_BYTES)."""
+    two_workers(hq_env)
+    job = Job(default_env=rf.FUNCTIONS_PATH)
+    size = 1_000_000
+    parts = [job.function(rf.big, args=(size,), resources=HERE, stdout=None, stderr=None)
+             for _ in range(300)]
+    total = job.function(rf.total_length, args=tuple(parts), resources=THERE)
+    submitted = client.submit(job)
+    assert submitted.result(total, timeout=120) == 300 * size
+    assert client.wait_for_jobs([submitted])

@@ -5,14 +5,17 @@ the messages it replaces, in the same order."""
 
 from __future__ import annotations
 
+from core_env import Env
 from hqshm.cluster import server_loop
 from hqshm.cluster.ids import task_key
 from hqshm.cluster.protocol import (
+    MAX_COMPUTE_ENTRY_BYTES,
     MAX_MERGED_KEYS,
     NODE_LINK,
     CancelTasks,
     ComputeTasks,
     DefineGroup,
+    entry_ranges,
     mergeable,
     merged,
 )
@@ -80,3 +83,27 @@ def test_a_turn_s_merge_stops_at_the_size_bound() -> None:
     out = server_loop._merge_computes(pending)
     assert [len(m.keys) for _, m in out] == [MAX_MERGED_KEYS, 1]  # type: ignore[attr-defined]
     assert [k for _, m in out for k in m.keys] == [key(i) for i in range(MAX_MERGED_KEYS + 1)]  # type: ignore[attr-defined]
+
+
+def test_entry_ranges_bound_the_bytes_of_each_message() -> None:
+    assert entry_ranges((), 5) == [(0, 5)]
+    assert entry_ranges((b"a" * 10,) * 5, 5, limit=50) == [(0, 5)]
+    assert entry_ranges((b"a" * 10,) * 5, 5, limit=25) == [(0, 2), (2, 4), (4, 5)]
+    # An entry larger than the limit travels alone rather than not at all.
+    assert entry_ranges((b"a", b"b" * 100, b"c"), 3, limit=10) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_a_pass_that_places_tasks_with_large_entries_splits_their_message() -> None:
+    """Thousands of tasks with 100 KiB entries placed on one large node at once must not make
+    one frame past the node link's limit (it would end the link): they go in several
+    ComputeTasks of at most MAX_COMPUTE_ENTRY_BYTES of entries each, in order."""
+    env = Env()
+    worker = env.worker(cpus=1024)
+    entries = [bytes([i % 256]) * (100 << 10) for i in range(1024)]
+    group = env.group(1024, entries=entries)
+    env.schedule()
+    sent = env.out.take(worker.wid, ComputeTasks)
+    assert len(sent) == -(-sum(map(len, entries)) // MAX_COMPUTE_ENTRY_BYTES)
+    assert all(sum(map(len, m.entries)) <= MAX_COMPUTE_ENTRY_BYTES for m in sent)
+    assert [k for m in sent for k in m.keys] == group.keys.tolist()
+    assert [e for m in sent for e in m.entries] == entries

@@ -315,3 +315,39 @@ def test_a_store_result_frame_is_checked_on_decode() -> None:
         object.__setattr__(hostile, name, value)
     with pytest.raises(PeerError):
         NODE_LINK.decode(NODE_LINK.encode(hostile))
+
+
+def test_inline_results_past_a_message_share_go_before_it_as_parts() -> None:
+    """A gather task whose many kept results (up to KEPT_INLINE each) come from another node:
+    inline they would make a frame past the node link's limit, which ends the connection.
+    The message carries ATTACH_BYTES of them; the rest are stored on the node before it, once."""
+    from hqshm.server import results as server_results
+
+    size = taskresult.KEPT_INLINE - 1000
+    count = server_results.ATTACH_BYTES // size + 5
+    book, _table = book_with({**{t: TaskState.FINISHED for t in range(count)},
+                              count: TaskState.WAITING, count + 1: TaskState.WAITING},
+                             {count: tuple(range(count)), count + 1: tuple(range(count))})
+    store = ResultStore(book, 1 << 40, 0.0)
+    store.connected = lambda wid: True
+    blobs = {t: bytes([t % 256]) * size for t in range(count)}
+    store.add(3, tuple((task_key(1, t), 0, 0, size, blobs[t]) for t in range(count)))
+    message = ComputeTasks(7, (task_key(1, count),))
+    out, hold = store.attach(5, message)
+    assert not hold and isinstance(out[-1], ComputeTasks)
+    inline = {key: blob for key, _kind, blob in out[-1].results}
+    assert sum(map(len, inline.values())) <= server_results.ATTACH_BYTES
+    parts = out[:-1]
+    stored = {p.key for p in parts if isinstance(p, StoreResult)}
+    assert len(stored) >= 5 and not stored & inline.keys()
+    assert stored | inline.keys() == {task_key(1, t) for t in range(count)}
+    for part in parts:
+        assert isinstance(part, StoreResult)
+        start = part.offset
+        assert part.data == blobs[part.key & 0xFFFFFFFF][start:start + len(part.data)]
+    for one in out:  # every frame well within the link's
+        assert len(NODE_LINK.encode(one)) <= server_results.ATTACH_BYTES + (1 << 20)
+    # Another dependant on that node: the stored ones are not sent again.
+    again, _ = store.attach(5, ComputeTasks(7, (task_key(1, count + 1),)))
+    assert not any(isinstance(p, StoreResult) for p in again)
+    assert {key for key, _k, _b in again[-1].results} == inline.keys()  # type: ignore[attr-defined]
