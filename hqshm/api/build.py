@@ -17,7 +17,7 @@ from hqshm.api.resources import request_variants
 from hqshm.api.tasks import Task
 from hqshm.cluster.ids import TaskId
 from hqshm.errors import UserError
-from hqshm.model import submit
+from hqshm.model import limits, submit
 from hqshm.model.submission import (
     GraphSubmission,
     GraphTask,
@@ -89,6 +89,11 @@ def _template(task: Task, job: Job, default_cwd: str, python_env: PythonEnv,
         template = made.get(key)
         if template is not None and template.stdin is stdin:
             return template, encoded
+        if task.function_name and len(stdin) > limits.MAX_STDIN:
+            raise UserError(
+                f"the function and its arguments pickle to {len(stdin)} bytes, more than a "
+                f"task may carry ({limits.MAX_STDIN}); pass large data in a file, or as the "
+                "result of another task (a task given as an argument)")
         template = made[key] = submit.task_template(
             args,
             env=env,

@@ -254,3 +254,18 @@ def test_a_function_task_names_its_callable_in_its_template() -> None:
     names = [t.function_name for t in job.tasks]
     assert names == [f"{__name__}.test_a_function_task_names_its_callable_in_its_template",
                      "functools.partial", ""]
+
+
+def _length(data: bytes) -> int:
+    return len(data)
+
+
+def test_a_function_task_whose_arguments_are_too_large_says_so() -> None:
+    """Arguments above the entry's share travel pickled with the function (the task's stdin,
+    at most 16 MiB): the error names the arguments, not a standard input the user never gave."""
+    job = Job()
+    job.function(_length, args=(bytes(17 << 20),))
+    with pytest.raises(InvalidTask, match=r"^Task _length/0 \(id=0\): the function and its "
+                                          r"arguments pickle to \d+ bytes, more than a task "
+                                          r"may carry \(16777216\); pass large data in a file"):
+        build_submission(job, PythonEnv(), "/tmp")
