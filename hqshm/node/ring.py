@@ -41,6 +41,7 @@ names' lifetime form one protocol whose invariant (above) no part keeps alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import itertools
 import logging
@@ -282,6 +283,7 @@ class Ring:
                 shm = posix_ipc.SharedMemory(names.shm, posix_ipc.O_CREX, 0o600, size)
                 made_shm = names.shm
                 try:
+                    _reserve(shm.fd, size, names.shm)
                     mm = mmap.mmap(shm.fd, size)
                 finally:
                     shm.close_fd()
@@ -532,6 +534,22 @@ class Ring:
         finally:
             os.close(fd)
         return encoded
+
+
+def _reserve(fd: int, size: int, name: str) -> None:
+    """Allocate the segment's pages now. A segment is sparse until written, and a page first
+    written when /dev/shm is full (tasks fill it: data loaders, our results) kills the writer
+    with SIGBUS, node or executor, in the middle of the run; reserved, a full /dev/shm is an
+    error here, when the ring is made, with what to do about it."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # a file system that cannot reserve: pages come as they are written
+        raise RingError(
+            f"cannot reserve {size} bytes of shared memory for {name} in /dev/shm: "
+            f"{os.strerror(exc.errno or 0)}; free some of it, or give this machine (or "
+            "container: its --shm-size) more") from None
 
 
 def _segment_size(capacity: int, payload_size: int) -> int:
