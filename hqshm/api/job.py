@@ -62,7 +62,7 @@ class Job:
                 priority: int = 0, resources: Resources = None,
                 crash_limit: int | None = None) -> ExternalProgram:
         task = ExternalProgram(
-            self._next_id(), args=args, task_dir=task_dir, stdin=stdin, dependencies=list(deps),
+            self._next_id(), args=args, task_dir=task_dir, stdin=stdin, dependencies=deps,
             priority=priority, resources=resources, env=env, cwd=cwd, stdout=stdout,
             stderr=stderr, name=name, crash_limit=crash_limit)
         return self._add(task)
@@ -77,7 +77,7 @@ class Job:
         if name is None:
             name = f"{getattr(fn, '__name__', type(fn).__name__)}/{task_id}"
         task = PythonFunction(
-            task_id, fn=fn, args=args, kwargs=kwargs, dependencies=list(deps),
+            task_id, fn=fn, args=args, kwargs=kwargs, dependencies=deps,
             priority=priority, resources=resources, env=env, cwd=cwd, stdout=stdout,
             stderr=stderr, name=name, crash_limit=crash_limit)
         return self._add(task)

@@ -46,11 +46,23 @@ class StdioDef:
 Stdio = str | Path | StdioDef | None  # what `stdout=` and `stderr=` accept
 
 
+# StdioDefs made from path strings, shared (they are frozen): every task of a job of a million
+# function tasks has the default paths, and two objects each were 180 bytes of the task's 780.
+_FROM_TEXT: dict[str, StdioDef] = {}
+
+
 def as_stdio_def(value: Stdio) -> StdioDef | None:
     """What a task keeps in its ``stdout``/``stderr`` attribute: a StdioDef, or None."""
     if value is None or isinstance(value, StdioDef):
         return value
-    return StdioDef.from_path(value)
+    if type(value) is not str:
+        return StdioDef.from_path(value)
+    made = _FROM_TEXT.get(value)
+    if made is None:
+        if len(_FROM_TEXT) >= 256:
+            _FROM_TEXT.clear()
+        made = _FROM_TEXT[value] = StdioDef.from_path(value)
+    return made
 
 
 def stdio_desc(value: StdioDef | None, default: str) -> StdioDesc:

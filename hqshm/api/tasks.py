@@ -7,7 +7,7 @@ command. ``hqshm.api.build`` turns them into the job model's templates.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ Resources = ResourceRequest | Sequence[ResourceRequest] | None
 class Task(abc.ABC):
     """What every task has: id, dependencies, placement, environment, paths, name."""
 
-    def __init__(self, task_id: int, *, dependencies: Sequence[Task] = (), priority: int = 0,
+    def __init__(self, task_id: int, *, dependencies: Iterable[Task] = (), priority: int = 0,
                  resources: Resources = None, env: Mapping[str, str] | None = None,
                  cwd: str | Path | None = None, stdout: Stdio = None, stderr: Stdio = None,
                  name: str | None = None, crash_limit: int | None = None) -> None:

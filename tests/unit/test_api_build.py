@@ -13,7 +13,7 @@ from hqshm.api.build import InvalidTask, build_submission
 from hqshm.api.errors import EmptyJob, ForeignDependency
 from hqshm.api.function import TASK_CODE, PythonEnv
 from hqshm.api.job import Job, SubmittedJob, get_job_id
-from hqshm.api.output import StdioDef
+from hqshm.api.output import DEFAULT_STDOUT, StdioDef
 from hqshm.api.resources import ResourceRequest
 from hqshm.errors import UserError
 from hqshm.model.submission import GraphSubmission, StdioDesc, TaskTemplate
@@ -269,3 +269,15 @@ def test_a_function_task_whose_arguments_are_too_large_says_so() -> None:
                                           r"arguments pickle to \d+ bytes, more than a task "
                                           r"may carry \(16777216\); pass large data in a file"):
         build_submission(job, PythonEnv(), "/tmp")
+
+
+def test_tasks_share_the_stdio_definitions_of_equal_paths() -> None:
+    """A job of a million function tasks holds two StdioDefs, not two million (frozen, so
+    shared); what each task says is unchanged."""
+    job = Job()
+    first, second = (job.function(_length, args=(b"",)) for _ in range(2))
+    other = job.function(_length, args=(b"",), stdout="out-%{TASK_ID}", stderr=None)
+    assert first.stdout is second.stdout and first.stderr is second.stderr
+    assert first.stdout == StdioDef(path=DEFAULT_STDOUT, on_close="none")
+    assert other.stdout == StdioDef(path="out-%{TASK_ID}", on_close="none")
+    assert other.stderr is None
