@@ -138,7 +138,10 @@ def test_ids_in_creation_order_labels_and_lookup() -> None:
     assert [first.label, named.label] == ["0", "greeting"]
     assert [f.name for f in functions] == ["foo/2", "foo/3"]
     assert job.task_by_id(1) is named and job.task_by_id(9) is None
+    assert job.task_by_id(-1) is None and job.task_by_id("1") is None  # type: ignore[arg-type]
     assert first.args == ["hostname"]  # one string is one argument, never split
+    job.tasks.remove(first)  # a script that edits the list: ids are no longer positions
+    assert job.task_by_id(1) is named and job.task_by_id(0) is None
 
 
 def test_program_template_defaults() -> None:
