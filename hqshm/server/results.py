@@ -24,8 +24,9 @@ first and never counts against the store. A fetch whose node is gone, or cannot 
 result, ends in ``NOT_FETCHED`` with the reason.
 
 A dependency's result made on another node goes with its dependant (``attach``, the loop's
-``before_compute``): inline ones inside the ``ComputeTasks``; a held one as ``StoreResult``
-parts sent before it, from the fetch cache, after a fetch like a client's. While such a fetch
+``before_compute``): inline ones inside the ``ComputeTasks``, up to ``ATTACH_BYTES`` of them
+(a gather of hundreds would pass the link's frame limit), the rest as ``StoreResult`` parts
+sent before it, as a held one's are; a held one as ``StoreResult`` parts sent before it, from the fetch cache, after a fetch like a client's. While such a fetch
 runs the loop holds that ``ComputeTasks`` and every later message to the node, in order
 (cluster/server_loop.py), and the store releases the node when the fetch ends. A fetch that
 fails still releases it: the node gets, in place of the result, why it could not be fetched
