@@ -50,7 +50,7 @@ from hqshm.cluster.ids import split_key
 from hqshm.model.program import ProgramSpec, Stdio, decode_program
 from hqshm.model.streamformat import READ_SIZE
 from hqshm.node import affinity, launch, results, warm
-from hqshm.node.ring import Record, RecordFlag, RecordKind, Ring, ring_doorbell
+from hqshm.node.ring import Record, RecordFlag, RecordKind, Ring, RingFull, ring_doorbell
 from hqshm.node.streamwriter import StreamError, StreamFiles, TaskStream
 
 if TYPE_CHECKING:  # the pool writes the page; an executor only reads it
@@ -284,17 +284,13 @@ class Executor:
     ) -> None:
         self.last_status = status
         flags, payload = results.ended_payload(error, result)
-        self.done.push(
-            key=record.key,
-            instance=record.instance,
-            kind=RecordKind.ENDED,
-            status=status,
-            t_start=t0,
-            t_end=t1,
-            pid=pid,
-            flags=flags,
-            payload=payload,
-        )
+        try:
+            self._push_ended(record, status, t0, t1, pid, flags, payload)
+        except RingFull as exc:  # /dev/shm is full: no room for a large payload
+            if result is not None:  # the task's end goes; its result, too large, does not
+                result = (results.NOT_KEPT, result[1], str(exc).encode("utf-8", "replace"))
+            flags, payload = results.ended_payload(error[:512], result)
+            self._push_ended(record, status, t0, t1, pid, flags, payload)
         # With its next tasks already queued the executor goes on at once, and the node
         # collects this report on its next tick; an executor down to its last queued task
         # rings the bell, so that the node refills its ring before it idles (waiting until
@@ -308,6 +304,12 @@ class Executor:
             self._ring()
         elif pending <= REFILL_AT:
             self.bell_owed = True
+
+    def _push_ended(self, record: Record, status: int, t0: float, t1: float, pid: int,
+                    flags: int, payload: bytes) -> None:
+        self.done.push(key=record.key, instance=record.instance, kind=RecordKind.ENDED,
+                       status=status, t_start=t0, t_end=t1, pid=pid, flags=flags,
+                       payload=payload)
 
     def _ring(self) -> None:
         self.bell_owed = False

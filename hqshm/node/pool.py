@@ -243,9 +243,9 @@ class ExecutorPool:
         if gid not in handle.defined:
             handle.sub.push(key=gid, instance=0, kind=RecordKind.DEFINE, payload=body)
             handle.defined.add(gid)
-        handle.unanswered += 1
         handle.sub.push(key=key, instance=instance, kind=RecordKind.RUN, cpus=cpus, numa=numa,
                         payload=payload, flags=flags)
+        handle.unanswered += 1  # once pushed: a push that fails (RingFull) queued nothing
 
     def _push_forgets(self, handle: ExecutorHandle) -> None:
         """One FORGET record with the oldest groups the executor must drop."""
@@ -254,12 +254,12 @@ class ExecutorPool:
             gids.append(gid)
             if len(gids) == FORGET_PER_RECORD:
                 break
-        for gid in gids:
-            del handle.forgets[gid]
         if gids.itemsize != 8:
             raise RuntimeError("array('Q') is not 8 bytes here")
         handle.sub.push(key=len(gids), instance=0, kind=RecordKind.FORGET,
                         payload=_little_endian(gids))
+        for gid in gids:
+            del handle.forgets[gid]
 
     def forget(self, gid: int) -> None:
         """A group the node dropped: each executor that has its program drops it too."""

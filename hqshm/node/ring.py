@@ -131,6 +131,9 @@ _HEADER = struct.Struct("<8sIIII")
 _MAGIC = b"HQSHMRNG"
 _VERSION = 1
 HEADER_SIZE = 64
+_PAGE = mmap.PAGESIZE
+# Linux 5.14: allocate a range's pages now, failing (EFAULT) where a write would take SIGBUS.
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 _MASK_BYTES = MAX_CPUS // 8
 _NO_CPUS = bytes(_MASK_BYTES)
 _MANY_CPUS = 32  # above this, a byte table decodes a mask faster than a Python bit loop
@@ -162,6 +165,11 @@ _SPILLED = int(RecordFlag.SPILLED)  # IntFlag arithmetic costs 0.5 us; plain int
 
 class RingError(HqError):
     """The shared segment does not hold what this version writes: a stale or foreign ring."""
+
+
+class RingFull(RingError):
+    """No room in /dev/shm for a record's payload (its slot's pages, or its spill file): the
+    record was not pushed. Says what to do about it."""
 
 
 class Record(NamedTuple):
@@ -250,6 +258,10 @@ class Ring:
         ]
         self._head = 0  # next slot to pop (consumer side only)
         self._tail = 0  # next slot to push (producer side only)
+        # Producer side: payload bytes a slot surely has (``_reserve``), and the slots whose
+        # whole payload area is allocated since (``_make_room``).
+        self._sure = min(_PAGE, payload_size)
+        self._roomy = bytearray(capacity)
         self._spills = itertools.count()
         self._unlink = weakref.finalize(self, _unlink_ring, names, os.getpid()) if owner else None
 
@@ -283,7 +295,7 @@ class Ring:
                 shm = posix_ipc.SharedMemory(names.shm, posix_ipc.O_CREX, 0o600, size)
                 made_shm = names.shm
                 try:
-                    _reserve(shm.fd, size, names.shm)
+                    _reserve(shm.fd, capacity, payload_size, names.shm)
                     mm = mmap.mmap(shm.fd, size)
                 finally:
                     shm.close_fd()
@@ -393,6 +405,8 @@ class Ring:
                 n = len(payload)
                 flags |= _SPILLED
             if n:
+                if n > self._sure and not self._roomy[self._tail]:
+                    self._make_room(mm, payload_at)
                 mm[payload_at : payload_at + n] = payload
             _RECORD.pack_into(
                 mm,
@@ -492,6 +506,18 @@ class Ring:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _make_room(self, mm: mmap.mmap, payload_at: int) -> None:
+        """Allocate the rest of the tail slot's payload area before a payload past its first
+        page is written there: an error (OSError, ENOSPC) when /dev/shm is full, as a spill
+        file's would be, instead of a SIGBUS. Once a slot."""
+        start = payload_at // _PAGE * _PAGE
+        try:
+            mm.madvise(_MADV_POPULATE_WRITE, start, payload_at + self._payload_size - start)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):  # else a kernel before 5.14
+                raise RingFull(_no_room(self.names.shm, "it is full")) from None
+        self._roomy[self._tail] = 1
+
     def _wait(self, sem: posix_ipc.Semaphore, timeout: float | None) -> bool:
         """Take one count of ``sem``: spin briefly on its value, then sleep in the kernel."""
         clock = time.perf_counter
@@ -523,33 +549,54 @@ class Ring:
         encoded = os.fsencode(path)
         if len(encoded) > self._payload_size:
             raise ValueError(f"spill path {path!r} does not fit a payload area")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _full_or(exc, path) from None
         try:
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]
-        except BaseException:
+        except BaseException as exc:
             os.unlink(path)
+            if isinstance(exc, OSError):
+                raise _full_or(exc, path) from None
             raise
         finally:
             os.close(fd)
         return encoded
 
 
-def _reserve(fd: int, size: int, name: str) -> None:
-    """Allocate the segment's pages now. A segment is sparse until written, and a page first
-    written when /dev/shm is full (tasks fill it: data loaders, our results) kills the writer
-    with SIGBUS, node or executor, in the middle of the run; reserved, a full /dev/shm is an
-    error here, when the ring is made, with what to do about it."""
+def _reserve(fd: int, capacity: int, payload_size: int, name: str) -> None:
+    """Allocate the pages every record touches now: the header, the records and each slot's
+    first payload page (a quarter of the segment; a node of 128 executors needs 32 MB of
+    /dev/shm for them, the size of a container's default). A segment is sparse until written,
+    and a page first written when /dev/shm is full (tasks fill it: data loaders, our results)
+    kills the writer with SIGBUS, node or executor, in the middle of the run; reserved, a full
+    /dev/shm is an error here, when the ring is made, with what to do about it. The rest of a
+    slot is reserved when a payload first needs it (``Ring._make_room``)."""
+    records_end = HEADER_SIZE + capacity * RECORD_SIZE
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, 0, records_end)
+        for slot in range(capacity):
+            os.posix_fallocate(fd, records_end + slot * payload_size,
+                               min(_PAGE, payload_size))
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             return  # a file system that cannot reserve: pages come as they are written
-        raise RingError(
-            f"cannot reserve {size} bytes of shared memory for {name} in /dev/shm: "
-            f"{os.strerror(exc.errno or 0)}; free some of it, or give this machine (or "
-            "container: its --shm-size) more") from None
+        raise RingError(_no_room(name, os.strerror(exc.errno or 0))) from None
+
+
+def _full_or(exc: OSError, path: str) -> OSError | RingFull:
+    """A spill file's failure: RingFull when its file system is full, else as it came."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RingFull(_no_room(path, os.strerror(exc.errno)))
+    return exc
+
+
+def _no_room(name: str, why: str) -> str:
+    return (f"cannot reserve shared memory for {name} in /dev/shm: {why}; free some of it, or "
+            "give this machine (or container: its --shm-size) more")
 
 
 def _segment_size(capacity: int, payload_size: int) -> int:
