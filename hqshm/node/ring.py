@@ -34,7 +34,13 @@ after it pushed: one byte written to a non-blocking pipe whose read end sits in 
 ``drain_doorbell`` and pops with ``timeout=0`` until empty, in that order, so a push racing with
 the drain always leaves a byte behind and no wake-up is lost.
 
-One module of about 520 lines because the layout, the two semaphores, the spill files and the
+Memory: a segment is sparse, and a page first written when /dev/shm is full kills the writer
+with SIGBUS. ``create`` reserves the pages every record touches (the header, the records, each
+slot's first payload page), so a ring that cannot have them is an error when it is made; a
+payload longer than a page reserves the rest of its slot when it first needs it, and a full
+/dev/shm is then ``RingFull`` for that push, as it is for a spill file.
+
+One module of about 560 lines because the layout, the two semaphores, the spill files and the
 names' lifetime form one protocol whose invariant (above) no part keeps alone.
 """
 
