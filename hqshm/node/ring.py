@@ -40,7 +40,7 @@ slot's first payload page), so a ring that cannot have them is an error when it 
 payload longer than a page reserves the rest of its slot when it first needs it, and a full
 /dev/shm is then ``RingFull`` for that push, as it is for a spill file.
 
-One module of about 560 lines because the layout, the two semaphores, the spill files and the
+One module of about 650 lines because the layout, the two semaphores, the spill files and the
 names' lifetime form one protocol whose invariant (above) no part keeps alone.
 """
 
