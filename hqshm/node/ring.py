@@ -514,8 +514,8 @@ class Ring:
 
     def _make_room(self, mm: mmap.mmap, payload_at: int) -> None:
         """Allocate the rest of the tail slot's payload area before a payload past its first
-        page is written there: an error (OSError, ENOSPC) when /dev/shm is full, as a spill
-        file's would be, instead of a SIGBUS. Once a slot."""
+        page is written there: ``RingFull`` when /dev/shm is full, as for a spill file,
+        instead of a SIGBUS. Once a slot."""
         start = payload_at // _PAGE * _PAGE
         try:
             mm.madvise(_MADV_POPULATE_WRITE, start, payload_at + self._payload_size - start)
@@ -575,8 +575,8 @@ class Ring:
 
 def _reserve(fd: int, capacity: int, payload_size: int, name: str) -> None:
     """Allocate the pages every record touches now: the header, the records and each slot's
-    first payload page (a quarter of the segment; a node of 128 executors needs 32 MB of
-    /dev/shm for them, the size of a container's default). A segment is sparse until written,
+    first payload page (a quarter of the segment: about 35 MB of /dev/shm for a node of 128
+    executors, within a container's default 64 MB). A segment is sparse until written,
     and a page first written when /dev/shm is full (tasks fill it: data loaders, our results)
     kills the writer with SIGBUS, node or executor, in the middle of the run; reserved, a full
     /dev/shm is an error here, when the ring is made, with what to do about it. The rest of a
