@@ -6,6 +6,7 @@ The API's defaults have no `job-<id>` directory, unlike the CLI's (HQ's Python A
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -46,23 +47,21 @@ class StdioDef:
 Stdio = str | Path | StdioDef | None  # what `stdout=` and `stderr=` accept
 
 
-# StdioDefs made from path strings, shared (they are frozen): every task of a job of a million
-# function tasks has the default paths, and two objects each were 180 bytes of the task's 780.
-_FROM_TEXT: dict[str, StdioDef] = {}
-
-
 def as_stdio_def(value: Stdio) -> StdioDef | None:
     """What a task keeps in its ``stdout``/``stderr`` attribute: a StdioDef, or None."""
     if value is None or isinstance(value, StdioDef):
         return value
-    if type(value) is not str:
-        return StdioDef.from_path(value)
-    made = _FROM_TEXT.get(value)
-    if made is None:
-        if len(_FROM_TEXT) >= 256:
-            _FROM_TEXT.clear()
-        made = _FROM_TEXT[value] = StdioDef.from_path(value)
-    return made
+    if type(value) is str:
+        return _from_text(value)
+    return StdioDef.from_path(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _from_text(path: str) -> StdioDef:
+    """StdioDefs of path strings, shared (they are frozen): every task of a job of a million
+    function tasks has the default paths, and two objects each were 180 bytes of the task's
+    780."""
+    return StdioDef.from_path(path)
 
 
 def stdio_desc(value: StdioDef | None, default: str) -> StdioDesc:
