@@ -9,7 +9,9 @@ Against one live server with no workers (jobs are submitted and wait):
 - `--clients` parallel loops of `hq submit -- true`, each its own process, as a workflow
   manager runs them (target ≥ 40 jobs/s on 2 cores);
 - the median round trip of `hq submit`, `hq job list` and `hq job info` (target ≤ 40 ms), next
-  to `python -c pass` and `python -c 'import zmq'`, the floors of any `hq` command.
+  to `python -c pass` and `python -c 'import zmq'`, the floors of any `hq` command; `hq job
+  list` once before any job (the round trip alone) and once after the jobs above, when it
+  prints a row for each of them (they all wait).
 
 Figures go to bench/README.md; the machine's speed is in the floors.
 """
@@ -17,6 +19,7 @@ Figures go to bench/README.md; the machine's speed is in the floors.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -88,12 +91,20 @@ def main() -> None:
     hq = hq_command()
     with running_server(root / "server") as (env, _proc):
         os.environ["HQ_SERVER_DIR"] = env["HQ_SERVER_DIR"]
+        # The round trip alone, before the jobs below make `hq job list` print thousands of
+        # rows (every waiting job).
+        empty_list = median_ms([*hq, "job", "list"], env, root, args.rounds)
         served = one_connection(root / "server", args.jobs)
         parallel = parallel_clients(env, root, args.clients, args.seconds)
+        listed = len(json.loads(subprocess.run(
+            [*hq, "--output-mode", "json", "job", "list"], env=env, cwd=root, check=True,
+            capture_output=True).stdout))
         rows = [
+            ("`hq job list`, no jobs yet", empty_list),
             ("`hq submit -- true`", median_ms([*hq, "submit", "--", "true"], env, root,
                                               args.rounds)),
-            ("`hq job list`", median_ms([*hq, "job", "list"], env, root, args.rounds)),
+            (f"`hq job list` ({listed:,} waiting jobs listed)",
+             median_ms([*hq, "job", "list"], env, root, args.rounds)),
             ("`hq job info 1`", median_ms([*hq, "job", "info", "1"], env, root, args.rounds)),
             ("`python -c pass`", median_ms([sys.executable, "-c", "pass"], env, root,
                                            args.rounds)),
