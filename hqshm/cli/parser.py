@@ -9,10 +9,11 @@ every sub-parser so they may appear anywhere before a task's own arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from hqshm import __version__
@@ -552,7 +553,31 @@ def _port(text: str) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _untranslated() -> Iterator[None]:
+    """argparse's own texts as written, while we parse. argparse looks each one up with
+    gettext, which imports `locale` and searches the disk for a catalogue on every look-up
+    (1.4 ms of every `hq` command, issue 9, item 2); Python ships no catalogue for argparse and
+    HQ's command line is English. Put back after, for any other user of argparse here."""
+    saved = argparse._, argparse.ngettext  # type: ignore[attr-defined]
+    argparse._ = str  # type: ignore[attr-defined]
+    argparse.ngettext = _ngettext  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        argparse._, argparse.ngettext = saved  # type: ignore[attr-defined]
+
+
+def _ngettext(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
+    with _untranslated():
+        return _parse(argv)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
     extra: list[str] = []
     if _selected(argv) in (("alloc", "add"), ("alloc", "dry-run")):
         # Everything after `--` goes verbatim to qsub/sbatch (argparse would take a positional

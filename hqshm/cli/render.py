@@ -11,11 +11,10 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hqshm.cli import tables
 from hqshm.link.commandlog import CommandLogger
 
-# Each command imports the views it shows, and each method the layouts and formats it draws:
-# `hq submit` prints one line, and the tables' helpers were a fifth of its imports.
+# Each command imports the views it shows, and each method the layouts, formats and tables it
+# draws: `hq submit` prints one line, and the tables' helpers were a fifth of its imports.
 if TYPE_CHECKING:
     from hqshm.link.details import (
         JobDetail,
@@ -63,20 +62,31 @@ class Output:
 
     def horizontal(self, header: Sequence[str], rows: Sequence[Sequence[str]],
                    right: Sequence[int] = ()) -> None:
+        from hqshm.cli import tables
+
         self.line(tables.render_horizontal(header, rows, right_align=right, color=self.color))
 
     def vertical(self, rows: Sequence[tuple[str, str]]) -> None:
+        from hqshm.cli import tables
+
         self.line(tables.render_vertical(rows, color=self.color))
 
     def state(self, word: str, kind: str = "job") -> str:
-        return tables.colorize_state(word, kind) if self.color else word  # type: ignore[arg-type]
+        if not self.color:
+            return word
+        from hqshm.cli import tables
+
+        return tables.colorize_state(word, kind)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:
         if self.mode == "json":
             self.json({"error": message})
         else:
-            text = tables.paint(message, "red") if self.color else message
-            sys.stderr.write(text + "\n")
+            if self.color:
+                from hqshm.cli import tables
+
+                message = tables.paint(message, "red")
+            sys.stderr.write(message + "\n")
             sys.stderr.flush()
 
     def empty(self) -> None:
@@ -159,7 +169,11 @@ class Output:
         elif self.mode == "quiet":
             self.line(str(job_id))
         else:
-            ok = tables.paint("successfully", "green") if self.color else "successfully"
+            ok = "successfully"
+            if self.color:
+                from hqshm.cli import tables
+
+                ok = tables.paint(ok, "green")
             self.line(f"Job submitted {ok}, job ID: {job_id}")
 
     def opened(self, job_id: int) -> None:

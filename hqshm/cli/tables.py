@@ -9,7 +9,6 @@ Colours are applied only when asked; without them the output has no escape at al
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Collection, Sequence
 from typing import Literal
 
@@ -68,6 +67,8 @@ def display_width(text: str) -> int:
     escapes excluded."""
     if text.isascii() and text.isprintable():
         return len(text)  # the common case, and a task list may have a million rows
+    import unicodedata  # here: tables of plain ASCII (most) never need it
+
     width = 0
     for char in _ANSI.sub("", text):
         if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf", "Cc"):

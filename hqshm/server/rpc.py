@@ -362,7 +362,8 @@ class ClientService:
                            # that is not open and not sealed yet is passed over by its
                            # finish time.
                            and (j.finished_at is None or j.is_open)
-                           and (j.is_open or j.state in ("WAITING", "RUNNING", "OPENED"))),
+                           # WAITING, RUNNING or OPENED, without the state word's rule
+                           and (j.is_open or j.unfinished > 0)),
                           key=operator.attrgetter("id"))
         else:
             jobs = self.book.jobs.ascending(request.after)

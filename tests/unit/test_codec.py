@@ -709,3 +709,74 @@ def test_large_frames_pause_the_collector_and_always_restart_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --- type hints ---------------------------------------------------------------------------------
+
+
+def _record_classes() -> set[type]:
+    """Every message of every registry, and every record class their fields nest."""
+    import typing
+
+    import hqshm.link.allocrequests  # noqa: F401 - registers its messages
+    import hqshm.model.program as program
+    import hqshm.server.journal.records as records
+
+    seen: set[type] = set()
+    stack: list[Any] = [cls for registry in (NODE_LINK, CLIENT_LINK, workerconfig.WORKER_CONFIG,
+                                             program.PROGRAM, records.JOURNAL)
+                        for cls in registry._by_tag.values()]
+    while stack:
+        hint = stack.pop()
+        if isinstance(hint, typing.NewType):
+            stack.append(hint.__supertype__)
+        elif hqshm.cluster.codec.is_record_class(hint):
+            if hint not in seen:
+                seen.add(hint)
+                stack.extend(typing.get_type_hints(hint).values())
+        else:
+            stack.extend(typing.get_args(hint))
+    return seen
+
+
+def test_type_hints_are_get_type_hints_for_every_record_class(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-eval reading of annotations gives what typing.get_type_hints gives, for every
+    class the codec meets on any link, and never needs get_type_hints for them."""
+    import typing
+
+    classes = _record_classes()
+    assert len(classes) > 100
+    real = typing.get_type_hints
+    with monkeypatch.context() as patch:
+        patch.setattr(typing, "get_type_hints", lambda cls: pytest.fail(f"fell back: {cls}"))
+        fast = {cls: hqshm.cluster.codec._evaluated(cls) for cls in classes}
+    for cls in classes:
+        assert fast[cls] == real(cls), cls
+
+
+@dataclasses.dataclass
+class _QuotedInside:
+    items: tuple[Any, ...]
+    inner: list["int"]  # noqa: UP037 - a quoted name inside an annotation, on purpose
+
+
+@dataclasses.dataclass
+class _PlainBase:
+    a: int
+
+
+@dataclasses.dataclass
+class _Derived(_PlainBase):
+    b: str | None
+    c: None
+
+
+def test_type_hints_fall_back_and_follow_bases() -> None:
+    import typing
+
+    for cls in (_QuotedInside, _Derived):
+        assert hqshm.cluster.codec.type_hints(cls) == typing.get_type_hints(cls)
+    assert hqshm.cluster.codec.type_hints(_Derived) == {"a": int, "b": str | None,
+                                                        "c": type(None)}
+    assert hqshm.cluster.codec.type_hints(_Derived) is hqshm.cluster.codec.type_hints(_Derived)
