@@ -105,13 +105,20 @@ class TaskPayload:
     @staticmethod
     def pack(gid: int, entry: bytes | None, resource_env: dict[str, str],
              cpu_labels: list[str], whole_cpus: bool, pin: bool, nodes: Sequence[str]) -> bytes:
-        """The encoding without the object (the node's, once per task)."""
-        return msgpack.packb([gid, entry, resource_env, cpu_labels, whole_cpus, pin, nodes])
+        """The encoding without the object (the node's, once per task).
+
+        The resource variables travel as a flat list of names and values, not as a map:
+        msgpack interns every map key it decodes, and a name that nothing else holds was
+        interned and dropped again on every task, until, a few thousand tasks in, the
+        interpreter's table of interned strings doubled: 0.96 MB more in every executor."""
+        return msgpack.packb([gid, entry, [x for item in resource_env.items() for x in item],
+                              cpu_labels, whole_cpus, pin, nodes])
 
     @staticmethod
     def decode(data: bytes) -> TaskPayload:
-        gid, entry, env, labels, whole, pin, nodes = msgpack.unpackb(data)
-        return TaskPayload(gid, entry, env, labels, whole, pin, nodes)
+        gid, entry, flat, labels, whole, pin, nodes = msgpack.unpackb(data)
+        return TaskPayload(gid, entry, dict(zip(flat[::2], flat[1::2], strict=True)), labels,
+                           whole, pin, nodes)
 
 
 class Executor:
