@@ -559,7 +559,10 @@ def _untranslated() -> Iterator[None]:
     gettext, which imports `locale` and searches the disk for a catalogue on every look-up
     (1.4 ms of every `hq` command, issue 9, item 2); Python ships no catalogue for argparse and
     HQ's command line is English. Put back after, for any other user of argparse here."""
-    saved = argparse._, argparse.ngettext  # type: ignore[attr-defined]
+    saved = getattr(argparse, "_", None), getattr(argparse, "ngettext", None)
+    if None in saved:  # an argparse that translates otherwise: leave it be
+        yield
+        return
     argparse._ = str  # type: ignore[attr-defined]
     argparse.ngettext = _ngettext  # type: ignore[attr-defined]
     try:
