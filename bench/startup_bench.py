@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,23 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from live_server import hq_command
+from live_server import hq_command, start_node, stop_nodes
 
 REGISTERED = b"registered at the server"
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-        except ProcessLookupError:
-            continue
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def together(root: Path, timeout: float = 30.0) -> float:
@@ -51,21 +36,18 @@ def together(root: Path, timeout: float = 30.0) -> float:
     log = root / "worker.log"
     procs: list[subprocess.Popen] = []
     try:
-        with open(log, "wb") as out:
-            start = time.perf_counter()
-            procs.append(subprocess.Popen([*hq, "server", "start"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
-            procs.append(subprocess.Popen(
-                [*hq, "worker", "start", "--cpus", "1", "--detect-resources=none"], env=env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        start = time.perf_counter()
+        procs.append(subprocess.Popen([*hq, "server", "start"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+        procs.append(start_node(env, ["--cpus", "1", "--detect-resources=none"], log))
         while REGISTERED not in log.read_bytes():
             if time.perf_counter() - start > timeout:
                 raise RuntimeError(f"the worker did not register: {log.read_text()[-500:]}")
             time.sleep(0.001)
         return time.perf_counter() - start
     finally:
-        _stop(procs)
+        stop_nodes(procs)  # the server too: SIGINT to each session, SIGKILL if need be
 
 
 def local_start(root: Path) -> float:
