@@ -25,12 +25,12 @@ result, ends in ``NOT_FETCHED`` with the reason.
 
 A dependency's result made on another node goes with its dependant (``attach``, the loop's
 ``before_compute``): inline ones inside the ``ComputeTasks``, up to ``ATTACH_BYTES`` of them
-(a gather of hundreds would pass the link's frame limit), the rest as ``StoreResult`` parts
-sent before it, as a held one's are; a held one as ``StoreResult`` parts sent before it, from the fetch cache, after a fetch like a client's. While such a fetch
-runs the loop holds that ``ComputeTasks`` and every later message to the node, in order
-(cluster/server_loop.py), and the store releases the node when the fetch ends. A fetch that
-fails still releases it: the node gets, in place of the result, why it could not be fetched
-(``STORE_UNAVAILABLE``), which the dependant's error names. A result pushed to a node is not
+(a gather of hundreds would pass the link's frame limit); the rest of them as ``StoreResult``
+parts sent before it, and so does a held one, from the fetch cache, after a fetch like a
+client's. While such a fetch runs the loop holds that ``ComputeTasks`` and every later message
+to the node, in order (cluster/server_loop.py), and the store releases the node when the fetch
+ends. A fetch that fails still releases it: the node gets, in place of the result, why it
+could not be fetched (``STORE_UNAVAILABLE``), which the dependant's error names. A result pushed to a node is not
 pushed there again (the node keeps it until the job is forgotten); a held dependant whose tasks
 were all canceled meanwhile is dropped (its cancel follows it and finds nothing).
 """
